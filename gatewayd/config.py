@@ -1,0 +1,146 @@
+"""gatewayd configuration: TOML, typed and validated at start, unknown keys rejected."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names file, line and key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class GatewaySection(_Section):
+    name: Name = Field("gateway", description="Identifies this gateway in MQTT topics and uploads.")
+    state_dir: str = Field("/var/lib/gatewayd", description="Directory for the database and models.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class StoreSection(_Section):
+    batch_size: int = Field(1000, ge=1, le=100_000, description="Readings written per transaction at most.")
+    flush_interval_s: float = Field(1.0, gt=0, le=60, description="Longest time a reading waits in memory.")
+    queue_readings: int = Field(200_000, ge=1000, description="Readings held in memory before polling waits.")
+
+
+class DeviceSection(_Section):
+    name: Name
+    profile: Literal["edge-node"] = Field("edge-node", description="Register layout of the device.")
+    transport: Literal["tcp"] = "tcp"
+    host: str = Field(min_length=1)
+    port: int = Field(502, ge=1, le=65535)
+    unit: int = Field(1, ge=1, le=247, description="Modbus unit (slave) id.")
+    interval_s: float = Field(1.0, ge=0.05, le=3600, description="Poll period on the monotonic clock.")
+    timeout_s: float = Field(1.0, ge=0.05, le=60, description="Response timeout of one request.")
+
+
+class Config(_Section):
+    gateway: GatewaySection = GatewaySection()
+    store: StoreSection = StoreSection()
+    devices: list[DeviceSection] = Field(min_length=1)
+
+    @field_validator("devices")
+    @classmethod
+    def _unique_names(cls, devices: list[DeviceSection]) -> list[DeviceSection]:
+        seen: set[str] = set()
+        for d in devices:
+            if d.name in seen:
+                raise ValueError(f"device name {d.name!r} is used twice")
+            seen.add(d.name)
+        return devices
+
+    @model_validator(mode="after")
+    def _unique_endpoints(self) -> Config:
+        seen: dict[tuple[str, int, int], str] = {}
+        for d in self.devices:
+            key = (d.host, d.port, d.unit)
+            if key in seen:
+                raise ValueError(f"devices {seen[key]!r} and {d.name!r} both poll {d.host}:{d.port} unit {d.unit}")
+            seen[key] = d.name
+        return self
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.gateway.state_dir)
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, text, source)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_config(text, str(path))
+
+
+def _describe(exc: ValidationError, text: str, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc) or "(top level)"
+        line = locate(text, loc)
+        where = f"{source}:{line}" if line else source
+        detail = err["msg"]
+        if err["type"] == "extra_forbidden":
+            detail = "unknown key"
+        elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict | list):
+            detail = f"{detail} (got {err['input']!r})"
+        lines.append(f"{where}: {key}: {detail}")
+    return "\n".join(lines)
+
+
+def locate(text: str, loc: tuple[str | int, ...]) -> int | None:
+    """Line number (1-based) of a key path such as ('devices', 1, 'port'); when the key
+    is missing, the line of the table that should hold it."""
+    src = text.splitlines()
+
+    def next_header(n: int) -> int:
+        return next((m for m in range(n, len(src)) if src[m].lstrip().startswith("[")), len(src))
+
+    start, end = 0, next_header(0)
+    table, found = "", None
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            pattern = re.compile(rf"^\s*\[\[\s*{re.escape(table)}\s*\]\]")
+            hits = [n for n, line in enumerate(src) if pattern.match(line)]
+            if part >= len(hits):
+                return found
+            found = hits[part] + 1
+            start, end = hits[part] + 1, next_header(hits[part] + 1)
+            continue
+        key = re.compile(rf"^\s*[\"']?{re.escape(part)}[\"']?\s*=")
+        for n in range(start, end):
+            if key.match(src[n]):
+                return n + 1
+        table = f"{table}.{part}" if table else part
+        if i + 1 < len(loc) and isinstance(loc[i + 1], int):
+            continue
+        pattern = re.compile(rf"^\s*\[\s*{re.escape(table)}\s*\]")
+        hits = [n for n, line in enumerate(src) if pattern.match(line)]
+        if not hits:
+            return found
+        found = hits[0] + 1
+        start, end = hits[0] + 1, next_header(hits[0] + 1)
+    return found

@@ -1,0 +1,108 @@
+"""Assembles the daemon: one poller per device, one store writer, one supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from gatewayd.config import Config
+from gatewayd.poller import DeviceHealth, EdgeNodePoller
+from gatewayd.store import Reading, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WriterStats:
+    written: int = 0
+    batches: int = 0
+    queued: int = 0
+
+
+@dataclass
+class Gateway:
+    """What a running daemon exposes to its callers (CLI, demo, tests)."""
+
+    config: Config
+    store: Store
+    pollers: dict[str, EdgeNodePoller] = field(default_factory=dict)
+    writer: WriterStats = field(default_factory=WriterStats)
+
+    def health(self) -> dict[str, DeviceHealth]:
+        return {name: p.health for name, p in self.pollers.items()}
+
+
+class ReadingQueue:
+    """Bounded hand-off from pollers to the writer; a full queue makes pollers wait."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.items: list[Reading] = []
+        self.changed = asyncio.Condition()
+
+    async def put(self, batch: list[Reading]) -> None:
+        async with self.changed:
+            await self.changed.wait_for(lambda: len(self.items) + len(batch) <= self.capacity or not self.items)
+            self.items.extend(batch)
+            self.changed.notify_all()
+
+    async def take(self, limit: int, wait_s: float) -> list[Reading]:
+        async with self.changed:
+            try:
+                await asyncio.wait_for(self.changed.wait_for(lambda: len(self.items) >= limit), wait_s)
+            except TimeoutError:
+                pass
+            batch, self.items = self.items[:limit], self.items[limit:]
+            self.changed.notify_all()
+            return batch
+
+
+async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway] | None = None) -> Gateway:
+    """Run until `stop` is set; flush what is queued, close the store, return the gateway."""
+    store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+    loop = asyncio.get_running_loop()
+    store = await loop.run_in_executor(store_thread, Store.in_state_dir, config.state_path)
+    gateway = Gateway(config=config, store=store)
+    queue = ReadingQueue(config.store.queue_readings)
+
+    async def register(name: str, profile: str, address: str, identity: dict, channels: list[tuple[str, str]]) -> None:
+        await loop.run_in_executor(store_thread, store.register_device, name, profile, address, identity, channels)
+
+    async def write(batch: list[Reading]) -> None:
+        written = await loop.run_in_executor(store_thread, store.write_readings, batch)
+        gateway.writer.written += written
+        gateway.writer.batches += 1
+
+    async def writer() -> None:
+        while not stop.is_set():
+            batch = await queue.take(config.store.batch_size, config.store.flush_interval_s)
+            gateway.writer.queued = len(queue.items)
+            if batch:
+                await write(batch)
+
+    for device in config.devices:
+        gateway.pollers[device.name] = EdgeNodePoller(device, queue.put, register)
+
+    log.info("gatewayd started: %d devices, store %s", len(config.devices), store.path)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            writer_task = tasks.create_task(writer(), name="store-writer")
+            poll_tasks = [tasks.create_task(p.run(), name=f"poll-{n}") for n, p in gateway.pollers.items()]
+            if ready is not None:
+                ready.set_result(gateway)
+            await stop.wait()
+            for t in poll_tasks:
+                t.cancel()
+            await asyncio.gather(*poll_tasks, return_exceptions=True)
+            await writer_task
+        # Pollers are stopped: whatever is still queued goes to disk before closing.
+        while queue.items:
+            batch, queue.items = queue.items[: config.store.batch_size], queue.items[config.store.batch_size :]
+            await write(batch)
+    finally:
+        await loop.run_in_executor(store_thread, store.close)
+        store_thread.shutdown(wait=True)
+        log.info("gatewayd stopped: %d readings written in %d batches", gateway.writer.written, gateway.writer.batches)
+    return gateway

@@ -1,0 +1,126 @@
+"""`gatewayd demo`: three virtual nodes and the daemon on an embedded configuration,
+live progress for about a minute, then a summary of what landed in the store."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from gatewayd import daemon
+from gatewayd.config import Config, parse_config
+from gatewayd.store import Store
+from gatewayd.virtual_node import VirtualNode
+
+DEMO_CONFIG = """\
+# Written by `gatewayd demo`; run it again with: gatewayd run --config {path}
+[gateway]
+name = "demo"
+state_dir = "{state_dir}"
+
+[store]
+batch_size = 1000
+flush_interval_s = 1.0
+{devices}"""
+
+DEVICE = """
+[[devices]]
+name = "pump-{unit}"
+profile = "edge-node"
+host = "127.0.0.1"
+port = {port}
+unit = {unit}
+interval_s = {interval_s}
+"""
+
+
+def demo_config(state_dir: Path, ports: list[int], interval_s: float, path: Path) -> str:
+    devices = "".join(DEVICE.format(unit=i + 1, port=p, interval_s=interval_s) for i, p in enumerate(ports))
+    return DEMO_CONFIG.format(state_dir=state_dir, devices=devices, path=path)
+
+
+def run_demo(
+    *, duration_s: float = 60, nodes: int = 3, state_dir: Path = Path("var"), interval_s: float = 0.5,
+    progress_s: float = 5.0, out: TextIO = sys.stdout,
+) -> int:  # fmt: skip
+    state_dir = state_dir.resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    print(f"starting {nodes} virtual nodes (MicroPython unix port, simulated pump plant)", file=out)
+    started = []
+    try:
+        for unit in range(1, nodes + 1):
+            node = VirtualNode(unit, seed=unit)
+            node.start()
+            started.append(node)
+            print(f"  pump-{unit}: Modbus TCP on 127.0.0.1:{node.port}, unit {unit}", file=out)
+        config_path = state_dir / "demo-gatewayd.toml"
+        text = demo_config(state_dir, [n.port for n in started if n.port], interval_s, config_path)
+        config_path.write_text(text)
+        config = parse_config(text, str(config_path))
+        print(f"gatewayd: polling every {interval_s:g} s, store {state_dir / 'gatewayd.sqlite3'}", file=out)
+        print(f"running for {duration_s:g} s (Ctrl-C stops early)\n", file=out, flush=True)
+        since_ms = time.time_ns() // 1_000_000
+        gateway, elapsed = asyncio.run(_run(config, duration_s, progress_s, out))
+    finally:
+        for node in started:
+            node.stop()
+    _summary(config, gateway, since_ms, elapsed, out)
+    return 0 if gateway.writer.written else 1
+
+
+async def _run(config: Config, duration_s: float, progress_s: float, out: TextIO) -> tuple[daemon.Gateway, float]:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    ready: asyncio.Future[daemon.Gateway] = loop.create_future()
+    task = asyncio.create_task(daemon.run(config, stop, ready))
+    gateway = await ready
+    t0 = time.monotonic()
+    try:
+        while not stop.is_set():
+            left = duration_s - (time.monotonic() - t0)
+            if left <= 0:
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), min(progress_s, left))
+            except TimeoutError:
+                pass
+            _progress(gateway, time.monotonic() - t0, out)
+    finally:
+        stop.set()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    await task
+    return gateway, time.monotonic() - t0
+
+
+def _progress(gateway: daemon.Gateway, elapsed: float, out: TextIO) -> None:
+    print(f"[{elapsed:5.1f} s] stored {gateway.writer.written} readings", file=out)
+    for name, h in gateway.health().items():
+        values = "  ".join(f"{ch} {v:.2f} {h.units.get(ch, '')}".rstrip() for ch, v in h.last_values.items())
+        print(f"  {name:<8} {h.state:<10} {h.readings:>6} readings  {values}", file=out)
+    out.flush()
+
+
+def _summary(config: Config, gateway: daemon.Gateway, since_ms: int, elapsed: float, out: TextIO) -> None:
+    store = Store.in_state_dir(config.state_path)
+    try:
+        rows = store.summaries(since_ms)
+        total = store.reading_count()
+    finally:
+        store.close()
+    print(f"\nsummary: {gateway.writer.written} readings stored in {elapsed:.1f} s "
+          f"({gateway.writer.written / max(elapsed, 1e-9):.0f}/s), {total} in the store", file=out)  # fmt: skip
+    print(f"  {'device':<8} {'channel':<12} {'unit':<5} {'count':>6} {'min':>8} {'mean':>8} {'max':>8}", file=out)
+    for r in rows:
+        if r.count:
+            print(f"  {r.device:<8} {r.channel:<12} {r.unit:<5} {r.count:>6} "
+                  f"{r.minimum:>8.2f} {r.mean:>8.2f} {r.maximum:>8.2f}", file=out)  # fmt: skip
+    for name, h in gateway.health().items():
+        if h.state != "online":
+            print(f"  {name}: {h.state}, last error: {h.last_error}", file=out)
+    print(f"database: {store.path}", file=out)

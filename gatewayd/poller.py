@@ -32,6 +32,9 @@ class DeviceError(Exception):
     """A device answered with a Modbus exception or with data that does not fit its profile."""
 
 
+EXPECTED_FAILURES = (ModbusException, DeviceError, edge_node.ProfileError, OSError, asyncio.TimeoutError)
+
+
 @dataclass
 class DeviceHealth:
     state: str = "connecting"  # connecting | online | degraded | offline
@@ -72,22 +75,25 @@ class EdgeNodePoller:
         self.channels: list[edge_node.Channel] = []
         self.skipped_ticks = 0
 
-    async def run(self) -> None:
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Poll until `stop` is set (or the task is cancelled)."""
+        stop = stop or asyncio.Event()
         interval = self.device.interval_s
         next_tick = self.clock()
         try:
-            while True:
+            while not stop.is_set():
                 try:
                     await self.poll_once()
                 except asyncio.CancelledError:
                     raise
-                except (ModbusException, DeviceError, edge_node.ProfileError, OSError, asyncio.TimeoutError) as exc:
+                except Exception as exc:
+                    _raise_if_cancelling(exc)
+                    if not isinstance(exc, EXPECTED_FAILURES):  # a bug must not end polling
+                        log.exception("%s: unexpected error while polling", self.device.name)
                     self._failed(exc)
-                except Exception as exc:  # a bug must not end polling; it is logged with its traceback
-                    log.exception("%s: unexpected error while polling", self.device.name)
-                    self._failed(exc)
+                _raise_if_cancelling(None)
                 if self.health.consecutive_failures:
-                    await asyncio.sleep(self._backoff())
+                    await _pause(stop, self._backoff())
                     next_tick = self.clock()
                     continue
                 next_tick += interval
@@ -97,7 +103,7 @@ class EdgeNodePoller:
                     missed = int((now - next_tick) // interval) + 1
                     self.skipped_ticks += missed
                     next_tick += missed * interval
-                await asyncio.sleep(next_tick - now)
+                await _pause(stop, next_tick - now)
         finally:
             self._close()
 
@@ -185,3 +191,20 @@ class EdgeNodePoller:
         if self.client is not None:
             self.client.close()
             self.client = None
+
+
+def _raise_if_cancelling(cause: BaseException | None) -> None:
+    # On Python 3.11 a cancellation can be lost inside pymodbus (its asyncio.wait_for
+    # returns a response that raced the cancel, or the cancel becomes a Modbus error);
+    # a task that is being cancelled must stop, not count a device failure and go on.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError from cause
+
+
+async def _pause(stop: asyncio.Event, delay: float) -> None:
+    try:
+        async with asyncio.timeout(delay):
+            await stop.wait()
+    except TimeoutError:
+        pass

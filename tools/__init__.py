@@ -1,0 +1,1 @@
+"""Developer and deployment tools shipped with the gateway."""

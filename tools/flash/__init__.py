@@ -1,0 +1,1 @@
+"""edge-flash: building, flashing and provisioning the ESP32 nodes."""

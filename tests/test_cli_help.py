@@ -1,0 +1,28 @@
+"""Every command of every CLI has help text and an example (docs that match the tool)."""
+
+import argparse
+
+import pytest
+
+from cloud_sync.cli import build_parser as cloud_sync_parser
+from gatewayd.cli import build_parser as gatewayd_parser
+from tools.flash.cli import build_parser as edge_flash_parser
+
+
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+@pytest.mark.parametrize("parser", [gatewayd_parser(), edge_flash_parser(), cloud_sync_parser()], ids=lambda p: p.prog)
+def test_every_command_has_help_and_an_example(parser):
+    assert parser.description
+    for name, sub in subcommands(parser).items():
+        assert sub.description, f"{parser.prog} {name} has no description"
+        assert sub.epilog and sub.epilog.startswith(f"example: {parser.prog} {name}"), f"{parser.prog} {name}: no example"
+
+
+def test_gatewayd_commands():
+    assert set(subcommands(gatewayd_parser())) == {"run", "check-config", "demo"}

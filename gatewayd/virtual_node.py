@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import selectors
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -51,6 +52,18 @@ def micropython_env(firmware_dir: Path, *extra: Path) -> dict[str, str]:
     return env
 
 
+def _die_with_parent() -> None:
+    # A virtual node must not outlive the process that started it, even one killed by SIGKILL.
+    # (Linux ties this to the starting thread: start nodes from a thread that outlives them.)
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -77,7 +90,8 @@ class VirtualNode:
                 "--period-ms", str(self.period_ms),
             ]  # fmt: skip
             proc = subprocess.Popen(
-                cmd, env=micropython_env(firmware), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+                cmd, env=micropython_env(firmware), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                preexec_fn=_die_with_parent,
             )
             line = _read_line(proc, timeout_s)
             if line.startswith("READY"):

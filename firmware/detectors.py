@@ -137,6 +137,7 @@ class ChannelDetector:
         self.raw = 0  # checks that fired this sample, before hysteresis
         self.active = 0  # checks on after hysteresis
         self.level = SEVERITY_OFF
+        self.settled = False
         self.reanchors = 0
 
     def update(self, q, status=INPUT_OK):
@@ -211,7 +212,12 @@ class ChannelDetector:
             rest = excess - (mean_dev << bits)
             # sum of squares about the mean = sum_sq - excess**2 / n, without forming excess**2
             ss = self.sum_sq - mean_dev * ((mean_dev << bits) + 2 * rest) - ((rest * rest) >> bits)
-            var256 = (ss >> bits) << 8 if ss >= 0 else 0
+            if ss < 0:
+                var256 = 0
+            elif ss < (1 << 22):
+                var256 = (ss << 8) >> bits  # full precision for quiet signals
+            else:
+                var256 = (ss >> bits) << 8  # keeps var256 under 2**28
             self.std16 = isqrt(var256, self.std16)
             self.mean16 = (self.ref << 4) + (mean_dev << 4) + ((rest << 4) >> bits)
 
@@ -223,8 +229,10 @@ class ChannelDetector:
         ring = self.ring
         head = self.head
         mask = self.mask
-        for i in range(1, n + 1):
+        i = n
+        while i > 0:
             d = ring[(head - i) & mask] - ref
+            i -= 1
             if d > DEV_CLAMP:
                 d = DEV_CLAMP
             elif d < -DEV_CLAMP:
@@ -235,6 +243,8 @@ class ChannelDetector:
         self.reanchors += 1
 
     def _hysteresis(self, raw):
+        if raw == 0 and self.settled:
+            return 0  # steady normal state: every counter already at its floor
         hits = self.hits
         need = self.consecutive
         active = self.active
@@ -259,4 +269,12 @@ class ChannelDetector:
                 level = self.severity[i]
         self.active = active
         self.level = level
+        if raw == 0 and active == 0:
+            settled = True
+            for i in range(CHECKS):
+                if hits[i] != -need:
+                    settled = False
+            self.settled = settled
+        else:
+            self.settled = False
         return active

@@ -30,6 +30,7 @@ class ModbusSlave:
         self.response = bytearray(256)
         self.requests = 0
         self.exceptions = 0
+        self.bad_frames = 0  # counted by the transports: CRC, length, framing
 
     def exception(self, function, code):
         self.exceptions += 1

@@ -1,87 +1,293 @@
-# The node's sample cycle: read every channel once per period and publish it in the
-# register bank. The same code runs on the ESP32 and in the unix port.
+# The node application: every sample period, read each channel, run its detectors, publish
+# the results in the register bank and act on critical detections; in between, serve Modbus.
+# The same code runs on the ESP32 (hal_esp32) and in the unix port (hal_unix).
+import struct
 import time
 
+import array
+
+import detectors as det
 import regmap
+from config import ERR_NONE
+from modbus_pdu import EX_ILLEGAL_ADDRESS, EX_ILLEGAL_VALUE, ModbusSlave
 from regmap import (
+    CH_FLAGS,
+    CH_MEAN,
+    CH_RAW_FLAGS,
+    CH_SEVERITY,
     CH_VALUE,
+    CH_ZSCORE,
+    DESC_NAME,
+    DESC_NAME_REGS,
+    DESC_UNIT,
+    DESC_UNIT_REGS,
+    HR_HIGH,
+    HR_LOW,
+    HR_RATE_LIMIT,
+    HR_RESET,
+    HR_Z_THRESHOLD,
+    IR_BAD_FRAMES,
     IR_CHANNEL_COUNT,
+    IR_CONFIG_ERROR,
+    IR_DETECTIONS,
     IR_FW_VERSION,
     IR_MAGIC,
     IR_MAP_VERSION,
     IR_NODE_ID,
     IR_NODE_STATUS,
+    IR_OUTPUT_COUNT,
+    IR_OUTPUTS_ENERGISED,
     IR_OVERRUNS,
+    IR_RESET_REJECTS,
     IR_SAMPLE_COUNT,
     IR_SAMPLE_PERIOD_MS,
+    IR_TRIP_CAUSE,
+    IR_TRIP_LATCHED,
+    IR_TRIPS,
     IR_UPTIME_S,
-    DESC_NAME,
-    DESC_NAME_REGS,
-    DESC_UNIT,
-    DESC_UNIT_REGS,
+    STATUS_CONFIG_ERROR,
+    STATUS_NOT_READY,
     STATUS_RUNNING,
+    STATUS_SAFE_STATE,
+    STATUS_TRIP_LATCHED,
+    STATUS_WATCHDOG,
 )
+from safety import SafetyLatch
+
+
+def publish_identity(bank, node_id, period_ms, channels=(), output_count=0, config_error=ERR_NONE):
+    bank.set_u16(IR_MAGIC, regmap.MAGIC)
+    bank.set_u16(IR_MAP_VERSION, regmap.MAP_VERSION)
+    bank.set_u16(IR_FW_VERSION, regmap.FW_VERSION)
+    bank.set_u16(IR_NODE_ID, node_id)
+    bank.set_u16(IR_CHANNEL_COUNT, len(channels))
+    bank.set_u16(IR_SAMPLE_PERIOD_MS, period_ms)
+    bank.set_u16(IR_OUTPUT_COUNT, output_count)
+    bank.set_u16(IR_CONFIG_ERROR, config_error)
+    for i, ch in enumerate(channels):
+        bank.set_text(regmap.descriptor_address(i, DESC_NAME), ch.name, DESC_NAME_REGS)
+        bank.set_text(regmap.descriptor_address(i, DESC_UNIT), ch.unit, DESC_UNIT_REGS)
 
 
 class Node:
-    """`source` has update() (one call per cycle) and value(index); `channels` is a
-    sequence of (name, unit) in register order."""
-
-    def __init__(self, node_id, channels, source, bank, period_ms=100):
-        if len(channels) > regmap.MAX_CHANNELS:
-            raise ValueError("at most %d channels" % regmap.MAX_CHANNELS)
-        self.node_id = node_id
-        self.channels = channels
-        self.source = source
-        self.bank = bank
-        self.period_ms = period_ms
+    def __init__(self, cfg, board, bank=None):
+        self.cfg = cfg
+        self.board = board
+        self.bank = bank or regmap.RegisterBank()
+        self.channels = cfg.channels
+        n = len(self.channels)
+        self.detectors = [ch.detector() for ch in self.channels]
+        self.ks = bytearray(n)
+        self.trip_masks = array.array("H", [0] * n)
+        for i, ch in enumerate(self.channels):
+            self.ks[i] = ch.k
+            self.trip_masks[i] = ch.trips
+        self.previous = array.array("H", [0] * n)
+        self.sampler = board.sampler(self.channels, cfg.sample_period_ms)
+        self.outputs = board.outputs(cfg.outputs)
+        self.latch = SafetyLatch(self.outputs, board.flash)
+        self.wdt = board.watchdog(cfg.watchdog_ms) if cfg.watchdog_ms else None
+        self.period_ms = cfg.sample_period_ms
         self.samples = 0
+        self.detections = 0
         self.overruns = 0
+        self.reset_rejects = 0
         self.started_ms = time.ticks_ms()
         self.next_due_ms = self.started_ms
-        self._describe()
+        self.slave = ModbusSlave(self.bank, cfg.node_id, on_write=self.on_write)
+        publish_identity(self.bank, cfg.node_id, self.period_ms, self.channels, len(self.outputs))
+        for i in range(n):
+            self._publish_tunables(i)
+        self._publish_status(False)
 
-    def _describe(self):
-        bank = self.bank
-        bank.set_u16(IR_MAGIC, regmap.MAGIC)
-        bank.set_u16(IR_MAP_VERSION, regmap.MAP_VERSION)
-        bank.set_u16(IR_FW_VERSION, regmap.FW_VERSION)
-        bank.set_u16(IR_NODE_ID, self.node_id)
-        bank.set_u16(IR_CHANNEL_COUNT, len(self.channels))
-        bank.set_u16(IR_SAMPLE_PERIOD_MS, self.period_ms)
-        bank.set_u16(IR_NODE_STATUS, STATUS_RUNNING)
-        for i, (name, unit) in enumerate(self.channels):
-            bank.set_text(regmap.descriptor_address(i, DESC_NAME), name, DESC_NAME_REGS)
-            bank.set_text(regmap.descriptor_address(i, DESC_UNIT), unit, DESC_UNIT_REGS)
+    # -- sample cycle -------------------------------------------------------------------
 
     def sample(self, now_ms):
-        self.source.update()
+        """One cycle: read, detect, act, publish. Allocation-free on the ESP32 path."""
+        sampler = self.sampler
+        sampler.update()
         bank = self.bank
-        for i in range(len(self.channels)):
-            bank.set_f32(regmap.channel_address(i, CH_VALUE), self.source.value(i))
+        trip = 0
+        cause = 0xFFFF
+        healthy = True
+        for i in range(len(self.detectors)):
+            q = sampler.read(i)
+            d = self.detectors[i]
+            flags = d.update(q, sampler.status[i])
+            if flags & ~self.previous[i]:
+                self.detections += 1
+            self.previous[i] = flags
+            if d.level == det.SEVERITY_CRITICAL and self.trip_masks[i] & ~self.latch.latched:
+                trip |= self.trip_masks[i]
+                if cause == 0xFFFF:
+                    cause = (i << 8) | _first_critical(d)
+            if d.active & det.FLAG_FAULT or d.filled < d.window:
+                healthy = False  # a faulty or warming-up sensor cannot vouch for the plant
+            base = regmap.channel_address(i, 0)
+            k = self.ks[i]
+            if sampler.status[i] == det.INPUT_OK:
+                bank.set_scaled(base + CH_VALUE, q, k)
+            bank.set_scaled(base + CH_ZSCORE, d.z16, 4)
+            bank.set_scaled(base + CH_MEAN, d.mean16, k + 4)
+            bank.set_u16(base + CH_FLAGS, flags)
+            bank.set_u16(base + CH_SEVERITY, d.level)
+            bank.set_u16(base + CH_RAW_FLAGS, d.raw)
+        if trip:
+            self.latch.trip(trip, cause)  # outputs go safe in this same cycle
+        if self.board.reset_input.pressed():
+            self.reset()
+        # Outputs come on only once every channel has a full, fault-free window.
+        self.latch.permit(healthy)
         self.samples += 1
-        bank.set_u32(IR_SAMPLE_COUNT, self.samples)
+        self._publish_status(healthy)
         bank.set_u32(IR_UPTIME_S, time.ticks_diff(now_ms, self.started_ms) // 1000)
+        return healthy
+
+    def _publish_status(self, healthy):
+        bank = self.bank
+        latch = self.latch
+        status = STATUS_RUNNING
+        if latch.energised == 0:
+            status |= STATUS_SAFE_STATE
+        if latch.latched:
+            status |= STATUS_TRIP_LATCHED
+        if not healthy:
+            status |= STATUS_NOT_READY
+        if self.wdt is not None:
+            status |= STATUS_WATCHDOG
+        bank.set_u16(IR_NODE_STATUS, status)
+        bank.set_u16(IR_TRIP_LATCHED, latch.latched)
+        bank.set_u16(IR_TRIP_CAUSE, latch.cause)
+        bank.set_u16(IR_OUTPUTS_ENERGISED, latch.energised)
+        bank.set_u32(IR_SAMPLE_COUNT, self.samples)
+        bank.set_u32(IR_DETECTIONS, self.detections)
+        bank.set_u32(IR_TRIPS, latch.trips)
+        bank.set_u32(IR_BAD_FRAMES, self.slave.exceptions + self.slave.bad_frames)
+        bank.set_u16(IR_RESET_REJECTS, self.reset_rejects)
+
+    def reset(self):
+        """The reset path: clears the latch; outputs return only once healthy again."""
+        self.latch.reset()
+
+    # -- scheduling ---------------------------------------------------------------------
 
     def due_in_ms(self, now_ms):
         return time.ticks_diff(self.next_due_ms, now_ms)
 
     def step(self, now_ms):
-        """Sample if the period has elapsed. A late cycle is counted and the schedule
-        restarts from now rather than bursting to catch up."""
+        """Sample if the period has elapsed; feed the watchdog only after a healthy, timely
+        cycle. A late cycle is counted and the schedule restarts from now."""
         if self.due_in_ms(now_ms) > 0:
             return False
+        late = -self.due_in_ms(now_ms)
         self.sample(now_ms)
         self.next_due_ms = time.ticks_add(self.next_due_ms, self.period_ms)
         if time.ticks_diff(self.next_due_ms, now_ms) <= 0:
             self.overruns += 1
             self.bank.set_u16(IR_OVERRUNS, self.overruns)
             self.next_due_ms = time.ticks_add(now_ms, self.period_ms)
+        if self.wdt is not None and late < self.period_ms:
+            self.wdt.feed()
         return True
 
-    def run(self, server, should_stop=None):
+    def run(self, servers, should_stop=None):
         while should_stop is None or not should_stop():
-            now = time.ticks_ms()
-            self.step(now)
-            wait = self.due_in_ms(time.ticks_ms())
-            server.poll(wait if wait > 0 else 0)
+            self.step(time.ticks_ms())
+            for server in servers:
+                wait = self.due_in_ms(time.ticks_ms())
+                server.poll(wait if wait > 0 and server is servers[-1] else 0)
+
+    # -- Modbus writes ------------------------------------------------------------------
+
+    def on_write(self, address, data, offset, count):
+        end = address + count
+        if address <= HR_RESET < end:
+            if count != 1:
+                return EX_ILLEGAL_VALUE
+            code = struct.unpack_from(">H", data, offset)[0]
+            if code != self.cfg.reset_code:
+                self.reset_rejects += 1
+                self.bank.set_u16(IR_RESET_REJECTS, self.reset_rejects)
+                return EX_ILLEGAL_VALUE
+            self.reset()
+            self._publish_status(False)
+            return 0
+        first = regmap.HR_CHANNEL_BASE
+        if address < first:
+            return EX_ILLEGAL_ADDRESS
+        channel = (address - first) // regmap.HR_CHANNEL_STRIDE
+        if channel >= len(self.channels) or (end - 1 - first) // regmap.HR_CHANNEL_STRIDE != channel:
+            return EX_ILLEGAL_ADDRESS
+        field = (address - first) % regmap.HR_CHANNEL_STRIDE
+        fields = ((HR_LOW, 2), (HR_HIGH, 2), (HR_RATE_LIMIT, 2), (HR_Z_THRESHOLD, 1))
+        # Writes must cover whole fields: half a float32 is not a value.
+        pos = field
+        i = 0
+        while pos < field + count:
+            for start, size in fields:
+                if start == pos:
+                    i += size
+                    pos += size
+                    break
+            else:
+                return EX_ILLEGAL_ADDRESS
+        if pos != field + count:
+            return EX_ILLEGAL_VALUE
+        pos = field
+        cursor = offset
+        while pos < field + count:
+            if pos == HR_Z_THRESHOLD:
+                raw = struct.unpack_from(">H", data, cursor)[0]
+                self._tune(channel, pos, raw / 100)
+                pos += 1
+                cursor += 2
+            else:
+                value = struct.unpack_from(">f", data, cursor)[0]
+                if value != value:  # NaN
+                    return EX_ILLEGAL_VALUE
+                self._tune(channel, pos, value)
+                pos += 2
+                cursor += 4
+        self._publish_tunables(channel)
+        return 0
+
+    def _tune(self, i, field, value):
+        """Apply a remote threshold, clamped to the node's own configuration: bounds and the
+        rate limit can only be tightened, the Z threshold moves within its tunable range."""
+        ch = self.channels[i]
+        d = self.detectors[i]
+        if field == HR_LOW:
+            value = min(max(value, ch.bounds[0]), ch.bounds[1])
+            d.low = min(ch.counts(value), d.high)
+        elif field == HR_HIGH:
+            value = min(max(value, ch.bounds[0]), ch.bounds[1])
+            d.high = max(ch.counts(value), d.low)
+        elif field == HR_RATE_LIMIT:
+            if ch.rate_horizon:
+                value = min(max(value, 0.0), ch.rate_limit)
+                d.rate_limit = ch.counts(value)
+        elif field == HR_Z_THRESHOLD:
+            value = min(max(value, ch.z_tunable[0]), ch.z_tunable[1])
+            d.z_limit = int(value * det.Z_ONE + 0.5)
+
+    def _publish_tunables(self, i):
+        ch = self.channels[i]
+        d = self.detectors[i]
+        bank = self.bank
+        bank.set_scaled(regmap.holding_address(i, HR_LOW), d.low, ch.k, bank.holding)
+        bank.set_scaled(regmap.holding_address(i, HR_HIGH), d.high, ch.k, bank.holding)
+        bank.set_scaled(regmap.holding_address(i, HR_RATE_LIMIT), d.rate_limit, ch.k, bank.holding)
+        bank.set_holding_u16(regmap.holding_address(i, HR_Z_THRESHOLD), (d.z_limit * 100 + 8) // det.Z_ONE)
+
+
+def _first_critical(d):
+    for check in range(det.CHECKS):
+        if d.active & (1 << check) and d.severity[check] == det.SEVERITY_CRITICAL:
+            return check
+    return 0xFF
+
+
+def config_error_node(bank, node_id, period_ms, code):
+    """Registers of a node that could not load its configuration: identity and the error."""
+    publish_identity(bank, node_id, period_ms, config_error=code)
+    bank.set_u16(IR_NODE_STATUS, STATUS_RUNNING | STATUS_CONFIG_ERROR | STATUS_SAFE_STATE | STATUS_NOT_READY)

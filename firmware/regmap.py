@@ -1,6 +1,10 @@
 # Node register map, version 1. The contract is firmware/REGISTERS.md;
 # gatewayd/profiles/edge_node.py mirrors these numbers and a test checks both agree.
+import array
 import struct
+import sys
+
+import uctypes
 from micropython import const
 
 MAGIC = const(0x4544)  # "ED"
@@ -18,6 +22,16 @@ IR_UPTIME_S = const(6)  # uint32, high word first
 IR_SAMPLE_COUNT = const(8)  # uint32, high word first
 IR_SAMPLE_PERIOD_MS = const(10)
 IR_OVERRUNS = const(11)
+IR_TRIP_LATCHED = const(12)  # bit per output
+IR_TRIP_CAUSE = const(13)  # channel << 8 | check, 0xFFFF for none
+IR_DETECTIONS = const(14)  # uint32
+IR_TRIPS = const(16)  # uint32
+IR_BAD_FRAMES = const(18)  # uint32
+IR_CONFIG_ERROR = const(20)
+IR_OUTPUTS_ENERGISED = const(21)  # bit per output
+IR_OUTPUT_COUNT = const(22)
+IR_RESET_REJECTS = const(23)
+IDENTITY_REGISTERS = const(24)
 
 # Input registers: one block per channel.
 IR_CHANNEL_BASE = const(100)
@@ -25,8 +39,9 @@ IR_CHANNEL_STRIDE = const(10)
 CH_VALUE = const(0)  # float32, high word first
 CH_ZSCORE = const(2)  # float32
 CH_MEAN = const(4)  # float32, mean of the detector window
-CH_FLAGS = const(6)
-CH_SEVERITY = const(7)
+CH_FLAGS = const(6)  # checks active after hysteresis (detectors.FLAG_*)
+CH_SEVERITY = const(7)  # 0 normal, 1 warning, 2 critical
+CH_RAW_FLAGS = const(8)  # checks that fired on the last sample
 
 # Input registers: channel descriptors, ASCII, NUL padded, two characters per register.
 IR_DESCRIPTOR_BASE = const(300)
@@ -38,15 +53,23 @@ DESC_UNIT_REGS = const(2)
 
 MAX_CHANNELS = const(16)
 INPUT_REGISTER_COUNT = const(IR_DESCRIPTOR_BASE + MAX_CHANNELS * IR_DESCRIPTOR_STRIDE)
-HOLDING_REGISTER_COUNT = const(64)
+# Holding registers (function codes 3, 6, 16): reset command and tunable thresholds.
+HR_RESET = const(0)  # write the node's reset code to clear a latched trip
+HR_CHANNEL_BASE = const(16)
+HR_CHANNEL_STRIDE = const(8)
+HR_LOW = const(0)  # float32, engineering units
+HR_HIGH = const(2)  # float32
+HR_RATE_LIMIT = const(4)  # float32, per rate horizon
+HR_Z_THRESHOLD = const(6)  # uint16, threshold * 100
+HOLDING_REGISTER_COUNT = const(HR_CHANNEL_BASE + MAX_CHANNELS * HR_CHANNEL_STRIDE)
 
 # Node status bits (IR_NODE_STATUS).
 STATUS_RUNNING = const(0x0001)
 STATUS_CONFIG_ERROR = const(0x0002)
 STATUS_SAFE_STATE = const(0x0004)
-
-# Channel flag bits (CH_FLAGS).
-FLAG_FAULT = const(0x0001)
+STATUS_TRIP_LATCHED = const(0x0008)
+STATUS_NOT_READY = const(0x0010)
+STATUS_WATCHDOG = const(0x0020)
 
 
 class RegisterBank:
@@ -57,6 +80,11 @@ class RegisterBank:
         self.holding_count = holding_count
         self.inputs = bytearray(2 * input_count)
         self.holding = bytearray(2 * holding_count)
+        # Scratch float32 and its bytes: a small int stored into an array('f') is converted
+        # in C with no heap object, so values can be published without allocating.
+        self._f32 = array.array("f", [0.0])
+        self._f32_bytes = uctypes.bytearray_at(uctypes.addressof(self._f32), 4)
+        self._little = sys.byteorder == "little"
 
     def set_u16(self, address, value):
         struct.pack_into(">H", self.inputs, 2 * address, value & 0xFFFF)
@@ -66,6 +94,30 @@ class RegisterBank:
 
     def set_f32(self, address, value):
         struct.pack_into(">f", self.inputs, 2 * address, value)
+
+    def set_scaled(self, address, counts, k, target=None):
+        """Store counts * 2**-k as a big-endian float32 without allocating: the integer goes
+        through the float32 scratch cell and k is subtracted from its exponent."""
+        self._f32[0] = counts
+        b = self._f32_bytes
+        if self._little:
+            b3, b2, b1, b0 = b[3], b[2], b[1], b[0]
+        else:
+            b3, b2, b1, b0 = b[0], b[1], b[2], b[3]
+        exponent = ((b3 & 0x7F) << 1) | (b2 >> 7)
+        if exponent:  # zero stays zero
+            exponent -= k
+            if exponent <= 0:  # below float32's normal range: flush to zero
+                b3, b2, b1, b0 = b3 & 0x80, 0, 0, 0
+            else:
+                b3 = (b3 & 0x80) | (exponent >> 1)
+                b2 = (b2 & 0x7F) | ((exponent & 1) << 7)
+        buf = self.inputs if target is None else target
+        i = 2 * address
+        buf[i] = b3
+        buf[i + 1] = b2
+        buf[i + 2] = b1
+        buf[i + 3] = b0
 
     def set_text(self, address, text, registers):
         # Called at setup only; pads with NUL and truncates to the field.
@@ -83,9 +135,22 @@ class RegisterBank:
     def holding_u16(self, address):
         return struct.unpack_from(">H", self.holding, 2 * address)[0]
 
+    def set_holding_u16(self, address, value):
+        struct.pack_into(">H", self.holding, 2 * address, value & 0xFFFF)
+
+    def holding_f32(self, address):
+        return struct.unpack_from(">f", self.holding, 2 * address)[0]
+
+    def set_holding_f32(self, address, value):
+        struct.pack_into(">f", self.holding, 2 * address, value)
+
 
 def channel_address(index, field):
     return IR_CHANNEL_BASE + index * IR_CHANNEL_STRIDE + field
+
+
+def holding_address(index, field):
+    return HR_CHANNEL_BASE + index * HR_CHANNEL_STRIDE + field
 
 
 def descriptor_address(index, field):

@@ -1,66 +1,208 @@
+import os
+import struct
 import time
 
+import config
+import detectors as det
 import regmap
+from hal_unix import Flash, Output, ResetInput, Watchdog
 from node import Node
 
+_STATE = "/tmp/node-test-%d" % (time.ticks_ms() % 100000)
 
-class Ramp:
-    def __init__(self):
-        self.t = 0
+
+class ScriptedSampler:
+    def __init__(self, n):
+        self.values = [0] * n
+        self.status = bytearray(n)
 
     def update(self):
-        self.t += 1
+        pass
 
-    def value(self, index):
-        return self.t + index / 4
-
-
-def make_node(period_ms=100):
-    bank = regmap.RegisterBank()
-    node = Node(9, (("a", "V"), ("b", "mA")), Ramp(), bank, period_ms=period_ms)
-    return node, bank
+    def read(self, index):
+        return self.values[index]
 
 
-def test_identity_and_descriptors_are_published():
-    _, bank = make_node()
-    assert bank.get_u16(regmap.IR_MAGIC) == regmap.MAGIC
-    assert bank.get_u16(regmap.IR_MAP_VERSION) == 1
-    assert bank.get_u16(regmap.IR_NODE_ID) == 9
-    assert bank.get_u16(regmap.IR_CHANNEL_COUNT) == 2
-    assert bank.get_u16(regmap.IR_SAMPLE_PERIOD_MS) == 100
-    name = regmap.descriptor_address(1, regmap.DESC_NAME)
-    assert bytes(bank.inputs[2 * name : 2 * name + 2]) == b"b\x00"
-    unit = regmap.descriptor_address(1, regmap.DESC_UNIT)
-    assert bytes(bank.inputs[2 * unit : 2 * unit + 4]) == b"mA\x00\x00"
+class FakeBoard:
+    def __init__(self, root):
+        self.flash = Flash(root)
+        self.reset_input = ResetInput()
+        self.sampler_obj = None
+        self.out = []
+        self.wdt = None
+
+    def sampler(self, channels, period_ms):
+        self.sampler_obj = ScriptedSampler(len(channels))
+        return self.sampler_obj
+
+    def outputs(self, specs):
+        self.out = [Output(name) for name, _, _ in specs]
+        return self.out
+
+    def watchdog(self, timeout_ms):
+        self.wdt = Watchdog(timeout_ms)
+        return self.wdt
 
 
-def test_sample_writes_values_and_counts():
-    node, bank = make_node()
-    node.sample(time.ticks_ms())
-    node.sample(time.ticks_ms())
-    assert bank.get_f32(regmap.channel_address(0, regmap.CH_VALUE)) == 2.0
-    assert bank.get_f32(regmap.channel_address(1, regmap.CH_VALUE)) == 2.25
-    assert bank.get_u16(regmap.IR_SAMPLE_COUNT + 1) == 2
+def node_config(**channel):
+    ch = {"name": "level", "unit": "m", "source": {"type": "sim", "signal": 0}, "resolution": 0.01,
+          "physical": [-10, 10], "bounds": [-5, 5], "zscore": {"window": 8, "threshold": 4, "tunable": [2, 6]},
+          "rate": {"limit": 2.0, "horizon_s": 0.5}, "consecutive": 1, "trips": ["valve"]}  # fmt: skip
+    ch.update(channel)
+    return config.from_dict({
+        "node_id": 5, "sample_period_ms": 100, "reset_code": 1234, "watchdog_ms": 1000,
+        "outputs": [{"name": "valve", "pin": 4}], "channels": [ch, dict(ch, name="spare", trips=[])],
+        "modbus": {"tcp": {"port": 502}},
+    })  # fmt: skip
 
 
-def test_step_samples_on_schedule_and_counts_overruns():
-    node, bank = make_node(period_ms=100)
-    t0 = node.next_due_ms
-    assert node.step(t0)
-    assert not node.step(time.ticks_add(t0, 50))
-    assert node.step(time.ticks_add(t0, 100))
-    # 350 ms late: one sample, one overrun, schedule restarts from now.
-    late = time.ticks_add(t0, 550)
-    assert node.step(late)
-    assert node.overruns == 1
-    assert bank.get_u16(regmap.IR_OVERRUNS) == 1
-    assert node.due_in_ms(late) == 100
-
-
-def test_too_many_channels_is_rejected():
-    channels = [("c%d" % i, "") for i in range(regmap.MAX_CHANNELS + 1)]
+def fresh(name):
+    root = _STATE + "-" + name
     try:
-        Node(1, channels, Ramp(), regmap.RegisterBank())
-    except ValueError:
-        return
-    raise AssertionError("ValueError not raised")
+        os.remove(root + "/trip.json")
+    except OSError:
+        pass
+    board = FakeBoard(root)
+    return Node(node_config(), board), board
+
+
+def run(node, board, values, n):
+    for _ in range(n):
+        for i in range(len(values)):
+            board.sampler_obj.values[i] = values[i]
+        node.sample(time.ticks_ms())
+
+
+def write(node, address, words):
+    data = bytearray(2 * len(words))
+    for i, w in enumerate(words):
+        struct.pack_into(">H", data, 2 * i, w)
+    return node.on_write(address, data, 0, len(words))
+
+
+def test_outputs_stay_safe_until_every_window_is_full():
+    node, board = fresh("boot")
+    assert not board.out[0].energised
+    run(node, board, [100, 100], 7)
+    assert not board.out[0].energised
+    assert node.bank.get_u16(regmap.IR_NODE_STATUS) & regmap.STATUS_NOT_READY
+    run(node, board, [101, 99], 1)
+    assert board.out[0].energised
+    assert node.bank.get_u16(regmap.IR_OUTPUTS_ENERGISED) == 1
+
+
+def test_critical_bound_trips_in_the_same_cycle_and_survives_reboot():
+    node, board = fresh("trip")
+    run(node, board, [0, 0], 8)
+    assert board.out[0].energised
+    run(node, board, [800, 0], 1)  # 6.25 m (128 counts per m) > 5 m: critical high bound
+    assert not board.out[0].energised
+    assert node.latch.latched == 1
+    cause = node.bank.get_u16(regmap.IR_TRIP_CAUSE)
+    assert cause == (0 << 8) | det.CHECK_HIGH, cause
+    assert node.bank.get_u16(regmap.IR_TRIPS + 1) == 1
+    # back to normal: stays tripped
+    run(node, board, [0, 0], 20)
+    assert not board.out[0].energised
+    # reboot: a new Node on the same flash is still latched
+    board2 = FakeBoard(_STATE + "-trip")
+    node2 = Node(node_config(), board2)
+    run(node2, board2, [0, 0], 20)
+    assert node2.latch.latched == 1 and not board2.out[0].energised
+    assert node2.bank.get_u16(regmap.IR_NODE_STATUS) & regmap.STATUS_TRIP_LATCHED
+
+
+def test_reset_needs_the_code_and_only_permits_restart():
+    node, board = fresh("reset")
+    run(node, board, [0, 0], 8)
+    run(node, board, [800, 0], 1)
+    assert write(node, regmap.HR_RESET, [9999]) == 3
+    assert node.latch.latched and node.reset_rejects == 1
+    # reset while the cause persists: cleared, but the next cycle trips again
+    assert write(node, regmap.HR_RESET, [1234]) == 0
+    assert node.latch.latched == 0 and not board.out[0].energised
+    run(node, board, [800, 0], 1)
+    assert node.latch.latched == 1
+    run(node, board, [0, 0], 8)
+    assert write(node, regmap.HR_RESET, [1234]) == 0
+    assert not board.out[0].energised, "a reset must not energise by itself"
+    run(node, board, [0, 0], 1)
+    assert board.out[0].energised
+
+
+def test_reset_pin():
+    node, board = fresh("pin")
+    run(node, board, [0, 0], 8)
+    run(node, board, [800, 0], 1)
+    board.reset_input.forced = True
+    run(node, board, [0, 0], 1)
+    board.reset_input.forced = False
+    assert node.latch.latched == 0
+
+
+def test_sensor_fault_trips():
+    node, board = fresh("fault")
+    run(node, board, [0, 0], 8)
+    board.sampler_obj.status[0] = det.INPUT_MISSING
+    run(node, board, [0, 0], 1)
+    assert node.latch.latched == 1
+    assert node.bank.get_u16(regmap.IR_TRIP_CAUSE) == det.CHECK_FAULT
+
+
+def test_warning_does_not_trip():
+    node, board = fresh("warn")
+    run(node, board, [0, 0], 8)
+    run(node, board, [0, 150], 1)  # rate warning on the spare channel
+    assert node.detectors[1].level == det.SEVERITY_WARNING
+    assert board.out[0].energised and node.latch.latched == 0
+    assert node.bank.get_u16(regmap.IR_DETECTIONS + 1) >= 1
+
+
+def test_remote_thresholds_are_clamped_to_the_node_config():
+    node, board = fresh("tune")
+    hr = regmap.holding_address(0, regmap.HR_HIGH)
+    words = struct.unpack(">HH", struct.pack(">f", 50.0))
+    assert write(node, hr, list(words)) == 0
+    assert node.bank.holding_f32(hr) == 5.0, "a high bound cannot be widened"
+    words = struct.unpack(">HH", struct.pack(">f", 3.0))
+    assert write(node, hr, list(words)) == 0
+    assert node.bank.holding_f32(hr) == 3.0
+    assert node.detectors[0].high == 384
+    z = regmap.holding_address(0, regmap.HR_Z_THRESHOLD)
+    assert write(node, z, [900]) == 0
+    assert node.bank.holding_u16(z) == 600
+    assert write(node, z, [100]) == 0
+    assert node.bank.holding_u16(z) == 200
+    rate = regmap.holding_address(0, regmap.HR_RATE_LIMIT)
+    words = struct.unpack(">HH", struct.pack(">f", 9.0))
+    assert write(node, rate, list(words)) == 0
+    assert node.bank.holding_f32(rate) == 2.0
+
+
+def test_half_a_float_and_foreign_addresses_are_refused():
+    node, board = fresh("half")
+    assert write(node, regmap.holding_address(0, regmap.HR_HIGH) + 1, [1]) == 2
+    assert write(node, regmap.holding_address(0, regmap.HR_HIGH), [1]) == 3
+    assert write(node, regmap.holding_address(2, regmap.HR_LOW), [0, 0]) == 2
+    assert write(node, 5, [1]) == 2
+    nan = struct.unpack(">HH", struct.pack(">f", float("nan")))
+    assert write(node, regmap.holding_address(0, regmap.HR_LOW), list(nan)) == 3
+
+
+def test_watchdog_is_fed_only_after_timely_cycles():
+    node, board = fresh("wdt")
+    now = node.next_due_ms
+    node.step(now)
+    fed = board.wdt.feeds
+    assert fed == 1
+    # a stalled loop: the next cycle runs 5 periods late, no feed
+    node.step(time.ticks_add(node.next_due_ms, 500))
+    assert board.wdt.feeds == fed
+    assert node.overruns == 1
+
+
+def test_values_are_published_as_float32():
+    node, board = fresh("pub")
+    run(node, board, [250, -75], 1)
+    assert node.bank.get_f32(regmap.channel_address(0, regmap.CH_VALUE)) == 250 / 128
+    assert node.bank.get_f32(regmap.channel_address(1, regmap.CH_VALUE)) == -75 / 128

@@ -15,7 +15,11 @@ SHARED = [
     "MAGIC", "MAP_VERSION", "IR_MAGIC", "IR_MAP_VERSION", "IR_FW_VERSION", "IR_NODE_ID", "IR_CHANNEL_COUNT",
     "IR_NODE_STATUS", "IR_UPTIME_S", "IR_SAMPLE_COUNT", "IR_SAMPLE_PERIOD_MS", "IR_OVERRUNS", "IR_CHANNEL_BASE",
     "IR_CHANNEL_STRIDE", "CH_VALUE", "CH_ZSCORE", "CH_MEAN", "CH_FLAGS", "CH_SEVERITY", "IR_DESCRIPTOR_BASE",
-    "IR_DESCRIPTOR_STRIDE", "DESC_NAME_REGS", "DESC_UNIT", "DESC_UNIT_REGS", "MAX_CHANNELS",
+    "IR_DESCRIPTOR_STRIDE", "DESC_NAME_REGS", "DESC_UNIT", "DESC_UNIT_REGS", "MAX_CHANNELS", "IR_TRIP_LATCHED",
+    "IR_TRIP_CAUSE", "IR_DETECTIONS", "IR_TRIPS", "IR_BAD_FRAMES", "IR_CONFIG_ERROR", "IR_OUTPUTS_ENERGISED",
+    "IR_OUTPUT_COUNT", "IR_RESET_REJECTS", "IDENTITY_REGISTERS", "CH_RAW_FLAGS", "HR_RESET", "HR_CHANNEL_BASE",
+    "HR_CHANNEL_STRIDE", "HR_LOW", "HR_HIGH", "HR_RATE_LIMIT", "HR_Z_THRESHOLD", "STATUS_RUNNING",
+    "STATUS_CONFIG_ERROR", "STATUS_SAFE_STATE", "STATUS_TRIP_LATCHED", "STATUS_NOT_READY", "STATUS_WATCHDOG",
 ]  # fmt: skip
 
 
@@ -67,7 +71,7 @@ def test_live_virtual_node_decodes_to_plausible_pump_values(virtual_node):
     client = ModbusTcpClient("127.0.0.1", port=virtual_node.port, timeout=2)
     try:
         assert client.connect()
-        ident = edge_node.parse_identity(client.read_input_registers(0, count=16, device_id=1).registers)
+        ident = edge_node.parse_identity(client.read_input_registers(0, count=24, device_id=1).registers)
         assert ident.map_version == 1 and ident.node_id == 1 and ident.sample_period_ms == 50
         address, count = edge_node.descriptor_span(ident.channel_count)
         names = edge_node.parse_descriptors(client.read_input_registers(address, count=count, device_id=1).registers,

@@ -1,0 +1,301 @@
+# Node configuration: a JSON file on the node's flash, validated at boot. Errors name the
+# key ("channels[1].zscore.window: ...") so the REPL and the status register can say what
+# is wrong; a node with a bad file stays in its safe state.
+import json
+
+import detectors as det
+import regmap
+
+SEVERITIES = {"off": det.SEVERITY_OFF, "warning": det.SEVERITY_WARNING, "critical": det.SEVERITY_CRITICAL}
+CHECK_NAMES = ("fault", "stuck", "low", "high", "zscore", "rate")
+DEFAULT_SEVERITY = ("critical", "warning", "critical", "critical", "warning", "warning")
+MAX_K = 20
+MAX_OUTPUTS = 8
+
+# Config error codes, shown in input register CONFIG_ERROR.
+ERR_NONE = 0
+ERR_MISSING = 1
+ERR_SYNTAX = 2
+ERR_INVALID = 3
+
+
+class ConfigError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _fail(path, message):
+    raise ConfigError(ERR_INVALID, "%s: %s" % (path, message))
+
+
+def _get(obj, key, path, kind, default=None, required=False):
+    if key not in obj:
+        if required:
+            _fail(path + key, "required")
+        return default
+    value = obj[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        _fail(path + key, "expected %s, got %r" % (kind.__name__, value))
+    return value
+
+
+def _known(obj, keys, path):
+    for key in obj:
+        if key not in keys:
+            _fail(path + key, "unknown key")
+
+
+def _num(obj, key, path, low, high, default=None, required=False, kind=float):
+    value = _get(obj, key, path, kind, default, required)
+    if value is not None and not low <= value <= high:
+        _fail(path + key, "must be within %s..%s, got %s" % (low, high, value))
+    return value
+
+
+def resolution_bits(resolution):
+    """k such that one count, 2**-k, is no coarser than `resolution`."""
+    k = 0
+    while (1.0 / (1 << k)) > resolution and k < MAX_K:
+        k += 1
+    return k
+
+
+class Source:
+    def __init__(self, kind, params):
+        self.kind = kind  # "adc", "driver" or "sim"
+        self.params = params
+
+
+class ChannelConfig:
+    def __init__(self):
+        self.name = ""
+        self.unit = ""
+        self.k = 0
+        self.scale = 1
+        self.source = None
+        self.physical = (0.0, 0.0)
+        self.bounds = (0.0, 0.0)
+        self.window_bits = 5
+        self.z_threshold = 4.0
+        self.z_tunable = (1.0, 4.0)
+        self.rate_limit = 0.0
+        self.rate_horizon = 0
+        self.consecutive = 1
+        self.severities = bytearray(det.CHECKS)
+        self.trips = 0  # bit mask of outputs
+
+    def counts(self, value):
+        return int(value * self.scale + (0.5 if value >= 0 else -0.5))
+
+    def detector(self):
+        return det.ChannelDetector(
+            window_bits=self.window_bits,
+            z_limit=int(self.z_threshold * det.Z_ONE),
+            rate_limit=self.counts(self.rate_limit) if self.rate_horizon else 0,
+            rate_horizon=self.rate_horizon,
+            low=self.counts(self.bounds[0]),
+            high=self.counts(self.bounds[1]),
+            physical_low=self.counts(self.physical[0]),
+            physical_high=self.counts(self.physical[1]),
+            consecutive=self.consecutive,
+            severities=self.severities,
+        )
+
+
+class NodeConfig:
+    def __init__(self):
+        self.node_id = 1
+        self.sample_period_ms = 100
+        self.reset_code = 0
+        self.reset_pin = None
+        self.outputs = []  # (name, pin, active_high)
+        self.channels = []
+        self.tcp = None  # {"port": int} or None
+        self.rtu = None  # dict or None
+        self.wifi = None
+        self.watchdog_ms = 0
+
+
+def _pair(obj, key, path, required=True):
+    value = _get(obj, key, path, list, None, required)
+    if value is None:
+        return None
+    if len(value) != 2:
+        _fail(path + key, "expected [low, high]")
+    for v in value:
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            _fail(path + key, "expected numbers, got %r" % (v,))
+    if not value[0] < value[1]:
+        _fail(path + key, "low must be below high, got %r" % (value,))
+    return (float(value[0]), float(value[1]))
+
+
+def _channel(obj, path, period_ms, output_names):
+    if not isinstance(obj, dict):
+        _fail(path[:-1], "expected an object")
+    _known(obj, ("name", "unit", "source", "resolution", "physical", "bounds", "zscore", "rate",
+                 "consecutive", "severity", "trips"), path)  # fmt: skip
+    ch = ChannelConfig()
+    ch.name = _get(obj, "name", path, str, required=True)
+    if not 0 < len(ch.name) <= 12:
+        _fail(path + "name", "1..12 characters")
+    ch.unit = _get(obj, "unit", path, str, "")
+    if len(ch.unit) > 4:
+        _fail(path + "unit", "at most 4 characters")
+    resolution = _num(obj, "resolution", path, 1e-6, 1000.0, required=True)
+    ch.k = resolution_bits(resolution)
+    ch.scale = 1 << ch.k
+    ch.physical = _pair(obj, "physical", path)
+    limit = max(abs(ch.physical[0]), abs(ch.physical[1])) * ch.scale
+    if limit >= det.MAX_COUNTS:
+        _fail(path + "resolution", "too fine for the physical range (%g counts, at most %d)" % (limit, det.MAX_COUNTS))
+    ch.bounds = _pair(obj, "bounds", path)
+    if ch.bounds[0] < ch.physical[0] or ch.bounds[1] > ch.physical[1]:
+        _fail(path + "bounds", "must lie within the physical range %r" % (ch.physical,))
+    z = _get(obj, "zscore", path, dict, {})
+    _known(z, ("window", "threshold", "tunable"), path + "zscore.")
+    window = _num(z, "window", path + "zscore.", 8, 64, 32, kind=int)
+    if window & (window - 1):
+        _fail(path + "zscore.window", "must be a power of two (8, 16, 32 or 64)")
+    ch.window_bits = 0
+    while (1 << ch.window_bits) < window:
+        ch.window_bits += 1
+    ch.z_threshold = _num(z, "threshold", path + "zscore.", 1.0, 100.0, 4.0)
+    tunable = _pair(z, "tunable", path + "zscore.", required=False) or (1.0, ch.z_threshold)
+    if not tunable[0] <= ch.z_threshold <= tunable[1] or tunable[0] < 1.0:
+        _fail(path + "zscore.tunable", "must contain the threshold and start at 1 or above")
+    ch.z_tunable = tunable
+    rate = _get(obj, "rate", path, dict, None)
+    if rate is not None:
+        _known(rate, ("limit", "horizon_s"), path + "rate.")
+        ch.rate_limit = _num(rate, "limit", path + "rate.", 0.0, 1e6, required=True)
+        horizon_s = _num(rate, "horizon_s", path + "rate.", 0.0, 3600.0, required=True)
+        ch.rate_horizon = int(horizon_s * 1000 / period_ms + 0.5)
+        if not 1 <= ch.rate_horizon <= 63:
+            _fail(path + "rate.horizon_s", "must be 1..63 sample periods (%d ms each)" % period_ms)
+    ch.consecutive = _num(obj, "consecutive", path, 1, 1000, 1, kind=int)
+    sev = _get(obj, "severity", path, dict, {})
+    _known(sev, CHECK_NAMES, path + "severity.")
+    for i in range(det.CHECKS):
+        name = _get(sev, CHECK_NAMES[i], path + "severity.", str, DEFAULT_SEVERITY[i])
+        if name not in SEVERITIES:
+            _fail(path + "severity." + CHECK_NAMES[i], "one of off, warning, critical")
+        ch.severities[i] = SEVERITIES[name]
+    for out in _get(obj, "trips", path, list, []):
+        if out not in output_names:
+            _fail(path + "trips", "no output named %r" % (out,))
+        ch.trips |= 1 << output_names.index(out)
+    ch.source = _source(_get(obj, "source", path, dict, required=True), path + "source.")
+    return ch
+
+
+def _source(obj, path):
+    kind = _get(obj, "type", path, str, required=True)
+    if kind == "adc":
+        _known(obj, ("type", "pin", "raw", "value", "fault_below", "fault_above"), path)
+        params = {
+            "pin": _num(obj, "pin", path, 0, 48, required=True, kind=int),
+            "raw": _pair(obj, "raw", path, required=False) or (0.0, 4095.0),
+            "value": _pair(obj, "value", path),
+            "fault_below": _num(obj, "fault_below", path, -1, 4096, -1, kind=int),
+            "fault_above": _num(obj, "fault_above", path, 0, 4096, 4096, kind=int),
+        }
+    elif kind == "driver":
+        _known(obj, ("type", "driver", "options"), path)
+        params = {"driver": _get(obj, "driver", path, str, required=True), "options": _get(obj, "options", path, dict, {})}
+    elif kind == "sim":
+        _known(obj, ("type", "signal"), path)
+        params = {"signal": _num(obj, "signal", path, 0, 15, required=True, kind=int)}
+    else:
+        _fail(path + "type", "one of adc, driver, sim; got %r" % (kind,))
+    return Source(kind, params)
+
+
+def parse(text):
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(ERR_SYNTAX, "not valid JSON: %s" % exc)
+    if not isinstance(data, dict):
+        raise ConfigError(ERR_SYNTAX, "top level must be an object")
+    return from_dict(data)
+
+
+def from_dict(data):
+    _known(data, ("node_id", "sample_period_ms", "reset_code", "reset_pin", "outputs", "channels",
+                  "modbus", "wifi", "watchdog_ms"), "")  # fmt: skip
+    cfg = NodeConfig()
+    cfg.node_id = _num(data, "node_id", "", 1, 247, required=True, kind=int)
+    cfg.sample_period_ms = _num(data, "sample_period_ms", "", 10, 60000, 100, kind=int)
+    cfg.reset_code = _num(data, "reset_code", "", 1, 65535, required=True, kind=int)
+    cfg.reset_pin = _num(data, "reset_pin", "", 0, 48, None, kind=int)
+    cfg.watchdog_ms = _num(data, "watchdog_ms", "", 0, 60000, 0, kind=int)
+    if cfg.watchdog_ms and cfg.watchdog_ms < 4 * cfg.sample_period_ms:
+        _fail("watchdog_ms", "must be 0 (off) or at least 4 sample periods")
+    names = []
+    for i, out in enumerate(_get(data, "outputs", "", list, [])):
+        path = "outputs[%d]." % i
+        if not isinstance(out, dict):
+            _fail(path[:-1], "expected an object")
+        _known(out, ("name", "pin", "active_high"), path)
+        name = _get(out, "name", path, str, required=True)
+        if name in names:
+            _fail(path + "name", "used twice")
+        names.append(name)
+        cfg.outputs.append((name, _num(out, "pin", path, 0, 48, required=True, kind=int),
+                            _get(out, "active_high", path, bool, True)))  # fmt: skip
+    if len(names) > MAX_OUTPUTS:
+        _fail("outputs", "at most %d" % MAX_OUTPUTS)
+    channels = _get(data, "channels", "", list, required=True)
+    if not 1 <= len(channels) <= regmap.MAX_CHANNELS:
+        _fail("channels", "1..%d channels" % regmap.MAX_CHANNELS)
+    seen = []
+    for i, obj in enumerate(channels):
+        ch = _channel(obj, "channels[%d]." % i, cfg.sample_period_ms, names)
+        if ch.name in seen:
+            _fail("channels[%d].name" % i, "used twice")
+        seen.append(ch.name)
+        cfg.channels.append(ch)
+    modbus = _get(data, "modbus", "", dict, {})
+    _known(modbus, ("tcp", "rtu"), "modbus.")
+    tcp = _get(modbus, "tcp", "modbus.", dict, None)
+    if tcp is not None:
+        _known(tcp, ("port",), "modbus.tcp.")
+        cfg.tcp = {"port": _num(tcp, "port", "modbus.tcp.", 1, 65535, 502, kind=int)}
+    rtu = _get(modbus, "rtu", "modbus.", dict, None)
+    if rtu is not None:
+        p = "modbus.rtu."
+        _known(rtu, ("uart", "device", "baud", "parity", "stop_bits", "tx", "rx", "de"), p)
+        parity = _get(rtu, "parity", p, str, "E")
+        if parity not in ("N", "E", "O"):
+            _fail(p + "parity", "one of N, E, O")
+        cfg.rtu = {
+            "uart": _num(rtu, "uart", p, 0, 2, 1, kind=int),
+            "device": _get(rtu, "device", p, str, None),
+            "baud": _num(rtu, "baud", p, 1200, 1000000, 19200, kind=int),
+            "parity": parity,
+            "stop_bits": _num(rtu, "stop_bits", p, 1, 2, 1, kind=int),
+            "tx": _num(rtu, "tx", p, 0, 48, None, kind=int),
+            "rx": _num(rtu, "rx", p, 0, 48, None, kind=int),
+            "de": _num(rtu, "de", p, 0, 48, None, kind=int),
+        }
+    wifi = _get(data, "wifi", "", dict, None)
+    if wifi is not None:
+        _known(wifi, ("ssid", "password"), "wifi.")
+        cfg.wifi = (_get(wifi, "ssid", "wifi.", str, required=True), _get(wifi, "password", "wifi.", str, ""))
+    if cfg.tcp is None and cfg.rtu is None:
+        _fail("modbus", "configure tcp, rtu or both")
+    return cfg
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        raise ConfigError(ERR_MISSING, "%s: cannot read" % path)
+    return parse(text)

@@ -1,0 +1,183 @@
+# Hardware layer for the MicroPython unix port: the virtual node and the virtual board.
+# Same interface as hal_esp32: outputs, flash, watchdog, reset input, sensor sampler and
+# Modbus transports; sensors are simulated (pump plant, scenario faults) or replayed.
+import os
+import time
+
+import plant
+from detectors import INPUT_MISSING, INPUT_OK
+
+
+class Output:
+    """A safety output; its state is mirrored to a file so a test rig can read it."""
+
+    def __init__(self, name, path=None):
+        self.name = name
+        self.path = path
+        self.energised = False
+        self.changes = 0
+
+    def set(self, energised):
+        if energised != self.energised:
+            self.energised = energised
+            self.changes += 1
+            if self.path:
+                with open(self.path, "w") as f:
+                    f.write("1" if energised else "0")
+
+
+class Flash:
+    """A directory standing in for the node's flash file system."""
+
+    def __init__(self, root):
+        self.root = root
+        try:
+            os.mkdir(root)
+        except OSError:
+            pass
+
+    def read(self, name):
+        try:
+            with open(self.root + "/" + name) as f:
+                return f.read()
+        except OSError:
+            return None
+
+    def write(self, name, text):
+        tmp = self.root + "/" + name + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.rename(tmp, self.root + "/" + name)
+
+
+class Watchdog:
+    """Records feeds; `starved()` tells whether a real WDT would have reset the board."""
+
+    def __init__(self, timeout_ms):
+        self.timeout_ms = timeout_ms
+        self.last_feed = time.ticks_ms()
+        self.feeds = 0
+
+    def feed(self):
+        self.last_feed = time.ticks_ms()
+        self.feeds += 1
+
+    def starved(self):
+        return time.ticks_diff(time.ticks_ms(), self.last_feed) > self.timeout_ms
+
+
+class ResetInput:
+    """The local reset button: a file whose content "1" means pressed."""
+
+    def __init__(self, path=None):
+        self.path = path
+        self.forced = False
+
+    def pressed(self):
+        if self.forced:
+            return True
+        if not self.path:
+            return False
+        try:
+            with open(self.path) as f:
+                return f.read(1) == "1"
+        except OSError:
+            return False
+
+
+class Scenario:
+    """Faults injected into a simulated signal from sample `start` on.
+    kinds: spike (add `size` once), offset (add `size`), ramp (add `size` per sample),
+    stuck (hold the value), missing (no reading)."""
+
+    def __init__(self, channel, kind, start, size=0.0):
+        if kind not in ("spike", "offset", "ramp", "stuck", "missing"):
+            raise ValueError("unknown fault %r" % kind)
+        self.channel = channel
+        self.kind = kind
+        self.start = start
+        self.size = size
+        self.held = None
+
+
+class SimSampler:
+    """Channels fed by the simulated pump plant (`signal` picks the plant output), with
+    optional scenario faults. Conversion to counts allocates here (floats), which is the
+    simulation's cost, not the node's: on the ESP32 the ADC gives integers."""
+
+    def __init__(self, channels, seed=1, dt_s=0.1, scenarios=()):
+        self.plant = plant.PumpPlant(seed=seed, dt_s=dt_s)
+        self.channels = channels
+        self.status = bytearray(len(channels))
+        self.scenarios = list(scenarios)
+        self.samples = 0
+
+    def update(self):
+        self.plant.update()
+        self.samples += 1
+
+    def read(self, index):
+        ch = self.channels[index]
+        value = self.plant.value(ch.source.params["signal"])
+        self.status[index] = INPUT_OK
+        for sc in self.scenarios:
+            if sc.channel != index or self.samples < sc.start:
+                continue
+            if sc.kind == "spike" and self.samples == sc.start:
+                value += sc.size
+            elif sc.kind == "offset":
+                value += sc.size
+            elif sc.kind == "ramp":
+                value += sc.size * (self.samples - sc.start + 1)
+            elif sc.kind == "stuck":
+                if sc.held is None:
+                    sc.held = value
+                value = sc.held
+            elif sc.kind == "missing":
+                self.status[index] = INPUT_MISSING
+                return 0
+        return ch.counts(value)
+
+
+class Board:
+    def __init__(self, state_dir, port=None, bind="127.0.0.1", seed=1, scenarios=(), rtu_device=None):
+        self.state_dir = state_dir
+        self.flash = Flash(state_dir)
+        self.port = port
+        self.bind = bind
+        self.seed = seed
+        self.scenarios = scenarios
+        self.rtu_device = rtu_device
+        self.reset_input = ResetInput(state_dir + "/reset")
+        self.wdt = None
+        self.out = []
+
+    def outputs(self, specs):
+        self.out = [Output(name, self.state_dir + "/output-" + name) for name, _, _ in specs]
+        return self.out
+
+    def watchdog(self, timeout_ms):
+        self.wdt = Watchdog(timeout_ms)
+        return self.wdt
+
+    def sampler(self, channels, period_ms):
+        for ch in channels:
+            if ch.source.kind != "sim":
+                raise ValueError("the unix port only simulates sensors; %s has source %s" % (ch.name, ch.source.kind))
+        return SimSampler(channels, seed=self.seed, dt_s=period_ms / 1000, scenarios=self.scenarios)
+
+    def transports(self, slave, cfg):
+        servers = []
+        if cfg is None or cfg.tcp is not None or self.port is not None:
+            from modbus_tcp import ModbusTcpServer
+
+            port = self.port if self.port is not None else cfg.tcp["port"]
+            servers.append(ModbusTcpServer(slave, port=port, bind=self.bind))
+        rtu = cfg.rtu if cfg is not None else None
+        device = self.rtu_device or (rtu and rtu["device"])
+        if device:
+            from modbus_rtu import ModbusRtuServer, PosixSerial
+
+            baud = rtu["baud"] if rtu else 19200
+            servers.append(ModbusRtuServer(slave, PosixSerial(device), baud=baud))
+        return servers

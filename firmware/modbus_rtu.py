@@ -47,13 +47,28 @@ def expected_length(buf, fill):
 
 
 class PosixSerial:
-    """A serial device or pty in the unix port."""
+    """A serial device or pty in the unix port. MicroPython's file readinto() blocks until
+    the buffer is full, so bytes are taken one at a time while poll() says more are ready."""
 
     def __init__(self, path):
         self.stream = open(path, "r+b")
+        self.one = bytearray(1)
+        self.ready = select.poll()
+        self.ready.register(self.stream, select.POLLIN)
 
     def readinto(self, view):
-        return self.stream.readinto(view)
+        n = 0
+        while n < len(view):
+            if self.stream.readinto(self.one) != 1:
+                break
+            view[n] = self.one[0]
+            n += 1
+            more = False
+            for _ in self.ready.ipoll(0):
+                more = True
+            if not more:
+                break
+        return n
 
     def write(self, data):
         self.stream.write(data)

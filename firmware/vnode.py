@@ -15,7 +15,7 @@ USAGE = """usage: vnode.py [--port N] [--bind ADDR] [--unit N] [--seed N] [--per
 
 # The simulated pump as a node configuration: what a site would write into config.json.
 PUMP_CHANNELS = (
-    # name, unit, signal, resolution, physical, bounds, rate limit per 2 s, trips
+    # name, unit, signal, resolution, physical, bounds, rate limit per 2 s, trips the pump
     ("pressure", "bar", 0, 0.001, (0.0, 16.0), (0.5, 5.0), 3.0, True),
     ("flow", "m3/h", 1, 0.01, (0.0, 60.0), (5.0, 40.0), 20.0, False),
     ("temperature", "C", 2, 0.01, (-40.0, 125.0), (0.0, 60.0), 2.0, False),
@@ -25,12 +25,13 @@ PUMP_CHANNELS = (
 
 def pump_config(unit, period_ms):
     channels = []
+    horizon_s = 20 * period_ms / 1000  # 2 s at the default 100 ms period
     for name, unit_name, signal, resolution, physical, bounds, rate, trips in PUMP_CHANNELS:
         channels.append({
             "name": name, "unit": unit_name, "source": {"type": "sim", "signal": signal},
             "resolution": resolution, "physical": list(physical), "bounds": list(bounds),
             "zscore": {"window": 32, "threshold": 6.0, "tunable": [3.0, 8.0]},
-            "rate": {"limit": rate, "horizon_s": 2.0 if period_ms <= 100 else period_ms * 20 / 1000},
+            "rate": {"limit": rate * horizon_s / 2.0, "horizon_s": horizon_s},
             "consecutive": 3, "trips": ["pump_enable"] if trips else [],
         })  # fmt: skip
     return {

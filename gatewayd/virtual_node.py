@@ -71,13 +71,23 @@ def free_port() -> int:
 
 
 class VirtualNode:
-    def __init__(self, unit: int = 1, *, seed: int = 1, period_ms: int = 100, port: int | None = None):
+    def __init__(
+        self,
+        unit: int = 1,
+        *,
+        seed: int = 1,
+        period_ms: int = 100,
+        port: int | None = None,
+        extra_args: tuple[str, ...] = (),
+    ):
+        self.extra_args = tuple(extra_args)
         self.unit = unit
         self.seed = seed
         self.period_ms = period_ms
         self.requested_port = port
         self.port: int | None = None
         self.process: subprocess.Popen[str] | None = None
+        self.console: list[str] = []
 
     def start(self, timeout_s: float = 15.0) -> int:
         firmware = find_firmware_dir()
@@ -87,20 +97,25 @@ class VirtualNode:
             cmd = [
                 binary, "-X", f"heapsize={HEAP_SIZE}", str(firmware / "vnode.py"),
                 "--port", str(port), "--unit", str(self.unit), "--seed", str(self.seed),
-                "--period-ms", str(self.period_ms),
+                "--period-ms", str(self.period_ms), *self.extra_args,
             ]  # fmt: skip
             proc = subprocess.Popen(
                 cmd, env=micropython_env(firmware), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 preexec_fn=_die_with_parent,
             )
-            line = _read_line(proc, timeout_s)
-            if line.startswith("READY"):
+            lines = _read_until_ready(proc, timeout_s)
+            if lines and lines[-1].startswith("READY"):
                 self.process, self.port = proc, port
+                self.console = lines[:-1]
                 return port
+            if proc.poll() is None:
+                proc.kill()
             code = proc.wait(timeout=5)
+            proc.stdout.close()  # type: ignore[union-attr]
             if code == _PORT_IN_USE and self.requested_port is None:
                 continue  # another process took the free port between our check and the bind
-            raise VirtualNodeError(f"virtual node {self.unit} did not start (exit {code}): {line.strip()}")
+            said = " / ".join(line.strip() for line in lines) or "nothing"
+            raise VirtualNodeError(f"virtual node {self.unit} did not start (exit {code}): {said}")
         raise VirtualNodeError(f"virtual node {self.unit}: no free port after 5 tries")
 
     def stop(self) -> None:
@@ -128,14 +143,21 @@ class VirtualNode:
         self.stop()
 
 
-def _read_line(proc: subprocess.Popen[str], timeout_s: float) -> str:
+def _read_until_ready(proc: subprocess.Popen[str], timeout_s: float) -> list[str]:
+    """Console lines up to and including READY; fewer if the node exits or time runs out."""
     assert proc.stdout is not None
+    lines: list[str] = []
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
-            if sel.select(left):
-                return proc.stdout.readline()
-    proc.kill()
-    proc.wait()
-    return "timed out waiting for READY"
+            if not sel.select(left):
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                return lines  # exited
+            lines.append(line)
+            if line.startswith("READY"):
+                return lines
+    lines.append("timed out waiting for READY")
+    return lines

@@ -55,3 +55,29 @@ def no_leaked_processes_or_threads() -> Iterator[None]:
 def virtual_node() -> Iterator[VirtualNode]:
     with VirtualNode(unit=1, seed=7, period_ms=50) as node:
         yield node
+
+
+@pytest.fixture
+def pty_pair(tmp_path):
+    """Two linked pseudo-terminals from socat: a serial line with a node on one end and a
+    Modbus master on the other."""
+    import shutil
+    import subprocess
+    import time
+
+    socat = shutil.which("socat")
+    assert socat, "socat is missing: make test installs it (Debian package socat)"
+    a, b = tmp_path / "node-tty", tmp_path / "master-tty"
+    proc = subprocess.Popen(
+        [socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 5
+        while not (a.exists() and b.exists()):
+            assert time.monotonic() < deadline, "socat did not create the pty pair"
+            time.sleep(0.02)
+        yield str(a), str(b)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)

@@ -299,3 +299,24 @@ def load(path):
     except OSError:
         raise ConfigError(ERR_MISSING, "%s: cannot read" % path)
     return parse(text)
+
+
+def transports_only(path):
+    """Node id and Modbus settings from a file whose full validation failed, so the node
+    can still report its configuration error over Modbus. Raises ConfigError if even
+    those cannot be read."""
+    try:
+        with open(path) as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError):
+        raise ConfigError(ERR_SYNTAX, "no usable Modbus settings")
+    if not isinstance(data, dict):
+        raise ConfigError(ERR_SYNTAX, "no usable Modbus settings")
+    minimal = {"node_id": data.get("node_id", 1), "reset_code": 1, "modbus": data.get("modbus", {}),
+               "channels": [{"name": "none", "source": {"type": "sim", "signal": 0}, "resolution": 1,
+                             "physical": [0, 1], "bounds": [0, 1]}]}  # fmt: skip
+    if "wifi" in data:
+        minimal["wifi"] = data["wifi"]
+    cfg = from_dict(minimal)
+    cfg.channels = []
+    return cfg

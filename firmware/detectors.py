@@ -14,7 +14,7 @@ try:
     from micropython import const
 except ImportError:  # CPython
 
-    def const(x):
+    def const(x):  # type: ignore[misc]  # same behaviour, plainer signature
         return x
 
 

@@ -167,7 +167,7 @@ class Board:
         return SimSampler(channels, seed=self.seed, dt_s=period_ms / 1000, scenarios=self.scenarios)
 
     def transports(self, slave, cfg):
-        servers = []
+        servers: list = []
         if cfg is None or cfg.tcp is not None or self.port is not None:
             from modbus_tcp import ModbusTcpServer
 

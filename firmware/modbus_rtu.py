@@ -89,7 +89,7 @@ class ModbusRtuServer:
         self.out = bytearray(_MAX_ADU)
         self.out_view = memoryview(self.out)
         self.fill = 0
-        self.last_rx_us = 0
+        self.last_rx_us = time.ticks_us()
         self.poller = select.poll()
         self.poller.register(port.stream if hasattr(port, "stream") else port, select.POLLIN)
         self.frames = 0

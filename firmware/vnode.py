@@ -42,7 +42,7 @@ def pump_config(unit, period_ms):
 
 
 def parse_args(argv):
-    opts = {"port": 5020, "bind": "127.0.0.1", "unit": 1, "seed": 1, "period-ms": 100,
+    opts: dict = {"port": 5020, "bind": "127.0.0.1", "unit": 1, "seed": 1, "period-ms": 100,
             "config": None, "state-dir": None, "rtu": None}  # fmt: skip
     faults = []
     i = 0

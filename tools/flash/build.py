@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Modules that only make sense in the unix port: never deployed to a board.
-HOST_ONLY = {"vnode.py"}
+HOST_ONLY = {"vnode.py", "hal_unix.py", "plant.py"}
+# Booted by MicroPython as source; it only imports the compiled application.
+BOOT_SOURCES = {"main.py"}
 MARCHES = ("x64", "xtensawin", "armv6m", "armv7m", "rv32imc")
 
 
@@ -35,7 +37,10 @@ def find_mpy_cross() -> str:
 
 
 def firmware_sources(firmware_dir: Path, *, include_host_only: bool = False) -> list[Path]:
-    sources = sorted(p for p in firmware_dir.glob("*.py") if include_host_only or p.name not in HOST_ONLY)
+    sources = sorted(
+        p for p in firmware_dir.glob("*.py")
+        if p.name not in BOOT_SOURCES and (include_host_only or p.name not in HOST_ONLY)
+    )  # fmt: skip
     if not sources:
         raise BuildError(f"no firmware sources in {firmware_dir}")
     return sources
@@ -59,4 +64,9 @@ def compile_firmware(
         if proc.returncode != 0:
             raise BuildError(f"{src}: mpy-cross failed:\n{proc.stderr.strip() or proc.stdout.strip()}")
         results.append(Compiled(src, dest, dest.stat().st_size))
+    for name in sorted(BOOT_SOURCES):
+        src = firmware_dir / name
+        if src.exists():
+            shutil.copy(src, out_dir / name)
+            results.append(Compiled(src, out_dir / name, src.stat().st_size))
     return results

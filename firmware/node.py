@@ -13,8 +13,6 @@ from modbus_pdu import EX_ILLEGAL_ADDRESS, EX_ILLEGAL_VALUE, ModbusSlave
 from regmap import (
     CH_FLAGS,
     CH_MEAN,
-    CH_RAW_FLAGS,
-    CH_SEVERITY,
     CH_VALUE,
     CH_ZSCORE,
     DESC_NAME,
@@ -27,7 +25,9 @@ from regmap import (
     HR_RESET,
     HR_Z_THRESHOLD,
     IR_BAD_FRAMES,
+    IR_CHANNEL_BASE,
     IR_CHANNEL_COUNT,
+    IR_CHANNEL_STRIDE,
     IR_CONFIG_ERROR,
     IR_DETECTIONS,
     IR_FW_VERSION,
@@ -123,15 +123,21 @@ class Node:
                     cause = (i << 8) | _first_critical(d)
             if d.active & det.FLAG_FAULT or d.filled < d.window:
                 healthy = False  # a faulty or warming-up sensor cannot vouch for the plant
-            base = regmap.channel_address(i, 0)
+            base = IR_CHANNEL_BASE + i * IR_CHANNEL_STRIDE
             k = self.ks[i]
             if sampler.status[i] == det.INPUT_OK:
                 bank.set_scaled(base + CH_VALUE, q, k)
             bank.set_scaled(base + CH_ZSCORE, d.z16, 4)
             bank.set_scaled(base + CH_MEAN, d.mean16, k + 4)
-            bank.set_u16(base + CH_FLAGS, flags)
-            bank.set_u16(base + CH_SEVERITY, d.level)
-            bank.set_u16(base + CH_RAW_FLAGS, d.raw)
+            # flags, severity and raw flags: three registers written as bytes
+            j = (base + CH_FLAGS) << 1
+            inputs = bank.inputs
+            inputs[j] = 0
+            inputs[j + 1] = flags
+            inputs[j + 2] = 0
+            inputs[j + 3] = d.level
+            inputs[j + 4] = 0
+            inputs[j + 5] = d.raw
         if trip:
             self.latch.trip(trip, cause)  # outputs go safe in this same cycle
         if self.board.reset_input.pressed():

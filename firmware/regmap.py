@@ -84,13 +84,18 @@ class RegisterBank:
         # in C with no heap object, so values can be published without allocating.
         self._f32 = array.array("f", [0.0])
         self._f32_bytes = uctypes.bytearray_at(uctypes.addressof(self._f32), 4)
-        self._little = sys.byteorder == "little"
+        little = sys.byteorder == "little"
+        self._hi = 3 if little else 0
+        self._step = 1 if little else -1
 
     def set_u16(self, address, value):
-        struct.pack_into(">H", self.inputs, 2 * address, value & 0xFFFF)
+        i = address << 1
+        self.inputs[i] = (value >> 8) & 0xFF
+        self.inputs[i + 1] = value & 0xFF
 
     def set_u32(self, address, value):
-        struct.pack_into(">I", self.inputs, 2 * address, value & 0xFFFFFFFF)
+        # Counters wrap at 2**30: a wider mask is a big int on the ESP32 and would allocate.
+        struct.pack_into(">I", self.inputs, 2 * address, value & 0x3FFFFFFF)
 
     def set_f32(self, address, value):
         struct.pack_into(">f", self.inputs, 2 * address, value)
@@ -100,24 +105,28 @@ class RegisterBank:
         through the float32 scratch cell and k is subtracted from its exponent."""
         self._f32[0] = counts
         b = self._f32_bytes
-        if self._little:
-            b3, b2, b1, b0 = b[3], b[2], b[1], b[0]
-        else:
-            b3, b2, b1, b0 = b[0], b[1], b[2], b[3]
+        hi = self._hi  # byte indices of the float32 cell, most significant first
+        b3 = b[hi]
+        b2 = b[hi - self._step]
         exponent = ((b3 & 0x7F) << 1) | (b2 >> 7)
-        if exponent:  # zero stays zero
-            exponent -= k
-            if exponent <= 0:  # below float32's normal range: flush to zero
-                b3, b2, b1, b0 = b3 & 0x80, 0, 0, 0
-            else:
-                b3 = (b3 & 0x80) | (exponent >> 1)
-                b2 = (b2 & 0x7F) | ((exponent & 1) << 7)
         buf = self.inputs if target is None else target
-        i = 2 * address
-        buf[i] = b3
-        buf[i + 1] = b2
-        buf[i + 2] = b1
-        buf[i + 3] = b0
+        i = address << 1
+        if exponent > k:
+            exponent -= k
+            buf[i] = (b3 & 0x80) | (exponent >> 1)
+            buf[i + 1] = (b2 & 0x7F) | ((exponent & 1) << 7)
+            buf[i + 2] = b[hi - 2 * self._step]
+            buf[i + 3] = b[hi - 3 * self._step]
+        elif exponent == 0:  # zero stays zero
+            buf[i] = b3
+            buf[i + 1] = b2
+            buf[i + 2] = 0
+            buf[i + 3] = 0
+        else:  # below float32's normal range: flush to (signed) zero
+            buf[i] = b3 & 0x80
+            buf[i + 1] = 0
+            buf[i + 2] = 0
+            buf[i + 3] = 0
 
     def set_text(self, address, text, registers):
         # Called at setup only; pads with NUL and truncates to the field.

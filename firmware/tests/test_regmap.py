@@ -28,3 +28,27 @@ def test_channel_blocks_do_not_overlap_descriptors():
     last = regmap.channel_address(regmap.MAX_CHANNELS - 1, regmap.CH_SEVERITY)
     assert last < regmap.IR_DESCRIPTOR_BASE
     assert regmap.descriptor_address(regmap.MAX_CHANNELS, 0) == regmap.INPUT_REGISTER_COUNT
+
+
+def test_scaled_counts_encode_exactly_as_float32():
+    import gc
+    import struct
+
+    bank = regmap.RegisterBank()
+    cases = ((0, 0), (1, 0), (-1, 0), (250, 7), (-75, 7), (1 << 20, 10), (-(1 << 20), 20), (3, 12), (12345, 4))
+    for counts, k in cases:
+        bank.set_scaled(100, counts, k)
+        expected = struct.pack(">f", counts / (1 << k))
+        assert bytes(bank.inputs[200:204]) == expected, (counts, k, bytes(bank.inputs[200:204]), expected)
+    bank.set_scaled(100, 1, 140)  # below float32's normal range
+    assert bytes(bank.inputs[200:204]) == b"\x00\x00\x00\x00"
+    bank.set_scaled(100, -1, 140)
+    assert bytes(bank.inputs[200:204]) == b"\x80\x00\x00\x00"
+    gc.collect()
+    gc.disable()
+    before = gc.mem_alloc()
+    for i in range(200):
+        bank.set_scaled(100, i - 100, 5)
+    used = gc.mem_alloc() - before
+    gc.enable()
+    assert used == 0, used

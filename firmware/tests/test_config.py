@@ -1,0 +1,67 @@
+import config
+import detectors as det
+
+
+def base(**overrides):
+    ch = {"name": "p", "unit": "bar", "source": {"type": "sim", "signal": 0}, "resolution": 0.001,
+          "physical": [0, 16], "bounds": [0.5, 5]}  # fmt: skip
+    ch.update(overrides)
+    return {"node_id": 2, "reset_code": 7, "channels": [ch], "modbus": {"tcp": {"port": 502}}}
+
+
+def error(data):
+    try:
+        config.from_dict(data)
+    except config.ConfigError as exc:
+        return exc.message
+    raise AssertionError("accepted")
+
+
+def test_defaults_and_counts():
+    cfg = config.from_dict(base())
+    ch = cfg.channels[0]
+    assert ch.k == 10 and ch.counts(1.5) == 1536
+    assert ch.window_bits == 5 and ch.z_threshold == 4.0 and ch.consecutive == 1
+    assert ch.severities[det.CHECK_HIGH] == det.SEVERITY_CRITICAL
+    d = ch.detector()
+    assert d.high == 5120 and d.physical_high == 16384
+
+
+def test_errors_name_the_key():
+    assert error(base(colour=1)) == "channels[0].colour: unknown key"
+    assert error(base(zscore={"window": 24})).startswith("channels[0].zscore.window: must be a power of two")
+    assert error(base(bounds=[0, 20])).startswith("channels[0].bounds: must lie within the physical range")
+    assert error(base(resolution=1e-6)).startswith("channels[0].resolution: too fine")
+    assert error(base(trips=["nope"])) == "channels[0].trips: no output named 'nope'"
+    assert error(base(rate={"limit": 1, "horizon_s": 30})).startswith("channels[0].rate.horizon_s: must be 1..63")
+    assert error(base(severity={"high": "loud"})) == "channels[0].severity.high: one of off, warning, critical"
+    data = base()
+    del data["reset_code"]
+    assert error(data) == "reset_code: required"
+    data = base()
+    data["modbus"] = {}
+    assert error(data) == "modbus: configure tcp, rtu or both"
+
+
+def test_syntax_errors():
+    for text, code in (("{", config.ERR_SYNTAX), ("[]", config.ERR_SYNTAX)):
+        try:
+            config.parse(text)
+        except config.ConfigError as exc:
+            assert exc.code == code
+            continue
+        raise AssertionError("accepted %r" % text)
+    try:
+        config.load("/nonexistent/config.json")
+    except config.ConfigError as exc:
+        assert exc.code == config.ERR_MISSING
+    else:
+        raise AssertionError("accepted a missing file")
+
+
+def test_transports_survive_a_broken_channel_section():
+    path = "/tmp/node-config-fallback.json"
+    with open(path, "w") as f:
+        f.write('{"node_id": 9, "modbus": {"tcp": {"port": 1502}}, "channels": "oops"}')
+    cfg = config.transports_only(path)
+    assert cfg.node_id == 9 and cfg.tcp == {"port": 1502} and cfg.channels == []

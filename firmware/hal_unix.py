@@ -139,8 +139,50 @@ class SimSampler:
         return ch.counts(value)
 
 
+class CsvSampler:
+    """Channels replayed from a CSV file with a header row: each channel reads the column of
+    its own name, one row per sample, from the top again at the end. An empty or non-numeric
+    cell is a missing reading."""
+
+    def __init__(self, channels, path):
+        self.channels = channels
+        self.path = path
+        self.status = bytearray(len(channels))
+        self.file = open(path)
+        header = self.file.readline().strip().split(",")
+        self.columns = []
+        for ch in channels:
+            if ch.name not in header:
+                raise ValueError("%s: no column %r (columns: %s)" % (path, ch.name, ", ".join(header)))
+            self.columns.append(header.index(ch.name))
+        self.cells = []
+        self.rows = 0
+
+    def update(self):
+        line = self.file.readline()
+        if not line:
+            self.file.seek(0)
+            self.file.readline()
+            line = self.file.readline()
+        self.cells = line.strip().split(",")
+        self.rows += 1
+
+    def read(self, index):
+        column = self.columns[index]
+        try:
+            value = float(self.cells[column])
+        except (ValueError, IndexError):
+            value = None
+        if value is None or value != value:
+            self.status[index] = INPUT_MISSING
+            return 0
+        self.status[index] = INPUT_OK
+        return self.channels[index].counts(value)
+
+
 class Board:
-    def __init__(self, state_dir, port=None, bind="127.0.0.1", seed=1, scenarios=(), rtu_device=None):
+    def __init__(self, state_dir, port=None, bind="127.0.0.1", seed=1, scenarios=(), rtu_device=None, replay=None):
+        self.replay = replay
         self.state_dir = state_dir
         self.flash = Flash(state_dir)
         self.port = port
@@ -161,6 +203,8 @@ class Board:
         return self.wdt
 
     def sampler(self, channels, period_ms):
+        if self.replay:
+            return CsvSampler(channels, self.replay)
         for ch in channels:
             if ch.source.kind != "sim":
                 raise ValueError("the unix port only simulates sensors; %s has source %s" % (ch.name, ch.source.kind))

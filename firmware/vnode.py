@@ -11,7 +11,8 @@ from modbus_pdu import ModbusSlave
 from node import Node, config_error_node
 
 USAGE = """usage: vnode.py [--port N] [--bind ADDR] [--unit N] [--seed N] [--period-ms N]
-                [--config FILE] [--state-dir DIR] [--rtu DEVICE] [--fault CH:KIND:START[:SIZE]]..."""
+                [--config FILE] [--state-dir DIR] [--rtu DEVICE] [--replay CSV]
+                [--fault CH:KIND:START[:SIZE]]..."""
 
 # The simulated pump as a node configuration: what a site would write into config.json.
 PUMP_CHANNELS = (
@@ -43,7 +44,7 @@ def pump_config(unit, period_ms):
 
 def parse_args(argv):
     opts: dict = {"port": 5020, "bind": "127.0.0.1", "unit": 1, "seed": 1, "period-ms": 100,
-            "config": None, "state-dir": None, "rtu": None}  # fmt: skip
+            "config": None, "state-dir": None, "rtu": None, "replay": None}  # fmt: skip
     faults = []
     i = 0
     while i < len(argv):
@@ -57,7 +58,7 @@ def parse_args(argv):
             if len(parts) not in (3, 4):
                 raise ValueError("--fault wants CHANNEL:KIND:START_SAMPLE[:SIZE], got %r" % value)
             faults.append(Scenario(int(parts[0]), parts[1], int(parts[2]), float(parts[3]) if len(parts) == 4 else 0.0))
-        elif name in ("bind", "config", "state-dir", "rtu"):
+        elif name in ("bind", "config", "state-dir", "rtu", "replay"):
             opts[name] = value
         else:
             opts[name] = int(value)
@@ -77,7 +78,7 @@ def main(argv):
         return 2
     state_dir = opts["state-dir"] or "/tmp/vnode-%d-%d" % (opts["unit"], opts["port"])
     board = Board(state_dir, port=opts["port"], bind=opts["bind"], seed=opts["seed"], scenarios=faults,
-                  rtu_device=opts["rtu"])  # fmt: skip
+                  rtu_device=opts["rtu"], replay=opts["replay"])  # fmt: skip
     cfg = None
     try:
         if opts["config"]:
@@ -99,7 +100,11 @@ def main(argv):
                     s.poll(1000)
         except KeyboardInterrupt:
             return 0
-    node = Node(cfg, board)
+    try:
+        node = Node(cfg, board)
+    except (OSError, ValueError) as exc:
+        print("error:", exc)
+        return 2
     servers = _listen(board, node.slave, cfg)
     if servers is None:
         return 3

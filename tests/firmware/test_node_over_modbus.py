@@ -146,3 +146,30 @@ def test_bad_config_file_keeps_the_node_safe_and_says_why(tmp_path):
         assert regs[m.IR_NODE_STATUS] & m.STATUS_CONFIG_ERROR and regs[m.IR_NODE_STATUS] & m.STATUS_SAFE_STATE
         assert regs[m.IR_CONFIG_ERROR] == 3
     assert not (tmp_path / "output-pump_enable").exists()
+
+
+def test_csv_replay_drives_the_channels(tmp_path):
+    rows = ["timestamp,pressure,flow,temperature,current"]
+    for i in range(200):
+        rows.append(f"{i},{2.0 + (i % 7) * 0.01},{20 + (i % 5) * 0.1},30.0{i % 3},{6 + (i % 4) * 0.05}")
+    for i in (150, 151, 152):  # three missing pressure readings: past the hysteresis of 3
+        rows[i + 1] = f"{i},,20,30,6"
+    csv_path = tmp_path / "replay.csv"
+    csv_path.write_text("\n".join(rows) + "\n")
+    with VirtualNode(unit=6, period_ms=20, extra_args=("--replay", str(csv_path), "--state-dir", str(tmp_path))) as node:
+        client = ModbusTcpClient("127.0.0.1", port=node.port, timeout=2)
+        assert client.connect()
+        values = client.read_input_registers(m.IR_CHANNEL_BASE, count=40, device_id=6).registers
+        assert 1.99 < f32(values, 0) < 2.08 and 19.9 < f32(values, 10) < 20.5
+        # the missing cell is a critical sensor fault: the pump trips
+        regs = wait_for(lambda: (r := client.read_input_registers(0, count=24, device_id=6).registers)[m.IR_TRIP_LATCHED] and r)
+        assert regs[m.IR_TRIP_CAUSE] == 0  # channel 0, check "fault"
+        client.close()
+
+
+def test_replay_without_a_matching_column_is_reported(tmp_path):
+    csv_path = tmp_path / "replay.csv"
+    csv_path.write_text("timestamp,other\n1,2\n")
+    node = VirtualNode(unit=6, extra_args=("--replay", str(csv_path), "--state-dir", str(tmp_path)))
+    with pytest.raises(Exception, match="no column 'pressure'"):
+        node.start()

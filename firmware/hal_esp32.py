@@ -1,10 +1,10 @@
 # Hardware layer for the ESP32: ADC channels, GPIO safety outputs, the flash file system,
 # machine.WDT, a reset button, UART with an RS-485 direction pin, and Wi-Fi for Modbus TCP.
-import os
 import time
 
 import machine
 from detectors import INPUT_MISSING, INPUT_OK, INPUT_RAIL
+from flashfs import Flash
 
 
 class Output:
@@ -18,24 +18,6 @@ class Output:
     def set(self, energised):
         self.pin.value(1 if energised == self.active_high else 0)
         self.energised = energised
-
-
-class Flash:
-    def __init__(self, root="/"):
-        self.root = root.rstrip("/")
-
-    def read(self, name):
-        try:
-            with open(self.root + "/" + name) as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def write(self, name, text):
-        tmp = self.root + "/" + name + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.rename(tmp, self.root + "/" + name)  # littlefs renames atomically
 
 
 class ResetInput:

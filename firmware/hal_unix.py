@@ -1,11 +1,11 @@
 # Hardware layer for the MicroPython unix port: the virtual node and the virtual board.
 # Same interface as hal_esp32: outputs, flash, watchdog, reset input, sensor sampler and
 # Modbus transports; sensors are simulated (pump plant, scenario faults) or replayed.
-import os
 import time
 
 import plant
 from detectors import INPUT_MISSING, INPUT_OK
+from flashfs import Flash
 
 
 class Output:
@@ -24,30 +24,6 @@ class Output:
             if self.path:
                 with open(self.path, "w") as f:
                     f.write("1" if energised else "0")
-
-
-class Flash:
-    """A directory standing in for the node's flash file system."""
-
-    def __init__(self, root):
-        self.root = root
-        try:
-            os.mkdir(root)
-        except OSError:
-            pass
-
-    def read(self, name):
-        try:
-            with open(self.root + "/" + name) as f:
-                return f.read()
-        except OSError:
-            return None
-
-    def write(self, name, text):
-        tmp = self.root + "/" + name + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.rename(tmp, self.root + "/" + name)
 
 
 class Watchdog:

@@ -86,7 +86,7 @@ class VirtualNode:
         self.period_ms = period_ms
         self.requested_port = port
         self.port: int | None = None
-        self.process: subprocess.Popen[str] | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.console: list[str] = []
 
     def start(self, timeout_s: float = 15.0) -> int:
@@ -100,7 +100,7 @@ class VirtualNode:
                 "--period-ms", str(self.period_ms), *self.extra_args,
             ]  # fmt: skip
             proc = subprocess.Popen(
-                cmd, env=micropython_env(firmware), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                cmd, env=micropython_env(firmware), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
             lines = _read_until_ready(proc, timeout_s)
@@ -143,21 +143,29 @@ class VirtualNode:
         self.stop()
 
 
-def _read_until_ready(proc: subprocess.Popen[str], timeout_s: float) -> list[str]:
-    """Console lines up to and including READY; fewer if the node exits or time runs out."""
+def _read_until_ready(proc: subprocess.Popen[bytes], timeout_s: float) -> list[str]:
+    """Console lines up to and including READY; fewer if the node exits or time runs out.
+    Reads the raw pipe: a buffered readline() could hold READY back where select() cannot see it."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     lines: list[str] = []
+    pending = b""
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             if not sel.select(left):
                 continue
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                if pending:
+                    lines.append(pending.decode(errors="replace"))
                 return lines  # exited
-            lines.append(line)
-            if line.startswith("READY"):
-                return lines
+            pending += chunk
+            while b"\n" in pending:
+                raw, pending = pending.split(b"\n", 1)
+                lines.append(raw.decode(errors="replace") + "\n")
+                if raw.startswith(b"READY"):
+                    return lines
     lines.append("timed out waiting for READY")
     return lines

@@ -84,6 +84,7 @@ class ChannelConfig:
         self.z_tunable = (1.0, 4.0)
         self.rate_limit = 0.0
         self.rate_horizon = 0
+        self.divider = 1  # sampled every `divider` node cycles
         self.consecutive = 1
         self.severities = bytearray(det.CHECKS)
         self.trips = 0  # bit mask of outputs
@@ -137,13 +138,18 @@ def _pair(obj, key, path, required=True):
 def _channel(obj, path, period_ms, output_names):
     if not isinstance(obj, dict):
         _fail(path[:-1], "expected an object")
-    _known(obj, ("name", "unit", "source", "resolution", "physical", "bounds", "zscore", "rate",
-                 "consecutive", "severity", "trips"), path)  # fmt: skip
+    _known(obj, ("name", "unit", "source", "sample_period_ms", "resolution", "physical", "bounds", "zscore",
+                 "rate", "consecutive", "severity", "trips"), path)  # fmt: skip
     ch = ChannelConfig()
     ch.name = _get(obj, "name", path, str, required=True)
     if not 0 < len(ch.name) <= 12:
         _fail(path + "name", "1..12 characters")
     ch.unit = _get(obj, "unit", path, str, "")
+    own = _num(obj, "sample_period_ms", path, period_ms, 3600000, period_ms, kind=int)
+    if own % period_ms:
+        _fail(path + "sample_period_ms", "must be a multiple of the node's %d ms" % period_ms)
+    ch.divider = own // period_ms
+    period_ms = own
     if len(ch.unit) > 4:
         _fail(path + "unit", "at most 4 characters")
     resolution = _num(obj, "resolution", path, 1e-6, 1000.0, required=True)
@@ -175,8 +181,8 @@ def _channel(obj, path, period_ms, output_names):
         ch.rate_limit = _num(rate, "limit", path + "rate.", 0.0, 1e6, required=True)
         horizon_s = _num(rate, "horizon_s", path + "rate.", 0.0, 3600.0, required=True)
         ch.rate_horizon = int(horizon_s * 1000 / period_ms + 0.5)
-        if not 1 <= ch.rate_horizon <= 63:
-            _fail(path + "rate.horizon_s", "must be 1..63 sample periods (%d ms each)" % period_ms)
+        if not 1 <= ch.rate_horizon <= det.MAX_HORIZON:
+            _fail(path + "rate.horizon_s", "must be 1..%d sample periods (%d ms each)" % (det.MAX_HORIZON, period_ms))
     ch.consecutive = _num(obj, "consecutive", path, 1, 1000, 1, kind=int)
     sev = _get(obj, "severity", path, dict, {})
     _known(sev, CHECK_NAMES, path + "severity.")

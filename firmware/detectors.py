@@ -45,6 +45,7 @@ INPUT_RAIL = const(2)  # ADC pinned at 0 or full scale: open or shorted wire
 
 Z_ONE = const(16)  # Z-scores are fixed point, 1/16 per unit
 MAX_WINDOW_BITS = const(6)  # window of at most 64 samples
+MAX_HORIZON = const(255)  # rate-of-change horizon in samples (ring of up to 256 counts)
 DEV_CLAMP = const(1023)  # squared deviations use |q - ref| <= 1023 counts
 REANCHOR = const(256)  # re-centre when the mean moves this many counts from the reference
 MAX_COUNTS = const(1 << 20)
@@ -89,8 +90,8 @@ class ChannelDetector:
     ):
         if not 3 <= window_bits <= MAX_WINDOW_BITS:
             raise ValueError("window must be 8..64 samples (a power of two)")
-        if not 0 <= rate_horizon < (1 << MAX_WINDOW_BITS):
-            raise ValueError("rate horizon must be 0..63 samples")
+        if not 0 <= rate_horizon <= MAX_HORIZON:
+            raise ValueError("rate horizon must be 0..255 samples")
         if not -MAX_COUNTS <= physical_low < physical_high <= MAX_COUNTS:
             raise ValueError("physical range must lie within +-2**20 counts")
         if not 1 <= consecutive <= 1000:

@@ -78,9 +78,11 @@ class Node:
         n = len(self.channels)
         self.detectors = [ch.detector() for ch in self.channels]
         self.ks = bytearray(n)
+        self.dividers = array.array("H", [1] * n)
         self.trip_masks = array.array("H", [0] * n)
         for i, ch in enumerate(self.channels):
             self.ks[i] = ch.k
+            self.dividers[i] = ch.divider
             self.trip_masks[i] = ch.trips
         self.previous = array.array("H", [0] * n)
         self.sampler = board.sampler(self.channels, cfg.sample_period_ms)
@@ -110,9 +112,15 @@ class Node:
         trip = 0
         cause = 0xFFFF
         healthy = True
+        cycle = self.samples
         for i in range(len(self.detectors)):
-            q = sampler.read(i)
             d = self.detectors[i]
+            if self.dividers[i] != 1 and cycle % self.dividers[i]:
+                # not this channel's turn: it keeps its last state, and still counts for health
+                if d.active & det.FLAG_FAULT or d.filled < d.window:
+                    healthy = False
+                continue
+            q = sampler.read(i)
             flags = d.update(q, sampler.status[i])
             if flags & ~self.previous[i]:
                 self.detections += 1

@@ -33,7 +33,7 @@ def test_errors_name_the_key():
     assert error(base(bounds=[0, 20])).startswith("channels[0].bounds: must lie within the physical range")
     assert error(base(resolution=1e-6)).startswith("channels[0].resolution: too fine")
     assert error(base(trips=["nope"])) == "channels[0].trips: no output named 'nope'"
-    assert error(base(rate={"limit": 1, "horizon_s": 30})).startswith("channels[0].rate.horizon_s: must be 1..63")
+    assert error(base(rate={"limit": 1, "horizon_s": 30})).startswith("channels[0].rate.horizon_s: must be 1..255")
     assert error(base(severity={"high": "loud"})) == "channels[0].severity.high: one of off, warning, critical"
     data = base()
     del data["reset_code"]
@@ -65,3 +65,8 @@ def test_transports_survive_a_broken_channel_section():
         f.write('{"node_id": 9, "modbus": {"tcp": {"port": 1502}}, "channels": "oops"}')
     cfg = config.transports_only(path)
     assert cfg.node_id == 9 and cfg.tcp == {"port": 1502} and cfg.channels == []
+
+
+def test_channel_period_must_be_a_multiple():
+    assert error(base(sample_period_ms=150)) == "channels[0].sample_period_ms: must be a multiple of the node's 100 ms"
+    assert error(base(sample_period_ms=50)).startswith("channels[0].sample_period_ms: must be within 100..")

@@ -106,7 +106,7 @@ def test_stuck_sensor_has_no_variance():
 
 
 def test_bad_parameters_are_rejected():
-    for kwargs in ({"window_bits": 7}, {"rate_horizon": 64}, {"consecutive": 0}, {"physical_low": 5, "physical_high": 5}):
+    for kwargs in ({"window_bits": 7}, {"rate_horizon": 256}, {"consecutive": 0}, {"physical_low": 5, "physical_high": 5}):
         try:
             ChannelDetector(**kwargs)
         except ValueError:

@@ -206,3 +206,24 @@ def test_values_are_published_as_float32():
     run(node, board, [250, -75], 1)
     assert node.bank.get_f32(regmap.channel_address(0, regmap.CH_VALUE)) == 250 / 128
     assert node.bank.get_f32(regmap.channel_address(1, regmap.CH_VALUE)) == -75 / 128
+
+
+def test_slow_channel_is_sampled_every_nth_cycle():
+    root = _STATE + "-slow"
+    board = FakeBoard(root)
+    cfg = node_config()
+    cfg2 = config.from_dict({
+        "node_id": 5, "sample_period_ms": 100, "reset_code": 1, "outputs": [],
+        "channels": [{"name": "fast", "source": {"type": "sim", "signal": 0}, "resolution": 0.01,
+                      "physical": [-10, 10], "bounds": [-5, 5], "zscore": {"window": 8}},
+                     {"name": "slow", "source": {"type": "sim", "signal": 0}, "resolution": 0.01,
+                      "physical": [-10, 10], "bounds": [-5, 5], "zscore": {"window": 8},
+                      "sample_period_ms": 500, "rate": {"limit": 0.3, "horizon_s": 30}}],
+        "modbus": {"tcp": {"port": 502}},
+    })  # fmt: skip
+    assert cfg2.channels[1].divider == 5 and cfg2.channels[1].rate_horizon == 60
+    node = Node(cfg2, board)
+    run(node, board, [1, 2], 50)
+    assert node.detectors[0].filled == 8  # ring of 8, full
+    assert node.detectors[1].filled == 10  # 50 cycles, one sample in five
+    assert cfg.channels[0].divider == 1

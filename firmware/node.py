@@ -109,37 +109,44 @@ class Node:
         sampler = self.sampler
         sampler.update()
         bank = self.bank
+        inputs = bank.inputs
+        status = sampler.status
+        detectors = self.detectors
+        dividers = self.dividers
+        previous = self.previous
+        trip_masks = self.trip_masks
+        ks = self.ks
+        latched = self.latch.latched
         trip = 0
         cause = 0xFFFF
         healthy = True
         cycle = self.samples
-        for i in range(len(self.detectors)):
-            d = self.detectors[i]
-            if self.dividers[i] != 1 and cycle % self.dividers[i]:
+        for i in range(len(detectors)):
+            d = detectors[i]
+            if dividers[i] != 1 and cycle % dividers[i]:
                 # not this channel's turn: it keeps its last state, and still counts for health
                 if d.active & det.FLAG_FAULT or d.filled < d.window:
                     healthy = False
                 continue
             q = sampler.read(i)
-            flags = d.update(q, sampler.status[i])
-            if flags & ~self.previous[i]:
+            flags = d.update(q, status[i])
+            if flags & ~previous[i]:
                 self.detections += 1
-            self.previous[i] = flags
-            if d.level == det.SEVERITY_CRITICAL and self.trip_masks[i] & ~self.latch.latched:
-                trip |= self.trip_masks[i]
+            previous[i] = flags
+            if d.level == det.SEVERITY_CRITICAL and trip_masks[i] & ~latched:
+                trip |= trip_masks[i]
                 if cause == 0xFFFF:
                     cause = (i << 8) | _first_critical(d)
-            if d.active & det.FLAG_FAULT or d.filled < d.window:
+            if flags & det.FLAG_FAULT or d.filled < d.window:
                 healthy = False  # a faulty or warming-up sensor cannot vouch for the plant
             base = IR_CHANNEL_BASE + i * IR_CHANNEL_STRIDE
-            k = self.ks[i]
-            if sampler.status[i] == det.INPUT_OK:
+            k = ks[i]
+            if status[i] == det.INPUT_OK:
                 bank.set_scaled(base + CH_VALUE, q, k)
             bank.set_scaled(base + CH_ZSCORE, d.z16, 4)
             bank.set_scaled(base + CH_MEAN, d.mean16, k + 4)
-            # flags, severity and raw flags: three registers written as bytes
+            # flags, severity and raw flags (all below 256): three registers as bytes
             j = (base + CH_FLAGS) << 1
-            inputs = bank.inputs
             inputs[j] = 0
             inputs[j + 1] = flags
             inputs[j + 2] = 0

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reference: float ring-buffer Z     : {figures['reference_float_z_us_per_sample']:8.3f} us per channel-sample"
           f"  {figures['reference_float_z_alloc_bytes_per_sample']:8.1f} B per channel-sample")
     print(f"ratio full cycle / reference       : {figures['time_ratio_to_reference']:8.2f}")
-    print(f"application heap, {channels} channels       : {heap} B = {code} B module code + {heap - code} B node data"
+    print(f"application heap, {channels} channels       : {heap} B = {code} B code and configuration + {heap - code} B node state"
           f" (target < 32768 B; heap {args.heap}, 64-bit objects: about twice the ESP32's)")
     if not energised:
         print("warning: outputs not energised after warm-up", file=sys.stderr)

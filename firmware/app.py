@@ -5,7 +5,6 @@ import gc
 import sys
 import time
 
-import config
 import regmap
 from hal_esp32 import Board
 from modbus_pdu import ModbusSlave
@@ -14,11 +13,23 @@ from node import Node, config_error_node
 CONFIG_PATH = "/config.json"
 
 
-def main():
+def load_config():
+    """Validate the configuration, then unload the validator: only its result stays in RAM."""
+    import config
+
     try:
-        cfg = config.load(CONFIG_PATH)
+        return config.load(CONFIG_PATH), None
     except config.ConfigError as exc:
-        config_error(exc)
+        return None, exc
+    finally:
+        del sys.modules["config"]
+        gc.collect()
+
+
+def main():
+    cfg, error = load_config()
+    if cfg is None:
+        config_error(error)
         return
     board = Board(cfg.reset_pin)
     if cfg.wifi is not None and cfg.tcp is not None:
@@ -32,6 +43,8 @@ def main():
 
 
 def config_error(exc):
+    import config
+
     bank = regmap.RegisterBank()
     servers = []
     try:

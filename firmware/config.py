@@ -1,10 +1,12 @@
 # Node configuration: a JSON file on the node's flash, validated at boot. Errors name the
 # key ("channels[1].zscore.window: ...") so the REPL and the status register can say what
-# is wrong; a node with a bad file stays in its safe state.
+# is wrong; a node with a bad file stays in its safe state. Only boot needs this module: the
+# result is plain config_model objects, and the application unloads it to free its RAM.
 import json
 
 import detectors as det
 import regmap
+from config_model import ERR_INVALID, ERR_MISSING, ERR_NONE, ERR_SYNTAX, ChannelConfig, NodeConfig, Source  # noqa: F401
 
 SEVERITIES = {"off": det.SEVERITY_OFF, "warning": det.SEVERITY_WARNING, "critical": det.SEVERITY_CRITICAL}
 CHECK_NAMES = ("fault", "stuck", "low", "high", "zscore", "rate")
@@ -12,11 +14,6 @@ DEFAULT_SEVERITY = ("critical", "warning", "critical", "critical", "warning", "w
 MAX_K = 20
 MAX_OUTPUTS = 8
 
-# Config error codes, shown in input register CONFIG_ERROR.
-ERR_NONE = 0
-ERR_MISSING = 1
-ERR_SYNTAX = 2
-ERR_INVALID = 3
 
 
 class ConfigError(Exception):
@@ -62,63 +59,6 @@ def resolution_bits(resolution):
     while (1.0 / (1 << k)) > resolution and k < MAX_K:
         k += 1
     return k
-
-
-class Source:
-    def __init__(self, kind, params):
-        self.kind = kind  # "adc", "driver" or "sim"
-        self.params = params
-
-
-class ChannelConfig:
-    def __init__(self):
-        self.name = ""
-        self.unit = ""
-        self.k = 0
-        self.scale = 1
-        self.source = None
-        self.physical = (0.0, 0.0)
-        self.bounds = (0.0, 0.0)
-        self.window_bits = 5
-        self.z_threshold = 4.0
-        self.z_tunable = (1.0, 4.0)
-        self.rate_limit = 0.0
-        self.rate_horizon = 0
-        self.divider = 1  # sampled every `divider` node cycles
-        self.consecutive = 1
-        self.severities = bytearray(det.CHECKS)
-        self.trips = 0  # bit mask of outputs
-
-    def counts(self, value):
-        return int(value * self.scale + (0.5 if value >= 0 else -0.5))
-
-    def detector(self):
-        return det.ChannelDetector(
-            window_bits=self.window_bits,
-            z_limit=int(self.z_threshold * det.Z_ONE),
-            rate_limit=self.counts(self.rate_limit) if self.rate_horizon else 0,
-            rate_horizon=self.rate_horizon,
-            low=self.counts(self.bounds[0]),
-            high=self.counts(self.bounds[1]),
-            physical_low=self.counts(self.physical[0]),
-            physical_high=self.counts(self.physical[1]),
-            consecutive=self.consecutive,
-            severities=self.severities,
-        )
-
-
-class NodeConfig:
-    def __init__(self):
-        self.node_id = 1
-        self.sample_period_ms = 100
-        self.reset_code = 0
-        self.reset_pin = None
-        self.outputs = []  # (name, pin, active_high)
-        self.channels = []
-        self.tcp = None  # {"port": int} or None
-        self.rtu = None  # dict or None
-        self.wifi = None
-        self.watchdog_ms = 0
 
 
 def _pair(obj, key, path, required=True):

@@ -8,7 +8,7 @@ import array
 
 import detectors as det
 import regmap
-from config import ERR_NONE
+from config_model import ERR_NONE
 from modbus_pdu import EX_ILLEGAL_ADDRESS, EX_ILLEGAL_VALUE, ModbusSlave
 from regmap import (
     CH_FLAGS,

@@ -227,3 +227,28 @@ def test_slow_channel_is_sampled_every_nth_cycle():
     assert node.detectors[0].filled == 8  # ring of 8, full
     assert node.detectors[1].filled == 10  # 50 cycles, one sample in five
     assert cfg.channels[0].divider == 1
+
+
+def _cycles(node, n):
+    now = time.ticks_ms()
+    for _ in range(n):
+        node.sample(now)
+
+
+def test_full_sample_cycle_allocates_nothing():
+    import gc
+
+    node, board = fresh("alloc")
+    board.sampler_obj.values[0] = 37
+    board.sampler_obj.values[1] = -12
+    _cycles(node, 20)  # warm-up done, outputs energised, every counter written once
+    assert board.out[0].energised
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.mem_alloc()
+        _cycles(node, 300)
+        used = gc.mem_alloc() - before
+    finally:
+        gc.enable()
+    assert used == 0, used

@@ -12,9 +12,7 @@ from config_model import ERR_NONE
 from modbus_pdu import EX_ILLEGAL_ADDRESS, EX_ILLEGAL_VALUE, ModbusSlave
 from regmap import (
     CH_FLAGS,
-    CH_MEAN,
     CH_VALUE,
-    CH_ZSCORE,
     DESC_NAME,
     DESC_NAME_REGS,
     DESC_UNIT,
@@ -141,10 +139,8 @@ class Node:
                 healthy = False  # a faulty or warming-up sensor cannot vouch for the plant
             base = IR_CHANNEL_BASE + i * IR_CHANNEL_STRIDE
             k = ks[i]
-            if status[i] == det.INPUT_OK:
-                bank.set_scaled(base + CH_VALUE, q, k)
-            bank.set_scaled(base + CH_ZSCORE, d.z16, 4)
-            bank.set_scaled(base + CH_MEAN, d.mean16, k + 4)
+            # value (kept from the last good sample while the input is missing), Z, mean
+            bank.set_measurement(base + CH_VALUE, q, k, d.z16, d.mean16, status[i] == det.INPUT_OK)
             # flags, severity and raw flags (all below 256): three registers as bytes
             j = (base + CH_FLAGS) << 1
             inputs[j] = 0

@@ -1,10 +1,7 @@
 # Node register map, version 1. The contract is firmware/REGISTERS.md;
 # gatewayd/profiles/edge_node.py mirrors these numbers and a test checks both agree.
-import array
 import struct
-import sys
 
-import uctypes
 from micropython import const
 
 MAGIC = const(0x4544)  # "ED"
@@ -80,13 +77,6 @@ class RegisterBank:
         self.holding_count = holding_count
         self.inputs = bytearray(2 * input_count)
         self.holding = bytearray(2 * holding_count)
-        # Scratch float32 and its bytes: a small int stored into an array('f') is converted
-        # in C with no heap object, so values can be published without allocating.
-        self._f32 = array.array("f", [0.0])
-        self._f32_bytes = uctypes.bytearray_at(uctypes.addressof(self._f32), 4)
-        little = sys.byteorder == "little"
-        self._hi = 3 if little else 0
-        self._step = 1 if little else -1
 
     def set_u16(self, address, value):
         i = address << 1
@@ -101,32 +91,24 @@ class RegisterBank:
         struct.pack_into(">f", self.inputs, 2 * address, value)
 
     def set_scaled(self, address, counts, k, target=None):
-        """Store counts * 2**-k as a big-endian float32 without allocating: the integer goes
-        through the float32 scratch cell and k is subtracted from its exponent."""
-        self._f32[0] = counts
-        b = self._f32_bytes
-        hi = self._hi  # byte indices of the float32 cell, most significant first
-        b3 = b[hi]
-        b2 = b[hi - self._step]
-        exponent = ((b3 & 0x7F) << 1) | (b2 >> 7)
+        """Store counts * 2**-k as a big-endian float32 without allocating: struct converts
+        the integer in C (no float object), then k comes off the exponent in place."""
         buf = self.inputs if target is None else target
         i = address << 1
-        if exponent > k:
-            exponent -= k
-            buf[i] = (b3 & 0x80) | (exponent >> 1)
-            buf[i + 1] = (b2 & 0x7F) | ((exponent & 1) << 7)
-            buf[i + 2] = b[hi - 2 * self._step]
-            buf[i + 3] = b[hi - 3 * self._step]
-        elif exponent == 0:  # zero stays zero
-            buf[i] = b3
-            buf[i + 1] = b2
-            buf[i + 2] = 0
-            buf[i + 3] = 0
-        else:  # below float32's normal range: flush to (signed) zero
-            buf[i] = b3 & 0x80
-            buf[i + 1] = 0
-            buf[i + 2] = 0
-            buf[i + 3] = 0
+        struct.pack_into(">f", buf, i, counts)
+        _rescale(buf, i, k)
+
+    def set_measurement(self, address, value, k, z16, mean16, with_value):
+        """A channel's value, Z-score and mean (three float32 from +0) in one pack."""
+        buf = self.inputs
+        i = address << 1
+        if with_value:
+            struct.pack_into(">fff", buf, i, value, z16, mean16)
+            _rescale(buf, i, k)
+        else:
+            struct.pack_into(">ff", buf, i + 4, z16, mean16)
+        _rescale(buf, i + 4, 4)
+        _rescale(buf, i + 8, k + 4)
 
     def set_text(self, address, text, registers):
         # Called at setup only; pads with NUL and truncates to the field.
@@ -156,6 +138,22 @@ class RegisterBank:
 
 def channel_address(index, field):
     return IR_CHANNEL_BASE + index * IR_CHANNEL_STRIDE + field
+
+
+def _rescale(buf, i, k):
+    """Divide the big-endian float32 at buf[i] by 2**k by lowering its exponent."""
+    b0 = buf[i]
+    b1 = buf[i + 1]
+    exponent = ((b0 & 0x7F) << 1) | (b1 >> 7)
+    if exponent > k:
+        exponent -= k
+        buf[i] = (b0 & 0x80) | (exponent >> 1)
+        buf[i + 1] = (b1 & 0x7F) | ((exponent & 1) << 7)
+    elif exponent:  # below float32's normal range: flush to (signed) zero
+        buf[i] = b0 & 0x80
+        buf[i + 1] = 0
+        buf[i + 2] = 0
+        buf[i + 3] = 0
 
 
 def holding_address(index, field):

@@ -43,22 +43,28 @@ TARGET_SPREAD = 64  # counts per standard deviation of the probationary data
 Z_HALF = 4.0  # |z| at which the anomaly score is 0.5
 
 
-def edge_scores(values: np.ndarray) -> list[float]:
+def edge_scores(values: np.ndarray, signal: str = "rate", horizon: int = 24) -> list[float]:
     """Run one channel detector as a node would: the probationary stretch stands in for the
-    engineer's calibration (offset and resolution), then every sample is checked causally."""
+    engineer's calibration (offset and resolution), then every sample is checked causally.
+    The anomaly score is the node's Z-score, its rate of change over `horizon` samples (in
+    probationary standard deviations), or the larger of the two."""
     probation = values[: max(probationary_length(len(values)), 2)]
     centre = float(np.median(probation))
     spread = float(np.std(probation)) or 1.0
     scale = TARGET_SPREAD / spread
     limit = det.MAX_COUNTS - 1
-    d = det.ChannelDetector(window_bits=6, z_limit=det.Z_CLAMP, rate_horizon=0)
+    rate_horizon = horizon if signal != "zscore" else 0
+    d = det.ChannelDetector(window_bits=6, z_limit=det.Z_CLAMP, rate_horizon=rate_horizon, rate_limit=limit)
     scores = []
     for v in values:
         q = int(round((v - centre) * scale))
         q = max(-limit, min(limit, q))
+        then = d.ring[(d.head - rate_horizon) & d.mask] if rate_horizon and d.filled >= rate_horizon else q
         d.update(q)
         z = abs(d.z16) / det.Z_ONE
-        scores.append(z / (z + Z_HALF))
+        rate = abs(q - then) / TARGET_SPREAD
+        s = z if signal == "zscore" else rate if signal == "rate" else max(z, rate)
+        scores.append(s / (s + Z_HALF))
     return scores
 
 
@@ -86,7 +92,6 @@ def windowed_gaussian_scores(values: np.ndarray) -> list[float]:
     return scores
 
 
-DETECTORS = {"edge": edge_scores, "windowedGaussian": windowed_gaussian_scores}
 
 
 def data_files(data: Path, windows: dict[str, list]) -> Iterator[tuple[str, Path]]:
@@ -119,7 +124,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="NAB folder (combined_windows.json, profiles.json, data)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the NAB results files")
+    parser.add_argument("--signal", choices=("rate", "zscore", "max"), default="rate",
+                        help="which node check gives the anomaly score (default: %(default)s)")
+    parser.add_argument("--horizon", type=int, default=24, help="rate-of-change horizon in samples (default: %(default)s)")
     args = parser.parse_args(argv)
+    if not 1 <= args.horizon <= det.MAX_HORIZON:
+        parser.error(f"--horizon must be 1..{det.MAX_HORIZON}")
+    detectors = {
+        "edge": lambda values: edge_scores(values, args.signal, args.horizon),
+        "windowedGaussian": windowed_gaussian_scores,
+    }
     try:
         windows = json.loads((args.data / "combined_windows.json").read_text())
         profiles = json.loads((args.data / "profiles.json").read_text())
@@ -130,21 +144,23 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"error: no data files of combined_windows.json under {args.data}", file=sys.stderr)
         return 2
-    series: dict[str, list[FileSeries]] = {d: [] for d in DETECTORS}
-    seconds = {d: 0.0 for d in DETECTORS}
+    series: dict[str, list[FileSeries]] = {d: [] for d in detectors}
+    seconds = {d: 0.0 for d in detectors}
     rows = 0
     for n, (name, path) in enumerate(files, 1):
         stamps, values = read_series(path)
         rows += len(values)
-        for detector, fn in DETECTORS.items():
+        for detector, fn in detectors.items():
             t0 = time.perf_counter()
             scores = fn(values)
             seconds[detector] += time.perf_counter() - t0
             write_results(args.out, name, detector, stamps, values, scores)
             series[detector].append(FileSeries(name, stamps, scores, [tuple(w) for w in windows[name]]))
         print(f"[{n}/{len(files)}] {name}: {len(values)} rows", file=sys.stderr)
-    figures: dict[str, object] = {"files": len(files), "rows": rows, "windows": sum(len(windows[n]) for n, _ in files)}
-    print(f"{len(files)} files, {rows} rows, {figures['windows']} anomaly windows")
+    figures: dict[str, object] = {"files": len(files), "rows": rows, "windows": sum(len(windows[n]) for n, _ in files),
+                                  "edge_signal": args.signal, "edge_horizon": args.horizon}  # fmt: skip
+    print(f"{len(files)} files, {rows} rows, {figures['windows']} anomaly windows; "
+          f"edge score from the node's {args.signal} check (horizon {args.horizon} samples)")
     print(f"{'profile':<20} {'edge':>8} {'windowedGaussian':>17} {'ratio':>7}   edge TP/FP/FN")
     for profile, spec in profiles.items():
         edge = score_corpus(series["edge"], spec["CostMatrix"], profile)

@@ -52,7 +52,7 @@ def run_demo(
     started = []
     try:
         for unit in range(1, nodes + 1):
-            node = VirtualNode(unit, seed=unit)
+            node = VirtualNode(unit, seed=unit, state_dir=state_dir / "nodes" / f"pump-{unit}")
             node.start()
             started.append(node)
             print(f"  pump-{unit}: Modbus TCP on 127.0.0.1:{node.port}, unit {unit}", file=out)

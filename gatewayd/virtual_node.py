@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,9 +79,14 @@ class VirtualNode:
         seed: int = 1,
         period_ms: int = 100,
         port: int | None = None,
+        state_dir: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
     ):
+        """`state_dir` is the node's flash (trip latch, output state files); without one, a
+        temporary folder that is removed when the node stops."""
         self.extra_args = tuple(extra_args)
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self._temporary: str | None = None
         self.unit = unit
         self.seed = seed
         self.period_ms = period_ms
@@ -92,6 +98,12 @@ class VirtualNode:
     def start(self, timeout_s: float = 15.0) -> int:
         firmware = find_firmware_dir()
         binary = find_micropython()
+        if "--state-dir" not in self.extra_args:
+            if self.state_dir is None:
+                self._temporary = tempfile.mkdtemp(prefix=f"vnode-{self.unit}-")
+                self.state_dir = Path(self._temporary)
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            self.extra_args += ("--state-dir", str(self.state_dir))
         for _ in range(5):
             port = self.requested_port or free_port()
             cmd = [
@@ -115,22 +127,26 @@ class VirtualNode:
             if code == _PORT_IN_USE and self.requested_port is None:
                 continue  # another process took the free port between our check and the bind
             said = " / ".join(line.strip() for line in lines) or "nothing"
+            self.stop()
             raise VirtualNodeError(f"virtual node {self.unit} did not start (exit {code}): {said}")
+        self.stop()
         raise VirtualNodeError(f"virtual node {self.unit}: no free port after 5 tries")
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout:
-            self.process.stdout.close()
-        self.process = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            if self.process.stdout:
+                self.process.stdout.close()
+            self.process = None
+        if self._temporary is not None:
+            shutil.rmtree(self._temporary, ignore_errors=True)
+            self._temporary = None
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -13,6 +13,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,11 +70,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, mode: str) -> list[int] | None:
-    proc = subprocess.run(
-        [find_micropython(), "-X", f"heapsize={args.heap}", str(REPO / "bench" / "firmware_sample_mp.py"),
-         str(args.samples), mode],
-        env=micropython_env(find_firmware_dir()), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="firmware-bench-") as flash:
+        proc = subprocess.run(
+            [find_micropython(), "-X", f"heapsize={args.heap}", str(REPO / "bench" / "firmware_sample_mp.py"),
+             str(args.samples), mode, flash],
+            env=micropython_env(find_firmware_dir()), capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
     tag = "NODE" if mode == "node" else "REFERENCE"
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(tag)), None)
     if proc.returncode != 0 or line is None:

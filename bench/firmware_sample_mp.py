@@ -58,7 +58,7 @@ class ReplaySampler:
 
 class BenchBoard:
     def __init__(self):
-        self.flash = Flash("/tmp/firmware-bench-flash")
+        self.flash = Flash(sys.argv[3] if len(sys.argv) > 3 else "/tmp/firmware-bench-flash")
         self.reset_input = ResetInput()
 
     def sampler(self, channels, period_ms):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,13 +18,16 @@ FIRMWARE = HERE.parent
 
 def run_micropython_tests(module: str, firmware_dir: Path = FIRMWARE, heap: str = HEAP_SIZE) -> tuple[dict[str, tuple[bool, str]], str]:
     """Run one test module in MicroPython; return {test: (passed, output)} and the raw output."""
-    proc = subprocess.run(
-        [find_micropython(), "-X", f"heapsize={heap}", str(HERE / "mprun.py"), module],
-        env=micropython_env(firmware_dir, HERE),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    with tempfile.TemporaryDirectory(prefix="firmware-test-") as scratch:
+        env = micropython_env(firmware_dir, HERE)
+        env["FIRMWARE_TEST_DIR"] = scratch  # files the tests write (flash, fallback configs)
+        proc = subprocess.run(
+            [find_micropython(), "-X", f"heapsize={heap}", str(HERE / "mprun.py"), module],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     output = proc.stdout + proc.stderr
     results: dict[str, tuple[bool, str]] = {}
     current: str | None = None

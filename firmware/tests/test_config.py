@@ -1,5 +1,6 @@
 import config
 import detectors as det
+from helpers import scratch
 
 
 def base(**overrides):
@@ -60,7 +61,7 @@ def test_syntax_errors():
 
 
 def test_transports_survive_a_broken_channel_section():
-    path = "/tmp/node-config-fallback.json"
+    path = scratch("config-fallback.json")
     with open(path, "w") as f:
         f.write('{"node_id": 9, "modbus": {"tcp": {"port": 1502}}, "channels": "oops"}')
     cfg = config.transports_only(path)

@@ -6,9 +6,10 @@ import config
 import detectors as det
 import regmap
 from hal_unix import Flash, Output, ResetInput, Watchdog
+from helpers import scratch
 from node import Node
 
-_STATE = "/tmp/node-test-%d" % (time.ticks_ms() % 100000)
+_STATE = scratch("node-%d" % (time.ticks_ms() % 100000))
 
 
 class ScriptedSampler:

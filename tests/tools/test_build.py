@@ -23,7 +23,8 @@ def test_compiled_firmware_passes_firmware_tests(tmp_path):
     tests = sorted(p.stem for p in (FIRMWARE / "tests").glob("test_*.py"))
     proc = subprocess.run(
         [find_micropython(), "-X", "heapsize=128k", str(FIRMWARE / "tests" / "mprun.py"), *tests],
-        env=micropython_env(tmp_path, FIRMWARE / "tests"), capture_output=True, text=True, timeout=120,
+        env={**micropython_env(tmp_path, FIRMWARE / "tests"), "FIRMWARE_TEST_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("DONE 0")

@@ -40,6 +40,36 @@ def m001_devices_channels_readings(db: sqlite_utils.Database) -> None:
     db["readings"].create_index(["channel_id", "ts_ms"])
 
 
+@migration
+def m002_readings_as_blocks(db: sqlite_utils.Database) -> None:
+    """Raw readings move into compact per-channel blocks (gatewayd/blocks.py): a few bytes
+    per reading instead of a ~26-byte row. Existing rows are converted, nothing is dropped."""
+    from gatewayd import blocks
+
+    db.execute(
+        "CREATE TABLE reading_blocks (id INTEGER PRIMARY KEY, channel_id INTEGER NOT NULL "
+        "REFERENCES channels(id), first_ms INTEGER NOT NULL, last_ms INTEGER NOT NULL, "
+        "count INTEGER NOT NULL, data BLOB NOT NULL)"
+    )
+    db.execute("CREATE INDEX reading_blocks_channel_time ON reading_blocks (channel_id, last_ms)")
+    if "readings" in db.table_names():
+        import numpy as np
+
+        for (channel_id,) in db.execute("SELECT DISTINCT channel_id FROM readings").fetchall():
+            rows = db.execute(
+                "SELECT ts_ms, value FROM readings WHERE channel_id = ? ORDER BY ts_ms", (channel_id,)
+            ).fetchall()
+            for start in range(0, len(rows), 4096):
+                chunk = rows[start : start + 4096]
+                ts = np.array([r[0] for r in chunk], dtype=np.int64)
+                values = np.array([np.nan if r[1] is None else r[1] for r in chunk], dtype=np.float64)
+                db.execute(
+                    "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data) VALUES (?, ?, ?, ?, ?)",
+                    (channel_id, int(ts[0]), int(ts[-1]), len(chunk), blocks.encode(ts, values)),
+                )
+        db.execute("DROP TABLE readings")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     db = sqlite_utils.Database(conn)
     if "_migrations" not in db.table_names():
@@ -47,7 +77,13 @@ def applied(conn: sqlite3.Connection) -> list[str]:
     return [row["name"] for row in db["_migrations"].rows_where(order_by="applied_ms, name")]
 
 
-def migrate(conn: sqlite3.Connection) -> list[str]:
+def migrate_to(conn: sqlite3.Connection, last: str) -> list[str]:
+    """Apply pending migrations up to and including `last` (for tests of upgrades)."""
+    names = [name for name, _ in MIGRATIONS]
+    return migrate(conn, names[: names.index(last) + 1])
+
+
+def migrate(conn: sqlite3.Connection, only: list[str] | None = None) -> list[str]:
     """Apply pending migrations; return the names applied now."""
     db = sqlite_utils.Database(conn)
     if "_migrations" not in db.table_names():
@@ -55,7 +91,7 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
     done = set(applied(conn))
     new = []
     for name, fn in MIGRATIONS:
-        if name in done:
+        if name in done or (only is not None and name not in only):
             continue
         with conn:
             fn(db)

@@ -7,11 +7,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from gatewayd import migrations
+import numpy as np
+
+from gatewayd import blocks, migrations
 
 DB_NAME = "gatewayd.sqlite3"
 
@@ -37,8 +40,16 @@ class ChannelSummary:
 
 
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, readonly: bool = False):
+        """Open (and migrate) the store; `readonly` opens an existing one beside a running
+        daemon without writing anything."""
         self.path = Path(path)
+        if readonly:
+            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
+                                        isolation_level=None)  # fmt: skip
+            self.conn.execute("PRAGMA busy_timeout=5000")
+            self._channel_ids: dict[tuple[str, str], int] = {}
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -83,32 +94,88 @@ class Store:
             self._channel_ids[(name, channel)] = channel_id
 
     def write_readings(self, readings: Iterable[Reading]) -> int:
-        """Write one batch in one transaction; returns rows written."""
+        """Write one batch in one transaction, one block per channel; returns readings written.
+        Once this returns, the readings are on disk (the transaction has committed)."""
         ids = self._channel_ids
-        rows = [(ids[(r.device, r.channel)], r.ts_ms, r.value) for r in readings]
-        if not rows:
+        grouped: dict[int, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+        n = 0
+        for r in readings:
+            ts, values = grouped[ids[(r.device, r.channel)]]
+            ts.append(r.ts_ms)
+            values.append(r.value)
+            n += 1
+        if not n:
             return 0
+        rows = []
+        for channel_id, (ts_list, value_list) in grouped.items():
+            ts = np.array(ts_list, dtype=np.int64)
+            values = np.array(value_list, dtype=np.float64)
+            if (np.diff(ts) < 0).any():
+                order = np.argsort(ts, kind="stable")
+                ts, values = ts[order], values[order]
+            rows.append((channel_id, int(ts[0]), int(ts[-1]), len(ts), blocks.encode(ts, values)))
         with self.conn:
             self.conn.execute("BEGIN")
-            self.conn.executemany("INSERT INTO readings (channel_id, ts_ms, value) VALUES (?, ?, ?)", rows)
-        return len(rows)
+            self.conn.executemany(
+                "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data) VALUES (?, ?, ?, ?, ?)", rows
+            )
+        return n
 
     def reading_count(self, device: str | None = None) -> int:
         if device is None:
-            return self.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+            return self.conn.execute("SELECT coalesce(sum(count), 0) FROM reading_blocks").fetchone()[0]
         return self.conn.execute(
-            "SELECT count(*) FROM readings r JOIN channels c ON c.id = r.channel_id "
+            "SELECT coalesce(sum(b.count), 0) FROM reading_blocks b JOIN channels c ON c.id = b.channel_id "
             "JOIN devices d ON d.id = c.device_id WHERE d.name = ?",
             (device,),
         ).fetchone()[0]
 
+    def channels(self) -> list[tuple[int, str, str, str]]:
+        """(channel id, device, channel, unit) of every known channel."""
+        return self.conn.execute(
+            "SELECT c.id, d.name, c.name, c.unit FROM channels c JOIN devices d ON d.id = c.device_id "
+            "ORDER BY d.name, c.id"
+        ).fetchall()
+
+    def readings(self, device: str, channel: str, start_ms: int = 0, end_ms: int = 2**62) -> blocks.Block:
+        """Readings of one channel with start_ms <= ts < end_ms, in time order."""
+        row = self.conn.execute(
+            "SELECT c.id FROM channels c JOIN devices d ON d.id = c.device_id WHERE d.name = ? AND c.name = ?",
+            (device, channel),
+        ).fetchone()
+        if row is None:
+            raise KeyError(f"no channel {device}/{channel}")
+        return self._channel_readings(row[0], start_ms, end_ms)
+
+    def _channel_readings(self, channel_id: int, start_ms: int, end_ms: int) -> blocks.Block:
+        found = [
+            blocks.decode(data)
+            for (data,) in self.conn.execute(
+                "SELECT data FROM reading_blocks WHERE channel_id = ? AND last_ms >= ? AND first_ms < ? ORDER BY first_ms, id",
+                (channel_id, start_ms, end_ms),
+            )
+        ]
+        if not found:
+            return blocks.Block(np.zeros(0, dtype=np.int64), np.zeros(0))
+        merged = blocks.merge(found)
+        keep = (merged.ts_ms >= start_ms) & (merged.ts_ms < end_ms)
+        return blocks.Block(merged.ts_ms[keep], merged.values[keep])
+
+    def disk_bytes(self) -> int:
+        """Bytes the database occupies (pages in use), WAL not counted."""
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self.conn.execute("PRAGMA page_size").fetchone()[0]
+
     def summaries(self, since_ms: int = 0) -> list[ChannelSummary]:
         """Per-channel statistics of the readings at or after `since_ms`."""
-        rows = self.conn.execute(
-            "SELECT d.name, c.name, c.unit, count(r.value), min(r.value), avg(r.value), max(r.value), "
-            "(SELECT value FROM readings WHERE channel_id = c.id ORDER BY ts_ms DESC LIMIT 1) "
-            "FROM channels c JOIN devices d ON d.id = c.device_id "
-            "LEFT JOIN readings r ON r.channel_id = c.id AND r.ts_ms >= ? GROUP BY c.id ORDER BY d.name, c.id",
-            (since_ms,),
-        ).fetchall()
-        return [ChannelSummary(*row) for row in rows]
+        out = []
+        for channel_id, device, channel, unit in self.channels():
+            b = self._channel_readings(channel_id, since_ms, 2**62)
+            if len(b):
+                v = b.values
+                out.append(ChannelSummary(device, channel, unit, len(v), float(np.nanmin(v)), float(np.nanmean(v)),
+                                          float(np.nanmax(v)), float(v[-1])))  # fmt: skip
+            else:
+                out.append(ChannelSummary(device, channel, unit, 0, None, None, None, None))
+        return out

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from gatewayd.store import Store
 from gatewayd.virtual_node import VirtualNode
 
 pytestmark = pytest.mark.integration
@@ -45,11 +47,12 @@ def test_gatewayd_run_stores_plausible_readings_from_virtual_nodes(tmp_path):
         while time.monotonic() < deadline and count < 80:
             time.sleep(0.3)
             if db_path.exists():
-                with sqlite3.connect(db_path) as conn:
-                    try:
-                        count = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-                    except sqlite3.OperationalError:
-                        count = 0
+                try:
+                    store = Store(db_path, readonly=True)
+                    count = store.reading_count()
+                    store.close()
+                except sqlite3.OperationalError:
+                    count = 0  # schema not created yet
         daemon.send_signal(signal.SIGTERM)
         _, stderr = daemon.communicate(timeout=15)
         assert daemon.returncode == 0, stderr
@@ -61,23 +64,21 @@ def test_gatewayd_run_stores_plausible_readings_from_virtual_nodes(tmp_path):
         for n in nodes:
             n.stop()
 
-    conn = sqlite3.connect(db_path)
+    store = Store(db_path, readonly=True)
     try:
-        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        rows = conn.execute(
-            "SELECT d.name, c.name, count(*), min(r.value), max(r.value), min(r.ts_ms), max(r.ts_ms) "
-            "FROM readings r JOIN channels c ON c.id = r.channel_id JOIN devices d ON d.id = c.device_id "
-            "GROUP BY d.name, c.name"
-        ).fetchall()
+        assert store.journal_mode() == "wal"
+        series = {(d, c): store.readings(d, c) for _, d, c, _ in store.channels()}
     finally:
-        conn.close()
-    assert {(d, c) for d, c, *_ in rows} == {(f"node-{i}", ch) for i in (1, 2) for ch in PLAUSIBLE}
+        store.close()
+    assert set(series) == {(f"node-{i}", ch) for i in (1, 2) for ch in PLAUSIBLE}
     now_ms = time.time() * 1000
-    for device, channel, n, low, high, first, last in rows:
+    for (device, channel), b in series.items():
         lo, hi = PLAUSIBLE[channel]
+        low, high = b.values.min(), b.values.max()
         assert lo < low <= high < hi, (device, channel, low, high)
         assert low < high, f"{device}/{channel} is constant"
-        assert now_ms - 60_000 < first < last <= now_ms
+        assert now_ms - 60_000 < b.ts_ms[0] < b.ts_ms[-1] <= now_ms
+        assert (np.diff(b.ts_ms) > 0).all(), "one reading per poll, in time order"
     assert "gatewayd stopped" in stderr
 
 
@@ -123,7 +124,10 @@ def test_demo_runs_from_a_bare_copy_of_the_repository(tmp_path):
         assert f"  pump-{unit}   flow " in out
     db = clone / "var" / "gatewayd.sqlite3"
     assert f"database: {db}" in out
-    with sqlite3.connect(db) as conn:
-        devices = conn.execute("SELECT count(DISTINCT c.device_id) FROM readings r JOIN channels c ON c.id = r.channel_id").fetchone()[0]
-    assert devices == 3
+    store = Store(db, readonly=True)
+    try:
+        devices = {device for _, device, _, _ in store.channels() if store.reading_count(device)}
+    finally:
+        store.close()
+    assert devices == {"pump-1", "pump-2", "pump-3"}
     assert (clone / "var" / "demo-gatewayd.toml").exists()

@@ -29,9 +29,22 @@ class GatewaySection(_Section):
 
 
 class StoreSection(_Section):
-    batch_size: int = Field(1000, ge=1, le=100_000, description="Readings written per transaction at most.")
+    batch_size: int = Field(
+        50_000, ge=1, le=1_000_000,
+        description="Readings written per transaction at most; each channel's share becomes one block.",
+    )  # fmt: skip
     flush_interval_s: float = Field(1.0, gt=0, le=60, description="Longest time a reading waits in memory.")
     queue_readings: int = Field(200_000, ge=1000, description="Readings held in memory before polling waits.")
+    compact_after_s: float = Field(
+        60.0, ge=1, le=86_400,
+        description="Blocks older than this are merged into blocks of up to 4096 readings (run as often).",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _queue_holds_a_batch(self) -> StoreSection:
+        if self.queue_readings < self.batch_size:
+            raise ValueError(f"queue_readings ({self.queue_readings}) must hold at least one batch ({self.batch_size})")
+        return self
 
 
 class DeviceSection(_Section):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ class WriterStats:
     written: int = 0
     batches: int = 0
     queued: int = 0
+    compacted: int = 0  # blocks merged away
 
 
 @dataclass
@@ -76,11 +78,18 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         gateway.writer.batches += 1
 
     async def writer() -> None:
+        compact_every = config.store.compact_after_s
+        next_compaction = loop.time() + compact_every
         while not stop.is_set():
             batch = await queue.take(config.store.batch_size, config.store.flush_interval_s)
             gateway.writer.queued = len(queue.items)
             if batch:
                 await write(batch)
+            if loop.time() >= next_compaction:
+                # Small blocks from slow polls are merged so a reading costs a few bytes on disk.
+                cutoff = time.time_ns() // 1_000_000 - int(compact_every * 1000)
+                gateway.writer.compacted += await loop.run_in_executor(store_thread, store.compact, cutoff)
+                next_compaction = loop.time() + compact_every
 
     for device in config.devices:
         gateway.pollers[device.name] = EdgeNodePoller(device, queue.put, register)

@@ -22,8 +22,8 @@ name = "demo"
 state_dir = "{state_dir}"
 
 [store]
-batch_size = 1000
 flush_interval_s = 1.0
+compact_after_s = 20
 {devices}"""
 
 DEVICE = """

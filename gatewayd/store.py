@@ -121,6 +121,48 @@ class Store:
             )
         return n
 
+    def compact(self, before_ms: int, target: int = 4096) -> int:
+        """Merge each channel's small blocks that end before `before_ms` into blocks of up to
+        `target` readings, one transaction per channel; returns blocks removed. Readings are
+        never dropped: the merged block replaces its parts atomically."""
+        removed = 0
+        channel_ids = [
+            cid
+            for (cid,) in self.conn.execute(
+                "SELECT channel_id FROM reading_blocks WHERE last_ms < ? AND count < ? "
+                "GROUP BY channel_id HAVING count(*) > 1",
+                (before_ms, target // 2),
+            )
+        ]
+        for cid in channel_ids:
+            rows = self.conn.execute(
+                "SELECT id, count, data FROM reading_blocks WHERE channel_id = ? AND last_ms < ? AND count < ? "
+                "ORDER BY first_ms, id",
+                (cid, before_ms, target // 2),
+            ).fetchall()
+            groups: list[list[tuple[int, int, bytes]]] = [[]]
+            size = 0
+            for row in rows:
+                if size + row[1] > target and groups[-1]:
+                    groups.append([])
+                    size = 0
+                groups[-1].append(row)
+                size += row[1]
+            with self.conn:
+                self.conn.execute("BEGIN")
+                for group in groups:
+                    if len(group) < 2:
+                        continue
+                    merged = blocks.merge([blocks.decode(data) for _, _, data in group])
+                    self.conn.execute(
+                        "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data) VALUES (?, ?, ?, ?, ?)",
+                        (cid, int(merged.ts_ms[0]), int(merged.ts_ms[-1]), len(merged),
+                         blocks.encode(merged.ts_ms, merged.values)),
+                    )  # fmt: skip
+                    self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", [(i,) for i, _, _ in group])
+                    removed += len(group)
+        return removed
+
     def reading_count(self, device: str | None = None) -> int:
         if device is None:
             return self.conn.execute("SELECT coalesce(sum(count), 0) FROM reading_blocks").fetchone()[0]

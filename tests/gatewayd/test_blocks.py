@@ -79,3 +79,21 @@ def test_migration_converts_first_schema_rows(tmp_path):
     assert len(r) == 5000 and r.values[-1] == 4999 / 4 and r.ts_ms[0] == 1000
     assert "readings" not in [t for (t,) in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
     store.close()
+
+
+def test_compaction_merges_small_blocks_and_keeps_every_reading(tmp_path):
+    store = Store(tmp_path / "g.sqlite3")
+    store.register_device("n", "edge-node", "a", {}, [("a", "V"), ("b", "V")])
+    for t in range(0, 3000, 10):  # one reading per channel per write: the slow-poll worst case
+        store.write_readings([Reading("n", "a", t, t / 10), Reading("n", "b", t, -t / 10)])
+    before = store.conn.execute("SELECT count(*) FROM reading_blocks").fetchone()[0]
+    removed = store.compact(before_ms=2000, target=64)
+    after = store.conn.execute("SELECT count(*) FROM reading_blocks").fetchone()[0]
+    # 200 one-reading blocks per channel before the cut become 64 + 64 + 64 + 8
+    assert (before, removed, after) == (600, 400, 600 - 400 + 2 * 4)
+    a = store.readings("n", "a")
+    assert len(a) == 300 and list(a.ts_ms) == list(range(0, 3000, 10)) and a.values[-1] == 299.0
+    # blocks ending at or after the cut are left alone
+    assert store.conn.execute("SELECT count(*) FROM reading_blocks WHERE first_ms >= 2000").fetchone()[0] == 200
+    assert store.compact(before_ms=2000, target=64) == 0
+    store.close()

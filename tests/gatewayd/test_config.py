@@ -21,7 +21,7 @@ def test_valid_config_with_defaults():
     assert config.gateway.name == "plant-7"
     assert config.devices[0].unit == 3
     assert config.devices[0].timeout_s == 1.0
-    assert config.store.batch_size == 1000
+    assert config.store.batch_size == 50_000
 
 
 def test_unknown_key_names_file_line_and_key():
@@ -70,3 +70,8 @@ def test_toml_syntax_error_and_missing_file(tmp_path):
         parse_config("[[devices]\n", "broken.toml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_queue_must_hold_a_batch():
+    with pytest.raises(ConfigError, match=r"queue_readings \(5000\) must hold at least one batch \(10000\)"):
+        parse_config(VALID + "\n[store]\nbatch_size = 10000\nqueue_readings = 5000\n")

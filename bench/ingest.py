@@ -1,6 +1,6 @@
 """Readings through the gateway's store path, beside a bare SQLite executemany in the same run.
 
-    .venv/bin/python bench/ingest.py [--devices 100] [--channels 8] [--rate-hz 10] [--seconds 120]
+    .venv/bin/python bench/ingest.py [--devices 100] [--channels 8] [--rate-hz 10] [--seconds 300]
 
 Simulates `--seconds` of polling (devices x channels at rate-hz, float32 values, one write per
 second of data as the daemon's writer does), then compacts blocks older than a minute as the
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=100)
     parser.add_argument("--channels", type=int, default=8)
     parser.add_argument("--rate-hz", type=float, default=10.0)
-    parser.add_argument("--seconds", type=int, default=120)
+    parser.add_argument("--seconds", type=int, default=300, help="simulated seconds (default: %(default)s)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         folder = Path(tmp)

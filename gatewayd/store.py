@@ -57,6 +57,7 @@ class Store:
         # only the last transactions since the previous checkpoint, never corrupt the file.
         self.conn.execute("PRAGMA synchronous=NORMAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: the index of recent blocks stays in memory
         self.conn.execute("PRAGMA busy_timeout=5000")
         migrations.migrate(self.conn)
         self._channel_ids: dict[tuple[str, str], int] = {}

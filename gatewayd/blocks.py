@@ -10,12 +10,15 @@ Pure functions over numpy arrays, no I/O.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
 
 VERSION = 1
+assert sys.byteorder == "little", "blocks are little-endian; array() writes native order"
 _HEADER = struct.Struct("<BBIqq")  # version, flags, count, first_ts_ms, step_ms
 _REGULAR = 0x01
 _FLOAT32 = 0x02
@@ -34,6 +37,40 @@ class Block:
 
     def __len__(self) -> int:
         return len(self.ts_ms)
+
+
+SMALL = 64  # below this many readings numpy's per-call cost dominates: plain Python instead
+
+
+def encode_small(ts: list[int], values: list[float]) -> bytes:
+    """encode() for short lists (one write's share of a channel), same format, uncompressed:
+    compaction later merges and compresses these blocks."""
+    n = len(ts)
+    if n == 0 or n != len(values):
+        raise ValueError(f"need equal, non-empty lists, got {n} and {len(values)}")
+    deltas = [b - a for a, b in zip(ts, ts[1:])]
+    if deltas and min(deltas) < 0:
+        raise ValueError("timestamps must not go backwards inside a block")
+    flags = 0
+    step = 0
+    parts = []
+    if not deltas or deltas.count(deltas[0]) == len(deltas):
+        flags |= _REGULAR
+        step = deltas[0] if deltas else 0
+    elif max(deltas) < 1 << 16:
+        flags |= _DELTA16
+        parts.append(array("H", deltas).tobytes())
+    else:
+        if max(deltas) >= 1 << 32:
+            raise ValueError("gap of more than 49 days inside one block")
+        parts.append(array("I", deltas).tobytes())
+    as32 = array("f", values)
+    if as32.tolist() == values:  # exact in float32 (a NaN compares unequal: kept as float64)
+        flags |= _FLOAT32
+        parts.append(as32.tobytes())
+    else:
+        parts.append(array("d", values).tobytes())
+    return _HEADER.pack(VERSION, flags, n, ts[0], step) + b"".join(parts)
 
 
 def encode(ts_ms: np.ndarray, values: np.ndarray) -> bytes:

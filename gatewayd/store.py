@@ -109,12 +109,15 @@ class Store:
             return 0
         rows = []
         for channel_id, (ts_list, value_list) in grouped.items():
-            ts = np.array(ts_list, dtype=np.int64)
-            values = np.array(value_list, dtype=np.float64)
-            if (np.diff(ts) < 0).any():
-                order = np.argsort(ts, kind="stable")
-                ts, values = ts[order], values[order]
-            rows.append((channel_id, int(ts[0]), int(ts[-1]), len(ts), blocks.encode(ts, values)))
+            if any(b < a for a, b in zip(ts_list, ts_list[1:])):
+                order = sorted(range(len(ts_list)), key=ts_list.__getitem__)
+                ts_list = [ts_list[i] for i in order]
+                value_list = [value_list[i] for i in order]
+            if len(ts_list) < blocks.SMALL:
+                data = blocks.encode_small(ts_list, value_list)
+            else:
+                data = blocks.encode(np.array(ts_list, dtype=np.int64), np.array(value_list, dtype=np.float64))
+            rows.append((channel_id, ts_list[0], ts_list[-1], len(ts_list), data))
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(

@@ -97,3 +97,11 @@ def test_compaction_merges_small_blocks_and_keeps_every_reading(tmp_path):
     assert store.conn.execute("SELECT count(*) FROM reading_blocks WHERE first_ms >= 2000").fetchone()[0] == 200
     assert store.compact(before_ms=2000, target=64) == 0
     store.close()
+
+
+@given(stamps, st.data())
+def test_small_encoder_writes_the_same_format(ts, data):
+    ts = ts[: blocks.SMALL]
+    values = data.draw(st.lists(st.floats(allow_nan=False), min_size=len(ts), max_size=len(ts)))
+    b = blocks.decode(blocks.encode_small([int(t) for t in ts], values))
+    assert list(b.ts_ms) == list(ts) and list(b.values) == values

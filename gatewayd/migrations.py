@@ -70,6 +70,24 @@ def m002_readings_as_blocks(db: sqlite_utils.Database) -> None:
         db.execute("DROP TABLE readings")
 
 
+@migration
+def m003_minute_summaries(db: sqlite_utils.Database) -> None:
+    """Per-channel one-minute statistics, kept after raw readings are gone (and what the
+    cloud receives instead of raw data). `m2` is the sum of squared deviations from the mean,
+    so minutes merge exactly (Chan et al.) and std = sqrt(m2 / count)."""
+    db.execute(
+        "CREATE TABLE summaries (channel_id INTEGER NOT NULL REFERENCES channels(id), minute_ms INTEGER NOT NULL, "
+        "count INTEGER NOT NULL, mean REAL, m2 REAL, min REAL, max REAL, last REAL, last_ms INTEGER NOT NULL, "
+        "PRIMARY KEY (channel_id, minute_ms)) WITHOUT ROWID"
+    )
+    for (cid,) in db.execute("SELECT DISTINCT channel_id FROM reading_blocks").fetchall():
+        from gatewayd import blocks, summaries
+
+        found = [blocks.decode(d) for (d,) in db.execute("SELECT data FROM reading_blocks WHERE channel_id = ?", (cid,))]
+        merged = blocks.merge(found)
+        db.conn.executemany(summaries.UPSERT, summaries.rows(cid, merged.ts_ms.tolist(), merged.values.tolist()))
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     db = sqlite_utils.Database(conn)
     if "_migrations" not in db.table_names():

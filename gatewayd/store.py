@@ -5,6 +5,7 @@ One writer: the daemon calls the write methods from a single worker thread."""
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from collections import defaultdict
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gatewayd import blocks, migrations
+from gatewayd import blocks, migrations, summaries
 
 DB_NAME = "gatewayd.sqlite3"
 
@@ -108,6 +109,7 @@ class Store:
         if not n:
             return 0
         rows = []
+        minute_rows: list[tuple] = []
         for channel_id, (ts_list, value_list) in grouped.items():
             if any(b < a for a, b in zip(ts_list, ts_list[1:])):
                 order = sorted(range(len(ts_list)), key=ts_list.__getitem__)
@@ -118,12 +120,27 @@ class Store:
             else:
                 data = blocks.encode(np.array(ts_list, dtype=np.int64), np.array(value_list, dtype=np.float64))
             rows.append((channel_id, ts_list[0], ts_list[-1], len(ts_list), data))
+            minute_rows.extend(summaries.rows(channel_id, ts_list, value_list))
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
                 "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data) VALUES (?, ?, ?, ?, ?)", rows
             )
+            self.conn.executemany(summaries.UPSERT, minute_rows)
         return n
+
+    def minute_summaries(self, device: str, channel: str, start_ms: int = 0, end_ms: int = 2**62) -> list[dict]:
+        """One-minute statistics of a channel: minute_ms, count, mean, std, min, max, last."""
+        return [
+            {"minute_ms": m, "count": c, "mean": mean, "std": math.sqrt(m2 / c) if c else None,
+             "min": lo, "max": hi, "last": math.nan if last is None else last}  # SQLite stores NaN as NULL
+            for m, c, mean, m2, lo, hi, last in self.conn.execute(
+                "SELECT s.minute_ms, s.count, s.mean, s.m2, s.min, s.max, s.last FROM summaries s "
+                "JOIN channels c ON c.id = s.channel_id JOIN devices d ON d.id = c.device_id "
+                "WHERE d.name = ? AND c.name = ? AND s.minute_ms >= ? AND s.minute_ms < ? ORDER BY s.minute_ms",
+                (device, channel, start_ms, end_ms),
+            )
+        ]
 
     def compact(self, before_ms: int, target: int = 4096) -> int:
         """Merge each channel's small blocks that end before `before_ms` into blocks of up to

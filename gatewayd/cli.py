@@ -36,6 +36,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
 
+    status = sub.add_parser(
+        "status",
+        help="show devices, channels and what the store holds",
+        description="Read the store of the configured gateway (read-only, safe beside a running daemon).",
+        epilog="example: gatewayd status --config /etc/gatewayd/gatewayd.toml",
+    )
+    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+
+    export = sub.add_parser(
+        "export",
+        help="write raw readings as CSV",
+        description="Readings of some or all channels in a time range as CSV "
+        "(timestamp,device,channel,unit,value; timestamps in UTC).",
+        epilog="example: gatewayd export --config site.toml --channel pump-1/flow --from 2026-11-24T08:00 --to 2026-11-24T09:00 --out flow.csv",
+    )
+    export.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+    export.add_argument("--channel", action="append", default=[], metavar="DEVICE/CHANNEL",
+                        help="a channel to export (repeatable; default: all)")  # fmt: skip
+    export.add_argument("--from", dest="start", default="0", help="start, ISO 8601 (UTC if no zone) or ms (default: all)")
+    export.add_argument("--to", dest="end", default=str(2**62), help="end, exclusive (default: now and later)")
+    export.add_argument("--out", type=Path, help="CSV file (default: standard output)")
+
     demo = sub.add_parser(
         "demo",
         help="run virtual nodes and the daemon for a minute on an embedded configuration",
@@ -70,6 +92,19 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
         _setup_logging(config.gateway.log_level)
         return asyncio.run(_run(config))
+    if args.command in ("status", "export"):
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        from gatewayd.store import DB_NAME
+
+        db = config.state_path / DB_NAME
+        if not db.exists():
+            print(f"error: no store at {db} (has gatewayd run with this configuration?)", file=sys.stderr)
+            return 1
+        return _status(config, db) if args.command == "status" else _export(args, db)
     if args.command == "demo":
         from gatewayd.demo import run_demo
         from gatewayd.virtual_node import VirtualNodeError
@@ -82,6 +117,59 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     raise AssertionError(args.command)
+
+
+def _status(config: Config, db: Path) -> int:
+    from gatewayd.export import iso
+    from gatewayd.store import Store
+
+    store = Store(db, readonly=True)
+    try:
+        print(f"store {db}: {store.disk_bytes() / 1e6:.1f} MB, {store.reading_count()} readings")
+        configured = {d.name for d in config.devices}
+        for device in sorted({d for _, d, _, _ in store.channels()} | configured):
+            note = "" if device in configured else " (not in the configuration)"
+            print(f"{device}{note}: {store.reading_count(device)} readings")
+            for _, dev, channel, unit in store.channels():
+                if dev != device:
+                    continue
+                last = store.minute_summaries(device, channel)[-1:]
+                if last:
+                    m = last[0]
+                    print(f"  {channel:<14} last {m['last']:.4g} {unit:<5} minute of {iso(m['minute_ms'])}: "
+                          f"mean {m['mean']:.4g}, min {m['min']:.4g}, max {m['max']:.4g}, {m['count']} readings")  # fmt: skip
+                else:
+                    print(f"  {channel:<14} no readings yet")
+    finally:
+        store.close()
+    return 0
+
+
+def _export(args: argparse.Namespace, db: Path) -> int:
+    from gatewayd.export import export_csv, parse_time
+    from gatewayd.store import Store
+
+    try:
+        start, end = parse_time(args.start), parse_time(args.end)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store = Store(db, readonly=True)
+    try:
+        if args.out is None:
+            rows = export_csv(store, sys.stdout, args.channel, start, end)
+        else:
+            tmp = args.out.with_name(args.out.name + ".partial")
+            with tmp.open("w", newline="") as f:
+                rows = export_csv(store, f, args.channel, start, end)
+            tmp.replace(args.out)  # a file that exists is complete
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(f"{rows} readings exported", file=sys.stderr)
+    return 0
 
 
 async def _run(config: Config) -> int:

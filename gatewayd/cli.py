@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         _setup_logging(config.gateway.log_level)
-        return asyncio.run(_run(config))
+        return asyncio.run(_run(config, args.config))
     if args.command in ("status", "export"):
         try:
             config = load_config(args.config)
@@ -172,22 +172,42 @@ def _export(args: argparse.Namespace, db: Path) -> int:
     return 0
 
 
-async def _run(config: Config) -> int:
-    from gatewayd import daemon
+async def _run(config: Config, path: Path) -> int:
+    """Run until SIGINT/SIGTERM; SIGHUP re-reads the configuration and restarts the pipeline
+    with it (an invalid file is reported and the running configuration kept)."""
+    from gatewayd import daemon, service
 
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reload = asyncio.Event()
+    done = asyncio.Event()
+
+    def terminate() -> None:
+        done.set()
+        stop.set()
+
+    def hangup() -> None:
+        reload.set()
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await daemon.run(config, stop)
-    return 0
+        loop.add_signal_handler(sig, terminate)
+    loop.add_signal_handler(signal.SIGHUP, hangup)
+    while True:
+        await daemon.run(config, stop)
+        if done.is_set() or not reload.is_set():
+            return 0
+        reload.clear()
+        stop.clear()
+        service.notify("RELOADING=1")
+        try:
+            config = load_config(path)
+            logging.getLogger("gatewayd").info("configuration reloaded from %s", path)
+        except ConfigError as exc:
+            logging.getLogger("gatewayd").error("configuration not reloaded, keeping the running one: %s", exc)
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # pymodbus logs every failed connect at ERROR; device health is reported by the poller instead.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    from gatewayd import service
+
+    service.setup_logging(level)

@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from gatewayd import service
 from gatewayd.config import Config
 from gatewayd.poller import DeviceHealth, EdgeNodePoller
 from gatewayd.store import Reading, Store
@@ -21,6 +22,7 @@ class WriterStats:
     batches: int = 0
     queued: int = 0
     compacted: int = 0  # blocks merged away
+    heartbeat: float = 0.0  # loop time of the writer's last turn
 
 
 @dataclass
@@ -34,6 +36,19 @@ class Gateway:
 
     def health(self) -> dict[str, DeviceHealth]:
         return {name: p.health for name, p in self.pollers.items()}
+
+    def making_progress(self, now: float, within_s: float) -> bool:
+        """The writer turned and every poller went round its loop recently (a device that is
+        down still counts: its poller is alive and backing off)."""
+        if now - self.writer.heartbeat > within_s:
+            return False
+        return all(now - p.heartbeat <= max(within_s, p.longest_pause()) for p in self.pollers.values())
+
+    def status_line(self) -> str:
+        states = [h.state for h in self.health().values()]
+        online = states.count("online")
+        return (f"{online}/{len(states)} devices online, {self.writer.written} readings stored, "
+                f"{self.writer.queued} queued")
 
 
 class ReadingQueue:
@@ -81,6 +96,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         compact_every = config.store.compact_after_s
         next_compaction = loop.time() + compact_every
         while not stop.is_set():
+            gateway.writer.heartbeat = loop.time()
             batch = await queue.take(config.store.batch_size, config.store.flush_interval_s)
             gateway.writer.queued = len(queue.items)
             if batch:
@@ -94,20 +110,39 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
     for device in config.devices:
         gateway.pollers[device.name] = EdgeNodePoller(device, queue.put, register)
 
+    async def supervisor() -> None:
+        # systemd's watchdog is fed only while the pipeline moves; STATUS= says how it is doing.
+        interval = service.watchdog_interval_s()
+        period = min(interval, 5.0) if interval else 5.0
+        while not stop.is_set():
+            if interval is None or gateway.making_progress(loop.time(), 2 * interval):
+                service.notify("WATCHDOG=1\nSTATUS=" + gateway.status_line() if interval else
+                               "STATUS=" + gateway.status_line())  # fmt: skip
+            else:
+                log.error("pipeline stalled: withholding the watchdog (%s)", gateway.status_line())
+            try:
+                await asyncio.wait_for(stop.wait(), period)
+            except TimeoutError:
+                pass
+
     log.info("gatewayd started: %d devices, store %s", len(config.devices), store.path)
     try:
         async with asyncio.TaskGroup() as tasks:
             writer_task = tasks.create_task(writer(), name="store-writer")
             poll_tasks = [tasks.create_task(p.run(stop), name=f"poll-{n}") for n, p in gateway.pollers.items()]
+            supervisor_task = tasks.create_task(supervisor(), name="supervisor")
+            service.notify("READY=1\nSTATUS=" + gateway.status_line())
             if ready is not None:
                 ready.set_result(gateway)
             await stop.wait()
+            service.notify("STOPPING=1")
             # Pollers finish the request in flight; one that hangs past its timeout is cancelled.
             grace = max(d.timeout_s for d in config.devices) + 1.0
             _, hung = await asyncio.wait(poll_tasks, timeout=grace)
             for t in hung:
                 t.cancel()
             await writer_task
+            await supervisor_task
         # Pollers are stopped: whatever is still queued goes to disk before closing.
         while queue.items:
             batch, queue.items = queue.items[: config.store.batch_size], queue.items[config.store.batch_size :]

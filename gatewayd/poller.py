@@ -74,6 +74,7 @@ class EdgeNodePoller:
         self.client: AsyncModbusTcpClient | None = None
         self.channels: list[edge_node.Channel] = []
         self.skipped_ticks = 0
+        self.heartbeat = clock()  # monotonic time of the last turn of the loop
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Poll until `stop` is set (or the task is cancelled)."""
@@ -82,6 +83,7 @@ class EdgeNodePoller:
         next_tick = self.clock()
         try:
             while not stop.is_set():
+                self.heartbeat = self.clock()
                 try:
                     await self.poll_once()
                 except asyncio.CancelledError:
@@ -160,6 +162,10 @@ class EdgeNodePoller:
             code = getattr(response, "exception_code", None)
             raise DeviceError(f"Modbus exception {code} reading input registers {address}..{address + count - 1}")
         return list(response.registers)
+
+    def longest_pause(self) -> float:
+        """Longest a healthy loop may go between turns: a backoff plus a request timeout."""
+        return MAX_BACKOFF_S + self.device.timeout_s * 4 + self.device.interval_s
 
     def _backoff(self) -> float:
         base = max(self.device.interval_s, 0.5)

@@ -125,7 +125,10 @@ def _status(config: Config, db: Path) -> int:
 
     store = Store(db, readonly=True)
     try:
-        print(f"store {db}: {store.disk_bytes() / 1e6:.1f} MB, {store.reading_count()} readings")
+        print(f"store {db}: {store.disk_bytes() / 1e6:.1f} MB of {config.store.disk_budget_mb:g} MB budget, "
+              f"{store.reading_count()} readings, {store.alert_count()} alerts, {len(store.pending(10**9))} outbox rows pending")
+        for kind, (rows, readings) in sorted(store.evictions().items()):
+            print(f"  evicted {kind}: {rows} rows, {readings} readings")
         configured = {d.name for d in config.devices}
         for device in sorted({d for _, d, _, _ in store.channels()} | configured):
             note = "" if device in configured else " (not in the configuration)"

@@ -40,6 +40,15 @@ class StoreSection(_Section):
         description="Blocks older than this are merged into blocks of up to 4096 readings (run as often).",
     )  # fmt: skip
 
+    checkpoint_interval_s: float = Field(
+        10.0, ge=1, le=3600,
+        description="WAL checkpoint period: the most a power cut can take back (see docs/store.md).",
+    )  # fmt: skip
+    disk_budget_mb: float = Field(
+        2048.0, gt=0,
+        description="Data kept on disk at most; past it, routine data is evicted oldest first (alerts never).",
+    )  # fmt: skip
+
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> StoreSection:
         if self.queue_readings < self.batch_size:

@@ -95,16 +95,25 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
     async def writer() -> None:
         compact_every = config.store.compact_after_s
         next_compaction = loop.time() + compact_every
+        next_checkpoint = loop.time() + config.store.checkpoint_interval_s
         while not stop.is_set():
             gateway.writer.heartbeat = loop.time()
             batch = await queue.take(config.store.batch_size, config.store.flush_interval_s)
             gateway.writer.queued = len(queue.items)
             if batch:
                 await write(batch)
+            if loop.time() >= next_checkpoint:
+                await loop.run_in_executor(store_thread, store.checkpoint)
+                next_checkpoint = loop.time() + config.store.checkpoint_interval_s
             if loop.time() >= next_compaction:
                 # Small blocks from slow polls are merged so a reading costs a few bytes on disk.
                 cutoff = time.time_ns() // 1_000_000 - int(compact_every * 1000)
                 gateway.writer.compacted += await loop.run_in_executor(store_thread, store.compact, cutoff)
+                budget = int(config.store.disk_budget_mb * 1e6)
+                evicted = await loop.run_in_executor(store_thread, store.enforce_budget, budget)
+                if evicted:
+                    log.warning("disk budget of %g MB reached: evicted %s", config.store.disk_budget_mb,
+                                ", ".join(f"{n} {kind} rows" for kind, n in evicted.items()))  # fmt: skip
                 next_compaction = loop.time() + compact_every
 
     for device in config.devices:
@@ -148,6 +157,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             batch, queue.items = queue.items[: config.store.batch_size], queue.items[config.store.batch_size :]
             await write(batch)
     finally:
+        await loop.run_in_executor(store_thread, store.checkpoint)
         await loop.run_in_executor(store_thread, store.close)
         store_thread.shutdown(wait=True)
         log.info("gatewayd stopped: %d readings written in %d batches", gateway.writer.written, gateway.writer.batches)

@@ -88,6 +88,36 @@ def m003_minute_summaries(db: sqlite_utils.Database) -> None:
         db.conn.executemany(summaries.UPSERT, summaries.rows(cid, merged.ts_ms.tolist(), merged.values.tolist()))
 
 
+@migration
+def m004_alerts_outbox_budget(db: sqlite_utils.Database) -> None:
+    """Alerts and operator labels, the outbox for the cloud (by priority, then age), a
+    dead-letter table, blocks protected from eviction, and eviction counters."""
+    db.execute(
+        "CREATE TABLE alerts (id TEXT PRIMARY KEY, device TEXT NOT NULL, channels TEXT, severity TEXT NOT NULL, "
+        "kind TEXT NOT NULL, opened_ms INTEGER NOT NULL, closed_ms INTEGER, detail TEXT, "
+        "acknowledged_ms INTEGER, label TEXT, labelled_ms INTEGER)"
+    )
+    db.execute("CREATE INDEX alerts_opened ON alerts (opened_ms)")
+    db.execute(
+        "CREATE TABLE labels (id INTEGER PRIMARY KEY, alert_id TEXT NOT NULL REFERENCES alerts(id), "
+        "label TEXT NOT NULL, operator TEXT, created_ms INTEGER NOT NULL)"
+    )
+    db.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, priority INTEGER NOT NULL, kind TEXT NOT NULL, "
+        "created_ms INTEGER NOT NULL, payload BLOB NOT NULL, sent_ms INTEGER, attempts INTEGER NOT NULL DEFAULT 0)"
+    )
+    db.execute("CREATE INDEX outbox_pending ON outbox (sent_ms, priority, id)")
+    db.execute(
+        "CREATE TABLE dead_letter (id INTEGER PRIMARY KEY, source TEXT NOT NULL, created_ms INTEGER NOT NULL, "
+        "reason TEXT NOT NULL, payload BLOB)"
+    )
+    db.execute("ALTER TABLE reading_blocks ADD COLUMN keep INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        "CREATE TABLE evictions (kind TEXT PRIMARY KEY, rows INTEGER NOT NULL, readings INTEGER NOT NULL, "
+        "last_ms INTEGER NOT NULL)"
+    )
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     db = sqlite_utils.Database(conn)
     if "_migrations" not in db.table_names():

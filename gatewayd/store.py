@@ -19,6 +19,12 @@ from gatewayd import blocks, migrations, summaries
 
 DB_NAME = "gatewayd.sqlite3"
 
+# Outbox priorities: lower goes first.
+PRIORITY_ALERT = 0  # alerts and anomaly windows
+PRIORITY_LABEL = 1
+PRIORITY_SUMMARY = 2
+PRIORITY_RAW = 3
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -150,7 +156,7 @@ class Store:
         channel_ids = [
             cid
             for (cid,) in self.conn.execute(
-                "SELECT channel_id FROM reading_blocks WHERE last_ms < ? AND count < ? "
+                "SELECT channel_id FROM reading_blocks WHERE last_ms < ? AND count < ? AND keep = 0 "
                 "GROUP BY channel_id HAVING count(*) > 1",
                 (before_ms, target // 2),
             )
@@ -158,7 +164,7 @@ class Store:
         for cid in channel_ids:
             rows = self.conn.execute(
                 "SELECT id, count, data FROM reading_blocks WHERE channel_id = ? AND last_ms < ? AND count < ? "
-                "ORDER BY first_ms, id",
+                "AND keep = 0 ORDER BY first_ms, id",
                 (cid, before_ms, target // 2),
             ).fetchall()
             groups: list[list[tuple[int, int, bytes]]] = [[]]
@@ -183,6 +189,111 @@ class Store:
                     self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", [(i,) for i, _, _ in group])
                     removed += len(group)
         return removed
+
+    # -- alerts, labels, outbox, dead letters -------------------------------------------
+
+    def record_alert(self, alert_id: str, device: str, channels: Sequence[str], severity: str, kind: str,
+                     opened_ms: int, detail: dict) -> None:  # fmt: skip
+        """Store an alert and queue it for the cloud (highest priority), in one transaction."""
+        payload = json.dumps({"id": alert_id, "device": device, "channels": list(channels), "severity": severity,
+                              "kind": kind, "opened_ms": opened_ms, "detail": detail}, sort_keys=True)  # fmt: skip
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute(
+                "INSERT INTO alerts (id, device, channels, severity, kind, opened_ms, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (alert_id, device, json.dumps(list(channels)), severity, kind, opened_ms, json.dumps(detail)),
+            )
+            self._enqueue(PRIORITY_ALERT, "alert", payload.encode())
+
+    def alert_count(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
+
+    def protect(self, device: str, channel: str, start_ms: int, end_ms: int) -> int:
+        """Keep the raw readings of an anomaly window: never compacted away from it, never
+        evicted. Returns blocks marked."""
+        with self.conn:
+            cur = self.conn.execute(
+                "UPDATE reading_blocks SET keep = 1 WHERE channel_id = (SELECT c.id FROM channels c JOIN devices d "
+                "ON d.id = c.device_id WHERE d.name = ? AND c.name = ?) AND last_ms >= ? AND first_ms < ?",
+                (device, channel, start_ms, end_ms),
+            )
+        return cur.rowcount
+
+    def enqueue(self, priority: int, kind: str, payload: bytes) -> None:
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self._enqueue(priority, kind, payload)
+
+    def _enqueue(self, priority: int, kind: str, payload: bytes) -> None:
+        self.conn.execute(
+            "INSERT INTO outbox (priority, kind, created_ms, payload) VALUES (?, ?, ?, ?)",
+            (priority, kind, int(time.time() * 1000), payload),
+        )
+
+    def pending(self, limit: int = 100) -> list[tuple[int, int, str, bytes]]:
+        """Unsent outbox rows (id, priority, kind, payload): by priority, then oldest first."""
+        return self.conn.execute(
+            "SELECT id, priority, kind, payload FROM outbox WHERE sent_ms IS NULL ORDER BY priority, id LIMIT ?",
+            (limit,),
+        ).fetchall()
+
+    def mark_sent(self, ids: Sequence[int]) -> None:
+        now = int(time.time() * 1000)
+        with self.conn:
+            self.conn.executemany("UPDATE outbox SET sent_ms = ? WHERE id = ?", [(now, i) for i in ids])
+
+    def dead_letter(self, source: str, reason: str, payload: bytes | None) -> None:
+        with self.conn:
+            self.conn.execute(
+                "INSERT INTO dead_letter (source, created_ms, reason, payload) VALUES (?, ?, ?, ?)",
+                (source, int(time.time() * 1000), reason, payload),
+            )
+
+    # -- disk budget ----------------------------------------------------------------------
+
+    def enforce_budget(self, budget_bytes: int, chunk: int = 256) -> dict[str, int]:
+        """Evict routine data, oldest first, until the data fits in `budget_bytes`: raw blocks
+        not kept for an anomaly window, then sent outbox rows, then one-minute summaries.
+        Alerts, labels, kept blocks and unsent alerts are never evicted. Every eviction is
+        counted in `evictions`. Returns what was evicted now, by kind (rows)."""
+        evicted: dict[str, int] = {}
+        # kind, rows oldest first as (key..., readings, bytes), delete by key
+        steps = (
+            ("raw", "SELECT id, count, length(data) FROM reading_blocks WHERE keep = 0 ORDER BY last_ms LIMIT ?",
+             "DELETE FROM reading_blocks WHERE id = ?"),
+            ("outbox_sent", "SELECT id, 0, length(payload) FROM outbox WHERE sent_ms IS NOT NULL ORDER BY id LIMIT ?",
+             "DELETE FROM outbox WHERE id = ?"),
+            ("summaries", "SELECT channel_id, minute_ms, count, 64 FROM summaries ORDER BY minute_ms LIMIT ?",
+             "DELETE FROM summaries WHERE channel_id = ? AND minute_ms = ?"),
+        )  # fmt: skip
+        for kind, select, delete in steps:
+            while (excess := self.disk_bytes() - budget_bytes) > 0:
+                candidates = self.conn.execute(select, (chunk,)).fetchall()
+                if not candidates:
+                    break
+                rows = []
+                freed = 0
+                for row in candidates:  # just enough rows to cover the excess
+                    rows.append(row)
+                    freed += row[-1]
+                    if freed >= excess:
+                        break
+                readings = sum(row[-2] for row in rows)
+                with self.conn:
+                    self.conn.execute("BEGIN")
+                    self.conn.executemany(delete, [row[:-2] for row in rows])
+                    self.conn.execute(
+                        "INSERT INTO evictions (kind, rows, readings, last_ms) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (kind) DO UPDATE SET rows = rows + excluded.rows, "
+                        "readings = readings + excluded.readings, last_ms = excluded.last_ms",
+                        (kind, len(rows), readings, int(time.time() * 1000)),
+                    )
+                evicted[kind] = evicted.get(kind, 0) + len(rows)
+        return evicted
+
+    def evictions(self) -> dict[str, tuple[int, int]]:
+        """Everything evicted so far: kind -> (rows, readings)."""
+        return {k: (r, n) for k, r, n in self.conn.execute("SELECT kind, rows, readings FROM evictions")}
 
     def reading_count(self, device: str | None = None) -> int:
         if device is None:
@@ -223,6 +334,11 @@ class Store:
         merged = blocks.merge(found)
         keep = (merged.ts_ms >= start_ms) & (merged.ts_ms < end_ms)
         return blocks.Block(merged.ts_ms[keep], merged.values[keep])
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and sync both: what is committed then survives a
+        power cut too (synchronous=NORMAL syncs only at checkpoints)."""
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def disk_bytes(self) -> int:
         """Bytes the database occupies (pages in use), WAL not counted."""

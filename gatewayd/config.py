@@ -56,6 +56,18 @@ class StoreSection(_Section):
         return self
 
 
+class MqttSection(_Section):
+    host: str = Field(min_length=1, description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password_file: str | None = Field(None, description="File holding the password (kept out of this file).")
+    ca_file: str | None = Field(None, description="CA bundle: when set, the connection uses TLS.")
+    topic_prefix: str = Field("gateway", pattern=r"^[^#+]+$", description="Topics are <prefix>/<gateway name>/...")
+    telemetry: Literal["readings", "off"] = Field("readings", description="Publish every poll's readings, or nothing.")
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    backlog_messages: int = Field(100_000, ge=100, description="Unpublished messages kept in SQLite at most.")
+
+
 class DeviceSection(_Section):
     name: Name
     profile: Literal["edge-node"] = Field("edge-node", description="Register layout of the device.")
@@ -70,6 +82,7 @@ class DeviceSection(_Section):
 class Config(_Section):
     gateway: GatewaySection = GatewaySection()
     store: StoreSection = StoreSection()
+    mqtt: MqttSection | None = None
     devices: list[DeviceSection] = Field(min_length=1)
 
     @field_validator("devices")

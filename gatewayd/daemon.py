@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from gatewayd import service
 from gatewayd.config import Config
+from gatewayd.mqtt import Publisher
 from gatewayd.poller import DeviceHealth, EdgeNodePoller
 from gatewayd.store import Reading, Store
 
@@ -33,6 +34,7 @@ class Gateway:
     store: Store
     pollers: dict[str, EdgeNodePoller] = field(default_factory=dict)
     writer: WriterStats = field(default_factory=WriterStats)
+    publisher: Publisher | None = None
 
     def health(self) -> dict[str, DeviceHealth]:
         return {name: p.health for name, p in self.pollers.items()}
@@ -116,14 +118,36 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
                                 ", ".join(f"{n} {kind} rows" for kind, n in evicted.items()))  # fmt: skip
                 next_compaction = loop.time() + compact_every
 
+    publisher: Publisher | None = None
+    if config.mqtt is not None:
+
+        async def store_call(name: str, *args: object) -> object:
+            return await loop.run_in_executor(store_thread, getattr(store, name), *args)
+
+        publisher = Publisher(config.mqtt, config.gateway.name, store_call)
+    gateway.publisher = publisher
+
+    async def sink(batch: list[Reading]) -> None:
+        await queue.put(batch)  # waits when the store falls behind: nothing is dropped
+        if publisher is not None and batch:
+            poller = gateway.pollers[batch[0].device]
+            publisher.telemetry(batch[0].device, batch[0].ts_ms, {r.channel: r.value for r in batch},
+                                poller.health.units)  # fmt: skip
+
     for device in config.devices:
-        gateway.pollers[device.name] = EdgeNodePoller(device, queue.put, register)
+        gateway.pollers[device.name] = EdgeNodePoller(device, sink, register)
 
     async def supervisor() -> None:
         # systemd's watchdog is fed only while the pipeline moves; STATUS= says how it is doing.
         interval = service.watchdog_interval_s()
-        period = min(interval, 5.0) if interval else 5.0
+        period = min(interval, 1.0) if interval else 1.0
+        published: dict[str, str] = {}
         while not stop.is_set():
+            if publisher is not None:
+                for name, h in gateway.health().items():
+                    if published.get(name) != h.state:
+                        publisher.health(name, h.state, h.consecutive_failures, h.last_error)
+                        published[name] = h.state
             if interval is None or gateway.making_progress(loop.time(), 2 * interval):
                 service.notify("WATCHDOG=1\nSTATUS=" + gateway.status_line() if interval else
                                "STATUS=" + gateway.status_line())  # fmt: skip
@@ -140,6 +164,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             writer_task = tasks.create_task(writer(), name="store-writer")
             poll_tasks = [tasks.create_task(p.run(stop), name=f"poll-{n}") for n, p in gateway.pollers.items()]
             supervisor_task = tasks.create_task(supervisor(), name="supervisor")
+            publisher_task = tasks.create_task(publisher.run(stop), name="mqtt") if publisher else None
             service.notify("READY=1\nSTATUS=" + gateway.status_line())
             if ready is not None:
                 ready.set_result(gateway)
@@ -152,6 +177,8 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
                 t.cancel()
             await writer_task
             await supervisor_task
+            if publisher_task is not None:
+                await publisher_task
         # Pollers are stopped: whatever is still queued goes to disk before closing.
         while queue.items:
             batch, queue.items = queue.items[: config.store.batch_size], queue.items[config.store.batch_size :]

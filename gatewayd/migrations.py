@@ -118,6 +118,15 @@ def m004_alerts_outbox_budget(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m005_mqtt_backlog(db: sqlite_utils.Database) -> None:
+    """Messages that could not be published while the broker was away, oldest first."""
+    db.execute(
+        "CREATE TABLE mqtt_backlog (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, payload BLOB NOT NULL, "
+        "qos INTEGER NOT NULL, retain INTEGER NOT NULL, important INTEGER NOT NULL, created_ms INTEGER NOT NULL)"
+    )
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     db = sqlite_utils.Database(conn)
     if "_migrations" not in db.table_names():

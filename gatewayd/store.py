@@ -249,6 +249,49 @@ class Store:
                 (source, int(time.time() * 1000), reason, payload),
             )
 
+    # -- MQTT backlog ---------------------------------------------------------------------
+
+    def backlog_push(self, messages: Sequence[tuple[str, bytes, int, bool, bool]], limit: int) -> int:
+        """Keep messages (topic, payload, qos, retain, important) for later publishing. Past
+        `limit` rows the oldest unimportant ones go first (counted as evictions); returns how
+        many were dropped."""
+        now = int(time.time() * 1000)
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT INTO mqtt_backlog (topic, payload, qos, retain, important, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                [(t, p, q, int(r), int(i), now) for t, p, q, r, i in messages],
+            )
+            excess = self.conn.execute("SELECT count(*) FROM mqtt_backlog").fetchone()[0] - limit
+            dropped = 0
+            if excess > 0:
+                dropped = self.conn.execute(
+                    "DELETE FROM mqtt_backlog WHERE id IN (SELECT id FROM mqtt_backlog ORDER BY important, id LIMIT ?)",
+                    (excess,),
+                ).rowcount
+                self.conn.execute(
+                    "INSERT INTO evictions (kind, rows, readings, last_ms) VALUES ('mqtt_backlog', ?, 0, ?) "
+                    "ON CONFLICT (kind) DO UPDATE SET rows = rows + excluded.rows, last_ms = excluded.last_ms",
+                    (dropped, now),
+                )
+        return dropped
+
+    def backlog_take(self, limit: int) -> list[tuple[int, str, bytes, int, bool]]:
+        """The oldest kept messages: (id, topic, payload, qos, retain)."""
+        return [
+            (i, t, p, q, bool(r))
+            for i, t, p, q, r in self.conn.execute(
+                "SELECT id, topic, payload, qos, retain FROM mqtt_backlog ORDER BY id LIMIT ?", (limit,)
+            )
+        ]
+
+    def backlog_delete(self, ids: Sequence[int]) -> None:
+        with self.conn:
+            self.conn.executemany("DELETE FROM mqtt_backlog WHERE id = ?", [(i,) for i in ids])
+
+    def backlog_size(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM mqtt_backlog").fetchone()[0]
+
     # -- disk budget ----------------------------------------------------------------------
 
     def enforce_budget(self, budget_bytes: int, chunk: int = 256) -> dict[str, int]:

@@ -81,3 +81,49 @@ def pty_pair(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=5)
+
+
+class Mosquitto:
+    """A broker of the test's own on a free port (Debian's mosquitto)."""
+
+    def __init__(self, folder: Path):
+        import shutil
+
+        from gatewayd.virtual_node import free_port
+
+        self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        assert Path(self.binary).exists(), "mosquitto is missing: make test installs it (Debian package mosquitto)"
+        self.port = free_port()
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.process = None
+
+    def start(self) -> None:
+        import socket
+        import subprocess
+        import time
+
+        self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                assert time.monotonic() < deadline, "mosquitto did not start"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+
+@pytest.fixture
+def mosquitto(tmp_path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(tmp_path)
+    broker.start()
+    yield broker
+    broker.stop()

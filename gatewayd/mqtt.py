@@ -1,0 +1,169 @@
+"""Publishing to an MQTT broker with aiomqtt. Topics and payloads: docs/mqtt.md.
+
+Acquisition never waits for the broker: messages go into a bounded in-memory queue; while the
+broker is away they are moved into SQLite (bounded, oldest unimportant first out) and published
+after the next connect, oldest first. Reconnects back off exponentially with jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+
+from gatewayd.config import MqttSection
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+QUEUE_MESSAGES = 10_000
+MAX_BACKOFF_S = 60.0
+
+StoreCall = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    important: bool = False  # kept before routine messages when the backlog is full
+
+
+class Topics:
+    def __init__(self, prefix: str, gateway: str):
+        self.base = f"{prefix.rstrip('/')}/{gateway}"
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    def telemetry(self, device: str) -> str:
+        return f"{self.base}/telemetry/{device}"
+
+    def health(self, device: str) -> str:
+        return f"{self.base}/health/{device}"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.base}/alerts"
+
+
+def encode(body: dict) -> bytes:
+    return json.dumps({"schema": SCHEMA, **body}, separators=(",", ":"), sort_keys=True).encode()
+
+
+class Publisher:
+    def __init__(self, config: MqttSection, gateway: str, store_call: StoreCall):
+        self.config = config
+        self.topics = Topics(config.topic_prefix, gateway)
+        self.gateway = gateway
+        self.store_call = store_call
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(QUEUE_MESSAGES)
+        self.connected = False
+        self.published = 0
+        self.dropped = 0  # routine messages refused by a full in-memory queue
+        self.backlogged = 0
+        self.failures = 0
+
+    # -- what the daemon offers -----------------------------------------------------------
+
+    def offer(self, message: Message) -> None:
+        try:
+            self.queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    def telemetry(self, device: str, ts_ms: int, values: dict[str, float], units: dict[str, str]) -> None:
+        if self.config.telemetry == "readings":
+            body = {"device": device, "ts_ms": ts_ms, "values": values, "units": units}
+            self.offer(Message(self.topics.telemetry(device), encode(body)))
+
+    def health(self, device: str, state: str, failures: int, last_error: str | None) -> None:
+        body = {"device": device, "state": state, "consecutive_failures": failures, "last_error": last_error,
+                "ts_ms": time.time_ns() // 1_000_000}  # fmt: skip
+        self.offer(Message(self.topics.health(device), encode(body), qos=1, retain=True, important=True))
+
+    def alert(self, alert: dict) -> None:
+        self.offer(Message(self.topics.alerts, encode(alert), qos=1, important=True))
+
+    # -- the connection -------------------------------------------------------------------
+
+    def _status(self, state: str) -> bytes:
+        return encode({"gateway": self.gateway, "state": state, "ts_ms": time.time_ns() // 1_000_000})
+
+    def _client(self) -> aiomqtt.Client:
+        cfg = self.config
+        password = Path(cfg.password_file).read_text().strip() if cfg.password_file else None
+        tls = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else None
+        will = aiomqtt.Will(self.topics.status, self._status("offline"), qos=1, retain=True)
+        return aiomqtt.Client(cfg.host, cfg.port, username=cfg.username, password=password, tls_context=tls,
+                              will=will, keepalive=cfg.keepalive_s, identifier=f"gatewayd-{self.gateway}",
+                              timeout=10)  # fmt: skip
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            pending: Message | None = None
+            try:
+                async with self._client() as client:
+                    self.connected = True
+                    if self.failures:
+                        log.info("MQTT broker %s:%d back after %d failed attempts", self.config.host,
+                                 self.config.port, self.failures)  # fmt: skip
+                    self.failures = 0
+                    await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
+                    await self._drain_backlog(client)
+                    while not stop.is_set():
+                        try:
+                            pending = await asyncio.wait_for(self.queue.get(), 0.5)
+                        except TimeoutError:
+                            continue
+                        await client.publish(pending.topic, pending.payload, qos=pending.qos, retain=pending.retain)
+                        self.published += 1
+                        pending = None
+                    await client.publish(self.topics.status, self._status("offline"), qos=1, retain=True)
+            except (aiomqtt.MqttError, OSError) as exc:
+                self.connected = False
+                self.failures += 1
+                if self.failures == 1:
+                    log.error("MQTT broker %s:%d unavailable: %s; keeping messages in the store",
+                              self.config.host, self.config.port, exc)  # fmt: skip
+                await self._to_backlog(pending)
+                delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(self.failures, 10)) * random.uniform(0.5, 1.0)
+                deadline = asyncio.get_running_loop().time() + delay
+                while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
+                    await self._to_backlog(None)  # keep the in-memory queue empty while offline
+                    try:
+                        await asyncio.wait_for(stop.wait(), 1.0)
+                    except TimeoutError:
+                        pass
+        self.connected = False
+        await self._to_backlog(None)  # what was not published survives a restart
+
+    async def _to_backlog(self, first: Message | None) -> None:
+        messages = [first] if first is not None else []
+        while not self.queue.empty():
+            messages.append(self.queue.get_nowait())
+        if messages:
+            rows = [(m.topic, m.payload, m.qos, m.retain, m.important) for m in messages]
+            await self.store_call("backlog_push", rows, self.config.backlog_messages)
+            self.backlogged += len(messages)
+
+    async def _drain_backlog(self, client: aiomqtt.Client) -> None:
+        while True:
+            rows = await self.store_call("backlog_take", 500)
+            if not rows:
+                return
+            for _, topic, payload, qos, retain in rows:
+                await client.publish(topic, payload, qos=qos, retain=retain)
+                self.published += 1
+            await self.store_call("backlog_delete", [r[0] for r in rows])

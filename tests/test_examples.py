@@ -1,0 +1,27 @@
+"""The example configuration validates, and documents every key the configuration has."""
+
+import tomllib
+from pathlib import Path
+
+from gatewayd.config import Config, load_config
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gatewayd.toml"
+
+
+def test_example_config_is_valid():
+    config = load_config(EXAMPLE)
+    assert config.mqtt is not None and len(config.devices) == 2
+
+
+def test_example_mentions_every_key():
+    text = EXAMPLE.read_text()
+    tomllib.loads(text)
+    sections = {"gateway": Config.model_fields["gateway"], "store": Config.model_fields["store"]}
+    for name, field in sections.items():
+        for key in field.annotation.model_fields:
+            assert f"\n{key} = " in text, f"[{name}] {key} is not in the example"
+    from gatewayd.config import DeviceSection, MqttSection
+
+    for model in (MqttSection, DeviceSection):
+        for key in model.model_fields:
+            assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{model.__name__}.{key} is not in the example"

@@ -68,21 +68,70 @@ class MqttSection(_Section):
     backlog_messages: int = Field(100_000, ge=100, description="Unpublished messages kept in SQLite at most.")
 
 
+class BusSection(_Section):
+    name: Name
+    port: str = Field(min_length=1, description="Serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    baud: int = Field(19200, ge=1200, le=1_000_000)
+    parity: Literal["N", "E", "O"] = "E"
+    stop_bits: Literal[1, 2] = 1
+    timeout_s: float = Field(0.5, ge=0.05, le=10, description="Response timeout of one request.")
+
+
+DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64", "bit"]
+
+
+class RegisterSection(_Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")]
+    table: Literal["holding", "input", "coil", "discrete"] = "holding"
+    address: int = Field(ge=0, le=65535, description="0-based protocol address.")
+    type: DataType = "uint16"
+    word_order: Literal["big", "little"] = Field("big", description="big: first register holds the high word.")
+    byte_order: Literal["big", "little"] = Field("big", description="little: bytes swapped inside each register.")
+    scale: float = 1.0
+    offset: float = 0.0
+    unit: str = Field("", max_length=8)
+
+    @model_validator(mode="after")
+    def _type_fits_table(self) -> RegisterSection:
+        bits = self.table in ("coil", "discrete")
+        if bits != (self.type == "bit"):
+            raise ValueError(f"type {self.type!r} does not fit table {self.table!r}: coils and discrete inputs are 'bit'")
+        return self
+
+
 class DeviceSection(_Section):
     name: Name
-    profile: Literal["edge-node"] = Field("edge-node", description="Register layout of the device.")
-    transport: Literal["tcp"] = "tcp"
-    host: str = Field(min_length=1)
+    profile: Literal["edge-node", "generic"] = Field("edge-node", description="Register layout of the device.")
+    transport: Literal["tcp", "rtu"] = "tcp"
+    host: str | None = Field(None, min_length=1, description="TCP: host name or address.")
     port: int = Field(502, ge=1, le=65535)
+    bus: str | None = Field(None, description="RTU: name of a [[buses]] entry.")
     unit: int = Field(1, ge=1, le=247, description="Modbus unit (slave) id.")
     interval_s: float = Field(1.0, ge=0.05, le=3600, description="Poll period on the monotonic clock.")
     timeout_s: float = Field(1.0, ge=0.05, le=60, description="Response timeout of one request.")
+    registers: list[RegisterSection] = Field(default_factory=list, description="generic profile: what to read.")
+
+    @model_validator(mode="after")
+    def _transport_and_profile(self) -> DeviceSection:
+        if self.transport == "tcp" and self.host is None:
+            raise ValueError("a tcp device needs host")
+        if self.transport == "rtu" and self.bus is None:
+            raise ValueError("an rtu device needs bus")
+        if self.profile == "generic" and not self.registers:
+            raise ValueError("a generic device needs [[devices.registers]]")
+        if self.profile == "edge-node" and self.registers:
+            raise ValueError("an edge-node device reads its own register map; registers are for profile 'generic'")
+        names = [r.name for r in self.registers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"register names are not unique: {names}")
+        return self
 
 
 class Config(_Section):
     gateway: GatewaySection = GatewaySection()
     store: StoreSection = StoreSection()
     mqtt: MqttSection | None = None
+    buses: list[BusSection] = Field(default_factory=list)
     devices: list[DeviceSection] = Field(min_length=1)
 
     @field_validator("devices")
@@ -97,11 +146,17 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _unique_endpoints(self) -> Config:
-        seen: dict[tuple[str, int, int], str] = {}
+        buses = {b.name for b in self.buses}
+        if len(buses) != len(self.buses):
+            raise ValueError("bus names are not unique")
+        seen: dict[tuple, str] = {}
         for d in self.devices:
-            key = (d.host, d.port, d.unit)
+            if d.transport == "rtu" and d.bus not in buses:
+                raise ValueError(f"device {d.name!r} uses bus {d.bus!r}, which no [[buses]] entry defines")
+            key = (d.host, d.port, d.unit) if d.transport == "tcp" else ("rtu", d.bus, d.unit)
+            where = f"{d.host}:{d.port}" if d.transport == "tcp" else f"bus {d.bus}"
             if key in seen:
-                raise ValueError(f"devices {seen[key]!r} and {d.name!r} both poll {d.host}:{d.port} unit {d.unit}")
+                raise ValueError(f"devices {seen[key]!r} and {d.name!r} both poll {where} unit {d.unit}")
             seen[key] = d.name
         return self
 
@@ -137,7 +192,7 @@ def _describe(exc: ValidationError, text: str, source: str) -> str:
         key = ".".join(str(p) for p in loc) or "(top level)"
         line = locate(text, loc)
         where = f"{source}:{line}" if line else source
-        detail = err["msg"]
+        detail = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             detail = "unknown key"
         elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict | list):

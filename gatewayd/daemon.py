@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from gatewayd import service
 from gatewayd.config import Config
 from gatewayd.mqtt import Publisher
-from gatewayd.poller import DeviceHealth, EdgeNodePoller
+from gatewayd.links import RtuBus, RtuLink, TcpLink
+from gatewayd.poller import DeviceHealth, Poller
 from gatewayd.store import Reading, Store
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class Gateway:
 
     config: Config
     store: Store
-    pollers: dict[str, EdgeNodePoller] = field(default_factory=dict)
+    pollers: dict[str, Poller] = field(default_factory=dict)
     writer: WriterStats = field(default_factory=WriterStats)
     publisher: Publisher | None = None
 
@@ -134,8 +135,10 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             publisher.telemetry(batch[0].device, batch[0].ts_ms, {r.channel: r.value for r in batch},
                                 poller.health.units)  # fmt: skip
 
+    buses = {b.name: RtuBus(b) for b in config.buses}
     for device in config.devices:
-        gateway.pollers[device.name] = EdgeNodePoller(device, sink, register)
+        link = RtuLink(device, buses[device.bus]) if device.transport == "rtu" and device.bus else TcpLink(device)
+        gateway.pollers[device.name] = Poller(device, sink, register, link=link)
 
     async def supervisor() -> None:
         # systemd's watchdog is fed only while the pipeline moves; STATUS= says how it is doing.
@@ -184,6 +187,8 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             batch, queue.items = queue.items[: config.store.batch_size], queue.items[config.store.batch_size :]
             await write(batch)
     finally:
+        for bus in buses.values():
+            bus.close()
         await loop.run_in_executor(store_thread, store.checkpoint)
         await loop.run_in_executor(store_thread, store.close)
         store_thread.shutdown(wait=True)

@@ -1,6 +1,6 @@
-"""Polling one node over Modbus TCP: connect, read its identity, then read its channel
-block every interval on the monotonic clock. Failures are counted, logged once, and
-retried with backoff; the task itself never dies of them."""
+"""Polling one device: connect, describe it (its channels), then read it every interval on
+the monotonic clock. Failures are counted, logged once, and retried with backoff; an
+exception that no retry can fix backs off longest. The task itself never dies of them."""
 
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from gatewayd.config import DeviceSection
+from gatewayd.links import DeviceError, Link, TcpLink
 from gatewayd.profiles import edge_node
+from gatewayd.profiles.generic import GenericProfile
 from gatewayd.store import Reading
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,6 @@ MAX_BACKOFF_S = 30.0
 
 Sink = Callable[[list[Reading]], Awaitable[None]]
 Register = Callable[[str, str, str, dict, list[tuple[str, str]]], Awaitable[None]]
-
-
-class DeviceError(Exception):
-    """A device answered with a Modbus exception or with data that does not fit its profile."""
 
 
 EXPECTED_FAILURES = (ModbusException, DeviceError, edge_node.ProfileError, OSError, asyncio.TimeoutError)
@@ -46,34 +43,34 @@ class DeviceHealth:
     units: dict[str, str] = field(default_factory=dict)
 
 
-def make_tcp_client(device: DeviceSection) -> AsyncModbusTcpClient:
-    # Reconnection is ours (with health tracking), so pymodbus' own is switched off.
-    return AsyncModbusTcpClient(
-        device.host, port=device.port, timeout=device.timeout_s, retries=0, reconnect_delay=0
-    )
+def make_profile(device: DeviceSection):
+    if device.profile == "generic":
+        return GenericProfile(device.registers)
+    return edge_node.EdgeNodeProfile()
 
 
-class EdgeNodePoller:
+class Poller:
     def __init__(
         self,
         device: DeviceSection,
         sink: Sink,
         register: Register,
         *,
-        client_factory: Callable[[DeviceSection], AsyncModbusTcpClient] = make_tcp_client,
+        link: Link | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ):
         self.device = device
         self.sink = sink
         self.register = register
-        self.client_factory = client_factory
+        self.link: Link = link if link is not None else TcpLink(device)
+        self.profile = make_profile(device)
+        self.described = False
         self.clock = clock
         self.wall_ms = wall_ms
         self.health = DeviceHealth()
-        self.client: AsyncModbusTcpClient | None = None
-        self.channels: list[edge_node.Channel] = []
         self.skipped_ticks = 0
+        self.permanent = False
         self.heartbeat = clock()  # monotonic time of the last turn of the loop
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -110,69 +107,41 @@ class EdgeNodePoller:
             self._close()
 
     async def poll_once(self) -> None:
-        if self.client is None or not self.client.connected:
-            await self._connect()
-        assert self.client is not None
-        registers: list[int] = []
-        for address, count in edge_node.channel_spans(len(self.channels)):
-            registers += await self._read_input(address, count)
+        await self.link.ensure_connected()
+        if not self.described:
+            await self._describe()
+        values = await self.profile.read(self.link, self.device.unit)
         ts = self.wall_ms()
-        samples = edge_node.parse_channels(registers, len(self.channels))
-        batch = [Reading(self.device.name, ch.name, ts, s.value) for ch, s in zip(self.channels, samples)]
+        batch = [Reading(self.device.name, channel, ts, value) for channel, value in values]
         await self.sink(batch)
         self.health.polls += 1
         self.health.readings += len(batch)
         self.health.last_values = {r.channel: r.value for r in batch}
         self._succeeded()
 
-    async def _connect(self) -> None:
-        self._close()
-        self.client = self.client_factory(self.device)
-        if not await self.client.connect():
-            raise ConnectionError(f"cannot connect to {self.device.host}:{self.device.port}")
-        identity = edge_node.parse_identity(await self._read_input(0, edge_node.IDENTITY_REGISTERS))
-        address, count = edge_node.descriptor_span(identity.channel_count)
-        self.channels = edge_node.parse_descriptors(await self._read_input(address, count), identity.channel_count)
-        self.health.units = {c.name: c.unit for c in self.channels}
-        await self.register(
-            self.device.name,
-            self.device.profile,
-            f"tcp://{self.device.host}:{self.device.port}/{self.device.unit}",
-            {
-                "node_id": identity.node_id,
-                "map_version": identity.map_version,
-                "firmware_version": identity.firmware_version,
-                "sample_period_ms": identity.sample_period_ms,
-            },
-            [(c.name, c.unit) for c in self.channels],
-        )
-        log.info(
-            "%s: connected, node %d, map v%d, firmware %s, channels %s",
-            self.device.name,
-            identity.node_id,
-            identity.map_version,
-            identity.firmware_version,
-            ", ".join(c.name for c in self.channels),
-        )
-
-    async def _read_input(self, address: int, count: int) -> list[int]:
-        assert self.client is not None
-        response = await self.client.read_input_registers(address, count=count, device_id=self.device.unit)
-        if response.isError():
-            code = getattr(response, "exception_code", None)
-            raise DeviceError(f"Modbus exception {code} reading input registers {address}..{address + count - 1}")
-        return list(response.registers)
+    async def _describe(self) -> None:
+        info, channels = await self.profile.describe(self.link, self.device.unit)
+        self.health.units = dict(channels)
+        await self.register(self.device.name, self.device.profile, self.link.address, info, channels)
+        self.described = True
+        log.info("%s: connected (%s), channels %s", self.device.name, self.link.address,
+                 ", ".join(name for name, _ in channels))  # fmt: skip
 
     def longest_pause(self) -> float:
         """Longest a healthy loop may go between turns: a backoff plus a request timeout."""
         return MAX_BACKOFF_S + self.device.timeout_s * 4 + self.device.interval_s
 
     def _backoff(self) -> float:
+        if self.permanent:
+            return MAX_BACKOFF_S  # the request is wrong for this device: retrying fast cannot help
         base = max(self.device.interval_s, 0.5)
         delay = min(base * 2 ** (self.health.consecutive_failures - 1), MAX_BACKOFF_S)
         return delay * random.uniform(0.8, 1.0)
 
     def _failed(self, exc: BaseException) -> None:
+        self.permanent = isinstance(exc, DeviceError) and exc.permanent
+        if self.permanent:
+            exc = DeviceError(f"{exc}: retrying cannot fix this, check the device's register definitions")
         h = self.health
         h.consecutive_failures += 1
         h.last_error = f"{type(exc).__name__}: {exc}"
@@ -187,6 +156,7 @@ class EdgeNodePoller:
         self._close()
 
     def _succeeded(self) -> None:
+        self.permanent = False
         h = self.health
         if h.consecutive_failures:
             log.info("%s: recovered after %d failures", self.device.name, h.consecutive_failures)
@@ -194,9 +164,9 @@ class EdgeNodePoller:
         h.state = "online"
 
     def _close(self) -> None:
-        if self.client is not None:
-            self.client.close()
-            self.client = None
+        # A fresh connection describes the device again (a node may have been reconfigured).
+        self.described = False
+        self.link.close()
 
 
 def _raise_if_cancelling(cause: BaseException | None) -> None:

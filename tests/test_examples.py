@@ -10,7 +10,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "gatewayd.toml"
 
 def test_example_config_is_valid():
     config = load_config(EXAMPLE)
-    assert config.mqtt is not None and len(config.devices) == 2
+    assert config.mqtt is not None and len(config.devices) == 3 and config.buses[0].name == "line-1"
 
 
 def test_example_mentions_every_key():
@@ -20,8 +20,8 @@ def test_example_mentions_every_key():
     for name, field in sections.items():
         for key in field.annotation.model_fields:
             assert f"\n{key} = " in text, f"[{name}] {key} is not in the example"
-    from gatewayd.config import DeviceSection, MqttSection
+    from gatewayd.config import BusSection, DeviceSection, MqttSection, RegisterSection
 
-    for model in (MqttSection, DeviceSection):
-        for key in model.model_fields:
+    for model in (MqttSection, DeviceSection, BusSection, RegisterSection):
+        for key in set(model.model_fields) - {"registers"}:
             assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{model.__name__}.{key} is not in the example"

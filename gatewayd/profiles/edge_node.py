@@ -163,3 +163,29 @@ def parse_channels(registers: Sequence[int], channel_count: int) -> list[Channel
             )
         )
     return samples
+
+
+class EdgeNodeProfile:
+    """Reads the node's identity and channel names once per connection, then its channel block."""
+
+    def __init__(self) -> None:
+        self.channels: list[Channel] = []
+
+    async def describe(self, link, unit: int) -> tuple[dict, list[tuple[str, str]]]:
+        identity = parse_identity(await link.read("input", 0, IDENTITY_REGISTERS, unit))
+        address, count = descriptor_span(identity.channel_count)
+        self.channels = parse_descriptors(await link.read("input", address, count, unit), identity.channel_count)
+        info = {
+            "node_id": identity.node_id,
+            "map_version": identity.map_version,
+            "firmware_version": identity.firmware_version,
+            "sample_period_ms": identity.sample_period_ms,
+        }
+        return info, [(c.name, c.unit) for c in self.channels]
+
+    async def read(self, link, unit: int) -> list[tuple[str, float]]:
+        registers: list[int] = []
+        for address, count in channel_spans(len(self.channels)):
+            registers += await link.read("input", address, count, unit)
+        samples = parse_channels(registers, len(self.channels))
+        return [(c.name, s.value) for c, s in zip(self.channels, samples)]

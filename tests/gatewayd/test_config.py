@@ -42,7 +42,7 @@ def test_bad_value_in_second_device_points_at_its_line():
 
 def test_missing_key_points_at_its_table():
     text = '[[devices]]\nname = "a"\n'
-    with pytest.raises(ConfigError, match=r"^c.toml:1: devices.0.host: Field required$"):
+    with pytest.raises(ConfigError, match=r"^c.toml:1: devices.0: a tcp device needs host$"):
         parse_config(text, "c.toml")
 
 
@@ -75,3 +75,43 @@ def test_toml_syntax_error_and_missing_file(tmp_path):
 def test_queue_must_hold_a_batch():
     with pytest.raises(ConfigError, match=r"queue_readings \(5000\) must hold at least one batch \(10000\)"):
         parse_config(VALID + "\n[store]\nbatch_size = 10000\nqueue_readings = 5000\n")
+
+
+RTU = """
+[[buses]]
+name = "line-1"
+port = "/dev/ttyUSB0"
+
+[[devices]]
+name = "meter"
+profile = "generic"
+transport = "rtu"
+bus = "line-1"
+unit = 4
+
+[[devices.registers]]
+name = "power"
+table = "input"
+address = 10
+type = "float32"
+word_order = "little"
+scale = 0.001
+unit = "kW"
+"""
+
+
+def test_rtu_generic_device():
+    config = parse_config(RTU)
+    device = config.devices[0]
+    assert device.bus == "line-1" and device.registers[0].word_order == "little"
+
+
+def test_device_rules():
+    with pytest.raises(ConfigError, match="uses bus 'line-2', which no"):
+        parse_config(RTU.replace('bus = "line-1"', 'bus = "line-2"'))
+    with pytest.raises(ConfigError, match="type 'float32' does not fit table 'coil'"):
+        parse_config(RTU.replace('table = "input"', 'table = "coil"'))
+    with pytest.raises(ConfigError, match="a generic device needs"):
+        parse_config(RTU.split("[[devices.registers]]")[0])
+    with pytest.raises(ConfigError, match="registers are for profile 'generic'"):
+        parse_config(RTU.replace('profile = "generic"', 'profile = "edge-node"'))

@@ -4,7 +4,7 @@ outlives a missing device and recovers when it appears."""
 import asyncio
 
 from gatewayd.config import DeviceSection
-from gatewayd.poller import EdgeNodePoller
+from gatewayd.poller import Poller
 from gatewayd.virtual_node import VirtualNode, free_port
 
 
@@ -33,7 +33,7 @@ async def wait_until(predicate, timeout_s=10.0):
 
 async def test_polls_registers_device_and_delivers_batches(virtual_node):
     out = Collector()
-    poller = EdgeNodePoller(device(virtual_node.port), out.sink, out.register)
+    poller = Poller(device(virtual_node.port), out.sink, out.register)
     task = asyncio.create_task(poller.run())
     try:
         await wait_until(lambda: len(out.batches) >= 5)
@@ -53,7 +53,7 @@ async def test_polls_registers_device_and_delivers_batches(virtual_node):
 
 async def test_wrong_unit_is_a_device_error_not_a_crash(virtual_node):
     out = Collector()
-    poller = EdgeNodePoller(device(virtual_node.port, unit=9), out.sink, out.register)
+    poller = Poller(device(virtual_node.port, unit=9), out.sink, out.register)
     task = asyncio.create_task(poller.run())
     try:
         await wait_until(lambda: poller.health.consecutive_failures >= 1)
@@ -68,7 +68,7 @@ async def test_wrong_unit_is_a_device_error_not_a_crash(virtual_node):
 async def test_missing_device_goes_offline_then_recovers():
     port = free_port()
     out = Collector()
-    poller = EdgeNodePoller(device(port, interval_s=0.05), out.sink, out.register)
+    poller = Poller(device(port, interval_s=0.05), out.sink, out.register)
     # Short backoff keeps the test quick; the schedule is the poller's own.
     poller._backoff = lambda: 0.05
     task = asyncio.create_task(poller.run())
@@ -100,7 +100,7 @@ async def test_cancel_during_a_request_stops_the_task():
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     out = Collector()
-    poller = EdgeNodePoller(
+    poller = Poller(
         DeviceSection(name="mute", host="127.0.0.1", port=port, interval_s=0.1, timeout_s=5), out.sink, out.register
     )
     task = asyncio.create_task(poller.run())

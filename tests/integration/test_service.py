@@ -80,7 +80,7 @@ def test_ready_watchdog_status_reload_and_stop(tmp_path):
         assert time.monotonic() - t0 < 5.0
         assert proc.returncode == 0, stderr
         assert "configuration not reloaded, keeping the running one" in stderr
-        assert "devices.0.host: Field required" in stderr
+        assert "devices.0: a tcp device needs host" in stderr
     finally:
         if proc and proc.poll() is None:
             proc.kill()

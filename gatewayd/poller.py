@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -71,7 +72,8 @@ class Poller:
         self.health = DeviceHealth()
         self.skipped_ticks = 0
         self.permanent = False
-        self.heartbeat = clock()  # monotonic time of the last turn of the loop
+        self.heartbeat = clock()
+        self.lateness: deque[float] = deque(maxlen=10_000)  # seconds each poll started after its slot  # monotonic time of the last turn of the loop
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Poll until `stop` is set (or the task is cancelled)."""
@@ -81,6 +83,7 @@ class Poller:
         try:
             while not stop.is_set():
                 self.heartbeat = self.clock()
+                self.lateness.append(self.heartbeat - next_tick)
                 try:
                     await self.poll_once()
                 except asyncio.CancelledError:

@@ -36,6 +36,7 @@ class Gateway:
     pollers: dict[str, Poller] = field(default_factory=dict)
     writer: WriterStats = field(default_factory=WriterStats)
     publisher: Publisher | None = None
+    alerts: int = 0
 
     def health(self) -> dict[str, DeviceHealth]:
         return {name: p.health for name, p in self.pollers.items()}
@@ -135,10 +136,24 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             publisher.telemetry(batch[0].device, batch[0].ts_ms, {r.channel: r.value for r in batch},
                                 poller.health.units)  # fmt: skip
 
+    async def edge_events(device: str, ts_ms: int, events: list) -> None:
+        # The node's own detectors fired: a critical one is an incident at once, no model needed.
+        for e in events:
+            alert_id = f"{config.gateway.name}:{device}:{e.channel}:{ts_ms}"
+            detail = {"checks": list(e.checks), "value": e.value, "source": "node"}
+            await loop.run_in_executor(store_thread, store.record_alert, alert_id, device, [e.channel], e.severity,
+                                       "edge", ts_ms, detail)  # fmt: skip
+            gateway.alerts += 1
+            log.warning("%s/%s: node reports %s (%s), value %g", device, e.channel, e.severity,
+                        ", ".join(e.checks) or "no check", e.value)  # fmt: skip
+            if publisher is not None:
+                publisher.alert({"id": alert_id, "device": device, "channels": [e.channel], "severity": e.severity,
+                                 "kind": "edge", "opened_ms": ts_ms, "detail": detail})  # fmt: skip
+
     buses = {b.name: RtuBus(b) for b in config.buses}
     for device in config.devices:
         link = RtuLink(device, buses[device.bus]) if device.transport == "rtu" and device.bus else TcpLink(device)
-        gateway.pollers[device.name] = Poller(device, sink, register, link=link)
+        gateway.pollers[device.name] = Poller(device, sink, register, link=link, events=edge_events)
 
     async def supervisor() -> None:
         # systemd's watchdog is fed only while the pipeline moves; STATUS= says how it is doing.

@@ -27,6 +27,7 @@ OFFLINE_AFTER = 3
 MAX_BACKOFF_S = 30.0
 
 Sink = Callable[[list[Reading]], Awaitable[None]]
+EventSink = Callable[[str, int, list], Awaitable[None]]
 Register = Callable[[str, str, str, dict, list[tuple[str, str]]], Awaitable[None]]
 
 
@@ -58,6 +59,7 @@ class Poller:
         register: Register,
         *,
         link: Link | None = None,
+        events: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ):
@@ -65,6 +67,7 @@ class Poller:
         self.sink = sink
         self.register = register
         self.link: Link = link if link is not None else TcpLink(device)
+        self.events = events
         self.profile = make_profile(device)
         self.described = False
         self.clock = clock
@@ -117,6 +120,9 @@ class Poller:
         ts = self.wall_ms()
         batch = [Reading(self.device.name, channel, ts, value) for channel, value in values]
         await self.sink(batch)
+        found = getattr(self.profile, "events", None)
+        if found and self.events is not None:
+            await self.events(self.device.name, ts, list(found))
         self.health.polls += 1
         self.health.readings += len(batch)
         self.health.last_values = {r.channel: r.value for r in batch}

@@ -165,11 +165,32 @@ def parse_channels(registers: Sequence[int], channel_count: int) -> list[Channel
     return samples
 
 
+SEVERITY_NAMES = {1: "warning", 2: "critical"}
+CHECK_NAMES = ("fault", "stuck", "low", "high", "zscore", "rate")
+
+
+@dataclass(frozen=True)
+class EdgeEvent:
+    """A channel whose on-node severity rose: the node's own detectors fired."""
+
+    channel: str
+    severity: str
+    checks: tuple[str, ...]
+    value: float
+
+
+def checks_of(flags: int) -> tuple[str, ...]:
+    return tuple(name for bit, name in enumerate(CHECK_NAMES) if flags & (1 << bit))
+
+
 class EdgeNodeProfile:
-    """Reads the node's identity and channel names once per connection, then its channel block."""
+    """Reads the node's identity and channel names once per connection, then its channel block;
+    a channel's severity rising on the node becomes an edge event."""
 
     def __init__(self) -> None:
         self.channels: list[Channel] = []
+        self.severity: dict[str, int] = {}
+        self.events: list[EdgeEvent] = []
 
     async def describe(self, link, unit: int) -> tuple[dict, list[tuple[str, str]]]:
         identity = parse_identity(await link.read("input", 0, IDENTITY_REGISTERS, unit))
@@ -188,4 +209,10 @@ class EdgeNodeProfile:
         for address, count in channel_spans(len(self.channels)):
             registers += await link.read("input", address, count, unit)
         samples = parse_channels(registers, len(self.channels))
+        self.events = []
+        for c, sample in zip(self.channels, samples):
+            before = self.severity.get(c.name, 0)
+            if sample.severity > before and sample.severity in SEVERITY_NAMES:
+                self.events.append(EdgeEvent(c.name, SEVERITY_NAMES[sample.severity], checks_of(sample.flags), sample.value))
+            self.severity[c.name] = sample.severity
         return [(c.name, s.value) for c, s in zip(self.channels, samples)]

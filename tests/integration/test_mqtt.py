@@ -95,3 +95,45 @@ def test_publishes_and_survives_a_broker_outage(tmp_path, mosquitto):
         proc.communicate()
         sub.close()
         node.stop()
+
+
+def test_alert_raised_during_an_outage_arrives_after_it(tmp_path, mosquitto):
+    from gatewayd.store import Store
+
+    # the pump's motor current jumps 20 A at sample 150 (3 s at 20 ms): a critical bound on the node
+    node = VirtualNode(unit=1, seed=4, period_ms=20, extra_args=("--fault", "3:offset:150:20"))
+    node.start()
+    state = tmp_path / "state"
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(
+        f'[gateway]\nname = "site-8"\nstate_dir = "{state}"\n\n[store]\nflush_interval_s = 0.2\n\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n\n'
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.1\n'
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    sub = Subscriber(mosquitto.port, "gateway/site-8/#")
+    try:
+        sub.wait_for(lambda m: m[0] == "gateway/site-8/status" and m[1]["state"] == "online")
+        sub.close()
+        mosquitto.stop()
+        deadline = time.monotonic() + 20
+        alerts = []
+        while time.monotonic() < deadline and not alerts:
+            time.sleep(0.2)
+            store = Store(state / "gatewayd.sqlite3", readonly=True)
+            alerts = store.conn.execute("SELECT id, severity, channels FROM alerts").fetchall()
+            store.close()
+        assert alerts, "no alert while the broker was away"
+        alert_id, severity, channels = alerts[0]
+        assert severity == "critical" and json.loads(channels) == ["current"]
+        mosquitto.start()
+        sub = Subscriber(mosquitto.port, "gateway/site-8/#")
+        got = sub.wait_for(lambda m: m[0] == "gateway/site-8/alerts", timeout_s=90)
+        assert got[0][1]["id"] == alert_id and got[0][1]["severity"] == "critical"
+        assert "high" in got[0][1]["detail"]["checks"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+        sub.close()
+        node.stop()

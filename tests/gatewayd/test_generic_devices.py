@@ -156,7 +156,7 @@ async def test_rtu_bus_shared_by_two_devices_and_a_faulty_one(pty_pair):
     assert bad.permanent and bad._backoff() == 30.0
 
 
-async def test_silent_device_does_not_delay_the_others():
+async def test_silent_or_garbling_devices_do_not_delay_the_others():
     port = free_port()
     server = ModbusTcpServer(ModbusServerContext(devices=device_context(), single=True), address=("127.0.0.1", port))
     serving = asyncio.create_task(server.serve_forever())
@@ -169,13 +169,22 @@ async def test_silent_device_does_not_delay_the_others():
 
     mute = await asyncio.start_server(silent, "127.0.0.1", 0)
     mute_port = mute.sockets[0].getsockname()[1]
+
+    async def garbling(reader, writer):
+        while data := await reader.read(260):
+            writer.write(b"\x00\x01\x00\x00\x00\x02\xff" + data[::-1])  # a reply that is not one
+
+    garbage = await asyncio.start_server(garbling, "127.0.0.1", 0)
+    garbage_port = garbage.sockets[0].getsockname()[1]
     await asyncio.sleep(0.2)
-    good, quiet = Collector(), Collector()
+    good, quiet, garbled = Collector(), Collector(), Collector()
     pollers = [
         Poller(DeviceSection(name="good", profile="generic", host="127.0.0.1", port=port, interval_s=0.1,
                              registers=DEFS[:1]), good.sink, good.register),
         Poller(DeviceSection(name="mute", profile="generic", host="127.0.0.1", port=mute_port, interval_s=0.1,
                              timeout_s=2.0, registers=DEFS[:1]), quiet.sink, quiet.register),
+        Poller(DeviceSection(name="garbled", profile="generic", host="127.0.0.1", port=garbage_port, interval_s=0.1,
+                             timeout_s=0.5, registers=DEFS[:1]), garbled.sink, garbled.register),
     ]  # fmt: skip
     stop = asyncio.Event()
     tasks = [asyncio.create_task(p.run(stop)) for p in pollers]
@@ -186,8 +195,11 @@ async def test_silent_device_does_not_delay_the_others():
         await asyncio.gather(*tasks)
         mute.close()
         await mute.wait_closed()
+        garbage.close()
+        await garbage.wait_closed()
         await server.shutdown()
         await asyncio.gather(serving, return_exceptions=True)
-    assert accepted.is_set() and not quiet.batches
+    assert accepted.is_set() and not quiet.batches and not garbled.batches
+    assert pollers[2].health.consecutive_failures >= 1 and pollers[2].health.state in ("degraded", "offline")
     stamps = [b[0].ts_ms for b in good.batches]
     assert max(b - a for a, b in zip(stamps, stamps[1:])) < 400

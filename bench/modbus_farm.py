@@ -13,7 +13,7 @@ import math
 import struct
 import time
 
-REGISTERS = 64
+REGISTERS = 250
 
 
 class Device(asyncio.Protocol):

@@ -123,6 +123,7 @@ def _status(config: Config, db: Path) -> int:
     from gatewayd.export import iso
     from gatewayd.store import Store
 
+    _print_running(config)
     store = Store(db, readonly=True)
     try:
         print(f"store {db}: {store.disk_bytes() / 1e6:.1f} MB of {config.store.disk_budget_mb:g} MB budget, "
@@ -146,6 +147,35 @@ def _status(config: Config, db: Path) -> int:
     finally:
         store.close()
     return 0
+
+
+def _print_running(config: Config) -> None:
+    import json
+    import time
+
+    from gatewayd.daemon import STATUS_FILE
+
+    path = config.state_path / STATUS_FILE
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        print("daemon: no status (not running, or not yet)")
+        return
+    age = time.time() - status["ts_ms"] / 1000
+    if status.get("stopped"):
+        print(f"daemon: stopped {age:.0f} s ago; at stop:")
+    elif age > 10:
+        print(f"daemon: not running (last status {age:.0f} s old)")
+    w = status["writer"]
+    print(f"daemon: {w['written']} readings written, {w['queued']} queued, {status['alerts']} alerts raised"
+          + (f" (status {age:.0f} s old)" if age <= 10 else ""))
+    for name, d in sorted(status["devices"].items()):
+        error = f", last error: {d['last_error']}" if d["state"] != "online" and d["last_error"] else ""
+        print(f"  {name}: {d['state']}, {d['polls']} polls, {d['skipped_ticks']} skipped{error}")
+    if status["mqtt"] is not None:
+        m = status["mqtt"]
+        print(f"  mqtt: {'connected' if m['connected'] else 'disconnected'}, {m['published']} published, "
+              f"{m['queued']} queued, {m['backlogged']} kept in the store, {m['dropped']} dropped")
 
 
 def _export(args: argparse.Namespace, db: Path) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,17 @@ from gatewayd.poller import DeviceHealth, Poller
 from gatewayd.store import Reading, Store
 
 log = logging.getLogger(__name__)
+
+STATUS_FILE = "status.json"
+
+
+def _write_status(path, status: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(status, sort_keys=True))
+        tmp.replace(path)
+    except OSError as exc:  # a full or read-only disk must not stop the daemon
+        log.debug("status file not written: %s", exc)
 
 
 @dataclass
@@ -47,6 +59,26 @@ class Gateway:
         if now - self.writer.heartbeat > within_s:
             return False
         return all(now - p.heartbeat <= max(within_s, p.longest_pause()) for p in self.pollers.values())
+
+    def status(self) -> dict:
+        """What `gatewayd status` shows of the running daemon (written to status.json)."""
+        return {
+            "ts_ms": time.time_ns() // 1_000_000,
+            "devices": {
+                name: {"state": p.health.state, "consecutive_failures": p.health.consecutive_failures,
+                       "last_error": p.health.last_error, "polls": p.health.polls, "readings": p.health.readings,
+                       "skipped_ticks": p.skipped_ticks}  # fmt: skip
+                for name, p in self.pollers.items()
+            },
+            "writer": {"written": self.writer.written, "batches": self.writer.batches, "queued": self.writer.queued,
+                       "compacted_blocks": self.writer.compacted},  # fmt: skip
+            "mqtt": None if self.publisher is None else {
+                "connected": self.publisher.connected, "published": self.publisher.published,
+                "queued": self.publisher.queue.qsize(), "backlogged": self.publisher.backlogged,
+                "dropped": self.publisher.dropped,
+            },  # fmt: skip
+            "alerts": self.alerts,
+        }
 
     def status_line(self) -> str:
         states = [h.state for h in self.health().values()]
@@ -160,7 +192,9 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         interval = service.watchdog_interval_s()
         period = min(interval, 1.0) if interval else 1.0
         published: dict[str, str] = {}
+        status_file = config.state_path / STATUS_FILE
         while not stop.is_set():
+            await loop.run_in_executor(None, _write_status, status_file, gateway.status())
             if publisher is not None:
                 for name, h in gateway.health().items():
                     if published.get(name) != h.state:
@@ -202,6 +236,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             batch, queue.items = queue.items[: config.store.batch_size], queue.items[config.store.batch_size :]
             await write(batch)
     finally:
+        _write_status(config.state_path / STATUS_FILE, {**gateway.status(), "stopped": True})
         for bus in buses.values():
             bus.close()
         await loop.run_in_executor(store_thread, store.checkpoint)

@@ -88,3 +88,29 @@ def test_ready_watchdog_status_reload_and_stop(tmp_path):
         for n in nodes:
             n.stop()
         notify.close()
+
+
+def test_status_shows_the_running_daemon(tmp_path):
+    node = VirtualNode(unit=1, seed=5)
+    node.start()
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(config_text(tmp_path / "state", [node.port]))
+    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        out = ""
+        while time.monotonic() < deadline and "node-1: online" not in out:
+            time.sleep(0.3)
+            res = subprocess.run([sys.executable, "-m", "gatewayd", "status", "--config", str(config)],
+                                 capture_output=True, text=True)  # fmt: skip
+            out = res.stdout
+        assert "node-1: online" in out and "readings written" in out, out
+        assert "pressure" in out
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        node.stop()
+    res = subprocess.run([sys.executable, "-m", "gatewayd", "status", "--config", str(config)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0 and "daemon: stopped" in res.stdout

@@ -63,7 +63,9 @@ class MqttSection(_Section):
     password_file: str | None = Field(None, description="File holding the password (kept out of this file).")
     ca_file: str | None = Field(None, description="CA bundle: when set, the connection uses TLS.")
     topic_prefix: str = Field("gateway", pattern=r"^[^#+]+$", description="Topics are <prefix>/<gateway name>/...")
-    telemetry: Literal["readings", "off"] = Field("readings", description="Publish every poll's readings, or nothing.")
+    telemetry: Literal["readings", "summaries", "off"] = Field(
+        "readings", description="Publish every poll's readings, each minute's statistics, or nothing."
+    )
     keepalive_s: int = Field(30, ge=5, le=3600)
     backlog_messages: int = Field(100_000, ge=100, description="Unpublished messages kept in SQLite at most.")
 

@@ -193,7 +193,17 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         period = min(interval, 1.0) if interval else 1.0
         published: dict[str, str] = {}
         status_file = config.state_path / STATUS_FILE
+        summarised = time.time_ns() // 1_000_000 // 60_000 * 60_000  # minutes before this one are not ours
         while not stop.is_set():
+            if publisher is not None and config.mqtt is not None and config.mqtt.telemetry == "summaries":
+                # a minute is published once it is over and its last flush has had time to land
+                now_ms = time.time_ns() // 1_000_000
+                due = (now_ms - int(2000 * config.store.flush_interval_s)) // 60_000 * 60_000 - 60_000
+                while summarised <= due:
+                    minute = await loop.run_in_executor(store_thread, store.minute_of_all, summarised)
+                    for device, channels in minute.items():
+                        publisher.summary(device, summarised, channels)
+                    summarised += 60_000
             await loop.run_in_executor(None, _write_status, status_file, gateway.status())
             if publisher is not None:
                 for name, h in gateway.health().items():

@@ -53,6 +53,9 @@ class Topics:
     def health(self, device: str) -> str:
         return f"{self.base}/health/{device}"
 
+    def summary(self, device: str) -> str:
+        return f"{self.base}/summary/{device}"
+
     @property
     def alerts(self) -> str:
         return f"{self.base}/alerts"
@@ -87,6 +90,11 @@ class Publisher:
         if self.config.telemetry == "readings":
             body = {"device": device, "ts_ms": ts_ms, "values": values, "units": units}
             self.offer(Message(self.topics.telemetry(device), encode(body)))
+
+    def summary(self, device: str, minute_ms: int, channels: dict[str, dict]) -> None:
+        if self.config.telemetry == "summaries":
+            body = {"device": device, "minute_ms": minute_ms, "channels": channels}
+            self.offer(Message(self.topics.summary(device), encode(body), qos=1))
 
     def health(self, device: str, state: str, failures: int, last_error: str | None) -> None:
         body = {"device": device, "state": state, "consecutive_failures": failures, "last_error": last_error,

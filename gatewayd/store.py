@@ -135,6 +135,20 @@ class Store:
             self.conn.executemany(summaries.UPSERT, minute_rows)
         return n
 
+    def minute_of_all(self, minute_ms: int) -> dict[str, dict[str, dict]]:
+        """Every channel's statistics for one minute: {device: {channel: {...}}}."""
+        out: dict[str, dict[str, dict]] = {}
+        for device, channel, unit, c, mean, m2, lo, hi, last in self.conn.execute(
+            "SELECT d.name, ch.name, ch.unit, s.count, s.mean, s.m2, s.min, s.max, s.last FROM summaries s "
+            "JOIN channels ch ON ch.id = s.channel_id JOIN devices d ON d.id = ch.device_id WHERE s.minute_ms = ?",
+            (minute_ms,),
+        ):
+            out.setdefault(device, {})[channel] = {
+                "unit": unit, "count": c, "mean": mean, "std": math.sqrt(m2 / c) if c else None,
+                "min": lo, "max": hi, "last": last,
+            }  # fmt: skip
+        return out
+
     def minute_summaries(self, device: str, channel: str, start_ms: int = 0, end_ms: int = 2**62) -> list[dict]:
         """One-minute statistics of a channel: minute_ms, count, mean, std, min, max, last."""
         return [

@@ -184,7 +184,28 @@ def load_config(path: str | Path) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return parse_config(text, str(path))
+    config = parse_config(text, str(path))
+    check_files(config, text, str(path))
+    return config
+
+
+def check_files(config: Config, text: str = "", source: str = "<config>") -> None:
+    """Files the configuration points at: present, readable, and secrets not world-readable."""
+    if config.mqtt is None:
+        return
+    for key, secret in (("password_file", True), ("ca_file", False)):
+        name = getattr(config.mqtt, key)
+        if name is None:
+            continue
+        line = locate(text, ("mqtt", key))
+        where = f"{source}:{line}" if line else source
+        try:
+            mode = Path(name).stat().st_mode
+            Path(name).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{where}: mqtt.{key}: cannot read {name}: {exc.strerror}") from None
+        if secret and mode & 0o004:
+            raise ConfigError(f"{where}: mqtt.{key}: {name} is world-readable; chmod o-r it")
 
 
 def _describe(exc: ValidationError, text: str, source: str) -> str:

@@ -67,6 +67,8 @@ class MqttSection(_Section):
         "readings", description="Publish every poll's readings, each minute's statistics, or nothing."
     )
     keepalive_s: int = Field(30, ge=5, le=3600)
+    home_assistant: bool = Field(False, description="Publish Home Assistant MQTT discovery for every channel.")
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]+$")
     backlog_messages: int = Field(100_000, ge=100, description="Unpublished messages kept in SQLite at most.")
 
 

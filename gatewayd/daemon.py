@@ -192,6 +192,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         interval = service.watchdog_interval_s()
         period = min(interval, 1.0) if interval else 1.0
         published: dict[str, str] = {}
+        announced: dict[str, dict[str, str]] = {}
         status_file = config.state_path / STATUS_FILE
         summarised = time.time_ns() // 1_000_000 // 60_000 * 60_000  # minutes before this one are not ours
         while not stop.is_set():
@@ -210,6 +211,9 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
                     if published.get(name) != h.state:
                         publisher.health(name, h.state, h.consecutive_failures, h.last_error)
                         published[name] = h.state
+                    if h.units and announced.get(name) != h.units:
+                        publisher.discovery(name, h.units)
+                        announced[name] = dict(h.units)
             if interval is None or gateway.making_progress(loop.time(), 2 * interval):
                 service.notify("WATCHDOG=1\nSTATUS=" + gateway.status_line() if interval else
                                "STATUS=" + gateway.status_line())  # fmt: skip

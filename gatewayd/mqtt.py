@@ -96,6 +96,27 @@ class Publisher:
             body = {"device": device, "minute_ms": minute_ms, "channels": channels}
             self.offer(Message(self.topics.summary(device), encode(body), qos=1))
 
+    def discovery(self, device: str, units: dict[str, str]) -> None:
+        """Home Assistant MQTT discovery: one retained sensor config per channel, reading the
+        device's telemetry topic, available while the gateway's status says online."""
+        if not self.config.home_assistant:
+            return
+        for channel, unit in units.items():
+            object_id = f"{self.gateway}_{device}_{channel}".replace(".", "_")
+            body = {
+                "name": channel,
+                "unique_id": object_id,
+                "state_topic": self.topics.telemetry(device),
+                "value_template": "{{ value_json['values']['%s'] }}" % channel,
+                "availability_topic": self.topics.status,
+                "availability_template": "{{ value_json.state }}",
+                "device": {"identifiers": [f"{self.gateway}_{device}"], "name": device, "via_device": self.gateway},
+            }
+            if unit:
+                body["unit_of_measurement"] = unit
+            topic = f"{self.config.discovery_prefix}/sensor/{object_id}/config"
+            self.offer(Message(topic, json.dumps(body, sort_keys=True).encode(), qos=1, retain=True, important=True))
+
     def health(self, device: str, state: str, failures: int, last_error: str | None) -> None:
         body = {"device": device, "state": state, "consecutive_failures": failures, "last_error": last_error,
                 "ts_ms": time.time_ns() // 1_000_000}  # fmt: skip

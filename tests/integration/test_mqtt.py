@@ -51,13 +51,19 @@ def test_publishes_and_survives_a_broker_outage(tmp_path, mosquitto):
     config = tmp_path / "gatewayd.toml"
     config.write_text(
         f'[gateway]\nname = "site-7"\nstate_dir = "{tmp_path / "state"}"\n\n[store]\nflush_interval_s = 0.2\n\n'
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\ntopic_prefix = "plant"\n\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\ntopic_prefix = "plant"\nhome_assistant = true\n\n'
         f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.2\n'
     )
     proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     sub = Subscriber(mosquitto.port, "plant/site-7/#")
+    discovery = Subscriber(mosquitto.port, "homeassistant/#")
     try:
+        found = discovery.wait_for(lambda m: m[0] == "homeassistant/sensor/site-7_pump-1_flow/config")
+        topic, config_body, _ = found[0]
+        assert config_body["state_topic"] == "plant/site-7/telemetry/pump-1"
+        assert config_body["unit_of_measurement"] == "m3/h" and config_body["availability_topic"] == "plant/site-7/status"
+        discovery.close()
         sub.wait_for(lambda m: m[0] == "plant/site-7/status" and m[1]["state"] == "online")
         sub.wait_for(lambda m: m[0] == "plant/site-7/health/pump-1" and m[1]["state"] == "online")
         telemetry = sub.wait_for(lambda m: m[0] == "plant/site-7/telemetry/pump-1")

@@ -60,7 +60,14 @@ def config_text(state: Path, first_port: int, args: argparse.Namespace) -> str:
     return f'[gateway]\nstate_dir = "{state}"\n{devices}'
 
 
-async def gateway_run(config_text_: str, seconds: float) -> tuple[int, float, list[float]]:
+def rss_mb_now() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def gateway_run(config_text_: str, seconds: float) -> tuple[int, float, list[float], list[float]]:
     config = parse_config(config_text_)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,13 +78,18 @@ async def gateway_run(config_text_: str, seconds: float) -> tuple[int, float, li
     start_readings = sum(h.readings for h in gateway.health().values())
     start_lates = {n: len(p.lateness) for n, p in gateway.pollers.items()}
     c0 = time.process_time()
-    await asyncio.sleep(seconds)
+    rss: list[float] = []
+    end = loop.time() + seconds
+    while loop.time() < end:
+        rss.append(rss_mb_now())
+        await asyncio.sleep(min(5.0, max(0.0, end - loop.time())))
+    rss.append(rss_mb_now())
     cpu = time.process_time() - c0
     readings = sum(h.readings for h in gateway.health().values()) - start_readings
     lates = [x for n, p in gateway.pollers.items() for x in list(p.lateness)[start_lates[n] :]]
     stop.set()
     await task
-    return readings, cpu, lates
+    return readings, cpu, lates, rss
 
 
 async def bare_run(first_port: int, args: argparse.Namespace, seconds: float) -> tuple[int, float]:
@@ -123,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         assert farm.stdout is not None and farm.stdout.readline().startswith("READY")
         asked = args.devices * args.floats / args.interval
         with tempfile.TemporaryDirectory(prefix="poll-bench-") as tmp:
-            readings, cpu, lates = asyncio.run(gateway_run(config_text(Path(tmp), first_port, args), args.seconds))
+            readings, cpu, lates, rss = asyncio.run(gateway_run(config_text(Path(tmp), first_port, args), args.seconds))
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         bare_readings, bare_cpu = asyncio.run(bare_run(first_port, args, args.seconds))
     finally:
@@ -139,12 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         "jitter_p50_ms": round(statistics.median(lates_ms), 2),
         "jitter_p99_ms": round(lates_ms[int(0.99 * (len(lates_ms) - 1))], 2),
         "rss_mb": round(rss_mb, 1),
+        "rss_first_mb": round(rss[0], 1),
+        "rss_last_mb": round(rss[-1], 1),
+        "rss_max_mb": round(max(rss), 1),
         "reference_readings_per_s": round(bare_readings / args.seconds),
         "reference_cpu_s_per_1000_readings": round(1000 * bare_cpu / max(bare_readings, 1), 4),
     }
     figures["cpu_ratio_to_reference"] = round(figures["cpu_s_per_1000_readings"] / figures["reference_cpu_s_per_1000_readings"], 2)
     print(f"gateway  : {rate:8.0f} readings/s of {asked:.0f} asked ({figures['delivered_ratio']:.1%}), "
           f"{figures['cpu_s_per_1000_readings']:.4f} CPU-s per 1000 readings, RSS {rss_mb:.0f} MB")
+    print(f"RSS      : {rss[0]:.0f} MB at the start of the measured run, {rss[-1]:.0f} MB at its end, "
+          f"{max(rss):.0f} MB at most (sampled every 5 s)")
     print(f"jitter   : poll start late by p50 {figures['jitter_p50_ms']} ms, p99 {figures['jitter_p99_ms']} ms")
     print(f"reference: {figures['reference_readings_per_s']:8d} readings/s, "
           f"{figures['reference_cpu_s_per_1000_readings']:.4f} CPU-s per 1000 (bare pymodbus loop, no store); "

@@ -76,7 +76,9 @@ class Poller:
         self.skipped_ticks = 0
         self.permanent = False
         self.heartbeat = clock()
-        self.lateness: deque[float] = deque(maxlen=10_000)  # seconds each poll started after its slot  # monotonic time of the last turn of the loop
+        # seconds each recent poll started after its slot; `poll_starts` counts them all
+        self.lateness: deque[float] = deque(maxlen=1000)
+        self.poll_starts = 0  # monotonic time of the last turn of the loop
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Poll until `stop` is set (or the task is cancelled)."""
@@ -87,6 +89,7 @@ class Poller:
             while not stop.is_set():
                 self.heartbeat = self.clock()
                 self.lateness.append(self.heartbeat - next_tick)
+                self.poll_starts += 1
                 try:
                     await self.poll_once()
                 except asyncio.CancelledError:

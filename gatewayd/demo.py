@@ -99,7 +99,8 @@ async def _run(config: Config, duration_s: float, progress_s: float, out: TextIO
 
 
 def _progress(gateway: daemon.Gateway, elapsed: float, out: TextIO) -> None:
-    print(f"[{elapsed:5.1f} s] stored {gateway.writer.written} readings", file=out)
+    print(f"[{elapsed:5.1f} s] stored {gateway.writer.written} readings, {gateway.alerts} alerts from the nodes",
+          file=out)  # fmt: skip
     for name, h in gateway.health().items():
         values = "  ".join(f"{ch} {v:.2f} {h.units.get(ch, '')}".rstrip() for ch, v in h.last_values.items())
         print(f"  {name:<8} {h.state:<10} {h.readings:>6} readings  {values}", file=out)

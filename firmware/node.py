@@ -239,11 +239,9 @@ class Node:
         fields = ((HR_LOW, 2), (HR_HIGH, 2), (HR_RATE_LIMIT, 2), (HR_Z_THRESHOLD, 1))
         # Writes must cover whole fields: half a float32 is not a value.
         pos = field
-        i = 0
         while pos < field + count:
             for start, size in fields:
                 if start == pos:
-                    i += size
                     pos += size
                     break
             else:

@@ -95,6 +95,9 @@ async def gateway_run(config_text_: str, seconds: float) -> tuple[int, float, ar
         rss.append(rss_mb_now())
         await asyncio.sleep(min(5.0, max(0.0, end - loop.time())))
         collect()
+        done = sum(h.readings for h in gateway.health().values()) - start_readings
+        print(f"  {seconds - (end - loop.time()):6.0f} s  {done:>10,} readings  queued {gateway.writer.queued:>7,}"
+              f"  RSS {rss_mb_now():6.1f} MB", file=sys.stderr)  # fmt: skip
     rss.append(rss_mb_now())
     cpu = time.process_time() - c0
     readings = sum(h.readings for h in gateway.health().values()) - start_readings

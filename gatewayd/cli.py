@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds (default: %(default)s)")
     demo.add_argument("--state-dir", type=Path, default=Path("var"), help="where the store goes (default: %(default)s)")
     demo.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (default: %(default)s)")
+
+    from gatewayd import model_cli
+
+    model_cli.add_parser(sub)
     return parser
 
 
@@ -105,6 +109,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no store at {db} (has gatewayd run with this configuration?)", file=sys.stderr)
             return 1
         return _status(config, db) if args.command == "status" else _export(args, db)
+    if args.command == "model":
+        from gatewayd import model_cli
+
+        return model_cli.run(args)
     if args.command == "demo":
         from gatewayd.demo import run_demo
         from gatewayd.virtual_node import VirtualNodeError

@@ -131,9 +131,18 @@ class DeviceSection(_Section):
         return self
 
 
+class ModelsSection(_Section):
+    dir: str | None = Field(None, description="Installed model bundles; default: <state_dir>/models.")
+    public_keys: list[str] = Field(
+        default_factory=list, description="Ed25519 public keys (PEM files) a bundle's signature must verify with."
+    )
+    threads: int = Field(1, ge=1, le=8, description="Interpreter threads per model.")
+
+
 class Config(_Section):
     gateway: GatewaySection = GatewaySection()
     store: StoreSection = StoreSection()
+    models: ModelsSection = ModelsSection()
     mqtt: MqttSection | None = None
     buses: list[BusSection] = Field(default_factory=list)
     devices: list[DeviceSection] = Field(min_length=1)
@@ -168,6 +177,10 @@ class Config(_Section):
     def state_path(self) -> Path:
         return Path(self.gateway.state_dir)
 
+    @property
+    def models_path(self) -> Path:
+        return Path(self.models.dir) if self.models.dir else self.state_path / "models"
+
 
 def parse_config(text: str, source: str = "<config>") -> Config:
     try:
@@ -193,6 +206,13 @@ def load_config(path: str | Path) -> Config:
 
 def check_files(config: Config, text: str = "", source: str = "<config>") -> None:
     """Files the configuration points at: present, readable, and secrets not world-readable."""
+    for i, name in enumerate(config.models.public_keys):
+        line = locate(text, ("models", "public_keys"))
+        where = f"{source}:{line}" if line else source
+        try:
+            Path(name).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{where}: models.public_keys[{i}]: cannot read {name}: {exc.strerror}") from None
     if config.mqtt is None:
         return
     for key, secret in (("password_file", True), ("ca_file", False)):

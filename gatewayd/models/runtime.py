@@ -1,0 +1,53 @@
+"""Running `.tflite` files: LiteRT's interpreter (`ai-edge-litert`), or `tflite_runtime` when
+only that is installed; same `Interpreter` API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+try:
+    from ai_edge_litert.interpreter import Interpreter
+except ImportError:  # pragma: no cover - only on machines with the older runtime
+    from tflite_runtime.interpreter import Interpreter  # type: ignore[no-redef]
+
+
+class ModelError(Exception):
+    """A model file that does not load or does not have the expected inputs."""
+
+
+class TfliteModel:
+    """One loaded model with a single (batch, width) float32 input. Calls are not thread-safe:
+    one instance per scoring thread."""
+
+    def __init__(self, model: bytes | str | Path, *, threads: int = 1):
+        content = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
+        try:
+            self.interpreter = Interpreter(model_content=content, num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load model: {exc}") from None
+        inputs = self.interpreter.get_input_details()
+        if len(inputs) != 1 or len(inputs[0]["shape"]) != 2:
+            raise ModelError(f"expected one (batch, features) input, found {[i['shape'].tolist() for i in inputs]}")
+        self.input_index = inputs[0]["index"]
+        self.width = int(inputs[0]["shape"][1])
+        self.outputs = {d["name"]: d["index"] for d in self.interpreter.get_output_details()}
+        self.size = len(content)
+        self._batch = 1
+
+    def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Score a (batch, width) array; returns every output by name (copies)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.width:
+            raise ValueError(f"expected (batch, {self.width}) features, got {x.shape}")
+        if x.shape[0] != self._batch:
+            self.interpreter.resize_tensor_input(self.input_index, list(x.shape), strict=True)
+            self.interpreter.allocate_tensors()
+            self._batch = x.shape[0]
+        self.interpreter.set_tensor(self.input_index, x)
+        self.interpreter.invoke()
+        return {name: self.interpreter.get_tensor(index) for name, index in self.outputs.items()}

@@ -1,0 +1,40 @@
+"""The autoencoder graph equals a numpy forward pass of the same weights."""
+
+import numpy as np
+import pytest
+
+from gatewayd.models.autoencoder import DenseLayers, compile_autoencoder, train
+from gatewayd.models.runtime import ModelError, TfliteModel
+
+
+@pytest.mark.parametrize("sizes", [(4, 2, 4), (12, 6, 3, 6, 12), (48, 24, 12, 24, 48)])
+def test_graph_matches_numpy_forward_pass(sizes):
+    rng = np.random.default_rng(len(sizes))
+    layers = DenseLayers(
+        [rng.normal(scale=0.5, size=(a, b)) for a, b in zip(sizes, sizes[1:])],
+        [rng.normal(scale=0.1, size=b) for b in sizes[1:]],
+    )
+    x = rng.normal(size=(64, sizes[0])).astype(np.float32)
+    out = TfliteModel(compile_autoencoder(layers))(x)
+    expected = (layers.forward(x) - x) ** 2
+    np.testing.assert_allclose(out["feature_error"], expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["reconstruction_error"], expected.mean(axis=1), rtol=1e-4, atol=1e-5)
+
+
+def test_trained_autoencoder_flags_the_broken_feature():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(1500, 2))
+    z = np.column_stack([base, base @ [[1.0], [0.5]], base @ [[0.3], [-1.0]]]).astype(np.float32)
+    layers = train(z, hidden=(4, 2, 4), seed=0)
+    model = TfliteModel(compile_autoencoder(layers))
+    normal = model(z[:200])["reconstruction_error"]
+    broken = z[:200].copy()
+    broken[:, 2] += 4.0  # breaks the relation between feature 2 and the others
+    out = model(broken)
+    assert np.median(out["reconstruction_error"]) > 5 * np.median(normal)
+    assert np.bincount(np.argmax(out["feature_error"], axis=1), minlength=4).argmax() == 2
+
+
+def test_bad_model_bytes_are_a_model_error():
+    with pytest.raises(ModelError):
+        TfliteModel(b"not a flatbuffer at all")

@@ -38,3 +38,13 @@ def test_trained_autoencoder_flags_the_broken_feature():
 def test_bad_model_bytes_are_a_model_error():
     with pytest.raises(ModelError):
         TfliteModel(b"not a flatbuffer at all")
+
+
+def test_the_scoring_path_needs_neither_sklearn_nor_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys, gatewayd.models.scorer, gatewayd.models.install; "
+            "print(sorted(m for m in ('sklearn', 'tensorflow', 'scipy') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from gatewayd import service
+from gatewayd import heap, service
 from gatewayd.config import Config
 from gatewayd.mqtt import Publisher
 from gatewayd.links import RtuBus, RtuLink, TcpLink
@@ -87,6 +87,9 @@ class Gateway:
                 f"{self.writer.queued} queued")
 
 
+COMPACT_SLICE = 100  # channels per compaction step: tens of milliseconds of the store thread
+
+
 class ReadingQueue:
     """Bounded hand-off from pollers to the writer; a full queue makes pollers wait."""
 
@@ -132,25 +135,42 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         compact_every = config.store.compact_after_s
         next_compaction = loop.time() + compact_every
         next_checkpoint = loop.time() + config.store.checkpoint_interval_s
+        to_compact: list[int] = []  # channels left in the current compaction pass
+        cutoff = 0
+
+        async def end_of_pass() -> None:
+            budget = int(config.store.disk_budget_mb * 1e6)
+            evicted = await loop.run_in_executor(store_thread, store.enforce_budget, budget)
+            if evicted:
+                log.warning("disk budget of %g MB reached: evicted %s", config.store.disk_budget_mb,
+                            ", ".join(f"{n} {kind} rows" for kind, n in evicted.items()))  # fmt: skip
+            await loop.run_in_executor(store_thread, heap.trim)  # compaction's temporaries
+
         while not stop.is_set():
             gateway.writer.heartbeat = loop.time()
-            batch = await queue.take(config.store.batch_size, config.store.flush_interval_s)
+            # While a compaction pass is under way, take what is queued without waiting, so
+            # slices of compaction and writes alternate and the queue never backs up behind it.
+            wait_s = 0.0 if to_compact else config.store.flush_interval_s
+            batch = await queue.take(config.store.batch_size, wait_s)
             gateway.writer.queued = len(queue.items)
             if batch:
                 await write(batch)
             if loop.time() >= next_checkpoint:
                 await loop.run_in_executor(store_thread, store.checkpoint)
                 next_checkpoint = loop.time() + config.store.checkpoint_interval_s
-            if loop.time() >= next_compaction:
+            if to_compact:
+                part, to_compact = to_compact[:COMPACT_SLICE], to_compact[COMPACT_SLICE:]
+                gateway.writer.compacted += await loop.run_in_executor(
+                    store_thread, store.compact_channels, part, cutoff)  # fmt: skip
+                if not to_compact:
+                    await end_of_pass()
+            elif loop.time() >= next_compaction:
                 # Small blocks from slow polls are merged so a reading costs a few bytes on disk.
                 cutoff = time.time_ns() // 1_000_000 - int(compact_every * 1000)
-                gateway.writer.compacted += await loop.run_in_executor(store_thread, store.compact, cutoff)
-                budget = int(config.store.disk_budget_mb * 1e6)
-                evicted = await loop.run_in_executor(store_thread, store.enforce_budget, budget)
-                if evicted:
-                    log.warning("disk budget of %g MB reached: evicted %s", config.store.disk_budget_mb,
-                                ", ".join(f"{n} {kind} rows" for kind, n in evicted.items()))  # fmt: skip
+                to_compact = await loop.run_in_executor(store_thread, store.compactable_channels, cutoff)
                 next_compaction = loop.time() + compact_every
+                if not to_compact:
+                    await end_of_pass()
 
     publisher: Publisher | None = None
     if config.mqtt is not None:

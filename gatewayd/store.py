@@ -26,7 +26,7 @@ PRIORITY_SUMMARY = 2
 PRIORITY_RAW = 3
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: half the memory of a queued reading
 class Reading:
     device: str
     channel: str
@@ -166,8 +166,11 @@ class Store:
         """Merge each channel's small blocks that end before `before_ms` into blocks of up to
         `target` readings, one transaction per channel; returns blocks removed. Readings are
         never dropped: the merged block replaces its parts atomically."""
-        removed = 0
-        channel_ids = [
+        return self.compact_channels(self.compactable_channels(before_ms, target), before_ms, target)
+
+    def compactable_channels(self, before_ms: int, target: int = 4096) -> list[int]:
+        """Channels with more than one small block ending before `before_ms`."""
+        return [
             cid
             for (cid,) in self.conn.execute(
                 "SELECT channel_id FROM reading_blocks WHERE last_ms < ? AND count < ? AND keep = 0 "
@@ -175,6 +178,10 @@ class Store:
                 (before_ms, target // 2),
             )
         ]
+
+    def compact_channels(self, channel_ids: Sequence[int], before_ms: int, target: int = 4096) -> int:
+        """compact() for some channels only, so a writer can interleave it with writes."""
+        removed = 0
         for cid in channel_ids:
             rows = self.conn.execute(
                 "SELECT id, count, data FROM reading_blocks WHERE channel_id = ? AND last_ms < ? AND count < ? "

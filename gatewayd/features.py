@@ -1,8 +1,10 @@
 """Window features: the vector a model scores for one window of a device's channels.
 
-A `FeatureSpec` names the channels, the window length and hop, and the statistics taken per
-channel. It travels in a model bundle's manifest so the gateway computes exactly the features
-the model was trained on. Pure numpy, no I/O; NaN marks a missing sample.
+A `FeatureSpec` names the channels, the window length and hop, the statistics taken per
+channel, the differences between channel pairs treated as channels of their own (seed: "the
+difference between stage N and stage N+1"), and FFT band energies for fast channels. It
+travels in a model bundle's manifest so the gateway computes exactly the features the model
+was trained on. Pure numpy, no I/O; NaN marks a missing sample.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class FeatureSpec:
     stats: tuple[str, ...] = STATS
     min_fill: float = 0.5  # a window with fewer of its expected samples is not scored
     sample_period_s: float = field(default=1.0)
+    pairs: tuple[tuple[str, str], ...] = ()  # (a, b): "a-b" gets the same statistics as a channel
+    fft_channels: tuple[str, ...] = ()  # channels sampled fast enough for band energies
+    fft_bands: int = 4
 
     def __post_init__(self) -> None:
         if not self.channels:
@@ -37,48 +42,84 @@ class FeatureSpec:
             raise ValueError("sample_period_s must be positive and not longer than the window")
         if not 0 <= self.min_fill <= 1:
             raise ValueError("min_fill must be within 0..1")
+        for a, b in self.pairs:
+            if a not in self.channels or b not in self.channels or a == b:
+                raise ValueError(f"pair ({a!r}, {b!r}) needs two different channels of the spec")
+        unknown_fft = [c for c in self.fft_channels if c not in self.channels]
+        if unknown_fft:
+            raise ValueError(f"fft_channels not among the channels: {unknown_fft}")
+        if self.fft_channels and not 1 <= self.fft_bands <= self.window_s / self.sample_period_s / 2:
+            raise ValueError(f"fft_bands must be within 1..{int(self.window_s / self.sample_period_s / 2)} "
+                             "(half the samples in a window)")  # fmt: skip
+
+    @property
+    def derived(self) -> list[str]:
+        """The channels statistics are taken of: the channels, then each pair's difference."""
+        return [*self.channels, *(f"{a}-{b}" for a, b in self.pairs)]
 
     @property
     def names(self) -> list[str]:
-        return [f"{c}:{s}" for c in self.channels for s in self.stats]
+        return ([f"{c}:{s}" for c in self.derived for s in self.stats]
+                + [f"{c}:band{i}" for c in self.fft_channels for i in range(self.fft_bands)])  # fmt: skip
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["channels"], d["stats"] = list(self.channels), list(self.stats)
+        d["channels"], d["stats"], d["fft_channels"] = list(self.channels), list(self.stats), list(self.fft_channels)
+        d["pairs"] = [list(p) for p in self.pairs]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
-        return cls(**{**d, "channels": tuple(d["channels"]), "stats": tuple(d["stats"])})
+        return cls(**{**d, "channels": tuple(d["channels"]), "stats": tuple(d["stats"]),
+                      "pairs": tuple(tuple(p) for p in d.get("pairs", ())),
+                      "fft_channels": tuple(d.get("fft_channels", ()))})  # fmt: skip
+
+
+def _statistics(stats: tuple[str, ...], x: np.ndarray, t: np.ndarray) -> list[float]:
+    out = []
+    for stat in stats:
+        if stat == "mean":
+            out.append(x.mean())
+        elif stat == "std":
+            out.append(x.std())
+        elif stat == "min":
+            out.append(x.min())
+        elif stat == "max":
+            out.append(x.max())
+        elif stat == "last":
+            out.append(x[-1])
+        elif stat == "slope":  # least-squares slope, units per second
+            dt = t - t.mean()
+            denom = float(dt @ dt)
+            out.append(float(dt @ (x - x.mean())) / denom if denom > 0 else 0.0)
+    return out
+
+
+def band_energies(x: np.ndarray, bands: int) -> np.ndarray:
+    """Mean power of the de-meaned signal in `bands` equal slices of its spectrum above DC."""
+    spectrum = np.abs(np.fft.rfft(x - x.mean())[1:]) ** 2 / len(x)
+    if len(spectrum) < bands:
+        return np.full(bands, np.nan)
+    return np.array([part.mean() for part in np.array_split(spectrum, bands)])
 
 
 def window_features(spec: FeatureSpec, ts_ms: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Features of one window: samples `values` (n, channels) at `ts_ms` (n,), in time order.
     Returns a vector of len(spec.names); NaN where a channel has no sample in the window."""
-    values = np.asarray(values, dtype=np.float64)
-    out = np.full((len(spec.channels), len(spec.stats)), np.nan)
+    values = np.asarray(values, dtype=np.float64).reshape(len(ts_ms), len(spec.channels))
     t = (np.asarray(ts_ms, dtype=np.float64) - (ts_ms[-1] if len(ts_ms) else 0)) / 1000.0
-    for c in range(values.shape[1] if values.ndim == 2 else 0):
-        ok = ~np.isnan(values[:, c])
-        if not ok.any():
-            continue
-        x, tc = values[ok, c], t[ok]
-        for s, stat in enumerate(spec.stats):
-            if stat == "mean":
-                out[c, s] = x.mean()
-            elif stat == "std":
-                out[c, s] = x.std()
-            elif stat == "min":
-                out[c, s] = x.min()
-            elif stat == "max":
-                out[c, s] = x.max()
-            elif stat == "last":
-                out[c, s] = x[-1]
-            elif stat == "slope":  # least-squares slope, units per second
-                dt = tc - tc.mean()
-                denom = float(dt @ dt)
-                out[c, s] = float(dt @ (x - x.mean())) / denom if denom > 0 else 0.0
-    return out.reshape(-1)
+    index = {c: i for i, c in enumerate(spec.channels)}
+    series = [values[:, i] for i in range(len(spec.channels))]
+    series += [values[:, index[a]] - values[:, index[b]] for a, b in spec.pairs]
+    out: list[float] = []
+    for x in series:
+        ok = ~np.isnan(x)
+        out += _statistics(spec.stats, x[ok], t[ok]) if ok.any() else [np.nan] * len(spec.stats)
+    for c in spec.fft_channels:
+        x = values[:, index[c]]
+        ok = ~np.isnan(x)
+        out += list(band_energies(x[ok], spec.fft_bands)) if ok.sum() >= 2 * spec.fft_bands else [np.nan] * spec.fft_bands
+    return np.array(out, dtype=np.float64)
 
 
 def sliding_windows(spec: FeatureSpec, ts_ms: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -44,6 +44,7 @@ class FileEntry(_Strict):
 class IForestEntry(_Strict):
     file: str
     threshold: float
+    typical: float  # median score on the training windows
     trees: int = Field(ge=1)
     max_samples: int = Field(ge=2)
     depth: int = Field(ge=1, le=16)
@@ -52,6 +53,7 @@ class IForestEntry(_Strict):
 class AutoencoderEntry(_Strict):
     file: str
     threshold: float
+    typical: float
     feature_thresholds: list[float]
     layers: list[int]
 
@@ -93,6 +95,8 @@ class Manifest(_Strict):
         if len(self.models.autoencoder.feature_thresholds) != width:
             raise BundleError("manifest: autoencoder.feature_thresholds needs one value per feature")
         for entry in (self.models.iforest, self.models.autoencoder):
+            if not entry.typical < entry.threshold:
+                raise BundleError(f"manifest: {entry.file}: the typical score must be below the threshold")
             if entry.file not in self.files:
                 raise BundleError(f"manifest: model file {entry.file!r} is not listed under files")
 

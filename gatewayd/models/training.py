@@ -83,11 +83,13 @@ def train_bundle(features: np.ndarray, window_ends_ms: np.ndarray, spec: Feature
         "features": {**spec.to_dict(), "names": spec.names},
         "scaler": scaler.to_dict(),
         "models": {
-            "iforest": {"file": IFOREST_FILE, "threshold": float(np.quantile(if_scores, q)), "trees": trees,
+            "iforest": {"file": IFOREST_FILE, "threshold": float(np.quantile(if_scores, q)),
+                        "typical": float(np.median(if_scores)), "trees": trees,
                         "max_samples": int(forest.max_samples_), "depth": int(depth)},  # fmt: skip
             "autoencoder": {
                 "file": AUTOENCODER_FILE,
                 "threshold": float(np.quantile(ae["reconstruction_error"], q)),
+                "typical": float(np.median(ae["reconstruction_error"])),
                 "feature_thresholds": [float(v) for v in np.quantile(ae["feature_error"], q, axis=0)],
                 "layers": [int(layers.weights[0].shape[0])] + [int(w.shape[1]) for w in layers.weights],
             },

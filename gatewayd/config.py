@@ -139,10 +139,63 @@ class ModelsSection(_Section):
     threads: int = Field(1, ge=1, le=8, description="Interpreter threads per model.")
 
 
+class SegmentSection(_Section):
+    name: Name = Field(description="Bundle name shared by the segment's devices.")
+    devices: list[Name] = Field(min_length=1, description="Devices of the same kind (same channels).")
+
+
+class DetectionSection(_Section):
+    enabled: bool = Field(True, description="Score windows with models and raise alerts.")
+    window_s: float = Field(10.0, gt=0, le=3600, description="Window length.")
+    hop_s: float = Field(5.0, gt=0, le=3600, description="A window closes every hop_s.")
+    stats: list[Literal["mean", "std", "min", "max", "last", "slope"]] = Field(
+        default_factory=lambda: ["mean"], min_length=1, description="Statistics per channel and window.")
+    pairs: list[list[str]] = Field(default_factory=list, description='Channel pairs whose difference is a channel too, e.g. [["stage1", "stage2"]].')
+    fft_channels: list[str] = Field(default_factory=list, description="Fast channels that get FFT band energies.")
+    fft_bands: int = Field(4, ge=1, le=64, description="Bands per FFT channel.")
+    combine: Literal["any", "majority", "weighted"] = Field("any", description="How the two models' ratios combine.")
+    weights: list[float] = Field(default_factory=lambda: [0.5, 0.5], min_length=2, max_length=2,
+                                 description="Weights of iforest and autoencoder for combine = weighted.")
+    margin: float = Field(5.5, gt=0, description="Alarm level: typical + margin x (training threshold - typical).")
+    open_after: int = Field(3, ge=1, description="Alarming windows in a row that open an incident.")
+    close_after: int = Field(5, ge=1, description="Quiet windows in a row that close it.")
+    critical_ratio: float = Field(2.0, gt=1, description="Combined ratio at which an incident is critical.")
+    false_alarm_rate: float = Field(0.01, gt=0, lt=0.5, description="Training: share of windows above each threshold.")
+    trees: int = Field(100, ge=10, le=500, description="Isolation trees in locally trained models.")
+    scope: Literal["device", "segment"] = Field("device", description="One model per device, or per segment.")
+    segments: list[SegmentSection] = Field(default_factory=list, description="With scope = segment.")
+    bootstrap_minutes: float = Field(30.0, ge=0.5, description="Data collected before the first local training.")
+    lifecycle: Literal["static", "periodic", "disposable"] = Field(
+        "static", description="static: keep a model; periodic: retrain every retrain_hours from recent normal "
+        "windows; disposable: the same, training on the last train_hours only and dropping the old bundle.")
+    retrain_hours: float = Field(24.0, gt=0, description="Retraining period (periodic, disposable).")
+    train_hours: float = Field(4.0, gt=0, description="History a disposable model is trained on.")
+    drift_threshold: float = Field(20.0, gt=0, description="Page-Hinkley threshold on scores and feature means.")
+    retrain_on_drift: bool = Field(False, description="Retrain from recent normal windows when drift is detected.")
+    min_precision: float = Field(0.8, ge=0, le=1, description="Feedback: below it, thresholds rise.")
+    min_recall: float = Field(0.95, ge=0, le=1, description="Feedback: below it, thresholds fall.")
+    multiplier_bounds: list[float] = Field(default_factory=lambda: [0.7, 2.0], min_length=2, max_length=2,
+                                           description="Feedback never moves a threshold outside these factors.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DetectionSection:
+        if self.hop_s > self.window_s:
+            raise ValueError(f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s})")
+        lo, hi = self.multiplier_bounds
+        if not 0 < lo <= 1 <= hi:
+            raise ValueError("multiplier_bounds must satisfy 0 < low <= 1 <= high")
+        if any(len(p) != 2 for p in self.pairs):
+            raise ValueError("every pair needs exactly two channel names")
+        if self.scope == "segment" and not self.segments:
+            raise ValueError("scope = segment needs [[detection.segments]]")
+        return self
+
+
 class Config(_Section):
     gateway: GatewaySection = GatewaySection()
     store: StoreSection = StoreSection()
     models: ModelsSection = ModelsSection()
+    detection: DetectionSection = DetectionSection()
     mqtt: MqttSection | None = None
     buses: list[BusSection] = Field(default_factory=list)
     devices: list[DeviceSection] = Field(min_length=1)

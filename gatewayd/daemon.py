@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from gatewayd import heap, service
 from gatewayd.config import Config
+from gatewayd.detection.stage import DetectionStage
 from gatewayd.mqtt import Publisher
 from gatewayd.links import RtuBus, RtuLink, TcpLink
 from gatewayd.poller import DeviceHealth, Poller
@@ -48,6 +49,7 @@ class Gateway:
     pollers: dict[str, Poller] = field(default_factory=dict)
     writer: WriterStats = field(default_factory=WriterStats)
     publisher: Publisher | None = None
+    detection: DetectionStage | None = None
     alerts: int = 0
 
     def health(self) -> dict[str, DeviceHealth]:
@@ -78,6 +80,7 @@ class Gateway:
                 "dropped": self.publisher.dropped,
             },  # fmt: skip
             "alerts": self.alerts,
+            "detection": None if self.detection is None else self.detection.status(),
         }
 
     def status_line(self) -> str:
@@ -172,17 +175,30 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
                 if not to_compact:
                     await end_of_pass()
 
+    async def store_call(name: str, *args: object, **kwargs: object) -> object:
+        return await loop.run_in_executor(store_thread, lambda: getattr(store, name)(*args, **kwargs))
+
     publisher: Publisher | None = None
     if config.mqtt is not None:
-
-        async def store_call(name: str, *args: object) -> object:
-            return await loop.run_in_executor(store_thread, getattr(store, name), *args)
-
         publisher = Publisher(config.mqtt, config.gateway.name, store_call)
     gateway.publisher = publisher
 
+    detection: DetectionStage | None = None
+    if config.detection.enabled:
+
+        def publish_alert(alert: dict) -> None:
+            if alert.get("opened_ms") is not None and not alert.get("update"):
+                gateway.alerts += 1
+            if publisher is not None:
+                publisher.alert(alert)
+
+        detection = DetectionStage(config, store_call, publish_alert)
+    gateway.detection = detection
+
     async def sink(batch: list[Reading]) -> None:
         await queue.put(batch)  # waits when the store falls behind: nothing is dropped
+        if detection is not None and batch:
+            detection.offer(batch[0].device, batch[0].ts_ms, {r.channel: r.value for r in batch})
         if publisher is not None and batch:
             poller = gateway.pollers[batch[0].device]
             publisher.telemetry(batch[0].device, batch[0].ts_ms, {r.channel: r.value for r in batch},
@@ -251,6 +267,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             poll_tasks = [tasks.create_task(p.run(stop), name=f"poll-{n}") for n, p in gateway.pollers.items()]
             supervisor_task = tasks.create_task(supervisor(), name="supervisor")
             publisher_task = tasks.create_task(publisher.run(stop), name="mqtt") if publisher else None
+            detection_task = tasks.create_task(detection.run(stop), name="detection") if detection else None
             service.notify("READY=1\nSTATUS=" + gateway.status_line())
             if ready is not None:
                 ready.set_result(gateway)
@@ -265,6 +282,8 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             await supervisor_task
             if publisher_task is not None:
                 await publisher_task
+            if detection_task is not None:
+                await detection_task
         # Pollers are stopped: whatever is still queued goes to disk before closing.
         while queue.items:
             batch, queue.items = queue.items[: config.store.batch_size], queue.items[config.store.batch_size :]

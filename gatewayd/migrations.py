@@ -127,6 +127,16 @@ def m005_mqtt_backlog(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m006_detection(db: sqlite_utils.Database) -> None:
+    """Threshold changes made by operator feedback, and the device each label concerns."""
+    db.execute(
+        "CREATE TABLE threshold_changes (id INTEGER PRIMARY KEY, scope TEXT NOT NULL, created_ms INTEGER NOT NULL, "
+        "old REAL NOT NULL, new REAL NOT NULL, reason TEXT NOT NULL)"
+    )
+    db.execute("CREATE INDEX labels_alert ON labels (alert_id)")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     db = sqlite_utils.Database(conn)
     if "_migrations" not in db.table_names():

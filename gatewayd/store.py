@@ -226,6 +226,83 @@ class Store:
             )
             self._enqueue(PRIORITY_ALERT, "alert", payload.encode())
 
+    def update_alert(self, alert_id: str, *, severity: str | None = None, closed_ms: int | None = None,
+                     detail: dict | None = None) -> None:  # fmt: skip
+        """An incident escalated or closed: the alert row changes and the change goes to the cloud."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.execute(
+                "UPDATE alerts SET severity = coalesce(?, severity), closed_ms = coalesce(?, closed_ms), "
+                "detail = coalesce(?, detail) WHERE id = ?",
+                (severity, closed_ms, json.dumps(detail) if detail is not None else None, alert_id),
+            )
+            body = {"id": alert_id, "severity": severity, "closed_ms": closed_ms, "detail": detail}
+            self._enqueue(PRIORITY_ALERT, "alert_update", json.dumps(body, sort_keys=True).encode())
+
+    def acknowledge_alert(self, alert_id: str, operator: str | None = None) -> bool:
+        with self.conn:
+            cur = self.conn.execute(
+                "UPDATE alerts SET acknowledged_ms = ? WHERE id = ? AND acknowledged_ms IS NULL",
+                (time.time_ns() // 1_000_000, alert_id),
+            )
+        return cur.rowcount == 1
+
+    def label_alert(self, alert_id: str, label: str, operator: str | None = None) -> int:
+        """Store an operator's label on an alert and queue it for the cloud; returns the label's id.
+        Raises KeyError for an unknown alert."""
+        row = self.conn.execute("SELECT device FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"no alert {alert_id!r}")
+        now = time.time_ns() // 1_000_000
+        with self.conn:
+            self.conn.execute("BEGIN")
+            cur = self.conn.execute(
+                "INSERT INTO labels (alert_id, label, operator, created_ms) VALUES (?, ?, ?, ?)",
+                (alert_id, label, operator, now),
+            )
+            self.conn.execute("UPDATE alerts SET label = ?, labelled_ms = ?, acknowledged_ms = coalesce(acknowledged_ms, ?) "
+                              "WHERE id = ?", (label, now, now, alert_id))  # fmt: skip
+            body = {"alert_id": alert_id, "device": row[0], "label": label, "operator": operator, "created_ms": now}
+            self._enqueue(PRIORITY_LABEL, "label", json.dumps(body, sort_keys=True).encode())
+        return int(cur.lastrowid or 0)
+
+    def labels_after(self, label_id: int) -> list[tuple[int, str, str, str]]:
+        """(id, alert id, device, label) of labels newer than `label_id`, oldest first."""
+        return self.conn.execute(
+            "SELECT l.id, l.alert_id, a.device, l.label FROM labels l JOIN alerts a ON a.id = l.alert_id "
+            "WHERE l.id > ? ORDER BY l.id", (label_id,)
+        ).fetchall()  # fmt: skip
+
+    def last_label_id(self) -> int:
+        return self.conn.execute("SELECT coalesce(max(id), 0) FROM labels").fetchone()[0]
+
+    def alerts(self, limit: int = 50, device: str | None = None) -> list[dict]:
+        """The newest alerts first."""
+        rows = self.conn.execute(
+            "SELECT id, device, channels, severity, kind, opened_ms, closed_ms, detail, acknowledged_ms, label "
+            "FROM alerts WHERE (? IS NULL OR device = ?) ORDER BY opened_ms DESC, id LIMIT ?",
+            (device, device, limit),
+        ).fetchall()
+        keys = ("id", "device", "channels", "severity", "kind", "opened_ms", "closed_ms", "detail", "acknowledged_ms", "label")
+        out = []
+        for row in rows:
+            d = dict(zip(keys, row))
+            d["channels"] = json.loads(d["channels"] or "[]")
+            d["detail"] = json.loads(d["detail"] or "{}")
+            out.append(d)
+        return out
+
+    def record_threshold_change(self, scope: str, old: float, new: float, reason: str) -> None:
+        with self.conn:
+            self.conn.execute("INSERT INTO threshold_changes (scope, created_ms, old, new, reason) VALUES (?, ?, ?, ?, ?)",
+                              (scope, time.time_ns() // 1_000_000, old, new, reason))  # fmt: skip
+
+    def threshold_multipliers(self) -> dict[str, float]:
+        """The latest feedback multiplier of every scope."""
+        return dict(self.conn.execute(
+            "SELECT scope, new FROM threshold_changes WHERE id IN (SELECT max(id) FROM threshold_changes GROUP BY scope)"
+        ).fetchall())  # fmt: skip
+
     def alert_count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
 

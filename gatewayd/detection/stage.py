@@ -1,0 +1,373 @@
+"""The detection stage of the daemon: polls in, windows, scores, incidents and alerts out.
+
+- Polls arrive through a bounded queue (`QUEUE_POLLS`); when detection falls behind, the
+  newest polls are not windowed (counted as `dropped`), while the store still gets every one.
+- Each device's windows close on its own poll times; each scope (a device, or a segment of
+  devices) has one installed bundle; each device has its own rules state.
+- With no bundle installed for a scope, windows are collected for `bootstrap_minutes`, then a
+  worker process trains both models, signs them with the gateway's own key and installs them
+  as the scope's first bundle. `periodic` and `disposable` lifecycles retrain the same way from
+  recent windows judged normal; drift can trigger it too.
+- A bundle installed by anyone (`gatewayd model install`, the cloud agent) takes over at the
+  next window: the models directory is checked at every window close.
+- Operator labels (CLI, MQTT) are read from the store and move the scope's threshold
+  multiplier within bounds; every change is logged and stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gatewayd.config import Config
+from gatewayd.features import FeatureSpec
+from gatewayd.models.bundle import BundleError
+from gatewayd.models.install import ModelStore
+from gatewayd.models.scorer import Scorer
+from gatewayd.models.training import MIN_WINDOWS
+
+from .detector import Detector, DriftSettings, WindowResult
+from .feedback import FeedbackSettings, ThresholdAdapter
+from .local_training import local_key, write_job
+from .rules import Incident, RuleSettings
+from .windows import DeviceWindows
+
+log = logging.getLogger("gatewayd.detection")
+QUEUE_POLLS = 10_000
+KEEP_WINDOWS = 20_000  # recent normal windows kept per scope for retraining
+LABEL_CHECK_S = 2.0
+
+StoreCall = Callable[..., Awaitable[object]]
+AlertSink = Callable[[dict], None]
+
+
+@dataclass
+class ScopeState:
+    name: str
+    devices: list[str]
+    version: int | None = None
+    scorer: Scorer | None = None
+    collected: deque = field(default_factory=lambda: deque(maxlen=KEEP_WINDOWS))  # (end_ms, features) judged normal
+    first_end_ms: int | None = None
+    training: asyncio.Task | None = None
+    trained_at: float = 0.0  # monotonic
+    adapter: ThresholdAdapter = field(default_factory=ThresholdAdapter)
+
+
+@dataclass
+class StageStats:
+    windows: int = 0
+    dropped: int = 0
+    incidents: int = 0
+    trainings: int = 0
+    drift_events: int = 0
+
+
+class DetectionStage:
+    def __init__(self, config: Config, store_call: StoreCall, publish_alert: AlertSink | None):
+        self.config = config
+        self.settings = config.detection
+        self.store_call = store_call
+        self.publish_alert = publish_alert
+        self.queue: asyncio.Queue[tuple[str, int, dict[str, float]]] = asyncio.Queue(QUEUE_POLLS)
+        self.stats = StageStats()
+        d = self.settings
+        self.rules = RuleSettings(combine=d.combine, weights=tuple(d.weights), margin=d.margin,
+                                  open_after=d.open_after, close_after=d.close_after, critical_ratio=d.critical_ratio)  # fmt: skip
+        self.drift = DriftSettings(threshold=d.drift_threshold)
+        self.scope_of: dict[str, str] = {}
+        self.scopes: dict[str, ScopeState] = {}
+        configured = {dev.name for dev in config.devices}
+        if d.scope == "segment":
+            for seg in d.segments:
+                for device in seg.devices:
+                    if device in configured:
+                        self.scope_of[device] = seg.name
+        for device in configured:
+            name = self.scope_of.setdefault(device, device)
+            self.scopes.setdefault(name, ScopeState(name, [])).devices.append(device)
+        key_path, local_public = local_key(config.state_path)
+        self.key_path = key_path
+        from gatewayd.models.bundle import load_public_key
+
+        keys = [load_public_key(Path(p)) for p in config.models.public_keys] + [local_public]
+        self.models = ModelStore(config.models_path, keys)
+        self.windows: dict[str, DeviceWindows] = {}
+        self.specs: dict[str, FeatureSpec] = {}
+        self.detectors: dict[str, Detector] = {}
+        self.incident_ids: dict[int, str] = {}
+        self.last_label = 0
+        self.next_label_check = 0.0
+
+    # -- input ---------------------------------------------------------------------------
+
+    def offer(self, device: str, ts_ms: int, values: dict[str, float]) -> None:
+        """A poll's values, from the pollers' hand-off; never blocks acquisition."""
+        try:
+            self.queue.put_nowait((device, ts_ms, values))
+        except asyncio.QueueFull:
+            self.stats.dropped += 1
+
+    # -- specs, models -------------------------------------------------------------------
+
+    def default_spec(self, channels: list[str], period: float) -> FeatureSpec:
+        """The feature spec of a device with no bundle yet, from the settings and its poll interval."""
+        d = self.settings
+        pairs = tuple((a, b) for a, b in d.pairs if a in channels and b in channels)
+        fft = tuple(c for c in d.fft_channels if c in channels)
+        bands = min(d.fft_bands, max(1, int(d.window_s / period / 2)))
+        return FeatureSpec(tuple(channels), window_s=d.window_s, hop_s=d.hop_s, stats=tuple(d.stats),
+                           sample_period_s=min(period, d.window_s), pairs=pairs, fft_channels=fft, fft_bands=bands)  # fmt: skip
+
+    async def _load(self, scope: ScopeState) -> None:
+        """Load the scope's installed bundle if it changed; a bad one is logged and skipped."""
+        version = self.models.installed_version(scope.name)
+        if version is None or version == scope.version:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(None, self.models.current, scope.name)
+            assert found is not None
+            manifest, folder = found
+            scorer = await loop.run_in_executor(None, lambda: Scorer(manifest, folder, threads=self.config.models.threads))
+        except (BundleError, ValueError, OSError) as exc:
+            log.error("%s: bundle v%s not loaded, keeping %s: %s", scope.name, version,
+                      f"v{scope.version}" if scope.version else "no model", exc)  # fmt: skip
+            scope.version = version  # do not retry the same files at every window
+            return
+        scope.scorer, scope.version = scorer, version
+        scope.trained_at = time.monotonic()
+        for device in scope.devices:
+            self.specs[device] = scorer.spec
+            if device in self.detectors:
+                self.detectors[device].replace_scorer(scorer)
+            else:
+                self.detectors[device] = Detector(device, scorer, self.rules, self.drift, scope.adapter.multiplier)
+            window = self.windows.get(device)
+            if window is None or window.spec != scorer.spec:
+                self.windows[device] = DeviceWindows(scorer.spec)
+        log.info("%s: scoring with bundle v%d (%s)", scope.name, version, manifest.training.get("source"))
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        periods = {dev.name: dev.interval_s for dev in self.config.devices}
+        for scope in self.scopes.values():
+            await self._load(scope)
+        try:
+            while not stop.is_set():
+                try:
+                    device, ts_ms, values = await asyncio.wait_for(self.queue.get(), 0.5)
+                except TimeoutError:
+                    await self._check_labels()
+                    continue
+                if device not in self.windows:
+                    self.specs[device] = self.default_spec(sorted(values), periods.get(device, 1.0))
+                    self.windows[device] = DeviceWindows(self.specs[device])
+                for end_ms, features in self.windows[device].add(ts_ms, values):
+                    await self._window(device, end_ms, features)
+                await self._check_labels()
+        finally:
+            trainings = [s.training for s in self.scopes.values() if s.training is not None]
+            for t in trainings:
+                t.cancel()
+            await asyncio.gather(*trainings, return_exceptions=True)
+
+    async def _window(self, device: str, end_ms: int, features: np.ndarray) -> None:
+        self.stats.windows += 1
+        scope = self.scopes[self.scope_of[device]]
+        await self._load(scope)
+        detector = self.detectors.get(device)
+        if detector is None or scope.scorer is None:
+            self._collect(scope, end_ms, features)
+            if scope.training is None and scope.first_end_ms is not None and \
+                    end_ms - scope.first_end_ms >= self.settings.bootstrap_minutes * 60_000:  # fmt: skip
+                self._start_training(scope, "bootstrap: no model installed")
+            return
+        result = detector.window(end_ms, features)
+        if not result.step.alarming and not result.step.incident_open and result.step.closed is None:
+            self._collect(scope, end_ms, features)
+        await self._incident(device, result, scope)
+        for change in result.drift:
+            await self._drift(device, end_ms, change, scope)
+        self._maybe_retrain(scope, end_ms)
+
+    def _collect(self, scope: ScopeState, end_ms: int, features: np.ndarray) -> None:
+        if scope.first_end_ms is None:
+            scope.first_end_ms = end_ms
+        scope.collected.append((end_ms, features))
+
+    def _maybe_retrain(self, scope: ScopeState, end_ms: int) -> None:
+        if self.settings.lifecycle == "static" or scope.training is not None:
+            return
+        if time.monotonic() - scope.trained_at >= self.settings.retrain_hours * 3600:
+            self._start_training(scope, f"{self.settings.lifecycle} retraining")
+
+    def _start_training(self, scope: ScopeState, reason: str) -> None:
+        rows = list(scope.collected)
+        if self.settings.lifecycle == "disposable" and rows:
+            newest = rows[-1][0]
+            rows = [r for r in rows if r[0] >= newest - self.settings.train_hours * 3_600_000]
+        if len(rows) < MIN_WINDOWS:
+            return
+        scope.training = asyncio.create_task(self._train(scope, rows, reason))
+
+    async def _train(self, scope: ScopeState, rows: list[tuple[int, np.ndarray]], reason: str) -> None:
+        loop = asyncio.get_running_loop()
+        version = (self.models.installed_version(scope.name) or 0) + 1
+        while version in self.models.rolled_back(scope.name):
+            version += 1
+        spec = self.specs[scope.devices[0]]
+        ends = np.array([r[0] for r in rows], dtype=np.int64)
+        features = np.vstack([r[1] for r in rows])
+        log.info("%s: training v%d on %d windows (%s)", scope.name, version, len(rows), reason)
+        self.config.models_path.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".training-", dir=self.config.models_path))
+        proc = None
+        try:
+            write_job(work, features, ends, spec=spec.to_dict(), name=scope.name, version=version,
+                      trees=self.settings.trees, false_alarm_rate=self.settings.false_alarm_rate,
+                      source=f"gateway:{reason}", key=str(self.key_path))  # fmt: skip
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "gatewayd.detection.local_training", str(work),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+            _, err = await proc.communicate()
+            if proc.returncode != 0:
+                last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+                raise RuntimeError(last[0])
+            await loop.run_in_executor(None, self.models.install, work / "bundle")
+            self.stats.trainings += 1
+            if self.settings.lifecycle == "disposable":
+                scope.collected.clear()
+            await self._load(scope)
+        except asyncio.CancelledError:
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            raise
+        except Exception as exc:  # a failed training is logged; scoring goes on with what it has
+            log.error("%s: training failed: %s", scope.name, exc)
+            scope.trained_at = time.monotonic()  # wait a full period before trying again
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            scope.training = None
+
+    # -- incidents, drift, feedback -----------------------------------------------------------
+
+    async def _incident(self, device: str, result: WindowResult, scope: ScopeState) -> None:
+        step = result.step
+        incident = step.opened or step.escalated or step.closed
+        if incident is None:
+            return
+        detail = self._detail(incident, result, scope)
+        if step.opened is not None:
+            alert_id = f"{self.config.gateway.name}:{device}:model:{incident.opened_ms}"
+            self.incident_ids[id(incident)] = alert_id
+            self.stats.incidents += 1
+            channels = incident.top_channels() or list(self.specs[device].channels)
+            await self.store_call("record_alert", alert_id, device, channels, incident.severity, "model",
+                                  incident.opened_ms, detail)  # fmt: skip
+            log.warning("%s: anomaly (%s), ratio %.2f, features %s", device, incident.severity, step.ratio,
+                        ", ".join(f for f, _ in incident.top_features(3)))  # fmt: skip
+            self._publish({"id": alert_id, "device": device, "channels": channels, "severity": incident.severity,
+                           "kind": "model", "opened_ms": incident.opened_ms, "detail": detail})  # fmt: skip
+            return
+        alert_id = self.incident_ids.get(id(incident))
+        if alert_id is None:
+            return
+        if step.escalated is not None:
+            await self.store_call("update_alert", alert_id, severity="critical", detail=detail)
+            self._publish({"id": alert_id, "device": device, "severity": "critical", "kind": "model", "update": True,
+                           "detail": detail})  # fmt: skip
+        if step.closed is not None:
+            await self.store_call("update_alert", alert_id, closed_ms=incident.closed_ms, detail=detail)
+            window_ms = int(self.specs[device].window_s * 1000)
+            for channel in self.specs[device].channels:  # the raw data of the episode is kept
+                await self.store_call("protect", device, channel, incident.opened_ms - 2 * window_ms,
+                                      (incident.closed_ms or incident.opened_ms) + 1)  # fmt: skip
+            self._publish({"id": alert_id, "device": device, "closed_ms": incident.closed_ms, "kind": "model",
+                           "update": True, "detail": detail})  # fmt: skip
+            self.incident_ids.pop(id(incident), None)
+
+    def _detail(self, incident: Incident, result: WindowResult, scope: ScopeState) -> dict:
+        return {
+            "source": "models",
+            "bundle": f"{scope.name} v{scope.version}",
+            "ratio": round(result.step.ratio, 4),
+            "peak_ratio": round(incident.peak_ratio, 4),
+            "iforest": round(result.iforest, 6),
+            "autoencoder": round(result.autoencoder, 6),
+            "windows": incident.windows,
+            "top_features": [[f, round(v, 3)] for f, v in incident.top_features()],
+            "top_channels": incident.top_channels(),
+        }
+
+    def _publish(self, alert: dict) -> None:
+        if self.publish_alert is not None:
+            self.publish_alert(alert)
+
+    async def _drift(self, device: str, end_ms: int, change: str, scope: ScopeState) -> None:
+        self.stats.drift_events += 1
+        alert_id = f"{self.config.gateway.name}:{device}:drift:{end_ms}:{change.split()[0]}"
+        detail = {"source": "drift", "change": change, "bundle": f"{scope.name} v{scope.version}",
+                  "retrain": self.settings.retrain_on_drift}  # fmt: skip
+        log.warning("%s: drift in %s", device, change)
+        await self.store_call("record_alert", alert_id, device, [], "info", "drift", end_ms, detail)
+        self._publish({"id": alert_id, "device": device, "channels": [], "severity": "info", "kind": "drift",
+                       "opened_ms": end_ms, "detail": detail})  # fmt: skip
+        if self.settings.retrain_on_drift and scope.training is None:
+            self._start_training(scope, f"drift in {change}")
+
+    async def _check_labels(self) -> None:
+        now = time.monotonic()
+        if now < self.next_label_check:
+            return
+        self.next_label_check = now + LABEL_CHECK_S
+        if self.last_label == 0:  # start: labels given before this run already moved the thresholds
+            multipliers = await self.store_call("threshold_multipliers")
+            assert isinstance(multipliers, dict)
+            for name, value in multipliers.items():
+                if name in self.scopes:
+                    self._set_multiplier(self.scopes[name], value)
+            self.last_label = int(await self.store_call("last_label_id"))  # type: ignore[arg-type]
+            return
+        rows = await self.store_call("labels_after", self.last_label)
+        assert isinstance(rows, list)
+        lo, hi = self.settings.multiplier_bounds
+        for label_id, _alert, device, label in rows:
+            self.last_label = label_id
+            scope = self.scopes.get(self.scope_of.get(device, ""))
+            if scope is None or label not in ("true_positive", "false_positive", "missed"):
+                continue
+            scope.adapter.settings = FeedbackSettings(min_precision=self.settings.min_precision,
+                                                      min_recall=self.settings.min_recall, lowest=lo, highest=hi)  # fmt: skip
+            change = scope.adapter.add(label)
+            if change is not None:
+                old, new, reason = change
+                log.warning("%s: threshold multiplier %.3f -> %.3f (%s)", scope.name, old, new, reason)
+                await self.store_call("record_threshold_change", scope.name, old, new, reason)
+                self._set_multiplier(scope, new)
+
+    def _set_multiplier(self, scope: ScopeState, value: float) -> None:
+        scope.adapter.multiplier = value
+        for device in scope.devices:
+            if device in self.detectors:
+                self.detectors[device].multiplier = value
+
+    def status(self) -> dict:
+        return {
+            "windows": self.stats.windows, "dropped": self.stats.dropped, "incidents": self.stats.incidents,
+            "trainings": self.stats.trainings, "drift_events": self.stats.drift_events,
+            "models": {name: {"version": s.version, "collected": len(s.collected), "training": s.training is not None,
+                              "multiplier": s.adapter.multiplier} for name, s in self.scopes.items()},
+        }  # fmt: skip

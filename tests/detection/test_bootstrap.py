@@ -1,0 +1,74 @@
+"""Edge-first bootstrap: from an empty models directory, the gateway collects windows from a
+virtual node, trains both models in a worker process, signs them with its own key, installs
+them and scores; a bundle installed later takes over between windows (hot reload)."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from gatewayd import daemon
+from gatewayd.config import parse_config
+from gatewayd.detection.local_training import local_key
+from gatewayd.features import FeatureSpec
+from gatewayd.models.bundle import load_private_key, write_bundle
+from gatewayd.models.install import ModelStore
+from gatewayd.models.training import train_bundle
+from gatewayd.virtual_node import VirtualNode
+
+pytestmark = pytest.mark.integration
+
+
+async def wait_until(predicate, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+async def test_bootstrap_then_hot_reload(tmp_path):
+    node = VirtualNode(unit=1, seed=11)
+    node.start()
+    state = tmp_path / "state"
+    config = parse_config(
+        f'[gateway]\nname = "site-b"\nstate_dir = "{state}"\n\n[store]\nflush_interval_s = 0.2\n\n'
+        '[detection]\nwindow_s = 2.0\nhop_s = 0.5\nbootstrap_minutes = 0.5\ntrees = 20\nstats = ["mean", "std"]\n\n'
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.1\n'
+    )
+    assert not (state / "models").exists()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    task = asyncio.create_task(daemon.run(config, stop, ready))
+    try:
+        gateway = await ready
+        stage = gateway.detection
+        assert await wait_until(lambda: stage.status()["models"]["pump-1"]["version"] == 1, 120), stage.status()
+        models = ModelStore(state / "models", [local_key(state)[1]])
+        manifest, folder = models.current("pump-1")  # signed by the gateway's own key, verified
+        assert manifest.training["source"].startswith("gateway:bootstrap")
+        assert manifest.features["channels"] == ["current", "flow", "pressure", "temperature"]
+        scored = stage.stats.windows
+        assert await wait_until(lambda: stage.stats.windows >= scored + 4, 20)
+        assert stage.detectors["pump-1"].scorer.manifest.version == 1
+
+        # Another bundle (as the cloud agent or an operator would install it) takes over.
+        rng = np.random.default_rng(0)
+        spec = FeatureSpec.from_dict({k: v for k, v in manifest.features.items() if k != "names"})
+        x = rng.normal(size=(64, len(spec.names))) * np.array(manifest.scaler.scale) + np.array(manifest.scaler.mean)
+        trained = train_bundle(x, np.arange(64) * 500, spec, name="pump-1", version=2, source="test", trees=20)
+        key_path, _ = local_key(state)
+        models.install(write_bundle(tmp_path / "v2", trained.manifest, trained.files, load_private_key(key_path)))
+        before = stage.stats.windows
+        assert await wait_until(lambda: stage.status()["models"]["pump-1"]["version"] == 2, 10)
+        assert stage.detectors["pump-1"].scorer.manifest.version == 2
+        assert stage.stats.windows - before <= 3  # it took over at the next window or so
+        assert await wait_until(lambda: stage.stats.windows >= before + 4, 10)  # and scoring goes on
+        assert stage.stats.dropped == 0
+    finally:
+        stop.set()
+        await task
+        node.stop()

@@ -72,9 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", type=Path, default=Path("var"), help="where the store goes (default: %(default)s)")
     demo.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (default: %(default)s)")
 
-    from gatewayd import model_cli
+    from gatewayd import alert_cli, evaluate_cli, model_cli
 
     model_cli.add_parser(sub)
+    alert_cli.add_parser(sub)
+    evaluate_cli.add_parser(sub)
     return parser
 
 
@@ -113,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
         from gatewayd import model_cli
 
         return model_cli.run(args)
+    if args.command == "alert":
+        from gatewayd import alert_cli
+
+        return alert_cli.run(args)
+    if args.command == "evaluate":
+        from gatewayd import evaluate_cli
+
+        return evaluate_cli.run(args)
     if args.command == "demo":
         from gatewayd.demo import run_demo
         from gatewayd.virtual_node import VirtualNodeError

@@ -170,7 +170,8 @@ class DetectionSection(_Section):
         "windows; disposable: the same, training on the last train_hours only and dropping the old bundle.")
     retrain_hours: float = Field(24.0, gt=0, description="Retraining period (periodic, disposable).")
     train_hours: float = Field(4.0, gt=0, description="History a disposable model is trained on.")
-    drift_threshold: float = Field(20.0, gt=0, description="Page-Hinkley threshold on scores and feature means.")
+    drift_threshold: float = Field(
+        50.0, gt=0, description="Page-Hinkley threshold on scores and feature means, in standard deviations.")
     retrain_on_drift: bool = Field(False, description="Retrain from recent normal windows when drift is detected.")
     min_precision: float = Field(0.8, ge=0, le=1, description="Feedback: below it, thresholds rise.")
     min_recall: float = Field(0.95, ge=0, le=1, description="Feedback: below it, thresholds fall.")

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from gatewayd import heap, service
+from gatewayd import commands, heap, service
 from gatewayd.config import Config
 from gatewayd.detection.stage import DetectionStage
 from gatewayd.mqtt import Publisher
@@ -178,9 +178,21 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
     async def store_call(name: str, *args: object, **kwargs: object) -> object:
         return await loop.run_in_executor(store_thread, lambda: getattr(store, name)(*args, **kwargs))
 
+    async def on_command(payload: bytes) -> str:
+        # Operator feedback over MQTT: validated here; a bad command is kept in the dead letters.
+        try:
+            command = commands.parse(payload)
+            result = await loop.run_in_executor(store_thread, commands.apply, store, command)
+        except commands.CommandError as exc:
+            log.warning("MQTT command refused: %s", exc)
+            await store_call("dead_letter", "mqtt-command", str(exc), payload[:4096])
+            return f"error: {exc}"
+        log.info("MQTT command: %s", result)
+        return result
+
     publisher: Publisher | None = None
     if config.mqtt is not None:
-        publisher = Publisher(config.mqtt, config.gateway.name, store_call)
+        publisher = Publisher(config.mqtt, config.gateway.name, store_call, on_command)
     gateway.publisher = publisher
 
     detection: DetectionStage | None = None

@@ -60,13 +60,23 @@ class Topics:
     def alerts(self) -> str:
         return f"{self.base}/alerts"
 
+    @property
+    def commands(self) -> str:
+        return f"{self.base}/command"
+
+    @property
+    def command_results(self) -> str:
+        return f"{self.base}/command/result"
+
 
 def encode(body: dict) -> bytes:
     return json.dumps({"schema": SCHEMA, **body}, separators=(",", ":"), sort_keys=True).encode()
 
 
 class Publisher:
-    def __init__(self, config: MqttSection, gateway: str, store_call: StoreCall):
+    def __init__(self, config: MqttSection, gateway: str, store_call: StoreCall,
+                 on_command: Callable[[bytes], Awaitable[str]] | None = None):  # fmt: skip
+        self.on_command = on_command
         self.config = config
         self.topics = Topics(config.topic_prefix, gateway)
         self.gateway = gateway
@@ -150,16 +160,27 @@ class Publisher:
                                  self.config.port, self.failures)  # fmt: skip
                     self.failures = 0
                     await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
-                    await self._drain_backlog(client)
-                    while not stop.is_set():
-                        try:
-                            pending = await asyncio.wait_for(self.queue.get(), 0.5)
-                        except TimeoutError:
-                            continue
-                        await client.publish(pending.topic, pending.payload, qos=pending.qos, retain=pending.retain)
-                        self.published += 1
-                        pending = None
-                    await client.publish(self.topics.status, self._status("offline"), qos=1, retain=True)
+                    commands = None
+                    if self.on_command is not None:
+                        await client.subscribe(self.topics.commands, qos=1)
+                        commands = asyncio.create_task(self._commands(client), name="mqtt-commands")
+                    try:
+                        await self._drain_backlog(client)
+                        while not stop.is_set():
+                            if commands is not None and commands.done():
+                                commands.result()  # the connection broke under it: reconnect
+                            try:
+                                pending = await asyncio.wait_for(self.queue.get(), 0.5)
+                            except TimeoutError:
+                                continue
+                            await client.publish(pending.topic, pending.payload, qos=pending.qos, retain=pending.retain)
+                            self.published += 1
+                            pending = None
+                        await client.publish(self.topics.status, self._status("offline"), qos=1, retain=True)
+                    finally:
+                        if commands is not None:
+                            commands.cancel()
+                            await asyncio.gather(commands, return_exceptions=True)
             except (aiomqtt.MqttError, OSError) as exc:
                 self.connected = False
                 self.failures += 1
@@ -177,6 +198,13 @@ class Publisher:
                         pass
         self.connected = False
         await self._to_backlog(None)  # what was not published survives a restart
+
+    async def _commands(self, client: aiomqtt.Client) -> None:
+        assert self.on_command is not None
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
+            result = await self.on_command(payload)
+            self.offer(Message(self.topics.command_results, encode({"result": result}), qos=1, important=True))
 
     async def _to_backlog(self, first: Message | None) -> None:
         messages = [first] if first is not None else []

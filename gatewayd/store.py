@@ -292,6 +292,11 @@ class Store:
             out.append(d)
         return out
 
+    def alerts_by_id(self, ids: Sequence[str]) -> list[str]:
+        """Which of these alert ids exist."""
+        marks = ",".join("?" * len(ids))
+        return [r[0] for r in self.conn.execute(f"SELECT id FROM alerts WHERE id IN ({marks})", list(ids))]
+
     def record_threshold_change(self, scope: str, old: float, new: float, reason: str) -> None:
         with self.conn:
             self.conn.execute("INSERT INTO threshold_changes (scope, created_ms, old, new, reason) VALUES (?, ?, ?, ?, ?)",

@@ -19,8 +19,8 @@ from .rules import AlertRules, RuleSettings, Step
 @dataclass(frozen=True)
 class DriftSettings:
     enabled: bool = True
-    delta: float = 0.05
-    threshold: float = 20.0
+    delta: float = 0.5
+    threshold: float = 50.0
     min_samples: int = 60
 
 

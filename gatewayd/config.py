@@ -156,7 +156,9 @@ class DetectionSection(_Section):
     combine: Literal["any", "majority", "weighted"] = Field("any", description="How the two models' ratios combine.")
     weights: list[float] = Field(default_factory=lambda: [0.5, 0.5], min_length=2, max_length=2,
                                  description="Weights of iforest and autoencoder for combine = weighted.")
-    margin: float = Field(5.5, gt=0, description="Alarm level: typical + margin x (training threshold - typical).")
+    margins: list[float] = Field(
+        default_factory=lambda: [2.5, 5.5], min_length=2, max_length=2,
+        description="Per model (iforest, autoencoder): alarm level = typical + margin x (training threshold - typical).")
     open_after: int = Field(3, ge=1, description="Alarming windows in a row that open an incident.")
     close_after: int = Field(5, ge=1, description="Quiet windows in a row that close it.")
     critical_ratio: float = Field(2.0, gt=1, description="Combined ratio at which an incident is critical.")
@@ -182,6 +184,8 @@ class DetectionSection(_Section):
     def _consistent(self) -> DetectionSection:
         if self.hop_s > self.window_s:
             raise ValueError(f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s})")
+        if any(m <= 0 for m in self.margins):
+            raise ValueError("margins must be positive")
         lo, hi = self.multiplier_bounds
         if not 0 < lo <= 1 <= hi:
             raise ValueError("multiplier_bounds must satisfy 0 < low <= 1 <= high")

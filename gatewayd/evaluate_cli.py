@@ -28,7 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     skab.add_argument("--out", type=Path, required=True, help="folder for the results files")
     skab.add_argument("--train-rows", type=int, default=400, help="rows trained on per file (default: %(default)s)")
     skab.add_argument("--window-s", type=float, default=10.0, help="window length (default: %(default)s)")
-    skab.add_argument("--margin", type=float, default=None, help="alarm margin (default: the detection default)")
+    skab.add_argument("--margins", type=float, nargs=2, metavar=("IFOREST", "AUTOENCODER"),
+                      help="alarm margins (default: the detection defaults)")
     skab.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
 
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from gatewayd.detection.evaluate import LEADERBOARD, EvalSettings, evaluate
     from gatewayd.detection.rules import RuleSettings
 
-    rules = RuleSettings() if args.margin is None else RuleSettings(margin=args.margin)
+    rules = RuleSettings() if args.margins is None else RuleSettings(margins=tuple(args.margins))
     settings = EvalSettings(train_rows=args.train_rows, window_s=args.window_s, rules=rules, seed=args.seed)
     if not args.data.is_dir():
         print(f"error: {args.data} is not a folder", file=sys.stderr)
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     p50 = statistics.median(latencies)
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
     rows = sum(r.rows for r in results)
-    print(f"\n{len(results)} files, {rows} rows decided; margin {rules.margin}, windows {settings.window_s:g} s, "
+    print(f"\n{len(results)} files, {rows} rows decided; margins {rules.margins}, windows {settings.window_s:g} s, "
           f"stats {','.join(settings.stats)}, rule {rules.combine}, open after {rules.open_after}, close after {rules.close_after}")  # fmt: skip
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.1%}"

@@ -59,7 +59,7 @@ class Detector:
         self.rules = rules
 
     def ratios(self, iforest: float, autoencoder: float) -> np.ndarray:
-        scale = self.rules.settings.margin * self.multiplier
+        scale = np.asarray(self.rules.settings.margins[:2]) * self.multiplier
         return (np.array([iforest, autoencoder]) - self.typical) / (scale * self.span)
 
     def window(self, end_ms: int, features: np.ndarray) -> WindowResult:

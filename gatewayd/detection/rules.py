@@ -2,9 +2,10 @@
 
 Each model's score first becomes a ratio that is 0 at its typical training score and 1 at its
 alarm level, typical + margin x multiplier x (threshold - typical): `threshold` is set at
-training (a target false-alarm rate on the training windows), `margin` is a setting (training
-data rarely covers all of normal operation), `multiplier` is what operator feedback has made of
-it (1.0 to start). The rule combines those ratios into one:
+training (a target false-alarm rate on the training windows), `margins` are settings, one per
+model (training data rarely covers all of normal operation; the forest's score is bounded by 1,
+so its margin is smaller), `multiplier` is what operator feedback has made of it (1.0 to
+start). The rule combines those ratios into one:
 
 - `any`: the largest ratio (one model above its threshold is enough);
 - `majority`: the median ratio, i.e. more than half of the models must be above;
@@ -30,7 +31,7 @@ Combine = Literal["any", "majority", "weighted"]
 class RuleSettings:
     combine: Combine = "any"
     weights: tuple[float, ...] = (0.5, 0.5)  # per model, in the order scores are given (iforest, autoencoder)
-    margin: float = 5.5
+    margins: tuple[float, ...] = (2.5, 5.5)  # iforest, autoencoder
     open_after: int = 3
     close_after: int = 5
     critical_ratio: float = 2.0
@@ -40,8 +41,8 @@ class RuleSettings:
             raise ValueError("open_after and close_after must be at least 1")
         if self.critical_ratio <= 1:
             raise ValueError("critical_ratio must be above 1")
-        if self.margin <= 0:
-            raise ValueError("margin must be positive")
+        if any(m <= 0 for m in self.margins):
+            raise ValueError("margins must be positive")
         if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
             raise ValueError("weights must be non-negative with a positive sum")
 

@@ -82,7 +82,7 @@ class DetectionStage:
         self.queue: asyncio.Queue[tuple[str, int, dict[str, float]]] = asyncio.Queue(QUEUE_POLLS)
         self.stats = StageStats()
         d = self.settings
-        self.rules = RuleSettings(combine=d.combine, weights=tuple(d.weights), margin=d.margin,
+        self.rules = RuleSettings(combine=d.combine, weights=tuple(d.weights), margins=tuple(d.margins),
                                   open_after=d.open_after, close_after=d.close_after, critical_ratio=d.critical_ratio)  # fmt: skip
         self.drift = DriftSettings(threshold=d.drift_threshold)
         self.scope_of: dict[str, str] = {}
@@ -106,7 +106,7 @@ class DetectionStage:
         self.specs: dict[str, FeatureSpec] = {}
         self.detectors: dict[str, Detector] = {}
         self.incident_ids: dict[int, str] = {}
-        self.last_label = 0
+        self.last_label: int | None = None
         self.next_label_check = 0.0
 
     # -- input ---------------------------------------------------------------------------
@@ -333,7 +333,7 @@ class DetectionStage:
         if now < self.next_label_check:
             return
         self.next_label_check = now + LABEL_CHECK_S
-        if self.last_label == 0:  # start: labels given before this run already moved the thresholds
+        if self.last_label is None:  # start: labels given before this run already moved the thresholds
             multipliers = await self.store_call("threshold_multipliers")
             assert isinstance(multipliers, dict)
             for name, value in multipliers.items():

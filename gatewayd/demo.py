@@ -24,6 +24,12 @@ state_dir = "{state_dir}"
 [store]
 flush_interval_s = 1.0
 compact_after_s = 20
+
+[detection]                # short, so that the demo's minute shows local training and scoring
+window_s = 5.0
+hop_s = 1.0
+bootstrap_minutes = 0.5
+trees = 50
 {devices}"""
 
 DEVICE = """
@@ -99,8 +105,13 @@ async def _run(config: Config, duration_s: float, progress_s: float, out: TextIO
 
 
 def _progress(gateway: daemon.Gateway, elapsed: float, out: TextIO) -> None:
-    print(f"[{elapsed:5.1f} s] stored {gateway.writer.written} readings, {gateway.alerts} alerts from the nodes",
-          file=out)  # fmt: skip
+    print(f"[{elapsed:5.1f} s] stored {gateway.writer.written} readings, {gateway.alerts} alerts", file=out)
+    if gateway.detection is not None:
+        d = gateway.detection.status()
+        models = ", ".join(f"{name} " + (f"v{m['version']}" if m["version"] else
+                                          "training" if m["training"] else f"collecting ({m['collected']} windows)")
+                           for name, m in d["models"].items())  # fmt: skip
+        print(f"  models: {models}; {d['windows']} windows, {d['incidents']} incidents", file=out)
     for name, h in gateway.health().items():
         values = "  ".join(f"{ch} {v:.2f} {h.units.get(ch, '')}".rstrip() for ch, v in h.last_values.items())
         print(f"  {name:<8} {h.state:<10} {h.readings:>6} readings  {values}", file=out)
@@ -124,4 +135,10 @@ def _summary(config: Config, gateway: daemon.Gateway, since_ms: int, elapsed: fl
     for name, h in gateway.health().items():
         if h.state != "online":
             print(f"  {name}: {h.state}, last error: {h.last_error}", file=out)
+    if gateway.detection is not None:
+        d = gateway.detection.status()
+        trained = [f"{n} v{m['version']}" for n, m in d["models"].items() if m["version"]]
+        print(f"detection: {d['windows']} windows, models trained here: {', '.join(trained) or 'none yet'}, "
+              f"{d['incidents']} incidents (gatewayd alert list --config {config.state_path / 'demo-gatewayd.toml'})",
+              file=out)  # fmt: skip
     print(f"database: {store.path}", file=out)

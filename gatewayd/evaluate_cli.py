@@ -56,10 +56,10 @@ def run(args: argparse.Namespace) -> int:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.1%}"
 
-    print(f"{'detector':<32} {'F1':>6} {'FAR':>7} {'MAR':>7}")
-    print(f"{'this gateway (these files)':<32} {pooled['f1']:6.3f} {pct(pooled['far']):>7} {pct(pooled['mar']):>7}")
+    print(f"{'detector':<42} {'F1':>6} {'FAR':>7} {'MAR':>7}")
+    print(f"{'this gateway (these files)':<42} {pooled['f1']:6.3f} {pct(pooled['far']):>7} {pct(pooled['mar']):>7}")
     for name, f1, far, mar in LEADERBOARD:
-        print(f"{name + ' (published, 34 files)':<32} {f1:6.3f} {pct(far):>7} {pct(mar):>7}")
+        print(f"{name + ' (published, 34 files)':<42} {f1:6.3f} {pct(far):>7} {pct(mar):>7}")
     print("Conv-AE (published) on valve1 only: F1 0.755, FAR 14.4%")
     print(f"latency per window (features, IF + AE in the interpreter, rules): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
     print(json.dumps({"f1": round(pooled["f1"], 4), "far": round(pooled["far"], 4), "mar": round(pooled["mar"], 4),

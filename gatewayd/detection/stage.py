@@ -34,7 +34,7 @@ from gatewayd.features import FeatureSpec
 from gatewayd.models.bundle import BundleError
 from gatewayd.models.install import ModelStore
 from gatewayd.models.scorer import Scorer
-from gatewayd.models.training import MIN_WINDOWS
+from gatewayd.models import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 
 from .detector import Detector, DriftSettings, WindowResult
 from .feedback import FeedbackSettings, ThresholdAdapter
@@ -107,6 +107,7 @@ class DetectionStage:
         self.detectors: dict[str, Detector] = {}
         self.incident_ids: dict[int, str] = {}
         self.last_label: int | None = None
+        self.training_slot = asyncio.Semaphore(1)  # one training at a time: acquisition keeps its cores
         self.next_label_check = 0.0
 
     # -- input ---------------------------------------------------------------------------
@@ -238,10 +239,11 @@ class DetectionStage:
             write_job(work, features, ends, spec=spec.to_dict(), name=scope.name, version=version,
                       trees=self.settings.trees, false_alarm_rate=self.settings.false_alarm_rate,
                       source=f"gateway:{reason}", key=str(self.key_path))  # fmt: skip
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "gatewayd.detection.local_training", str(work),
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)  # fmt: skip
-            _, err = await proc.communicate()
+            async with self.training_slot:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "gatewayd.detection.local_training", str(work),
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+                _, err = await proc.communicate()
             if proc.returncode != 0:
                 last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
                 raise RuntimeError(last[0])

@@ -20,7 +20,7 @@ from .iforest import compile_forest
 from .runtime import TfliteModel
 from .scaling import Standardizer
 
-MIN_WINDOWS = 32
+from . import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 IFOREST_FILE = "iforest.tflite"
 AUTOENCODER_FILE = "autoencoder.tflite"
 

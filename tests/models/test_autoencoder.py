@@ -44,7 +44,7 @@ def test_the_scoring_path_needs_neither_sklearn_nor_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys, gatewayd.models.scorer, gatewayd.models.install; "
+    code = ("import sys, gatewayd.models.scorer, gatewayd.models.install, gatewayd.daemon; "
             "print(sorted(m for m in ('sklearn', 'tensorflow', 'scipy') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

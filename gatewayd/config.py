@@ -164,7 +164,9 @@ class DetectionSection(_Section):
     critical_ratio: float = Field(2.0, gt=1, description="Combined ratio at which an incident is critical.")
     false_alarm_rate: float = Field(0.01, gt=0, lt=0.5, description="Training: share of windows above each threshold.")
     trees: int = Field(100, ge=10, le=500, description="Isolation trees in locally trained models.")
-    scope: Literal["device", "segment"] = Field("device", description="One model per device, or per segment.")
+    scope: Literal["device", "segment", "global"] = Field(
+        "device", description="One model per device, per segment of similar devices, or one for all devices "
+        "(each scaled by its own scaler).")
     segments: list[SegmentSection] = Field(default_factory=list, description="With scope = segment.")
     bootstrap_minutes: float = Field(30.0, ge=0.5, description="Data collected before the first local training.")
     lifecycle: Literal["static", "periodic", "disposable"] = Field(

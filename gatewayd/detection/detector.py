@@ -64,7 +64,7 @@ class Detector:
 
     def window(self, end_ms: int, features: np.ndarray) -> WindowResult:
         """Score one closed window and step the rules."""
-        scores = self.scorer.score(features)
+        scores = self.scorer.score(features, self.device)
         if_score, ae_score = float(scores.iforest[0]), float(scores.autoencoder[0])
         ratios = self.ratios(if_score, ae_score)
         excess = scores.feature_error[0] / np.maximum(self.scorer.feature_thresholds, 1e-12) - 1.0
@@ -77,7 +77,7 @@ class Detector:
             direction = self.drifts["score"].update(step.ratio)
             if direction:
                 result.drift.append(f"score {direction}")
-            z = self.scorer.scaler.transform(np.atleast_2d(features))[0]
+            z = self.scorer.scaler_for(self.device).transform(np.atleast_2d(features))[0]
             for i in self.mean_features:
                 direction = self.drifts[names[i]].update(float(z[i]))
                 if direction:

@@ -44,6 +44,7 @@ from .windows import DeviceWindows
 
 log = logging.getLogger("gatewayd.detection")
 QUEUE_POLLS = 10_000
+GLOBAL = "global"  # the bundle name of the global scope
 KEEP_WINDOWS = 20_000  # recent normal windows kept per scope for retraining
 LABEL_CHECK_S = 2.0
 
@@ -57,7 +58,7 @@ class ScopeState:
     devices: list[str]
     version: int | None = None
     scorer: Scorer | None = None
-    collected: deque = field(default_factory=lambda: deque(maxlen=KEEP_WINDOWS))  # (end_ms, features) judged normal
+    collected: deque = field(default_factory=lambda: deque(maxlen=KEEP_WINDOWS))  # (end_ms, features, device), normal
     first_end_ms: int | None = None
     training: asyncio.Task | None = None
     trained_at: float = 0.0  # monotonic
@@ -88,6 +89,8 @@ class DetectionStage:
         self.scope_of: dict[str, str] = {}
         self.scopes: dict[str, ScopeState] = {}
         configured = {dev.name for dev in config.devices}
+        if d.scope == "global":
+            self.scope_of = {device: GLOBAL for device in configured}
         if d.scope == "segment":
             for seg in d.segments:
                 for device in seg.devices:
@@ -190,23 +193,23 @@ class DetectionStage:
         await self._load(scope)
         detector = self.detectors.get(device)
         if detector is None or scope.scorer is None:
-            self._collect(scope, end_ms, features)
+            self._collect(scope, end_ms, features, device)
             if scope.training is None and scope.first_end_ms is not None and \
                     end_ms - scope.first_end_ms >= self.settings.bootstrap_minutes * 60_000:  # fmt: skip
                 self._start_training(scope, "bootstrap: no model installed")
             return
         result = detector.window(end_ms, features)
         if not result.step.alarming and not result.step.incident_open and result.step.closed is None:
-            self._collect(scope, end_ms, features)
+            self._collect(scope, end_ms, features, device)
         await self._incident(device, result, scope)
         for change in result.drift:
             await self._drift(device, end_ms, change, scope)
         self._maybe_retrain(scope, end_ms)
 
-    def _collect(self, scope: ScopeState, end_ms: int, features: np.ndarray) -> None:
+    def _collect(self, scope: ScopeState, end_ms: int, features: np.ndarray, device: str) -> None:
         if scope.first_end_ms is None:
             scope.first_end_ms = end_ms
-        scope.collected.append((end_ms, features))
+        scope.collected.append((end_ms, features, device))
 
     def _maybe_retrain(self, scope: ScopeState, end_ms: int) -> None:
         if self.settings.lifecycle == "static" or scope.training is not None:
@@ -223,12 +226,12 @@ class DetectionStage:
             return
         scope.training = asyncio.create_task(self._train(scope, rows, reason))
 
-    async def _train(self, scope: ScopeState, rows: list[tuple[int, np.ndarray]], reason: str) -> None:
+    async def _train(self, scope: ScopeState, rows: list[tuple[int, np.ndarray, str]], reason: str) -> None:
         loop = asyncio.get_running_loop()
         version = (self.models.installed_version(scope.name) or 0) + 1
         while version in self.models.rolled_back(scope.name):
             version += 1
-        spec = self.specs[scope.devices[0]]
+        spec = self.specs[rows[-1][2]]  # the scope's devices share their channels
         ends = np.array([r[0] for r in rows], dtype=np.int64)
         features = np.vstack([r[1] for r in rows])
         log.info("%s: training v%d on %d windows (%s)", scope.name, version, len(rows), reason)
@@ -238,7 +241,8 @@ class DetectionStage:
         try:
             write_job(work, features, ends, spec=spec.to_dict(), name=scope.name, version=version,
                       trees=self.settings.trees, false_alarm_rate=self.settings.false_alarm_rate,
-                      source=f"gateway:{reason}", key=str(self.key_path))  # fmt: skip
+                      source=f"gateway:{reason}", key=str(self.key_path),
+                      devices=[r[2] for r in rows] if self.settings.scope == "global" else None)  # fmt: skip
             async with self.training_slot:
                 proc = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "gatewayd.detection.local_training", str(work),

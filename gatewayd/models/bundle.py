@@ -76,6 +76,7 @@ class Manifest(_Strict):
     expires: str | None = None
     features: dict
     scaler: Scaler
+    device_scalers: dict[str, Scaler] = Field(default_factory=dict)  # global scope: each device's own
     models: Models
     training: dict
     files: dict[str, FileEntry]
@@ -90,8 +91,9 @@ class Manifest(_Strict):
 
     def check_consistent(self) -> None:
         width = len(self.scaler.mean)
-        if len(self.scaler.scale) != width or any(s <= 0 for s in self.scaler.scale):
-            raise BundleError("manifest: the scaler needs one positive scale per feature")
+        for scaler in (self.scaler, *self.device_scalers.values()):
+            if len(scaler.mean) != width or len(scaler.scale) != width or any(s <= 0 for s in scaler.scale):
+                raise BundleError("manifest: every scaler needs one mean and one positive scale per feature")
         if len(self.models.autoencoder.feature_thresholds) != width:
             raise BundleError("manifest: autoencoder.feature_thresholds needs one value per feature")
         for entry in (self.models.iforest, self.models.autoencoder):

@@ -29,6 +29,7 @@ class Scorer:
         self.manifest = manifest
         self.spec = FeatureSpec.from_dict({k: v for k, v in manifest.features.items() if k != "names"})
         self.scaler = Standardizer.from_dict(manifest.scaler.model_dump())
+        self.device_scalers = {d: Standardizer.from_dict(sc.model_dump()) for d, sc in manifest.device_scalers.items()}
         self.iforest = TfliteModel(folder / manifest.models.iforest.file, threads=threads)
         self.autoencoder = TfliteModel(folder / manifest.models.autoencoder.file, threads=threads)
         width = len(self.spec.names)
@@ -37,9 +38,13 @@ class Scorer:
                              f"the feature spec gives {width}")  # fmt: skip
         self.feature_thresholds = np.asarray(manifest.models.autoencoder.feature_thresholds)
 
-    def score(self, features: np.ndarray) -> Scores:
+    def scaler_for(self, device: str | None) -> Standardizer:
+        """A device's own scaler in a global bundle; the bundle's scaler otherwise."""
+        return self.device_scalers.get(device, self.scaler) if device is not None else self.scaler
+
+    def score(self, features: np.ndarray, device: str | None = None) -> Scores:
         """Score windows: `features` (n, len(spec.names)) or one window (len(spec.names),)."""
-        z = self.scaler.transform(np.atleast_2d(features))
+        z = self.scaler_for(device).transform(np.atleast_2d(features))
         if_score = self.iforest(z)["anomaly_score"]
         ae = self.autoencoder(z)
         return Scores(

@@ -6,7 +6,7 @@ scikit-learn is used here only; the gateway's scoring path needs numpy and the i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -41,19 +41,32 @@ def _iso(ts_ms: int) -> str:
 
 def train_bundle(features: np.ndarray, window_ends_ms: np.ndarray, spec: FeatureSpec, *, name: str, version: int,
                  source: str, trees: int = 100, false_alarm_rate: float = 0.01, seed: int = 0,
-                 expires: str | None = None, progress: Callable[[str], None] = lambda _: None) -> TrainedBundle:  # fmt: skip
-    """Train both models on windows judged normal (rows of `features`, columns `spec.names`)."""
+                 expires: str | None = None, devices: Sequence[str] | None = None,
+                 progress: Callable[[str], None] = lambda _: None) -> TrainedBundle:  # fmt: skip
+    """Train both models on windows judged normal (rows of `features`, columns `spec.names`).
+    With `devices` (the device of each row), every device's windows are scaled with its own
+    scaler, so one model serves devices that run at different levels (global scope)."""
     if features.ndim != 2 or features.shape[1] != len(spec.names):
         raise TrainingError(f"expected ({len(spec.names)}) features per window, got shape {features.shape}")
     if not 0 < false_alarm_rate < 0.5:
         raise TrainingError("false_alarm_rate must be within (0, 0.5)")
     complete = np.all(np.isfinite(features), axis=1)
     x, ends = features[complete], window_ends_ms[complete]
+    groups = np.asarray(devices, dtype=object)[complete] if devices is not None else None
     if len(x) < MIN_WINDOWS:
         raise TrainingError(f"{len(x)} complete windows; training needs at least {MIN_WINDOWS}")
     progress(f"{len(x)} windows ({len(features) - len(x)} incomplete left out), {x.shape[1]} features")
     scaler = Standardizer.fit(x)
-    z = scaler.transform(x)
+    device_scalers: dict[str, Standardizer] = {}
+    if groups is None:
+        z = scaler.transform(x)
+    else:
+        z = np.empty(x.shape, dtype=np.float32)
+        for device in sorted(set(groups)):
+            rows = groups == device
+            device_scalers[device] = Standardizer.fit(x[rows])
+            z[rows] = device_scalers[device].transform(x[rows])
+        progress(f"per-device scaling for {len(device_scalers)} devices")
 
     progress(f"isolation forest: {trees} trees")
     forest = IsolationForest(n_estimators=trees, max_samples="auto", random_state=seed).fit(z)
@@ -82,6 +95,7 @@ def train_bundle(features: np.ndarray, window_ends_ms: np.ndarray, spec: Feature
         "expires": expires,
         "features": {**spec.to_dict(), "names": spec.names},
         "scaler": scaler.to_dict(),
+        "device_scalers": {d: sc.to_dict() for d, sc in device_scalers.items()},
         "models": {
             "iforest": {"file": IFOREST_FILE, "threshold": float(np.quantile(if_scores, q)),
                         "typical": float(np.median(if_scores)), "trees": trees,

@@ -40,7 +40,7 @@ def run_lifecycle(tmp_path, detection):
     scope = s.scopes["pump-1"]
     hour = 3_600_000
     for i in range(200):  # windows judged normal over the last 10 hours
-        s._collect(scope, i * hour // 20, np.zeros(3))
+        s._collect(scope, i * hour // 20, np.zeros(3), "pump-1")
 
     async def decide():
         scope.trained_at = time.monotonic() - 25 * 3600  # the model is a day old
@@ -63,3 +63,28 @@ def test_periodic_retrains_from_all_recent_normal_windows(tmp_path):
 def test_disposable_trains_on_the_last_hours_only(tmp_path):
     started = run_lifecycle(tmp_path, 'lifecycle = "disposable"\nretrain_hours = 24\ntrain_hours = 4\n')
     assert started == [("pump-1", 81, "disposable retraining")]  # windows of the last 4 h (every 3 min)
+
+
+def test_global_scope_scales_each_device_by_its_own_scaler(tmp_path):
+    from gatewayd.features import FeatureSpec
+    from gatewayd.models.bundle import generate_keypair, load_private_key, load_public_key, verify, write_bundle
+    from gatewayd.models.scorer import Scorer
+    from gatewayd.models.training import train_bundle
+
+    s = stage(tmp_path, 'scope = "global"\n')
+    assert set(s.scope_of.values()) == {"global"} and len(s.scopes["global"].devices) == 3
+    rng = np.random.default_rng(0)
+    spec = FeatureSpec(("level", "load"), stats=("mean",))
+    base = rng.normal(size=(300, 1))
+    a = np.column_stack([10 + base[:, 0], 5 + 0.5 * base[:, 0]]) + rng.normal(0, 0.05, (300, 2))
+    b = np.column_stack([100 + 3 * base[:, 0], 50 + 1.5 * base[:, 0]]) + rng.normal(0, 0.15, (300, 2))
+    x = np.vstack([a, b])
+    trained = train_bundle(x, np.arange(600), spec, name="global", version=1, source="test", trees=30,
+                           devices=["a"] * 300 + ["b"] * 300)  # fmt: skip
+    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    folder = write_bundle(tmp_path / "g", trained.manifest, trained.files, load_private_key(tmp_path / "k.pem"))
+    scorer = Scorer(verify(folder, [load_public_key(tmp_path / "k.pub")]), folder)
+    assert set(scorer.device_scalers) == {"a", "b"}
+    b_window = np.array([[100.0, 50.0]])
+    assert not scorer.score(b_window, "b").autoencoder_alarm[0]  # normal for b, at b's level
+    assert scorer.score(b_window, "a").autoencoder_alarm[0]  # far off for a

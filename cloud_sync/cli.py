@@ -1,22 +1,112 @@
-"""Command line of cloud-sync."""
+"""Command line of cloud-sync: the gateway's upload agent, and the reference endpoint."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
 
 from cloud_sync import __version__
+
+DEFAULT_CONFIG = Path("/etc/gatewayd/gatewayd.toml")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloud-sync",
-        description="Upload the gateway's outbox to the cloud and pull signed model bundles.",
+        description="Upload the gateway's outbox to the cloud and pull signed model bundles; "
+        "or serve the reference cloud endpoint.",
     )
     parser.add_argument("--version", action="version", version=f"cloud-sync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = sub.add_parser(
+        "run", help="upload alerts, anomaly windows, labels, summaries and health until stopped",
+        description="Read the gateway's store (read-only) and upload what it holds to the [cloud] endpoint "
+        "of the gateway's configuration; outages of any length are caught up, oldest first.",
+        epilog="example: cloud-sync run --config /etc/gatewayd/gatewayd.toml",
+    )  # fmt: skip
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="gatewayd's TOML file (default: %(default)s)")
+    serve = sub.add_parser(
+        "serve", help="run the reference cloud endpoint",
+        description="Accept batches from gateways (bearer token per gateway), store them in SQLite, serve "
+        "model bundles from DATA/bundles. API: docs/cloud-api.md.",
+        epilog="example: cloud-sync serve --data /var/lib/cloud --port 8080",
+    )  # fmt: skip
+    serve.add_argument("--data", type=Path, required=True, help="folder for the database, tokens and bundles")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    token = sub.add_parser(
+        "token", help="issue a token for a gateway on the reference endpoint",
+        description="Print a new bearer token for GATEWAY (once) and keep only its hash in DATA/tokens.",
+        epilog="example: cloud-sync token plant-7 --data /var/lib/cloud > /etc/gatewayd/cloud-token",
+    )  # fmt: skip
+    token.add_argument("gateway")
+    token.add_argument("--data", type=Path, required=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    build_parser().print_help()
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "token":
+        from cloud_sync.server import Tokens
+
+        args.data.mkdir(parents=True, exist_ok=True)
+        try:
+            print(Tokens(args.data / "tokens").issue(args.gateway))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "serve":
+        from cloud_sync.server import open_server
+
+        server = open_server(args.data, args.host, args.port)
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+        logging.getLogger("cloud_sync").info("serving on %s:%d, data in %s", args.host, args.port, args.data)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        server.server_close()
+        return 0
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from gatewayd.config import ConfigError, load_config
+    from gatewayd.daemon import STATUS_FILE
+    from gatewayd.store import DB_NAME, Store
+
+    from cloud_sync.uploader import STATE_FILE, Uploader
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if config.cloud is None:
+        print(f"error: {args.config}: no [cloud] section: nothing to upload to", file=sys.stderr)
+        return 2
+    db = config.state_path / DB_NAME
+    if not db.exists():
+        print(f"error: no store at {db} (has gatewayd run with this configuration?)", file=sys.stderr)
+        return 1
+    cloud = config.cloud
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    store = Store(db, readonly=True)
+    uploader = Uploader(store, config.state_path / STATE_FILE, cloud.url, Path(cloud.token_file).read_text().strip(),
+                        gateway=config.gateway.name, ca_file=cloud.ca_file, batch_records=cloud.batch_records,
+                        daily_budget_bytes=int(cloud.daily_budget_mb * 1e6), timeout_s=cloud.timeout_s,
+                        status_path=config.state_path / STATUS_FILE)  # fmt: skip
+    try:
+        uploader.run(stop.is_set, interval_s=cloud.interval_s, max_backoff_s=cloud.max_backoff_s, sleep=stop.wait)
+    finally:
+        uploader.close()
+        store.close()
     return 0

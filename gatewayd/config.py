@@ -139,6 +139,17 @@ class ModelsSection(_Section):
     threads: int = Field(1, ge=1, le=8, description="Interpreter threads per model.")
 
 
+class CloudSection(_Section):
+    url: str = Field(pattern=r"^https?://", description="The cloud endpoint's base URL (docs/cloud-api.md).")
+    token_file: str = Field(description="File holding this gateway's bearer token; must not be world-readable.")
+    ca_file: str | None = Field(None, description="CA bundle for the endpoint's certificate (default: system CAs).")
+    daily_budget_mb: float = Field(50.0, gt=0, description="Past it, only alerts and anomaly windows go up until tomorrow (UTC).")
+    batch_records: int = Field(500, ge=1, le=10_000, description="Records per upload at most.")
+    interval_s: float = Field(10.0, gt=0, description="How often the outbox is looked at when idle.")
+    timeout_s: float = Field(30.0, gt=0, description="HTTP timeout.")
+    max_backoff_s: float = Field(300.0, gt=0, description="Longest wait between retries while the cloud is away.")
+
+
 class SegmentSection(_Section):
     name: Name = Field(description="Bundle name shared by the segment's devices.")
     devices: list[Name] = Field(min_length=1, description="Devices of the same kind (same channels).")
@@ -203,6 +214,7 @@ class Config(_Section):
     store: StoreSection = StoreSection()
     models: ModelsSection = ModelsSection()
     detection: DetectionSection = DetectionSection()
+    cloud: CloudSection | None = None
     mqtt: MqttSection | None = None
     buses: list[BusSection] = Field(default_factory=list)
     devices: list[DeviceSection] = Field(min_length=1)
@@ -266,6 +278,20 @@ def load_config(path: str | Path) -> Config:
 
 def check_files(config: Config, text: str = "", source: str = "<config>") -> None:
     """Files the configuration points at: present, readable, and secrets not world-readable."""
+    if config.cloud is not None:
+        for key, secret in (("token_file", True), ("ca_file", False)):
+            name = getattr(config.cloud, key)
+            if name is None:
+                continue
+            line = locate(text, ("cloud", key))
+            where = f"{source}:{line}" if line else source
+            try:
+                mode = Path(name).stat().st_mode
+                Path(name).read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"{where}: cloud.{key}: cannot read {name}: {exc.strerror}") from None
+            if secret and mode & 0o004:
+                raise ConfigError(f"{where}: cloud.{key}: {name} is world-readable; chmod o-r it")
     for i, name in enumerate(config.models.public_keys):
         line = locate(text, ("models", "public_keys"))
         where = f"{source}:{line}" if line else source

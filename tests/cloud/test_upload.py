@@ -1,0 +1,188 @@
+"""cloud-sync uploads over real HTTP on loopback, through outages and faults: afterwards the
+endpoint holds every record exactly once, and nothing was marked uploaded before a 2xx."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from cloud_sync.server import Handler, open_server
+from cloud_sync.uploader import STATE_FILE, Uploader, UploadState
+from gatewayd.store import Reading, Store
+
+T0 = 1_794_999_960_000  # 2026-11-18, a whole minute
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def gateway_store(tmp_path):
+    store = Store.in_state_dir(tmp_path / "gw")
+    store.register_device("pump-1", "edge-node", "test", {}, [("flow", "m3/h"), ("pressure", "bar")])
+    for minute in range(6):  # six minutes of 1 Hz readings
+        store.write_readings([Reading("pump-1", ch, T0 + minute * 60_000 + s * 1000, float(s))
+                              for s in range(60) for ch in ("flow", "pressure")])  # fmt: skip
+    for i in range(30):
+        store.record_alert(f"gw:pump-1:model:{i}", "pump-1", ["flow"], "warning", "model", T0 + i, {"i": i})
+    for i in range(5):
+        store.label_alert(f"gw:pump-1:model:{i}", "true_positive", "ana")
+    store.protect("pump-1", "flow", T0 + 60_000, T0 + 120_000)
+    yield store
+    store.close()
+
+
+def expected_keys(store: Store) -> set[str]:
+    outbox = {f"outbox:{i}" for (i,) in store.conn.execute("SELECT id FROM outbox WHERE kind IN ('alert', 'label')")}
+    windows = {f"window:{i}" for (i,) in store.conn.execute("SELECT id FROM reading_blocks WHERE keep = 1")}
+    summaries = {f"summary:{T0 + m * 60_000}" for m in range(6)}
+    return outbox | windows | summaries
+
+
+class Faults:
+    """What the endpoint does with each upload, in order; then it behaves."""
+
+    def __init__(self, plan):
+        self.plan = list(plan)
+        self.seen = 0
+        self.lock = threading.Lock()
+
+    def next(self) -> str:
+        with self.lock:
+            self.seen += 1
+            return self.plan.pop(0) if self.plan else "ok"
+
+
+def faulty_handler(faults: Faults):
+    class FaultyHandler(Handler):
+        def do_POST(self):  # noqa: N802
+            action = faults.next()
+            if action == "500":
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self._reply(500, {"error": "injected"})
+            elif action == "429":
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self._reply(429, {"error": "slow down"}, {"Retry-After": "0.3"})
+            elif action == "reset-before":  # connection dropped mid-upload, nothing stored
+                self.rfile.read(10)
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+            elif action == "reset-after":  # stored, but the answer is lost
+                super().do_POST()
+                self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
+            elif action == "slow":  # stored, answered after the client gave up
+                time.sleep(1.5)
+                super().do_POST()
+            else:
+                super().do_POST()
+
+    return FaultyHandler
+
+
+def uploader(store, tmp_path, port, token, **kwargs):
+    return Uploader(store, tmp_path / STATE_FILE, f"http://127.0.0.1:{port}", token, gateway="gw", timeout_s=1.0,
+                    batch_records=7, now_ms=lambda: T0 + 10 * 60_000, **kwargs)  # fmt: skip
+
+
+def run_until_done(up, timeout_s=60):
+    errors = []
+    stop = threading.Event()
+
+    def done():
+        return stop.is_set() or not up.next_batch()
+
+    thread = threading.Thread(target=lambda: up.run(done, interval_s=0.05, max_backoff_s=0.2, sleep=time.sleep))
+    thread.start()
+    thread.join(timeout_s)
+    stop.set()
+    thread.join(5)
+    return errors
+
+
+@pytest.mark.parametrize("plan", [
+    [],
+    ["500", "500", "429", "reset-before", "reset-after", "slow", "500", "reset-after"],
+], ids=["clean", "faults"])  # fmt: skip
+def test_every_record_arrives_exactly_once(gateway_store, tmp_path, plan):
+    port = free_port()
+    faults = Faults(plan)
+    server = open_server(tmp_path / "cloud", port=port, handler=faulty_handler(faults))
+    token = server.tokens.issue("gw")
+    server.start_background()
+    try:
+        up = uploader(gateway_store, tmp_path, port, token)
+        run_until_done(up)
+        up.close()
+        records = server.storage.records("gw")
+    finally:
+        server.shutdown()
+        server.server_close()
+    keys = [r["key"] for r in records]
+    assert len(keys) == len(set(keys))
+    assert set(keys) == expected_keys(gateway_store)
+    assert faults.seen >= len(plan)
+    by_key = {r["key"]: r for r in records}
+    first_alert = min(k for k in keys if k.startswith("outbox:"))
+    assert by_key[first_alert]["payload"]["severity"] == "warning"
+    window = next(r for r in records if r["kind"] == "window")
+    assert window["payload"]["channel"] == "flow" and len(window["payload"]["ts_ms"]) == len(window["payload"]["values"]) == 60
+    summary = by_key[f"summary:{T0}"]["payload"]["devices"]["pump-1"]["flow"]
+    assert summary["count"] == 60 and summary["mean"] == pytest.approx(29.5)
+    state = UploadState.load(tmp_path / STATE_FILE)
+    assert state.records_total >= len(keys) and state.raw_readings_covered >= 6 * 120
+
+
+def test_a_long_outage_is_caught_up_oldest_first(gateway_store, tmp_path):
+    port = free_port()
+    up = uploader(gateway_store, tmp_path, port, "not-yet")
+    failures = []
+    for _ in range(20):  # the endpoint is away: every attempt fails, nothing is marked uploaded
+        batch = up.next_batch()
+        try:
+            up.send(batch)
+        except Exception as exc:  # noqa: BLE001
+            failures.append(exc)
+    assert len(failures) == 20 and UploadState.load(tmp_path / STATE_FILE).cursors == {}
+    server = open_server(tmp_path / "cloud", port=port)
+    token = server.tokens.issue("gw")
+    server.start_background()
+    try:
+        up.session.headers["Authorization"] = f"Bearer {token}"
+        first = up.next_batch()
+        assert [r.source for r in first][:1] == ["alerts"] and first[0].key == "outbox:1"  # oldest alert first
+        run_until_done(up)
+        up.close()
+        keys = {r["key"] for r in server.storage.records("gw")}
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert keys == expected_keys(gateway_store)
+
+
+def test_bad_token_is_refused_and_nothing_is_marked(gateway_store, tmp_path):
+    port = free_port()
+    server = open_server(tmp_path / "cloud", port=port)
+    server.tokens.issue("gw")
+    server.start_background()
+    try:
+        up = uploader(gateway_store, tmp_path, port, "wrong")
+        with pytest.raises(Exception, match="401"):
+            up.send(up.next_batch())
+        up.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert UploadState.load(tmp_path / STATE_FILE).cursors == {}
+
+
+def test_daily_budget_holds_routine_data_back_but_not_alerts(gateway_store, tmp_path):
+    up = uploader(gateway_store, tmp_path, free_port(), "t", daily_budget_bytes=1)
+    up.state.day = "2026-11-18"
+    up.state.bytes_today = 10
+    sources = {r.source for r in up.next_batch()}
+    assert sources <= {"alerts", "windows"} and "alerts" in sources

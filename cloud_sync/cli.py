@@ -104,8 +104,31 @@ def _run(args: argparse.Namespace) -> int:
                         gateway=config.gateway.name, ca_file=cloud.ca_file, batch_records=cloud.batch_records,
                         daily_budget_bytes=int(cloud.daily_budget_mb * 1e6), timeout_s=cloud.timeout_s,
                         status_path=config.state_path / STATUS_FILE)  # fmt: skip
+    from gatewayd.models.bundle import load_public_key
+    from gatewayd.models.install import ModelStore
+
+    from cloud_sync.model_pull import ModelPuller, PullError
+
+    models = ModelStore(config.models_path, [load_public_key(Path(p)) for p in config.models.public_keys])
+    puller = ModelPuller(uploader.session, cloud.url, models, max_bytes=int(cloud.max_bundle_mb * 1e6),
+                         timeout_s=cloud.timeout_s)  # fmt: skip
+
+    def pull_models() -> None:
+        while not stop.is_set():
+            try:
+                outcome = puller.poll()
+                uploader.report_models(outcome.installed, outcome.rejected)
+            except (PullError, OSError, ValueError) as exc:
+                logging.getLogger("cloud_sync").warning("model pull: %s", exc)
+            except Exception as exc:  # requests' errors and the like: try again next period
+                logging.getLogger("cloud_sync").warning("model pull: %s", exc)
+            stop.wait(cloud.model_poll_s)
+
+    pulling = threading.Thread(target=pull_models, name="model-pull", daemon=True)
+    pulling.start()
     try:
         uploader.run(stop.is_set, interval_s=cloud.interval_s, max_backoff_s=cloud.max_backoff_s, sleep=stop.wait)
+        pulling.join(timeout=cloud.timeout_s + 1)
     finally:
         uploader.close()
         store.close()

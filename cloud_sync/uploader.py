@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -94,9 +95,17 @@ class Uploader:
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
         self.session.verify = ca_file or True
+        self.lock = threading.Lock()
+        self.model_reports: list[dict] = []  # in memory until uploaded; a restart pulls again anyway
 
     def close(self) -> None:
         self.session.close()
+
+    def report_models(self, installed: list[str], rejected: list[str]) -> None:
+        """Model pulls (and gatewayd's rollbacks, which reach the outbox) go up with the next upload."""
+        if installed or rejected:
+            with self.lock:
+                self.model_reports.append({"ts_ms": self.now_ms(), "installed": installed, "rejected": rejected})
 
     # -- what to send ----------------------------------------------------------------------
 
@@ -166,7 +175,10 @@ class Uploader:
             if room <= 0 or (over_budget and PRIORITIES[source] > 0):
                 break
             if source == "alerts":
-                found = self._outbox(source, ("alert", "alert_update"), room)
+                found = self._outbox(source, ("alert", "alert_update", "model_event"), room)
+                with self.lock:
+                    found += [Record("reports", 0, f"model-report:{r['ts_ms']}", "model_report", r)
+                              for r in self.model_reports[: max(0, room - len(found))]]  # fmt: skip
             elif source == "labels":
                 found = self._outbox(source, ("label",), room)
             elif source == "windows":
@@ -202,6 +214,10 @@ class Uploader:
             raise UploadError(f"HTTP {response.status_code}: {response.text[:200]}")
         # Acknowledged: only now do the cursors move.
         for r in batch:
+            if r.source == "reports":
+                with self.lock:
+                    self.model_reports = [m for m in self.model_reports if f"model-report:{m['ts_ms']}" != r.key]
+                continue
             self.state.cursors[r.source] = max(self.state.cursors.get(r.source, 0), r.position)
         self.state.bytes_today += len(body)
         self.state.bytes_total += len(body)

@@ -148,6 +148,8 @@ class CloudSection(_Section):
     interval_s: float = Field(10.0, gt=0, description="How often the outbox is looked at when idle.")
     timeout_s: float = Field(30.0, gt=0, description="HTTP timeout.")
     max_backoff_s: float = Field(300.0, gt=0, description="Longest wait between retries while the cloud is away.")
+    model_poll_s: float = Field(600.0, gt=0, description="How often new model bundles are looked for.")
+    max_bundle_mb: float = Field(16.0, gt=0, description="Larger bundle downloads are refused.")
 
 
 class SegmentSection(_Section):

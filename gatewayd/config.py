@@ -187,6 +187,9 @@ class DetectionSection(_Section):
         "windows; disposable: the same, training on the last train_hours only and dropping the old bundle.")
     retrain_hours: float = Field(24.0, gt=0, description="Retraining period (periodic, disposable).")
     train_hours: float = Field(4.0, gt=0, description="History a disposable model is trained on.")
+    health_windows: int = Field(20, ge=1, description="A replacement bundle's health check: its first windows.")
+    health_max_alert_rate: float = Field(
+        0.3, ge=0, le=1, description="Above this share of alarming windows in its health check, a bundle is rolled back.")
     drift_threshold: float = Field(
         50.0, gt=0, description="Page-Hinkley threshold on scores and feature means, in standard deviations.")
     retrain_on_drift: bool = Field(False, description="Retrain from recent normal windows when drift is detected.")

@@ -292,6 +292,11 @@ class Store:
             out.append(d)
         return out
 
+    def record_model_event(self, body: dict) -> None:
+        """A bundle loaded or rolled back: reported to the cloud with the alerts."""
+        self.enqueue(PRIORITY_ALERT, "model_event", json.dumps({**body, "ts_ms": time.time_ns() // 1_000_000},
+                                                               sort_keys=True).encode())  # fmt: skip
+
     def alerts_by_id(self, ids: Sequence[str]) -> list[str]:
         """Which of these alert ids exist."""
         marks = ",".join("?" * len(ids))

@@ -63,6 +63,8 @@ class ScopeState:
     training: asyncio.Task | None = None
     trained_at: float = 0.0  # monotonic
     adapter: ThresholdAdapter = field(default_factory=ThresholdAdapter)
+    probation: int = 0  # windows left in a replacement bundle's health check
+    probation_alarms: int = 0
 
 
 @dataclass
@@ -147,9 +149,17 @@ class DetectionStage:
         except (BundleError, ValueError, OSError) as exc:
             log.error("%s: bundle v%s not loaded, keeping %s: %s", scope.name, version,
                       f"v{scope.version}" if scope.version else "no model", exc)  # fmt: skip
-            scope.version = version  # do not retry the same files at every window
+            if scope.scorer is not None and self.models.linked(scope.name, "previous") is not None:
+                await self._rollback(scope, version, f"does not load: {exc}")
+            else:
+                scope.version = version  # do not retry the same files at every window
             return
+        replacing = scope.scorer is not None
         scope.scorer, scope.version = scorer, version
+        if replacing:  # a health check on the windows it scores first; rolled back if it fails it
+            scope.probation, scope.probation_alarms = self.settings.health_windows, 0
+        await self.store_call("record_model_event", {"event": "loaded", "name": scope.name, "version": version,
+                                                     "source": manifest.training.get("source")})  # fmt: skip
         scope.trained_at = time.monotonic()
         for device in scope.devices:
             self.specs[device] = scorer.spec
@@ -199,6 +209,15 @@ class DetectionStage:
                 self._start_training(scope, "bootstrap: no model installed")
             return
         result = detector.window(end_ms, features)
+        if scope.probation > 0:
+            scope.probation -= 1
+            scope.probation_alarms += result.step.alarming
+            if scope.probation == 0:
+                rate = scope.probation_alarms / self.settings.health_windows
+                if rate > self.settings.health_max_alert_rate:
+                    await self._rollback(scope, scope.version or 0,
+                                         f"{rate:.0%} of its first {self.settings.health_windows} windows alarmed "
+                                         f"(at most {self.settings.health_max_alert_rate:.0%})")  # fmt: skip
         if not result.step.alarming and not result.step.incident_open and result.step.closed is None:
             self._collect(scope, end_ms, features, device)
         await self._incident(device, result, scope)
@@ -267,6 +286,22 @@ class DetectionStage:
         finally:
             shutil.rmtree(work, ignore_errors=True)
             scope.training = None
+
+    async def _rollback(self, scope: ScopeState, version: int, reason: str) -> None:
+        """A new bundle failed its health check: the previous one is current again (the failed
+        version is remembered and refused), and the outcome goes to the cloud."""
+        loop = asyncio.get_running_loop()
+        try:
+            back_to = await loop.run_in_executor(None, self.models.rollback, scope.name)
+        except BundleError as exc:
+            log.error("%s: v%d failed its health check (%s) and cannot be rolled back: %s", scope.name, version, reason, exc)
+            scope.probation = 0
+            return
+        log.error("%s: v%d rolled back to v%d: %s", scope.name, version, back_to, reason)
+        scope.probation = 0
+        await self.store_call("record_model_event", {"event": "rollback", "name": scope.name, "version": version,
+                                                     "restored": back_to, "reason": reason})  # fmt: skip
+        await self._load(scope)
 
     # -- incidents, drift, feedback -----------------------------------------------------------
 

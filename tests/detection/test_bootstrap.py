@@ -3,6 +3,7 @@ virtual node, trains both models in a worker process, signs them with its own ke
 them and scores; a bundle installed later takes over between windows (hot reload)."""
 
 import asyncio
+import json
 import time
 
 import numpy as np
@@ -15,6 +16,7 @@ from gatewayd.features import FeatureSpec
 from gatewayd.models.bundle import load_private_key, write_bundle
 from gatewayd.models.install import ModelStore
 from gatewayd.models.training import train_bundle
+from gatewayd.store import Store
 from gatewayd.virtual_node import VirtualNode
 
 pytestmark = pytest.mark.integration
@@ -35,7 +37,8 @@ async def test_bootstrap_then_hot_reload(tmp_path):
     state = tmp_path / "state"
     config = parse_config(
         f'[gateway]\nname = "site-b"\nstate_dir = "{state}"\n\n[store]\nflush_interval_s = 0.2\n\n'
-        '[detection]\nwindow_s = 2.0\nhop_s = 0.5\nbootstrap_minutes = 0.5\ntrees = 20\nstats = ["mean", "std"]\n\n'
+        '[detection]\nwindow_s = 2.0\nhop_s = 0.5\nbootstrap_minutes = 0.5\ntrees = 20\nstats = ["mean", "std"]\n'
+        'health_windows = 6\nhealth_max_alert_rate = 0.5\n\n'
         f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.1\n'
     )
     assert not (state / "models").exists()
@@ -66,7 +69,24 @@ async def test_bootstrap_then_hot_reload(tmp_path):
         assert await wait_until(lambda: stage.status()["models"]["pump-1"]["version"] == 2, 10)
         assert stage.detectors["pump-1"].scorer.manifest.version == 2
         assert stage.stats.windows - before <= 3  # it took over at the next window or so
-        assert await wait_until(lambda: stage.stats.windows >= before + 4, 10)  # and scoring goes on
+        assert await wait_until(lambda: stage.stats.windows >= before + 8, 10)  # and scoring goes on
+        assert models.installed_version("pump-1") == 2  # it passed its health check
+
+        # A bundle that alarms on everything (trained on a plant that never moved) fails its
+        # health check and is rolled back; the failed version is reported and refused later.
+        still = np.array(manifest.scaler.mean) + rng.normal(size=(64, len(spec.names))) * 1e-6
+        bad = train_bundle(still, np.arange(64) * 500, spec, name="pump-1", version=3, source="test", trees=20)
+        models.install(write_bundle(tmp_path / "v3", bad.manifest, bad.files, load_private_key(key_path)))
+        assert await wait_until(lambda: stage.status()["models"]["pump-1"]["version"] == 3, 10)
+        assert await wait_until(lambda: models.installed_version("pump-1") == 2, 20)
+        assert await wait_until(lambda: stage.status()["models"]["pump-1"]["version"] == 2, 10)
+        assert models.rolled_back("pump-1") == [3]
+        reader = Store(state / "gatewayd.sqlite3", readonly=True)
+        events = [json.loads(p) for (p,) in reader.conn.execute(
+            "SELECT payload FROM outbox WHERE kind = 'model_event' ORDER BY id")]  # fmt: skip
+        reader.close()
+        assert [(e["event"], e["version"]) for e in events][-2:] == [("rollback", 3), ("loaded", 2)]
+        assert "alarmed" in events[-2]["reason"]
         assert stage.stats.dropped == 0
     finally:
         stop.set()

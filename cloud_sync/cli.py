@@ -38,6 +38,22 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", type=Path, required=True, help="folder for the database, tokens and bundles")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
+    retrain = sub.add_parser(
+        "retrain", help="train, sign and publish a bundle from uploaded summaries and labels",
+        description="Train the Isolation Forest and autoencoder (the gateway's training code) on the one-minute "
+        "summaries gateways uploaded, leaving out minutes near alerts unless labelled false positives; sign "
+        "the bundle and publish it for the gateway (or the fleet) to pull.",
+        epilog="example: cloud-sync retrain --data /var/lib/cloud --gateway plant-7 --device pump-1 --key signing.key",
+    )  # fmt: skip
+    retrain.add_argument("--data", type=Path, required=True)
+    scope = retrain.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--gateway", help="one gateway's data; the bundle is published for it")
+    scope.add_argument("--fleet", action="store_true", help="every gateway's data; published for all")
+    retrain.add_argument("--device", action="append", help="only these devices (repeatable); one device: the bundle is named after it")
+    retrain.add_argument("--name", help="bundle name (default: the device, or 'global')")
+    retrain.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM) to sign with")
+    retrain.add_argument("--trees", type=int, default=100)
+    retrain.add_argument("--false-alarm-rate", type=float, default=0.01)
     token = sub.add_parser(
         "token", help="issue a token for a gateway on the reference endpoint",
         description="Print a new bearer token for GATEWAY (once) and keep only its hash in DATA/tokens.",
@@ -60,6 +76,26 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        return 0
+    if args.command == "retrain":
+        from cloud_sync.retrain import retrain
+        from cloud_sync.storage import SqliteStorage
+        from gatewayd.models.bundle import BundleError
+        from gatewayd.models.training import TrainingError
+
+        storage = SqliteStorage(args.data / "cloud.sqlite3")
+        gateways = storage.gateways() if args.fleet else [args.gateway]
+        name = args.name or (args.device[0] if args.device and len(args.device) == 1 else "global")
+        try:
+            result = retrain(storage, args.data / "bundles", args.key, name=name, gateways=gateways, devices=args.device,
+                             scope_folder="fleet" if args.fleet else args.gateway, trees=args.trees,
+                             false_alarm_rate=args.false_alarm_rate, progress=lambda t: print(t, file=sys.stderr))  # fmt: skip
+        except (ValueError, TrainingError, BundleError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            storage.close()
+        print(f"published {result.name} v{result.version} ({result.windows} minutes) at {result.folder}")
         return 0
     if args.command == "serve":
         from cloud_sync.server import open_server

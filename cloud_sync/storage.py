@@ -19,6 +19,8 @@ class Storage(Protocol):
 
     def usage(self, gateway: str) -> dict[str, int]: ...
 
+    def gateways(self) -> list[str]: ...
+
 
 class SqliteStorage:
     def __init__(self, path: str | Path):
@@ -65,6 +67,9 @@ class SqliteStorage:
             (gateway,),
         ).fetchone()
         return {"batches": batches, "wire_bytes": wire, "records_sent": recs}
+
+    def gateways(self) -> list[str]:
+        return [g for (g,) in self.conn.execute("SELECT DISTINCT gateway FROM records ORDER BY gateway")]
 
     def close(self) -> None:
         self.conn.close()

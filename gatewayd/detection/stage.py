@@ -70,7 +70,9 @@ class ScopeState:
 @dataclass
 class StageStats:
     windows: int = 0
+    scored: int = 0
     dropped: int = 0
+    errors: int = 0
     incidents: int = 0
     trainings: int = 0
     drift_events: int = 0
@@ -188,8 +190,13 @@ class DetectionStage:
                 if device not in self.windows:
                     self.specs[device] = self.default_spec(sorted(values), periods.get(device, 1.0))
                     self.windows[device] = DeviceWindows(self.specs[device])
-                for end_ms, features in self.windows[device].add(ts_ms, values):
-                    await self._window(device, end_ms, features)
+                windows = self.windows[device]
+                for end_ms, features in windows.add(ts_ms, values):
+                    try:
+                        await self._window(device, end_ms, features, windows.spec)
+                    except Exception:  # one bad window must not end detection for every device
+                        self.stats.errors += 1
+                        log.exception("%s: window ending %d not processed", device, end_ms)
                 await self._check_labels()
         finally:
             trainings = [s.training for s in self.scopes.values() if s.training is not None]
@@ -197,10 +204,12 @@ class DetectionStage:
                 t.cancel()
             await asyncio.gather(*trainings, return_exceptions=True)
 
-    async def _window(self, device: str, end_ms: int, features: np.ndarray) -> None:
+    async def _window(self, device: str, end_ms: int, features: np.ndarray, spec: FeatureSpec) -> None:
         self.stats.windows += 1
         scope = self.scopes[self.scope_of[device]]
         await self._load(scope)
+        if self.specs.get(device) != spec:
+            return  # a new bundle with other features took over: this window was cut for the old one
         detector = self.detectors.get(device)
         if detector is None or scope.scorer is None:
             self._collect(scope, end_ms, features, device)
@@ -209,6 +218,7 @@ class DetectionStage:
                 self._start_training(scope, "bootstrap: no model installed")
             return
         result = detector.window(end_ms, features)
+        self.stats.scored += 1
         if scope.probation > 0:
             scope.probation -= 1
             scope.probation_alarms += result.step.alarming
@@ -407,7 +417,7 @@ class DetectionStage:
 
     def status(self) -> dict:
         return {
-            "windows": self.stats.windows, "dropped": self.stats.dropped, "incidents": self.stats.incidents,
+            "windows": self.stats.windows, "scored": self.stats.scored, "dropped": self.stats.dropped, "errors": self.stats.errors, "incidents": self.stats.incidents,
             "trainings": self.stats.trainings, "drift_events": self.stats.drift_events,
             "models": {name: {"version": s.version, "collected": len(s.collected), "training": s.training is not None,
                               "multiplier": s.adapter.multiplier} for name, s in self.scopes.items()},

@@ -1,0 +1,4 @@
+from cloud_sync.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""`cloud-sync retrain`: train a bundle on what gateways uploaded, sign it, publish it.
+
+The cloud sees one-minute summaries (count, mean, std, min, max, last per channel), not raw
+readings, so a cloud bundle scores one-minute windows with those statistics; the gateway
+computes the same statistics over its own 60 s windows once the bundle is installed. Minutes
+near an alert are left out of training unless an operator labelled the alert a false positive
+(then they are normal operation the model should learn). The training code is the gateway's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gatewayd.features import FeatureSpec
+from gatewayd.models.bundle import load_private_key, write_bundle
+from gatewayd.models.training import train_bundle
+
+from .storage import Storage
+
+STATS = ("mean", "std", "min", "max", "last")
+MARGIN_MS = 60_000  # minutes this close to an alert are not trained on
+OPEN_ALERT_MS = 600_000  # an alert with no close yet covers this long
+
+
+@dataclass
+class RetrainResult:
+    folder: Path
+    name: str
+    version: int
+    windows: int
+    excluded_minutes: int
+
+
+def _alert_spans(storage: Storage, gateway: str) -> dict[str, list[tuple[int, int]]]:
+    """Per device, the time spans of alerts not labelled false positive."""
+    alerts: dict[str, dict] = {}
+    for r in storage.records(gateway, "alert"):
+        p = r["payload"]
+        alerts[p["id"]] = {"device": p["device"], "opened": p["opened_ms"], "closed": None, "label": None}
+    for r in storage.records(gateway, "alert_update"):
+        p = r["payload"]
+        if p["id"] in alerts and p.get("closed_ms"):
+            alerts[p["id"]]["closed"] = p["closed_ms"]
+    for r in storage.records(gateway, "label"):
+        p = r["payload"]
+        if p["alert_id"] in alerts:
+            alerts[p["alert_id"]]["label"] = p["label"]
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for a in alerts.values():
+        if a["label"] == "false_positive":
+            continue
+        end = a["closed"] or a["opened"] + OPEN_ALERT_MS
+        spans.setdefault(a["device"], []).append((a["opened"] - MARGIN_MS, end + MARGIN_MS))
+    return spans
+
+
+def minute_rows(storage: Storage, gateways: list[str], devices: list[str] | None) -> tuple[list[str], list[tuple[str, int, np.ndarray, float]], int]:  # noqa: E501
+    """(channels, rows of (device, minute, features, samples per minute), minutes excluded)."""
+    rows: list[tuple[str, int, dict]] = []
+    excluded = 0
+    for gateway in gateways:
+        spans = _alert_spans(storage, gateway)
+        for r in storage.records(gateway, "summary"):
+            minute = r["payload"]["minute_ms"]
+            for device, channels in r["payload"]["devices"].items():
+                if devices is not None and device not in devices:
+                    continue
+                if any(lo <= minute + 60_000 and minute <= hi for lo, hi in spans.get(device, [])):
+                    excluded += 1
+                    continue
+                rows.append((device, minute, channels))
+    if not rows:
+        return [], [], excluded
+    names = sorted(set.intersection(*(set(c) for _, _, c in rows)))
+    out = []
+    for device, minute, channels in rows:
+        feats = np.array([channels[c][s] if channels[c].get(s) is not None else np.nan for c in names for s in STATS],
+                         dtype=np.float64)  # fmt: skip
+        out.append((device, minute, feats, float(np.median([channels[c]["count"] for c in names]))))
+    return names, out, excluded
+
+
+def retrain(storage: Storage, shelf: Path, key_path: Path, *, name: str, gateways: list[str],
+            devices: list[str] | None = None, scope_folder: str, trees: int = 100, false_alarm_rate: float = 0.01,
+            progress: Callable[[str], None] = lambda _: None) -> RetrainResult:  # fmt: skip
+    channels, rows, excluded = minute_rows(storage, gateways, devices)
+    if not rows:
+        raise ValueError(f"no summaries uploaded for {', '.join(gateways)}" + (f" / {', '.join(devices)}" if devices else ""))
+    per_minute = float(np.median([r[3] for r in rows]))
+    spec = FeatureSpec(tuple(channels), window_s=60.0, hop_s=60.0, stats=STATS,
+                       sample_period_s=min(60.0, 60.0 / max(per_minute, 1.0)))  # fmt: skip
+    features = np.vstack([r[2] for r in rows])
+    ends = np.array([r[1] + 60_000 for r in rows], dtype=np.int64)
+    row_devices = sorted({r[0] for r in rows})
+    progress(f"{len(rows)} minutes of {len(row_devices)} device(s) ({excluded} near alerts left out), "
+             f"channels {', '.join(channels)}")  # fmt: skip
+    home = shelf / scope_folder / name
+    existing = [int(p.name) for p in home.iterdir() if p.name.isdigit()] if home.is_dir() else []
+    # above anything published and anything a gateway reported running (it may have trained its own)
+    reported = [int(r["payload"]["version"]) for g in gateways for r in storage.records(g, "model_event")
+                if r["payload"].get("name") == name and isinstance(r["payload"].get("version"), int)]  # fmt: skip
+    version = max(existing + reported, default=0) + 1
+    trained = train_bundle(features, ends, spec, name=name, version=version,
+                           source=f"cloud:{'+'.join(gateways)}", trees=trees, false_alarm_rate=false_alarm_rate,
+                           devices=[r[0] for r in rows] if len(row_devices) > 1 else None, progress=progress)  # fmt: skip
+    home.mkdir(parents=True, exist_ok=True)
+    staging = home / f".staging-{version}"
+    write_bundle(staging, trained.manifest, trained.files, load_private_key(key_path))
+    staging.rename(home / str(version))  # listed only once complete and signed
+    return RetrainResult(home / str(version), name, version, len(rows), excluded)

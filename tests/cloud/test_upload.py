@@ -186,3 +186,21 @@ def test_daily_budget_holds_routine_data_back_but_not_alerts(gateway_store, tmp_
     up.state.bytes_today = 10
     sources = {r.source for r in up.next_batch()}
     assert sources <= {"alerts", "windows"} and "alerts" in sources
+
+
+def test_cloud_sync_run_refuses_a_world_readable_token_and_a_missing_section(tmp_path, capsys):
+    import os
+
+    from cloud_sync.cli import main
+
+    token = tmp_path / "token"
+    token.write_text("secret")
+    os.chmod(token, 0o644)
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[cloud]\nurl = "http://127.0.0.1:9"\ntoken_file = "{token}"\n'
+                      '[[devices]]\nname = "d"\nhost = "127.0.0.1"\n')  # fmt: skip
+    assert main(["run", "--config", str(config)]) == 2
+    assert "world-readable" in capsys.readouterr().err
+    config.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[[devices]]\nname = "d"\nhost = "127.0.0.1"\n')
+    assert main(["run", "--config", str(config)]) == 2
+    assert "no [cloud] section" in capsys.readouterr().err

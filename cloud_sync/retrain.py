@@ -19,6 +19,7 @@ from gatewayd.features import FeatureSpec
 from gatewayd.models.bundle import load_private_key, write_bundle
 from gatewayd.models.training import train_bundle
 
+from .codec import decode_summary
 from .storage import Storage
 
 STATS = ("mean", "std", "min", "max", "last")
@@ -66,7 +67,8 @@ def minute_rows(storage: Storage, gateways: list[str], devices: list[str] | None
         spans = _alert_spans(storage, gateway)
         for r in storage.records(gateway, "summary"):
             minute = r["payload"]["minute_ms"]
-            for device, channels in r["payload"]["devices"].items():
+            for device, packed in r["payload"]["devices"].items():
+                channels = decode_summary(packed)
                 if devices is not None and device not in devices:
                     continue
                 if any(lo <= minute + 60_000 and minute <= hi for lo, hi in spans.get(device, [])):

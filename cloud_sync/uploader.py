@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from gatewayd import blocks
+from cloud_sync import codec
 from gatewayd.store import Store
 
 log = logging.getLogger("cloud_sync")
@@ -119,19 +119,20 @@ class Uploader:
         return [Record(source, i, f"outbox:{i}", kind, json.loads(payload)) for i, kind, payload in rows]
 
     def _windows(self, limit: int) -> list[Record]:
-        """Raw readings kept for anomalies (blocks marked keep), at full resolution."""
+        """Raw readings kept around anomalies (`Store.protect` spans), at full resolution."""
         after = self.state.cursors.get("windows", 0)
         rows = self.store.conn.execute(
-            "SELECT b.id, d.name, c.name, b.data FROM reading_blocks b JOIN channels c ON c.id = b.channel_id "
-            "JOIN devices d ON d.id = c.device_id WHERE b.keep = 1 AND b.id > ? ORDER BY b.id LIMIT ?",
+            "SELECT k.id, d.name, c.name, k.channel_id, k.start_ms, k.end_ms FROM kept_windows k "
+            "JOIN channels c ON c.id = k.channel_id JOIN devices d ON d.id = c.device_id "
+            "WHERE k.id > ? ORDER BY k.id LIMIT ?",
             (after, limit),
         ).fetchall()
         out = []
-        for block_id, device, channel, data in rows:
-            block = blocks.decode(data)
-            out.append(Record("windows", block_id, f"window:{block_id}", "window",
-                              {"device": device, "channel": channel, "ts_ms": block.ts_ms.tolist(),
-                               "values": block.values.tolist()}, len(block)))  # fmt: skip
+        for window_id, device, channel, channel_id, start, end in rows:
+            block = self.store.channel_readings(channel_id, start, end)
+            payload = {"device": device, "channel": channel, "start_ms": start, "end_ms": end, "count": len(block),
+                       "block": codec.encode_window(block.ts_ms, block.values) if len(block) else None}  # fmt: skip
+            out.append(Record("windows", window_id, f"window:{window_id}", "window", payload, len(block)))
         return out
 
     def _summaries(self, limit: int) -> list[Record]:
@@ -145,7 +146,8 @@ class Uploader:
         for minute in minutes:
             stats = self.store.minute_of_all(minute)
             readings = sum(c["count"] for d in stats.values() for c in d.values())
-            out.append(Record("summaries", minute, f"summary:{minute}", "summary", {"minute_ms": minute, "devices": stats},
+            devices = {device: codec.encode_summary(channels) for device, channels in stats.items()}
+            out.append(Record("summaries", minute, f"summary:{minute}", "summary", {"minute_ms": minute, "devices": devices},
                               readings))  # fmt: skip
         return out
 

@@ -137,6 +137,15 @@ def m006_detection(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX labels_alert ON labels (alert_id)")
 
 
+@migration
+def m007_kept_windows(db: sqlite_utils.Database) -> None:
+    """The spans of raw readings kept around anomalies, for the cloud agent to upload exactly."""
+    db.execute(
+        "CREATE TABLE kept_windows (id INTEGER PRIMARY KEY AUTOINCREMENT, channel_id INTEGER NOT NULL "
+        "REFERENCES channels(id), start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL)"
+    )
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     db = sqlite_utils.Database(conn)
     if "_migrations" not in db.table_names():

@@ -318,13 +318,19 @@ class Store:
 
     def protect(self, device: str, channel: str, start_ms: int, end_ms: int) -> int:
         """Keep the raw readings of an anomaly window: never compacted away from it, never
-        evicted. Returns blocks marked."""
+        evicted, and recorded as a span for the cloud. Returns blocks marked."""
+        row = self.conn.execute("SELECT c.id FROM channels c JOIN devices d ON d.id = c.device_id "
+                                "WHERE d.name = ? AND c.name = ?", (device, channel)).fetchone()  # fmt: skip
+        if row is None:
+            return 0
         with self.conn:
+            self.conn.execute("BEGIN")
             cur = self.conn.execute(
-                "UPDATE reading_blocks SET keep = 1 WHERE channel_id = (SELECT c.id FROM channels c JOIN devices d "
-                "ON d.id = c.device_id WHERE d.name = ? AND c.name = ?) AND last_ms >= ? AND first_ms < ?",
-                (device, channel, start_ms, end_ms),
+                "UPDATE reading_blocks SET keep = 1 WHERE channel_id = ? AND last_ms >= ? AND first_ms < ?",
+                (row[0], start_ms, end_ms),
             )
+            self.conn.execute("INSERT INTO kept_windows (channel_id, start_ms, end_ms, created_ms) VALUES (?, ?, ?, ?)",
+                              (row[0], start_ms, end_ms, time.time_ns() // 1_000_000))  # fmt: skip
         return cur.rowcount
 
     def enqueue(self, priority: int, kind: str, payload: bytes) -> None:
@@ -470,9 +476,9 @@ class Store:
         ).fetchone()
         if row is None:
             raise KeyError(f"no channel {device}/{channel}")
-        return self._channel_readings(row[0], start_ms, end_ms)
+        return self.channel_readings(row[0], start_ms, end_ms)
 
-    def _channel_readings(self, channel_id: int, start_ms: int, end_ms: int) -> blocks.Block:
+    def channel_readings(self, channel_id: int, start_ms: int, end_ms: int) -> blocks.Block:
         found = [
             blocks.decode(data)
             for (data,) in self.conn.execute(
@@ -501,7 +507,7 @@ class Store:
         """Per-channel statistics of the readings at or after `since_ms`."""
         out = []
         for channel_id, device, channel, unit in self.channels():
-            b = self._channel_readings(channel_id, since_ms, 2**62)
+            b = self.channel_readings(channel_id, since_ms, 2**62)
             if len(b):
                 v = b.values
                 out.append(ChannelSummary(device, channel, unit, len(v), float(np.nanmin(v)), float(np.nanmean(v)),

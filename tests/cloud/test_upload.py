@@ -5,8 +5,10 @@ import socket
 import threading
 import time
 
+import numpy as np
 import pytest
 
+from cloud_sync import codec
 from cloud_sync.server import Handler, open_server
 from cloud_sync.uploader import STATE_FILE, Uploader, UploadState
 from gatewayd.store import Reading, Store
@@ -38,7 +40,7 @@ def gateway_store(tmp_path):
 
 def expected_keys(store: Store) -> set[str]:
     outbox = {f"outbox:{i}" for (i,) in store.conn.execute("SELECT id FROM outbox WHERE kind IN ('alert', 'label')")}
-    windows = {f"window:{i}" for (i,) in store.conn.execute("SELECT id FROM reading_blocks WHERE keep = 1")}
+    windows = {f"window:{i}" for (i,) in store.conn.execute("SELECT id FROM kept_windows")}
     summaries = {f"summary:{T0 + m * 60_000}" for m in range(6)}
     return outbox | windows | summaries
 
@@ -129,10 +131,13 @@ def test_every_record_arrives_exactly_once(gateway_store, tmp_path, plan):
     by_key = {r["key"]: r for r in records}
     first_alert = min(k for k in keys if k.startswith("outbox:"))
     assert by_key[first_alert]["payload"]["severity"] == "warning"
-    window = next(r for r in records if r["kind"] == "window")
-    assert window["payload"]["channel"] == "flow" and len(window["payload"]["ts_ms"]) == len(window["payload"]["values"]) == 60
-    summary = by_key[f"summary:{T0}"]["payload"]["devices"]["pump-1"]["flow"]
+    window = next(r for r in records if r["kind"] == "window")["payload"]
+    block = codec.decode_window(window["block"])
+    assert window["channel"] == "flow" and window["count"] == len(block) == 60
+    assert block.ts_ms[0] == T0 + 60_000 and list(block.values) == [float(s) for s in range(60)]  # full resolution
+    summary = codec.decode_summary(by_key[f"summary:{T0}"]["payload"]["devices"]["pump-1"])["flow"]
     assert summary["count"] == 60 and summary["mean"] == pytest.approx(29.5)
+    assert summary["std"] == pytest.approx(np.std(np.arange(60)), rel=1e-3) and summary["max"] == pytest.approx(59, rel=1e-3)
     state = UploadState.load(tmp_path / STATE_FILE)
     assert state.records_total >= len(keys) and state.raw_readings_covered >= 6 * 120
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -47,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     retrain.add_argument("--data", type=Path, required=True)
     scope = retrain.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--gateway", help="one gateway's data; the bundle is published for it")
+    scope.add_argument("--gateway", action="append",
+                       help="a gateway's data (repeat for a segment of gateways); the bundle is published for each")
     scope.add_argument("--fleet", action="store_true", help="every gateway's data; published for all")
     retrain.add_argument("--device", action="append", help="only these devices (repeatable); one device: the bundle is named after it")
     retrain.add_argument("--name", help="bundle name (default: the device, or 'global')")
@@ -84,18 +86,22 @@ def main(argv: list[str] | None = None) -> int:
         from gatewayd.models.training import TrainingError
 
         storage = SqliteStorage(args.data / "cloud.sqlite3")
-        gateways = storage.gateways() if args.fleet else [args.gateway]
+        gateways = storage.gateways() if args.fleet else list(dict.fromkeys(args.gateway))
         name = args.name or (args.device[0] if args.device and len(args.device) == 1 else "global")
         try:
             result = retrain(storage, args.data / "bundles", args.key, name=name, gateways=gateways, devices=args.device,
-                             scope_folder="fleet" if args.fleet else args.gateway, trees=args.trees,
+                             scope_folder="fleet" if args.fleet else gateways[0], trees=args.trees,
                              false_alarm_rate=args.false_alarm_rate, progress=lambda t: print(t, file=sys.stderr))  # fmt: skip
+            if not args.fleet:  # a segment of gateways: the same signed bundle for each of them
+                for other in gateways[1:]:
+                    shutil.copytree(result.folder, args.data / "bundles" / other / name / str(result.version))
         except (ValueError, TrainingError, BundleError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         finally:
             storage.close()
-        print(f"published {result.name} v{result.version} ({result.windows} minutes) at {result.folder}")
+        print(f"published {result.name} v{result.version} ({result.windows} minutes) for "
+              f"{'the fleet' if args.fleet else ', '.join(gateways)}")  # fmt: skip
         return 0
     if args.command == "serve":
         from cloud_sync.server import open_server

@@ -51,7 +51,7 @@ class ModelPuller:
 
     def poll(self) -> PullOutcome:
         outcome = PullOutcome()
-        response = self.session.get(f"{self.url}/v1/models", timeout=self.timeout)
+        response = self.session.get(f"{self.url}/v1/models", timeout=self.timeout, verify=self.session.verify)
         if response.status_code != 200:
             raise PullError(f"listing models: HTTP {response.status_code}")
         for entry in response.json().get("models", []):
@@ -78,7 +78,8 @@ class ModelPuller:
         headers = {"If-None-Match": self.etags[url]} if url in self.etags else {}
         with tempfile.TemporaryDirectory(prefix=".download-", dir=self.models.root) as tmp:
             archive = Path(tmp) / "bundle.tar.gz"
-            with self.session.get(url, headers=headers, stream=True, timeout=self.timeout) as response:
+            with self.session.get(url, headers=headers, stream=True, timeout=self.timeout,
+                              verify=self.session.verify) as response:  # fmt: skip
                 if response.status_code == 304:
                     raise PullError("not modified since it was refused")
                 if response.status_code != 200:

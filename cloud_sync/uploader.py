@@ -206,7 +206,9 @@ class Uploader:
         body = gzip.compress(json.dumps({"gateway": self.gateway, "records": [
             {"key": r.key, "kind": r.kind, "payload": r.payload} for r in batch]}).encode(), 6)  # fmt: skip
         try:
-            response = self.session.post(f"{self.url}/v1/batches", data=body, timeout=self.timeout, headers={
+            # verify passed per request: a session's own setting loses to REQUESTS_CA_BUNDLE in the environment
+            response = self.session.post(f"{self.url}/v1/batches", data=body, timeout=self.timeout,
+                                         verify=self.session.verify, headers={
                 "Content-Type": "application/json", "Content-Encoding": "gzip", "Idempotency-Key": batch_id})  # fmt: skip
         except requests.RequestException as exc:
             raise UploadError(f"{exc.__class__.__name__}: {exc}") from None

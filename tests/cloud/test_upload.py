@@ -209,3 +209,59 @@ def test_cloud_sync_run_refuses_a_world_readable_token_and_a_missing_section(tmp
     config.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[[devices]]\nname = "d"\nhost = "127.0.0.1"\n')
     assert main(["run", "--config", str(config)]) == 2
     assert "no [cloud] section" in capsys.readouterr().err
+
+
+def test_https_with_a_configured_ca_and_refusal_without_it(gateway_store, tmp_path):
+    import ssl
+
+    from tests.integration.test_mqtt_tls import make_pki
+
+    make_pki(tmp_path)
+    port = free_port()
+    server = open_server(tmp_path / "cloud", port=port)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    token = server.tokens.issue("gw")
+    server.start_background()
+    try:
+        unknown_ca = Uploader(gateway_store, tmp_path / "a.json", f"https://127.0.0.1:{port}", token, gateway="gw", timeout_s=2)
+        with pytest.raises(Exception, match="SSL|certificate"):
+            unknown_ca.send(unknown_ca.next_batch())
+        unknown_ca.close()
+        assert UploadState.load(tmp_path / "a.json").cursors == {}
+        trusted = Uploader(gateway_store, tmp_path / "b.json", f"https://127.0.0.1:{port}", token, gateway="gw",
+                           ca_file=str(tmp_path / "ca.pem"), timeout_s=2)  # fmt: skip
+        assert trusted.send(trusted.next_batch())["accepted"] > 0
+        trusted.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_retrain_for_a_segment_of_gateways_publishes_for_each(tmp_path, capsys):
+    from cloud_sync.cli import main
+    from cloud_sync.storage import SqliteStorage
+    from gatewayd.models.bundle import generate_keypair, load_public_key, verify
+
+    storage = SqliteStorage(tmp_path / "cloud" / "cloud.sqlite3")
+    rng = np.random.default_rng(0)
+    for gateway in ("gw-a", "gw-b"):
+        records = []
+        for m in range(40):
+            flow = 20 + rng.normal()
+            stats = {"flow": {"unit": "m3/h", "count": 60, "mean": flow, "std": 0.5, "min": flow - 1, "max": flow + 1,
+                              "last": flow}}  # fmt: skip
+            records.append({"key": f"summary:{T0 + m * 60_000}", "kind": "summary",
+                            "payload": {"minute_ms": T0 + m * 60_000, "devices": {"pump-1": codec.encode_summary(stats)}}})  # fmt: skip
+        records.append({"key": "outbox:1", "kind": "alert", "payload": {"id": "x", "device": "pump-1", "opened_ms": T0 + 600_000}})
+        storage.accept_batch(gateway, "b1", records, 1)
+    storage.close()
+    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    assert main(["retrain", "--data", str(tmp_path / "cloud"), "--gateway", "gw-a", "--gateway", "gw-b",
+                 "--device", "pump-1", "--key", str(tmp_path / "k.pem"), "--trees", "20"]) == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "minutes of 1 device(s)" in err and "near alerts left out" in err
+    for gateway in ("gw-a", "gw-b"):
+        manifest = verify(tmp_path / "cloud" / "bundles" / gateway / "pump-1" / "1", [load_public_key(tmp_path / "k.pub")])
+        assert manifest.features["window_s"] == 60 and manifest.training["windows"] < 80  # minutes near the alerts left out

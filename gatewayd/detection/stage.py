@@ -39,7 +39,7 @@ from gatewayd.models import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 from .detector import Detector, DriftSettings, WindowResult
 from .feedback import FeedbackSettings, ThresholdAdapter
 from .local_training import local_key, write_job
-from .rules import Incident, RuleSettings
+from .rules import Incident, RuleSettings, combine
 from .windows import DeviceWindows
 
 log = logging.getLogger("gatewayd.detection")
@@ -156,9 +156,20 @@ class DetectionStage:
             else:
                 scope.version = version  # do not retry the same files at every window
             return
-        replacing = scope.scorer is not None
+        # A newer bundle replacing one in use is checked; going back (a rollback) is not.
+        replacing = scope.scorer is not None and scope.version is not None and version > scope.version
+        if replacing and scope.scorer is not None and scorer.spec == scope.scorer.spec:
+            rows = list(scope.collected)[-self.settings.health_windows :]
+            if len(rows) >= min(5, self.settings.health_windows):  # health check before it takes over
+                rate = self._alarm_rate(scope, scorer, rows)
+                if rate > self.settings.health_max_alert_rate:
+                    scope.version = version
+                    await self._rollback(scope, version, f"{rate:.0%} of the last {len(rows)} windows alarmed with it "
+                                         f"(at most {self.settings.health_max_alert_rate:.0%})")  # fmt: skip
+                    return
+                replacing = False  # checked already: no probation
         scope.scorer, scope.version = scorer, version
-        if replacing:  # a health check on the windows it scores first; rolled back if it fails it
+        if replacing:  # other features (or too few windows yet): checked on the windows it scores first
             scope.probation, scope.probation_alarms = self.settings.health_windows, 0
         await self.store_call("record_model_event", {"event": "loaded", "name": scope.name, "version": version,
                                                      "source": manifest.training.get("source")})  # fmt: skip
@@ -296,6 +307,15 @@ class DetectionStage:
         finally:
             shutil.rmtree(work, ignore_errors=True)
             scope.training = None
+
+    def _alarm_rate(self, scope: ScopeState, scorer: Scorer, rows: list[tuple[int, np.ndarray, str]]) -> float:
+        """Share of these windows on which a bundle's models would alarm (combined ratio above 1)."""
+        trial = Detector(rows[0][2], scorer, self.rules, DriftSettings(enabled=False), scope.adapter.multiplier)
+        alarming = 0
+        for _, features, device in rows:
+            scores = scorer.score(features, device)
+            alarming += combine(trial.ratios(float(scores.iforest[0]), float(scores.autoencoder[0])), self.rules) > 1.0
+        return alarming / len(rows)
 
     async def _rollback(self, scope: ScopeState, version: int, reason: str) -> None:
         """A new bundle failed its health check: the previous one is current again (the failed

@@ -48,13 +48,20 @@ class ModelPuller:
         self.timeout = timeout_s
         self.etags: dict[str, str] = {}  # url -> ETag of a download that was refused: not fetched again
         self.refused: set[tuple[str, int]] = set()
+        self.not_modified = 0
 
     def poll(self) -> PullOutcome:
         outcome = PullOutcome()
-        response = self.session.get(f"{self.url}/v1/models", timeout=self.timeout, verify=self.session.verify)
+        listing_url = f"{self.url}/v1/models"
+        headers = {"If-None-Match": self.etags[listing_url]} if listing_url in self.etags else {}
+        response = self.session.get(listing_url, headers=headers, timeout=self.timeout, verify=self.session.verify)
+        if response.status_code == 304:  # nothing published since the last look
+            self.not_modified += 1
+            return outcome
         if response.status_code != 200:
             raise PullError(f"listing models: HTTP {response.status_code}")
-        for entry in response.json().get("models", []):
+        entries = response.json().get("models", [])
+        for entry in entries:
             name, version = str(entry["name"]), int(entry["version"])
             installed = self.models.installed_version(name)
             if (installed is not None and version <= installed) or (name, version) in self.refused:
@@ -71,6 +78,8 @@ class ModelPuller:
                 self.refused.add((name, version))
                 outcome.rejected.append(f"{name} v{version}: {exc}")
                 log.error("bundle %s v%d refused, the installed model stays: %s", name, version, exc)
+        if response.headers.get("ETag") and not outcome.rejected:
+            self.etags[listing_url] = response.headers["ETag"]
         return outcome
 
     def _fetch_and_install(self, name: str, version: int, url: str) -> None:

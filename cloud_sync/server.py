@@ -131,7 +131,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/v1/models":
             listing = [{"name": n, "version": v, "url": f"/v1/models/{n}/{v}"} for n, v, _ in self.server.shelf.latest(gateway)]
-            self._reply(HTTPStatus.OK, {"models": listing})
+            body = json.dumps({"models": listing}).encode()
+            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+            if self.headers.get("If-None-Match") == etag:
+                self._reply(HTTPStatus.NOT_MODIFIED, b"", {"ETag": etag})
+                return
+            self._reply(HTTPStatus.OK, {"models": listing}, {"ETag": etag})
             return
         match = re.fullmatch(r"/v1/models/([A-Za-z0-9_.-]+)/(\d+)", self.path)
         if match:

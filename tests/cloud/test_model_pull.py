@@ -84,6 +84,7 @@ def test_good_bundle_installed_then_bad_ones_refused(cloud, trained):
     publish(tmp, trained, 1)
     assert puller.poll().installed == ["pump-1 v1"]
     assert puller.poll().installed == [] and models.installed_version("pump-1") == 1  # nothing newer
+    assert puller.not_modified == 1  # the listing was answered 304: If-None-Match with its ETag
 
     cases = {}
     folder = publish(tmp, trained, 2)  # a byte flipped in a model file

@@ -190,6 +190,14 @@ def _print_running(config: Config) -> None:
     for name, d in sorted(status["devices"].items()):
         error = f", last error: {d['last_error']}" if d["state"] != "online" and d["last_error"] else ""
         print(f"  {name}: {d['state']}, {d['polls']} polls, {d['skipped_ticks']} skipped{error}")
+    if status.get("detection"):
+        d = status["detection"]
+        models = ", ".join(f"{name} " + (f"v{m['version']}" if m["version"] else
+                                          "training" if m["training"] else f"collecting ({m['collected']} windows)")
+                           for name, m in sorted(d["models"].items()))  # fmt: skip
+        print(f"  detection: {d.get('scored', 0)} windows scored, {d.get('incidents', 0)} incidents, "
+              f"{d.get('dropped', 0)} polls dropped; "
+              f"models: {models}")  # fmt: skip
     if status["mqtt"] is not None:
         m = status["mqtt"]
         print(f"  mqtt: {'connected' if m['connected'] else 'disconnected'}, {m['published']} published, "

@@ -45,7 +45,10 @@ from .windows import DeviceWindows
 log = logging.getLogger("gatewayd.detection")
 QUEUE_POLLS = 10_000
 GLOBAL = "global"  # the bundle name of the global scope
-KEEP_WINDOWS = 20_000  # recent normal windows kept per scope for retraining
+# Recent normal windows kept for (re)training, shared out among the scopes: about 20 MB at most
+# (float32 features), whatever the number of devices.
+KEEP_WINDOWS_TOTAL = 100_000
+KEEP_WINDOWS_MAX = 20_000  # per scope: 28 h at a 5 s hop
 LABEL_CHECK_S = 2.0
 
 StoreCall = Callable[..., Awaitable[object]]
@@ -58,7 +61,7 @@ class ScopeState:
     devices: list[str]
     version: int | None = None
     scorer: Scorer | None = None
-    collected: deque = field(default_factory=lambda: deque(maxlen=KEEP_WINDOWS))  # (end_ms, features, device), normal
+    collected: deque = field(default_factory=deque)  # (end_ms, float32 features, device), judged normal
     first_end_ms: int | None = None
     training: asyncio.Task | None = None
     trained_at: float = 0.0  # monotonic
@@ -103,6 +106,9 @@ class DetectionStage:
         for device in configured:
             name = self.scope_of.setdefault(device, device)
             self.scopes.setdefault(name, ScopeState(name, [])).devices.append(device)
+        keep = max(4 * MIN_WINDOWS, min(KEEP_WINDOWS_MAX, KEEP_WINDOWS_TOTAL // len(self.scopes)))
+        for scope in self.scopes.values():
+            scope.collected = deque(maxlen=keep)
         key_path, local_public = local_key(config.state_path)
         self.key_path = key_path
         from gatewayd.models.bundle import load_public_key
@@ -249,7 +255,7 @@ class DetectionStage:
     def _collect(self, scope: ScopeState, end_ms: int, features: np.ndarray, device: str) -> None:
         if scope.first_end_ms is None:
             scope.first_end_ms = end_ms
-        scope.collected.append((end_ms, features, device))
+        scope.collected.append((end_ms, features.astype(np.float32), device))
 
     def _maybe_retrain(self, scope: ScopeState, end_ms: int) -> None:
         if self.settings.lifecycle == "static" or scope.training is not None:

@@ -22,7 +22,6 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,14 +39,14 @@ from .detector import Detector, DriftSettings, WindowResult
 from .feedback import FeedbackSettings, ThresholdAdapter
 from .local_training import local_key, write_job
 from .rules import Incident, RuleSettings, combine
-from .windows import DeviceWindows
+from .windows import DeviceWindows, RecentWindows
 
 log = logging.getLogger("gatewayd.detection")
 QUEUE_POLLS = 10_000
 GLOBAL = "global"  # the bundle name of the global scope
-# Recent normal windows kept for (re)training, shared out among the scopes: about 20 MB at most
-# (float32 features), whatever the number of devices.
-KEEP_WINDOWS_TOTAL = 100_000
+# Recent normal windows kept for (re)training, shared out among the scopes: 16 MB of features
+# at most whatever the number of devices, between 128 and 20,000 windows per scope.
+KEEP_BYTES_TOTAL = 16 << 20
 KEEP_WINDOWS_MAX = 20_000  # per scope: 28 h at a 5 s hop
 LABEL_CHECK_S = 2.0
 
@@ -61,7 +60,7 @@ class ScopeState:
     devices: list[str]
     version: int | None = None
     scorer: Scorer | None = None
-    collected: deque = field(default_factory=deque)  # (end_ms, float32 features, device), judged normal
+    collected: RecentWindows = field(default_factory=lambda: RecentWindows(KEEP_BYTES_TOTAL))  # judged normal
     first_end_ms: int | None = None
     training: asyncio.Task | None = None
     trained_at: float = 0.0  # monotonic
@@ -106,9 +105,9 @@ class DetectionStage:
         for device in configured:
             name = self.scope_of.setdefault(device, device)
             self.scopes.setdefault(name, ScopeState(name, [])).devices.append(device)
-        keep = max(4 * MIN_WINDOWS, min(KEEP_WINDOWS_MAX, KEEP_WINDOWS_TOTAL // len(self.scopes)))
         for scope in self.scopes.values():
-            scope.collected = deque(maxlen=keep)
+            scope.collected = RecentWindows(KEEP_BYTES_TOTAL // len(self.scopes), least=4 * MIN_WINDOWS,
+                                            most=KEEP_WINDOWS_MAX)  # fmt: skip
         key_path, local_public = local_key(config.state_path)
         self.key_path = key_path
         from gatewayd.models.bundle import load_public_key
@@ -255,7 +254,7 @@ class DetectionStage:
     def _collect(self, scope: ScopeState, end_ms: int, features: np.ndarray, device: str) -> None:
         if scope.first_end_ms is None:
             scope.first_end_ms = end_ms
-        scope.collected.append((end_ms, features.astype(np.float32), device))
+        scope.collected.append(end_ms, features, device)
 
     def _maybe_retrain(self, scope: ScopeState, end_ms: int) -> None:
         if self.settings.lifecycle == "static" or scope.training is not None:

@@ -18,7 +18,8 @@ class DeviceWindows:
         self.spec = spec
         self.window_ms = int(spec.window_s * 1000)
         self.hop_ms = int(spec.hop_s * 1000)
-        self.samples: deque[tuple[int, tuple[float, ...]]] = deque()
+        # one small array per poll: a tenth of the memory of a tuple of Python floats
+        self.samples: deque[tuple[int, np.ndarray]] = deque()
         self.next_end: int | None = None
         self.expected = spec.min_fill * spec.window_s / spec.sample_period_s
 
@@ -34,10 +35,54 @@ class DeviceWindows:
             rows = [(t, v) for t, v in self.samples if end - self.window_ms < t <= end]
             if len(rows) >= max(1.0, self.expected):
                 ts = np.array([t for t, _ in rows], dtype=np.int64)
-                yield end, window_features(self.spec, ts, np.array([v for _, v in rows], dtype=np.float64))
+                yield end, window_features(self.spec, ts, np.vstack([v for _, v in rows]))
             if ts_ms > self.next_end + self.window_ms:  # a long gap: jump the grid past it
                 gap = (ts_ms - self.next_end) // self.hop_ms
                 self.next_end += gap * self.hop_ms
-        self.samples.append((ts_ms, tuple(values.get(c, np.nan) for c in self.spec.channels)))
+        self.samples.append((ts_ms, np.array([values.get(c, np.nan) for c in self.spec.channels], dtype=np.float64)))
         while self.samples and self.samples[0][0] <= ts_ms - self.window_ms:
             self.samples.popleft()
+
+
+class RecentWindows:
+    """A bounded ring of windows (end time, float32 features, device), oldest dropped first;
+    preallocated within `budget_bytes` once the feature width is known, so its memory is fixed."""
+
+    def __init__(self, budget_bytes: int, *, least: int = 128, most: int = 20_000):
+        self.budget, self.least, self.most = budget_bytes, least, most
+        self.capacity = 0
+        self.ends = np.zeros(0, dtype=np.int64)
+        self.features = np.zeros((0, 0), dtype=np.float32)
+        self.device_index = np.zeros(0, dtype=np.int32)
+        self.devices: list[str] = []
+        self.start = 0
+        self.size = 0
+
+    def append(self, end_ms: int, features: np.ndarray, device: str) -> None:
+        if self.features.shape[1] != len(features):  # first window, or a bundle with other features
+            self.capacity = max(self.least, min(self.most, self.budget // (4 * len(features) + 16)))
+            self.ends = np.zeros(self.capacity, dtype=np.int64)
+            self.features = np.zeros((self.capacity, len(features)), dtype=np.float32)
+            self.device_index = np.zeros(self.capacity, dtype=np.int32)
+            self.start = self.size = 0
+        if device not in self.devices:
+            self.devices.append(device)
+        i = (self.start + self.size) % self.capacity
+        if self.size == self.capacity:
+            self.start = (self.start + 1) % self.capacity
+        else:
+            self.size += 1
+        self.ends[i] = end_ms
+        self.features[i] = features
+        self.device_index[i] = self.devices.index(device)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray, str]]:
+        for k in range(self.size):
+            i = (self.start + k) % self.capacity
+            yield int(self.ends[i]), self.features[i].copy(), self.devices[self.device_index[i]]
+
+    def clear(self) -> None:
+        self.start = self.size = 0

@@ -130,3 +130,16 @@ def test_live_windows_are_causal_and_match_batch_windows():
     for (end, feats), (end2, feats2) in zip(got, again):
         if end < ts[400]:
             assert end == end2 and np.array_equal(feats, feats2)
+
+
+def test_recent_windows_ring_is_bounded_and_ordered():
+    from gatewayd.detection.windows import RecentWindows
+
+    ring = RecentWindows(budget_bytes=10 * (4 * 3 + 16), least=4, most=100)
+    for i in range(25):
+        ring.append(i, np.full(3, i, dtype=np.float64), f"d{i % 2}")
+    rows = list(ring)
+    assert ring.capacity == 10 and len(ring) == 10
+    assert [r[0] for r in rows] == list(range(15, 25)) and rows[-1][2] == "d0" and rows[0][1].dtype == np.float32
+    ring.append(99, np.zeros(5), "d0")  # other features: starts afresh
+    assert len(ring) == 1 and list(ring)[0][1].shape == (5,)

@@ -1,7 +1,8 @@
 """The detection stage of the daemon: polls in, windows, scores, incidents and alerts out.
 
-- Polls arrive through a bounded queue (`QUEUE_POLLS`); when detection falls behind, the
-  newest polls are not windowed (counted as `dropped`), while the store still gets every one.
+- Polls arrive through a bounded queue (`QUEUE_VALUES` values, each poll as one small array);
+  when detection falls behind, the newest polls are not windowed (counted as `dropped`), while
+  the store still gets every one.
 - Each device's windows close on its own poll times; each scope (a device, or a segment of
   devices) has one installed bundle; each device has its own rules state.
 - With no bundle installed for a scope, windows are collected for `bootstrap_minutes`, then a
@@ -42,7 +43,7 @@ from .rules import Incident, RuleSettings, combine
 from .windows import DeviceWindows, RecentWindows
 
 log = logging.getLogger("gatewayd.detection")
-QUEUE_POLLS = 10_000
+QUEUE_VALUES = 100_000  # about 1 MB of polls waiting for the windows
 GLOBAL = "global"  # the bundle name of the global scope
 # Recent normal windows kept for (re)training, shared out among the scopes: 16 MB of features
 # at most whatever the number of devices, between 128 and 20,000 windows per scope.
@@ -86,7 +87,9 @@ class DetectionStage:
         self.settings = config.detection
         self.store_call = store_call
         self.publish_alert = publish_alert
-        self.queue: asyncio.Queue[tuple[str, int, dict[str, float]]] = asyncio.Queue(QUEUE_POLLS)
+        widest = max(len(dev.registers) or 8 for dev in config.devices)  # an edge node has a few channels
+        self.queue: asyncio.Queue[tuple[str, int, tuple[str, ...], np.ndarray]] = asyncio.Queue(max(100, QUEUE_VALUES // widest))
+        self.channel_names: dict[str, tuple[str, ...]] = {}  # per device, in the order polls are queued
         self.stats = StageStats()
         d = self.settings
         self.rules = RuleSettings(combine=d.combine, weights=tuple(d.weights), margins=tuple(d.margins),
@@ -126,10 +129,13 @@ class DetectionStage:
 
     def offer(self, device: str, ts_ms: int, values: dict[str, float]) -> None:
         """A poll's values, from the pollers' hand-off; never blocks acquisition."""
-        try:
-            self.queue.put_nowait((device, ts_ms, values))
-        except asyncio.QueueFull:
+        if self.queue.full():
             self.stats.dropped += 1
+            return
+        names = self.channel_names.get(device)
+        if names is None or len(names) != len(values) or any(c not in values for c in names):
+            names = self.channel_names[device] = tuple(sorted(values))
+        self.queue.put_nowait((device, ts_ms, names, np.array([values[c] for c in names], dtype=np.float64)))
 
     # -- specs, models -------------------------------------------------------------------
 
@@ -199,15 +205,15 @@ class DetectionStage:
         try:
             while not stop.is_set():
                 try:
-                    device, ts_ms, values = await asyncio.wait_for(self.queue.get(), 0.5)
+                    device, ts_ms, names, values = await asyncio.wait_for(self.queue.get(), 0.5)
                 except TimeoutError:
                     await self._check_labels()
                     continue
                 if device not in self.windows:
-                    self.specs[device] = self.default_spec(sorted(values), periods.get(device, 1.0))
+                    self.specs[device] = self.default_spec(list(names), periods.get(device, 1.0))
                     self.windows[device] = DeviceWindows(self.specs[device])
                 windows = self.windows[device]
-                for end_ms, features in windows.add(ts_ms, values):
+                for end_ms, features in windows.add(ts_ms, names, values):
                     try:
                         await self._window(device, end_ms, features, windows.spec)
                     except Exception:  # one bad window must not end detection for every device

@@ -22,9 +22,12 @@ class DeviceWindows:
         self.samples: deque[tuple[int, np.ndarray]] = deque()
         self.next_end: int | None = None
         self.expected = spec.min_fill * spec.window_s / spec.sample_period_s
+        self._names: tuple[str, ...] = ()
+        self._take = np.zeros(0, dtype=np.intp)
 
-    def add(self, ts_ms: int, values: dict[str, float]) -> Iterator[tuple[int, np.ndarray]]:
-        """Add one poll; yields (end_ms, features) of every window this poll closes."""
+    def add(self, ts_ms: int, names: tuple[str, ...], values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Add one poll (`values` of the channels `names`); yields (end_ms, features) of every
+        window this poll closes."""
         if self.next_end is None:
             self.next_end = ts_ms + self.window_ms - 1
         if self.samples and ts_ms < self.samples[-1][0]:
@@ -39,7 +42,11 @@ class DeviceWindows:
             if ts_ms > self.next_end + self.window_ms:  # a long gap: jump the grid past it
                 gap = (ts_ms - self.next_end) // self.hop_ms
                 self.next_end += gap * self.hop_ms
-        self.samples.append((ts_ms, np.array([values.get(c, np.nan) for c in self.spec.channels], dtype=np.float64)))
+        if names != self._names:  # where each of the spec's channels sits in a poll
+            self._names = names
+            self._take = np.array([names.index(c) if c in names else len(names) for c in self.spec.channels])
+        padded = np.append(np.asarray(values, dtype=np.float64), np.nan)  # a channel the poll lacks: NaN
+        self.samples.append((ts_ms, padded[self._take]))
         while self.samples and self.samples[0][0] <= ts_ms - self.window_ms:
             self.samples.popleft()
 

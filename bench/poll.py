@@ -10,6 +10,10 @@ growth over the second half of the run; progress every 5 s on stderr; last line:
 
 10x overload (80,000 readings/s asked, more than one core can store):
     .venv/bin/python bench/poll.py --floats 80 --seconds 300
+
+With `--models`, every device starts with a signed bundle of its own (trained before the run on
+the farm's own signal, installed as the gateway's local training would), so the detection stage
+scores every window from the start: the memory and CPU of a site whose models are all in place.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 from array import array
+from concurrent.futures import ProcessPoolExecutor
 import json
+import multiprocessing
 import resource
 import socket
 import statistics
@@ -72,8 +78,43 @@ def rss_mb_now() -> float:
     return 0.0
 
 
-async def gateway_run(config_text_: str, seconds: float) -> tuple[int, float, array, list[float]]:
+def install_models(config_text_: str, floats: int) -> None:
+    """One bundle per device, trained on 128 windows of the signal bench/modbus_farm.py serves it.
+    Run in a child process: scikit-learn must not count in the gateway's memory."""
+    import numpy as np
+
+    from gatewayd.detection.local_training import local_key
+    from gatewayd.detection.stage import default_spec
+    from gatewayd.features import sliding_windows
+    from gatewayd.models.bundle import load_private_key, write_bundle
+    from gatewayd.models.install import ModelStore
+    from gatewayd.models.training import train_bundle
+
     config = parse_config(config_text_)
+    key_path, public = local_key(config.state_path)
+    key = load_private_key(key_path)
+    models = ModelStore(config.models_path, [public])
+    t0 = time.monotonic()
+    for d, device in enumerate(config.devices):
+        spec = default_spec(config.detection, [r.name for r in device.registers], device.interval_s)
+        polls = int(128 * spec.hop_s / device.interval_s + spec.window_s / device.interval_s)
+        ts = 1_700_000_000_000 + np.arange(polls, dtype=np.int64) * int(device.interval_s * 1000)
+        t = ts[:, None] / 1000 + np.arange(floats)[None, :]
+        values = (20 + d + np.sin(t)).astype(np.float32).astype(np.float64)  # as the farm serves them
+        ends, features = sliding_windows(spec, ts, values)
+        trained = train_bundle(features, ends, spec, name=device.name, version=1, source="bench")
+        with tempfile.TemporaryDirectory() as tmp:
+            models.install(write_bundle(Path(tmp) / "bundle", trained.manifest, trained.files, key))
+    print(f"models   : {len(config.devices)} bundles trained and installed in {time.monotonic() - t0:.0f} s",
+          file=sys.stderr)
+
+
+async def gateway_run(config_text_: str, seconds: float,
+                      args: argparse.Namespace) -> tuple[int, float, array, list[float], dict[str, int]]:
+    config = parse_config(config_text_)
+    if args.models:
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+            child.submit(install_models, config_text_, args.floats).result()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[daemon.Gateway] = loop.create_future()
@@ -105,9 +146,12 @@ async def gateway_run(config_text_: str, seconds: float) -> tuple[int, float, ar
     rss.append(rss_mb_now())
     cpu = time.process_time() - c0
     readings = sum(h.readings for h in gateway.health().values()) - start_readings
+    detection = gateway.detection.stats if gateway.detection is not None else None
+    stats = {"windows_scored": detection.scored if detection else 0,
+             "detection_polls_dropped": detection.dropped if detection else 0}  # fmt: skip
     stop.set()
     await task
-    return readings, cpu, lates, rss
+    return readings, cpu, lates, rss, stats
 
 
 async def bare_run(first_port: int, args: argparse.Namespace, seconds: float) -> tuple[int, float]:
@@ -143,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floats", type=int, default=8, help="float32 values per device (at most 125)")
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--models", action="store_true", help="start with a trained bundle installed for every device")
     args = parser.parse_args(argv)
     if not 1 <= args.floats <= 125:
         parser.error("--floats must be 1..125")
@@ -153,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         assert farm.stdout is not None and farm.stdout.readline().startswith("READY")
         asked = args.devices * args.floats / args.interval
         with tempfile.TemporaryDirectory(prefix="poll-bench-") as tmp:
-            readings, cpu, lates, rss = asyncio.run(gateway_run(config_text(Path(tmp), first_port, args), args.seconds))
+            readings, cpu, lates, rss, stats = asyncio.run(
+                gateway_run(config_text(Path(tmp), first_port, args), args.seconds, args))
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         bare_readings, bare_cpu = asyncio.run(bare_run(first_port, args, args.seconds))
     finally:
@@ -174,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_max_mb": round(max(rss), 1),
         # flatness: growth over the second half of the run (the first half fills queues and caches)
         "rss_growth_second_half_mb": round(rss[-1] - rss[len(rss) // 2], 1),
+        "models": args.devices if args.models else 0,
+        **stats,
         "reference_readings_per_s": round(bare_readings / args.seconds),
         "reference_cpu_s_per_1000_readings": round(1000 * bare_cpu / max(bare_readings, 1), 4),
     }
@@ -183,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"RSS      : {rss[0]:.0f} MB at the start of the measured run, {rss[-1]:.0f} MB at its end, "
           f"{max(rss):.0f} MB at most (sampled every 5 s); "
           f"{figures['rss_growth_second_half_mb']:+.1f} MB over the second half")
+    print(f"detection: {stats['windows_scored']:,} windows scored with {figures['models']} bundles installed, "
+          f"{stats['detection_polls_dropped']:,} polls not offered to it (its queue full)")
     print(f"jitter   : poll start late by p50 {figures['jitter_p50_ms']} ms, p99 {figures['jitter_p99_ms']} ms")
     print(f"reference: {figures['reference_readings_per_s']:8d} readings/s, "
           f"{figures['reference_cpu_s_per_1000_readings']:.4f} CPU-s per 1000 (bare pymodbus loop, no store); "

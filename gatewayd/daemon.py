@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -94,26 +95,47 @@ COMPACT_SLICE = 100  # channels per compaction step: tens of milliseconds of the
 
 
 class ReadingQueue:
-    """Bounded hand-off from pollers to the writer; a full queue makes pollers wait."""
+    """Bounded hand-off from pollers to the writer; a full queue makes pollers wait. Polls are
+    kept as they came (one list each), so taking a batch never copies what stays queued."""
 
     def __init__(self, capacity: int):
         self.capacity = capacity
-        self.items: list[Reading] = []
+        self.polls: deque[list[Reading]] = deque()
+        self.size = 0
         self.changed = asyncio.Condition()
 
+    def __len__(self) -> int:
+        return self.size
+
     async def put(self, batch: list[Reading]) -> None:
+        if not batch:
+            return
         async with self.changed:
-            await self.changed.wait_for(lambda: len(self.items) + len(batch) <= self.capacity or not self.items)
-            self.items.extend(batch)
+            await self.changed.wait_for(lambda: self.size + len(batch) <= self.capacity or not self.size)
+            self.polls.append(batch)
+            self.size += len(batch)
             self.changed.notify_all()
+
+    def take_now(self, limit: int) -> list[Reading]:
+        """Up to `limit` readings, oldest first, without waiting."""
+        out: list[Reading] = []
+        while self.polls and len(out) < limit:
+            head = self.polls.popleft()
+            room = limit - len(out)
+            if len(head) > room:  # the writer's batch may split a poll; a poll is never refused
+                self.polls.appendleft(head[room:])
+                head = head[:room]
+            out.extend(head)
+        self.size -= len(out)
+        return out
 
     async def take(self, limit: int, wait_s: float) -> list[Reading]:
         async with self.changed:
             try:
-                await asyncio.wait_for(self.changed.wait_for(lambda: len(self.items) >= limit), wait_s)
+                await asyncio.wait_for(self.changed.wait_for(lambda: self.size >= limit), wait_s)
             except TimeoutError:
                 pass
-            batch, self.items = self.items[:limit], self.items[limit:]
+            batch = self.take_now(limit)
             self.changed.notify_all()
             return batch
 
@@ -155,7 +177,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             # slices of compaction and writes alternate and the queue never backs up behind it.
             wait_s = 0.0 if to_compact else config.store.flush_interval_s
             batch = await queue.take(config.store.batch_size, wait_s)
-            gateway.writer.queued = len(queue.items)
+            gateway.writer.queued = len(queue)
             if batch:
                 await write(batch)
             if loop.time() >= next_checkpoint:
@@ -297,8 +319,8 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             if detection_task is not None:
                 await detection_task
         # Pollers are stopped: whatever is still queued goes to disk before closing.
-        while queue.items:
-            batch, queue.items = queue.items[: config.store.batch_size], queue.items[config.store.batch_size :]
+        while len(queue):
+            batch = queue.take_now(config.store.batch_size)
             await write(batch)
     finally:
         _write_status(config.state_path / STATUS_FILE, {**gateway.status(), "stopped": True})

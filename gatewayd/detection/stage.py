@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gatewayd.config import Config
+from gatewayd.config import Config, DetectionSection
 from gatewayd.features import FeatureSpec
 from gatewayd.models.bundle import BundleError
 from gatewayd.models.install import ModelStore
@@ -53,6 +53,15 @@ LABEL_CHECK_S = 2.0
 
 StoreCall = Callable[..., Awaitable[object]]
 AlertSink = Callable[[dict], None]
+
+
+def default_spec(d: DetectionSection, channels: list[str], period: float) -> FeatureSpec:
+    """The feature spec of a device with no bundle yet, from the settings and its poll interval."""
+    pairs = tuple((a, b) for a, b in d.pairs if a in channels and b in channels)
+    fft = tuple(c for c in d.fft_channels if c in channels)
+    bands = min(d.fft_bands, max(1, int(d.window_s / period / 2)))
+    return FeatureSpec(tuple(channels), window_s=d.window_s, hop_s=d.hop_s, stats=tuple(d.stats),
+                       sample_period_s=min(period, d.window_s), pairs=pairs, fft_channels=fft, fft_bands=bands)  # fmt: skip
 
 
 @dataclass
@@ -109,7 +118,7 @@ class DetectionStage:
             name = self.scope_of.setdefault(device, device)
             self.scopes.setdefault(name, ScopeState(name, [])).devices.append(device)
         for scope in self.scopes.values():
-            scope.collected = RecentWindows(KEEP_BYTES_TOTAL // len(self.scopes), least=4 * MIN_WINDOWS,
+            scope.collected = RecentWindows(KEEP_BYTES_TOTAL // len(self.scopes), least=2 * MIN_WINDOWS,
                                             most=KEEP_WINDOWS_MAX)  # fmt: skip
         key_path, local_public = local_key(config.state_path)
         self.key_path = key_path
@@ -138,15 +147,6 @@ class DetectionStage:
         self.queue.put_nowait((device, ts_ms, names, np.array([values[c] for c in names], dtype=np.float64)))
 
     # -- specs, models -------------------------------------------------------------------
-
-    def default_spec(self, channels: list[str], period: float) -> FeatureSpec:
-        """The feature spec of a device with no bundle yet, from the settings and its poll interval."""
-        d = self.settings
-        pairs = tuple((a, b) for a, b in d.pairs if a in channels and b in channels)
-        fft = tuple(c for c in d.fft_channels if c in channels)
-        bands = min(d.fft_bands, max(1, int(d.window_s / period / 2)))
-        return FeatureSpec(tuple(channels), window_s=d.window_s, hop_s=d.hop_s, stats=tuple(d.stats),
-                           sample_period_s=min(period, d.window_s), pairs=pairs, fft_channels=fft, fft_bands=bands)  # fmt: skip
 
     async def _load(self, scope: ScopeState) -> None:
         """Load the scope's installed bundle if it changed; a bad one is logged and skipped."""
@@ -210,7 +210,7 @@ class DetectionStage:
                     await self._check_labels()
                     continue
                 if device not in self.windows:
-                    self.specs[device] = self.default_spec(list(names), periods.get(device, 1.0))
+                    self.specs[device] = default_spec(self.settings, list(names), periods.get(device, 1.0))
                     self.windows[device] = DeviceWindows(self.specs[device])
                 windows = self.windows[device]
                 for end_ms, features in windows.add(ts_ms, names, values):

@@ -32,10 +32,15 @@ class DenseLayers:
         return h
 
 
+WIDE_MAX, BOTTLENECK_MAX = 64, 32
+
+
 def hidden_sizes(n_features: int) -> tuple[int, ...]:
-    """A funnel that halves twice down to a bottleneck of a quarter of the inputs (at least 2)."""
-    wide = max(4, n_features // 2)
-    return (wide, max(2, n_features // 4), wide)
+    """A funnel that halves twice down to a bottleneck of a quarter of the inputs (at least 2),
+    capped: a few hundred training windows cannot fit wider layers, and a wide device (80
+    channels, 480 features) would otherwise cost 1.1 MB of weights instead of 0.25 MB."""
+    wide = min(WIDE_MAX, max(4, n_features // 2))
+    return (wide, min(BOTTLENECK_MAX, max(2, n_features // 4)), wide)
 
 
 def train(z: np.ndarray, *, hidden: tuple[int, ...] | None = None, seed: int = 0, max_iter: int = 400) -> DenseLayers:

@@ -7,14 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-except ImportError:  # pragma: no cover - only on machines with the older runtime
-    from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore[no-redef]
 
-# Builtin kernels only: the XNNPACK delegate measured no faster on these small graphs (27 us per
-# forest window either way) and logs a line on every load.
-_RESOLVER = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+def _interpreter(content: bytes, threads: int):
+    # Imported on first use: the runtime's library is about 13 MB of the daemon's memory, which a
+    # gateway without a model yet (or with detection off) need not carry.
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:  # pragma: no cover - only on machines with the older runtime
+        from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore[no-redef]
+    # Builtin kernels only: the XNNPACK delegate measured no faster on these small graphs (27 us
+    # per forest window either way) and logs a line on every load.
+    return Interpreter(model_content=content, num_threads=threads,
+                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
 class ModelError(Exception):
@@ -28,8 +32,7 @@ class TfliteModel:
     def __init__(self, model: bytes | str | Path, *, threads: int = 1):
         content = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
         try:
-            self.interpreter = Interpreter(model_content=content, num_threads=threads,
-                                           experimental_op_resolver_type=_RESOLVER)
+            self.interpreter = _interpreter(content, threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model: {exc}") from None

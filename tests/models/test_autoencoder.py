@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from gatewayd.models.autoencoder import DenseLayers, compile_autoencoder, train
+from gatewayd.models.autoencoder import DenseLayers, compile_autoencoder, hidden_sizes, train
 from gatewayd.models.runtime import ModelError, TfliteModel
 
 
@@ -48,3 +48,24 @@ def test_the_scoring_path_needs_neither_sklearn_nor_tensorflow():
             "print(sorted(m for m in ('sklearn', 'tensorflow', 'scipy') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_model_runtime_loads_only_with_the_first_model():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, gatewayd.daemon\n"
+            "from gatewayd.models.autoencoder import DenseLayers, compile_autoencoder\n"
+            "from gatewayd.models.runtime import TfliteModel\n"
+            "before = 'ai_edge_litert.interpreter' in sys.modules\n"
+            "w = [np.eye(4, dtype=np.float32)]; b = [np.zeros(4, dtype=np.float32)]\n"
+            "TfliteModel(compile_autoencoder(DenseLayers(w, b)))\n"
+            "print(before, 'ai_edge_litert.interpreter' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
+
+
+def test_hidden_layers_are_capped_for_wide_devices():
+    assert hidden_sizes(48) == (24, 12, 24)  # an 8-channel node: the plain funnel
+    assert hidden_sizes(480) == (64, 32, 64)
+    assert hidden_sizes(6) == (4, 2, 4)

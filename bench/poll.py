@@ -71,15 +71,18 @@ def config_text(state: Path, first_port: int, args: argparse.Namespace) -> str:
     return f'[gateway]\nstate_dir = "{state}"\n{devices}'
 
 
-def rss_mb_now() -> float:
+def rss_mb_now(field: str = "VmRSS") -> float:
+    """Resident memory from /proc: VmRSS (all), RssAnon (heap: what the gateway holds itself) or
+    RssFile (mapped files: libraries and model files, shared and reclaimable)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
 
 
 def install_models(config_text_: str, floats: int) -> None:
-    """One bundle per device, trained on 128 windows of the signal bench/modbus_farm.py serves it.
+    """One bundle per device, trained on the windows of a bootstrap period (`bootstrap_minutes`)
+    of the signal bench/modbus_farm.py serves it.
     Run in a child process: scikit-learn must not count in the gateway's memory."""
     import numpy as np
 
@@ -97,7 +100,8 @@ def install_models(config_text_: str, floats: int) -> None:
     t0 = time.monotonic()
     for d, device in enumerate(config.devices):
         spec = default_spec(config.detection, [r.name for r in device.registers], device.interval_s)
-        polls = int(128 * spec.hop_s / device.interval_s + spec.window_s / device.interval_s)
+        windows = int(config.detection.bootstrap_minutes * 60 / spec.hop_s)
+        polls = int((windows * spec.hop_s + spec.window_s) / device.interval_s)
         ts = 1_700_000_000_000 + np.arange(polls, dtype=np.int64) * int(device.interval_s * 1000)
         t = ts[:, None] / 1000 + np.arange(floats)[None, :]
         values = (20 + d + np.sin(t)).astype(np.float32).astype(np.float64)  # as the farm serves them
@@ -148,7 +152,9 @@ async def gateway_run(config_text_: str, seconds: float,
     readings = sum(h.readings for h in gateway.health().values()) - start_readings
     detection = gateway.detection.stats if gateway.detection is not None else None
     stats = {"windows_scored": detection.scored if detection else 0,
-             "detection_polls_dropped": detection.dropped if detection else 0}  # fmt: skip
+             "detection_polls_dropped": detection.dropped if detection else 0,
+             "rss_anon_last_mb": round(rss_mb_now("RssAnon"), 1),
+             "rss_file_last_mb": round(rss_mb_now("RssFile"), 1)}  # fmt: skip
     stop.set()
     await task
     return readings, cpu, lates, rss, stats
@@ -230,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{figures['cpu_s_per_1000_readings']:.4f} CPU-s per 1000 readings, RSS {rss_mb:.0f} MB")
     print(f"RSS      : {rss[0]:.0f} MB at the start of the measured run, {rss[-1]:.0f} MB at its end, "
           f"{max(rss):.0f} MB at most (sampled every 5 s); "
-          f"{figures['rss_growth_second_half_mb']:+.1f} MB over the second half")
+          f"{figures['rss_growth_second_half_mb']:+.1f} MB over the second half; at the end "
+          f"{stats['rss_anon_last_mb']:.0f} MB heap, {stats['rss_file_last_mb']:.0f} MB mapped files")
     print(f"detection: {stats['windows_scored']:,} windows scored with {figures['models']} bundles installed, "
           f"{stats['detection_polls_dropped']:,} polls not offered to it (its queue full)")
     print(f"jitter   : poll start late by p50 {figures['jitter_p50_ms']} ms, p99 {figures['jitter_p99_ms']} ms")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _interpreter(content: bytes, threads: int):
+def _interpreter(model: bytes | Path, threads: int):
     # Imported on first use: the runtime's library is about 13 MB of the daemon's memory, which a
     # gateway without a model yet (or with detection off) need not carry.
     try:
@@ -17,7 +17,8 @@ def _interpreter(content: bytes, threads: int):
         from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore[no-redef]
     # Builtin kernels only: the XNNPACK delegate measured no faster on these small graphs (27 us
     # per forest window either way) and logs a line on every load.
-    return Interpreter(model_content=content, num_threads=threads,
+    source = {"model_path": str(model)} if isinstance(model, Path) else {"model_content": model}
+    return Interpreter(**source, num_threads=threads,
                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
@@ -30,9 +31,12 @@ class TfliteModel:
     one instance per scoring thread."""
 
     def __init__(self, model: bytes | str | Path, *, threads: int = 1):
-        content = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
+        # A file is mapped, not read: its pages are shared with the page cache and can be
+        # dropped under memory pressure, where a copy in the heap (~0.4 MB per forest) could not.
+        # Installed bundle files are never rewritten in place (install.py), so the mapping holds.
+        source = Path(model) if isinstance(model, (str, Path)) else bytes(model)
         try:
-            self.interpreter = _interpreter(content, threads)
+            self.interpreter = _interpreter(source, threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model: {exc}") from None
@@ -42,7 +46,7 @@ class TfliteModel:
         self.input_index = inputs[0]["index"]
         self.width = int(inputs[0]["shape"][1])
         self.outputs = {d["name"]: d["index"] for d in self.interpreter.get_output_details()}
-        self.size = len(content)
+        self.size = source.stat().st_size if isinstance(source, Path) else len(source)
         self._batch = 1
 
     def __call__(self, x: np.ndarray) -> dict[str, np.ndarray]:

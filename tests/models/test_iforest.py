@@ -6,7 +6,7 @@ import pytest
 from sklearn.ensemble import IsolationForest
 
 from gatewayd.models.graph import operators_of
-from gatewayd.models.iforest import compile_forest, float32_at_most, perfect_layout
+from gatewayd.models.iforest import compile_forest, float32_at_most, node_table
 from gatewayd.models.runtime import TfliteModel
 
 
@@ -86,11 +86,19 @@ def test_single_and_batch_invocations_agree_and_graph_is_small():
     assert np.array_equal(batch, singles)
 
 
-def test_layout_pads_shallow_leaves_with_their_value():
-    x = np.array([[0.0], [1.0], [2.0], [10.0]])
-    forest = IsolationForest(n_estimators=5, random_state=0).fit(x)
-    features, thresholds, missing, values, depth = perfect_layout(forest)
-    assert values.shape == (5, 2**depth)
-    for t, e in enumerate(forest.estimators_):
-        distinct = set(np.round(values[t], 9))
-        assert len(distinct) <= e.tree_.n_leaves  # padding repeats a leaf's value, never invents one
+def test_node_table_holds_each_tree_as_it_is():
+    x = np.random.default_rng(4).normal(size=(300, 3))
+    forest = IsolationForest(n_estimators=7, random_state=0).fit(x)
+    table = node_table(forest)
+    assert len(table.left) == sum(e.tree_.node_count for e in forest.estimators_)  # no padding
+    leaves = table.left == np.arange(len(table.left))
+    assert leaves.sum() == sum(e.tree_.n_leaves for e in forest.estimators_)
+    assert np.all(np.isinf(table.threshold[leaves])) and not table.missing_right[leaves].any()
+    assert np.all(table.value[leaves] > 0) and np.all(table.value[~leaves] == 0)
+    children = np.concatenate([table.left[~leaves], table.left[~leaves] + 1])
+    assert sorted(children.tolist() + table.roots.tolist()) == list(range(len(table.left)))  # each node once
+
+
+def test_a_hundred_trees_of_256_samples_stay_small():
+    forest = IsolationForest(random_state=0).fit(np.random.default_rng(5).normal(size=(360, 8)))
+    assert len(compile_forest(forest)) < 260_000  # a full-tree layout of the same forest: 347,000

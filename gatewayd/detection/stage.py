@@ -45,9 +45,10 @@ from .windows import DeviceWindows, RecentWindows
 log = logging.getLogger("gatewayd.detection")
 QUEUE_VALUES = 100_000  # about 1 MB of polls waiting for the windows
 GLOBAL = "global"  # the bundle name of the global scope
-# Recent normal windows kept for (re)training, shared out among the scopes: 16 MB of features
-# at most whatever the number of devices, between 128 and 20,000 windows per scope.
-KEEP_BYTES_TOTAL = 16 << 20
+# Recent normal windows kept for (re)training, shared out among the scopes: 8 MB of features
+# at most whatever the number of devices, between 64 and 20,000 windows per scope (100 nodes of
+# 8 channels: 2.4 h each; one node: 28 h).
+KEEP_BYTES_TOTAL = 8 << 20
 KEEP_WINDOWS_MAX = 20_000  # per scope: 28 h at a 5 s hop
 LABEL_CHECK_S = 2.0
 

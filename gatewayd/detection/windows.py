@@ -53,7 +53,8 @@ class DeviceWindows:
 
 class RecentWindows:
     """A bounded ring of windows (end time, float32 features, device), oldest dropped first;
-    preallocated within `budget_bytes` once the feature width is known, so its memory is fixed."""
+    allocated within `budget_bytes` once the feature width is known, and written through at once,
+    so the memory it takes is resident from the start instead of creeping up as it fills."""
 
     def __init__(self, budget_bytes: int, *, least: int = 128, most: int = 20_000):
         self.budget, self.least, self.most = budget_bytes, least, most
@@ -68,9 +69,9 @@ class RecentWindows:
     def append(self, end_ms: int, features: np.ndarray, device: str) -> None:
         if self.features.shape[1] != len(features):  # first window, or a bundle with other features
             self.capacity = max(self.least, min(self.most, self.budget // (4 * len(features) + 16)))
-            self.ends = np.zeros(self.capacity, dtype=np.int64)
-            self.features = np.zeros((self.capacity, len(features)), dtype=np.float32)
-            self.device_index = np.zeros(self.capacity, dtype=np.int32)
+            self.ends = np.full(self.capacity, -1, dtype=np.int64)
+            self.features = np.full((self.capacity, len(features)), np.nan, dtype=np.float32)
+            self.device_index = np.full(self.capacity, -1, dtype=np.int32)
             self.start = self.size = 0
         if device not in self.devices:
             self.devices.append(device)

@@ -186,7 +186,8 @@ class BoardSupervisor:
                 events = sel.select(TICK_S)
             except InterruptedError:
                 return
-            for key, _ in events:
+            # A client that left is dropped before a new one is let in.
+            for key, _ in sorted(events, key=lambda e: e[0].data == "listen"):
                 if key.data == "listen":
                     self._accept()
                 elif key.data == "client" and self.client is not None:

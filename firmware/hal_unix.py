@@ -131,6 +131,8 @@ class SimSampler:
                 value += sc.size
             elif sc.kind == "ramp":
                 value += sc.size * (self.samples - sc.start + 1)
+            elif sc.kind == "value":
+                value = sc.size
             elif sc.kind == "stuck":
                 if sc.held is None:
                     sc.held = value

@@ -146,6 +146,7 @@ class Tally:
     answered: int = 0  # exception replies, each checked
     dropped: int = 0  # TCP connections the node closed, as it must
     silent: int = 0  # RTU frames that got no answer, as they must
+    retried: int = 0  # RTU frames sent twice, as a master does after a response timeout
     kinds: Counter[str] | None = None
 
     def __post_init__(self) -> None:
@@ -229,26 +230,37 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
 
 
 def send_rtu(line: serial.Serial, maker: FrameMaker, count: int, *, gap_s: float = 0.02) -> Tally:
-    """Frames over RTU one at a time: an answer must come within the line's timeout; a frame
-    that deserves none is followed by more than 3.5 characters of silence, so the node ends it."""
+    """Frames over RTU one at a time, as a master sends them: after a frame that deserves no
+    answer, a pause (so the node ends that frame); after a response timeout, one retry. A
+    node that misses a frame's end (a frame held in its UART while it was busy for the whole
+    pause) merges two frames and answers neither: the retry tells that from a wrong answer."""
     tally = Tally()
     for _ in range(count):
         frame = maker.rtu_frame()
         tally.sent += 1
         tally.kinds[frame.kind] += 1  # type: ignore[index]
-        line.reset_input_buffer()
-        line.write(rtu_bytes(frame))
-        line.flush()
         if frame.answer == SILENT:
+            _write(line, frame)
             time.sleep(gap_s)
             stray = line.read(line.in_waiting) if line.in_waiting else b""
             assert not stray, f"{frame.kind} frame {rtu_bytes(frame).hex()} was answered: {stray.hex()}"
             tally.silent += 1
             continue
-        reply = line.read(5)  # unit, fc | 0x80, code, crc
-        assert len(reply) == 5, f"{frame.kind} frame {rtu_bytes(frame).hex()}: no answer ({reply.hex()})"
+        for attempt in range(2):
+            _write(line, frame)
+            reply = line.read(5)  # unit, fc | 0x80, code, crc
+            if reply or attempt:
+                break
+            tally.retried += 1
+        assert len(reply) == 5, f"{frame.kind} frame {rtu_bytes(frame).hex()}: no answer, twice ({reply.hex()})"
         assert reply[0] == frame.unit and crc16(reply[:3]) == int.from_bytes(reply[3:], "little"), reply.hex()
         _check(frame, reply[1:3])
         tally.answered += 1
         time.sleep(0.002)  # the node keeps 3.5 characters of silence after replying
     return tally
+
+
+def _write(line: serial.Serial, frame: Frame) -> None:
+    line.reset_input_buffer()
+    line.write(rtu_bytes(frame))
+    line.flush()

@@ -109,7 +109,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _firmware(args: argparse.Namespace) -> int:
-    from tools.flash.device import DeviceError
     from tools.flash.esp import FlashError, flash, plan_flash
 
     try:
@@ -123,7 +122,7 @@ def _firmware(args: argparse.Namespace) -> int:
         return 0
     try:
         chip = flash(plan)
-    except (FlashError, DeviceError) as exc:
+    except FlashError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"done: {chip} now runs {plan.image.path.name}")

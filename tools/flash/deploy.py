@@ -73,7 +73,7 @@ def build_files(plan: NodePlan, firmware_dir: Path) -> dict[str, bytes]:
 
 
 def deploy(
-    plan: NodePlan, port: str, firmware_dir: Path, *, boot_timeout_s: float = 30.0,
+    plan: NodePlan, port: str, firmware_dir: Path, *, boot_timeout_s: float = 30.0, repl_timeout_s: float = 5.0,
     progress: Callable[[str], None] = lambda step: None,
 ) -> DeployReport:  # fmt: skip
     """Deploy one node; raises DeployError (or DeviceError) naming the step that failed."""
@@ -83,7 +83,7 @@ def deploy(
     files = build_files(plan, firmware_dir)
     mpy_version = next(data[1] for name, data in files.items() if name.endswith(".mpy"))
     progress("connecting")
-    with Device(port) as dev:
+    with Device(port, repl_timeout_s=repl_timeout_s) as dev:
         dev.enter_repl()
         info = report.board = dev.describe()
         expected = PLATFORMS[plan.board]

@@ -16,7 +16,7 @@ from esptool.cmds import attach_flash, detect_chip, erase_flash, reset_chip, run
 from esptool.targets import CHIP_DEFS
 from esptool.util import FatalError
 
-from tools.flash.device import check_port, probe_port
+from tools.flash.device import DeviceError, check_port, probe_port
 
 ROM_BAUD = 115200  # what every ESP ROM bootloader answers at
 IMAGE_MAGIC = 0xE9
@@ -103,9 +103,12 @@ def check_chip(connected: str, image: Image) -> None:
 
 def flash(plan: FlashPlan, *, connect_attempts: int = 3) -> str:
     """Write the image; returns the chip's description. esptool prints its own progress."""
-    check_port(plan.port)
-    if "://" not in plan.port:
-        probe_port(plan.port)
+    try:
+        check_port(plan.port)
+        if "://" not in plan.port:
+            probe_port(plan.port)
+    except DeviceError as exc:
+        raise FlashError(str(exc)) from None
     try:
         esp = detect_chip(plan.port, baud=ROM_BAUD, connect_attempts=connect_attempts)
     except FatalError as exc:

@@ -14,7 +14,7 @@ from rich.table import Table
 from serial.tools import list_ports
 
 from tools.flash.deploy import DeployError, DeployReport, build_files, deploy
-from tools.flash.device import DeviceError
+from tools.flash.device import DeviceError, check_port
 from tools.flash.inventory import Inventory, InventoryError, NodePlan
 
 
@@ -117,7 +117,8 @@ def plan_table(inventory: Inventory) -> PlanCheck:
             continue
         try:
             port = resolve_port(plan)
-        except DeployError as exc:
+            check_port(port)
+        except (DeployError, DeviceError) as exc:
             unreachable[node_id] = str(exc)
             port = f"[yellow]{plan.address}?[/]"
         if plan.board not in sizes:

@@ -167,7 +167,8 @@ class RigInput:
             try:
                 channel = int(parts[0])
                 kind = parts[1]
-                size = float(parts[2]) if len(parts) > 2 else 0.0
+                sized = kind in ("spike", "offset", "ramp", "value")
+                size = float(parts[2]) if sized else 0.0
                 if (kind != "clear" and kind not in KINDS) or not 0 <= channel < len(sampler.channels):
                     raise ValueError(line)
             except (ValueError, IndexError):

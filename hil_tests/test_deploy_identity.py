@@ -2,13 +2,16 @@
 
 import time
 
+import pytest
+
 from gatewayd.profiles import edge_node as reg
 from hil_tests.bench import Bench
 
 
 def test_deploy_and_boot(bench: Bench, record_property):
     report = bench.deploy
-    assert report is not None, "deployed before the run (--no-deploy): nothing to check here"
+    if report is None:
+        pytest.skip("--no-deploy: the node was deployed before the run")
     record_property("deploy_s", round(report.seconds, 2))
     assert report.identity is not None
     assert (report.identity.unit, report.identity.channels) == (bench.plan.unit, len(bench.plan.channels))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from gatewayd.profiles import edge_node as reg
@@ -71,6 +72,7 @@ class Bench:
     deploy: DeployReport | None
     virtual: bool
     rtu: NodeLink | None = None  # a second link over RTU, when the bench has both
+    console_log: Path | None = None  # everything the virtual board printed
     channel: int = 0  # the channel the rig drives
     frames: int = 10_000
     rtu_frames: int = 10_000
@@ -153,7 +155,9 @@ class Bench:
             elif now - quiet_since >= self.settle_s():
                 return
             if now > deadline:
-                raise AssertionError(f"channel {self.channel} not clear of its checks for {self.settle_s():g} s")
+                raise AssertionError(
+                    f"channel {self.channel} not clear of its checks for {self.settle_s():g} s"
+                )
             time.sleep(self.period_s / 2)
 
     def make_healthy(self) -> None:

@@ -30,14 +30,30 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--port", help="console (USB serial) of the node under test; without it, the virtual board")
     g.addoption("--inventory", help="inventory holding the node's entry (with --port)")
     g.addoption("--node", help="node id in the inventory (default: its first node)")
-    g.addoption("--modbus-port", help="USB-RS485 adapter on the node's bus: Modbus RTU, settings from the inventory")
+    g.addoption(
+        "--modbus-port", help="USB-RS485 adapter on the node's bus: Modbus RTU, settings from the inventory"
+    )
     g.addoption("--modbus-host", help="HOST[:PORT] of the node's Modbus TCP")
     g.addoption("--rig", help="MODULE:FACTORY that builds the I/O rig; factory(pytest_config) -> rig")
     g.addoption("--channel", help="channel the rig drives (default: the first that trips an output)")
     g.addoption("--no-deploy", action="store_true", help="test the node as it is, without deploying first")
-    g.addoption("--malformed-frames", type=int, default=10_000, help="malformed frames per transport (default: %(default)s)")
-    g.addoption("--rtu-frames", type=int, help=f"over RTU (default: --malformed-frames; {VIRTUAL_RTU_FRAMES} on the virtual pty)")
-    g.addoption("--slack-ms", type=float, default=25.0, help="allowed beyond the sample periods a trip needs (default: %(default)s)")
+    g.addoption(
+        "--malformed-frames",
+        type=int,
+        default=10_000,
+        help="malformed frames per transport (default: %(default)s)",
+    )
+    g.addoption(
+        "--rtu-frames",
+        type=int,
+        help=f"over RTU (default: --malformed-frames; {VIRTUAL_RTU_FRAMES} on the virtual pty)",
+    )
+    g.addoption(
+        "--slack-ms",
+        type=float,
+        default=25.0,
+        help="allowed beyond the sample periods a trip needs (default: %(default)s)",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -97,7 +113,9 @@ class _virtual_bench:
             assert time.monotonic() < deadline, "socat did not make the RS-485 stand-in (a pty pair)"
             time.sleep(0.02)
         tcp_port = free_port()
-        text = VIRTUAL_INVENTORY.format(period_ms=100, watchdog_ms=1000, tcp_port=tcp_port, rtu_device=node_tty)
+        text = VIRTUAL_INVENTORY.format(
+            period_ms=100, watchdog_ms=1000, tcp_port=tcp_port, rtu_device=node_tty
+        )
         (self.folder / "bench.toml").write_text(text)
         plan = parse_inventory(text, str(self.folder / "bench.toml"), FIRMWARE).plan("bench-1")
         self.board = VirtualBoard(self.folder / "flash", console_log=self.folder / "console.log")
@@ -106,7 +124,9 @@ class _virtual_bench:
         link = NodeLink("tcp", plan.unit, host="127.0.0.1", port=tcp_port)
         rtu = NodeLink("rtu", plan.unit, device=str(adapter_tty), baud=19200, parity="N")
         self.links = [link, rtu]
-        return Bench(plan, self.board.url, link, VirtualRig(self.folder / "flash"), report, virtual=True, rtu=rtu)
+        rig = VirtualRig(self.folder / "flash")
+        log = self.folder / "console.log"
+        return Bench(plan, self.board.url, link, rig, report, virtual=True, rtu=rtu, console_log=log)
 
     def __exit__(self, *exc: object) -> None:
         for link in self.links:
@@ -140,9 +160,13 @@ class _real_bench:
                                  parity=rtu.get("parity", "E"), stop_bits=rtu.get("stop_bits", 1))  # fmt: skip
         elif opt("--modbus-host"):
             host, _, port = opt("--modbus-host").partition(":")
-            self.link = NodeLink("tcp", plan.unit, host=host, port=int(port or modbus.get("tcp", {}).get("port", 502)))
+            self.link = NodeLink(
+                "tcp", plan.unit, host=host, port=int(port or modbus.get("tcp", {}).get("port", 502))
+            )
         else:
-            raise pytest.UsageError("a real bench needs --modbus-port (RS-485 adapter) or --modbus-host (Modbus TCP)")
+            raise pytest.UsageError(
+                "a real bench needs --modbus-port (RS-485 adapter) or --modbus-host (Modbus TCP)"
+            )
         rig = None
         if opt("--rig"):
             module, _, factory = opt("--rig").partition(":")

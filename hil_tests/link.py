@@ -65,14 +65,18 @@ class NodeLink:
         self.device, self.baud, self.parity, self.stop_bits = device, baud, parity, stop_bits
         self.timeout_s = timeout_s
         if transport == "tcp":
-            self.client: ModbusTcpClient | ModbusSerialClient = ModbusTcpClient(host, port=port, timeout=timeout_s)
+            self.client: ModbusTcpClient | ModbusSerialClient = ModbusTcpClient(
+                host, port=port, timeout=timeout_s
+            )
         else:
             self.client = ModbusSerialClient(device, framer=FramerType.RTU, baudrate=baud, parity=parity,
                                              stopbits=stop_bits, timeout=timeout_s, retries=1)  # fmt: skip
 
     @property
     def name(self) -> str:
-        return f"Modbus TCP {self.host}:{self.port}" if self.transport == "tcp" else f"Modbus RTU {self.device}"
+        return (
+            f"Modbus TCP {self.host}:{self.port}" if self.transport == "tcp" else f"Modbus RTU {self.device}"
+        )
 
     def close(self) -> None:
         self.client.close()

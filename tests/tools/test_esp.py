@@ -47,7 +47,9 @@ def test_image_errors(tmp_path):
 def test_wrong_chip_is_refused_with_both_names(tmp_path):
     image = read_image(esp_image(tmp_path / "fw.bin", 0))
     check_chip("esp32", image)
-    with pytest.raises(FlashError, match=r"wrong chip: the board is an ESP32-S3, .*fw.bin is for ESP32; nothing was written"):
+    with pytest.raises(
+        FlashError, match=r"wrong chip: the board is an ESP32-S3, .*fw.bin is for ESP32; nothing was written"
+    ):
         check_chip("esp32s3", image)
 
 
@@ -57,8 +59,11 @@ def test_no_chip_behind_the_port(tmp_path, pty_pair):
         flash(plan)
     _, far_end = pty_pair
     plan = plan_flash(far_end, plan.image.path)
-    with pytest.raises(FlashError, match=rf"^no ESP chip answered on {far_end}: Failed to connect to Espressif "
-                                         r"device: No serial data received\. \(hold BOOT while pressing EN/RESET"):
+    with pytest.raises(
+        FlashError,
+        match=rf"^no ESP chip answered on {far_end}: Failed to connect to Espressif "
+        r"device: No serial data received\. \(hold BOOT while pressing EN/RESET",
+    ):
         flash(plan, connect_attempts=1)
     with serial.Serial(far_end, exclusive=True):
         with pytest.raises(FlashError, match=rf"^port {far_end} is busy"):
@@ -70,7 +75,9 @@ def test_cli_firmware(tmp_path, capsys):
     assert main(["firmware", "--port", "/dev/ttyUSB0", "--image", str(image), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "image for esp32s3, 4096 bytes, written at 0x0" in out
-    assert f"esptool --chip esp32s3 --port /dev/ttyUSB0 --baud 460800 write-flash --erase-all 0x0 {image}" in out
+    assert (
+        f"esptool --chip esp32s3 --port /dev/ttyUSB0 --baud 460800 write-flash --erase-all 0x0 {image}" in out
+    )
     assert main(["firmware", "--port", "/dev/ttyUSB0", "--image", str(tmp_path / "none.bin")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["firmware", "--port", "/dev/ttyUSB-none", "--image", str(image)]) == 1

@@ -29,7 +29,7 @@ def test_fleet_goes_on_past_failed_nodes(tmp_path, capsys):
     assert "broken failed: " in out and "sample_period_ms: must be within 10..60000, got 1" in out
     assert "2 of 4 nodes deployed; failed: gone, broken" in out
     # the summary table lists every node with its result
-    table = out[out.index("edge-flash fleet"):]
+    table = out[out.index("edge-flash fleet") :]
     for node, result in (("gone", "FAILED"), ("tank-1", "ok"), ("tank-2", "ok"), ("broken", "FAILED")):
         assert any(node in line and result in line for line in table.splitlines()), (node, table)
     assert (tmp_path / "a" / "main.py").exists() and (tmp_path / "b" / "main.py").exists()
@@ -43,7 +43,9 @@ def test_dry_run_checks_everything_and_touches_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tank-1" in out and "tank-2" in out and out.count("valid") == 2 and "virtual" in out
     assert "level" in out and "tcp" in out and "KB" in out
-    assert "not connected now tank-2: no port /dev/ttyUSB-none" in out and "not connected now tank-1" not in out
+    assert (
+        "not connected now tank-2: no port /dev/ttyUSB-none" in out and "not connected now tank-1" not in out
+    )
     inventory.write_text(inventory.read_text() + '\n[[nodes]]\nid = "tank-3"\nunit = 3\nreset_code = 70000\n')
     assert main(["fleet", "--inventory", str(inventory), "--dry-run"]) == 2
     out = capsys.readouterr().out

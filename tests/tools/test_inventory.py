@@ -51,9 +51,14 @@ def test_example_inventory(monkeypatch):
     assert two.config["channels"][0]["rate"] == {"limit": 2.0, "horizon_s": 2.0}
     assert two.config["channels"][1]["bounds"] == [0.5, 14.0]
     # pump-3 names its Wi-Fi password by environment variable, which is not set here
-    line = EXAMPLE.read_text().splitlines().index(next(l for l in EXAMPLE.read_text().splitlines() if "password_env" in l))
+    line = (
+        EXAMPLE.read_text()
+        .splitlines()
+        .index(next(l for l in EXAMPLE.read_text().splitlines() if "password_env" in l))
+    )
     assert str(errors["pump-3"]) == (
-        f"{EXAMPLE}:{line + 1}: node 'pump-3': wifi.password_env: $PLANT_WIFI_PASSWORD is not set")
+        f"{EXAMPLE}:{line + 1}: node 'pump-3': wifi.password_env: $PLANT_WIFI_PASSWORD is not set"
+    )
     monkeypatch.setenv("PLANT_WIFI_PASSWORD", "s3cret")
     three = inventory.plan("pump-3")
     assert three.config["wifi"] == {"ssid": "plant-ot", "password": "s3cret"}
@@ -80,12 +85,19 @@ def test_firmware_rules_reported_at_the_line_that_breaks_them():
 
 def test_inventory_structure_errors():
     cases = {
-        SMALL.replace('id = "tank-1"', 'id = "tank-1"\ncolour = "red"'): r"fleet.toml:\d+: nodes.0.colour: unknown key",
-        SMALL.replace("unit = 1\n", "unit = 300\n"): r"nodes.0.unit: Input should be less than or equal to 247",
+        SMALL.replace(
+            'id = "tank-1"', 'id = "tank-1"\ncolour = "red"'
+        ): r"fleet.toml:\d+: nodes.0.colour: unknown key",
+        SMALL.replace(
+            "unit = 1\n", "unit = 300\n"
+        ): r"nodes.0.unit: Input should be less than or equal to 247",
         SMALL + '\n[[nodes]]\nid = "tank-1"\nunit = 2\n': r"node id 'tank-1' is used twice",
-        SMALL + '\n[[nodes]]\nid = "tank-2"\nunit = 2\nport = "socket://127.0.0.1:7001"\n': r"are both on socket://",
-        SMALL.replace('[[nodes]]', '[nodes'): r"fleet.toml: not valid TOML",
-        SMALL.replace('board = "virtual"', 'board = "esp8266"'): r"defaults.board: Input should be 'esp32' or 'virtual'",
+        SMALL
+        + '\n[[nodes]]\nid = "tank-2"\nunit = 2\nport = "socket://127.0.0.1:7001"\n': r"are both on socket://",
+        SMALL.replace("[[nodes]]", "[nodes"): r"fleet.toml: not valid TOML",
+        SMALL.replace(
+            'board = "virtual"', 'board = "esp8266"'
+        ): r"defaults.board: Input should be 'esp32' or 'virtual'",
     }
     for text, message in cases.items():
         with pytest.raises(InventoryError, match=message):
@@ -110,17 +122,67 @@ def test_key_paths():
 
 
 CASES = [
-    {"node_id": 1, "reset_code": 1, "modbus": {"tcp": {}}, "channels": [
-        {"name": "a", "source": {"type": "sim", "signal": 0}, "resolution": 0.1, "physical": [0, 10], "bounds": [1, 9]}]},
+    {
+        "node_id": 1,
+        "reset_code": 1,
+        "modbus": {"tcp": {}},
+        "channels": [
+            {
+                "name": "a",
+                "source": {"type": "sim", "signal": 0},
+                "resolution": 0.1,
+                "physical": [0, 10],
+                "bounds": [1, 9],
+            }
+        ],
+    },
     {"node_id": 1, "reset_code": 1, "modbus": {}, "channels": []},
-    {"node_id": 1, "reset_code": 1, "modbus": {"rtu": {"parity": "X"}}, "channels": [
-        {"name": "a", "source": {"type": "adc", "pin": 34, "value": [0, 1]}, "resolution": 0.1, "physical": [0, 10],
-         "bounds": [1, 9]}]},
-    {"node_id": 1, "reset_code": 1, "watchdog_ms": 100, "sample_period_ms": 100, "modbus": {"tcp": {}}, "channels": [
-        {"name": "a", "source": {"type": "sim", "signal": 0}, "resolution": 0.1, "physical": [0, 10], "bounds": [1, 9]}]},
-    {"node_id": 1, "reset_code": 1, "modbus": {"tcp": {}}, "outputs": [{"name": "o", "pin": 2}], "channels": [
-        {"name": "a", "source": {"type": "sim", "signal": 0}, "resolution": 1e-6, "physical": [0, 10], "bounds": [1, 9],
-         "trips": ["o"]}]},
+    {
+        "node_id": 1,
+        "reset_code": 1,
+        "modbus": {"rtu": {"parity": "X"}},
+        "channels": [
+            {
+                "name": "a",
+                "source": {"type": "adc", "pin": 34, "value": [0, 1]},
+                "resolution": 0.1,
+                "physical": [0, 10],
+                "bounds": [1, 9],
+            }
+        ],
+    },
+    {
+        "node_id": 1,
+        "reset_code": 1,
+        "watchdog_ms": 100,
+        "sample_period_ms": 100,
+        "modbus": {"tcp": {}},
+        "channels": [
+            {
+                "name": "a",
+                "source": {"type": "sim", "signal": 0},
+                "resolution": 0.1,
+                "physical": [0, 10],
+                "bounds": [1, 9],
+            }
+        ],
+    },
+    {
+        "node_id": 1,
+        "reset_code": 1,
+        "modbus": {"tcp": {}},
+        "outputs": [{"name": "o", "pin": 2}],
+        "channels": [
+            {
+                "name": "a",
+                "source": {"type": "sim", "signal": 0},
+                "resolution": 1e-6,
+                "physical": [0, 10],
+                "bounds": [1, 9],
+                "trips": ["o"],
+            }
+        ],
+    },
 ]
 
 

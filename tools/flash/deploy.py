@@ -154,7 +154,9 @@ def _read_identity(dev: Device, plan: NodePlan, timeout_s: float) -> Identity:
     found, console = dev.read_console(IDENTITY, timeout_s)
     if found is None:
         tail = "\n".join(console.strip().splitlines()[-8:]) or "(nothing)"
-        raise DeployError(f"the node did not report running within {timeout_s:g} s after reset; console:\n{tail}")
+        raise DeployError(
+            f"the node did not report running within {timeout_s:g} s after reset; console:\n{tail}"
+        )
     if found["error"] is not None:
         raise DeployError(f"the node rejected its configuration: {found['error'].strip()}")
     identity = Identity(int(found["unit"]), int(found["channels"]), int(found["map"]), found["fw"])

@@ -65,7 +65,9 @@ def check_port(port: str) -> None:
     if "://" in port:
         return
     if not Path(port).exists():
-        raise DeviceError(f"no port {port}: no such device (is the board plugged in? `ls /dev/ttyUSB* /dev/ttyACM*`)")
+        raise DeviceError(
+            f"no port {port}: no such device (is the board plugged in? `ls /dev/ttyUSB* /dev/ttyACM*`)"
+        )
 
 
 def open_error(port: str, exc: BaseException) -> DeviceError:
@@ -74,7 +76,9 @@ def open_error(port: str, exc: BaseException) -> DeviceError:
     if "://" not in port and not Path(port).exists():
         return DeviceError(f"no port {port}: no such device (is the board plugged in?)")
     if "lock" in text.lower() or "busy" in text.lower() or "errno 16" in text.lower():
-        return DeviceError(f"port {port} is busy: another program holds it (a serial monitor, mpremote, esptool?)")
+        return DeviceError(
+            f"port {port} is busy: another program holds it (a serial monitor, mpremote, esptool?)"
+        )
     if "refused" in text.lower():
         return DeviceError(f"port {port}: connection refused (is the virtual board running?)")
     return DeviceError(f"port {port}: cannot open: {text}")
@@ -131,7 +135,9 @@ class Device:
         try:
             return self.transport.exec(code).decode(errors="replace")
         except TransportExecError as exc:
-            raise DeviceError(f"{self.port}: the board failed running code: {exc.error_output.strip()}") from None
+            raise DeviceError(
+                f"{self.port}: the board failed running code: {exc.error_output.strip()}"
+            ) from None
         except (TransportError, serial.SerialException, OSError) as exc:
             raise DeviceError(f"{self.port}: the device stopped answering [{_short(exc)}]") from None
 
@@ -167,7 +173,11 @@ class Device:
     def reset(self, platform: str) -> None:
         """Hard reset. The unix port has no machine.reset(); its soft reset ends the process,
         which the virtual board takes as a reset."""
-        code = "import machine\nmachine.reset()" if platform != "linux" else "import machine\nmachine.soft_reset()"
+        code = (
+            "import machine\nmachine.reset()"
+            if platform != "linux"
+            else "import machine\nmachine.soft_reset()"
+        )
         try:
             self.transport.exec_raw_no_follow(code)
         except (TransportError, serial.SerialException, OSError) as exc:
@@ -202,7 +212,9 @@ class Device:
         while time.monotonic() < deadline:
             time.sleep(0.2)
             try:
-                self.transport = SerialTransport(self.port, baudrate=BAUD, exclusive=True, timeout=READ_TIMEOUT_S)
+                self.transport = SerialTransport(
+                    self.port, baudrate=BAUD, exclusive=True, timeout=READ_TIMEOUT_S
+                )
                 return
             except TransportError:
                 continue

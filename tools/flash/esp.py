@@ -12,7 +12,15 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from esptool.cmds import attach_flash, detect_chip, erase_flash, reset_chip, run_stub, verify_flash, write_flash
+from esptool.cmds import (
+    attach_flash,
+    detect_chip,
+    erase_flash,
+    reset_chip,
+    run_stub,
+    verify_flash,
+    write_flash,
+)
 from esptool.targets import CHIP_DEFS
 from esptool.util import FatalError
 
@@ -72,7 +80,9 @@ def read_image(path: Path) -> Image:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise FlashError(f"image {path}: no such file (download one from https://micropython.org/download/)") from None
+        raise FlashError(
+            f"image {path}: no such file (download one from https://micropython.org/download/)"
+        ) from None
     except OSError as exc:
         raise FlashError(f"image {path}: cannot read: {exc.strerror}") from None
     if len(data) < 24 or data[0] != IMAGE_MAGIC:
@@ -86,7 +96,9 @@ def read_image(path: Path) -> Image:
     return Image(path, data, chip)
 
 
-def plan_flash(port: str, image_path: Path, *, chip: str | None = None, baud: int = 460800, erase: bool = True) -> FlashPlan:
+def plan_flash(
+    port: str, image_path: Path, *, chip: str | None = None, baud: int = 460800, erase: bool = True
+) -> FlashPlan:
     image = read_image(image_path)
     if chip is not None and chip != image.chip:
         raise FlashError(f"image {image_path} is for {image.chip}, not {chip}")

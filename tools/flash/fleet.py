@@ -72,7 +72,9 @@ def run_fleet(
                     plan, port, inventory.firmware_dir, boot_timeout_s=boot_timeout_s,
                     progress=lambda step, n=node_id: progress.update(task, description=f"{n}: {step}"),
                 )  # fmt: skip
-                results.append(NodeResult(node_id, address, True, summary(report), time.monotonic() - started))
+                results.append(
+                    NodeResult(node_id, address, True, summary(report), time.monotonic() - started)
+                )
             except (DeployError, DeviceError, InventoryError) as exc:
                 results.append(NodeResult(node_id, address, False, str(exc), time.monotonic() - started))
             except Exception as exc:  # a bug on one node must not cost the others their deploy

@@ -34,7 +34,15 @@ from tools.flash.node_config import NodeConfigError, key_path, validate
 BOARDS = ("esp32", "virtual")
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 # Keys a node's config.json takes straight from the inventory (the firmware validates them).
-PASSED_THROUGH = ("sample_period_ms", "reset_code", "reset_pin", "watchdog_ms", "outputs", "channels", "modbus")
+PASSED_THROUGH = (
+    "sample_period_ms",
+    "reset_code",
+    "reset_pin",
+    "watchdog_ms",
+    "outputs",
+    "channels",
+    "modbus",
+)
 
 
 class InventoryError(ValueError):
@@ -144,7 +152,9 @@ class Inventory:
         try:
             return self.ids.index(node_id)
         except ValueError:
-            raise InventoryError(f"{self.source}: no node {node_id!r} (nodes: {', '.join(self.ids)})") from None
+            raise InventoryError(
+                f"{self.source}: no node {node_id!r} (nodes: {', '.join(self.ids)})"
+            ) from None
 
     def plan(self, node_id: str) -> NodePlan:
         """The node's configuration, generated and checked by the firmware's validator."""
@@ -184,7 +194,9 @@ class Inventory:
             if "password_env" in wifi:
                 password = os.environ.get(wifi["password_env"])
                 if password is None:
-                    raise _Refused(("wifi", "password_env"), f"wifi.password_env: ${wifi['password_env']} is not set")
+                    raise _Refused(
+                        ("wifi", "password_env"), f"wifi.password_env: ${wifi['password_env']} is not set"
+                    )
             config["wifi"] = {"ssid": wifi["ssid"], "password": password}
         for name, overrides in merged.get("thresholds", {}).items():
             channels = config.get("channels", [])

@@ -55,7 +55,9 @@ TICK_S = 0.02
 
 
 class BoardSupervisor:
-    def __init__(self, flash: Path, listener: socket.socket, *, log: Path | None = None, heap: str = HEAP_SIZE):
+    def __init__(
+        self, flash: Path, listener: socket.socket, *, log: Path | None = None, heap: str = HEAP_SIZE
+    ):
         self.flash = flash
         self.listener = listener
         self.log = open(log, "ab", buffering=0) if log else None  # noqa: SIM115 -- lives as long as the board
@@ -117,8 +119,8 @@ class BoardSupervisor:
             self.to_console(data)
 
     def reset(self, reason: str) -> None:
+        self.power_off()  # what the firmware printed before it stopped reaches the console first
         self.note(f"reset: {reason}")
-        self.power_off()
         self.reboot_at = time.monotonic() + REBOOT_DELAY_S
 
     def check_watchdog(self) -> None:
@@ -234,7 +236,15 @@ class VirtualBoard:
         self.url = ""
 
     def start(self, timeout_s: float = 15.0) -> str:
-        cmd = [sys.executable, "-m", "tools.flash.virtual_board", "--flash", str(self.flash), "--heap", self.heap]
+        cmd = [
+            sys.executable,
+            "-m",
+            "tools.flash.virtual_board",
+            "--flash",
+            str(self.flash),
+            "--heap",
+            self.heap,
+        ]
         if self.console_log is not None:
             cmd += ["--console-log", str(self.console_log)]
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
@@ -312,11 +322,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--flash", type=Path, required=True, help="folder that is the board's flash (created if missing)")
+    parser.add_argument(
+        "--flash", type=Path, required=True, help="folder that is the board's flash (created if missing)"
+    )
     parser.add_argument("--port", type=int, default=0, help="TCP port of the console (default: a free one)")
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--console-log", type=Path, help="append everything the board prints to this file")
-    parser.add_argument("--heap", default=HEAP_SIZE, help="MicroPython heap (default: %(default)s, ESP32-sized)")
+    parser.add_argument(
+        "--heap", default=HEAP_SIZE, help="MicroPython heap (default: %(default)s, ESP32-sized)"
+    )
 
 
 def serve(args: argparse.Namespace) -> int:

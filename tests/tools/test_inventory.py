@@ -66,6 +66,12 @@ def test_example_inventory(monkeypatch):
     assert json.loads(three.config_json) == three.config
 
 
+def test_virtual_example_inventory():
+    plan = load_inventory(EXAMPLE.with_name("virtual-fleet.toml"), FIRMWARE).plan("tank-1")
+    assert plan.board == "virtual" and plan.port == "socket://127.0.0.1:7001"
+    assert plan.channels == ["pressure", "temperature"] and plan.config["modbus"] == {"tcp": {"port": 5502}}
+
+
 def line_of(text: str, needle: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
 

@@ -173,11 +173,10 @@ class Device:
     def reset(self, platform: str) -> None:
         """Hard reset. The unix port has no machine.reset(); its soft reset ends the process,
         which the virtual board takes as a reset."""
-        code = (
-            "import machine\nmachine.reset()"
-            if platform != "linux"
-            else "import machine\nmachine.soft_reset()"
-        )
+        if platform == "linux":
+            code = "import machine\nmachine.soft_reset()"
+        else:  # a moment for the REPL's acknowledgement to leave the USB bridge, as mpremote waits
+            code = "import machine, time\ntime.sleep_ms(100)\nmachine.reset()"
         try:
             self.transport.exec_raw_no_follow(code)
         except (TransportError, serial.SerialException, OSError) as exc:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from gatewayd.profiles import edge_node as reg
 from hil_tests.link import NodeLink
@@ -18,6 +18,13 @@ from tools.flash.device import Device
 from tools.flash.inventory import NodePlan
 
 T = TypeVar("T")
+
+
+class Fault(NamedTuple):
+    kind: str  # what the rig does: value, ramp, stuck
+    size: float
+    check: str  # the node's check that must trip on it
+    samples: int  # samples that check needs to see the fault
 
 # The virtual bench's node: the simulated pump's temperature is the channel under test (its
 # signal moves slowly, so a rate limit of 1 degree per half second never fires on its own;
@@ -77,7 +84,6 @@ class Bench:
     frames: int = 10_000
     rtu_frames: int = 10_000
     slack_s: float = 0.025
-    notes: dict[str, float] = field(default_factory=dict)
 
     @property
     def period_s(self) -> float:
@@ -168,6 +174,21 @@ class Bench:
         if self.link.status().latched:
             assert self.link.write_reset(self.reset_code) == 0
         self.wait(f"{self.output} energised", lambda: self.rig.output(self.output), self.ready_s())
+
+    def faults(self) -> dict[str, Fault]:
+        """The faults the rig injects into the channel under test, sized from its configuration."""
+        ch = self.channel_config
+        high, top = ch["bounds"][1], ch["physical"][1]
+        consecutive = ch.get("consecutive", 1)
+        found = {
+            # beyond the high bound, still inside what the sensor can read (else it is a sensor fault)
+            "out-of-bound": Fault("value", high + 0.2 * (top - high), "high", consecutive),
+            # zero variance in the window before a sample: the first sample after a full window held
+            "stuck": Fault("stuck", 0.0, "stuck", self.window + consecutive),
+        }
+        if ch.get("rate"):  # each step twice the rate limit: caught at the first, far from the bounds
+            found["fast-ramp"] = Fault("ramp", 2 * ch["rate"]["limit"] / self.period_s, "rate", consecutive)
+        return found
 
     def cause(self) -> tuple[int, str]:
         value = self.link.status()[reg.IR_TRIP_CAUSE]

@@ -15,7 +15,7 @@ import socket
 import struct
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import serial
 
@@ -163,10 +163,7 @@ class Tally:
     dropped: int = 0  # TCP connections the node closed, as it must
     silent: int = 0  # RTU frames that got no answer, as they must
     retried: int = 0  # RTU frames sent twice, as a master does after a response timeout
-    kinds: Counter[str] | None = None
-
-    def __post_init__(self) -> None:
-        self.kinds = Counter()
+    kinds: Counter[str] = field(default_factory=Counter)
 
 
 def _check(frame: Frame, reply_pdu: bytes) -> None:
@@ -204,7 +201,7 @@ def send_tcp(make_socket, maker: FrameMaker, count: int, batch: int = 32) -> Tal
         for _ in range(count):
             frame = maker.tcp_frame()
             tally.sent += 1
-            tally.kinds[frame.kind] += 1  # type: ignore[index]
+            tally.kinds[frame.kind] += 1
             if frame.answer == DROP:
                 collect()
                 _send_breaking(sock, frame)
@@ -260,7 +257,7 @@ def send_rtu(line: serial.Serial, maker: FrameMaker, count: int, *, gap_s: float
     for _ in range(count):
         frame = maker.rtu_frame()
         tally.sent += 1
-        tally.kinds[frame.kind] += 1  # type: ignore[index]
+        tally.kinds[frame.kind] += 1
         if frame.answer == SILENT:
             _write(line, frame)
             time.sleep(gap_s)

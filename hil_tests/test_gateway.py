@@ -8,7 +8,6 @@ import time
 
 from gatewayd.store import Store
 from hil_tests.bench import Bench
-from hil_tests.test_safety import scenarios
 
 POLL_S = 0.2
 
@@ -54,14 +53,17 @@ def test_gateway_sees_the_trip_as_a_critical_alert_within_1s(bench: Bench, rig, 
         bench.wait("gatewayd polling the node", lambda: status.exists() and '"online"' in status.read_text(), 30.0,
                    every_s=0.1)  # fmt: skip
         assert not critical_edge_alerts(db, bench.plan.id)
-        rig.drive(bench.channel, "value", scenarios(bench)["out-of-bound"][1])
+        rig.drive(bench.channel, "value", bench.faults()["out-of-bound"].size)
         tripped = rig.wait_output(bench.output, False, 2.0)
         assert tripped is not None
         alerts = bench.wait("a critical alert in the gateway's store", lambda: critical_edge_alerts(db, bench.plan.id),
                             5.0, every_s=0.005)  # fmt: skip
-        seen = time.time()
-        record_property("alert_after_trip_ms", round((seen - tripped) * 1000))
-        assert seen - tripped <= 1.0, f"the gateway recorded the alert {seen - tripped:.2f} s after the trip"
+        stored = time.time()
+        # Seen: the poll that read the trip (the alert's own time); stored: on disk, where the test found it.
+        seen = alerts[0]["opened_ms"] / 1000
+        record_property("alert_seen_after_trip_ms", round((seen - tripped) * 1000))
+        record_property("alert_stored_after_trip_ms", round((stored - tripped) * 1000))
+        assert seen - tripped <= 1.0, f"the gateway saw the trip {seen - tripped:.2f} s after it happened"
         assert alerts[0]["channels"] == [bench.plan.channels[bench.channel]]
         assert "high" in alerts[0]["detail"]["checks"]
     finally:

@@ -41,6 +41,6 @@ def test_malformed_frames_survived(bench: Bench, transport, record_property):
     assert tally.answered <= after.bad_frames - before.bad_frames <= count + tally.retried
     assert after.latched == before.latched == 0
     rejects = (after[reg.IR_RESET_REJECTS] - before[reg.IR_RESET_REJECTS]) % 65536
-    assert rejects == tally.kinds["reset-code"]  # type: ignore[index]
+    assert rejects == tally.kinds["reset-code"]
     if bench.rig is not None:
         assert bench.rig.output(bench.output)

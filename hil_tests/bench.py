@@ -26,6 +26,7 @@ class Fault(NamedTuple):
     check: str  # the node's check that must trip on it
     samples: int  # samples that check needs to see the fault
 
+
 # The virtual bench's node: the simulated pump's temperature is the channel under test (its
 # signal moves slowly, so a rate limit of 1 degree per half second never fires on its own;
 # every check critical, one sample enough) and trips the pump; pressure rides along.

@@ -93,6 +93,15 @@ def rig(bench: Bench):
     return bench.rig
 
 
+@pytest.fixture
+def healthy(bench: Bench, rig):
+    """The node released by the rig, no trip latched, outputs on; and left so, whatever the
+    test did (a failure here is the test's teardown error, not the next test's)."""
+    bench.make_healthy()
+    yield rig
+    bench.make_healthy()
+
+
 class _virtual_bench:
     """The virtual board with the virtual bench's node deployed on it for real."""
 

@@ -39,8 +39,7 @@ def critical_edge_alerts(db, device: str) -> list[dict]:
         store.close()
 
 
-def test_gateway_sees_the_trip_as_a_critical_alert_within_1s(bench: Bench, rig, tmp_path, record_property):
-    bench.make_healthy()
+def test_gateway_sees_the_trip_as_a_critical_alert_within_1s(bench: Bench, rig, healthy, tmp_path, record_property):
     config = tmp_path / "gatewayd.toml"
     config.write_text(gateway_config(bench, tmp_path / "state"))
     db = tmp_path / "state" / "gatewayd.sqlite3"
@@ -71,4 +70,3 @@ def test_gateway_sees_the_trip_as_a_critical_alert_within_1s(bench: Bench, rig, 
         daemon.terminate()
         _, stderr = daemon.communicate(timeout=15)
     assert daemon.returncode == 0, stderr
-    bench.make_healthy()

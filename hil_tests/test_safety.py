@@ -11,12 +11,11 @@ from hil_tests.bench import Bench
 
 
 @pytest.mark.parametrize("name", ["out-of-bound", "fast-ramp", "stuck"])
-def test_trip_within_one_sample_period_and_latched(bench: Bench, rig, name, record_property):
+def test_trip_within_one_sample_period_and_latched(bench: Bench, rig, healthy, name, record_property):
     fault = bench.faults().get(name)
     if fault is None:
         pytest.skip(f"channel {bench.channel} has no check for a {name} fault (no rate limit)")
     kind, size, check, samples = fault
-    bench.make_healthy()
     trips_before = bench.link.status().trips
     try:
         injected = rig.drive(bench.channel, kind, size)
@@ -49,8 +48,7 @@ def test_trip_within_one_sample_period_and_latched(bench: Bench, rig, name, reco
     assert not bench.link.status().latched
 
 
-def test_reset_keeps_the_latch_and_only_the_reset_code_clears_it(bench: Bench, rig):
-    bench.make_healthy()
+def test_reset_keeps_the_latch_and_only_the_reset_code_clears_it(bench: Bench, rig, healthy):
     rig.drive(bench.channel, "value", bench.faults()["out-of-bound"].size)
     assert rig.wait_output(bench.output, False, 2.0) is not None
     rig.release(bench.channel)

@@ -13,10 +13,9 @@ from hil_tests.bench import Bench
 BOOT_S = {True: 1.0, False: 5.0}  # reboot to a running node: virtual board, ESP32
 
 
-def test_stalled_loop_recovered_by_the_watchdog(bench: Bench, rig, record_property):
+def test_stalled_loop_recovered_by_the_watchdog(bench: Bench, rig, healthy, record_property):
     if not bench.watchdog_s:
         pytest.skip("the node's watchdog is off (watchdog_ms = 0)")
-    bench.make_healthy()
     before = bench.link.status()
     with bench.console() as console:
         console.enter_repl()  # the loop stops here, in the REPL

@@ -14,8 +14,10 @@ DEBIAN_PACKAGES := python3-venv libsystemd-dev pkg-config gcc python3-dev mosqui
 demo: setup
 	$(BIN)/gatewayd demo
 
+# The HIL suite runs against the virtual board here (a real node: hil_tests/README.md).
 test: setup
 	$(BIN)/pytest
+	$(BIN)/pytest hil_tests --junitxml=test-artifacts/hil-junit.xml
 
 setup: debian-packages $(STAMP)
 

@@ -1,16 +1,22 @@
-# ESP32 application: load /config.json, start the node, serve Modbus. A bad configuration
-# leaves every output in its power-on (de-energised) state and says why on the REPL and,
-# where the Modbus settings can still be read, in the CONFIG_ERROR register.
+# Node application (ESP32, or the virtual board): load config.json, start the node, serve
+# Modbus. A bad configuration leaves every output in its power-on (de-energised) state and
+# says why on the REPL and, where the Modbus settings can still be read, in the CONFIG_ERROR
+# register.
 import gc
 import sys
 import time
 
 import regmap
-from hal_esp32 import Board
 from modbus_pdu import ModbusSlave
 from node import Node, config_error_node
 
-CONFIG_PATH = "/config.json"
+if sys.platform == "esp32":
+    from hal_esp32 import Board
+else:  # the virtual board: this application in the unix port, its flash a folder
+    from hal_unix import VirtualBoard as Board
+
+# Relative to the flash root, the current folder at boot ("/" on the ESP32).
+CONFIG_PATH = "config.json"
 
 
 def load_config():
@@ -38,7 +44,10 @@ def main():
     node = Node(cfg, board)
     servers = board.transports(node.slave, cfg)
     gc.collect()
-    print("node %d running: %d channels, %d bytes free" % (cfg.node_id, len(cfg.channels), gc.mem_free()))
+    # The identity line edge-flash reads back after a deploy.
+    print("node %d running: %d channels, register map %d, firmware %d.%d, %d bytes free" % (
+        cfg.node_id, len(cfg.channels), regmap.MAP_VERSION, regmap.FW_VERSION >> 8, regmap.FW_VERSION & 0xFF,
+        gc.mem_free()))  # fmt: skip
     node.run(servers)
 
 

@@ -1,6 +1,7 @@
 # Hardware layer for the MicroPython unix port: the virtual node and the virtual board.
 # Same interface as hal_esp32: outputs, flash, watchdog, reset input, sensor sampler and
 # Modbus transports; sensors are simulated (pump plant, scenario faults) or replayed.
+import os
 import time
 
 import plant
@@ -27,16 +28,26 @@ class Output:
 
 
 class Watchdog:
-    """Records feeds; `starved()` tells whether a real WDT would have reset the board."""
+    """Records feeds; `starved()` tells whether a real WDT would have reset the board. With a
+    `path`, every feed also rewrites that file (its content the timeout): the virtual board
+    resets the process when the file grows older than the timeout, as a real WDT would."""
 
-    def __init__(self, timeout_ms):
+    def __init__(self, timeout_ms, path=None):
         self.timeout_ms = timeout_ms
+        self.path = path
         self.last_feed = time.ticks_ms()
         self.feeds = 0
+        self._mirror()
 
     def feed(self):
         self.last_feed = time.ticks_ms()
         self.feeds += 1
+        self._mirror()
+
+    def _mirror(self):
+        if self.path:
+            with open(self.path, "w") as f:
+                f.write("%d" % self.timeout_ms)
 
     def starved(self):
         return time.ticks_diff(time.ticks_ms(), self.last_feed) > self.timeout_ms
@@ -61,13 +72,16 @@ class ResetInput:
             return False
 
 
+KINDS = ("spike", "offset", "ramp", "stuck", "missing", "value")
+
+
 class Scenario:
     """Faults injected into a simulated signal from sample `start` on.
     kinds: spike (add `size` once), offset (add `size`), ramp (add `size` per sample),
-    stuck (hold the value), missing (no reading)."""
+    stuck (hold the value), missing (no reading), value (read `size` instead)."""
 
     def __init__(self, channel, kind, start, size=0.0):
-        if kind not in ("spike", "offset", "ramp", "stuck", "missing"):
+        if kind not in KINDS:
             raise ValueError("unknown fault %r" % kind)
         self.channel = channel
         self.kind = kind
@@ -81,16 +95,28 @@ class SimSampler:
     optional scenario faults. Conversion to counts allocates here (floats), which is the
     simulation's cost, not the node's: on the ESP32 the ADC gives integers."""
 
-    def __init__(self, channels, seed=1, dt_s=0.1, scenarios=()):
+    def __init__(self, channels, seed=1, dt_s=0.1, scenarios=(), rig=None):
         self.plant = plant.PumpPlant(seed=seed, dt_s=dt_s)
         self.channels = channels
         self.status = bytearray(len(channels))
         self.scenarios = list(scenarios)
         self.samples = 0
+        self.rig = rig
 
     def update(self):
         self.plant.update()
         self.samples += 1
+        if self.rig is not None:
+            self.rig.take(self)
+
+    def drive(self, channel, kind, size):
+        """The rig takes over `channel` from this sample on (or, with kind "clear", gives
+        it back to the plant); per-second ramps become per-sample steps."""
+        self.scenarios = [sc for sc in self.scenarios if sc.channel != channel]
+        if kind == "ramp":
+            size = size * self.plant.dt
+        if kind != "clear":
+            self.scenarios.append(Scenario(channel, kind, self.samples, size))
 
     def read(self, index):
         ch = self.channels[index]
@@ -105,6 +131,8 @@ class SimSampler:
                 value += sc.size
             elif sc.kind == "ramp":
                 value += sc.size * (self.samples - sc.start + 1)
+            elif sc.kind == "value":
+                value = sc.size
             elif sc.kind == "stuck":
                 if sc.held is None:
                     sc.held = value
@@ -113,6 +141,40 @@ class SimSampler:
                 self.status[index] = INPUT_MISSING
                 return 0
         return ch.counts(value)
+
+
+class RigInput:
+    """The virtual board's I/O rig: the rig replaces a file of commands atomically, one per
+    line, `CHANNEL KIND [SIZE]` (KIND as in Scenario, or clear; a ramp's SIZE per second);
+    the sampler takes it (removes it) at its next sample and applies it from that sample."""
+
+    def __init__(self, path):
+        self.path = path
+        self.taken = 0
+
+    def take(self, sampler):
+        try:
+            with open(self.path) as f:
+                text = f.read()
+        except OSError:
+            return  # no new command
+        os.remove(self.path)
+        self.taken += 1
+        for line in text.split("\n"):
+            parts = line.split()
+            if not parts:
+                continue
+            try:
+                channel = int(parts[0])
+                kind = parts[1]
+                sized = kind in ("spike", "offset", "ramp", "value")
+                size = float(parts[2]) if sized else 0.0
+                if (kind != "clear" and kind not in KINDS) or not 0 <= channel < len(sampler.channels):
+                    raise ValueError(line)
+            except (ValueError, IndexError):
+                print("rig: ignored %r" % line)
+                continue
+            sampler.drive(channel, kind, size)
 
 
 class CsvSampler:
@@ -157,8 +219,10 @@ class CsvSampler:
 
 
 class Board:
-    def __init__(self, state_dir, port=None, bind="127.0.0.1", seed=1, scenarios=(), rtu_device=None, replay=None):
+    def __init__(self, state_dir, port=None, bind="127.0.0.1", seed=1, scenarios=(), rtu_device=None, replay=None,
+                 rig=None):  # fmt: skip
         self.replay = replay
+        self.rig = rig
         self.state_dir = state_dir
         self.flash = Flash(state_dir)
         self.port = port
@@ -184,7 +248,8 @@ class Board:
         for ch in channels:
             if ch.source.kind != "sim":
                 raise ValueError("the unix port only simulates sensors; %s has source %s" % (ch.name, ch.source.kind))
-        return SimSampler(channels, seed=self.seed, dt_s=period_ms / 1000, scenarios=self.scenarios)
+        rig = RigInput(self.state_dir + "/" + self.rig) if self.rig else None
+        return SimSampler(channels, seed=self.seed, dt_s=period_ms / 1000, scenarios=self.scenarios, rig=rig)
 
     def transports(self, slave, cfg):
         servers: list = []
@@ -201,3 +266,20 @@ class Board:
             baud = rtu["baud"] if rtu else 19200
             servers.append(ModbusRtuServer(slave, PosixSerial(device), baud=baud))
         return servers
+
+
+class VirtualBoard(Board):
+    """The virtual board: the firmware deployed into a folder (its flash) and booted by the
+    unix port as an ESP32 boots main.py. Its wires are files in that folder: the safety
+    outputs (`output-NAME`, written), the reset button (`reset`) and the I/O rig's signals
+    (`rig`), read; the watchdog (`wdt`), fed."""
+
+    def __init__(self, reset_pin=None):
+        Board.__init__(self, ".", rig="rig")
+
+    def watchdog(self, timeout_ms):
+        self.wdt = Watchdog(timeout_ms, self.state_dir + "/wdt")
+        return self.wdt
+
+    def connect_wifi(self, ssid, password, timeout_ms=0):
+        return True  # the host's own network

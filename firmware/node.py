@@ -52,6 +52,8 @@ from regmap import (
 )
 from safety import SafetyLatch
 
+_SLICE_MS = 5  # longest wait on one transport while another may have a request
+
 
 def publish_identity(bank, node_id, period_ms, channels=(), output_count=0, config_error=ERR_NONE):
     bank.set_u16(IR_MAGIC, regmap.MAGIC)
@@ -208,11 +210,14 @@ class Node:
         return True
 
     def run(self, servers, should_stop=None):
+        # A transport's poll() waits on its own line only: with several, the wait for the
+        # next sample is cut into slices, so that no request waits a period for another's.
+        slice_ms = _SLICE_MS if len(servers) > 1 else 0x3FFFFFFF
         while should_stop is None or not should_stop():
             self.step(time.ticks_ms())
             for server in servers:
                 wait = self.due_in_ms(time.ticks_ms())
-                server.poll(wait if wait > 0 and server is servers[-1] else 0)
+                server.poll(min(wait, slice_ms) if wait > 0 and server is servers[-1] else 0)
 
     # -- Modbus writes ------------------------------------------------------------------
 

@@ -8,8 +8,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-# Modules that only make sense in the unix port: never deployed to a board.
+# Modules that only make sense in the unix port: never deployed to an ESP32.
 HOST_ONLY = {"vnode.py", "hal_unix.py", "plant.py"}
+# What each kind of board does not run: the ESP32 no simulation, the virtual board (the unix
+# port booting main.py from a folder) no ESP32 hardware layer; neither the vnode entry point.
+LEFT_OUT = {"esp32": HOST_ONLY, "virtual": {"vnode.py", "hal_esp32.py"}}
 # Booted by MicroPython as source; it only imports the compiled application.
 BOOT_SOURCES = {"main.py"}
 MARCHES = ("x64", "xtensawin", "armv6m", "armv7m", "rv32imc")
@@ -36,26 +39,27 @@ def find_mpy_cross() -> str:
     return found
 
 
-def firmware_sources(firmware_dir: Path, *, include_host_only: bool = False) -> list[Path]:
-    sources = sorted(
-        p for p in firmware_dir.glob("*.py")
-        if p.name not in BOOT_SOURCES and (include_host_only or p.name not in HOST_ONLY)
-    )  # fmt: skip
+def firmware_sources(firmware_dir: Path, *, include_host_only: bool = False, board: str = "esp32") -> list[Path]:
+    left_out = set() if include_host_only else LEFT_OUT[board]
+    sources = sorted(p for p in firmware_dir.glob("*.py") if p.name not in BOOT_SOURCES and p.name not in left_out)
     if not sources:
         raise BuildError(f"no firmware sources in {firmware_dir}")
     return sources
 
 
 def compile_firmware(
-    firmware_dir: Path, out_dir: Path, *, march: str | None = None, include_host_only: bool = False
+    firmware_dir: Path, out_dir: Path, *, march: str | None = None, include_host_only: bool = False,
+    board: str = "esp32",
 ) -> list[Compiled]:
-    """Compile every firmware module; the first failure stops the build with the compiler's message."""
+    """Compile every module `board` runs; the first failure stops the build with the compiler's message."""
+    if board not in LEFT_OUT:
+        raise BuildError(f"unknown board {board!r}; choose one of {', '.join(LEFT_OUT)}")
     if march is not None and march not in MARCHES:
         raise BuildError(f"unknown architecture {march!r}; choose one of {', '.join(MARCHES)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     compiler = find_mpy_cross()
     results = []
-    for src in firmware_sources(firmware_dir, include_host_only=include_host_only):
+    for src in firmware_sources(firmware_dir, include_host_only=include_host_only, board=board):
         dest = out_dir / (src.stem + ".mpy")
         cmd = [compiler, "-o", str(dest), "-s", src.name]
         if march:

@@ -13,7 +13,7 @@ DEB_BUILD_PACKAGES := dpkg-dev debhelper dh-virtualenv python3.11 python3.11-dev
 # Checking it: lintian, and a Debian root booted under systemd-nspawn to install it into.
 DEB_TEST_PACKAGES := lintian debootstrap systemd-container
 
-DEB_VERSION = $(shell dpkg-parsechangelog -S Version)
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version 2>/dev/null)
 DEB_ARCH = $(shell dpkg --print-architecture)
 DEB := build/deb/edge-gateway_$(DEB_VERSION)_$(DEB_ARCH).deb
 DEB_INPUTS = $(shell git ls-files --cached --others --exclude-standard gatewayd cloud_sync tools debian systemd docs examples pyproject.toml README.md LICENSE)

@@ -3,8 +3,12 @@ booted with systemd as PID 1 under systemd-nspawn, so that the package's maintai
 and units run as on a gateway, and nothing of it touches the running system.
 
 The root is made once and kept (build/ is ignored by git) while its package list is the same;
-each boot runs on an ephemeral copy of it (`--ephemeral`), removed when the container stops.
-The container shares the host's network, so a virtual node on 127.0.0.1 is reachable."""
+each boot runs on a copy of it, removed when the container stops, with what systemd-nspawn
+leaves in /run.
+The container shares the host's network, so a virtual node on 127.0.0.1 is reachable. It gets a
+cgroup v2 hierarchy and the bpf() call, so that its systemd enforces DevicePolicy= with BPF
+device programs as on a gateway; resource limits (MemoryMax=, TasksMax=) need cgroup controllers
+that a host still using cgroup v1 for them cannot hand over, and are then not enforced."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import time
 from pathlib import Path
 
 MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+NSPAWN_RUN = Path("/run/systemd/nspawn")
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -51,22 +56,28 @@ def debian_root(folder: Path, packages: list[str]) -> Path:
 
 
 class Container:
-    """`systemd-nspawn --boot` of an ephemeral copy of `root`; commands enter it with nsenter."""
+    """`systemd-nspawn --boot` of a copy of `image`; commands enter it with nsenter."""
 
-    def __init__(self, root: Path, log: Path, binds: dict[Path, str] | None = None):
-        self.root = root
-        self.log = log
+    def __init__(self, image: Path, workdir: Path, binds: dict[Path, str] | None = None):
+        self.image = image
+        self.root = workdir / "root"
+        self.log = workdir / "console.log"
         self.binds = binds or {}
+        self.name = f"edge-gateway-test-{os.getpid()}"
         self.process: subprocess.Popen[bytes] | None = None
         self.leader = 0  # the container's PID 1 (systemd), as the host sees it
+        self.made_in_run: list[Path] = []  # what systemd-nspawn creates in /run and does not remove
 
     def start(self, timeout_s: float = 60.0) -> None:
+        subprocess.run(["cp", "-a", "--reflink=auto", str(self.image), str(self.root)], check=True)
+        self.made_in_run = [d for d in (NSPAWN_RUN, NSPAWN_RUN / "locks", NSPAWN_RUN / "propagate") if not d.exists()]
         binds = [f"--bind-ro={host}:{inside}" for host, inside in self.binds.items()]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                ["systemd-nspawn", "--quiet", "--boot", "--ephemeral", "--register=no", "--keep-unit",
-                 "--console=passive", f"--directory={self.root}", *binds],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                ["systemd-nspawn", "--quiet", "--boot", f"--machine={self.name}", "--register=no", "--keep-unit",
+                 "--console=passive", "--system-call-filter=bpf", f"--directory={self.root}", *binds],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"})  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while not self.leader:
             assert self.process.poll() is None, f"systemd-nspawn exited: {self.log.read_text()[-2000:]}"
@@ -114,11 +125,17 @@ class Container:
         return self.run("test", "-e", path, check=False).returncode == 0
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)  # an orderly shutdown of the container's systemd
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # an orderly shutdown of the container's systemd
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(NSPAWN_RUN / "propagate" / self.name, ignore_errors=True)
+        for folder in reversed(self.made_in_run):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty: another container is using it
+                pass

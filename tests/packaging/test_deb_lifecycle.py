@@ -34,7 +34,7 @@ UPGRADE_VERSION = "+upgrade1"
 
 
 @pytest.fixture(scope="module")
-def debs(package: BuiltPackage, tmp_path_factory) -> Path:
+def debs(package: BuiltPackage, tmp_path_factory) -> Iterator[Path]:
     """The package, and a copy with a higher version for the upgrade."""
     folder = tmp_path_factory.mktemp("debs")
     shutil.copy(package.path, folder / "edge-gateway.deb")
@@ -42,16 +42,18 @@ def debs(package: BuiltPackage, tmp_path_factory) -> Path:
     subprocess.run(["dpkg-deb", "-R", str(package.path), str(tree)], check=True)
     control = tree / "DEBIAN" / "control"
     control.write_text(re.sub(r"^Version: (.+)$", rf"Version: \1{UPGRADE_VERSION}", control.read_text(), flags=re.M))
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zzstd", "-z1",  # fast; the container's dpkg reads it "-b", str(tree), str(folder / "newer.deb")],
+    # zstd at level 1: fast, and the container's dpkg reads it
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zzstd", "-z1", "-b", str(tree), str(folder / "newer.deb")],
                    check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     shutil.rmtree(tree)
-    return folder
+    yield folder
+    shutil.rmtree(folder)  # 200 MB
 
 
 @pytest.fixture(scope="module")
 def machine(package: BuiltPackage, debs: Path, tmp_path_factory) -> Iterator[Container]:
     root = debian_root(REPO / "build" / "pkgtest" / "root", depends_of(package.path))
-    container = Container(root, tmp_path_factory.mktemp("machine") / "console.log", {debs: "/mnt/debs"})
+    container = Container(root, tmp_path_factory.mktemp("machine"), {debs: "/mnt/debs"})
     try:
         container.start()
         yield container
@@ -169,6 +171,18 @@ def test_runs_under_its_unit_and_trains_its_first_model(machine, virtual_node):
     assert re.search(r"^CapEff:\s+0+$", status, re.M), status
     mounts = {line.split()[4]: line.split()[5] for line in machine.read(f"/proc/{pid}/mountinfo").splitlines()}
     assert mounts["/"].startswith("ro") and mounts[STATE].startswith("rw"), mounts
+    # The peak of the daemon itself stays well inside MemoryMax= (training runs beside it).
+    peak_kb = int(re.search(r"^VmHWM:\s+(\d+) kB$", status, re.M).group(1))
+    assert peak_kb * 1024 < int(unit_property(machine, "gatewayd", "MemoryMax")) / 2, peak_kb
+    # Device access is closed but for the serial lines: a process in the unit's cgroup may open
+    # /dev/null but not /dev/net/tun, which a process outside it can.
+    def open_tun(inside_unit: bool) -> subprocess.CompletedProcess[str]:
+        join = "echo $$ > /sys/fs/cgroup/system.slice/gatewayd.service/cgroup.procs && " if inside_unit else ""
+        return machine.run("sh", "-c", f"{join}exec 3<>/dev/null 4<>/dev/net/tun", check=False)
+
+    assert open_tun(inside_unit=False).returncode == 0
+    denied = open_tun(inside_unit=True)
+    assert denied.returncode != 0 and "Operation not permitted" in denied.stderr and "null" not in denied.stderr, denied
     journal = machine.run("journalctl", "-u", "gatewayd", "--no-pager", check=False).stdout
     assert "training failed" not in journal and "Traceback" not in journal, journal
 

@@ -108,6 +108,10 @@ def test_files_user_and_permissions(machine):
     assert machine.run("readlink", "-f", "/usr/bin/gatewayd").stdout.strip() == "/opt/edge-gateway/bin/gatewayd"
     assert "/etc/gatewayd/gatewayd.toml" in machine.run("dpkg-query", "-W", "-f=${Conffiles}", "edge-gateway").stdout
     assert machine.run("gatewayd", "check-config", "--config", CONFIG).returncode == 0
+    for unit in UNITS.values():  # the units' Documentation=
+        assert "file:///usr/share/doc/edge-gateway/install.md" in machine.read(unit)
+    assert machine.exists("/usr/share/doc/edge-gateway/install.md")
+    assert machine.exists("/usr/share/doc/edge-gateway/examples/gatewayd.toml")
     # the environment runs on the system's python3.11, not on anything of the build machine
     assert machine.run("readlink", "-f", "/opt/edge-gateway/bin/python").stdout.strip() == "/usr/bin/python3.11"
     assert "/build/" not in machine.read("/opt/edge-gateway/bin/gatewayd").splitlines()[0]

@@ -1,5 +1,5 @@
-# Two entry points for a fresh Debian machine: `make demo` and `make test`.
-# Both create .venv and install the Debian and Python packages they need.
+# Entry points for a fresh Debian machine: `make demo`, `make test` and `make deb`.
+# Each installs the Debian and Python packages it needs.
 
 PYTHON ?= python3
 VENV := .venv
@@ -8,14 +8,23 @@ STAMP := $(VENV)/.installed
 # Build-time needs of systemd-python, the venv module on Debian's python3, and the
 # peers the tests start themselves (MQTT broker, pty pairs for serial links).
 DEBIAN_PACKAGES := python3-venv libsystemd-dev pkg-config gcc python3-dev mosquitto socat
+# Building the Debian package (debian/control's Build-Depends).
+DEB_BUILD_PACKAGES := dpkg-dev debhelper dh-virtualenv python3.11 python3.11-dev python3.11-venv libsystemd-dev pkg-config
+# Checking it: lintian, and a Debian root booted under systemd-nspawn to install it into.
+DEB_TEST_PACKAGES := lintian debootstrap systemd-container
 
-.PHONY: demo test setup debian-packages clean
+DEB_VERSION = $(shell dpkg-parsechangelog -S Version 2>/dev/null)
+DEB_ARCH = $(shell dpkg --print-architecture)
+DEB := build/deb/edge-gateway_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB_INPUTS = $(shell git ls-files --cached --others --exclude-standard gatewayd cloud_sync tools debian systemd docs examples pyproject.toml README.md LICENSE)
+
+.PHONY: demo test setup debian-packages deb deb-packages clean
 
 demo: setup
 	$(BIN)/gatewayd demo
 
 # The HIL suite runs against the virtual board here (a real node: hil_tests/README.md).
-test: setup
+test: setup deb-packages
 	$(BIN)/pytest
 	$(BIN)/pytest hil_tests --junitxml=test-artifacts/hil-junit.xml
 
@@ -23,6 +32,17 @@ setup: debian-packages $(STAMP)
 
 debian-packages:
 	@tools/ensure-debian-packages $(DEBIAN_PACKAGES)
+
+deb-packages:
+	@tools/ensure-debian-packages $(DEB_BUILD_PACKAGES) $(DEB_TEST_PACKAGES)
+
+# The package for this machine's architecture, in build/deb (docs/install.md). pip fetches
+# the wheels at build time only; its cache stays in build/.
+deb: deb-packages
+	@$(MAKE) --no-print-directory $(DEB)
+
+$(DEB): $(DEB_INPUTS)
+	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache tools/build-deb build/deb
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

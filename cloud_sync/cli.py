@@ -30,6 +30,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: cloud-sync run --config /etc/gatewayd/gatewayd.toml",
     )  # fmt: skip
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="gatewayd's TOML file (default: %(default)s)")
+    configured = sub.add_parser(
+        "configured", help="exit 0 when the configuration asks for cloud sync, 1 when it has no [cloud] section",
+        description="Tell whether `cloud-sync run` has anything to do: exit 1 when the file has no [cloud] section, "
+        "0 otherwise (also when the file cannot be read or parsed, so that `run` reports the error). "
+        "The systemd unit's ExecCondition=: without [cloud] the service is skipped, not failed.",
+        epilog="example: cloud-sync configured --config /etc/gatewayd/gatewayd.toml",
+    )  # fmt: skip
+    configured.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="gatewayd's TOML file (default: %(default)s)")
     serve = sub.add_parser(
         "serve", help="run the reference cloud endpoint",
         description="Accept batches from gateways (bearer token per gateway), store them in SQLite, serve "
@@ -69,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "configured":
+        return _configured(args.config)
     if args.command == "token":
         from cloud_sync.server import Tokens
 
@@ -116,6 +126,19 @@ def main(argv: list[str] | None = None) -> int:
         server.server_close()
         return 0
     return _run(args)
+
+
+def _configured(path: Path) -> int:
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return 0  # `run` says what is wrong with the file
+    if "cloud" in data:
+        return 0
+    print(f"{path}: no [cloud] section: cloud sync is off", file=sys.stderr)
+    return 1
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -25,6 +25,11 @@ PRIORITY_LABEL = 1
 PRIORITY_SUMMARY = 2
 PRIORITY_RAW = 3
 
+# What cloud_sync uploads from the outbox, by its source (each has its own cursor), and where it
+# keeps those cursors and its last upload (in the state directory, beside the store).
+OUTBOX_SOURCES = {"alerts": ("alert", "alert_update", "model_event"), "labels": ("label",)}
+UPLOAD_STATE_FILE = "cloud-sync.json"
+
 
 @dataclass(frozen=True, slots=True)  # slots: half the memory of a queued reading
 class Reading:
@@ -315,6 +320,19 @@ class Store:
 
     def alert_count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
+
+    def alert_counts(self) -> dict[str, int]:
+        """All alerts, and those no operator has acknowledged or labelled yet."""
+        total, unacknowledged, unlabelled = self.conn.execute(
+            "SELECT count(*), coalesce(sum(acknowledged_ms IS NULL), 0), coalesce(sum(label IS NULL), 0) FROM alerts"
+        ).fetchone()
+        return {"total": total, "unacknowledged": unacknowledged, "unlabelled": unlabelled}
+
+    def outbox_count(self, kinds: Sequence[str], after_id: int = 0) -> int:
+        """Outbox rows of these kinds after `after_id` (an uploader's cursor): what waits to go."""
+        marks = ",".join("?" * len(kinds))
+        return self.conn.execute(f"SELECT count(*) FROM outbox WHERE id > ? AND kind IN ({marks})",
+                                 (after_id, *kinds)).fetchone()[0]  # fmt: skip
 
     def protect(self, device: str, channel: str, start_ms: int, end_ms: int) -> int:
         """Keep the raw readings of an anomaly window: never compacted away from it, never

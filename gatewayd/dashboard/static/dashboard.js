@@ -11,6 +11,7 @@ const SCORE_COLORS = { ratio: "#1d2330", iforest_ratio: "#1f5fbf", autoencoder_r
 const state = {
   overview: null, alerts: [], series: null, device: null, zoom: null,
   charts: [], chartKeys: "", refreshS: 2, timer: null, loggedIn: true, spanS: 3600,
+  refreshing: false, again: false, updates: 0,
 };
 window.dashboard = state;
 
@@ -118,7 +119,7 @@ async function sendCommand(command) {
     message.textContent = e.message;
     message.className = "error";
   }
-  await refreshAlerts();
+  await refresh();  // the list and the counts changed: show them now
 }
 
 // -- rendering: nodes, alerts, models, store -------------------------------------------
@@ -430,7 +431,11 @@ function showError(e) {
   document.getElementById("updated").textContent = e.message;
 }
 
+// One refresh at a time: asked for while one runs, the next starts as soon as it ends.
 async function refresh() {
+  if (state.refreshing) { state.again = true; return; }
+  state.refreshing = true;
+  clearTimeout(state.timer);
   try {
     const overview = await api("/api/overview");
     state.overview = overview;
@@ -445,11 +450,14 @@ async function refresh() {
     if (!state.zoom) await refreshSeries();
     setConnection("live", "live");
     document.getElementById("updated").textContent = `updated ${new Date(overview.ts_ms).toLocaleTimeString()}`;
-    state.updates = (state.updates || 0) + 1;
+    state.updates += 1;
   } catch (e) {
     showError(e);
+  } finally {
+    state.refreshing = false;
   }
-  if (state.loggedIn) state.timer = setTimeout(refresh, state.refreshS * 1000);
+  if (state.loggedIn) state.timer = setTimeout(refresh, state.again ? 0 : state.refreshS * 1000);
+  state.again = false;
 }
 
 refresh();

@@ -40,7 +40,7 @@ class PageHinkley:
     def level(self) -> float | None:
         """How far the test has come towards declaring drift (1.0 declares it), or None while
         it is still measuring the stream."""
-        if self.n <= self.min_samples:
+        if self.n < self.min_samples:
             return None
         return max(self.up - self.up_min, self.down_max - self.down) / self.threshold
 

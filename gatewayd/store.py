@@ -281,12 +281,15 @@ class Store:
     def last_label_id(self) -> int:
         return self.conn.execute("SELECT coalesce(max(id), 0) FROM labels").fetchone()[0]
 
-    def alerts(self, limit: int = 50, device: str | None = None) -> list[dict]:
-        """The newest alerts first."""
+    def alerts(self, limit: int = 50, device: str | None = None, *, kinds: Sequence[str] | None = None,
+               unacknowledged: bool = False) -> list[dict]:  # fmt: skip
+        """The newest alerts first; of one device, of some kinds, not yet acknowledged."""
+        marks = ",".join("?" * len(kinds or ()))
         rows = self.conn.execute(
             "SELECT id, device, channels, severity, kind, opened_ms, closed_ms, detail, acknowledged_ms, label "
-            "FROM alerts WHERE (? IS NULL OR device = ?) ORDER BY opened_ms DESC, id LIMIT ?",
-            (device, device, limit),
+            "FROM alerts WHERE (? IS NULL OR device = ?) " + (f"AND kind IN ({marks}) " if kinds else "")
+            + ("AND acknowledged_ms IS NULL " if unacknowledged else "") + "ORDER BY opened_ms DESC, id LIMIT ?",
+            (device, device, *(kinds or ()), limit),
         ).fetchall()
         keys = ("id", "device", "channels", "severity", "kind", "opened_ms", "closed_ms", "detail", "acknowledged_ms", "label")
         out = []

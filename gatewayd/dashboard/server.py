@@ -280,7 +280,9 @@ class Dashboard:
         async def alerts(request: Request) -> Response:
             limit = _int_arg(request, "limit", 50, 1, 500)
             device = request.args.get("device") or None
-            return _json(await self._read(views.alerts, limit, device))
+            kinds = [k for k in (request.args.get("kinds") or "").split(",") if k] or None
+            unacknowledged = request.args.get("unacknowledged") in ("1", "true")
+            return _json(await self._read(views.alerts, limit, device, kinds, unacknowledged))
 
         @app.get("/api/devices/<device>/series")
         async def series(request: Request, device: str) -> Response:

@@ -136,8 +136,8 @@ def channel_series(store: Store, device: str, start_ms: int, end_ms: int, points
     return out
 
 
-def alerts(store: Store, limit: int, device: str | None) -> list[dict]:
-    return json_safe(store.alerts(limit, device))  # type: ignore[return-value]
+def alerts(store: Store, limit: int, device: str | None, kinds: list[str] | None, unacknowledged: bool) -> list[dict]:
+    return json_safe(store.alerts(limit, device, kinds=kinds, unacknowledged=unacknowledged))  # type: ignore[return-value]
 
 
 def read_static(folder: Path) -> dict[str, tuple[bytes, str]]:

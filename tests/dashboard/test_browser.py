@@ -152,20 +152,28 @@ async def test_dashboard_in_chromium(tmp_path):
                 await page.locator(f'#alert-list article[data-alert-id="{model_id}"] .badge',
                                    has_text="acknowledged").wait_for(timeout=5_000)  # fmt: skip
 
-                # Zoom: a drag across the current's chart narrows every chart to that span.
+                # Zoom: on the 5 minute span, a drag across the end of the current's chart narrows
+                # every chart to that span, with the readings in it.
+                await page.click('.spans button[data-span="300"]')
+                await page.wait_for_function("() => window.dashboard.series.to_ms - window.dashboard.series.from_ms === 300000")
                 over = page.locator('[data-chart="current"] .u-over')
                 await over.scroll_into_view_if_needed()
                 box = await over.bounding_box()
                 assert box is not None
                 y = box["y"] + box["height"] / 2
-                await page.mouse.move(box["x"] + box["width"] * 0.55, y)
+                await page.mouse.move(box["x"] + box["width"] * 0.8, y)
                 await page.mouse.down()
-                await page.mouse.move(box["x"] + box["width"] * 0.95, y, steps=5)
+                await page.mouse.move(box["x"] + box["width"] * 0.99, y, steps=5)
                 await page.mouse.up()
                 await page.wait_for_function("() => window.dashboard.zoom !== null")
                 zoom = await page.evaluate("window.dashboard.zoom")
-                scales = await page.evaluate("window.dashboard.charts.map(c => [c.scales.x.min, c.scales.x.max])")
-                assert all(abs(lo * 1000 - zoom["from"]) < 1 and abs(hi * 1000 - zoom["to"]) < 1 for lo, hi in scales)
+                assert 0.17 * 300_000 < zoom["to"] - zoom["from"] < 0.21 * 300_000
+                await page.wait_for_function(  # every chart follows once the span's readings are in
+                    """() => { const z = window.dashboard.zoom; return window.dashboard.charts.every(c =>
+                         Math.abs(c.scales.x.min * 1000 - z.from) < 1 && Math.abs(c.scales.x.max * 1000 - z.to) < 1); }""",
+                    timeout=5_000)  # fmt: skip
+                current = await page.evaluate("window.dashboard.charts.find(c => c.key === 'current').data[0]")
+                assert len(current) >= 5 and all(zoom["from"] <= t * 1000 < zoom["to"] for t in current)
                 assert not await page.locator("#zoom-note").is_hidden()
                 await over.dblclick()
                 await page.wait_for_function("() => window.dashboard.zoom === null")

@@ -9,7 +9,7 @@ const SCORE_COLORS = { ratio: "#1d2330", iforest_ratio: "#1f5fbf", autoencoder_r
 
 // What the page holds, also for tests and curious operators (window.dashboard in a console).
 const state = {
-  overview: null, alerts: [], series: null, device: null, zoom: null,
+  overview: null, alerts: [], deviceAlerts: [], series: null, device: null, zoom: null,
   charts: [], chartKeys: "", refreshS: 2, timer: null, loggedIn: true, spanS: 3600,
   refreshing: false, again: false, updates: 0,
 };
@@ -61,8 +61,16 @@ function meter(used, total) {
                      title: `${Math.round(share * 100)}%` }, fill);
 }
 
-function definitions(pairs) {
-  return el("dl", {}, pairs.filter(Boolean).flatMap(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]));
+// Rows of [term, value, class]; class "secondary" hides a row on a phone.
+function definitions(rows) {
+  return el("dl", {}, rows.filter(Boolean).flatMap(([term, value, cls]) => [el("dt", { class: cls }, term),
+                                                                             el("dd", { class: cls }, value)]));
+}
+
+function compact(value) {
+  if (value === null || value === undefined) return "";  // a tick uPlot leaves out
+  return Math.abs(value) >= 1000 ? new Intl.NumberFormat("en", { notation: "compact" }).format(value)
+                                 : String(Number(value.toPrecision(6)));
 }
 
 async function api(path, options = {}) {
@@ -139,11 +147,11 @@ function renderNodes(overview) {
       el("h3", {}, d.name, el("span", { class: "badge " + d.state }, d.state),
          d.incident_open ? el("span", { class: "badge critical" }, "anomaly") : null),
       definitions([
-        ["address", d.address],
-        ["polls", `${d.polls} (${d.readings} readings, ${d.skipped_ticks} skipped)`],
+        ["address", d.address, "secondary"],
+        ["polls", `${d.polls} (${d.readings} readings, ${d.skipped_ticks} skipped)`, "secondary"],
         d.consecutive_failures ? ["failures", `${d.consecutive_failures} in a row`] : null,
         d.last_error && d.state !== "online" ? ["last error", d.last_error] : null,
-        ["model", d.model_version ? `v${d.model_version}` : "none yet"],
+        ["model", d.model_version ? `v${d.model_version}` : "none yet", "secondary"],
         ["now", values.join(", ") || "–"],
       ]));
   }));
@@ -154,6 +162,12 @@ function renderNodes(overview) {
   }
   if (!state.device || !names.includes(state.device)) state.device = names[0] || null;
   select.value = state.device;
+  const filter = document.getElementById("alert-device");
+  if (filter.options.length !== names.length + 1) {
+    const chosen = filter.value;
+    filter.replaceChildren(el("option", { value: "" }, "all devices"), ...names.map((n) => el("option", { value: n }, n)));
+    filter.value = chosen;
+  }
 }
 
 function why(alert) {
@@ -276,7 +290,7 @@ function alertBands(u) {
   ctx.beginPath();
   ctx.rect(left, top, width, height);
   ctx.clip();
-  for (const a of state.alerts) {
+  for (const a of state.deviceAlerts) {
     if (a.device !== state.device) continue;
     const x0 = u.valToPos(a.opened_ms / 1000, "x", true);
     const end = a.closed_ms || (a.kind === "model" ? Date.now() : null);
@@ -297,9 +311,10 @@ function chartOptions(title, series, yScale) {
   return {
     title, width: chartWidth(), height: chartHeight(),
     cursor: { sync: { key: "device" }, drag: { x: true, y: false, setScale: false } },
-    scales: { x: { time: true, range: () => xRange() }, y: yScale || {} },
+    // x is set by drawSeries (the live span or the zoom), never from the data's extent
+    scales: { x: { time: true, auto: false, range: (u, min, max) => [min, max] }, y: yScale || {} },
     series: [{}, ...series],
-    axes: [{ space: 70 }, { size: 56 }],
+    axes: [{ space: 70 }, { size: 50, values: (u, ticks) => ticks.map(compact) }],
     hooks: {
       draw: [alertBands],
       setSelect: [(u) => {
@@ -360,9 +375,11 @@ function scoreData(series) {
 function drawSeries(series) {
   state.series = series;
   if (chartKeys(series) !== state.chartKeys || state.charts.length === 0) buildCharts(series);
+  const [from, to] = xRange();
   for (const u of state.charts) {
     if (u.key === "score") u.setData(scoreData(series));
     else u.setData(channelData(series.channels.find((c) => c.name === u.key)));
+    u.setScale("x", { min: from, max: to });  // also where a chart has no data in the span
   }
   const empty = document.querySelector('[data-chart="score"] .empty');
   const model = state.overview && state.overview.devices.find((d) => d.name === series.device);
@@ -396,7 +413,7 @@ function selectDevice(name) {
   state.zoom = null;
   document.getElementById("device-select").value = name;
   for (const card of document.querySelectorAll("#node-list .card")) card.classList.toggle("selected", card.dataset.device === name);
-  refreshSeries().catch(showError);
+  refreshAlerts().then(refreshSeries).catch(showError);
 }
 
 document.getElementById("device-select").addEventListener("change", (e) => selectDevice(e.target.value));
@@ -421,9 +438,24 @@ window.addEventListener("resize", () => {
 // -- the refresh loop ----------------------------------------------------------------------
 
 async function refreshAlerts() {
-  state.alerts = await api("/api/alerts?limit=50");
-  renderAlerts(state.alerts);
+  const which = document.getElementById("alert-which").value;
+  const device = document.getElementById("alert-device").value;
+  const query = new URLSearchParams({ limit: "50" });
+  if (which === "unacknowledged") query.set("unacknowledged", "1");
+  else if (which) query.set("kinds", which);
+  if (device) query.set("device", device);
+  const [shown, shaded] = await Promise.all([
+    api(`/api/alerts?${query}`),
+    state.device ? api(`/api/alerts?limit=50&device=${encodeURIComponent(state.device)}`) : [],
+  ]);
+  state.alerts = shown;
+  state.deviceAlerts = shaded;  // the charts shade the chosen device's alerts, whatever the list shows
+  renderAlerts(shown);
   for (const u of state.charts) u.redraw(false, false);
+}
+
+for (const id of ["alert-which", "alert-device"]) {
+  document.getElementById(id).addEventListener("change", () => refreshAlerts().catch(showError));
 }
 
 function showError(e) {

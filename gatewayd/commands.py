@@ -11,6 +11,7 @@ import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from gatewayd.store import Store
 
@@ -49,7 +50,7 @@ def validate(data: object) -> Command:
     return command
 
 
-def _describe(error: dict) -> str:
+def _describe(error: ErrorDetails) -> str:
     key = ".".join(str(p) for p in error["loc"]) or "command"
     message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
     if error["type"] not in ("missing", "extra_forbidden", "model_type"):

@@ -188,7 +188,9 @@ class Dashboard:
     async def _bind(self, stop: asyncio.Event) -> asyncio.Server | None:
         while not stop.is_set():
             try:
-                return await self.app.start_server(self.settings.host, self.settings.port, start_serving=False)
+                # with start_serving=False microdot binds and hands the server back (its stub says None)
+                return await self.app.start_server(self.settings.host, self.settings.port,  # type: ignore[func-returns-value]
+                                                   start_serving=False)  # fmt: skip
             except OSError as exc:
                 log.error("dashboard cannot listen on %s:%d (%s); trying again in %g s", self.settings.host,
                           self.settings.port, exc.strerror or exc, RETRY_BIND_S)  # fmt: skip
@@ -229,7 +231,7 @@ class Dashboard:
             response.headers.update(SECURITY_HEADERS)
             return response
 
-        @app.errorhandler(HttpError)
+        @app.errorhandler(HttpError)  # type: ignore[arg-type]
         async def http_error(request: Request, exc: HttpError) -> Response:
             return _json({"error": str(exc)}, exc.status)
 
@@ -326,7 +328,7 @@ class Dashboard:
     @staticmethod
     def _body(request: Request) -> dict:
         try:
-            body = json.loads(request.body.decode("utf-8"))
+            body = json.loads((request.body or b"").decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise HttpError(400, f"the body is not JSON: {exc}") from None
         if not isinstance(body, dict):

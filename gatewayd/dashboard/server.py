@@ -43,7 +43,7 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 4 * 1024  # a command or a login
 MAX_CONNECTIONS = 32
 RETRY_BIND_S = 30.0
-LONGEST_RANGE_MS = 24 * 3_600_000
+LONGEST_RANGE_MS = 3 * 3_600_000  # raw readings of a span are decoded in memory: bounded
 SECURITY_HEADERS = {
     # everything comes from the gateway itself; nothing inline, nothing from elsewhere
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "

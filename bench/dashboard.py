@@ -1,12 +1,14 @@
-"""What the dashboard costs the daemon: RSS with the dashboard off (the reference) and on with a
-page open, each a `gatewayd run` process polling the same virtual nodes in the same run; the
-API's latency as a page calls it; and what importing the web server adds.
+"""What the dashboard costs the daemon: RSS with the dashboard off (the reference), on with no
+page open, and on with a page open, each a `gatewayd run` process polling the same virtual nodes
+in the same run; the API's latency as a page calls it; and what importing the web server adds.
 
     .venv/bin/python bench/dashboard.py [--nodes 3] [--interval 0.1] [--seconds 60]
 
-With the dashboard on, a client does what an open page does every 2 s: the overview, the alert
-list and an hour of one device's charts (1000 points per chart); it also loads the page once.
-RSS is the median of samples over the second half of each run. Last line: a JSON object.
+Both stores start with an hour of history for every channel at the poll interval, so the charts
+decode a full hour. With the dashboard on, a client does what an open page does every 2 s: the
+overview, the alert list and an hour of one device's charts (1000 points per chart); it also
+loads the page once. RSS is the median of samples over the second half of each run. Last line:
+a JSON object. aiohttp's import cost is printed when it is installed (it is not a dependency).
 """
 
 from __future__ import annotations
@@ -25,7 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gatewayd.store import Reading, Store  # noqa: E402
 from gatewayd.virtual_node import VirtualNode, free_port  # noqa: E402
+
+CHANNELS = (("pressure", "bar"), ("flow", "m3/h"), ("temperature", "C"), ("current", "A"))
 
 IMPORT_COST = """
 import sys
@@ -48,7 +53,27 @@ def rss_mb(pid: int) -> float:
 
 def import_cost(module: str) -> float:
     out = subprocess.run([sys.executable, "-c", IMPORT_COST, module], capture_output=True, text=True, cwd=REPO)
-    return float(out.stdout.strip() or "nan")
+    return float(out.stdout.strip() or "nan")  # nan: not installed
+
+
+def prefill(state: Path, devices: int, interval: float, hours: float = 1.0) -> int:
+    """An hour of history before now for every channel of every device; returns readings written."""
+    store = Store.in_state_dir(state)
+    now = int(time.time() * 1000)
+    step = int(interval * 1000)
+    count = int(hours * 3_600_000 / step)
+    written = 0
+    try:
+        for d in range(devices):
+            name = f"pump-{d + 1}"
+            store.register_device(name, "edge-node", "prefill", {}, list(CHANNELS))
+            for start in range(0, count, 4096):
+                ts = range(now - (count - start) * step, now - max(0, count - start - 4096) * step, step)
+                written += store.write_readings([Reading(name, c, t, 5.0 + (t // 1000) % 60 / 10) for t in ts
+                                                 for c, _ in CHANNELS])  # fmt: skip
+    finally:
+        store.close()
+    return written
 
 
 def config_text(state: Path, ports: list[int], interval: float, dashboard_port: int | None) -> str:
@@ -93,13 +118,13 @@ def page_client(port: int, stop: threading.Event, timings: dict[str, list[float]
             sizes[name] = size
 
 
-def run_daemon(config: Path, seconds: float, dashboard_port: int | None) -> dict:
+def run_daemon(config: Path, seconds: float, dashboard_port: int | None, page: bool) -> dict:
     proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)], cwd=REPO,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     timings: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     stop = threading.Event()
-    client = threading.Thread(target=page_client, args=(dashboard_port, stop, timings, sizes)) if dashboard_port else None
+    client = threading.Thread(target=page_client, args=(dashboard_port, stop, timings, sizes)) if page else None
     samples: list[tuple[float, float]] = []
     started = time.monotonic()
     try:
@@ -139,25 +164,30 @@ def main() -> int:
             node.start()
         ports = [n.port for n in nodes if n.port]
         with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
-            for name, dashboard_port in (("off", None), ("on", free_port())):
+            for name, dashboard_port, page in (("off", None, False), ("idle", free_port(), False),
+                                               ("on", free_port(), True)):  # fmt: skip
                 config = Path(tmp) / f"{name}.toml"
                 config.write_text(config_text(Path(tmp) / name, ports, args.interval, dashboard_port))
+                prefill(Path(tmp) / name, args.nodes, args.interval)
                 print(f"dashboard {name}: {args.nodes} nodes every {args.interval:g} s for {args.seconds:g} s",
                       file=sys.stderr)  # fmt: skip
-                results[name] = run_daemon(config, args.seconds, dashboard_port)
+                results[name] = run_daemon(config, args.seconds, dashboard_port, page)
     finally:
         for node in nodes:
             node.stop()
 
-    off, on = results["off"], results["on"]
+    off, idle, on = results["off"], results["idle"], results["on"]
     imports = {m: round(import_cost(m), 1) for m in ("gatewayd.dashboard.server", "aiohttp.web")}
+    imports = {m: None if mb != mb else mb for m, mb in imports.items()}
     print(f"daemon RSS, {args.nodes} nodes every {args.interval:g} s (median of the second half of {args.seconds:g} s):")
     print(f"  dashboard off (reference) {off['rss_mb']:6.1f} MB (max {off['rss_max_mb']:.1f})")
+    print(f"  dashboard on, no page     {idle['rss_mb']:6.1f} MB (max {idle['rss_max_mb']:.1f})"
+          f"  -> +{idle['rss_mb'] - off['rss_mb']:.1f} MB")  # fmt: skip
     print(f"  dashboard on, page open   {on['rss_mb']:6.1f} MB (max {on['rss_max_mb']:.1f})"
           f"  -> +{on['rss_mb'] - off['rss_mb']:.1f} MB")  # fmt: skip
     print("importing the web server on top of the daemon's modules:")
     for module, mb in imports.items():
-        print(f"  {module:<26} +{mb} MB" if mb == mb else f"  {module:<26} not installed")
+        print(f"  {module:<26} +{mb} MB" if mb is not None else f"  {module:<26} not installed")
     print("API latency as an open page calls it (ms, median / p95 / max; bytes of the last answer):")
     latency = {}
     for name, values in on["timings"].items():
@@ -166,7 +196,7 @@ def main() -> int:
         print(f"  {name:<9} {latency[name]['median_ms']:7.1f} {latency[name]['p95_ms']:7.1f} {latency[name]['max_ms']:7.1f}"
               f"  {on['sizes'].get(name)} B ({len(values)} calls)")  # fmt: skip
     print(json.dumps({"nodes": args.nodes, "interval_s": args.interval, "seconds": args.seconds,
-                      "rss_off_mb": off["rss_mb"], "rss_on_mb": on["rss_mb"],
+                      "rss_off_mb": off["rss_mb"], "rss_idle_mb": idle["rss_mb"], "rss_on_mb": on["rss_mb"],
                       "rss_added_mb": round(on["rss_mb"] - off["rss_mb"], 1), "import_mb": imports,
                       "latency": latency}))  # fmt: skip
     return 0

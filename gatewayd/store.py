@@ -52,14 +52,17 @@ class ChannelSummary:
 
 
 class Store:
-    def __init__(self, path: str | Path, *, readonly: bool = False):
+    def __init__(self, path: str | Path, *, readonly: bool = False, cache_kib: int | None = None):
         """Open (and migrate) the store; `readonly` opens an existing one beside a running
-        daemon without writing anything."""
+        daemon without writing anything; `cache_kib` bounds a reader's page cache (SQLite's
+        default is 2 MiB per connection)."""
         self.path = Path(path)
         if readonly:
             self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
                                         isolation_level=None)  # fmt: skip
             self.conn.execute("PRAGMA busy_timeout=5000")
+            if cache_kib is not None:
+                self.conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
             self._channel_ids: dict[tuple[str, str], int] = {}
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,7 @@ MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 4 * 1024  # a command or a login
 MAX_CONNECTIONS = 32
 RETRY_BIND_S = 30.0
+READER_CACHE_KIB = 256
 LONGEST_RANGE_MS = 3 * 3_600_000  # raw readings of a span are decoded in memory: bounded
 SECURITY_HEADERS = {
     # everything comes from the gateway itself; nothing inline, nothing from elsewhere
@@ -164,8 +165,9 @@ class Dashboard:
         loop = asyncio.get_running_loop()
         self.reading_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-read")
         try:
-            self.reader = await loop.run_in_executor(
-                self.reading_thread, partial(Store, self.config.state_path / DB_NAME, readonly=True))  # fmt: skip
+            self.reader = await loop.run_in_executor(  # blocks come from the OS's file cache as fast
+                self.reading_thread, partial(Store, self.config.state_path / DB_NAME, readonly=True,
+                                             cache_kib=READER_CACHE_KIB))  # fmt: skip
             server = await self._bind(stop)
             if server is None:
                 return

@@ -1,6 +1,7 @@
 """The dashboard's pure parts: cutting series down for charts, the score ring, access rules, the
 drift level, JSON without NaN."""
 
+import base64
 import json
 import math
 
@@ -8,7 +9,7 @@ import numpy as np
 
 from gatewayd.dashboard.access import Access, split_host
 from gatewayd.dashboard.envelope import envelope
-from gatewayd.dashboard.views import json_safe, numbers, score_series
+from gatewayd.dashboard.views import json_safe, packed_times, packed_values, score_series
 from gatewayd.detection.drift import PageHinkley
 from gatewayd.detection.score_history import COLUMNS, ScoreHistory, ring_capacity
 
@@ -37,9 +38,12 @@ def test_score_ring_keeps_the_newest_in_order():
     assert ring_capacity(5.0, 3) == 720  # an hour at the default hop
     assert ring_capacity(0.5, 1000) == 116  # many devices share 4 MB
     assert ring_capacity(1.0, 100_000) == 60  # never below a minimum
-    series = score_series(ring, 0, 10**9, 100, 2.0)
-    assert series["ts"] == [3000, 4000, 5000, 6000, 7000] and series["critical"] == 2.0 and series["alarm"] == 1.0
-    assert score_series(None, 0, 1, 100, 2.0)["ts"] == []
+    series = score_series(ring, 1000, 10**9, 100, 2.0)
+    assert unpack(series["ts"], "<i4").tolist() == [2000, 3000, 4000, 5000, 6000]  # after `from`
+    assert unpack(series["ratio"], "<f4").tolist() == [3, 4, 5, 6, 7] and series["count"] == 5
+    assert series["critical"] == 2.0 and series["alarm"] == 1.0
+    empty = score_series(None, 0, 1, 100, 2.0)
+    assert empty["count"] == 0 and empty["ts"] == "" and empty["autoencoder"] == ""
 
 
 def test_access_rules():
@@ -76,7 +80,14 @@ def test_drift_level_rises_towards_one():
     assert declared == "up" and len(levels) > 3 and levels == sorted(levels) and levels[-1] > 0.7
 
 
-def test_json_has_no_nan():
-    assert numbers(np.array([1.23456789, np.nan, np.inf, 2.0], dtype=np.float32)) == [1.23457, None, None, 2.0]
+def unpack(text: str, dtype: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype)
+
+
+def test_series_are_packed_arrays_and_json_has_no_nan():
+    ts = np.array([1_000_000, 1_000_100, 1_010_000_123], dtype=np.int64)
+    assert unpack(packed_times(ts, 1_000_000), "<i4").tolist() == [0, 100, 1_009_000_123]
+    values = unpack(packed_values(np.array([2.5751953125, np.nan, 1e-3])), "<f4")
+    assert values[0] == 2.5751953125 and np.isnan(values[1]) and values[2] == np.float32(1e-3)
     body = json_safe({"a": [math.nan, 1.5, {"b": math.inf}], "c": "x"})
     assert json.loads(json.dumps(body, allow_nan=False)) == {"a": [None, 1.5, {"b": None}], "c": "x"}

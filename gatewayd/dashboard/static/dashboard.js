@@ -364,12 +364,26 @@ function buildCharts(series) {
 
 function chartKeys(series) { return series.device + "|" + series.channels.map((c) => c.name).join(","); }
 
-function channelData(channel) { return [channel.ts.map((t) => t / 1000), channel.values]; }
+// The API sends series as base64 of little-endian arrays: times as int32 ms after from_ms,
+// values as float32 with NaN where missing (uPlot wants null there).
+function unpack(text, Type) {
+  const raw = atob(text);
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  return new Type(bytes.buffer);
+}
+
+function times(text, fromMs) { return Array.from(unpack(text, Int32Array), (t) => (fromMs + t) / 1000); }
+
+function values(text) { return Array.from(unpack(text, Float32Array), (v) => (Number.isFinite(v) ? v : null)); }
+
+function channelData(channel) { return [times(channel.ts, state.series.from_ms), values(channel.values)]; }
 
 function scoreData(series) {
   const s = series.scores;
-  return [s.ts.map((t) => t / 1000), s.ratio, s.iforest_ratio, s.autoencoder_ratio,
-          s.ts.map(() => s.alarm), s.ts.map(() => s.critical)];
+  const x = times(s.ts, series.from_ms);
+  return [x, values(s.ratio), values(s.iforest_ratio), values(s.autoencoder_ratio), x.map(() => s.alarm),
+          x.map(() => s.critical)];
 }
 
 function drawSeries(series) {
@@ -383,7 +397,7 @@ function drawSeries(series) {
   }
   const empty = document.querySelector('[data-chart="score"] .empty');
   const model = state.overview && state.overview.devices.find((d) => d.name === series.device);
-  empty.hidden = series.scores.ts.length > 0;
+  empty.hidden = series.scores.count > 0;
   empty.textContent = model && model.model_version ? "No window scored in this range."
     : "No model yet: the gateway collects normal windows, then trains one (Models and drift, below).";
 }

@@ -132,10 +132,12 @@ async def test_dashboard_in_chromium(tmp_path):
                 await edge.wait_for(timeout=40_000)
                 assert "critical" in await edge.get_attribute("class")
                 assert "node checks: high" in await edge.inner_text()
-                model = page.locator('#alert-list article[data-alert-id^="plant-7:pump-1:model:"]').first
+                # (the model's alert for the fault is the one whose top feature is the current's)
+                model = page.locator('#alert-list article[data-alert-id^="plant-7:pump-1:model:"]',
+                                     has_text="features: current").first  # fmt: skip
                 await model.wait_for(timeout=20_000)
                 why = await model.locator(".why").inner_text()
-                assert "current" in why and "features:" in why, why
+                assert "channels: current" in why and "peak score" in why, why
                 await page.wait_for_function(  # the score chart shows the anomaly above its alarm line
                     "() => Math.max(...window.dashboard.charts[0].data[1].filter(v => v !== null)) > 1", timeout=10_000)
 

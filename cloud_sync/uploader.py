@@ -26,10 +26,10 @@ from pathlib import Path
 import requests
 
 from cloud_sync import codec
-from gatewayd.store import Store
+from gatewayd.store import OUTBOX_SOURCES, UPLOAD_STATE_FILE, Store
 
 log = logging.getLogger("cloud_sync")
-STATE_FILE = "cloud-sync.json"
+STATE_FILE = UPLOAD_STATE_FILE  # gatewayd's dashboard reads it too
 # Sources in upload order; the first two are never held back by the daily budget.
 PRIORITIES = {"alerts": 0, "windows": 0, "labels": 1, "summaries": 2, "health": 2}
 
@@ -177,12 +177,12 @@ class Uploader:
             if room <= 0 or (over_budget and PRIORITIES[source] > 0):
                 break
             if source == "alerts":
-                found = self._outbox(source, ("alert", "alert_update", "model_event"), room)
+                found = self._outbox(source, OUTBOX_SOURCES["alerts"], room)
                 with self.lock:
                     found += [Record("reports", 0, f"model-report:{r['ts_ms']}", "model_report", r)
                               for r in self.model_reports[: max(0, room - len(found))]]  # fmt: skip
             elif source == "labels":
-                found = self._outbox(source, ("label",), room)
+                found = self._outbox(source, OUTBOX_SOURCES["labels"], room)
             elif source == "windows":
                 found = self._windows(min(room, 50))
             elif source == "summaries":

@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds (default: %(default)s)")
     demo.add_argument("--state-dir", type=Path, default=Path("var"), help="where the store goes (default: %(default)s)")
     demo.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (default: %(default)s)")
+    demo.add_argument("--dashboard-port", type=int, default=8080,
+                      help="the dashboard's port on 127.0.0.1, another if taken; 0: no dashboard (default: %(default)s)")
+    demo.add_argument("--fault-after", type=float, metavar="S",
+                      help="the last pump's motor current jumps 20 A after S seconds: alerts to look at and label")
 
     from gatewayd import alert_cli, evaluate_cli, model_cli
 
@@ -130,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging("warning")
         try:
             return run_demo(duration_s=args.duration, nodes=args.nodes, state_dir=args.state_dir,
-                            interval_s=args.interval, progress_s=args.progress)  # fmt: skip
+                            interval_s=args.interval, progress_s=args.progress, dashboard=args.dashboard_port,
+                            fault_after_s=args.fault_after)  # fmt: skip
         except (VirtualNodeError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

@@ -11,6 +11,7 @@ import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import ErrorDetails
 
 from gatewayd.store import Store
 
@@ -32,12 +33,29 @@ class Command(BaseModel):
 
 def parse(payload: bytes) -> Command:
     try:
-        command = Command.model_validate(json.loads(payload))
-    except (ValueError, ValidationError) as exc:
-        raise CommandError(f"not a valid command: {str(exc).splitlines()[0]}") from None
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise CommandError(f"not a valid command: not JSON ({exc})") from None
+    return validate(data)
+
+
+def validate(data: object) -> Command:
+    """A command from its JSON object (MQTT payload, dashboard request); errors name the key."""
+    try:
+        command = Command.model_validate(data)
+    except ValidationError as exc:
+        raise CommandError("not a valid command: " + "; ".join(_describe(e) for e in exc.errors())) from None
     if command.command == "label" and command.label is None:
         raise CommandError("a label command needs \"label\": \"true\" or \"false\"")
     return command
+
+
+def _describe(error: ErrorDetails) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "command"
+    message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+    if error["type"] not in ("missing", "extra_forbidden", "model_type"):
+        message += f" (got {error['input']!r})"
+    return f"{key}: {message}"
 
 
 def apply(store: Store, command: Command) -> str:

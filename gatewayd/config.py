@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
@@ -10,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
+
+MIN_TOKEN_CHARS = 16  # the dashboard's token: guessing it over HTTP must be hopeless
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
@@ -216,6 +219,32 @@ class DetectionSection(_Section):
         return self
 
 
+def is_loopback(host: str) -> bool:
+    """A host name or address that only this machine can reach."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class DashboardSection(_Section):
+    enabled: bool = Field(False, description="Serve the web dashboard (docs/dashboard.md).")
+    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on; other than loopback needs token_file.")
+    port: int = Field(8080, ge=1, le=65535)
+    token_file: str | None = Field(
+        None, description="File holding the operators' token (16 characters at least); must not be world-readable.")
+    refresh_s: float = Field(2.0, ge=0.5, le=60, description="How often an open page asks for news.")
+
+    @model_validator(mode="after")
+    def _lan_needs_a_token(self) -> DashboardSection:
+        if not is_loopback(self.host) and self.token_file is None:
+            raise ValueError(f"host {self.host!r} is reachable from other machines: set token_file "
+                             "(or bind to 127.0.0.1 and use an SSH tunnel)")  # fmt: skip
+        return self
+
+
 class Config(_Section):
     gateway: GatewaySection = GatewaySection()
     store: StoreSection = StoreSection()
@@ -223,6 +252,7 @@ class Config(_Section):
     detection: DetectionSection = DetectionSection()
     cloud: CloudSection | None = None
     mqtt: MqttSection | None = None
+    dashboard: DashboardSection = DashboardSection()
     buses: list[BusSection] = Field(default_factory=list)
     devices: list[DeviceSection] = Field(min_length=1)
 
@@ -299,6 +329,21 @@ def check_files(config: Config, text: str = "", source: str = "<config>") -> Non
                 raise ConfigError(f"{where}: cloud.{key}: cannot read {name}: {exc.strerror}") from None
             if secret and mode & 0o004:
                 raise ConfigError(f"{where}: cloud.{key}: {name} is world-readable; chmod o-r it")
+    if config.dashboard.token_file is not None:
+        name = config.dashboard.token_file
+        line = locate(text, ("dashboard", "token_file"))
+        where = f"{source}:{line}" if line else source
+        try:
+            mode = Path(name).stat().st_mode
+            token = Path(name).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: dashboard.token_file: cannot read {name}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None  # fmt: skip
+        if mode & 0o004:
+            raise ConfigError(f"{where}: dashboard.token_file: {name} is world-readable; chmod o-r it")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"{where}: dashboard.token_file: {name} holds {len(token)} characters, "
+                              f"at least {MIN_TOKEN_CHARS} are needed (e.g. openssl rand -hex 16)")  # fmt: skip
     for i, name in enumerate(config.models.public_keys):
         line = locate(text, ("models", "public_keys"))
         where = f"{source}:{line}" if line else source

@@ -9,6 +9,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gatewayd import commands, heap, service
 from gatewayd.config import Config
@@ -17,6 +18,9 @@ from gatewayd.mqtt import Publisher
 from gatewayd.links import RtuBus, RtuLink, TcpLink
 from gatewayd.poller import DeviceHealth, Poller
 from gatewayd.store import Reading, Store
+
+if TYPE_CHECKING:
+    from gatewayd.dashboard.server import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,7 @@ class Gateway:
     writer: WriterStats = field(default_factory=WriterStats)
     publisher: Publisher | None = None
     detection: DetectionStage | None = None
+    dashboard: Dashboard | None = None
     alerts: int = 0
 
     def health(self) -> dict[str, DeviceHealth]:
@@ -200,11 +205,16 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
     async def store_call(name: str, *args: object, **kwargs: object) -> object:
         return await loop.run_in_executor(store_thread, lambda: getattr(store, name)(*args, **kwargs))
 
+    async def apply_command(command: commands.Command) -> str:
+        """Operator feedback (MQTT command topic, dashboard), applied on the store thread exactly
+        as `gatewayd alert ack|label` applies it. Raises CommandError for an unknown alert."""
+        return await loop.run_in_executor(store_thread, commands.apply, store, command)
+
     async def on_command(payload: bytes) -> str:
         # Operator feedback over MQTT: validated here; a bad command is kept in the dead letters.
         try:
             command = commands.parse(payload)
-            result = await loop.run_in_executor(store_thread, commands.apply, store, command)
+            result = await apply_command(command)
         except commands.CommandError as exc:
             log.warning("MQTT command refused: %s", exc)
             await store_call("dead_letter", "mqtt-command", str(exc), payload[:4096])
@@ -228,6 +238,13 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
 
         detection = DetectionStage(config, store_call, publish_alert)
     gateway.detection = detection
+
+    dashboard = None
+    if config.dashboard.enabled:
+        from gatewayd.dashboard.server import Dashboard  # imported only when enabled: memory
+
+        dashboard = Dashboard(config, gateway, apply_command)
+    gateway.dashboard = dashboard
 
     async def sink(batch: list[Reading]) -> None:
         await queue.put(batch)  # waits when the store falls behind: nothing is dropped
@@ -302,6 +319,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             supervisor_task = tasks.create_task(supervisor(), name="supervisor")
             publisher_task = tasks.create_task(publisher.run(stop), name="mqtt") if publisher else None
             detection_task = tasks.create_task(detection.run(stop), name="detection") if detection else None
+            dashboard_task = tasks.create_task(dashboard.run(stop), name="dashboard") if dashboard else None
             service.notify("READY=1\nSTATUS=" + gateway.status_line())
             if ready is not None:
                 ready.set_result(gateway)
@@ -318,6 +336,8 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
                 await publisher_task
             if detection_task is not None:
                 await detection_task
+            if dashboard_task is not None:
+                await dashboard_task
         # Pollers are stopped: whatever is still queued goes to disk before closing.
         while len(queue):
             batch = queue.take_now(config.store.batch_size)

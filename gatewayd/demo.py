@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import TextIO
 from gatewayd import daemon
 from gatewayd.config import Config, parse_config
 from gatewayd.store import Store
-from gatewayd.virtual_node import VirtualNode
+from gatewayd.virtual_node import VirtualNode, free_port
 
 DEMO_CONFIG = """\
 # Written by `gatewayd demo`; run it again with: gatewayd run --config {path}
@@ -30,7 +31,13 @@ window_s = 5.0
 hop_s = 1.0
 bootstrap_minutes = 0.5
 trees = 50
-{devices}"""
+{dashboard}{devices}"""
+
+DASHBOARD = """
+[dashboard]                # open it in a browser while the demo runs
+enabled = true
+port = {port}
+"""
 
 DEVICE = """
 [[devices]]
@@ -43,14 +50,29 @@ interval_s = {interval_s}
 """
 
 
-def demo_config(state_dir: Path, ports: list[int], interval_s: float, path: Path) -> str:
+FAULT_A = 20.0  # --fault-after: the motor current of the last pump jumps this much, past its bound
+
+
+def demo_config(state_dir: Path, ports: list[int], interval_s: float, path: Path, dashboard_port: int | None = None) -> str:
     devices = "".join(DEVICE.format(unit=i + 1, port=p, interval_s=interval_s) for i, p in enumerate(ports))
-    return DEMO_CONFIG.format(state_dir=state_dir, devices=devices, path=path)
+    dashboard = DASHBOARD.format(port=dashboard_port) if dashboard_port else ""
+    return DEMO_CONFIG.format(state_dir=state_dir, devices=devices, path=path, dashboard=dashboard)
+
+
+def dashboard_port(wanted: int) -> int:
+    """`wanted` if nothing listens there, else any free port (the demo's dashboard must not
+    fail because another program has 8080)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", wanted))
+            return wanted
+        except OSError:
+            return free_port()
 
 
 def run_demo(
     *, duration_s: float = 60, nodes: int = 3, state_dir: Path = Path("var"), interval_s: float = 0.5,
-    progress_s: float = 5.0, out: TextIO = sys.stdout,
+    progress_s: float = 5.0, out: TextIO = sys.stdout, dashboard: int = 8080, fault_after_s: float | None = None,
 ) -> int:  # fmt: skip
     state_dir = state_dir.resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -58,15 +80,22 @@ def run_demo(
     started = []
     try:
         for unit in range(1, nodes + 1):
-            node = VirtualNode(unit, seed=unit, state_dir=state_dir / "nodes" / f"pump-{unit}")
+            fault = ()
+            if fault_after_s is not None and unit == nodes:  # the current channel (3), in 100 ms samples
+                fault = ("--fault", f"3:offset:{int(fault_after_s * 10)}:{FAULT_A:g}")
+                print(f"  pump-{unit}: its motor current will jump {FAULT_A:g} A after {fault_after_s:g} s", file=out)
+            node = VirtualNode(unit, seed=unit, state_dir=state_dir / "nodes" / f"pump-{unit}", extra_args=fault)
             node.start()
             started.append(node)
             print(f"  pump-{unit}: Modbus TCP on 127.0.0.1:{node.port}, unit {unit}", file=out)
         config_path = state_dir / "demo-gatewayd.toml"
-        text = demo_config(state_dir, [n.port for n in started if n.port], interval_s, config_path)
+        port = dashboard_port(dashboard) if dashboard else None
+        text = demo_config(state_dir, [n.port for n in started if n.port], interval_s, config_path, port)
         config_path.write_text(text)
         config = parse_config(text, str(config_path))
         print(f"gatewayd: polling every {interval_s:g} s, store {state_dir / 'gatewayd.sqlite3'}", file=out)
+        if port:
+            print(f"dashboard: http://127.0.0.1:{port}/", file=out)
         print(f"running for {duration_s:g} s (Ctrl-C stops early)\n", file=out, flush=True)
         since_ms = time.time_ns() // 1_000_000
         gateway, elapsed = asyncio.run(_run(config, duration_s, progress_s, out))

@@ -25,6 +25,11 @@ PRIORITY_LABEL = 1
 PRIORITY_SUMMARY = 2
 PRIORITY_RAW = 3
 
+# What cloud_sync uploads from the outbox, by its source (each has its own cursor), and where it
+# keeps those cursors and its last upload (in the state directory, beside the store).
+OUTBOX_SOURCES = {"alerts": ("alert", "alert_update", "model_event"), "labels": ("label",)}
+UPLOAD_STATE_FILE = "cloud-sync.json"
+
 
 @dataclass(frozen=True, slots=True)  # slots: half the memory of a queued reading
 class Reading:
@@ -47,14 +52,17 @@ class ChannelSummary:
 
 
 class Store:
-    def __init__(self, path: str | Path, *, readonly: bool = False):
+    def __init__(self, path: str | Path, *, readonly: bool = False, cache_kib: int | None = None):
         """Open (and migrate) the store; `readonly` opens an existing one beside a running
-        daemon without writing anything."""
+        daemon without writing anything; `cache_kib` bounds a reader's page cache (SQLite's
+        default is 2 MiB per connection)."""
         self.path = Path(path)
         if readonly:
             self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
                                         isolation_level=None)  # fmt: skip
             self.conn.execute("PRAGMA busy_timeout=5000")
+            if cache_kib is not None:
+                self.conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
             self._channel_ids: dict[tuple[str, str], int] = {}
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,12 +284,15 @@ class Store:
     def last_label_id(self) -> int:
         return self.conn.execute("SELECT coalesce(max(id), 0) FROM labels").fetchone()[0]
 
-    def alerts(self, limit: int = 50, device: str | None = None) -> list[dict]:
-        """The newest alerts first."""
+    def alerts(self, limit: int = 50, device: str | None = None, *, kinds: Sequence[str] | None = None,
+               unacknowledged: bool = False) -> list[dict]:  # fmt: skip
+        """The newest alerts first; of one device, of some kinds, not yet acknowledged."""
+        marks = ",".join("?" * len(kinds or ()))
         rows = self.conn.execute(
             "SELECT id, device, channels, severity, kind, opened_ms, closed_ms, detail, acknowledged_ms, label "
-            "FROM alerts WHERE (? IS NULL OR device = ?) ORDER BY opened_ms DESC, id LIMIT ?",
-            (device, device, limit),
+            "FROM alerts WHERE (? IS NULL OR device = ?) " + (f"AND kind IN ({marks}) " if kinds else "")
+            + ("AND acknowledged_ms IS NULL " if unacknowledged else "") + "ORDER BY opened_ms DESC, id LIMIT ?",
+            (device, device, *(kinds or ()), limit),
         ).fetchall()
         keys = ("id", "device", "channels", "severity", "kind", "opened_ms", "closed_ms", "detail", "acknowledged_ms", "label")
         out = []
@@ -315,6 +326,19 @@ class Store:
 
     def alert_count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
+
+    def alert_counts(self) -> dict[str, int]:
+        """All alerts, and those no operator has acknowledged or labelled yet."""
+        total, unacknowledged, unlabelled = self.conn.execute(
+            "SELECT count(*), coalesce(sum(acknowledged_ms IS NULL), 0), coalesce(sum(label IS NULL), 0) FROM alerts"
+        ).fetchone()
+        return {"total": total, "unacknowledged": unacknowledged, "unlabelled": unlabelled}
+
+    def outbox_count(self, kinds: Sequence[str], after_id: int = 0) -> int:
+        """Outbox rows of these kinds after `after_id` (an uploader's cursor): what waits to go."""
+        marks = ",".join("?" * len(kinds))
+        return self.conn.execute(f"SELECT count(*) FROM outbox WHERE id > ? AND kind IN ({marks})",
+                                 (after_id, *kinds)).fetchone()[0]  # fmt: skip
 
     def protect(self, device: str, channel: str, start_ms: int, end_ms: int) -> int:
         """Keep the raw readings of an anomaly window: never compacted away from it, never

@@ -21,8 +21,8 @@ def test_example_mentions_every_key():
     for name, field in sections.items():
         for key in set(field.annotation.model_fields) - {"segments"}:
             assert f"\n{key} = " in text, f"[{name}] {key} is not in the example"
-    from gatewayd.config import BusSection, CloudSection, DeviceSection, MqttSection, RegisterSection
+    from gatewayd.config import BusSection, CloudSection, DashboardSection, DeviceSection, MqttSection, RegisterSection
 
-    for model in (MqttSection, DeviceSection, BusSection, RegisterSection, CloudSection):
+    for model in (MqttSection, DeviceSection, BusSection, RegisterSection, CloudSection, DashboardSection):
         for key in set(model.model_fields) - {"registers", "segments"}:
             assert f"\n{key} = " in text or f"\n# {key} = " in text, f"{model.__name__}.{key} is not in the example"

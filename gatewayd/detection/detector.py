@@ -58,6 +58,14 @@ class Detector:
         self.__init__(self.device, scorer, rules.settings, self.drift_settings, self.multiplier)  # type: ignore[misc]
         self.rules = rules
 
+    def alarm_levels(self) -> np.ndarray:
+        """Each model's score at which its ratio reaches 1; feedback moves it with the multiplier."""
+        return self.typical + np.asarray(self.rules.settings.margins[:2]) * self.multiplier * self.span
+
+    def drift_levels(self) -> dict[str, float | None]:
+        """Each watched stream's progress towards a drift alert (1.0 raises it); None while measuring."""
+        return {name: test.level() for name, test in self.drifts.items()}
+
     def ratios(self, iforest: float, autoencoder: float) -> np.ndarray:
         scale = np.asarray(self.rules.settings.margins[:2]) * self.multiplier
         return (np.array([iforest, autoencoder]) - self.typical) / (scale * self.span)

@@ -37,6 +37,13 @@ class PageHinkley:
         self.warm_mean = self.warm_m2 = self.scale = self.mean = 0.0
         self.up = self.up_min = self.down = self.down_max = 0.0
 
+    def level(self) -> float | None:
+        """How far the test has come towards declaring drift (1.0 declares it), or None while
+        it is still measuring the stream."""
+        if self.n < self.min_samples:
+            return None
+        return max(self.up - self.up_min, self.down_max - self.down) / self.threshold
+
     def update(self, x: float) -> str | None:
         """Feed one value; returns "up" or "down" when a change is detected, else None."""
         if not math.isfinite(x):

@@ -40,6 +40,7 @@ from .detector import Detector, DriftSettings, WindowResult
 from .feedback import FeedbackSettings, ThresholdAdapter
 from .local_training import local_key, write_job
 from .rules import Incident, RuleSettings, combine
+from .score_history import ScoreHistory, ring_capacity
 from .windows import DeviceWindows, RecentWindows
 
 log = logging.getLogger("gatewayd.detection")
@@ -131,6 +132,7 @@ class DetectionStage:
         self.specs: dict[str, FeatureSpec] = {}
         self.detectors: dict[str, Detector] = {}
         self.incident_ids: dict[int, str] = {}
+        self.scores: dict[str, ScoreHistory] = {}  # per device, for the dashboard
         self.last_label: int | None = None
         self.training_slot = asyncio.Semaphore(1)  # one training at a time: acquisition keeps its cores
         self.next_label_check = 0.0
@@ -242,6 +244,7 @@ class DetectionStage:
             return
         result = detector.window(end_ms, features)
         self.stats.scored += 1
+        self._record_scores(device, detector, result, spec)
         if scope.probation > 0:
             scope.probation -= 1
             scope.probation_alarms += result.step.alarming
@@ -257,6 +260,17 @@ class DetectionStage:
         for change in result.drift:
             await self._drift(device, end_ms, change, scope)
         self._maybe_retrain(scope, end_ms)
+
+    def _record_scores(self, device: str, detector: Detector, result: WindowResult, spec: FeatureSpec) -> None:
+        history = self.scores.get(device)
+        if history is None:
+            history = self.scores[device] = ScoreHistory(ring_capacity(spec.hop_s, len(self.scope_of)))
+        levels = detector.alarm_levels()
+        history.append(result.end_ms, {
+            "ratio": result.step.ratio, "iforest_ratio": float(result.ratios[0]),
+            "autoencoder_ratio": float(result.ratios[1]), "iforest": result.iforest,
+            "autoencoder": result.autoencoder, "iforest_level": float(levels[0]), "autoencoder_level": float(levels[1]),
+        })  # fmt: skip
 
     def _collect(self, scope: ScopeState, end_ms: int, features: np.ndarray, device: str) -> None:
         if scope.first_end_ms is None:
@@ -446,6 +460,32 @@ class DetectionStage:
         for device in scope.devices:
             if device in self.detectors:
                 self.detectors[device].multiplier = value
+
+    def detail(self) -> dict:
+        """More than status(), for the dashboard: each scope's bundle and each device's
+        detection state (open incident, drift tests)."""
+        scopes = {}
+        for name, s in self.scopes.items():
+            manifest = s.scorer.manifest if s.scorer is not None else None
+            scopes[name] = {
+                "devices": s.devices, "version": s.version, "collected": len(s.collected),
+                "training": s.training is not None, "multiplier": s.adapter.multiplier, "probation": s.probation,
+                "source": manifest.training.get("source") if manifest else None,
+                "created": manifest.created if manifest else None,
+                "rolled_back": self.models.rolled_back(name),
+            }  # fmt: skip
+        devices = {}
+        for device, scope in self.scope_of.items():
+            detector = self.detectors.get(device)
+            history = self.scores.get(device)
+            devices[device] = {
+                "scope": scope,
+                "incident_open": detector is not None and detector.rules.incident is not None,
+                "drift": detector.drift_levels() if detector is not None else {},
+                "windows_kept": len(history) if history is not None else 0,
+            }
+        return {"scopes": scopes, "devices": devices, "critical_ratio": self.settings.critical_ratio,
+                "drift_threshold": self.settings.drift_threshold}  # fmt: skip
 
     def status(self) -> dict:
         return {

@@ -1,0 +1,9 @@
+"""The gateway's web dashboard (docs/dashboard.md): served by the daemon itself, from its
+asyncio loop, when `[dashboard] enabled = true`.
+
+- `server.py`: the HTTP server (microdot), its routes and the limits it enforces;
+- `access.py`: who may use it (token, session cookie, host and origin checks);
+- `views.py`: what the pages are shown, from the running gateway and the store;
+- `envelope.py`: long series cut down to what a chart can draw;
+- `static/`: the page, its script and style, and the vendored chart library (uPlot, MIT).
+"""

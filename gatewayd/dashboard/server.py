@@ -1,0 +1,342 @@
+"""The dashboard's HTTP server, a task of the daemon's asyncio loop (docs/dashboard.md).
+
+Why inside the daemon: the page shows what only the running daemon knows (device health,
+queues, recent window scores), and operator feedback must take the daemon's one path into the
+store (`apply_command`, as the MQTT command topic and `gatewayd alert` do). Reads that may take
+a while (an hour of readings) go through a read-only connection on a thread of the dashboard's
+own, so a chart never holds up the store writer (WAL readers do not block it).
+
+Why microdot: it adds 0.1 MB to the daemon's RSS where aiohttp.web adds 9 MB (its client,
+connector and SSL context come along). What it lacks for a server on a plant network is added
+here: a deadline per request, a cap on the request head, and a cap on connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import microdot.microdot as microdot_core
+from microdot import Microdot, Request, Response
+
+from gatewayd import commands
+from gatewayd.config import Config, is_loopback
+from gatewayd.store import DB_NAME, Store
+
+from . import views
+from .access import SESSION_COOKIE, SESSION_MAX_AGE_S, Access
+
+if TYPE_CHECKING:
+    from gatewayd.daemon import Gateway
+
+log = logging.getLogger("gatewayd.dashboard")
+STATIC = Path(__file__).resolve().parent / "static"
+REQUEST_TIMEOUT_S = 10.0
+MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 4 * 1024  # a command or a login
+MAX_CONNECTIONS = 32
+RETRY_BIND_S = 30.0
+READER_CACHE_KIB = 256
+LONGEST_RANGE_MS = 3 * 3_600_000  # raw readings of a span are decoded in memory: bounded
+SECURITY_HEADERS = {
+    # everything comes from the gateway itself; nothing inline, nothing from elsewhere
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
+                               "form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}  # fmt: skip
+
+ApplyCommand = Callable[[commands.Command], Awaitable[str]]
+
+Request.max_content_length = MAX_BODY_BYTES
+Request.max_body_length = MAX_BODY_BYTES
+
+
+class HttpError(Exception):
+    """Answered as {"error": message} with its status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _log_exception(exc: BaseException) -> None:
+    # microdot prints every exception's traceback to stderr; here they go to the log, and
+    # requests refused on purpose or too malformed to parse only at debug level
+    if isinstance(exc, HttpError | ValueError):
+        log.debug("request refused: %s", exc)
+    else:
+        log.error("dashboard request failed", exc_info=exc)
+
+
+microdot_core.print_exception = _log_exception  # type: ignore[attr-defined]
+
+
+class _HeadLimit:
+    """A stream reader that refuses a request head (request line and headers) above a size."""
+
+    def __init__(self, reader: asyncio.StreamReader, limit: int):
+        self.reader = reader
+        self.left = limit
+
+    async def readline(self) -> bytes:
+        line = await self.reader.readline()
+        self.left -= len(line)
+        if self.left < 0:
+            raise ValueError("request head too large")
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reader, name)
+
+
+class _Server(Microdot):
+    """Microdot with a deadline per request and caps on the head and on connections."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open: set[asyncio.Task] = set()
+
+    async def handle_request(self, reader, writer):  # type: ignore[no-untyped-def]
+        task = asyncio.current_task()
+        if len(self.open) >= MAX_CONNECTIONS or task is None:
+            writer.close()
+            return
+        self.open.add(task)
+        try:
+            await asyncio.wait_for(super().handle_request(_HeadLimit(reader, MAX_HEAD_BYTES), writer), REQUEST_TIMEOUT_S)
+        except (TimeoutError, ConnectionError):
+            writer.close()
+        finally:
+            self.open.discard(task)
+
+
+def _json(body: object, status: int = 200, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":")), status,
+                    {"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})})  # fmt: skip
+
+
+def _int_arg(request: Request, name: str, default: int, lowest: int, highest: int) -> int:
+    text = request.args.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise HttpError(400, f"{name}: not an integer: {text[:40]!r}") from None
+    if not lowest <= value <= highest:
+        raise HttpError(400, f"{name}: {value} is outside {lowest}..{highest}")
+    return value
+
+
+class Dashboard:
+    def __init__(self, config: Config, gateway: Gateway, apply_command: ApplyCommand):
+        self.config = config
+        self.settings = config.dashboard
+        self.gateway = gateway
+        self.apply_command = apply_command
+        token = Path(self.settings.token_file).read_text(encoding="utf-8").strip() if self.settings.token_file else None
+        self.access = Access(token, loopback=is_loopback(self.settings.host))
+        self.static = views.read_static(STATIC)
+        self.app = self._routes()
+        self.port: int | None = None
+        self.serving = asyncio.Event()
+        self.reader: Store | None = None
+        self.reading_thread: ThreadPoolExecutor | None = None
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop`; a port that cannot be bound is retried, acquisition goes on."""
+        loop = asyncio.get_running_loop()
+        self.reading_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-read")
+        try:
+            self.reader = await loop.run_in_executor(  # blocks come from the OS's file cache as fast
+                self.reading_thread, partial(Store, self.config.state_path / DB_NAME, readonly=True,
+                                             cache_kib=READER_CACHE_KIB))  # fmt: skip
+            server = await self._bind(stop)
+            if server is None:
+                return
+            await server.start_serving()
+            self.port = server.sockets[0].getsockname()[1]
+            self.serving.set()
+            log.info("dashboard on %s%s", self.url, "" if self.access.token_required else " (no token)")
+            await stop.wait()
+            server.close()
+            for task in list(self.app.open):  # requests in flight; a page asks again
+                task.cancel()
+            await asyncio.gather(*self.app.open, return_exceptions=True)
+            await server.wait_closed()
+        finally:
+            self.serving.clear()
+            if self.reader is not None:
+                await loop.run_in_executor(self.reading_thread, self.reader.close)
+            self.reading_thread.shutdown(wait=True)
+
+    async def _bind(self, stop: asyncio.Event) -> asyncio.Server | None:
+        while not stop.is_set():
+            try:
+                # with start_serving=False microdot binds and hands the server back (its stub says None)
+                return await self.app.start_server(self.settings.host, self.settings.port,  # type: ignore[func-returns-value]
+                                                   start_serving=False)  # fmt: skip
+            except OSError as exc:
+                log.error("dashboard cannot listen on %s:%d (%s); trying again in %g s", self.settings.host,
+                          self.settings.port, exc.strerror or exc, RETRY_BIND_S)  # fmt: skip
+                try:
+                    await asyncio.wait_for(stop.wait(), RETRY_BIND_S)
+                except TimeoutError:
+                    pass
+        return None
+
+    async def _read(self, fn: Callable[..., Any], *args: object) -> Any:
+        assert self.reader is not None
+        return await asyncio.get_running_loop().run_in_executor(self.reading_thread, fn, self.reader, *args)
+
+    # -- routes --------------------------------------------------------------------------
+
+    def _routes(self) -> _Server:
+        app = _Server()
+        access = self.access
+
+        @app.before_request
+        async def guard(request: Request) -> Response | None:
+            host = request.headers.get("Host")
+            if not access.host_allowed(host):
+                return _json({"error": f"host {host!r} is not this dashboard's (it listens on loopback)"}, 403)
+            if request.method == "POST":
+                if not access.origin_allowed(request.headers.get("Origin"), host):
+                    return _json({"error": "a request from another site's page is refused"}, 403)
+                if (request.content_type or "").split(";")[0].strip() != "application/json":
+                    return _json({"error": "the body must be JSON (Content-Type: application/json)"}, 415)
+            if request.path.startswith("/api/") and request.path != "/api/login":
+                if not access.authorised(request.headers.get("Authorization"), request.cookies.get(SESSION_COOKIE)):
+                    return _json({"error": "a token is needed: log in, or send Authorization: Bearer TOKEN",
+                                  "token_required": True}, 401, {"WWW-Authenticate": "Bearer"})  # fmt: skip
+            return None
+
+        @app.after_request
+        async def headers(request: Request, response: Response) -> Response:
+            response.headers.update(SECURITY_HEADERS)
+            return response
+
+        @app.errorhandler(HttpError)  # type: ignore[arg-type]
+        async def http_error(request: Request, exc: HttpError) -> Response:
+            return _json({"error": str(exc)}, exc.status)
+
+        @app.errorhandler(404)
+        async def not_found(request: Request) -> Response:
+            return _json({"error": f"no such page: {request.path if request else '?'}"}, 404)
+
+        @app.errorhandler(413)
+        async def too_large(request: Request) -> Response:
+            return _json({"error": f"the body is larger than {MAX_BODY_BYTES} bytes"}, 413)
+
+        @app.get("/")
+        async def index(request: Request) -> Response:
+            return self._static("index.html")
+
+        @app.get("/favicon.ico")
+        async def favicon(request: Request) -> Response:
+            return Response(b"", 204)
+
+        @app.get("/static/<path:name>")
+        async def static(request: Request, name: str) -> Response:
+            return self._static(name)
+
+        @app.post("/api/login")
+        async def login(request: Request) -> Response:
+            body = self._body(request)
+            if not access.token_required:
+                return _json({"result": "no token is configured"})
+            session = access.login(str(body.get("token", "")))
+            if session is None:
+                await asyncio.sleep(0.5)  # a wrong guess costs the guesser time
+                raise HttpError(401, "wrong token")
+            cookie = f"{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={SESSION_MAX_AGE_S}"
+            return _json({"result": "logged in"}, 200, {"Set-Cookie": cookie})
+
+        @app.post("/api/logout")
+        async def logout(request: Request) -> Response:
+            return _json({"result": "logged out"}, 200,
+                         {"Set-Cookie": f"{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"})  # fmt: skip
+
+        @app.get("/api/overview")
+        async def overview(request: Request) -> Response:
+            stored = await self._read(views.store_status, self.config)
+            return _json(views.overview(self.config, self.gateway, stored, _now_ms())
+                         | {"token_required": access.token_required})
+
+        @app.get("/api/alerts")
+        async def alerts(request: Request) -> Response:
+            limit = _int_arg(request, "limit", 50, 1, 500)
+            device = request.args.get("device") or None
+            kinds = [k for k in (request.args.get("kinds") or "").split(",") if k] or None
+            unacknowledged = request.args.get("unacknowledged") in ("1", "true")
+            return _json(await self._read(views.alerts, limit, device, kinds, unacknowledged))
+
+        @app.get("/api/devices/<device>/series")
+        async def series(request: Request, device: str) -> Response:
+            if device not in {d.name for d in self.config.devices}:
+                raise HttpError(404, f"no device {device!r} in this gateway's configuration")
+            now = _now_ms()
+            end = _int_arg(request, "to", now, 0, 2**53)
+            start = _int_arg(request, "from", end - 3_600_000, 0, 2**53)
+            if not 0 < end - start <= LONGEST_RANGE_MS:
+                raise HttpError(400, f"from..to must span 1 ms to {LONGEST_RANGE_MS // 3_600_000} h")
+            points = _int_arg(request, "points", 600, 10, 4000)
+            channels = await self._read(views.channel_series, device, start, end, points)
+            stage = self.gateway.detection
+            scores = views.score_series(stage.scores.get(device) if stage else None, start, end, points,
+                                        self.config.detection.critical_ratio)  # fmt: skip
+            return _json({"device": device, "from_ms": start, "to_ms": end, "channels": channels, "scores": scores})
+
+        @app.post("/api/command")
+        async def command(request: Request) -> Response:
+            # The MQTT command payload, validated and applied exactly as there (gatewayd/commands.py).
+            try:
+                parsed = commands.validate(self._body(request))
+            except commands.CommandError as exc:
+                raise HttpError(400, str(exc)) from None
+            try:
+                result = await self.apply_command(parsed)
+            except commands.CommandError as exc:
+                raise HttpError(404, str(exc)) from None
+            log.info("dashboard command: %s%s", result, f" (by {parsed.operator})" if parsed.operator else "")
+            return _json({"result": result})
+
+        return app
+
+    def _static(self, name: str) -> Response:
+        found = self.static.get(name)
+        if found is None:
+            raise HttpError(404, f"no such file: {name}")
+        body, content_type = found
+        return Response(body, 200, {"Content-Type": content_type, "Cache-Control": "no-cache"})
+
+    @staticmethod
+    def _body(request: Request) -> dict:
+        try:
+            body = json.loads((request.body or b"").decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise HttpError(400, f"the body is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise HttpError(400, "the body must be a JSON object")
+        return body
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

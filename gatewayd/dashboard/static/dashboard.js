@@ -1,0 +1,509 @@
+// The gateway's dashboard: polls the gateway's JSON API and draws it. No framework; the
+// charts are uPlot (vendored). Everything shown comes from /api/* on the same origin.
+"use strict";
+
+const HOUR_MS = 3_600_000;
+const COLORS = ["#1f5fbf", "#0f8a7e", "#8e44ad", "#b35c00", "#2c3e50", "#c0392b"];
+const SCORE_COLORS = { ratio: "#1d2330", iforest_ratio: "#1f5fbf", autoencoder_ratio: "#0f8a7e",
+                       alarm: "#c62828", critical: "#7b1010" };
+
+// What the page holds, also for tests and curious operators (window.dashboard in a console).
+const state = {
+  overview: null, alerts: [], deviceAlerts: [], series: null, device: null, zoom: null,
+  charts: [], chartKeys: "", refreshS: 2, timer: null, loggedIn: true, spanS: 3600,
+  refreshing: false, again: false, updates: 0,
+};
+window.dashboard = state;
+
+// -- small helpers ---------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function fmt(value, digits = 4) {
+  if (value === null || value === undefined) return "–";
+  if (typeof value !== "number") return String(value);
+  return Math.abs(value) >= 1e5 ? value.toExponential(2) : Number(value.toPrecision(digits)).toString();
+}
+
+function time(ms) { return ms ? new Date(ms).toLocaleString() : "–"; }
+
+function ago(ms) {
+  if (!ms) return "never";
+  const s = Math.max(0, (Date.now() - ms) / 1000);
+  if (s < 90) return `${Math.round(s)} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 172800) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} days ago`;
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return "–";
+  return n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(0)} kB`;
+}
+
+function meter(used, total) {
+  const share = total ? Math.min(1, Math.max(0, used / total)) : 0;
+  const fill = el("span");
+  fill.style.width = `${(share * 100).toFixed(1)}%`;  // CSSOM: allowed by the page's CSP, a style attribute is not
+  return el("div", { class: "meter" + (share >= 0.95 ? " full" : share >= 0.75 ? " high" : ""),
+                     title: `${Math.round(share * 100)}%` }, fill);
+}
+
+// Rows of [term, value, class]; class "secondary" hides a row on a phone.
+function definitions(rows) {
+  return el("dl", {}, rows.filter(Boolean).flatMap(([term, value, cls]) => [el("dt", { class: cls }, term),
+                                                                             el("dd", { class: cls }, value)]));
+}
+
+function compact(value) {
+  if (value === null || value === undefined) return "";  // a tick uPlot leaves out
+  return Math.abs(value) >= 1000 ? new Intl.NumberFormat("en", { notation: "compact" }).format(value)
+                                 : String(Number(value.toPrecision(6)));
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { credentials: "same-origin", ...options });
+  let body = null;
+  try { body = await response.json(); } catch (_) { /* not JSON */ }
+  if (response.status === 401 && path !== "/api/login") showLogin();
+  if (!response.ok) throw new Error((body && body.error) || `HTTP ${response.status}`);
+  return body;
+}
+
+// -- login -----------------------------------------------------------------------------
+
+function showLogin() {
+  state.loggedIn = false;
+  document.getElementById("login").hidden = false;
+  for (const id of ["nodes", "live", "alerts", "models", "system"]) document.getElementById(id).hidden = true;
+  setConnection("login needed", "error");
+}
+
+document.getElementById("login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const error = document.getElementById("login-error");
+  error.textContent = "";
+  try {
+    await api("/api/login", { method: "POST", headers: { "Content-Type": "application/json" },
+                              body: JSON.stringify({ token: document.getElementById("token").value }) });
+    location.reload();
+  } catch (e) { error.textContent = e.message; }
+});
+
+document.getElementById("logout").addEventListener("click", async () => {
+  await api("/api/logout", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+  location.reload();
+});
+
+// -- operator feedback -----------------------------------------------------------------
+
+const operatorInput = document.getElementById("operator");
+operatorInput.value = localStorage.getItem("gatewayd.operator") || "";
+operatorInput.addEventListener("change", () => localStorage.setItem("gatewayd.operator", operatorInput.value.trim()));
+
+// The same command as on the MQTT command topic and `gatewayd alert ack|label`.
+async function sendCommand(command) {
+  const message = document.getElementById("feedback-message");
+  const operator = operatorInput.value.trim();
+  if (operator) command.operator = operator;
+  try {
+    const result = await api("/api/command", { method: "POST", headers: { "Content-Type": "application/json" },
+                                               body: JSON.stringify(command) });
+    message.textContent = result.result;
+    message.className = "muted";
+  } catch (e) {
+    message.textContent = e.message;
+    message.className = "error";
+  }
+  await refresh();  // the list and the counts changed: show them now
+}
+
+// -- rendering: nodes, alerts, models, store -------------------------------------------
+
+function setConnection(text, kind) {
+  const badge = document.getElementById("connection");
+  badge.textContent = text;
+  badge.className = "badge " + kind;
+}
+
+function renderNodes(overview) {
+  const list = document.getElementById("node-list");
+  list.replaceChildren(...overview.devices.map((d) => {
+    const values = Object.entries(d.values).map(([channel, v]) => `${channel} ${fmt(v.value)} ${v.unit}`.trim());
+    return el("div", { class: "card clickable" + (d.name === state.device ? " selected" : ""), "data-device": d.name,
+                       onclick: () => selectDevice(d.name) },
+      el("h3", {}, d.name, el("span", { class: "badge " + d.state }, d.state),
+         d.incident_open ? el("span", { class: "badge critical" }, "anomaly") : null),
+      definitions([
+        ["address", d.address, "secondary"],
+        ["polls", `${d.polls} (${d.readings} readings, ${d.skipped_ticks} skipped)`, "secondary"],
+        d.consecutive_failures ? ["failures", `${d.consecutive_failures} in a row`] : null,
+        d.last_error && d.state !== "online" ? ["last error", d.last_error] : null,
+        ["model", d.model_version ? `v${d.model_version}` : "none yet", "secondary"],
+        ["now", values.join(", ") || "–"],
+      ]));
+  }));
+  const select = document.getElementById("device-select");
+  const names = overview.devices.map((d) => d.name);
+  if (select.options.length !== names.length || [...select.options].some((o, i) => o.value !== names[i])) {
+    select.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+  }
+  if (!state.device || !names.includes(state.device)) state.device = names[0] || null;
+  select.value = state.device;
+  const filter = document.getElementById("alert-device");
+  if (filter.options.length !== names.length + 1) {
+    const chosen = filter.value;
+    filter.replaceChildren(el("option", { value: "" }, "all devices"), ...names.map((n) => el("option", { value: n }, n)));
+    filter.value = chosen;
+  }
+}
+
+function why(alert) {
+  const d = alert.detail || {};
+  const parts = [];
+  if (alert.channels.length) parts.push(`channels: ${alert.channels.join(", ")}`);
+  if (d.top_features && d.top_features.length) {
+    parts.push("features: " + d.top_features.map(([f, v]) => `${f} (${fmt(v, 3)})`).join(", "));
+  }
+  if (d.checks) parts.push(`node checks: ${d.checks.join(", ") || "–"}, value ${fmt(d.value)}`);
+  if (d.peak_ratio !== undefined) parts.push(`peak score ${fmt(d.peak_ratio, 3)} over ${d.windows} windows`);
+  if (d.change) parts.push(`drift: ${d.change}`);
+  if (d.bundle) parts.push(`model ${d.bundle}`);
+  return parts.join(" · ");
+}
+
+const LABEL_NAMES = { true_positive: "real anomaly", false_positive: "false alarm", missed: "missed anomaly" };
+
+function renderAlerts(alerts) {
+  const list = document.getElementById("alert-list");
+  if (!alerts.length) { list.replaceChildren(el("p", { class: "muted" }, "No alerts.")); return; }
+  list.replaceChildren(...alerts.map((a) => {
+    const open = a.closed_ms === null && a.kind === "model";
+    const actions = [];
+    if (!a.acknowledged_ms) {
+      actions.push(el("button", { type: "button", class: "ack", onclick: () => sendCommand({ command: "ack", alert: a.id }) },
+                      "Acknowledge"));
+    }
+    if (!a.label) {
+      actions.push(
+        el("button", { type: "button", class: "real", onclick: () => sendCommand({ command: "label", alert: a.id, label: "true" }) },
+           "Real anomaly"),
+        el("button", { type: "button", class: "false", onclick: () => sendCommand({ command: "label", alert: a.id, label: "false" }) },
+           "False alarm"));
+    }
+    return el("article", { class: `alert ${a.severity}` + (a.label ? " done" : ""), "data-alert-id": a.id },
+      el("header", {},
+         el("span", { class: "badge " + a.severity }, a.severity),
+         el("strong", {}, a.device), el("span", {}, a.kind),
+         el("span", { class: "muted" }, time(a.opened_ms)),
+         el("span", { class: "muted" }, open ? "open" : a.closed_ms ? `closed ${time(a.closed_ms)}` : ""),
+         a.label ? el("span", { class: "badge info label" }, LABEL_NAMES[a.label] || a.label)
+                 : a.acknowledged_ms ? el("span", { class: "badge" }, "acknowledged") : null),
+      el("div", { class: "why" }, why(a)),
+      actions.length ? el("div", { class: "actions" }, actions) : null);
+  }));
+}
+
+function renderModels(overview) {
+  const list = document.getElementById("model-list");
+  const detection = overview.detection;
+  if (!detection) { list.replaceChildren(el("p", { class: "muted" }, "Detection is off ([detection] enabled = false).")); return; }
+  const cards = Object.entries(detection.scopes).map(([name, s]) => el("div", { class: "card" },
+    el("h3", {}, name, el("span", { class: "badge " + (s.version ? "online" : "connecting") },
+                          s.version ? `v${s.version}` : s.training ? "training" : "collecting")),
+    definitions([
+      ["devices", s.devices.join(", ")],
+      ["source", s.source || "–"],
+      ["created", s.created || "–"],
+      ["threshold ×", fmt(s.multiplier, 3)],
+      ["normal windows", String(s.collected)],
+      s.probation ? ["probation", `${s.probation} windows left`] : null,
+      s.rolled_back.length ? ["rolled back", s.rolled_back.map((v) => `v${v}`).join(", ")] : null,
+    ])));
+  for (const [device, d] of Object.entries(detection.devices)) {
+    const levels = Object.entries(d.drift).filter(([, v]) => v !== null).sort((a, b) => b[1] - a[1]);
+    const rows = levels.slice(0, 4).map(([stream, level]) => [stream, el("span", {}, meter(level, 1), `${Math.round(level * 100)}% of drift`)]);
+    cards.push(el("div", { class: "card drift", "data-device": device },
+      el("h3", {}, `${device} drift`),
+      rows.length ? definitions(rows) : el("p", { class: "muted" }, Object.keys(d.drift).length ? "measuring the streams" : "no model yet")));
+  }
+  cards.push(el("div", { class: "card" }, el("h3", {}, "Windows"), definitions([
+    ["windows", String(detection.windows)], ["scored", String(detection.scored)],
+    ["incidents", String(detection.incidents)], ["trainings", String(detection.trainings)],
+    ["drift events", String(detection.drift_events)], ["errors", String(detection.errors)],
+  ])));
+  list.replaceChildren(...cards);
+}
+
+function renderSystem(overview) {
+  const { store, uplink, queues } = overview;
+  const evictions = Object.entries(store.evictions).map(([kind, e]) => `${kind}: ${e.rows} rows` + (e.readings ? ` (${e.readings} readings)` : ""));
+  const cards = [
+    el("div", { class: "card" }, el("h3", {}, "Store"), definitions([
+      ["disk", el("span", {}, meter(store.disk_bytes, store.budget_bytes), `${bytes(store.disk_bytes)} of ${bytes(store.budget_bytes)}`)],
+      ["evictions", evictions.join(", ") || "none"],
+      ["written", `${queues.readings.written} readings this run`],
+    ])),
+    el("div", { class: "card" }, el("h3", {}, "Queues"), definitions([
+      ["to the store", el("span", {}, meter(queues.readings.queued, queues.readings.capacity), `${queues.readings.queued} of ${queues.readings.capacity} readings`)],
+      queues.detection ? ["to detection", `${queues.detection.queued} of ${queues.detection.capacity} polls, ${queues.detection.dropped} dropped`] : null,
+      queues.mqtt ? ["MQTT", `${queues.mqtt.connected ? "connected" : "disconnected"}, ${queues.mqtt.queued} queued, ${queues.mqtt.backlogged} kept in the store, ${queues.mqtt.dropped} dropped`]
+                  : ["MQTT", "not configured"],
+    ])),
+    el("div", { class: "card" }, el("h3", {}, "Uplink"), definitions([
+      ["cloud", uplink.configured ? (uplink.agent_seen ? "cloud-sync has run" : "configured, cloud-sync not seen yet") : "not configured"],
+      ["last upload", uplink.last_upload_ms ? `${ago(uplink.last_upload_ms)} (${time(uplink.last_upload_ms)})` : "never"],
+      ["waiting", `${uplink.pending.alerts} alert records, ${uplink.pending.labels} labels`],
+      uplink.bytes_today !== null && uplink.bytes_today !== undefined ? ["today", bytes(uplink.bytes_today)] : null,
+    ])),
+  ];
+  document.getElementById("system-list").replaceChildren(...cards);
+  const a = overview.alerts;
+  document.getElementById("alert-counts").textContent = `${a.unacknowledged} to acknowledge, ${a.unlabelled} unlabelled, ${a.total} in all`;
+}
+
+// -- charts ------------------------------------------------------------------------------
+
+function chartWidth() {
+  return Math.max(240, document.getElementById("chart-list").clientWidth);
+}
+
+function chartHeight() { return window.innerWidth < 600 ? 140 : 170; }
+
+// Alerts of the device as shaded bands (an alert that never closes: a thin mark at its start).
+function alertBands(u) {
+  const ctx = u.ctx;
+  const { left, top, width, height } = u.bbox;
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(left, top, width, height);
+  ctx.clip();
+  for (const a of state.deviceAlerts) {
+    if (a.device !== state.device) continue;
+    const x0 = u.valToPos(a.opened_ms / 1000, "x", true);
+    const end = a.closed_ms || (a.kind === "model" ? Date.now() : null);
+    const x1 = end ? u.valToPos(end / 1000, "x", true) : x0 + 3 * devicePixelRatio;
+    ctx.fillStyle = a.severity === "critical" ? "rgba(198, 40, 40, 0.16)" : a.severity === "info" ? "rgba(31, 95, 191, 0.12)" : "rgba(179, 92, 0, 0.14)";
+    ctx.fillRect(x0, top, Math.max(x1 - x0, 2 * devicePixelRatio), height);
+  }
+  ctx.restore();
+}
+
+function xRange() {
+  if (state.zoom) return [state.zoom.from / 1000, state.zoom.to / 1000];
+  const s = state.series;
+  return s ? [s.from_ms / 1000, s.to_ms / 1000] : [Date.now() / 1000 - 3600, Date.now() / 1000];
+}
+
+function chartOptions(title, series, yScale) {
+  return {
+    title, width: chartWidth(), height: chartHeight(),
+    cursor: { sync: { key: "device" }, drag: { x: true, y: false, setScale: false } },
+    // x is set by drawSeries (the live span or the zoom), never from the data's extent
+    scales: { x: { time: true, auto: false, range: (u, min, max) => [min, max] }, y: yScale || {} },
+    series: [{}, ...series],
+    axes: [{ space: 70 }, { size: 50, values: (u, ticks) => ticks.map(compact) }],
+    hooks: {
+      draw: [alertBands],
+      setSelect: [(u) => {
+        if (u.select.width < 4) return;
+        const from = u.posToVal(u.select.left, "x") * 1000;
+        const to = u.posToVal(u.select.left + u.select.width, "x") * 1000;
+        u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+        zoomTo(from, to);
+      }],
+    },
+  };
+}
+
+function buildCharts(series) {
+  for (const c of state.charts) c.destroy();
+  state.charts = [];
+  const list = document.getElementById("chart-list");
+  list.replaceChildren();
+  const scoreBox = el("div", { class: "chart", "data-chart": "score" }, el("p", { class: "empty", hidden: true }));
+  list.append(scoreBox);
+  const critical = series.scores.critical;
+  const score = new uPlot(chartOptions("anomaly score (1 = alarm)", [
+    { label: "score", stroke: SCORE_COLORS.ratio, width: 2 },
+    { label: "iforest", stroke: SCORE_COLORS.iforest_ratio, width: 1 },
+    { label: "autoencoder", stroke: SCORE_COLORS.autoencoder_ratio, width: 1 },
+    { label: "alarm", stroke: SCORE_COLORS.alarm, width: 1, dash: [6, 4], points: { show: false } },
+    { label: "critical", stroke: SCORE_COLORS.critical, width: 1, dash: [2, 4], points: { show: false } },
+  ], { distr: 4, asinh: 1, range: (u, lo, hi) => [Math.min(0, lo ?? 0), Math.max(critical * 1.3, hi ?? 0)] }),
+    scoreData(series), scoreBox);
+  score.key = "score";
+  state.charts.push(score);
+  series.channels.forEach((channel, i) => {
+    const box = el("div", { class: "chart", "data-chart": channel.name });
+    list.append(box);
+    const u = new uPlot(chartOptions(`${channel.name}${channel.unit ? ` (${channel.unit})` : ""}`, [
+      { label: channel.name, stroke: COLORS[i % COLORS.length], width: 1.5 },
+    ]), channelData(channel), box);
+    u.key = channel.name;
+    u.stroke = COLORS[i % COLORS.length];
+    state.charts.push(u);
+  });
+  state.chartKeys = chartKeys(series);
+  for (const u of state.charts) {
+    u.over.addEventListener("dblclick", () => { state.zoom = null; refreshSeries(); });
+  }
+}
+
+function chartKeys(series) { return series.device + "|" + series.channels.map((c) => c.name).join(","); }
+
+// The API sends series as base64 of little-endian arrays: times as int32 ms after from_ms,
+// values as float32 with NaN where missing (uPlot wants null there).
+function unpack(text, Type) {
+  const raw = atob(text);
+  const bytes = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+  return new Type(bytes.buffer);
+}
+
+function times(text, fromMs) { return Array.from(unpack(text, Int32Array), (t) => (fromMs + t) / 1000); }
+
+function values(text) { return Array.from(unpack(text, Float32Array), (v) => (Number.isFinite(v) ? v : null)); }
+
+function channelData(channel) { return [times(channel.ts, state.series.from_ms), values(channel.values)]; }
+
+function scoreData(series) {
+  const s = series.scores;
+  const x = times(s.ts, series.from_ms);
+  return [x, values(s.ratio), values(s.iforest_ratio), values(s.autoencoder_ratio), x.map(() => s.alarm),
+          x.map(() => s.critical)];
+}
+
+function drawSeries(series) {
+  state.series = series;
+  if (chartKeys(series) !== state.chartKeys || state.charts.length === 0) buildCharts(series);
+  const [from, to] = xRange();
+  for (const u of state.charts) {
+    if (u.key === "score") u.setData(scoreData(series));
+    else u.setData(channelData(series.channels.find((c) => c.name === u.key)));
+    u.setScale("x", { min: from, max: to });  // also where a chart has no data in the span
+  }
+  const empty = document.querySelector('[data-chart="score"] .empty');
+  const model = state.overview && state.overview.devices.find((d) => d.name === series.device);
+  empty.hidden = series.scores.count > 0;
+  empty.textContent = model && model.model_version ? "No window scored in this range."
+    : "No model yet: the gateway collects normal windows, then trains one (Models and drift, below).";
+}
+
+async function refreshSeries() {
+  if (!state.device) return;
+  const points = Math.round(chartWidth());
+  const to = Date.now();
+  const range = state.zoom ? `&from=${Math.floor(state.zoom.from)}&to=${Math.ceil(state.zoom.to)}`
+                           : `&from=${to - state.spanS * 1000}&to=${to}`;
+  const series = await api(`/api/devices/${encodeURIComponent(state.device)}/series?points=${points}${range}`);
+  if (series.device !== state.device) return;  // the operator picked another one meanwhile
+  drawSeries(series);
+  const note = document.getElementById("zoom-note");
+  note.hidden = !state.zoom;
+  note.textContent = state.zoom ? `Zoomed: ${time(state.zoom.from)} to ${time(state.zoom.to)} (live updates paused; double-click to resume)` : "";
+}
+
+function zoomTo(from, to) {
+  if (to - from < 1000) return;
+  state.zoom = { from, to };
+  refreshSeries().catch(showError);
+}
+
+function selectDevice(name) {
+  state.device = name;
+  state.zoom = null;
+  document.getElementById("device-select").value = name;
+  for (const card of document.querySelectorAll("#node-list .card")) card.classList.toggle("selected", card.dataset.device === name);
+  refreshAlerts().then(refreshSeries).catch(showError);
+}
+
+document.getElementById("device-select").addEventListener("change", (e) => selectDevice(e.target.value));
+
+for (const button of document.querySelectorAll(".spans button")) {
+  button.addEventListener("click", () => {
+    state.spanS = Number(button.dataset.span);
+    state.zoom = null;
+    for (const b of document.querySelectorAll(".spans button")) b.classList.toggle("chosen", b === button);
+    refreshSeries().catch(showError);
+  });
+}
+
+let resizePending = null;
+window.addEventListener("resize", () => {
+  clearTimeout(resizePending);
+  resizePending = setTimeout(() => {
+    for (const u of state.charts) u.setSize({ width: chartWidth(), height: chartHeight() });
+  }, 150);
+});
+
+// -- the refresh loop ----------------------------------------------------------------------
+
+async function refreshAlerts() {
+  const which = document.getElementById("alert-which").value;
+  const device = document.getElementById("alert-device").value;
+  const query = new URLSearchParams({ limit: "50" });
+  if (which === "unacknowledged") query.set("unacknowledged", "1");
+  else if (which) query.set("kinds", which);
+  if (device) query.set("device", device);
+  const [shown, shaded] = await Promise.all([
+    api(`/api/alerts?${query}`),
+    state.device ? api(`/api/alerts?limit=50&device=${encodeURIComponent(state.device)}`) : [],
+  ]);
+  state.alerts = shown;
+  state.deviceAlerts = shaded;  // the charts shade the chosen device's alerts, whatever the list shows
+  renderAlerts(shown);
+  for (const u of state.charts) u.redraw(false, false);
+}
+
+for (const id of ["alert-which", "alert-device"]) {
+  document.getElementById(id).addEventListener("change", () => refreshAlerts().catch(showError));
+}
+
+function showError(e) {
+  if (state.loggedIn) setConnection("no answer", "error");
+  document.getElementById("updated").textContent = e.message;
+}
+
+// One refresh at a time: asked for while one runs, the next starts as soon as it ends.
+async function refresh() {
+  if (state.refreshing) { state.again = true; return; }
+  state.refreshing = true;
+  clearTimeout(state.timer);
+  try {
+    const overview = await api("/api/overview");
+    state.overview = overview;
+    state.refreshS = overview.refresh_s;
+    document.getElementById("gateway-name").textContent = overview.gateway;
+    document.title = `${overview.gateway} · gatewayd`;
+    document.getElementById("logout").hidden = !overview.token_required;
+    renderNodes(overview);
+    renderModels(overview);
+    renderSystem(overview);
+    await refreshAlerts();
+    if (!state.zoom) await refreshSeries();
+    setConnection("live", "live");
+    document.getElementById("updated").textContent = `updated ${new Date(overview.ts_ms).toLocaleTimeString()}`;
+    state.updates += 1;
+  } catch (e) {
+    showError(e);
+  } finally {
+    state.refreshing = false;
+  }
+  if (state.loggedIn) state.timer = setTimeout(refresh, state.again ? 0 : state.refreshS * 1000);
+  state.again = false;
+}
+
+refresh();

@@ -1,0 +1,159 @@
+"""What the dashboard shows, as JSON-ready dicts: from the running gateway (in the event loop)
+or from the store (on the dashboard's reading thread, through a read-only connection)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from gatewayd import heap
+from gatewayd.config import Config
+from gatewayd.detection.score_history import COLUMNS, ScoreHistory
+from gatewayd.store import OUTBOX_SOURCES, UPLOAD_STATE_FILE, Store
+
+from .envelope import envelope
+
+if TYPE_CHECKING:
+    from gatewayd.daemon import Gateway
+
+
+# Series travel as base64 of little-endian arrays, not JSON lists: a list of an hour's points
+# makes thousands of Python objects per request, and their churn kept ~3.5 MB more of the
+# daemon's RSS while a page was open (bench/dashboard.py); the text is also half the size.
+
+
+def packed_times(ts_ms: np.ndarray, start_ms: int) -> str:
+    """Milliseconds after `start_ms` as int32 (a span is 3 h at most)."""
+    return base64.b64encode((np.asarray(ts_ms) - start_ms).astype("<i4").tobytes()).decode("ascii")
+
+
+def packed_values(values: np.ndarray) -> str:
+    """float32 (readings are float32 at best); NaN where a reading is missing."""
+    return base64.b64encode(np.asarray(values).astype("<f4").tobytes()).decode("ascii")
+
+
+def json_safe(obj: object) -> object:
+    """NaN and infinities (which JSON lacks) as None, in nested dicts and lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+# -- in the event loop ---------------------------------------------------------------------
+
+
+def overview(config: Config, gateway: Gateway, stored: dict, now_ms: int) -> dict:
+    """Nodes and their health, detection, queues, store and uplink: the page's every refresh."""
+    status = gateway.status()
+    detail = gateway.detection.detail() if gateway.detection is not None else None
+    devices = []
+    for device in config.devices:
+        poller = gateway.pollers.get(device.name)
+        health = poller.health if poller is not None else None
+        found = (detail or {}).get("devices", {}).get(device.name, {})
+        scope = (detail or {}).get("scopes", {}).get(found.get("scope", ""), {})
+        devices.append({
+            "name": device.name, "profile": device.profile,
+            "address": f"{device.host}:{device.port} unit {device.unit}" if device.transport == "tcp"
+                       else f"bus {device.bus} unit {device.unit}",
+            "interval_s": device.interval_s,
+            "state": health.state if health else "unknown",
+            "consecutive_failures": health.consecutive_failures if health else 0,
+            "last_error": health.last_error if health else None,
+            "polls": health.polls if health else 0, "readings": health.readings if health else 0,
+            "skipped_ticks": poller.skipped_ticks if poller else 0,
+            "values": {c: {"value": v, "unit": health.units.get(c, "")} for c, v in health.last_values.items()}
+                      if health else {},
+            "scope": found.get("scope"), "model_version": scope.get("version"),
+            "incident_open": found.get("incident_open", False), "drift": found.get("drift", {}),
+        })  # fmt: skip
+    return json_safe({
+        "gateway": config.gateway.name, "ts_ms": now_ms, "refresh_s": config.dashboard.refresh_s,
+        "devices": devices,
+        "detection": None if detail is None else {**detail, **{k: v for k, v in status["detection"].items() if k != "models"}},
+        "queues": {
+            "readings": {"queued": gateway.writer.queued, "capacity": config.store.queue_readings,
+                         "written": gateway.writer.written},
+            "detection": None if gateway.detection is None else {
+                "queued": gateway.detection.queue.qsize(), "capacity": gateway.detection.queue.maxsize,
+                "dropped": gateway.detection.stats.dropped},
+            "mqtt": status["mqtt"],
+        },
+        "alerts_raised": gateway.alerts,
+        **stored,
+    })  # type: ignore[return-value]  # fmt: skip
+
+
+def score_series(history: ScoreHistory | None, start_ms: int, end_ms: int, points: int, critical_ratio: float) -> dict:
+    """A device's window scores in [start_ms, end_ms): each model's score and alarm level, and
+    their ratios (1.0 is the alarm threshold, `critical_ratio` makes an incident critical)."""
+    ends, columns = (history.between(start_ms, end_ms) if history is not None else
+                     (np.zeros(0, dtype=np.int64), {c: np.zeros(0, dtype=np.float32) for c in COLUMNS}))  # fmt: skip
+    index = envelope(ends, columns["ratio"].astype(np.float64), start_ms, end_ms, points)
+    return {"alarm": 1.0, "critical": critical_ratio, "count": len(index), "ts": packed_times(ends[index], start_ms),
+            **{name: packed_values(values[index]) for name, values in columns.items()}}  # fmt: skip
+
+
+# -- on the reading thread ---------------------------------------------------------------
+
+
+def store_status(store: Store, config: Config) -> dict:
+    """The store's size and evictions, alerts waiting for an operator, and the uplink: what waits
+    in the outbox for cloud_sync and when it last uploaded (from its state file)."""
+    upload = None
+    try:
+        upload = json.loads((config.state_path / UPLOAD_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        pass  # no cloud agent has run on this gateway
+    cursors = (upload or {}).get("cursors", {})
+    return {
+        "store": {
+            "path": str(store.path), "disk_bytes": store.disk_bytes(),
+            "budget_bytes": int(config.store.disk_budget_mb * 1e6),
+            "evictions": {kind: {"rows": rows, "readings": readings} for kind, (rows, readings) in store.evictions().items()},
+        },
+        "alerts": store.alert_counts(),
+        "uplink": {
+            "configured": config.cloud is not None, "agent_seen": upload is not None,
+            "last_upload_ms": (upload or {}).get("last_upload_ms") or None,
+            "bytes_today": (upload or {}).get("bytes_today"), "batches": (upload or {}).get("batches"),
+            "pending": {source: store.outbox_count(kinds, cursors.get(source, 0)) for source, kinds in OUTBOX_SOURCES.items()},
+        },
+    }  # fmt: skip
+
+
+def channel_series(store: Store, device: str, start_ms: int, end_ms: int, points: int) -> list[dict]:
+    """Each channel of a device in [start_ms, end_ms), cut down to about `points` buckets."""
+    out = []
+    for channel_id, dev, channel, unit in store.channels():
+        if dev != device:
+            continue
+        block = store.channel_readings(channel_id, start_ms, end_ms)
+        index = envelope(block.ts_ms, block.values, start_ms, end_ms, points)
+        out.append({"name": channel, "unit": unit, "readings": len(block), "count": len(index),
+                    "ts": packed_times(block.ts_ms[index], start_ms), "values": packed_values(block.values[index])})  # fmt: skip
+    heap.trim()  # an hour of decoded readings was just freed: give it back (this thread's arena)
+    return out
+
+
+def alerts(store: Store, limit: int, device: str | None, kinds: list[str] | None, unacknowledged: bool) -> list[dict]:
+    return json_safe(store.alerts(limit, device, kinds=kinds, unacknowledged=unacknowledged))  # type: ignore[return-value]
+
+
+def read_static(folder: Path) -> dict[str, tuple[bytes, str]]:
+    """Every file the page needs, read once: name (relative, with "/") -> (bytes, content type)."""
+    types = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+             ".css": "text/css; charset=utf-8", ".txt": "text/plain; charset=utf-8"}  # fmt: skip
+    return {
+        p.relative_to(folder).as_posix(): (p.read_bytes(), types[p.suffix])
+        for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in types
+    }  # fmt: skip

@@ -22,8 +22,9 @@ def _interpreter(model: bytes | Path, threads: int):
                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
-class ModelError(Exception):
-    """A model file that does not load or does not have the expected inputs."""
+class ModelError(ValueError):
+    """A model file that does not load or does not have the expected inputs (a ValueError, so
+    the callers that refuse a bad bundle catch it with the rest)."""
 
 
 class TfliteModel:

@@ -88,6 +88,17 @@ async def test_bootstrap_then_hot_reload(tmp_path):
         assert [(e["event"], e["version"]) for e in events][-2:] == [("rollback", 3), ("loaded", 2)]
         assert "alarmed" in events[-2]["reason"]
         assert stage.detectors["pump-1"].scorer.manifest.version == 2  # v3 never scored a live window
+
+        # A bundle signed and whole but whose forest the runtime cannot load is rolled back too,
+        # and detection goes on with the version before it.
+        broken = train_bundle(x, np.arange(64) * 500, spec, name="pump-1", version=4, source="test", trees=20)
+        files = {**broken.files, "iforest.tflite": b"not a flatbuffer" * 64}
+        models.install(write_bundle(tmp_path / "v4", broken.manifest, files, load_private_key(key_path)))
+        assert await wait_until(lambda: models.installed_version("pump-1") == 2, 20)
+        assert models.rolled_back("pump-1") == [3, 4]
+        before = stage.stats.windows
+        assert await wait_until(lambda: stage.stats.windows >= before + 3, 10)
+        assert stage.detectors["pump-1"].scorer.manifest.version == 2 and stage.stats.errors == 0
         assert stage.stats.dropped == 0
     finally:
         stop.set()

@@ -1,5 +1,10 @@
 # Runs inside the MicroPython unix port (see bench/firmware_sample.py): the node's full sample
-# cycle on 8 channels, or (mode "reference") a plain float ring-buffer Z-score.
+# cycle on 8 channels, or (mode "reference") a plain float ring-buffer Z-score, or (mode
+# "boot") only the node's start-up and a short run, for the smallest heap it fits in.
+#
+# argv: samples mode flash-folder [romfs-image]. With an image, the firmware's .mpy files are
+# imported from it in place, as from a ROMFS partition (or frozen) on a board: the image is
+# flash there, so it is not counted.
 import gc
 import sys
 import time
@@ -7,15 +12,34 @@ import time
 import array  # noqa: E402
 
 MODE = sys.argv[2] if len(sys.argv) > 2 else "node"
+FLASH = sys.argv[3] if len(sys.argv) > 3 else "/tmp/firmware-bench-flash"
+if len(sys.argv) > 4:
+    import vfs
+
+    with open(sys.argv[4], "rb") as f:
+        IMAGE = f.read()
+    vfs.mount(vfs.VfsRom(IMAGE), "/rom")
+    sys.path.insert(0, "/rom")
+CHANNELS = 8
+SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+PATTERN = 64  # a repeating stretch of noisy counts per channel, preallocated
+
+
+def replay_counts(n):
+    data = array.array("i", bytearray(4 * n * PATTERN))
+    x = 12345
+    for i in range(n * PATTERN):
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        data[i] = 500 + (x % 101) - 50
+    return data
+
+
+# The bench's own replay data comes first and is not counted: the node's heap starts here.
+REPLAY = replay_counts(CHANNELS)
 gc.collect()
 BASE = gc.mem_alloc()
-if MODE == "node":  # the reference runs alone, without the firmware's modules in its heap
-    # What a node loads (as app.py does): the node, its transport, the flash; not the simulator.
-    import detectors as det
-    import modbus_tcp  # noqa: F401
-    import regmap  # noqa: F401
-    from flashfs import Flash
-    from node import Node
 
 
 class Output:
@@ -30,20 +54,10 @@ class ResetInput:
     def pressed(self):
         return False
 
-CHANNELS = 8
-SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
-PATTERN = 64  # a repeating stretch of noisy counts per channel, preallocated
-
 
 class ReplaySampler:
     def __init__(self, n):
-        self.data = array.array("i", bytearray(4 * n * PATTERN))
-        x = 12345
-        for i in range(n * PATTERN):
-            x ^= (x << 13) & 0xFFFFFFFF
-            x ^= x >> 17
-            x ^= (x << 5) & 0xFFFFFFFF
-            self.data[i] = 500 + (x % 101) - 50
+        self.data = REPLAY
         self.status = bytearray(n)
         self.t = 0
         self.base = 0
@@ -58,7 +72,7 @@ class ReplaySampler:
 
 class BenchBoard:
     def __init__(self):
-        self.flash = Flash(sys.argv[3] if len(sys.argv) > 3 else "/tmp/firmware-bench-flash")
+        self.flash = Flash(FLASH)
         self.reset_input = ResetInput()
 
     def sampler(self, channels, period_ms):
@@ -71,22 +85,33 @@ class BenchBoard:
         return None
 
 
-def node_config():
-    import config  # validated, then unloaded, as app.py does
+def load_config():
+    """The configuration (8 channels) validated from the flash, then the validator unloaded,
+    as app.py does."""
+    import config
 
-    channel = {"source": {"type": "sim", "signal": 0}, "resolution": 0.01, "physical": [-100, 100],
-               "bounds": [-50, 50], "zscore": {"window": 32, "threshold": 6}, "rate": {"limit": 20, "horizon_s": 1},
-               "consecutive": 3, "trips": ["out"]}  # fmt: skip
-    channels = []
-    for i in range(CHANNELS):
-        ch = dict(channel)
-        ch["name"] = "ch%d" % i
-        channels.append(ch)
-    cfg = config.from_dict({"node_id": 1, "sample_period_ms": 100, "reset_code": 1,
-                            "outputs": [{"name": "out", "pin": 1}], "channels": channels,
-                            "modbus": {"tcp": {"port": 502}}})  # fmt: skip
+    cfg = config.load(FLASH + "/config.json")
     del sys.modules["config"]
+    gc.collect()
     return cfg
+
+
+def start():
+    """What app.py does: validate the configuration, then load the node, its transport and the
+    flash (not the simulator), start them and drop the channel configurations."""
+    global det, Flash
+    cfg = load_config()
+    import detectors as det
+    from flashfs import Flash
+    from modbus_tcp import ModbusTcpServer
+    from node import Node
+
+    node = Node(cfg, BenchBoard())
+    server = ModbusTcpServer(node.slave, port=0, bind="127.0.0.1")
+    cfg.channels = None  # as app.py does: the node keeps what it needs
+    cycles(node, 300)  # past warm-up, outputs energised
+    gc.collect()
+    return node, server
 
 
 def cycles(node, n):
@@ -137,14 +162,12 @@ def measure(fn, *args):
     return elapsed, used
 
 
-if MODE == "node":
-    cfg = node_config()
-    gc.collect()
-    CODE = gc.mem_alloc() - BASE  # module code, and the configuration objects
-    node = Node(cfg, BenchBoard())
-    cycles(node, 300)  # past warm-up, outputs energised
-    gc.collect()
-    heap = gc.mem_alloc() - BASE - 4 * len(node.sampler.data)  # the replay data is the bench's
+if MODE == "boot":
+    node, server = start()
+    print("BOOT", node.latch.energised)
+elif MODE == "node":
+    node, server = start()
+    heap = gc.mem_alloc() - BASE
     elapsed, used = measure(cycles, node, SAMPLES)
     detector = det.ChannelDetector(window_bits=5, rate_limit=2000, rate_horizon=10, consecutive=3)
     data = node.sampler.data
@@ -154,10 +177,10 @@ if MODE == "node":
             detector.update(data[(t & (PATTERN - 1)) * CHANNELS])
 
     d_elapsed, d_used = measure(detector_only, SAMPLES)
-    print("NODE", elapsed, used, d_elapsed, d_used, heap, CODE, node.latch.energised)
+    print("NODE", elapsed, used, d_elapsed, d_used, heap, node.latch.energised)
 else:
     # In its own process: the reference fills the heap with float objects.
-    data = ReplaySampler(CHANNELS).data
+    data = REPLAY
     zs = [FloatZ(32) for _ in range(CHANNELS)]
     float_run(zs, data, 100)
     # Heap use over 10 samples with the collector off; time over the full run with it on.

@@ -2,18 +2,22 @@
 # Modbus. A bad configuration leaves every output in its power-on (de-energised) state and
 # says why on the REPL and, where the Modbus settings can still be read, in the CONFIG_ERROR
 # register.
+#
+# The configuration is validated before the node's own modules are imported, so that the
+# validator and the parsed JSON are back in the heap before the node's code comes in: the
+# heap at boot peaks at the larger of the two, not at their sum.
 import gc
 import sys
 import time
 
-import regmap
-from modbus_pdu import ModbusSlave
-from node import Node, config_error_node
 
-if sys.platform == "esp32":
-    from hal_esp32 import Board
-else:  # the virtual board: this application in the unix port, its flash a folder
-    from hal_unix import VirtualBoard as Board
+def board_class():
+    if sys.platform == "esp32":
+        from hal_esp32 import Board
+    else:  # the virtual board: this application in the unix port, its flash a folder
+        from hal_unix import VirtualBoard as Board
+    return Board
+
 
 # Relative to the flash root, the current folder at boot ("/" on the ESP32).
 CONFIG_PATH = "config.json"
@@ -37,23 +41,33 @@ def main():
     if cfg is None:
         config_error(error)
         return
+    import regmap
+    from node import Node
+
+    Board = board_class()
     board = Board(cfg.reset_pin)
     if cfg.wifi is not None and cfg.tcp is not None:
         if not board.connect_wifi(*cfg.wifi):
             print("wifi: not connected; Modbus TCP answers once the link comes up")
     node = Node(cfg, board)
     servers = board.transports(node.slave, cfg)
+    channel_count = len(cfg.channels)
+    cfg.channels = None  # the node and its sampler hold what they need; the rest goes back to the heap
     gc.collect()
     # The identity line edge-flash reads back after a deploy.
     print("node %d running: %d channels, register map %d, firmware %d.%d, %d bytes free" % (
-        cfg.node_id, len(cfg.channels), regmap.MAP_VERSION, regmap.FW_VERSION >> 8, regmap.FW_VERSION & 0xFF,
+        cfg.node_id, channel_count, regmap.MAP_VERSION, regmap.FW_VERSION >> 8, regmap.FW_VERSION & 0xFF,
         gc.mem_free()))  # fmt: skip
     node.run(servers)
 
 
 def config_error(exc):
     import config
+    import regmap
+    from modbus_pdu import ModbusSlave
+    from node import config_error_node
 
+    Board = board_class()
     bank = regmap.RegisterBank()
     servers = []
     try:

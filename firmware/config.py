@@ -166,6 +166,10 @@ def parse(text):
         data = json.loads(text)
     except ValueError as exc:
         raise ConfigError(ERR_SYNTAX, "not valid JSON: %s" % exc)
+    return _checked(data)
+
+
+def _checked(data):
     if not isinstance(data, dict):
         raise ConfigError(ERR_SYNTAX, "top level must be an object")
     return from_dict(data)
@@ -239,12 +243,20 @@ def from_dict(data):
 
 
 def load(path):
+    # Parsed from the stream: no copy of the whole text in the heap at boot.
     try:
-        with open(path) as f:
-            text = f.read()
+        f = open(path)
     except OSError:
         raise ConfigError(ERR_MISSING, "%s: cannot read" % path)
-    return parse(text)
+    try:
+        data = json.load(f)
+    except ValueError as exc:
+        raise ConfigError(ERR_SYNTAX, "not valid JSON: %s" % exc)
+    except OSError:
+        raise ConfigError(ERR_MISSING, "%s: cannot read" % path)
+    finally:
+        f.close()
+    return _checked(data)
 
 
 def transports_only(path):

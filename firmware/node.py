@@ -3,6 +3,7 @@
 # The same code runs on the ESP32 (hal_esp32) and in the unix port (hal_unix).
 import struct
 import time
+from micropython import const
 
 import array
 
@@ -53,6 +54,7 @@ from regmap import (
 from safety import SafetyLatch
 
 _SLICE_MS = 5  # longest wait on one transport while another may have a request
+_LIMITS = const(5)  # entries per channel in Node.limits
 
 
 def publish_identity(bank, node_id, period_ms, channels=(), output_count=0, config_error=ERR_NONE):
@@ -71,21 +73,33 @@ def publish_identity(bank, node_id, period_ms, channels=(), output_count=0, conf
 
 class Node:
     def __init__(self, cfg, board, bank=None):
-        self.cfg = cfg
+        # The node keeps what it needs of the channel configurations in arrays: the caller
+        # may drop cfg.channels once the node and its sampler are built (app.py does).
+        channels = cfg.channels
         self.board = board
         self.bank = bank or regmap.RegisterBank()
-        self.channels = cfg.channels
-        n = len(self.channels)
-        self.detectors = [ch.detector() for ch in self.channels]
+        self.reset_code = cfg.reset_code
+        n = len(channels)
+        self.detectors = [ch.detector() for ch in channels]
         self.ks = bytearray(n)
         self.dividers = array.array("H", [1] * n)
         self.trip_masks = array.array("H", [0] * n)
-        for i, ch in enumerate(self.channels):
+        # The configured limits that remote tuning stays within, per channel: bounds and rate
+        # limit in counts, Z range in 1/16 units.
+        self.limits = array.array("i", bytes(4 * _LIMITS * n))
+        for i, ch in enumerate(channels):
             self.ks[i] = ch.k
             self.dividers[i] = ch.divider
             self.trip_masks[i] = ch.trips
+            d = self.detectors[i]
+            j = i * _LIMITS
+            self.limits[j] = d.low
+            self.limits[j + 1] = d.high
+            self.limits[j + 2] = d.rate_limit
+            self.limits[j + 3] = int(ch.z_tunable[0] * det.Z_ONE + 0.5)
+            self.limits[j + 4] = int(ch.z_tunable[1] * det.Z_ONE + 0.5)
         self.previous = array.array("H", [0] * n)
-        self.sampler = board.sampler(self.channels, cfg.sample_period_ms)
+        self.sampler = board.sampler(channels, cfg.sample_period_ms)
         self.outputs = board.outputs(cfg.outputs)
         self.latch = SafetyLatch(self.outputs, board.flash)
         self.wdt = board.watchdog(cfg.watchdog_ms) if cfg.watchdog_ms else None
@@ -97,7 +111,7 @@ class Node:
         self.started_ms = time.ticks_ms()
         self.next_due_ms = self.started_ms
         self.slave = ModbusSlave(self.bank, cfg.node_id, on_write=self.on_write)
-        publish_identity(self.bank, cfg.node_id, self.period_ms, self.channels, len(self.outputs))
+        publish_identity(self.bank, cfg.node_id, self.period_ms, channels, len(self.outputs))
         for i in range(n):
             self._publish_tunables(i)
         self._publish_status(False)
@@ -227,7 +241,7 @@ class Node:
             if count != 1:
                 return EX_ILLEGAL_VALUE
             code = struct.unpack_from(">H", data, offset)[0]
-            if code != self.cfg.reset_code:
+            if code != self.reset_code:
                 self.reset_rejects += 1
                 self.bank.set_u16(IR_RESET_REJECTS, self.reset_rejects)
                 return EX_ILLEGAL_VALUE
@@ -238,7 +252,7 @@ class Node:
         if address < first:
             return EX_ILLEGAL_ADDRESS
         channel = (address - first) // regmap.HR_CHANNEL_STRIDE
-        if channel >= len(self.channels) or (end - 1 - first) // regmap.HR_CHANNEL_STRIDE != channel:
+        if channel >= len(self.detectors) or (end - 1 - first) // regmap.HR_CHANNEL_STRIDE != channel:
             return EX_ILLEGAL_ADDRESS
         field = (address - first) % regmap.HR_CHANNEL_STRIDE
         fields = ((HR_LOW, 2), (HR_HIGH, 2), (HR_RATE_LIMIT, 2), (HR_Z_THRESHOLD, 1))
@@ -274,30 +288,39 @@ class Node:
     def _tune(self, i, field, value):
         """Apply a remote threshold, clamped to the node's own configuration: bounds and the
         rate limit can only be tightened, the Z threshold moves within its tunable range."""
-        ch = self.channels[i]
         d = self.detectors[i]
+        limits = self.limits
+        j = i * _LIMITS
+        k = self.ks[i]
         if field == HR_LOW:
-            value = min(max(value, ch.bounds[0]), ch.bounds[1])
-            d.low = min(ch.counts(value), d.high)
+            d.low = min(_clamped_counts(value, k, limits[j], limits[j + 1]), d.high)
         elif field == HR_HIGH:
-            value = min(max(value, ch.bounds[0]), ch.bounds[1])
-            d.high = max(ch.counts(value), d.low)
+            d.high = max(_clamped_counts(value, k, limits[j], limits[j + 1]), d.low)
         elif field == HR_RATE_LIMIT:
-            if ch.rate_horizon:
-                value = min(max(value, 0.0), ch.rate_limit)
-                d.rate_limit = ch.counts(value)
+            if d.rate_horizon:
+                d.rate_limit = _clamped_counts(value, k, 0, limits[j + 2])
         elif field == HR_Z_THRESHOLD:
-            value = min(max(value, ch.z_tunable[0]), ch.z_tunable[1])
-            d.z_limit = int(value * det.Z_ONE + 0.5)
+            d.z_limit = _clamped_counts(value * det.Z_ONE, 0, limits[j + 3], limits[j + 4])
 
     def _publish_tunables(self, i):
-        ch = self.channels[i]
         d = self.detectors[i]
+        k = self.ks[i]
         bank = self.bank
-        bank.set_scaled(regmap.holding_address(i, HR_LOW), d.low, ch.k, bank.holding)
-        bank.set_scaled(regmap.holding_address(i, HR_HIGH), d.high, ch.k, bank.holding)
-        bank.set_scaled(regmap.holding_address(i, HR_RATE_LIMIT), d.rate_limit, ch.k, bank.holding)
+        bank.set_scaled(regmap.holding_address(i, HR_LOW), d.low, k, bank.holding)
+        bank.set_scaled(regmap.holding_address(i, HR_HIGH), d.high, k, bank.holding)
+        bank.set_scaled(regmap.holding_address(i, HR_RATE_LIMIT), d.rate_limit, k, bank.holding)
         bank.set_holding_u16(regmap.holding_address(i, HR_Z_THRESHOLD), (d.z_limit * 100 + 8) // det.Z_ONE)
+
+
+def _clamped_counts(value, k, low, high):
+    """value * 2**k rounded to counts (half away from zero, as the configuration does),
+    held within low..high counts; infinities land on the limits."""
+    x = value * (1 << k)
+    if x <= low:
+        return low
+    if x >= high:
+        return high
+    return int(x + 0.5) if x >= 0 else int(x - 0.5)
 
 
 def _first_critical(d):

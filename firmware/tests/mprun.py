@@ -1,6 +1,7 @@
 # Minimal test runner for the MicroPython unix port (and a board, through mpremote):
 # runs every test_* function of the named modules and prints one result line each.
 #   MICROPYPATH=.frozen:firmware:firmware/tests micropython firmware/tests/mprun.py test_node
+import gc
 import sys
 
 
@@ -19,6 +20,10 @@ def run_module(name):
             sys.print_exception(exc)
         else:
             print("PASS", name, attr)
+    # Unloaded before the next module: one process runs them all within a board-sized heap.
+    del module
+    del sys.modules[name]
+    gc.collect()
     return failures
 
 

@@ -58,6 +58,28 @@ def test_syntax_errors():
         assert exc.code == config.ERR_MISSING
     else:
         raise AssertionError("accepted a missing file")
+    # The file is parsed from the stream: the same errors as from text.
+    path = scratch("config-syntax.json")
+    for text in ('{"node_id": 2,', "[1, 2]", ""):
+        with open(path, "w") as f:
+            f.write(text)
+        try:
+            config.load(path)
+        except config.ConfigError as exc:
+            assert exc.code == config.ERR_SYNTAX, (text, exc.code)
+            continue
+        raise AssertionError("accepted %r" % text)
+
+
+def test_a_file_loads_as_its_text_parses():
+    import json
+
+    path = scratch("config-good.json")
+    with open(path, "w") as f:
+        f.write(json.dumps(base()))
+    cfg = config.load(path)
+    assert cfg.node_id == 2 and cfg.reset_code == 7 and cfg.channels[0].name == "p"
+    assert cfg.channels[0].bounds == config.parse(json.dumps(base())).channels[0].bounds
 
 
 def test_transports_survive_a_broken_channel_section():

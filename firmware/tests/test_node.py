@@ -180,6 +180,29 @@ def test_remote_thresholds_are_clamped_to_the_node_config():
     assert node.bank.holding_f32(rate) == 2.0
 
 
+def test_tuning_after_the_channel_configs_are_dropped_holds_infinities_at_the_limits():
+    cfg = node_config()
+    board = FakeBoard(_STATE + "-tune-inf")
+    node = Node(cfg, board)
+    cfg.channels = None  # as app.py does once the node is built
+    low = regmap.holding_address(0, regmap.HR_LOW)
+    high = regmap.holding_address(0, regmap.HR_HIGH)
+    minus_inf = struct.unpack(">HH", struct.pack(">f", float("-inf")))
+    plus_inf = struct.unpack(">HH", struct.pack(">f", float("inf")))
+    assert write(node, low, list(minus_inf)) == 0
+    assert node.bank.holding_f32(low) == -5.0, "a low bound cannot be widened"
+    assert write(node, high, list(plus_inf)) == 0
+    assert node.bank.holding_f32(high) == 5.0
+    assert write(node, low, list(plus_inf)) == 0
+    assert node.detectors[0].low == node.detectors[0].high == 640, "low is held at or below high"
+    words = struct.unpack(">HH", struct.pack(">f", -192.5 / 128))  # resolution 0.01: 1/128 per count
+    assert write(node, low, list(words)) == 0
+    assert node.detectors[0].low == -193, "rounded half away from zero, as the configuration does"
+    rate = regmap.holding_address(1, regmap.HR_RATE_LIMIT)
+    assert write(node, rate, list(minus_inf)) == 0
+    assert node.bank.holding_f32(rate) == 0.0 and node.detectors[1].rate_limit == 0
+
+
 def test_half_a_float_and_foreign_addresses_are_refused():
     node, board = fresh("half")
     assert write(node, regmap.holding_address(0, regmap.HR_HIGH) + 1, [1]) == 2

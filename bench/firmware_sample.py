@@ -1,5 +1,5 @@
 """Node sample cycle in the MicroPython unix port: time per channel per sample with every check,
-heap allocated per sample, and the application's heap for 8 channels (live after start-up,
+heap allocated per sample, and the application's heap for 8 channels (or --channels; live after start-up,
 and the smallest heap it boots and runs in), beside a plain float ring-buffer Z-score measured
 in the same run.
 
@@ -9,7 +9,7 @@ into the heap), and the same files in a ROMFS image, imported in place (what a b
 ROMFS partition, or with the modules frozen into its firmware, runs: the bytecode stays in
 flash).
 
-    .venv/bin/python bench/firmware_sample.py [--samples 10000] [--heap 128k]
+    .venv/bin/python bench/firmware_sample.py [--samples 10000] [--heap 128k] [--channels 8]
 
 Last line: a JSON object with the figures.
 """
@@ -31,16 +31,15 @@ sys.path.insert(0, str(REPO))
 from gatewayd.virtual_node import HEAP_SIZE, find_firmware_dir, find_micropython, micropython_env  # noqa: E402
 from tools.flash.build import compile_firmware  # noqa: E402
 
-CHANNELS = 8
-TARGET_HEAP = 32 * 1024
-REPLAY_BYTES = 4 * CHANNELS * 64  # the bench's replay data (firmware_sample_mp.PATTERN samples)
+TARGET_HEAP = 32 * 1024  # for 8 channels
+PATTERN = 64  # samples per channel in the bench's replay data (firmware_sample_mp.PATTERN)
 
 
-def bench_config() -> dict:
+def bench_config(channel_count: int) -> dict:
     channel = {"source": {"type": "sim", "signal": 0}, "resolution": 0.01, "physical": [-100, 100],
                "bounds": [-50, 50], "zscore": {"window": 32, "threshold": 6}, "rate": {"limit": 20, "horizon_s": 1},
                "consecutive": 3, "trips": ["out"]}  # fmt: skip
-    channels = [dict(channel, name="ch%d" % i) for i in range(CHANNELS)]
+    channels = [dict(channel, name="ch%d" % i) for i in range(channel_count)]
     return {"node_id": 1, "sample_period_ms": 100, "reset_code": 1, "outputs": [{"name": "out", "pin": 1}],
             "channels": channels, "modbus": {"tcp": {"port": 502}}}  # fmt: skip
 
@@ -64,19 +63,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=10000)
     parser.add_argument("--heap", default=HEAP_SIZE, help="MicroPython heap size (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; the median is reported")
+    parser.add_argument("--channels", type=int, default=8, help="channels in the node's configuration (1..16, default: %(default)s)")
     args = parser.parse_args(argv)
+    if not 1 <= args.channels <= 16:
+        parser.error("--channels must be 1..16")
     with tempfile.TemporaryDirectory(prefix="firmware-bench-") as tmp:
         work = Path(tmp)
         compile_firmware(find_firmware_dir(), work / "mpy", board="virtual")
         (work / "app.romfs").write_bytes(romfs_image(work / "mpy"))
-        (work / "config.json").write_text(json.dumps(bench_config()))
+        (work / "config.json").write_text(json.dumps(bench_config(args.channels)))
         mpy = Layout("mpy", work / "mpy")
         rom = Layout("rom", work / "empty", work / "app.romfs")
         rom.path.mkdir()
         rows = []
+        # The image is read into the heap here (it is flash on a board): the ROMFS runs get its size on top.
+        rom_heap = str(_bytes(args.heap) + (work / "app.romfs").stat().st_size)
         for run in range(args.runs):
             node = _run(args, work, mpy, "node", args.heap)
-            node_rom = _run(args, work, rom, "node", args.heap)
+            node_rom = _run(args, work, rom, "node", rom_heap)
             reference = _run(args, work, mpy, "reference", args.heap)
             if node is None or node_rom is None or reference is None:
                 return 1
@@ -90,20 +94,20 @@ def main(argv: list[str] | None = None) -> int:
     peak_rom -= image_bytes  # read into the heap here; flash on a board
     rows.sort(key=lambda r: r[0][0])
     (elapsed, used, d_elapsed, d_used, heap, energised), node_rom, (f_elapsed, f_used) = rows[len(rows) // 2]
-    samples = args.samples
+    samples, channels = args.samples, args.channels
     figures = {
-        "us_per_channel_sample": round(elapsed / samples / CHANNELS, 3),
+        "us_per_channel_sample": round(elapsed / samples / channels, 3),
         "alloc_bytes_per_sample": round(used / samples, 3),
         "detector_us_per_sample": round(d_elapsed / samples, 3),
         "detector_alloc_bytes_per_sample": round(d_used / samples, 3),
-        "reference_float_z_us_per_sample": round(f_elapsed / samples / CHANNELS, 3),
-        "reference_float_z_alloc_bytes_per_sample": round(f_used / samples / CHANNELS, 1),
+        "reference_float_z_us_per_sample": round(f_elapsed / samples / channels, 3),
+        "reference_float_z_alloc_bytes_per_sample": round(f_used / samples / channels, 1),
         "peak_heap_bytes": peak,
         "live_heap_bytes": heap,
         "peak_heap_rom_bytes": peak_rom,
         "live_heap_rom_bytes": node_rom[4],
         "romfs_image_bytes": image_bytes,
-        "channels": CHANNELS,
+        "channels": channels,
         "samples": samples,
         "heap_size": args.heap,
     }
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reference: float ring-buffer Z     : {figures['reference_float_z_us_per_sample']:8.3f} us per channel-sample"
           f"  {figures['reference_float_z_alloc_bytes_per_sample']:8.1f} B per channel-sample")
     print(f"ratio full cycle / reference       : {figures['time_ratio_to_reference']:8.2f}")
-    print(f"application heap, {CHANNELS} channels (target < {TARGET_HEAP} B; 64-bit objects, larger than the ESP32's):")
+    print(f"application heap, {channels} channels (target < {TARGET_HEAP} B for 8; 64-bit objects, larger than the ESP32's):")
     print(f"  .mpy files on the filesystem     : peak {peak:6d} B, live after start-up {heap:6d} B")
     print(f"  .mpy files in ROMFS (in place)   : peak {peak_rom:6d} B, live after start-up {node_rom[4]:6d} B"
           f"  (image {image_bytes} B of flash)")
@@ -123,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: outputs not energised after warm-up", file=sys.stderr)
     print(json.dumps(figures))
     return 0
+
+
+def _bytes(size: str) -> int:
+    """A MicroPython -X heapsize value ("128k", "1M", "65536") in bytes."""
+    units = {"k": 1024, "m": 1024 * 1024}
+    return int(size[:-1]) * units[size[-1].lower()] if size[-1].lower() in units else int(size)
 
 
 def _run(args: argparse.Namespace, work: Path, layout: Layout, mode: str, heap: str) -> list[int] | None:
@@ -155,14 +165,14 @@ def _smallest_heap(args: argparse.Namespace, work: Path, layout: Layout) -> int 
             high = mid
         else:
             low = mid
-    return high - REPLAY_BYTES
+    return high - 4 * args.channels * PATTERN
 
 
 def _micropython(args: argparse.Namespace, work: Path, layout: Layout, mode: str, heap: str):
     with tempfile.TemporaryDirectory(prefix="flash-", dir=work) as flash:
         Path(flash, "config.json").write_text((work / "config.json").read_text())
         cmd = [find_micropython(), "-X", f"heapsize={heap}", str(REPO / "bench" / "firmware_sample_mp.py"),
-               str(args.samples), mode, flash]  # fmt: skip
+               str(args.samples), mode, flash, str(args.channels)]  # fmt: skip
         if layout.image is not None:
             cmd.append(str(layout.image))
         env = micropython_env(layout.path)

@@ -2,6 +2,7 @@
 # key ("channels[1].zscore.window: ...") so the REPL and the status register can say what
 # is wrong; a node with a bad file stays in its safe state. Only boot needs this module: the
 # result is plain config_model objects, and the application unloads it to free its RAM.
+import gc
 import json
 
 import detectors as det
@@ -172,10 +173,13 @@ def parse(text):
 def _checked(data):
     if not isinstance(data, dict):
         raise ConfigError(ERR_SYNTAX, "top level must be an object")
-    return from_dict(data)
+    return from_dict(data, consume=True)
 
 
-def from_dict(data):
+def from_dict(data, consume=False):
+    """The node's configuration from parsed JSON. With `consume`, each channel's JSON is
+    released as soon as it is validated (the caller's dict loses its channels): at boot the
+    parsed file and the configuration objects then never sit in the heap together."""
     _known(data, ("node_id", "sample_period_ms", "reset_code", "reset_pin", "outputs", "channels",
                   "modbus", "wifi", "watchdog_ms"), "")  # fmt: skip
     cfg = NodeConfig()
@@ -210,6 +214,9 @@ def from_dict(data):
             _fail("channels[%d].name" % i, "used twice")
         seen.append(ch.name)
         cfg.channels.append(ch)
+        if consume:
+            channels[i] = None
+            gc.collect()
     modbus = _get(data, "modbus", "", dict, {})
     _known(modbus, ("tcp", "rtu"), "modbus.")
     tcp = _get(modbus, "tcp", "modbus.", dict, None)

@@ -93,3 +93,16 @@ def test_transports_survive_a_broken_channel_section():
 def test_channel_period_must_be_a_multiple():
     assert error(base(sample_period_ms=150)) == "channels[0].sample_period_ms: must be a multiple of the node's 100 ms"
     assert error(base(sample_period_ms=50)).startswith("channels[0].sample_period_ms: must be within 100..")
+
+
+def test_validation_leaves_the_callers_data_unless_asked_to_consume_it():
+    import json
+
+    data = base()
+    data["channels"].append(dict(data["channels"][0], name="q"))
+    before = json.dumps(data)
+    config.from_dict(data)
+    assert json.dumps(data) == before
+    cfg = config.from_dict(data, consume=True)  # as load() does at boot
+    assert data["channels"] == [None, None]
+    assert [ch.name for ch in cfg.channels] == ["p", "q"]

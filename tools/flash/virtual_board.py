@@ -35,10 +35,11 @@ from gatewayd.virtual_node import HEAP_SIZE, find_micropython
 
 WDT_FILE = "wdt"
 OUTPUT_PREFIX = "output-"
-# The ESP32 runs boot.py then main.py from its flash; the module path is the flash root first.
+# The ESP32 runs boot.py then main.py from its flash; the module path is the flash root first,
+# then the modules frozen into the firmware image (with --frozen, a folder stands in for them).
 BOOT = """\
 import sys
-sys.path[:] = ["", ".frozen", "lib"]
+sys.path[:] = ["", ".frozen"{frozen}, "lib"]
 def _boot(name):
     try:
         f = open(name)
@@ -56,9 +57,11 @@ TICK_S = 0.02
 
 class BoardSupervisor:
     def __init__(
-        self, flash: Path, listener: socket.socket, *, log: Path | None = None, heap: str = HEAP_SIZE
-    ):
+        self, flash: Path, listener: socket.socket, *, log: Path | None = None, heap: str = HEAP_SIZE,
+        frozen: Path | None = None,
+    ):  # fmt: skip
         self.flash = flash
+        self.boot = BOOT.replace("{frozen}", f", {str(frozen)!r}" if frozen is not None else "")
         self.listener = listener
         self.log = open(log, "ab", buffering=0) if log else None  # noqa: SIM115 -- lives as long as the board
         self.heap = heap
@@ -83,7 +86,7 @@ class BoardSupervisor:
         termios.tcsetattr(slave, termios.TCSANOW, attrs)
         env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
         self.process = subprocess.Popen(
-            [find_micropython(), "-X", f"heapsize={self.heap}", "-i", "-c", BOOT],
+            [find_micropython(), "-X", f"heapsize={self.heap}", "-i", "-c", self.boot],
             stdin=slave, stdout=slave, stderr=slave, cwd=self.flash, env=env,
             start_new_session=True, preexec_fn=_take_terminal,
         )  # fmt: skip
@@ -228,10 +231,13 @@ class BoardSupervisor:
 class VirtualBoard:
     """A virtual board as a child process, for tests and benches: `url` is its console."""
 
-    def __init__(self, flash: Path, *, console_log: Path | None = None, heap: str = HEAP_SIZE):
+    def __init__(
+        self, flash: Path, *, console_log: Path | None = None, heap: str = HEAP_SIZE, frozen: Path | None = None
+    ):
         self.flash = Path(flash)
         self.console_log = console_log
         self.heap = heap
+        self.frozen = frozen
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
 
@@ -247,6 +253,8 @@ class VirtualBoard:
         ]
         if self.console_log is not None:
             cmd += ["--console-log", str(self.console_log)]
+        if self.frozen is not None:
+            cmd += ["--frozen", str(self.frozen)]
         self.process = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=_die_with_parent)
         assert self.process.stdout is not None
         with selectors.DefaultSelector() as sel:
@@ -331,6 +339,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--heap", default=HEAP_SIZE, help="MicroPython heap (default: %(default)s, ESP32-sized)"
     )
+    parser.add_argument(
+        "--frozen", type=Path,
+        help="folder of compiled modules (edge-flash build --out DIR) standing in for an application frozen "
+        "into the firmware image: importable after the flash's own files, as frozen modules are",
+    )  # fmt: skip
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -345,7 +358,8 @@ def serve(args: argparse.Namespace) -> int:
     listener.listen(4)
     port = listener.getsockname()[1]
     print(f"READY socket://{args.bind}:{port}", flush=True)
-    BoardSupervisor(args.flash.resolve(), listener, log=args.console_log, heap=args.heap).run()
+    frozen = args.frozen.resolve() if args.frozen is not None else None
+    BoardSupervisor(args.flash.resolve(), listener, log=args.console_log, heap=args.heap, frozen=frozen).run()
     return 0
 
 

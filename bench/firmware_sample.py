@@ -33,6 +33,7 @@ from tools.flash.build import compile_firmware  # noqa: E402
 
 TARGET_HEAP = 32 * 1024  # for 8 channels
 PATTERN = 64  # samples per channel in the bench's replay data (firmware_sample_mp.PATTERN)
+READS = 1000  # Modbus reads timed (firmware_sample_mp.READS)
 
 
 def bench_config(channel_count: int) -> dict:
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     peak_rom -= image_bytes  # read into the heap here; flash on a board
     rows.sort(key=lambda r: r[0][0])
-    (elapsed, used, d_elapsed, d_used, heap, energised), node_rom, (f_elapsed, f_used) = rows[len(rows) // 2]
+    (elapsed, used, d_elapsed, d_used, heap, energised, r_elapsed, r_used), node_rom, (f_elapsed, f_used) = rows[len(rows) // 2]
     samples, channels = args.samples, args.channels
     figures = {
         "us_per_channel_sample": round(elapsed / samples / channels, 3),
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         "detector_alloc_bytes_per_sample": round(d_used / samples, 3),
         "reference_float_z_us_per_sample": round(f_elapsed / samples / channels, 3),
         "reference_float_z_alloc_bytes_per_sample": round(f_used / samples / channels, 1),
+        "read_all_channels_us": round(r_elapsed / READS, 2),
+        "read_alloc_bytes": round(r_used / READS, 3),
         "peak_heap_bytes": peak,
         "live_heap_bytes": heap,
         "peak_heap_rom_bytes": peak_rom,
@@ -119,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reference: float ring-buffer Z     : {figures['reference_float_z_us_per_sample']:8.3f} us per channel-sample"
           f"  {figures['reference_float_z_alloc_bytes_per_sample']:8.1f} B per channel-sample")
     print(f"ratio full cycle / reference       : {figures['time_ratio_to_reference']:8.2f}")
+    print(f"Modbus read of every channel       : {figures['read_all_channels_us']:8.2f} us per request"
+          f"  {figures['read_alloc_bytes']:8.3f} B allocated (function 4, {channels * 10} registers; packs the floats)")
     print(f"application heap, {channels} channels (target < {TARGET_HEAP} B for 8; 64-bit objects, larger than the ESP32's):")
     print(f"  .mpy files on the filesystem     : peak {peak:6d} B, live after start-up {heap:6d} B")
     print(f"  .mpy files in ROMFS (in place)   : peak {peak_rom:6d} B, live after start-up {node_rom[4]:6d} B"

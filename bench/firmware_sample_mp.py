@@ -10,6 +10,7 @@ import sys
 import time
 
 import array  # noqa: E402
+import struct
 
 MODE = sys.argv[2] if len(sys.argv) > 2 else "node"
 FLASH = sys.argv[3] if len(sys.argv) > 3 else "/tmp/firmware-bench-flash"
@@ -22,6 +23,7 @@ if len(sys.argv) > 5:
     vfs.mount(vfs.VfsRom(IMAGE), "/rom")
     sys.path.insert(0, "/rom")
 SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
+READS = 1000
 PATTERN = 64  # a repeating stretch of noisy counts per channel, preallocated
 
 
@@ -177,7 +179,18 @@ elif MODE == "node":
             detector.update(data[(t & (PATTERN - 1)) * CHANNELS])
 
     d_elapsed, d_used = measure(detector_only, SAMPLES)
-    print("NODE", elapsed, used, d_elapsed, d_used, heap, node.latch.energised)
+    # What moved out of the cycle: a master's read of every channel's registers (function 4),
+    # which packs their floats.
+    request = bytearray(5)
+    struct.pack_into(">BHH", request, 0, 4, 100, CHANNELS * 10)
+    slave = node.slave
+
+    def reads(n):
+        for _ in range(n):
+            slave.handle(request, 0, 5)
+
+    r_elapsed, r_used = measure(reads, READS)
+    print("NODE", elapsed, used, d_elapsed, d_used, heap, node.latch.energised, r_elapsed, r_used)
 else:
     # In its own process: the reference fills the heap with float objects. Run inside a
     # function: the float rings scatter live objects over the whole heap, and a later growth

@@ -1,7 +1,6 @@
 # Modbus application layer (PDU) shared by the TCP and RTU transports.
 # Function codes 3, 4, 6 and 16 against a RegisterBank; replies are built in one
 # preallocated buffer so serving requests does not grow the heap.
-import struct
 from micropython import const
 
 FC_READ_HOLDING = const(3)
@@ -21,12 +20,14 @@ _MAX_WRITE = const(123)
 
 class ModbusSlave:
     """Answers request PDUs. `on_write(address, data, offset, count)` validates and applies
-    a holding-register write (all or nothing) and returns 0 or a Modbus exception code."""
+    a holding-register write (all or nothing) and returns 0 or a Modbus exception code;
+    `on_read(address, count)` brings input registers up to date before they are read."""
 
-    def __init__(self, bank, unit, on_write=None):
+    def __init__(self, bank, unit, on_write=None, on_read=None):
         self.bank = bank
         self.unit = unit
         self.on_write = on_write
+        self.on_read = on_read
         self.response = bytearray(256)
         self.requests = 0
         self.exceptions = 0
@@ -47,7 +48,8 @@ class ModbusSlave:
         if function == FC_READ_HOLDING or function == FC_READ_INPUT:
             if length != 5:
                 return self.exception(function, EX_ILLEGAL_VALUE)
-            address, count = struct.unpack_from(">HH", pdu, offset + 1)
+            address = _u16(pdu, offset + 1)
+            count = _u16(pdu, offset + 3)
             if count < 1 or count > _MAX_READ:
                 return self.exception(function, EX_ILLEGAL_VALUE)
             if function == FC_READ_HOLDING:
@@ -56,6 +58,8 @@ class ModbusSlave:
                 source, size = self.bank.inputs, self.bank.input_count
             if address + count > size:
                 return self.exception(function, EX_ILLEGAL_ADDRESS)
+            if function == FC_READ_INPUT and self.on_read is not None:
+                self.on_read(address, count)
             out = self.response
             out[0] = function
             out[1] = 2 * count
@@ -66,8 +70,7 @@ class ModbusSlave:
         if function == FC_WRITE_SINGLE:
             if length != 5:
                 return self.exception(function, EX_ILLEGAL_VALUE)
-            address = struct.unpack_from(">H", pdu, offset + 1)[0]
-            code = self.write(address, pdu, offset + 3, 1)
+            code = self.write(_u16(pdu, offset + 1), pdu, offset + 3, 1)
             if code:
                 return self.exception(function, code)
             for i in range(5):
@@ -76,7 +79,8 @@ class ModbusSlave:
         if function == FC_WRITE_MULTIPLE:
             if length < 6:
                 return self.exception(function, EX_ILLEGAL_VALUE)
-            address, count = struct.unpack_from(">HH", pdu, offset + 1)
+            address = _u16(pdu, offset + 1)
+            count = _u16(pdu, offset + 3)
             byte_count = pdu[offset + 5]
             if count < 1 or count > _MAX_WRITE or byte_count != 2 * count or length != 6 + byte_count:
                 return self.exception(function, EX_ILLEGAL_VALUE)
@@ -94,3 +98,8 @@ class ModbusSlave:
         if self.on_write is None:
             return EX_ILLEGAL_ADDRESS
         return self.on_write(address, data, offset, count)
+
+
+def _u16(buf, i):
+    # Big-endian register word; struct.unpack_from would allocate a tuple per request.
+    return (buf[i] << 8) | buf[i + 1]

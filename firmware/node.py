@@ -99,6 +99,7 @@ class Node:
             self.limits[j + 3] = int(ch.z_tunable[0] * det.Z_ONE + 0.5)
             self.limits[j + 4] = int(ch.z_tunable[1] * det.Z_ONE + 0.5)
         self.previous = array.array("H", [0] * n)
+        self.values = array.array("i", bytes(4 * n))  # last good counts per channel
         self.sampler = board.sampler(channels, cfg.sample_period_ms)
         self.outputs = board.outputs(cfg.outputs)
         self.latch = SafetyLatch(self.outputs, board.flash)
@@ -110,7 +111,7 @@ class Node:
         self.reset_rejects = 0
         self.started_ms = time.ticks_ms()
         self.next_due_ms = self.started_ms
-        self.slave = ModbusSlave(self.bank, cfg.node_id, on_write=self.on_write)
+        self.slave = ModbusSlave(self.bank, cfg.node_id, on_write=self.on_write, on_read=self.on_read)
         publish_identity(self.bank, cfg.node_id, self.period_ms, channels, len(self.outputs))
         for i in range(n):
             self._publish_tunables(i)
@@ -129,7 +130,7 @@ class Node:
         dividers = self.dividers
         previous = self.previous
         trip_masks = self.trip_masks
-        ks = self.ks
+        values = self.values
         latched = self.latch.latched
         trip = 0
         cause = 0xFFFF
@@ -153,12 +154,11 @@ class Node:
                     cause = (i << 8) | _first_critical(d)
             if flags & det.FLAG_FAULT or d.filled < d.window:
                 healthy = False  # a faulty or warming-up sensor cannot vouch for the plant
-            base = IR_CHANNEL_BASE + i * IR_CHANNEL_STRIDE
-            k = ks[i]
-            # value (kept from the last good sample while the input is missing), Z, mean
-            bank.set_measurement(base + CH_VALUE, q, k, d.z16, d.mean16, status[i] == det.INPUT_OK)
-            # flags, severity and raw flags (all below 256): three registers as bytes
-            j = (base + CH_FLAGS) << 1
+            if status[i] == det.INPUT_OK:
+                values[i] = q  # the value register keeps the last good sample while the input is missing
+            # flags, severity and raw flags (all below 256): three registers as bytes; the
+            # value, Z and mean floats are packed when a master reads them (on_read)
+            j = (IR_CHANNEL_BASE + i * IR_CHANNEL_STRIDE + CH_FLAGS) << 1
             inputs[j] = 0
             inputs[j + 1] = flags
             inputs[j + 2] = 0
@@ -233,7 +233,24 @@ class Node:
                 wait = self.due_in_ms(time.ticks_ms())
                 server.poll(min(wait, slice_ms) if wait > 0 and server is servers[-1] else 0)
 
-    # -- Modbus writes ------------------------------------------------------------------
+    # -- Modbus reads and writes ---------------------------------------------------------
+
+    def on_read(self, address, count):
+        """Pack the value, Z-score and mean of the channels a read covers, as of the last
+        sample. Done per request rather than per sample: packing is most of a cycle's cost,
+        and a gateway polls less often than the node samples."""
+        first = (address - IR_CHANNEL_BASE) // IR_CHANNEL_STRIDE
+        last = (address + count - 1 - IR_CHANNEL_BASE) // IR_CHANNEL_STRIDE
+        if first < 0:
+            first = 0
+        if last >= len(self.detectors):
+            last = len(self.detectors) - 1
+        bank = self.bank
+        for i in range(first, last + 1):
+            d = self.detectors[i]
+            base = IR_CHANNEL_BASE + i * IR_CHANNEL_STRIDE + CH_VALUE
+            bank.set_measurement(base, self.values[i], self.ks[i], d.z16, d.mean16)
+
 
     def on_write(self, address, data, offset, count):
         end = address + count

@@ -98,15 +98,13 @@ class RegisterBank:
         struct.pack_into(">f", buf, i, counts)
         _rescale(buf, i, k)
 
-    def set_measurement(self, address, value, k, z16, mean16, with_value):
-        """A channel's value, Z-score and mean (three float32 from +0) in one pack."""
+    def set_measurement(self, address, value, k, z16, mean16):
+        """A channel's value (counts), Z-score and mean (both 1/16 counts): three float32
+        from +0 in one pack."""
         buf = self.inputs
         i = address << 1
-        if with_value:
-            struct.pack_into(">fff", buf, i, value, z16, mean16)
-            _rescale(buf, i, k)
-        else:
-            struct.pack_into(">ff", buf, i + 4, z16, mean16)
+        struct.pack_into(">fff", buf, i, value, z16, mean16)
+        _rescale(buf, i, k)
         _rescale(buf, i + 4, 4)
         _rescale(buf, i + 8, k + 4)
 

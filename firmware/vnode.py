@@ -4,11 +4,14 @@
 import gc
 import sys
 
+# The node first, while the heap is empty: the unix port compiles these modules from source,
+# and the largest needs the longest free stretch.
+from node import Node, config_error_node  # isort: skip
+
 import config
 import regmap
 from hal_unix import Board, Scenario
 from modbus_pdu import ModbusSlave
-from node import Node, config_error_node
 
 USAGE = """usage: vnode.py [--port N] [--bind ADDR] [--unit N] [--seed N] [--period-ms N]
                 [--config FILE] [--state-dir DIR] [--rtu DEVICE] [--replay CSV]

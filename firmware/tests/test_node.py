@@ -225,11 +225,32 @@ def test_watchdog_is_fed_only_after_timely_cycles():
     assert node.overruns == 1
 
 
-def test_values_are_published_as_float32():
+def read_inputs(node, address, count):
+    """Input registers as a master reads them: function 4 through the node's slave."""
+    pdu = bytearray(struct.pack(">BHH", 4, address, count))
+    length = node.slave.handle(pdu, 0, len(pdu))
+    assert length == 2 + 2 * count and node.slave.response[0] == 4
+    return bytes(node.slave.response[2:length])
+
+
+def test_values_are_published_as_float32_when_read():
     node, board = fresh("pub")
     run(node, board, [250, -75], 1)
+    base = regmap.channel_address(0, regmap.CH_VALUE)
+    words = read_inputs(node, base, 2 * regmap.IR_CHANNEL_STRIDE)
+    assert struct.unpack_from(">f", words, 0)[0] == 250 / 128
+    assert struct.unpack_from(">f", words, 2 * regmap.IR_CHANNEL_STRIDE)[0] == -75 / 128
+    # a read of the second channel's Z-score alone packs that channel as of the last sample
+    run(node, board, [250, 100], 1)
+    z = regmap.channel_address(1, regmap.CH_ZSCORE)
+    read_inputs(node, z, 2)
+    assert node.bank.get_f32(regmap.channel_address(1, regmap.CH_VALUE)) == 100 / 128
     assert node.bank.get_f32(regmap.channel_address(0, regmap.CH_VALUE)) == 250 / 128
-    assert node.bank.get_f32(regmap.channel_address(1, regmap.CH_VALUE)) == -75 / 128
+    # a missing input keeps the last good value in its register
+    board.sampler_obj.status[1] = det.INPUT_MISSING
+    run(node, board, [250, 7], 1)
+    read_inputs(node, 0, 120)
+    assert node.bank.get_f32(regmap.channel_address(1, regmap.CH_VALUE)) == 100 / 128
 
 
 def test_slow_channel_is_sampled_every_nth_cycle():
@@ -272,6 +293,31 @@ def test_full_sample_cycle_allocates_nothing():
     try:
         before = gc.mem_alloc()
         _cycles(node, 300)
+        used = gc.mem_alloc() - before
+    finally:
+        gc.enable()
+    assert used == 0, used
+
+
+def test_serving_reads_allocates_nothing():
+    import gc
+
+    node, board = fresh("read-alloc")
+    _cycles(node, 20)
+    requests = []
+    for function, address, count in ((4, 0, 24), (4, 100, 20), (4, 105, 3), (3, 16, 16)):
+        pdu = bytearray(5)
+        struct.pack_into(">BHH", pdu, 0, function, address, count)
+        requests.append(pdu)
+    for pdu in requests:
+        node.slave.handle(pdu, 0, 5)  # the first pass may settle anything lazy
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.mem_alloc()
+        for _ in range(50):
+            for pdu in requests:
+                assert node.slave.handle(pdu, 0, 5) > 2
         used = gc.mem_alloc() - before
     finally:
         gc.enable()

@@ -7,6 +7,7 @@ import sys
 
 def run_module(name):
     failures = 0
+    loaded = set(sys.modules)
     module = __import__(name)
     for attr in sorted(dir(module)):
         if not attr.startswith("test_"):
@@ -20,9 +21,11 @@ def run_module(name):
             sys.print_exception(exc)
         else:
             print("PASS", name, attr)
-    # Unloaded before the next module: one process runs them all within a board-sized heap.
+    # Unloaded, with the modules it brought in, before the next one: one process runs them
+    # all within a board-sized heap.
     del module
-    del sys.modules[name]
+    for other in [m for m in sys.modules if m not in loaded]:
+        del sys.modules[other]
     gc.collect()
     return failures
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.virtual_node import find_micropython, micropython_env
-from tools.flash.build import BuildError, compile_firmware
+from tools.flash.build import BuildError, compile_firmware, find_mpy_cross
 from tools.flash.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,10 +20,18 @@ def test_compiled_firmware_passes_firmware_tests(tmp_path):
     assert {"app.mpy", "detectors.mpy", "regmap.mpy", "modbus_rtu.mpy", "node.mpy", "hal_esp32.mpy", "main.py"} <= board
     assert not {"vnode.mpy", "hal_unix.mpy", "plant.mpy", "main.mpy"} & board
     compile_firmware(FIRMWARE, tmp_path, include_host_only=True)
+    # The tests compiled too: every module runs in one process, and compiling sources there
+    # would need more heap than the firmware does.
+    compiled_tests = tmp_path / "tests"
+    compiled_tests.mkdir()
+    for src in (FIRMWARE / "tests").glob("*.py"):
+        if src.name not in ("mprun.py", "conftest.py"):
+            out = compiled_tests / (src.stem + ".mpy")
+            subprocess.run([find_mpy_cross(), "-s", src.name, "-o", str(out), str(src)], check=True)
     tests = sorted(p.stem for p in (FIRMWARE / "tests").glob("test_*.py"))
     proc = subprocess.run(
         [find_micropython(), "-X", "heapsize=128k", str(FIRMWARE / "tests" / "mprun.py"), *tests],
-        env={**micropython_env(tmp_path, FIRMWARE / "tests"), "FIRMWARE_TEST_DIR": str(tmp_path)},
+        env={**micropython_env(tmp_path, compiled_tests), "FIRMWARE_TEST_DIR": str(tmp_path)},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,6 +1,7 @@
-# Runs inside the MicroPython unix port (see bench/firmware_sample.py): the node's full sample
-# cycle on 8 channels, or (mode "reference") a plain float ring-buffer Z-score, or (mode
-# "boot") only the node's start-up and a short run, for the smallest heap it fits in.
+# Runs inside the MicroPython unix port, compiled with mpy-cross (see bench/firmware_sample.py):
+# the node's full sample cycle on 8 channels, or (mode "reference") a plain float ring-buffer
+# Z-score, or (mode "boot") only the node's start-up and a short run, for the smallest heap it
+# fits in, or (mode "idle") all of this script but the node, the baseline for that heap.
 #
 # argv: samples mode flash-folder channels [romfs-image]. With an image, the firmware's .mpy files are
 # imported from it in place, as from a ROMFS partition (or frozen) on a board: the image is
@@ -164,7 +165,9 @@ def measure(fn, *args):
     return elapsed, used
 
 
-if MODE == "boot":
+if MODE == "idle":
+    print("IDLE")  # everything but the node: the baseline its smallest heap is measured against
+elif MODE == "boot":
     node, server = start()
     print("BOOT", node.latch.energised)
 elif MODE == "node":

@@ -143,18 +143,24 @@ class ChannelDetector:
 
     def update(self, q, status=INPUT_OK):
         """Run every check on one sample `q` (counts); return the active flags."""
+        # One method, attributes read once into locals: this runs for every channel on
+        # every sample, and each call and attribute lookup costs bytecode time.
         raw = 0
         if status == INPUT_MISSING or status == INPUT_RAIL or q < self.physical_low or q > self.physical_high:
             raw = FLAG_FAULT
         else:
             window = self.window
-            full = self.filled >= window
+            filled = self.filled
+            ring = self.ring
+            head = self.head
+            mask = self.mask
+            full = filled >= window
             # Z-score of the new sample against the window before it.
             if full:
                 dev16 = (q << 4) - self.mean16
                 std16 = self.std16
                 if std16 == 0:
-                    raw |= FLAG_STUCK
+                    raw = FLAG_STUCK
                     self.z16 = 0
                 else:
                     z = (dev16 << 4) // std16 if -(1 << 25) < dev16 < (1 << 25) else Z_CLAMP
@@ -164,63 +170,70 @@ class ChannelDetector:
                         z = -Z_CLAMP
                     self.z16 = z
                     if z > self.z_limit or -z > self.z_limit:
-                        raw |= FLAG_ZSCORE
-            if self.rate_horizon and self.filled >= self.rate_horizon:
-                change = q - self.ring[(self.head - self.rate_horizon) & self.mask]
+                        raw = FLAG_ZSCORE
+            horizon = self.rate_horizon
+            if horizon and filled >= horizon:
+                change = q - ring[(head - horizon) & mask]
                 if change > self.rate_limit or -change > self.rate_limit:
                     raw |= FLAG_RATE
             if q < self.low:
                 raw |= FLAG_LOW
             elif q > self.high:
                 raw |= FLAG_HIGH
-            self._push(q, full)
-        self.raw = raw
-        return self._hysteresis(raw)
-
-    def _push(self, q, full):
-        ring = self.ring
-        head = self.head
-        ref = self.ref
-        if full:
-            old = ring[(head - self.window) & self.mask]
-            self.sum -= old
-            d = old - ref
+            # Push q into the window's exact sums.
+            ref = self.ref
+            total = self.sum + q
+            sum_sq = self.sum_sq
+            if full:
+                old = ring[(head - window) & mask]
+                total -= old
+                d = old - ref
+                if d > DEV_CLAMP:
+                    d = DEV_CLAMP
+                elif d < -DEV_CLAMP:
+                    d = -DEV_CLAMP
+                sum_sq -= d * d
+            ring[head] = q
+            self.head = (head + 1) & mask
+            if filled < self.size:
+                filled += 1
+                self.filled = filled
+            d = q - ref
             if d > DEV_CLAMP:
                 d = DEV_CLAMP
             elif d < -DEV_CLAMP:
                 d = -DEV_CLAMP
-            self.sum_sq -= d * d
-        ring[head] = q
-        self.head = (head + 1) & self.mask
-        if self.filled < self.size:
-            self.filled += 1
-        self.sum += q
-        d = q - ref
-        if d > DEV_CLAMP:
-            d = DEV_CLAMP
-        elif d < -DEV_CLAMP:
-            d = -DEV_CLAMP
-        self.sum_sq += d * d
-        n = self.filled if self.filled < self.window else self.window
-        # Deviation of the window's sum from n * ref, split so no product leaves small ints.
-        excess = self.sum - n * ref
-        if excess > n * REANCHOR or -excess > n * REANCHOR:
-            self._reanchor(n)
-            excess = self.sum - n * self.ref
-        if n == self.window:
-            bits = self.window_bits
-            mean_dev = excess >> bits  # floor
-            rest = excess - (mean_dev << bits)
-            # sum of squares about the mean = sum_sq - excess**2 / n, without forming excess**2
-            ss = self.sum_sq - mean_dev * ((mean_dev << bits) + 2 * rest) - ((rest * rest) >> bits)
-            if ss < 0:
-                var256 = 0
-            elif ss < (1 << 22):
-                var256 = (ss << 8) >> bits  # full precision for quiet signals
-            else:
-                var256 = (ss >> bits) << 8  # keeps var256 under 2**28
-            self.std16 = isqrt(var256, self.std16)
-            self.mean16 = (self.ref << 4) + (mean_dev << 4) + ((rest << 4) >> bits)
+            sum_sq += d * d
+            self.sum = total
+            self.sum_sq = sum_sq
+            n = filled if filled < window else window
+            # Deviation of the window's sum from n * ref, split so no product leaves small ints.
+            excess = total - n * ref
+            if excess > n * REANCHOR or -excess > n * REANCHOR:
+                self._reanchor(n)
+                ref = self.ref
+                sum_sq = self.sum_sq
+                excess = total - n * ref
+            if n == window:
+                bits = self.window_bits
+                mean_dev = excess >> bits  # floor
+                rest = excess - (mean_dev << bits)
+                # sum of squares about the mean = sum_sq - excess**2 / n, without forming excess**2
+                ss = sum_sq - mean_dev * ((mean_dev << bits) + 2 * rest) - ((rest * rest) >> bits)
+                if ss < 0:
+                    var256 = 0
+                elif ss < (1 << 22):
+                    var256 = (ss << 8) >> bits  # full precision for quiet signals
+                else:
+                    var256 = (ss >> bits) << 8  # keeps var256 under 2**28
+                s = self.std16
+                if s * s > var256 or (s + 1) * (s + 1) <= var256:  # else the last root still holds
+                    self.std16 = isqrt(var256, s)
+                self.mean16 = (ref << 4) + (mean_dev << 4) + ((rest << 4) >> bits)
+        self.raw = raw
+        if raw == 0 and self.settled:
+            return 0  # steady normal state: every counter already at its floor
+        return self._hysteresis(raw)
 
     def _reanchor(self, n):
         # The level moved far from the reference: recompute the squared sum about the current
@@ -244,8 +257,6 @@ class ChannelDetector:
         self.reanchors += 1
 
     def _hysteresis(self, raw):
-        if raw == 0 and self.settled:
-            return 0  # steady normal state: every counter already at its floor
         hits = self.hits
         need = self.consecutive
         active = self.active

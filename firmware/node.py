@@ -8,6 +8,7 @@ from micropython import const
 import array
 
 import detectors as det
+from detectors import FLAG_FAULT, INPUT_OK, SEVERITY_CRITICAL  # used on every sample: one lookup, not two
 import regmap
 from config_model import ERR_NONE
 from modbus_pdu import EX_ILLEGAL_ADDRESS, EX_ILLEGAL_VALUE, ModbusSlave
@@ -23,6 +24,7 @@ from regmap import (
     HR_RATE_LIMIT,
     HR_RESET,
     HR_Z_THRESHOLD,
+    IDENTITY_REGISTERS,
     IR_BAD_FRAMES,
     IR_CHANNEL_BASE,
     IR_CHANNEL_COUNT,
@@ -111,11 +113,13 @@ class Node:
         self.reset_rejects = 0
         self.started_ms = time.ticks_ms()
         self.next_due_ms = self.started_ms
+        self.last_sample_ms = self.started_ms
+        self.healthy = False
         self.slave = ModbusSlave(self.bank, cfg.node_id, on_write=self.on_write, on_read=self.on_read)
         publish_identity(self.bank, cfg.node_id, self.period_ms, channels, len(self.outputs))
         for i in range(n):
             self._publish_tunables(i)
-        self._publish_status(False)
+        self._publish_status()
 
     # -- sample cycle -------------------------------------------------------------------
 
@@ -140,7 +144,7 @@ class Node:
             d = detectors[i]
             if dividers[i] != 1 and cycle % dividers[i]:
                 # not this channel's turn: it keeps its last state, and still counts for health
-                if d.active & det.FLAG_FAULT or d.filled < d.window:
+                if d.active & FLAG_FAULT or d.filled < d.window:
                     healthy = False
                 continue
             q = sampler.read(i)
@@ -148,22 +152,20 @@ class Node:
             if flags & ~previous[i]:
                 self.detections += 1
             previous[i] = flags
-            if d.level == det.SEVERITY_CRITICAL and trip_masks[i] & ~latched:
+            if d.level == SEVERITY_CRITICAL and trip_masks[i] & ~latched:
                 trip |= trip_masks[i]
                 if cause == 0xFFFF:
                     cause = (i << 8) | _first_critical(d)
-            if flags & det.FLAG_FAULT or d.filled < d.window:
+            if flags & FLAG_FAULT or d.filled < d.window:
                 healthy = False  # a faulty or warming-up sensor cannot vouch for the plant
-            if status[i] == det.INPUT_OK:
+            if status[i] == INPUT_OK:
                 values[i] = q  # the value register keeps the last good sample while the input is missing
-            # flags, severity and raw flags (all below 256): three registers as bytes; the
-            # value, Z and mean floats are packed when a master reads them (on_read)
+            # flags, severity and raw flags (all below 256): the low bytes of three registers,
+            # whose high bytes stay zero; the value, Z and mean floats are packed when a master
+            # reads them (on_read)
             j = (IR_CHANNEL_BASE + i * IR_CHANNEL_STRIDE + CH_FLAGS) << 1
-            inputs[j] = 0
             inputs[j + 1] = flags
-            inputs[j + 2] = 0
             inputs[j + 3] = d.level
-            inputs[j + 4] = 0
             inputs[j + 5] = d.raw
         if trip:
             self.latch.trip(trip, cause)  # outputs go safe in this same cycle
@@ -172,11 +174,12 @@ class Node:
         # Outputs come on only once every channel has a full, fault-free window.
         self.latch.permit(healthy)
         self.samples += 1
-        self._publish_status(healthy)
-        bank.set_u32(IR_UPTIME_S, time.ticks_diff(now_ms, self.started_ms) // 1000)
+        self.healthy = healthy
+        self.last_sample_ms = now_ms
         return healthy
 
-    def _publish_status(self, healthy):
+    def _publish_status(self):
+        # Status and counters as of the last sample; done when a master reads them (on_read).
         bank = self.bank
         latch = self.latch
         status = STATUS_RUNNING
@@ -184,7 +187,7 @@ class Node:
             status |= STATUS_SAFE_STATE
         if latch.latched:
             status |= STATUS_TRIP_LATCHED
-        if not healthy:
+        if not self.healthy:
             status |= STATUS_NOT_READY
         if self.wdt is not None:
             status |= STATUS_WATCHDOG
@@ -197,6 +200,8 @@ class Node:
         bank.set_u32(IR_TRIPS, latch.trips)
         bank.set_u32(IR_BAD_FRAMES, self.slave.exceptions + self.slave.bad_frames)
         bank.set_u16(IR_RESET_REJECTS, self.reset_rejects)
+        bank.set_u16(IR_OVERRUNS, self.overruns)
+        bank.set_u32(IR_UPTIME_S, time.ticks_diff(self.last_sample_ms, self.started_ms) // 1000)
 
     def reset(self):
         """The reset path: clears the latch; outputs return only once healthy again."""
@@ -217,7 +222,6 @@ class Node:
         self.next_due_ms = time.ticks_add(self.next_due_ms, self.period_ms)
         if time.ticks_diff(self.next_due_ms, now_ms) <= 0:
             self.overruns += 1
-            self.bank.set_u16(IR_OVERRUNS, self.overruns)
             self.next_due_ms = time.ticks_add(now_ms, self.period_ms)
         if self.wdt is not None and late < self.period_ms:
             self.wdt.feed()
@@ -236,9 +240,12 @@ class Node:
     # -- Modbus reads and writes ---------------------------------------------------------
 
     def on_read(self, address, count):
-        """Pack the value, Z-score and mean of the channels a read covers, as of the last
-        sample. Done per request rather than per sample: packing is most of a cycle's cost,
-        and a gateway polls less often than the node samples."""
+        """Bring the registers a read covers up to the last sample: node status and counters,
+        and each channel's value, Z-score and mean as float32. Done per request rather than per
+        sample: packing is most of a cycle's cost, and a gateway polls less often than the node
+        samples."""
+        if address < IDENTITY_REGISTERS:
+            self._publish_status()
         first = (address - IR_CHANNEL_BASE) // IR_CHANNEL_STRIDE
         last = (address + count - 1 - IR_CHANNEL_BASE) // IR_CHANNEL_STRIDE
         if first < 0:
@@ -260,10 +267,8 @@ class Node:
             code = struct.unpack_from(">H", data, offset)[0]
             if code != self.reset_code:
                 self.reset_rejects += 1
-                self.bank.set_u16(IR_RESET_REJECTS, self.reset_rejects)
                 return EX_ILLEGAL_VALUE
             self.reset()
-            self._publish_status(False)
             return 0
         first = regmap.HR_CHANNEL_BASE
         if address < first:

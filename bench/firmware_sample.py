@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import io
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,7 @@ from tools.flash.build import compile_firmware, find_mpy_cross  # noqa: E402
 TARGET_HEAP = 32 * 1024  # for 8 channels
 PATTERN = 64  # samples per channel in the bench's replay data (firmware_sample_mp.PATTERN)
 READS = 1000  # Modbus reads timed (firmware_sample_mp.READS)
+STABLE_SPAN = 4096  # a smallest heap counts only if every heap up to this much larger works too
 
 
 def bench_config(channel_count: int) -> dict:
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if peak is None or peak_rom is None:
         return 1
     rows.sort(key=lambda r: r[0][0])
-    (elapsed, used, d_elapsed, d_used, heap, energised, r_elapsed, r_used), node_rom, (f_elapsed, f_used) = rows[len(rows) // 2]
+    (elapsed, used, d_elapsed, d_used, heap, energised, r_elapsed, r_used, qstr), node_rom, (f_elapsed, f_used) = rows[len(rows) // 2]
     samples, channels = args.samples, args.channels
     figures = {
         "us_per_channel_sample": round(elapsed / samples / channels, 3),
@@ -117,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         "live_heap_bytes": heap,
         "peak_heap_rom_bytes": peak_rom,
         "live_heap_rom_bytes": node_rom[4],
+        "qstr_rom_bytes": node_rom[8],
+        "live_heap_frozen_bytes_at_most": node_rom[4] - node_rom[8],
         "romfs_image_bytes": image_bytes,
         "channels": channels,
         "samples": samples,
@@ -137,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  .mpy files on the filesystem     : peak {peak:6d} B, live after start-up {heap:6d} B")
     print(f"  .mpy files in ROMFS (in place)   : peak {peak_rom:6d} B, live after start-up {node_rom[4]:6d} B"
           f"  (image {image_bytes} B of flash)")
+    print(f"  frozen into the firmware         :              live after start-up {node_rom[4] - node_rom[8]:6d} B at most"
+          f"  (ROMFS less the {node_rom[8]} B of names it interns, which a frozen build keeps in flash)")
     if not energised or not node_rom[5]:
         print("warning: outputs not energised after warm-up", file=sys.stderr)
     print(json.dumps(figures))
@@ -156,7 +162,12 @@ def _run(args: argparse.Namespace, work: Path, layout: Layout, mode: str, heap: 
     if proc.returncode != 0 or line is None:
         print(f"{mode} run ({layout.name}) failed:\n{proc.stdout}{proc.stderr}", file=sys.stderr)
         return None
-    return [int(v) for v in line.split()[1:]]
+    figures = [int(v) for v in line.split()[1:]]
+    if mode == "node":
+        # Heap taken by the names (qstrs) the node interned: a frozen build has them in flash.
+        before, after = (int(v) for v in re.findall(r"n_total_bytes=(\d+)", proc.stdout))
+        figures.append(after - before)
+    return figures
 
 
 def _smallest_heap(args: argparse.Namespace, work: Path, layout: Layout, mode: str = "boot") -> int | None:
@@ -180,7 +191,14 @@ def _smallest_heap(args: argparse.Namespace, work: Path, layout: Layout, mode: s
             high = mid
         else:
             low = mid
-    return high
+    # Where the collector runs, and so what fragments, shifts with the heap's size: a run may
+    # fit in a heap a little smaller than one it fails in. The figure is the size from which
+    # every heap up to STABLE_SPAN larger works (checked every 256 bytes).
+    while True:
+        failing = next((size for size in range(high + 256, high + STABLE_SPAN, 256) if not completes(size)), None)
+        if failing is None:
+            return high
+        high = failing + 64
 
 
 def _node_peak(args: argparse.Namespace, work: Path, layout: Layout) -> int | None:

@@ -11,6 +11,7 @@ import sys
 import time
 
 import array  # noqa: E402
+import micropython
 import struct
 
 MODE = sys.argv[2] if len(sys.argv) > 2 else "node"
@@ -43,6 +44,8 @@ def replay_counts(n):
 REPLAY = replay_counts(CHANNELS)
 gc.collect()
 BASE = gc.mem_alloc()
+if MODE == "node":
+    micropython.qstr_info()  # the interned names before the node's; again once it runs
 
 
 class Output:
@@ -101,7 +104,7 @@ def load_config():
 
 def start():
     """What app.py does: validate the configuration, then load the node, its transport and the
-    flash (not the simulator), start them and drop the channel configurations."""
+    flash (not the simulator), start them (the node releases the channel configurations)."""
     global det, Flash
     cfg = load_config()
     import detectors as det
@@ -111,7 +114,6 @@ def start():
 
     node = Node(cfg, BenchBoard())
     server = ModbusTcpServer(node.slave, port=0, bind="127.0.0.1")
-    cfg.channels = None  # as app.py does: the node keeps what it needs
     cycles(node, 300)  # past warm-up, outputs energised
     gc.collect()
     return node, server
@@ -173,6 +175,7 @@ elif MODE == "boot":
 elif MODE == "node":
     node, server = start()
     heap = gc.mem_alloc() - BASE
+    micropython.qstr_info()
     elapsed, used = measure(cycles, node, SAMPLES)
     detector = det.ChannelDetector(window_bits=5, rate_limit=2000, rate_horizon=10, consecutive=3)
     data = node.sampler.data

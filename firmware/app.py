@@ -32,12 +32,12 @@ def load_config():
     except config.ConfigError as exc:
         return None, exc
     finally:
-        del sys.modules["config"]
-        gc.collect()
+        del sys.modules["config"]  # freed by the caller's collection: this frame still holds it
 
 
 def main():
     cfg, error = load_config()
+    gc.collect()
     if cfg is None:
         config_error(error)
         return
@@ -49,10 +49,9 @@ def main():
     if cfg.wifi is not None and cfg.tcp is not None:
         if not board.connect_wifi(*cfg.wifi):
             print("wifi: not connected; Modbus TCP answers once the link comes up")
-    node = Node(cfg, board)
+    node = Node(cfg, board)  # takes the channel configurations over, releasing each as it goes
     servers = board.transports(node.slave, cfg)
     channel_count = len(cfg.channels)
-    cfg.channels = None  # the node and its sampler hold what they need; the rest goes back to the heap
     gc.collect()
     # The identity line edge-flash reads back after a deploy.
     print("node %d running: %d channels, register map %d, firmware %d.%d, %d bytes free" % (

@@ -97,7 +97,7 @@ class SimSampler:
 
     def __init__(self, channels, seed=1, dt_s=0.1, scenarios=(), rig=None):
         self.plant = plant.PumpPlant(seed=seed, dt_s=dt_s)
-        self.channels = channels
+        self.channels = list(channels)  # its own list: the node releases the entries of the one it was given
         self.status = bytearray(len(channels))
         self.scenarios = list(scenarios)
         self.samples = 0
@@ -183,7 +183,7 @@ class CsvSampler:
     cell is a missing reading."""
 
     def __init__(self, channels, path):
-        self.channels = channels
+        self.channels = list(channels)  # its own list: the node releases the entries of the one it was given
         self.path = path
         self.status = bytearray(len(channels))
         self.file = open(path)

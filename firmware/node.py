@@ -59,50 +59,54 @@ _SLICE_MS = 5  # longest wait on one transport while another may have a request
 _LIMITS = const(5)  # entries per channel in Node.limits
 
 
-def publish_identity(bank, node_id, period_ms, channels=(), output_count=0, config_error=ERR_NONE):
+def publish_identity(bank, node_id, period_ms, channel_count=0, output_count=0, config_error=ERR_NONE):
     bank.set_u16(IR_MAGIC, regmap.MAGIC)
     bank.set_u16(IR_MAP_VERSION, regmap.MAP_VERSION)
     bank.set_u16(IR_FW_VERSION, regmap.FW_VERSION)
     bank.set_u16(IR_NODE_ID, node_id)
-    bank.set_u16(IR_CHANNEL_COUNT, len(channels))
+    bank.set_u16(IR_CHANNEL_COUNT, channel_count)
     bank.set_u16(IR_SAMPLE_PERIOD_MS, period_ms)
     bank.set_u16(IR_OUTPUT_COUNT, output_count)
     bank.set_u16(IR_CONFIG_ERROR, config_error)
-    for i, ch in enumerate(channels):
-        bank.set_text(regmap.descriptor_address(i, DESC_NAME), ch.name, DESC_NAME_REGS)
-        bank.set_text(regmap.descriptor_address(i, DESC_UNIT), ch.unit, DESC_UNIT_REGS)
 
 
 class Node:
     def __init__(self, cfg, board, bank=None):
-        # The node keeps what it needs of the channel configurations in arrays: the caller
-        # may drop cfg.channels once the node and its sampler are built (app.py does).
+        # The node takes the channel configurations over: it keeps what it needs of each in
+        # arrays, its detector and the sampler, then sets the entry in cfg.channels to None.
+        # Start-up is the heap's peak, and this way the configuration objects and the node
+        # are not in it together.
         channels = cfg.channels
         self.board = board
         self.bank = bank or regmap.RegisterBank()
         self.reset_code = cfg.reset_code
         n = len(channels)
-        self.detectors = [ch.detector() for ch in channels]
+        self.sampler = board.sampler(channels, cfg.sample_period_ms)
+        self.detectors = []
         self.ks = bytearray(n)
         self.dividers = array.array("H", [1] * n)
         self.trip_masks = array.array("H", [0] * n)
         # The configured limits that remote tuning stays within, per channel: bounds and rate
         # limit in counts, Z range in 1/16 units.
         self.limits = array.array("i", bytes(4 * _LIMITS * n))
-        for i, ch in enumerate(channels):
+        for i in range(n):
+            ch = channels[i]
+            d = ch.detector()
+            self.detectors.append(d)
             self.ks[i] = ch.k
             self.dividers[i] = ch.divider
             self.trip_masks[i] = ch.trips
-            d = self.detectors[i]
             j = i * _LIMITS
             self.limits[j] = d.low
             self.limits[j + 1] = d.high
             self.limits[j + 2] = d.rate_limit
             self.limits[j + 3] = int(ch.z_tunable[0] * det.Z_ONE + 0.5)
             self.limits[j + 4] = int(ch.z_tunable[1] * det.Z_ONE + 0.5)
+            self.bank.set_text(regmap.descriptor_address(i, DESC_NAME), ch.name, DESC_NAME_REGS)
+            self.bank.set_text(regmap.descriptor_address(i, DESC_UNIT), ch.unit, DESC_UNIT_REGS)
+            channels[i] = None
         self.previous = array.array("H", [0] * n)
         self.values = array.array("i", bytes(4 * n))  # last good counts per channel
-        self.sampler = board.sampler(channels, cfg.sample_period_ms)
         self.outputs = board.outputs(cfg.outputs)
         self.latch = SafetyLatch(self.outputs, board.flash)
         self.wdt = board.watchdog(cfg.watchdog_ms) if cfg.watchdog_ms else None
@@ -116,7 +120,7 @@ class Node:
         self.last_sample_ms = self.started_ms
         self.healthy = False
         self.slave = ModbusSlave(self.bank, cfg.node_id, on_write=self.on_write, on_read=self.on_read)
-        publish_identity(self.bank, cfg.node_id, self.period_ms, channels, len(self.outputs))
+        publish_identity(self.bank, cfg.node_id, self.period_ms, n, len(self.outputs))
         for i in range(n):
             self._publish_tunables(i)
         self._publish_status()

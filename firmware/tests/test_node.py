@@ -190,7 +190,7 @@ def test_tuning_after_the_channel_configs_are_dropped_holds_infinities_at_the_li
     cfg = node_config()
     board = FakeBoard(_STATE + "-tune-inf")
     node = Node(cfg, board)
-    cfg.channels = None  # as app.py does once the node is built
+    assert cfg.channels == [None, None], "the node releases each channel configuration once built"
     low = regmap.holding_address(0, regmap.HR_LOW)
     high = regmap.holding_address(0, regmap.HR_HIGH)
     minus_inf = struct.unpack(">HH", struct.pack(">f", float("-inf")))

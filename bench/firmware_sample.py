@@ -1,13 +1,13 @@
 """Node sample cycle in the MicroPython unix port: time per channel per sample with every check,
-heap allocated per sample, and the application's heap for 8 channels (or --channels; live after start-up,
-and the smallest heap it boots and runs in), beside a plain float ring-buffer Z-score measured
-in the same run.
+heap allocated per sample, and the application's heap for 8 channels (or --channels; live after
+start-up, and its peak: the smallest heap it boots and runs in, less what the bench's own script
+needs), beside a plain float ring-buffer Z-score measured in the same run.
 
 Two layouts of the firmware's code, both compiled with mpy-cross: .mpy files on the
 filesystem (what `edge-flash deploy` installs on stock MicroPython: the bytecode is loaded
 into the heap), and the same files in a ROMFS image, imported in place (what a board with a
-ROMFS partition, or with the modules frozen into its firmware, runs: the bytecode stays in
-flash).
+ROMFS partition runs: the bytecode stays in flash). A frozen build also keeps the names the
+modules intern in flash: its live heap is at most the ROMFS figure less those.
 
     .venv/bin/python bench/firmware_sample.py [--samples 10000] [--heap 128k] [--channels 8]
 
@@ -134,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reference: float ring-buffer Z     : {figures['reference_float_z_us_per_sample']:8.3f} us per channel-sample"
           f"  {figures['reference_float_z_alloc_bytes_per_sample']:8.1f} B per channel-sample")
     print(f"ratio full cycle / reference       : {figures['time_ratio_to_reference']:8.2f}")
-    print(f"Modbus read of every channel       : {figures['read_all_channels_us']:8.2f} us per request"
-          f"  {figures['read_alloc_bytes']:8.3f} B allocated (function 4, {channels * 10} registers; packs the floats)")
+    print(f"Modbus read of every channel       : {figures['read_all_channels_us']:8.2f} us"
+          f"  {figures['read_alloc_bytes']:8.3f} B allocated (function 4, {channels * 10} registers in {(channels + 11) // 12} request(s); packs the floats)")
     print(f"application heap, {channels} channels (target < {TARGET_HEAP} B for 8; 64-bit objects, larger than the ESP32's):")
     print("  (peak: the heap it needs to boot and run, fragmentation included)")
     print(f"  .mpy files on the filesystem     : peak {peak:6d} B, live after start-up {heap:6d} B")

@@ -74,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=10000)
     parser.add_argument("--heap", default=HEAP_SIZE, help="MicroPython heap size (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; the median is reported")
-    parser.add_argument("--channels", type=int, default=8, help="channels in the node's configuration (1..16, default: %(default)s)")
+    parser.add_argument(
+        "--channels",
+        type=int,
+        default=8,
+        help="channels in the node's configuration (1..16, default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.channels <= 16:
         parser.error("--channels must be 1..16")
@@ -104,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     if peak is None or peak_rom is None:
         return 1
     rows.sort(key=lambda r: r[0][0])
-    (elapsed, used, d_elapsed, d_used, heap, energised, r_elapsed, r_used, qstr), node_rom, (f_elapsed, f_used) = rows[len(rows) // 2]
+    (
+        (elapsed, used, d_elapsed, d_used, heap, energised, r_elapsed, r_used, _),
+        node_rom,
+        (f_elapsed, f_used),
+    ) = rows[len(rows) // 2]
     samples, channels = args.samples, args.channels
     figures = {
         "us_per_channel_sample": round(elapsed / samples / channels, 3),
@@ -126,23 +135,39 @@ def main(argv: list[str] | None = None) -> int:
         "samples": samples,
         "heap_size": args.heap,
     }
-    figures["time_ratio_to_reference"] = round(figures["us_per_channel_sample"] / figures["reference_float_z_us_per_sample"], 2)
-    print(f"full cycle, all checks + registers : {figures['us_per_channel_sample']:8.3f} us per channel-sample"
-          f"  {figures['alloc_bytes_per_sample']:8.3f} B allocated per sample (target < 5 us, 0 B)")
-    print(f"detectors alone                    : {figures['detector_us_per_sample']:8.3f} us per channel-sample"
-          f"  {figures['detector_alloc_bytes_per_sample']:8.3f} B per sample")
-    print(f"reference: float ring-buffer Z     : {figures['reference_float_z_us_per_sample']:8.3f} us per channel-sample"
-          f"  {figures['reference_float_z_alloc_bytes_per_sample']:8.1f} B per channel-sample")
+    figures["time_ratio_to_reference"] = round(
+        figures["us_per_channel_sample"] / figures["reference_float_z_us_per_sample"], 2
+    )
+    print(
+        f"full cycle, all checks + registers : {figures['us_per_channel_sample']:8.3f} us per channel-sample"
+        f"  {figures['alloc_bytes_per_sample']:8.3f} B allocated per sample (target < 5 us, 0 B)"
+    )
+    print(
+        f"detectors alone                    : {figures['detector_us_per_sample']:8.3f} us per channel-sample"
+        f"  {figures['detector_alloc_bytes_per_sample']:8.3f} B per sample"
+    )
+    print(
+        f"reference: float ring-buffer Z     : {figures['reference_float_z_us_per_sample']:8.3f} us per channel-sample"
+        f"  {figures['reference_float_z_alloc_bytes_per_sample']:8.1f} B per channel-sample"
+    )
     print(f"ratio full cycle / reference       : {figures['time_ratio_to_reference']:8.2f}")
-    print(f"Modbus read of every channel       : {figures['read_all_channels_us']:8.2f} us"
-          f"  {figures['read_alloc_bytes']:8.3f} B allocated (function 4, {channels * 10} registers in {(channels + 11) // 12} request(s); packs the floats)")
-    print(f"application heap, {channels} channels (target < {TARGET_HEAP} B for 8; 64-bit objects, larger than the ESP32's):")
+    print(
+        f"Modbus read of every channel       : {figures['read_all_channels_us']:8.2f} us"
+        f"  {figures['read_alloc_bytes']:8.3f} B allocated (function 4, {channels * 10} registers in {(channels + 11) // 12} request(s); packs the floats)"
+    )
+    print(
+        f"application heap, {channels} channels (target < {TARGET_HEAP} B for 8; 64-bit objects, larger than the ESP32's):"
+    )
     print("  (peak: the heap it needs to boot and run, fragmentation included)")
     print(f"  .mpy files on the filesystem     : peak {peak:6d} B, live after start-up {heap:6d} B")
-    print(f"  .mpy files in ROMFS (in place)   : peak {peak_rom:6d} B, live after start-up {node_rom[4]:6d} B"
-          f"  (image {image_bytes} B of flash)")
-    print(f"  frozen into the firmware         :              live after start-up {node_rom[4] - node_rom[8]:6d} B at most"
-          f"  (ROMFS less the {node_rom[8]} B of names it interns, which a frozen build keeps in flash)")
+    print(
+        f"  .mpy files in ROMFS (in place)   : peak {peak_rom:6d} B, live after start-up {node_rom[4]:6d} B"
+        f"  (image {image_bytes} B of flash)"
+    )
+    print(
+        f"  frozen into the firmware         :              live after start-up {node_rom[4] - node_rom[8]:6d} B at most"
+        f"  (ROMFS less the {node_rom[8]} B of names it interns, which a frozen build keeps in flash)"
+    )
     if not energised or not node_rom[5]:
         print("warning: outputs not energised after warm-up", file=sys.stderr)
     print(json.dumps(figures))
@@ -195,7 +220,9 @@ def _smallest_heap(args: argparse.Namespace, work: Path, layout: Layout, mode: s
     # fit in a heap a little smaller than one it fails in. The figure is the size from which
     # every heap up to STABLE_SPAN larger works (checked every 256 bytes).
     while True:
-        failing = next((size for size in range(high + 256, high + STABLE_SPAN, 256) if not completes(size)), None)
+        failing = next(
+            (size for size in range(high + 256, high + STABLE_SPAN, 256) if not completes(size)), None
+        )
         if failing is None:
             return high
         high = failing + 64

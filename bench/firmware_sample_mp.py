@@ -6,13 +6,13 @@
 # argv: samples mode flash-folder channels [romfs-image]. With an image, the firmware's .mpy files are
 # imported from it in place, as from a ROMFS partition (or frozen) on a board: the image is
 # flash there, so it is not counted.
+import array  # noqa: E402
 import gc
+import struct
 import sys
 import time
 
-import array  # noqa: E402
 import micropython
-import struct
 
 MODE = sys.argv[2] if len(sys.argv) > 2 else "node"
 FLASH = sys.argv[3] if len(sys.argv) > 3 else "/tmp/firmware-bench-flash"

@@ -131,8 +131,7 @@ class Node:
         """One cycle: read, detect, act, publish. Allocation-free on the ESP32 path."""
         sampler = self.sampler
         sampler.update()
-        bank = self.bank
-        inputs = bank.inputs
+        inputs = self.bank.inputs
         status = sampler.status
         detectors = self.detectors
         dividers = self.dividers
@@ -261,7 +260,6 @@ class Node:
             d = self.detectors[i]
             base = IR_CHANNEL_BASE + i * IR_CHANNEL_STRIDE + CH_VALUE
             bank.set_measurement(base, self.values[i], self.ks[i], d.z16, d.mean16)
-
 
     def on_write(self, address, data, offset, count):
         end = address + count

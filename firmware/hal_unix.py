@@ -29,25 +29,27 @@ class Output:
 
 class Watchdog:
     """Records feeds; `starved()` tells whether a real WDT would have reset the board. With a
-    `path`, every feed also rewrites that file (its content the timeout): the virtual board
-    resets the process when the file grows older than the timeout, as a real WDT would."""
+    `path`, arming writes the timeout to that file and every feed rewrites it in place: the
+    virtual board resets the process when the file grows older than the timeout, as a real
+    WDT would. The file stays open and is never truncated, so a Ctrl-C in mid-feed cannot
+    leave it empty (which would read as disarmed)."""
 
     def __init__(self, timeout_ms, path=None):
         self.timeout_ms = timeout_ms
-        self.path = path
         self.last_feed = time.ticks_ms()
         self.feeds = 0
-        self._mirror()
+        self.file = None
+        if path:
+            self.text = b"%d" % timeout_ms
+            self.file = open(path, "wb")
+            self.file.write(self.text)
 
     def feed(self):
         self.last_feed = time.ticks_ms()
         self.feeds += 1
-        self._mirror()
-
-    def _mirror(self):
-        if self.path:
-            with open(self.path, "w") as f:
-                f.write("%d" % self.timeout_ms)
+        if self.file is not None:
+            self.file.seek(0)
+            self.file.write(self.text)  # same bytes: only the modification time moves
 
     def starved(self):
         return time.ticks_diff(time.ticks_ms(), self.last_feed) > self.timeout_ms

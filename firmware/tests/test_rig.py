@@ -1,6 +1,7 @@
 # The virtual board's I/O rig (hal_unix.RigInput): commands taken once, applied from the
 # next sample, a channel given back to the plant on "clear", bad lines ignored.
 import os
+import time
 
 import config
 from hal_unix import RigInput, SimSampler, Watchdog
@@ -73,5 +74,9 @@ def test_watchdog_mirrors_its_feeds_to_a_file():
     first = os.stat(path)[8]
     with open(path) as f:
         assert f.read() == "1500"
+    time.sleep_ms(1100)  # os.stat gives whole seconds
     wdt.feed()
-    assert wdt.feeds == 1 and os.stat(path)[8] >= first
+    wdt.feed()
+    assert wdt.feeds == 2 and os.stat(path)[8] > first
+    with open(path) as f:
+        assert f.read() == "1500", "a feed rewrites the timeout in place"

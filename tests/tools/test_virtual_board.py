@@ -25,6 +25,19 @@ while True:
     pass
 """
 
+# Arms it, then is interrupted in mid-feed: the file is left empty, as a Ctrl-C between a
+# truncating open and the write leaves it. An armed watchdog stays armed.
+STALL_MID_FEED = """\
+import time
+with open("wdt", "w") as f:
+    f.write("300")
+print("armed")
+time.sleep_ms(200)  # the board has read the timeout (it looks every 20 ms)
+open("wdt", "w").close()
+while True:
+    pass
+"""
+
 
 def test_boot_interrupt_and_reset(tmp_path):
     flash = tmp_path / "flash"
@@ -62,3 +75,13 @@ def test_a_starved_watchdog_resets_the_board(tmp_path):
     starved = re.search(r"reset: watchdog not fed for (\d+) ms \(timeout 300 ms\)", text)
     assert starved and 300 < int(starved[1]) < 600, text
     assert text.index("armed") < starved.start()
+
+
+def test_a_watchdog_file_left_empty_mid_feed_still_resets_the_board(tmp_path):
+    flash = tmp_path / "flash"
+    flash.mkdir()
+    (flash / "main.py").write_text(STALL_MID_FEED)
+    with VirtualBoard(flash) as board, Device(board.url) as dev:
+        found, text = dev.read_console(re.compile(r"boot 2\r\n"), 10)
+    assert found, text
+    assert re.search(r"reset: watchdog not fed for \d+ ms \(timeout 300 ms\)", text), text

@@ -70,6 +70,7 @@ class BoardSupervisor:
         self.client: socket.socket | None = None
         self.booted_at = 0.0
         self.reboot_at: float | None = 0.0
+        self.wdt_timeout_ms = 0  # the watchdog's timeout once the firmware arms it
         self.boots = 0
         self.stopping = False
 
@@ -79,6 +80,7 @@ class BoardSupervisor:
         for output in self.flash.glob(OUTPUT_PREFIX + "*"):
             output.write_text("0")  # pins come up de-energised after any reset
         (self.flash / WDT_FILE).unlink(missing_ok=True)  # a reset disarms the watchdog
+        self.wdt_timeout_ms = 0
         master, slave = os.openpty()
         tty.setraw(slave)
         attrs = termios.tcgetattr(slave)
@@ -129,14 +131,22 @@ class BoardSupervisor:
     def check_watchdog(self) -> None:
         try:
             stat = (self.flash / WDT_FILE).stat()
-            timeout_ms = int((self.flash / WDT_FILE).read_text() or "0")
-        except (OSError, ValueError):
-            return  # not armed in this boot (or being rewritten)
-        if timeout_ms <= 0 or stat.st_mtime < self.booted_at:
+            text = (self.flash / WDT_FILE).read_text()
+        except OSError:
+            return  # not armed in this boot
+        if stat.st_mtime < self.booted_at:
+            return  # left by an earlier boot
+        # Once armed, a watchdog stays armed until the next reset, as the chip's does: a file
+        # caught empty (a firmware interrupted mid-write) keeps the timeout read before.
+        try:
+            self.wdt_timeout_ms = int(text)
+        except ValueError:
+            pass
+        if self.wdt_timeout_ms <= 0:
             return
         starved_ms = (time.time() - stat.st_mtime) * 1000
-        if starved_ms > timeout_ms:
-            self.reset(f"watchdog not fed for {starved_ms:.0f} ms (timeout {timeout_ms} ms)")
+        if starved_ms > self.wdt_timeout_ms:
+            self.reset(f"watchdog not fed for {starved_ms:.0f} ms (timeout {self.wdt_timeout_ms} ms)")
 
     # -- the console ---------------------------------------------------------------------
 

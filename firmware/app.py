@@ -45,6 +45,7 @@ def main():
     from node import Node
 
     Board = board_class()
+    gc.collect()  # what loading the code left behind: the node's buffers then start in a clean heap
     board = Board(cfg.reset_pin)
     if cfg.wifi is not None and cfg.tcp is not None:
         if not board.connect_wifi(*cfg.wifi):

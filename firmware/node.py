@@ -3,6 +3,8 @@
 # The same code runs on the ESP32 (hal_esp32) and in the unix port (hal_unix).
 import struct
 import time
+
+import micropython
 from micropython import const
 
 import array
@@ -56,6 +58,9 @@ from regmap import (
 from safety import SafetyLatch
 
 _SLICE_MS = 5  # longest wait on one transport while another may have a request
+# The counters the cycle updates wrap here, as their registers do: past it they would be
+# heap objects on the ESP32 (2**30 samples is 3.4 years at 10 Hz).
+_COUNTER_MAX = const(0x3FFFFFFF)
 _LIMITS = const(5)  # entries per channel in Node.limits
 
 
@@ -119,6 +124,8 @@ class Node:
         self.next_due_ms = self.started_ms
         self.last_sample_ms = self.started_ms
         self.healthy = False
+        self.trip_mask = 0  # set by every cycle's detection: outputs to trip, and why
+        self.trip_cause = 0xFFFF
         self.slave = ModbusSlave(self.bank, cfg.node_id, on_write=self.on_write, on_read=self.on_read)
         publish_identity(self.bank, cfg.node_id, self.period_ms, n, len(self.outputs))
         for i in range(n):
@@ -128,9 +135,33 @@ class Node:
     # -- sample cycle -------------------------------------------------------------------
 
     def sample(self, now_ms):
-        """One cycle: read, detect, act, publish. Allocation-free on the ESP32 path."""
+        """One cycle: read, detect, act, publish. The detection runs with the heap locked: it
+        allocates nothing, and MicroPython then keeps every frame on the stack (one whose
+        locals and stack pass 11 words it otherwise allocates on the heap and frees, on every
+        call), and an allocation in it fails at once rather than start a collection in the
+        loop. What may allocate runs unlocked: the sampler (a driver's I/O), a trip's write
+        to flash, a reset."""
+        self.sampler.update()
+        micropython.heap_lock()
+        try:
+            healthy = self._detect()
+        finally:
+            micropython.heap_unlock()
+        if self.trip_mask:
+            self.latch.trip(self.trip_mask, self.trip_cause)  # outputs go safe in this same cycle
+        if self.board.reset_input.pressed():
+            self.reset()
+        # Outputs come on only once every channel has a full, fault-free window.
+        self.latch.permit(healthy)
+        self.samples = self.samples + 1 if self.samples < _COUNTER_MAX else 0
+        self.healthy = healthy
+        self.last_sample_ms = now_ms
+        return healthy
+
+    def _detect(self):
+        """Every channel due this cycle through its detector, with the heap locked (see
+        sample); the outputs to trip and the first cause in trip_mask and trip_cause."""
         sampler = self.sampler
-        sampler.update()
         inputs = self.bank.inputs
         status = sampler.status
         detectors = self.detectors
@@ -143,6 +174,8 @@ class Node:
         cause = 0xFFFF
         healthy = True
         cycle = self.samples
+        heap_lock = micropython.heap_lock
+        heap_unlock = micropython.heap_unlock
         for i in range(len(detectors)):
             d = detectors[i]
             if dividers[i] != 1 and cycle % dividers[i]:
@@ -150,10 +183,14 @@ class Node:
                 if d.active & FLAG_FAULT or d.filled < d.window:
                     healthy = False
                 continue
-            q = sampler.read(i)
+            heap_unlock()  # a driver may allocate
+            try:
+                q = sampler.read(i)
+            finally:
+                heap_lock()
             flags = d.update(q, status[i])
             if flags & ~previous[i]:
-                self.detections += 1
+                self.detections = self.detections + 1 if self.detections < _COUNTER_MAX else 0
             previous[i] = flags
             if d.level == SEVERITY_CRITICAL and trip_masks[i] & ~latched:
                 trip |= trip_masks[i]
@@ -170,15 +207,8 @@ class Node:
             inputs[j + 1] = flags
             inputs[j + 3] = d.level
             inputs[j + 5] = d.raw
-        if trip:
-            self.latch.trip(trip, cause)  # outputs go safe in this same cycle
-        if self.board.reset_input.pressed():
-            self.reset()
-        # Outputs come on only once every channel has a full, fault-free window.
-        self.latch.permit(healthy)
-        self.samples += 1
-        self.healthy = healthy
-        self.last_sample_ms = now_ms
+        self.trip_mask = trip
+        self.trip_cause = cause
         return healthy
 
     def _publish_status(self):

@@ -4,6 +4,9 @@ port (not CPython), with an ESP32-sized heap; one pytest item per test function.
 from __future__ import annotations
 
 import ast
+import atexit
+import functools
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -11,15 +14,28 @@ from pathlib import Path
 import pytest
 
 from gatewayd.virtual_node import HEAP_SIZE, find_micropython, micropython_env
+from tools.flash.build import compile_firmware
 
 HERE = Path(__file__).parent
 FIRMWARE = HERE.parent
 
 
-def run_micropython_tests(module: str, firmware_dir: Path = FIRMWARE, heap: str = HEAP_SIZE) -> tuple[dict[str, tuple[bool, str]], str]:
-    """Run one test module in MicroPython; return {test: (passed, output)} and the raw output."""
+@functools.cache
+def compiled_firmware() -> Path:
+    """The firmware as a node runs it, compiled with mpy-cross (once per session): compiling
+    its larger modules from source would take heap a node never spends on them, and how much
+    shifts with whatever a test imported first."""
+    out = Path(tempfile.mkdtemp(prefix="firmware-mpy-"))
+    atexit.register(shutil.rmtree, out, True)
+    compile_firmware(FIRMWARE, out, board="virtual")
+    return out
+
+
+def run_micropython_tests(module: str, firmware_dir: Path | None = None, heap: str = HEAP_SIZE) -> tuple[dict[str, tuple[bool, str]], str]:
+    """Run one test module in MicroPython; return {test: (passed, output)} and the raw output.
+    The test modules themselves are compiled from source, as they would be on a board."""
     with tempfile.TemporaryDirectory(prefix="firmware-test-") as scratch:
-        env = micropython_env(firmware_dir, HERE)
+        env = micropython_env(firmware_dir or compiled_firmware(), HERE)
         env["FIRMWARE_TEST_DIR"] = scratch  # files the tests write (flash, fallback configs)
         proc = subprocess.run(
             [find_micropython(), "-X", f"heapsize={heap}", str(HERE / "mprun.py"), module],

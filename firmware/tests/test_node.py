@@ -1,77 +1,11 @@
-import os
 import struct
 import time
 
 import config
 import detectors as det
 import regmap
-from hal_unix import Flash, Output, ResetInput, Watchdog
-from helpers import scratch
 from node import Node
-
-_STATE = scratch("node-%d" % (time.ticks_ms() % 100000))
-
-
-class ScriptedSampler:
-    def __init__(self, n):
-        self.values = [0] * n
-        self.status = bytearray(n)
-
-    def update(self):
-        pass
-
-    def read(self, index):
-        return self.values[index]
-
-
-class FakeBoard:
-    def __init__(self, root):
-        self.flash = Flash(root)
-        self.reset_input = ResetInput()
-        self.sampler_obj = None
-        self.out = []
-        self.wdt = None
-
-    def sampler(self, channels, period_ms):
-        self.sampler_obj = ScriptedSampler(len(channels))
-        return self.sampler_obj
-
-    def outputs(self, specs):
-        self.out = [Output(name) for name, _, _ in specs]
-        return self.out
-
-    def watchdog(self, timeout_ms):
-        self.wdt = Watchdog(timeout_ms)
-        return self.wdt
-
-
-def node_config(**channel):
-    ch = {"name": "level", "unit": "m", "source": {"type": "sim", "signal": 0}, "resolution": 0.01,
-          "physical": [-10, 10], "bounds": [-5, 5], "zscore": {"window": 8, "threshold": 4, "tunable": [2, 6]},
-          "rate": {"limit": 2.0, "horizon_s": 0.5}, "consecutive": 1, "trips": ["valve"]}  # fmt: skip
-    ch.update(channel)
-    return config.from_dict({
-        "node_id": 5, "sample_period_ms": 100, "reset_code": 1234, "watchdog_ms": 1000,
-        "outputs": [{"name": "valve", "pin": 4}], "channels": [ch, dict(ch, name="spare", trips=[])],
-        "modbus": {"tcp": {"port": 502}},
-    })  # fmt: skip
-
-
-def fresh(name):
-    root = _STATE + "-" + name
-    try:
-        os.remove(root + "/trip.json")
-    except OSError:
-        pass
-    board = FakeBoard(root)
-    return Node(node_config(), board), board
-
-
-def run(node, board, values, n):
-    for _ in range(n):
-        for i in range(len(values)):
-            board.sampler_obj.values[i] = values[i]
-        node.sample(time.ticks_ms())
+from node_fixtures import STATE_ROOT, FakeBoard, fresh, node_config, run
 
 
 def node_register(node, address):
@@ -112,7 +46,7 @@ def test_critical_bound_trips_in_the_same_cycle_and_survives_reboot():
     run(node, board, [0, 0], 20)
     assert not board.out[0].energised
     # reboot: a new Node on the same flash is still latched
-    board2 = FakeBoard(_STATE + "-trip")
+    board2 = FakeBoard(STATE_ROOT + "-trip")
     node2 = Node(node_config(), board2)
     run(node2, board2, [0, 0], 20)
     assert node2.latch.latched == 1 and not board2.out[0].energised
@@ -188,7 +122,7 @@ def test_remote_thresholds_are_clamped_to_the_node_config():
 
 def test_tuning_after_the_channel_configs_are_dropped_holds_infinities_at_the_limits():
     cfg = node_config()
-    board = FakeBoard(_STATE + "-tune-inf")
+    board = FakeBoard(STATE_ROOT + "-tune-inf")
     node = Node(cfg, board)
     assert cfg.channels == [None, None], "the node releases each channel configuration once built"
     low = regmap.holding_address(0, regmap.HR_LOW)
@@ -275,7 +209,7 @@ def test_status_and_counters_are_those_of_the_last_sample_when_read():
 
 
 def test_slow_channel_is_sampled_every_nth_cycle():
-    root = _STATE + "-slow"
+    root = STATE_ROOT + "-slow"
     board = FakeBoard(root)
     cfg = node_config()
     cfg2 = config.from_dict({
@@ -293,53 +227,3 @@ def test_slow_channel_is_sampled_every_nth_cycle():
     assert node.detectors[0].filled == 8  # ring of 8, full
     assert node.detectors[1].filled == 10  # 50 cycles, one sample in five
     assert cfg.channels[0].divider == 1
-
-
-def _cycles(node, n):
-    now = time.ticks_ms()
-    for _ in range(n):
-        node.sample(now)
-
-
-def test_full_sample_cycle_allocates_nothing():
-    import gc
-
-    node, board = fresh("alloc")
-    board.sampler_obj.values[0] = 37
-    board.sampler_obj.values[1] = -12
-    _cycles(node, 20)  # warm-up done, outputs energised, every counter written once
-    assert board.out[0].energised
-    gc.collect()
-    gc.disable()
-    try:
-        before = gc.mem_alloc()
-        _cycles(node, 300)
-        used = gc.mem_alloc() - before
-    finally:
-        gc.enable()
-    assert used == 0, used
-
-
-def test_serving_reads_allocates_nothing():
-    import gc
-
-    node, board = fresh("read-alloc")
-    _cycles(node, 20)
-    requests = []
-    for function, address, count in ((4, 0, 24), (4, 100, 20), (4, 105, 3), (3, 16, 16)):
-        pdu = bytearray(5)
-        struct.pack_into(">BHH", pdu, 0, function, address, count)
-        requests.append(pdu)
-    for pdu in requests:
-        node.slave.handle(pdu, 0, 5)  # the first pass may settle anything lazy
-    gc.collect()
-    gc.disable()
-    try:
-        before = gc.mem_alloc()
-        for _ in range(50):
-            for pdu in requests:
-                assert node.slave.handle(pdu, 0, 5) > 2
-        used = gc.mem_alloc() - before
-    finally:
-        gc.enable()
-    assert used == 0, used

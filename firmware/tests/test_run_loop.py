@@ -2,7 +2,7 @@
 # due; with two it waits in short slices, so a request on either is answered promptly.
 import time
 
-from test_node import fresh
+from node_fixtures import fresh
 
 
 class RecordingServer:

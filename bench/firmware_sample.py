@@ -1,7 +1,7 @@
 """Node sample cycle in the MicroPython unix port: time per channel per sample with every check,
 heap allocated per sample, and the application's heap for 8 channels (or --channels; live after
-start-up, and its peak: the smallest heap it boots and runs in, less what the bench's own script
-needs), beside a plain float ring-buffer Z-score measured in the same run.
+start-up, and its peak: what it needs of the smallest heap it boots and runs in, beyond what the
+bench's own script has in use), beside a plain float ring-buffer Z-score measured in the same run.
 
 Two layouts of the firmware's code, both compiled with mpy-cross: .mpy files on the
 filesystem (what `edge-flash deploy` installs on stock MicroPython: the bytecode is loaded
@@ -9,7 +9,11 @@ into the heap), and the same files in a ROMFS image, imported in place (what a b
 ROMFS partition runs: the bytecode stays in flash). A frozen build also keeps the names the
 modules intern in flash: its live heap is at most the ROMFS figure less those.
 
-    .venv/bin/python bench/firmware_sample.py [--samples 10000] [--heap 128k] [--channels 8]
+    .venv/bin/python bench/firmware_sample.py [--samples 10000] [--heap 128k] [--channels 8] [--instructions]
+
+Times on a shared machine move with its load; --instructions also counts the instructions
+per channel-sample of the cycle and of the reference under valgrind, which do not.
+The 32-bit heap (the ESP32's object sizes): bench/firmware_heap32.py.
 
 Last line: a JSON object with the figures.
 """
@@ -21,6 +25,7 @@ import contextlib
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,9 +85,20 @@ def main(argv: list[str] | None = None) -> int:
         default=8,
         help="channels in the node's configuration (1..16, default: %(default)s)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="also count the instructions per channel-sample of the cycle and the reference under"
+        " valgrind (callgrind): repeatable whatever else the machine is doing; some minutes",
+    )
+    parser.add_argument(
+        "--instruction-samples", type=int, default=2000, help="samples counted with --instructions"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.channels <= 16:
         parser.error("--channels must be 1..16")
+    if args.instructions and shutil.which("valgrind") is None:
+        parser.error("--instructions needs valgrind (Debian: apt install valgrind)")
     with tempfile.TemporaryDirectory(prefix="firmware-bench-") as tmp:
         work = Path(tmp)
         compile_firmware(find_firmware_dir(), work / "mpy", board="virtual")
@@ -105,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {run + 1}/{args.runs} done", file=sys.stderr)
         image_bytes = (work / "app.romfs").stat().st_size
         peak = _node_peak(args, work, mpy)
-        peak_rom = _node_peak(args, work, rom)  # the image is read into the heap in both runs, so it cancels
-    if peak is None or peak_rom is None:
+        # The image, read into the heap before the node starts, is not counted.
+        peak_rom = _node_peak(args, work, rom)
+        peak_steps = _node_peak(args, work, mpy, "boot-steps")
+        peak_rom_steps = _node_peak(args, work, rom, "boot-steps")
+        instructions = _instructions(args, work, mpy) if args.instructions else None
+    if None in (peak, peak_rom, peak_steps, peak_rom_steps):
         return 1
     rows.sort(key=lambda r: r[0][0])
     (
@@ -127,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         "peak_heap_bytes": peak,
         "live_heap_bytes": heap,
         "peak_heap_rom_bytes": peak_rom,
+        "peak_heap_steps_bytes": peak_steps,
+        "peak_heap_rom_steps_bytes": peak_rom_steps,
         "live_heap_rom_bytes": node_rom[4],
         "qstr_rom_bytes": node_rom[8],
         "live_heap_frozen_bytes_at_most": node_rom[4] - node_rom[8],
@@ -138,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     figures["time_ratio_to_reference"] = round(
         figures["us_per_channel_sample"] / figures["reference_float_z_us_per_sample"], 2
     )
+    if instructions is not None:
+        figures["instructions_per_channel_sample"] = instructions[0]
+        figures["reference_instructions_per_channel_sample"] = instructions[1]
+        figures["instruction_ratio_to_reference"] = round(instructions[0] / instructions[1], 2)
     print(
         f"full cycle, all checks + registers : {figures['us_per_channel_sample']:8.3f} us per channel-sample"
         f"  {figures['alloc_bytes_per_sample']:8.3f} B allocated per sample (target < 5 us, 0 B)"
@@ -151,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         f"  {figures['reference_float_z_alloc_bytes_per_sample']:8.1f} B per channel-sample"
     )
     print(f"ratio full cycle / reference       : {figures['time_ratio_to_reference']:8.2f}")
+    if instructions is not None:
+        print(
+            f"instructions per channel-sample    : {instructions[0]:8d} full cycle, {instructions[1]} reference,"
+            f" ratio {figures['instruction_ratio_to_reference']:.2f} (callgrind, {args.instruction_samples} samples)"
+        )
     print(
         f"Modbus read of every channel       : {figures['read_all_channels_us']:8.2f} us"
         f"  {figures['read_alloc_bytes']:8.3f} B allocated (function 4, {channels * 10} registers in {(channels + 11) // 12} request(s); packs the floats)"
@@ -158,10 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"application heap, {channels} channels (target < {TARGET_HEAP} B for 8; 64-bit objects, larger than the ESP32's):"
     )
-    print("  (peak: the heap it needs to boot and run, fragmentation included)")
-    print(f"  .mpy files on the filesystem     : peak {peak:6d} B, live after start-up {heap:6d} B")
+    print("  (peak: what start-up needs of the smallest heap it runs in, fragmentation included;")
     print(
-        f"  .mpy files in ROMFS (in place)   : peak {peak_rom:6d} B, live after start-up {node_rom[4]:6d} B"
+        "   in brackets, the same with the collector run only where the application asks, as firmware_heap32.py measures)"
+    )
+    print(
+        f"  .mpy files on the filesystem     : peak {peak:6d} B ({peak_steps:6d} B), live after start-up {heap:6d} B"
+    )
+    print(
+        f"  .mpy files in ROMFS (in place)   : peak {peak_rom:6d} B ({peak_rom_steps:6d} B), live after start-up {node_rom[4]:6d} B"
         f"  (image {image_bytes} B of flash)"
     )
     print(
@@ -195,24 +231,27 @@ def _run(args: argparse.Namespace, work: Path, layout: Layout, mode: str, heap: 
     return figures
 
 
-def _smallest_heap(args: argparse.Namespace, work: Path, layout: Layout, mode: str = "boot") -> int | None:
-    """The smallest -X heapsize (to 64 bytes) in which the bench script completes `mode`:
-    "boot" starts the node from its config.json, serves TCP and runs 300 cycles with its
-    outputs on; "idle" does everything but start the node. Their difference is the node's
-    peak heap at boot, fragmentation included (the collector does not move objects)."""
-    tag = {"boot": "BOOT 1", "idle": "IDLE"}[mode]
+def _node_peak(args: argparse.Namespace, work: Path, layout: Layout, mode: str = "boot") -> int | None:
+    """The most of the heap the node's start-up needs (fragmentation included: the collector
+    does not move objects): the collector's pool in the smallest -X heapsize (to 64 bytes) in
+    which the bench script starts the node from its config.json, serves TCP and runs 300
+    cycles with its outputs on, less what the script has in use when the node's start-up
+    begins. Mode "boot-steps" runs the collector only where the application asks for it, as
+    the 32-bit bench (firmware_heap32.py) must."""
 
-    def completes(size: int) -> bool:
+    def boot(size: int) -> tuple[bool, list[int] | None]:
+        """Whether the run completes; what it had in use as the start-up began, if it got there."""
         proc = _micropython(args, work, layout, mode, str(size))
-        return proc.returncode == 0 and tag in proc.stdout
+        setup = next((ln.split()[1:] for ln in proc.stdout.splitlines() if ln.startswith("SETUP")), None)
+        return proc.returncode == 0 and "BOOT 1" in proc.stdout, setup and [int(v) for v in setup]
 
     low, high = 1024, 256 * 1024
-    if not completes(high):
-        print(f"{mode} run ({layout.name}) failed in {high} bytes of heap", file=sys.stderr)
+    if not boot(high)[0]:
+        print(f"boot run ({layout.name}) failed in {high} bytes of heap", file=sys.stderr)
         return None
     while high - low > 64:
         mid = (low + high) // 2
-        if completes(mid):
+        if boot(mid)[0]:
             high = mid
         else:
             low = mid
@@ -221,26 +260,49 @@ def _smallest_heap(args: argparse.Namespace, work: Path, layout: Layout, mode: s
     # every heap up to STABLE_SPAN larger works (checked every 256 bytes).
     while True:
         failing = next(
-            (size for size in range(high + 256, high + STABLE_SPAN, 256) if not completes(size)), None
+            (size for size in range(high + 256, high + STABLE_SPAN, 256) if not boot(size)[0]), None
         )
         if failing is None:
-            return high
+            break
         high = failing + 64
+    if boot(high - 64)[1] is None:
+        print(
+            f"boot run ({layout.name}): the bench's own setup, not the node, sets the smallest heap",
+            file=sys.stderr,
+        )
+        return None
+    pool, in_use = boot(high)[1]
+    return pool - in_use
 
 
-def _node_peak(args: argparse.Namespace, work: Path, layout: Layout) -> int | None:
-    """The node's peak heap at boot: the smallest heap it boots in, less the smallest heap the
-    bench's own script (its code, replay data and, for ROMFS, the image) completes in."""
-    boot = _smallest_heap(args, work, layout, "boot")
-    idle = _smallest_heap(args, work, layout, "idle")
-    return None if boot is None or idle is None else boot - idle
+def _instructions(args: argparse.Namespace, work: Path, layout: Layout) -> tuple[int, int]:
+    """Instructions per channel-sample of the full cycle and of the float reference, counted by
+    callgrind: each run with and without the samples, so start-up and the interpreter's own
+    cost cancel."""
+
+    def count(mode: str, samples: int) -> int:
+        with tempfile.TemporaryDirectory(dir=work) as out:
+            wrapper = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}/callgrind.out"]
+            proc = _micropython(args, work, layout, mode, args.heap, samples=samples, wrapper=wrapper)
+        found = re.search(r"Collected : (\d+)", proc.stderr)
+        if proc.returncode != 0 or found is None:
+            raise SystemExit(f"{mode} run under valgrind failed:\n{proc.stdout}{proc.stderr}")
+        return int(found.group(1))
+
+    samples = args.instruction_samples
+    per_sample = []
+    for mode in ("cycles", "reference"):
+        print(f"counting instructions: {mode}", file=sys.stderr)
+        per_sample.append((count(mode, samples) - count(mode, 0)) // (samples * args.channels))
+    return per_sample[0], per_sample[1]
 
 
-def _micropython(args: argparse.Namespace, work: Path, layout: Layout, mode: str, heap: str):
+def _micropython(args: argparse.Namespace, work: Path, layout: Layout, mode: str, heap: str,
+                 samples: int | None = None, wrapper: list[str] | None = None):  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="flash-", dir=work) as flash:
         Path(flash, "config.json").write_text((work / "config.json").read_text())
-        cmd = [find_micropython(), "-X", f"heapsize={heap}", "-m", "firmware_sample_mp",
-               str(args.samples), mode, flash, str(args.channels)]  # fmt: skip
+        cmd = [*(wrapper or []), find_micropython(), "-X", f"heapsize={heap}", "-m", "firmware_sample_mp",
+               str(args.samples if samples is None else samples), mode, flash, str(args.channels)]  # fmt: skip
         if layout.image is not None:
             cmd.append(str(layout.image))
         env = micropython_env(layout.path, work / "script")

@@ -1,7 +1,10 @@
 # Runs inside the MicroPython unix port, compiled with mpy-cross (see bench/firmware_sample.py):
 # the node's full sample cycle on 8 channels, or (mode "reference") a plain float ring-buffer
 # Z-score, or (mode "boot") only the node's start-up and a short run, for the smallest heap it
-# fits in, or (mode "idle") all of this script but the node, the baseline for that heap.
+# fits in ("boot-steps": the same with the collector run only where the application asks
+# for it), or (mode "cycles") start-up and the sample cycle alone, or (mode "steps") only
+# this script's setup, start-up then being run a step at a time from outside (by
+# bench/firmware_heap32.py, in the WebAssembly port).
 #
 # argv: samples mode flash-folder channels [romfs-image]. With an image, the firmware's .mpy files are
 # imported from it in place, as from a ROMFS partition (or frozen) on a board: the image is
@@ -18,10 +21,15 @@ MODE = sys.argv[2] if len(sys.argv) > 2 else "node"
 FLASH = sys.argv[3] if len(sys.argv) > 3 else "/tmp/firmware-bench-flash"
 CHANNELS = int(sys.argv[4]) if len(sys.argv) > 4 else 8
 if len(sys.argv) > 5:
+    import os
+
     import vfs
 
+    # Read into a buffer of its exact size: read() would grow one, and leave the heap
+    # fragmented before the node starts.
+    IMAGE = bytearray(os.stat(sys.argv[5])[6])
     with open(sys.argv[5], "rb") as f:
-        IMAGE = f.read()
+        f.readinto(IMAGE)
     vfs.mount(vfs.VfsRom(IMAGE), "/rom")
     sys.path.insert(0, "/rom")
 SAMPLES = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
@@ -33,9 +41,10 @@ def replay_counts(n):
     data = array.array("i", bytearray(4 * n * PATTERN))
     x = 12345
     for i in range(n * PATTERN):
-        x ^= (x << 13) & 0xFFFFFFFF
-        x ^= x >> 17
-        x ^= (x << 5) & 0xFFFFFFFF
+        # A 16-bit xorshift: on a 32-bit port, wider values would be heap-allocated integers.
+        x ^= (x << 7) & 0xFFFF
+        x ^= x >> 9
+        x ^= (x << 8) & 0xFFFF
         data[i] = 500 + (x % 101) - 50
     return data
 
@@ -92,28 +101,41 @@ class BenchBoard:
 
 
 def load_config():
-    """The configuration (8 channels) validated from the flash, then the validator unloaded,
-    as app.py does."""
+    """The configuration validated from the flash, then the validator unloaded, as app.py
+    does."""
     import config
 
-    cfg = config.load(FLASH + "/config.json")
-    del sys.modules["config"]
-    gc.collect()
-    return cfg
+    try:
+        return config.load(FLASH + "/config.json")
+    finally:
+        del sys.modules["config"]  # freed by the caller's collection: this frame still holds it
 
 
-def start():
-    """What app.py does: validate the configuration, then load the node, its transport and the
-    flash (not the simulator), start them (the node releases the channel configurations)."""
-    global det, Flash
-    cfg = load_config()
+def load_node_modules():
+    """What app.py does next: load the node, its transport and the flash (not the simulator),
+    then collect."""
+    global det, Flash, ModbusTcpServer, Node
     import detectors as det
     from flashfs import Flash
     from modbus_tcp import ModbusTcpServer
     from node import Node
 
+
+def start_node(cfg):
+    """Start the node and its transport (the node releases the channel configurations)."""
     node = Node(cfg, BenchBoard())
     server = ModbusTcpServer(node.slave, port=0, bind="127.0.0.1")
+    return node, server
+
+
+def start():
+    """app.py's start-up: validate the configuration, start the node, run it past warm-up."""
+    cfg = load_config()
+    gc.collect()
+    load_node_modules()
+    gc.collect()
+    node, server = start_node(cfg)
+    gc.collect()
     cycles(node, 300)  # past warm-up, outputs energised
     gc.collect()
     return node, server
@@ -167,11 +189,19 @@ def measure(fn, *args):
     return elapsed, used
 
 
-if MODE == "idle":
-    print("IDLE")  # everything but the node: the baseline its smallest heap is measured against
-elif MODE == "boot":
+if MODE == "steps":
+    pass  # bench/firmware_heap32.py calls load_config, load_node_modules, start_node, cycles
+elif MODE in ("boot", "boot-steps"):
+    # What the collector manages, and what this script has in use as the node's start-up begins.
+    print("SETUP", gc.mem_alloc() + gc.mem_free(), BASE)
+    if MODE == "boot-steps":
+        gc.disable()  # collections only where app.py and config.load ask for them (see firmware_heap32.py)
     node, server = start()
     print("BOOT", node.latch.energised)
+elif MODE == "cycles":
+    node, server = start()
+    cycles(node, SAMPLES)  # alone, for an instruction count (firmware_sample.py --instructions)
+    print("CYCLES", node.latch.energised)
 elif MODE == "node":
     node, server = start()
     heap = gc.mem_alloc() - BASE

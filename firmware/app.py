@@ -96,3 +96,8 @@ def run():
     except Exception as exc:  # the watchdog resets the board; outputs are safe at boot
         sys.print_exception(exc)
         raise
+    finally:
+        # A Ctrl-C (a console, a deploy) may stop the node with its heap locked: the REPL
+        # that follows must be able to allocate.
+        if "node" in sys.modules:
+            sys.modules["node"].unlock_heap()

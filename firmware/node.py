@@ -75,6 +75,15 @@ def publish_identity(bank, node_id, period_ms, channel_count=0, output_count=0, 
     bank.set_u16(IR_CONFIG_ERROR, config_error)
 
 
+def unlock_heap():
+    """Leave the heap unlocked, whether the lock was taken (depth 1) or not (0). An interrupt
+    can land between a lock or an unlock and the `try` that pairs it (the unix port raises
+    Ctrl-C from its signal handler, anywhere); unlocking an unlocked heap takes its depth
+    below 0, which locks it, and the REPL or a deploy would then fail on every allocation."""
+    if micropython.heap_unlock():  # not 0: the depth went below 0, so it was not locked
+        micropython.heap_lock()  # back to 0
+
+
 class Node:
     def __init__(self, cfg, board, bank=None):
         # The node takes the channel configurations over: it keeps what it needs of each in
@@ -142,11 +151,11 @@ class Node:
         loop. What may allocate runs unlocked: the sampler (a driver's I/O), a trip's write
         to flash, a reset."""
         self.sampler.update()
-        micropython.heap_lock()
         try:
+            micropython.heap_lock()
             healthy = self._detect()
         finally:
-            micropython.heap_unlock()
+            unlock_heap()
         if self.trip_mask:
             self.latch.trip(self.trip_mask, self.trip_cause)  # outputs go safe in this same cycle
         if self.board.reset_input.pressed():

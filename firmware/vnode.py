@@ -6,7 +6,7 @@ import sys
 
 # The node first, while the heap is empty: the unix port compiles these modules from source,
 # and the largest needs the longest free stretch.
-from node import Node, config_error_node  # isort: skip
+from node import Node, config_error_node, unlock_heap  # isort: skip
 
 import config
 import regmap
@@ -116,7 +116,7 @@ def main(argv):
     try:
         node.run(servers)
     except KeyboardInterrupt:
-        pass
+        unlock_heap()  # Ctrl-C may have stopped the cycle with the heap locked
     finally:
         for s in servers:
             if hasattr(s, "close"):

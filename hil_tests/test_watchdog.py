@@ -21,7 +21,7 @@ def test_stalled_loop_recovered_by_the_watchdog(bench: Bench, rig, healthy, reco
         console.enter_repl()  # the loop stops here, in the REPL
         stalled = time.time()
         dropped = rig.wait_output(bench.output, False, bench.watchdog_s + BOOT_S[bench.virtual])
-        assert dropped is not None, "the outputs stayed on with the loop stalled"
+        assert dropped is not None, f"the outputs stayed on with the loop stalled\n{_evidence(bench, rig)}"
         record_property("outputs_off_after_stall_ms", round((dropped - stalled) * 1000))
         assert bench.watchdog_s * 0.9 <= dropped - stalled <= bench.watchdog_s + BOOT_S[bench.virtual]
         found, text = console.read_console(
@@ -34,3 +34,21 @@ def test_stalled_loop_recovered_by_the_watchdog(bench: Bench, rig, healthy, reco
     after = bench.wait("the node answering again", lambda: bench.link.status(), 10.0)
     assert after.samples < before.samples, "no reset happened"
     assert rig.wait_output(bench.output, True, bench.ready_s()) is not None, "the outputs did not come back"
+
+
+def _evidence(bench: Bench, rig) -> str:
+    """What the board said and, on the virtual board, the watchdog's file: why it did not reset."""
+    lines = []
+    if bench.console_log is not None:
+        lines.append(
+            "console (last 800 characters):\n" + bench.console_log.read_text(errors="replace")[-800:]
+        )
+    flash = getattr(rig, "flash", None)
+    if flash is not None:
+        wdt = flash / "wdt"
+        try:
+            age_s = time.time() - wdt.stat().st_mtime
+            lines.append(f"wdt file: {wdt.read_text()!r}, last written {age_s:.1f} s ago")
+        except OSError as exc:
+            lines.append(f"wdt file: {exc}")
+    return "\n".join(lines)

@@ -80,7 +80,7 @@ def _channel(obj, path, period_ms, output_names):
     if not isinstance(obj, dict):
         _fail(path[:-1], "expected an object")
     _known(obj, ("name", "unit", "source", "sample_period_ms", "resolution", "physical", "bounds", "zscore",
-                 "rate", "consecutive", "severity", "trips"), path)  # fmt: skip
+                 "rate", "consecutive", "clear_after", "severity", "trips"), path)  # fmt: skip
     ch = ChannelConfig()
     ch.name = _get(obj, "name", path, str, required=True)
     if not 0 < len(ch.name) <= 12:
@@ -125,6 +125,7 @@ def _channel(obj, path, period_ms, output_names):
         if not 1 <= ch.rate_horizon <= det.MAX_HORIZON:
             _fail(path + "rate.horizon_s", "must be 1..%d sample periods (%d ms each)" % (det.MAX_HORIZON, period_ms))
     ch.consecutive = _num(obj, "consecutive", path, 1, 1000, 1, kind=int)
+    ch.clear_after = _num(obj, "clear_after", path, 1, det.MAX_CLEAR_AFTER, ch.consecutive, kind=int)
     sev = _get(obj, "severity", path, dict, {})
     _known(sev, CHECK_NAMES, path + "severity.")
     for i in range(det.CHECKS):
@@ -132,6 +133,9 @@ def _channel(obj, path, period_ms, output_names):
         if name not in SEVERITIES:
             _fail(path + "severity." + CHECK_NAMES[i], "one of off, warning, critical")
         ch.severities[i] = SEVERITIES[name]
+    if ch.severities[det.CHECK_FAULT] == det.SEVERITY_OFF:
+        # a faulty sensor must keep the node from vouching for the plant
+        _fail(path + "severity.fault", "one of warning, critical")
     for out in _get(obj, "trips", path, list, []):
         if out not in output_names:
             _fail(path + "trips", "no output named %r" % (out,))

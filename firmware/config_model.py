@@ -31,6 +31,7 @@ class ChannelConfig:
         self.rate_horizon = 0
         self.divider = 1  # sampled every `divider` node cycles
         self.consecutive = 1
+        self.clear_after = 1
         self.severities = bytearray(det.CHECKS)
         self.trips = 0  # bit mask of outputs
 
@@ -48,6 +49,7 @@ class ChannelConfig:
             physical_low=self.counts(self.physical[0]),
             physical_high=self.counts(self.physical[1]),
             consecutive=self.consecutive,
+            clear_after=self.clear_after,
             severities=self.severities,
         )
 

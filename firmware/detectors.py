@@ -49,6 +49,7 @@ MAX_HORIZON = const(255)  # rate-of-change horizon in samples (ring of up to 256
 DEV_CLAMP = const(1023)  # squared deviations use |q - ref| <= 1023 counts
 REANCHOR = const(256)  # re-centre when the mean moves this many counts from the reference
 MAX_COUNTS = const(1 << 20)
+MAX_CLEAR_AFTER = const(10000)  # misses before a check clears (hits are 16-bit counters)
 Z_CLAMP = const(32767)
 
 
@@ -72,8 +73,9 @@ def isqrt(n, guess):
 
 class ChannelDetector:
     """Checks for one channel. Thresholds are in counts (see `counts`), the Z limit in
-    1/16 units, severities per check in SEVERITY_*; hysteresis: a check turns on after
-    `consecutive` hits in a row and off after as many misses in a row."""
+    1/16 units, severities per check in SEVERITY_* (a check whose severity is off never
+    fires); hysteresis: a check turns on after `consecutive` hits in a row and off after
+    `clear_after` misses in a row (default: as many as `consecutive`)."""
 
     def __init__(
         self,
@@ -87,6 +89,7 @@ class ChannelDetector:
         physical_high=MAX_COUNTS,
         consecutive=1,
         severities=None,
+        clear_after=0,
     ):
         if not 3 <= window_bits <= MAX_WINDOW_BITS:
             raise ValueError("window must be 8..64 samples (a power of two)")
@@ -96,6 +99,10 @@ class ChannelDetector:
             raise ValueError("physical range must lie within +-2**20 counts")
         if not 1 <= consecutive <= 1000:
             raise ValueError("consecutive must be 1..1000")
+        if not clear_after:
+            clear_after = consecutive
+        if not 1 <= clear_after <= MAX_CLEAR_AFTER:
+            raise ValueError("clear_after must be 1..10000")
         self.window_bits = window_bits
         self.window = 1 << window_bits
         size = self.window
@@ -112,12 +119,16 @@ class ChannelDetector:
         self.physical_low = physical_low
         self.physical_high = physical_high
         self.consecutive = consecutive
+        self.clear_after = clear_after
         self.severity = bytearray(CHECKS)
         if severities is None:
             severities = (SEVERITY_CRITICAL, SEVERITY_WARNING, SEVERITY_CRITICAL, SEVERITY_CRITICAL,
                           SEVERITY_WARNING, SEVERITY_WARNING)  # fmt: skip
+        self.enabled = 0  # flag bits of the checks whose severity is not off
         for i in range(CHECKS):
             self.severity[i] = severities[i]
+            if severities[i] != SEVERITY_OFF:
+                self.enabled |= 1 << i
         self.hits = array.array("h", [0] * CHECKS)
         self.reset()
 
@@ -230,6 +241,8 @@ class ChannelDetector:
                 if s * s > var256 or (s + 1) * (s + 1) <= var256:  # else the last root still holds
                     self.std16 = isqrt(var256, s)
                 self.mean16 = (ref << 4) + (mean_dev << 4) + ((rest << 4) >> bits)
+        if raw:
+            raw &= self.enabled
         self.raw = raw
         if raw == 0 and self.settled:
             return 0  # steady normal state: every counter already at its floor
@@ -259,6 +272,7 @@ class ChannelDetector:
     def _hysteresis(self, raw):
         hits = self.hits
         need = self.consecutive
+        clear = self.clear_after
         active = self.active
         level = SEVERITY_OFF
         for i in range(CHECKS):
@@ -270,12 +284,12 @@ class ChannelDetector:
                     active |= bit
             else:
                 h = h - 1 if h <= 0 else -1
-                if -h >= need:
+                if -h >= clear:
                     active &= ~bit
             if h > need:
                 h = need
-            elif h < -need:
-                h = -need
+            elif h < -clear:
+                h = -clear
             hits[i] = h
             if active & bit and self.severity[i] > level:
                 level = self.severity[i]
@@ -284,7 +298,7 @@ class ChannelDetector:
         if raw == 0 and active == 0:
             settled = True
             for i in range(CHECKS):
-                if hits[i] != -need:
+                if hits[i] != -clear:
                     settled = False
             self.settled = settled
         else:

@@ -22,7 +22,7 @@ def test_defaults_and_counts():
     cfg = config.from_dict(base())
     ch = cfg.channels[0]
     assert ch.k == 10 and ch.counts(1.5) == 1536
-    assert ch.window_bits == 5 and ch.z_threshold == 4.0 and ch.consecutive == 1
+    assert ch.window_bits == 5 and ch.z_threshold == 4.0 and ch.consecutive == 1 and ch.clear_after == 1
     assert ch.severities[det.CHECK_HIGH] == det.SEVERITY_CRITICAL
     d = ch.detector()
     assert d.high == 5120 and d.physical_high == 16384
@@ -42,6 +42,22 @@ def test_errors_name_the_key():
     data = base()
     data["modbus"] = {}
     assert error(data) == "modbus: configure tcp, rtu or both"
+
+
+def test_clear_after_defaults_to_consecutive_and_reaches_the_detector():
+    ch = config.from_dict(base(consecutive=3)).channels[0]
+    assert ch.clear_after == 3 and ch.detector().clear_after == 3
+    ch = config.from_dict(base(consecutive=2, clear_after=120)).channels[0]
+    d = ch.detector()
+    assert (d.consecutive, d.clear_after) == (2, 120)
+    assert error(base(clear_after=0)).startswith("channels[0].clear_after: must be within 1..10000")
+    assert error(base(clear_after=10001)).startswith("channels[0].clear_after: must be within 1..10000")
+
+
+def test_checks_can_be_off_but_not_the_fault_check():
+    ch = config.from_dict(base(severity={"stuck": "off", "zscore": "off"})).channels[0]
+    assert ch.detector().enabled == det.FLAG_FAULT | det.FLAG_LOW | det.FLAG_HIGH | det.FLAG_RATE
+    assert error(base(severity={"fault": "off"})) == "channels[0].severity.fault: one of warning, critical"
 
 
 def test_syntax_errors():

@@ -64,6 +64,33 @@ def test_hysteresis_needs_consecutive_hits_to_open_and_misses_to_close():
     assert d.active & det.FLAG_HIGH == 0
 
 
+def test_clear_after_holds_a_check_on_through_short_gaps():
+    # alarm off-delay: one hit raises the check, it clears only after 5 misses in a row
+    d = ChannelDetector(window_bits=3, high=100, consecutive=1, clear_after=5)
+    assert d.update(150) & det.FLAG_HIGH
+    for _ in range(4):
+        assert d.update(0) & det.FLAG_HIGH
+    assert d.update(150) & det.FLAG_HIGH  # a new hit restarts the count
+    for _ in range(4):
+        assert d.update(0) & det.FLAG_HIGH
+    assert d.update(0) & det.FLAG_HIGH == 0
+    assert d.level == det.SEVERITY_OFF
+    for _ in range(3):
+        d.update(0)
+    assert d.settled  # the fast path resumes once every count is at its floor
+    assert d.update(150) & det.FLAG_HIGH
+
+
+def test_a_check_whose_severity_is_off_never_fires():
+    sev = (det.SEVERITY_CRITICAL, det.SEVERITY_OFF, det.SEVERITY_CRITICAL, det.SEVERITY_OFF,
+           det.SEVERITY_WARNING, det.SEVERITY_WARNING)  # fmt: skip
+    d = ChannelDetector(window_bits=3, high=100, severities=sev)
+    assert feed(d, [500] * 20) == 0  # above the high bound and flat: high and stuck are off
+    assert d.raw == 0 and d.active == 0 and d.level == det.SEVERITY_OFF
+    on = ChannelDetector(window_bits=3, high=100)
+    assert feed(on, [500] * 20) == det.FLAG_HIGH | det.FLAG_STUCK
+
+
 def test_low_bound_and_configured_severities():
     sev = (det.SEVERITY_CRITICAL, det.SEVERITY_WARNING, det.SEVERITY_WARNING, det.SEVERITY_CRITICAL,
            det.SEVERITY_OFF, det.SEVERITY_OFF)  # fmt: skip
@@ -106,7 +133,7 @@ def test_stuck_sensor_has_no_variance():
 
 
 def test_bad_parameters_are_rejected():
-    for kwargs in ({"window_bits": 7}, {"rate_horizon": 256}, {"consecutive": 0}, {"physical_low": 5, "physical_high": 5}):
+    for kwargs in ({"window_bits": 7}, {"rate_horizon": 256}, {"consecutive": 0}, {"clear_after": 10001}, {"physical_low": 5, "physical_high": 5}):
         try:
             ChannelDetector(**kwargs)
         except ValueError:

@@ -1,6 +1,7 @@
 """NAB scoring rules and the edge NAB harness, on small series made here."""
 
 import csv
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -69,6 +70,44 @@ def test_harness_writes_nab_results_and_scores(tmp_path, capsys):
     assert max(range(2000), key=lambda i: scores[i]) in range(1500, 1510)
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["edge_standard"] > 90
+
+
+def test_edge_scores_are_the_nodes_detections_with_its_off_delay():
+    rng = np.random.default_rng(2)
+    values = 10 + rng.normal(0, 1, 3000)
+    settings = edge_nab.EdgeSettings()
+    centre, scale, kwargs = edge_nab.commission(values, settings)  # from the first 450 samples only
+    high = centre + kwargs["high"] / scale
+    assert 13 < high < 16  # the probationary range plus a quarter of it
+    values[2000:2300] = high + 0.5 + rng.normal(0, 1, 300)  # hovers about the high bound
+    crossings = sum(1 for a, b in itertools.pairwise(values[1999:2300]) if a <= high < b)
+    assert crossings > 20
+    held = edge_nab.edge_scores(values, settings)
+    first_above = next(i for i in range(2000, 2300) if values[i] > high)
+    assert set(held) <= {0.0, 1.0} and sum(held[2000:2300]) == 1 and held[first_above] == 1.0
+    chattering = edge_nab.edge_scores(values, edge_nab.replace(settings, clear_after=1))
+    assert sum(chattering[2000:2300]) > 20
+
+
+def test_commissioning_turns_stuck_off_for_a_signal_flat_in_normal_operation():
+    rng = np.random.default_rng(3)
+    noisy = 10 + rng.normal(0, 1, 3000)
+    noisy[2000:2200] = 10.0  # flat: a frozen sensor
+    settings = edge_nab.EdgeSettings(checks=frozenset({"stuck"}))
+    assert edge_nab.commission(noisy, settings)[2]["severities"][1] == edge_nab.det.SEVERITY_WARNING
+    scores = edge_nab.edge_scores(noisy, settings)
+    assert sum(scores) == 1 and scores.index(1.0) == 2000 + 64  # once the 64 samples before it are one value
+    square = np.repeat([0.0, 1.0] * 15, 100)  # flat for 100 samples at a time, normally
+    assert edge_nab.commission(square, settings)[2]["severities"][1] == edge_nab.det.SEVERITY_OFF
+    assert sum(edge_nab.edge_scores(square, settings)) == 0
+
+
+def test_bad_options_are_refused(tmp_path, capsys):
+    for options in (["--checks", "bounds,colour"], ["--clear-after", "0"], ["--horizon", "256"], ["--rate-limit", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            edge_nab.main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), *options])
+        assert exit_info.value.code == 2
+    assert "--clear-after must be 1..10000" in capsys.readouterr().err
 
 
 def test_missing_data_folder_is_a_clear_error(tmp_path, capsys):

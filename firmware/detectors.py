@@ -108,8 +108,7 @@ class ChannelDetector:
         size = self.window
         while size <= rate_horizon:
             size <<= 1
-        self.size = size
-        self.mask = size - 1
+        self.mask = size - 1  # the ring holds mask + 1 counts, a power of two
         self.ring = array.array("i", [0] * size)
         self.z_limit = z_limit
         self.rate_limit = rate_limit
@@ -134,7 +133,7 @@ class ChannelDetector:
 
     def reset(self):
         """Forget the history (after a reconfiguration or a sensor swap)."""
-        for i in range(self.size):
+        for i in range(self.mask + 1):
             self.ring[i] = 0
         for i in range(CHECKS):
             self.hits[i] = 0
@@ -206,7 +205,7 @@ class ChannelDetector:
                 sum_sq -= d * d
             ring[head] = q
             self.head = (head + 1) & mask
-            if filled < self.size:
+            if filled <= mask:
                 filled += 1
                 self.filled = filled
             d = q - ref

@@ -109,7 +109,8 @@ class ChannelDetector:
         while size <= rate_horizon:
             size <<= 1
         self.mask = size - 1  # the ring holds mask + 1 counts, a power of two
-        self.ring = array.array("i", [0] * size)
+        # Built from a range, which the array reads without a temporary list; reset() zeroes it.
+        self.ring = array.array("i", range(size))
         self.z_limit = z_limit
         self.rate_limit = rate_limit
         self.rate_horizon = rate_horizon
@@ -128,7 +129,7 @@ class ChannelDetector:
             self.severity[i] = severities[i]
             if severities[i] != SEVERITY_OFF:
                 self.enabled |= 1 << i
-        self.hits = array.array("h", [0] * CHECKS)
+        self.hits = array.array("h", range(CHECKS))
         self.reset()
 
     def reset(self):

@@ -48,7 +48,22 @@ PORT_DIR = REPO / "var" / "wasm32"
 STEPS_SCRIPT = REPO / "bench" / "wasm32" / "steps.mjs"
 NET_STANDINS = REPO / "bench" / "wasm32"  # socket.py, select.py: the port has neither
 STABLE_SPAN = 2048  # a smallest heap counts only if every heap up to this much larger works too
-CYCLES_STEP = 'bench.cycles(node, 300)\nprint("BOOT", node.latch.energised)\nmicropython.qstr_info()\n'
+
+
+def start_up_steps(channels: int) -> list[str]:
+    """app.py's start-up as top-level statements, one call each, split wherever it collects:
+    parse the configuration, validate its node settings, each channel and the rest (config.load
+    collects after each); load the node's modules; build the node's shared parts, each channel
+    and the rest (Node collects after each); start its TCP server; run 300 cycles, in
+    three calls (past warm-up, outputs energised). cfg stays referenced, as in app.py."""
+    steps = ["steps = bench.config_steps()"]
+    steps += ["cfg = next(steps)"] * (channels + 2)
+    steps += ['assert next(steps, None) is None\nsteps = None', "bench.load_node_modules()"]
+    steps += ["steps = bench.node_steps(cfg)"] + ["node = next(steps)"] * (channels + 2)
+    steps += ['assert next(steps, None) is None\nsteps = None\nserver = bench.start_server(node)']
+    steps += ["bench.cycles(node, 100)"] * 3
+    steps += ['print("BOOT", node.latch.energised)\nmicropython.qstr_info()']
+    return steps
 
 
 class BenchError(Exception):
@@ -106,6 +121,7 @@ class Layout:
             "import os, select, socket, time\n"
             "import micropython\n"
             "import firmware_sample_mp as bench\n"
+            "steps = cfg = node = server = None\n"  # start-up's names: their places taken now
             "micropython.qstr_info()\n"
         )
 
@@ -117,13 +133,7 @@ class Bench:
 
     def run(self, layout: Layout, heap: int) -> tuple[dict, str]:
         """The bench's setup, then app.py's start-up steps, in a heap of `heap` bytes."""
-        steps = [
-            layout.setup(self.channels),
-            "cfg = bench.load_config()",
-            "bench.load_node_modules()",
-            "node, server = bench.start_node(cfg)",
-            CYCLES_STEP,
-        ]
+        steps = [layout.setup(self.channels)] + start_up_steps(self.channels)
         plan = {
             "port": str(self.port),
             "heap": heap,

@@ -49,6 +49,9 @@ def replay_counts(n):
     return data
 
 
+# Set once start-up loads the node's modules: given their places in this module's globals
+# now, so that start-up does not grow them.
+det = Flash = ModbusTcpServer = Node = build_steps = None
 # The bench's own replay data comes first and is not counted: the node's heap starts here.
 REPLAY = replay_counts(CHANNELS)
 gc.collect()
@@ -100,32 +103,47 @@ class BenchBoard:
         return None
 
 
-def load_config():
-    """The configuration validated from the flash, then the validator unloaded, as app.py
-    does."""
+def config_steps():
+    """What app.py does first: validate the configuration (a step per channel, see
+    config.steps), the validator unloaded once the steps are done."""
     import config
 
     try:
-        return config.load(FLASH + "/config.json")
+        return config.load_steps(FLASH + "/config.json")
     finally:
         del sys.modules["config"]  # freed by the caller's collection: this frame still holds it
+
+
+def load_config():
+    """The configuration, collected after each channel as config.load does."""
+    for cfg in config_steps():
+        gc.collect()
+    return cfg
 
 
 def load_node_modules():
     """What app.py does next: load the node, its transport and the flash (not the simulator),
     then collect."""
-    global det, Flash, ModbusTcpServer, Node
+    global det, Flash, ModbusTcpServer, Node, build_steps
     import detectors as det
     from flashfs import Flash
     from modbus_tcp import ModbusTcpServer
-    from node import Node
+    from node import Node, build_steps
+
+
+def node_steps(cfg):
+    """Node(cfg, board) a step at a time (see node.build_steps)."""
+    return build_steps(cfg, BenchBoard())
+
+
+def start_server(node):
+    return ModbusTcpServer(node.slave, port=0, bind="127.0.0.1")
 
 
 def start_node(cfg):
     """Start the node and its transport (the node releases the channel configurations)."""
     node = Node(cfg, BenchBoard())
-    server = ModbusTcpServer(node.slave, port=0, bind="127.0.0.1")
-    return node, server
+    return node, start_server(node)
 
 
 def start():
@@ -190,7 +208,7 @@ def measure(fn, *args):
 
 
 if MODE == "steps":
-    pass  # bench/firmware_heap32.py calls load_config, load_node_modules, start_node, cycles
+    pass  # bench/firmware_heap32.py calls config_steps, load_node_modules, node_steps, cycles
 elif MODE in ("boot", "boot-steps"):
     # What the collector manages, and what this script has in use as the node's start-up begins.
     print("SETUP", gc.mem_alloc() + gc.mem_free(), BASE)

@@ -171,19 +171,30 @@ def parse(text):
         data = json.loads(text)
     except ValueError as exc:
         raise ConfigError(ERR_SYNTAX, "not valid JSON: %s" % exc)
-    return _checked(data)
+    return from_dict(_checked(data), consume=True)
 
 
 def _checked(data):
     if not isinstance(data, dict):
         raise ConfigError(ERR_SYNTAX, "top level must be an object")
-    return from_dict(data, consume=True)
+    return data
 
 
 def from_dict(data, consume=False):
     """The node's configuration from parsed JSON. With `consume`, each channel's JSON is
-    released as soon as it is validated (the caller's dict loses its channels): at boot the
-    parsed file and the configuration objects then never sit in the heap together."""
+    released as soon as it is validated (the caller's dict loses its channels) and collected:
+    at boot the parsed file and the configuration objects then never sit in the heap
+    together."""
+    for cfg in steps(data, consume):
+        if consume:
+            gc.collect()
+    return cfg
+
+
+def steps(data, consume=False):
+    """from_dict a step at a time, for a boot that collects garbage between steps: yields the
+    configuration being built after the node's settings and after each channel, and the last
+    time complete."""
     _known(data, ("node_id", "sample_period_ms", "reset_code", "reset_pin", "outputs", "channels",
                   "modbus", "wifi", "watchdog_ms"), "")  # fmt: skip
     cfg = NodeConfig()
@@ -211,16 +222,16 @@ def from_dict(data, consume=False):
     channels = _get(data, "channels", "", list, required=True)
     if not 1 <= len(channels) <= regmap.MAX_CHANNELS:
         _fail("channels", "1..%d channels" % regmap.MAX_CHANNELS)
-    seen = []
-    for i, obj in enumerate(channels):
-        ch = _channel(obj, "channels[%d]." % i, cfg.sample_period_ms, names)
-        if ch.name in seen:
-            _fail("channels[%d].name" % i, "used twice")
-        seen.append(ch.name)
+    yield cfg
+    for i in range(len(channels)):
+        ch = _channel(channels[i], "channels[%d]." % i, cfg.sample_period_ms, names)
+        for other in cfg.channels:
+            if other.name == ch.name:
+                _fail("channels[%d].name" % i, "used twice")
         cfg.channels.append(ch)
         if consume:
             channels[i] = None
-            gc.collect()
+        yield cfg
     modbus = _get(data, "modbus", "", dict, {})
     _known(modbus, ("tcp", "rtu"), "modbus.")
     tcp = _get(modbus, "tcp", "modbus.", dict, None)
@@ -250,10 +261,18 @@ def from_dict(data, consume=False):
         cfg.wifi = (_get(wifi, "ssid", "wifi.", str, required=True), _get(wifi, "password", "wifi.", str, ""))
     if cfg.tcp is None and cfg.rtu is None:
         _fail("modbus", "configure tcp, rtu or both")
-    return cfg
+    yield cfg
 
 
 def load(path):
+    """The node's configuration from the file at `path`, collecting garbage after each channel."""
+    for cfg in load_steps(path):
+        gc.collect()
+    return cfg
+
+
+def load_steps(path):
+    """load a step at a time (see steps): the file is parsed in the first."""
     # Parsed from the stream: no copy of the whole text in the heap at boot.
     try:
         f = open(path)
@@ -267,7 +286,7 @@ def load(path):
         raise ConfigError(ERR_MISSING, "%s: cannot read" % path)
     finally:
         f.close()
-    return _checked(data)
+    return steps(_checked(data), consume=True)
 
 
 def transports_only(path):

@@ -1,6 +1,7 @@
 # The node application: every sample period, read each channel, run its detectors, publish
 # the results in the register bank and act on critical detections; in between, serve Modbus.
 # The same code runs on the ESP32 (hal_esp32) and in the unix port (hal_unix).
+import gc
 import struct
 import time
 
@@ -84,25 +85,60 @@ def unlock_heap():
         micropython.heap_lock()  # back to 0
 
 
+def build_steps(cfg, board, bank=None):
+    """Node(cfg, board, bank) a step at a time, for a caller that collects garbage between
+    steps itself: yields the node after its shared parts and after each channel, the last
+    time complete."""
+    node = object.__new__(Node)
+    for _ in node._build(cfg, board, bank):
+        yield node
+
+
 class Node:
     def __init__(self, cfg, board, bank=None):
+        # Garbage collected after each channel: what one channel's set-up leaves behind is
+        # then never in the heap with the next one's, and start-up needs little more heap than
+        # the node keeps.
+        for _ in self._build(cfg, board, bank):
+            gc.collect()
+
+    def _build(self, cfg, board, bank):
         # The node takes the channel configurations over: it keeps what it needs of each in
         # arrays, its detector and the sampler, then sets the entry in cfg.channels to None.
         # Start-up is the heap's peak, and this way the configuration objects and the node
-        # are not in it together.
+        # are not in it together. Everything that does not depend on a channel comes first,
+        # while the heap is least fragmented; the outputs are safe from here on.
         channels = cfg.channels
+        n = len(channels)
         self.board = board
         self.bank = bank or regmap.RegisterBank()
         self.reset_code = cfg.reset_code
-        n = len(channels)
+        self.period_ms = cfg.sample_period_ms
+        self.outputs = board.outputs(cfg.outputs)
+        self.latch = SafetyLatch(self.outputs, board.flash)
+        self.wdt = board.watchdog(cfg.watchdog_ms) if cfg.watchdog_ms else None
+        self.slave = ModbusSlave(self.bank, cfg.node_id, on_write=self.on_write, on_read=self.on_read)
+        self.samples = 0
+        self.detections = 0
+        self.overruns = 0
+        self.reset_rejects = 0
+        self.started_ms = time.ticks_ms()
+        self.next_due_ms = self.started_ms
+        self.last_sample_ms = self.started_ms
+        self.healthy = False
+        self.trip_mask = 0  # set by every cycle's detection: outputs to trip, and why
+        self.trip_cause = 0xFFFF
         self.sampler = board.sampler(channels, cfg.sample_period_ms)
         self.detectors = []
         self.ks = bytearray(n)
-        self.dividers = array.array("H", [1] * n)
-        self.trip_masks = array.array("H", [0] * n)
+        self.dividers = array.array("H", bytes(2 * n))
+        self.trip_masks = array.array("H", bytes(2 * n))
         # The configured limits that remote tuning stays within, per channel: bounds and rate
         # limit in counts, Z range in 1/16 units.
         self.limits = array.array("i", bytes(4 * _LIMITS * n))
+        self.previous = array.array("H", bytes(2 * n))
+        self.values = array.array("i", bytes(4 * n))  # last good counts per channel
+        yield
         for i in range(n):
             ch = channels[i]
             d = ch.detector()
@@ -119,27 +155,12 @@ class Node:
             self.bank.set_text(regmap.descriptor_address(i, DESC_NAME), ch.name, DESC_NAME_REGS)
             self.bank.set_text(regmap.descriptor_address(i, DESC_UNIT), ch.unit, DESC_UNIT_REGS)
             channels[i] = None
-        self.previous = array.array("H", [0] * n)
-        self.values = array.array("i", bytes(4 * n))  # last good counts per channel
-        self.outputs = board.outputs(cfg.outputs)
-        self.latch = SafetyLatch(self.outputs, board.flash)
-        self.wdt = board.watchdog(cfg.watchdog_ms) if cfg.watchdog_ms else None
-        self.period_ms = cfg.sample_period_ms
-        self.samples = 0
-        self.detections = 0
-        self.overruns = 0
-        self.reset_rejects = 0
-        self.started_ms = time.ticks_ms()
-        self.next_due_ms = self.started_ms
-        self.last_sample_ms = self.started_ms
-        self.healthy = False
-        self.trip_mask = 0  # set by every cycle's detection: outputs to trip, and why
-        self.trip_cause = 0xFFFF
-        self.slave = ModbusSlave(self.bank, cfg.node_id, on_write=self.on_write, on_read=self.on_read)
+            yield
         publish_identity(self.bank, cfg.node_id, self.period_ms, n, len(self.outputs))
         for i in range(n):
             self._publish_tunables(i)
         self._publish_status()
+        yield
 
     # -- sample cycle -------------------------------------------------------------------
 

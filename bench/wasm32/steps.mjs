@@ -33,29 +33,48 @@ for (const [file, host] of Object.entries(plan.files || {})) {
   mp.FS.writeFile(file, fs.readFileSync(host));
 }
 
+// Every step is compiled before the first runs, and then run, measured and followed by a
+// collection through calls into Python that compile nothing: the compiler's own transient
+// buffers, which a board running .mpy files never allocates, stay out of the figures.
 // gc.mem_free() counts the heap the port may still add (a constant): a change in
-// mem_alloc() + mem_free() is a change in the heap's size. Measured in the step's own call:
-// a collection the step asked for runs when the next call begins.
-const MEASURE = "\nimport gc\n_end = gc.mem_alloc()\n_size = gc.mem_alloc() + gc.mem_free()\n";
-const run = (source) => {
-  mp.runPython(source + MEASURE);
+// mem_alloc() + mem_free() is a change in the heap's size.
+mp.globals.set("_sources", JSON.stringify(plan.steps));
+mp.runPython(`
+import gc, json
+_code = [compile(source, "<step>", "exec") for source in json.loads(_sources)]
+_sources = None
+_end = _size = 0
+
+
+def _step(i):
+    global _end, _size
+    if i >= 0:
+        exec(_code[i])
+    _end = gc.mem_alloc()
+    _size = gc.mem_alloc() + gc.mem_free()
+`);
+const step = mp.globals.get("_step");
+const collect = mp.pyimport("gc").collect;
+const run = (i) => {
+  step(i);
   return { end: mp.globals.get("_end"), size: mp.globals.get("_size") };
 };
-const start = run("").size;
+collect();
+const start = run(-1).size;
 captured = [];
 mp.runPython("import micropython\nmicropython.mem_info()");
 const pool = Number(/GC: total: (\d+)/.exec(captured.join("\n"))[1]);
 captured = null;
 const report = { pool, steps: [] };
-for (const source of plan.steps) {
-  let step;
+for (let i = 0; i < plan.steps.length; i++) {
+  let measured;
   try {
-    step = run(source);
+    measured = run(i);
   } catch (error) {
-    process.stderr.write(`step failed:\n${source}\n${error.message}\n`);
+    process.stderr.write(`step failed:\n${plan.steps[i]}\n${error.message}\n`);
     process.exit(1);
   }
-  mp.runPython("import gc\ngc.collect()");
-  report.steps.push({ end: step.end, live: run("").end, grew: step.size !== start });
+  collect();
+  report.steps.push({ end: measured.end, live: run(-1).end, grew: measured.size !== start });
 }
 process.stdout.write(JSON.stringify(report) + "\n");

@@ -122,3 +122,24 @@ def test_validation_leaves_the_callers_data_unless_asked_to_consume_it():
     cfg = config.from_dict(data, consume=True)  # as load() does at boot
     assert data["channels"] == [None, None]
     assert [ch.name for ch in cfg.channels] == ["p", "q"]
+
+
+def test_steps_yield_after_the_settings_and_each_channel_and_release_the_json():
+    data = base()
+    data["channels"].append(dict(data["channels"][0], name="q"))
+    seen = []
+    for cfg in config.steps(data, consume=True):
+        seen.append((len(cfg.channels), data["channels"].count(None)))
+    assert seen == [(0, 0), (1, 1), (2, 2), (2, 2)]
+    assert cfg.channels[1].name == "q" and cfg.tcp == {"port": 502}
+    # an error in a later channel surfaces at its own step, naming it
+    data = base()
+    data["channels"].append(dict(data["channels"][0], name="p"))
+    steps = config.steps(data)
+    next(steps), next(steps)
+    try:
+        next(steps)
+    except config.ConfigError as exc:
+        assert exc.message == "channels[1].name: used twice"
+    else:
+        raise AssertionError("accepted")

@@ -227,3 +227,18 @@ def test_slow_channel_is_sampled_every_nth_cycle():
     assert node.detectors[0].filled == 8  # ring of 8, full
     assert node.detectors[1].filled == 10  # 50 cycles, one sample in five
     assert cfg.channels[0].divider == 1
+
+
+def test_built_a_step_at_a_time_the_node_is_the_one_built_at_once():
+    import node as node_module
+
+    whole, _ = fresh("whole")
+    cfg = node_config()
+    yielded = [n for n in node_module.build_steps(cfg, FakeBoard(STATE_ROOT + "-whole"))]
+    stepped = yielded[-1]
+    assert len(yielded) == 2 + 2 and all(n is stepped for n in yielded)
+    assert isinstance(stepped, Node) and cfg.channels == [None, None]
+    assert not stepped.outputs[0].energised  # safe from the first step on
+    assert bytes(stepped.bank.inputs) == bytes(whole.bank.inputs)
+    assert bytes(stepped.bank.holding) == bytes(whole.bank.holding)
+    assert list(stepped.limits) == list(whole.limits)

@@ -3,18 +3,22 @@ start-up, for 8 channels (or --channels), with the firmware's .mpy files on the 
 in a ROMFS image.
 
 The unix port that bench/firmware_sample.py uses is 64-bit here: its objects and its 32-byte
-heap blocks are about twice the ESP32's. This bench runs the same compiled firmware and bench
-script in MicroPython's WebAssembly port (32-bit: 4-byte words, 16-byte blocks, as the ESP32)
-under Node.js.
+heap blocks are about twice the ESP32's. This bench runs the same compiled firmware, built for
+the ESP32, in MicroPython's WebAssembly port (32-bit: 4-byte words, 16-byte blocks, as the
+ESP32) under Node.js: app.py, the node, and the ESP32's hardware layer (hal_esp32) sampling
+each channel from an ADC pin. The port lacks machine, socket and select; bench/wasm32/standins
+has stand-ins, imported before start-up begins, as the ESP32 has them built in.
 
 That port collects garbage only between calls from JavaScript (it cannot see the roots held
 on the WebAssembly stack), so start-up runs as app.py's steps, one call each, split where
-app.py itself collects: validate the configuration; load the node's modules; start the node
-and its TCP server; run 300 cycles. "Peak" is the collector's pool in the smallest heap
-in which no step needs more than there is, less what the bench's setup has in use when
-start-up begins: what start-up needs of the heap if the collector ran only between those
-steps. A board also collects within a step when it runs short, so it needs no more than
-this, fragmentation aside: an upper bound.
+app.py itself collects: after the configuration's node settings and after each channel
+(config.load), once the validator is unloaded and the node's code loaded, after the node's
+shared parts and each channel (Node), once the transports are up, then 300 cycles. Every step
+is compiled before start-up, so the compiler's own buffers are not in the figures. "Peak" is
+the collector's pool in the smallest heap in which no step needs more than there is, less
+what the bench's setup has in use when start-up begins: what start-up needs of the heap,
+fragmentation included, if the collector ran only between those steps. A board also collects
+within a step when it runs short, so it needs no more: an upper bound.
 
     .venv/bin/python bench/firmware_heap32.py [--channels 8]
 
@@ -46,24 +50,40 @@ PORT_PACKAGE = "@micropython/micropython-webassembly-pyscript"
 PORT_VERSION = "1.29.0-6"  # MicroPython 1.29, as mpy-cross: the same .mpy format
 PORT_DIR = REPO / "var" / "wasm32"
 STEPS_SCRIPT = REPO / "bench" / "wasm32" / "steps.mjs"
-NET_STANDINS = REPO / "bench" / "wasm32"  # socket.py, select.py: the port has neither
+STANDINS = REPO / "bench" / "wasm32" / "standins"  # machine, select, socket: the port has none
 STABLE_SPAN = 2048  # a smallest heap counts only if every heap up to this much larger works too
 
 
 def start_up_steps(channels: int) -> list[str]:
     """app.py's start-up as top-level statements, one call each, split wherever it collects:
-    parse the configuration, validate its node settings, each channel and the rest (config.load
-    collects after each); load the node's modules; build the node's shared parts, each channel
-    and the rest (Node collects after each); start its TCP server; run 300 cycles, in
-    three calls (past warm-up, outputs energised). cfg stays referenced, as in app.py."""
-    steps = ["steps = bench.config_steps()"]
+    import the application (main.py's first line); parse the configuration, validate its node
+    settings, each channel and the rest (config.load collects after each); load the node's
+    modules and the ESP32's hardware layer; make the board; build the node's shared parts,
+    each channel and the rest (Node collects after each); start its transports; run 300
+    cycles, in three calls (past warm-up, outputs energised). cfg and board stay referenced,
+    as in app.py."""
+    steps = ["bench.load_app()", "steps = bench.config_steps()"]
     steps += ["cfg = next(steps)"] * (channels + 2)
-    steps += ['assert next(steps, None) is None\nsteps = None', "bench.load_node_modules()"]
-    steps += ["steps = bench.node_steps(cfg)"] + ["node = next(steps)"] * (channels + 2)
-    steps += ['assert next(steps, None) is None\nsteps = None\nserver = bench.start_server(node)']
+    steps += ["assert next(steps, None) is None\nsteps = None", "bench.load_node_modules()"]
+    steps += ["board = bench.make_board(cfg)"]
+    steps += ["steps = bench.node_steps(cfg, board)"] + ["node = next(steps)"] * (channels + 2)
+    steps += ["assert next(steps, None) is None\nsteps = None\nservers = bench.start_servers(node, board, cfg)"]
     steps += ["bench.cycles(node, 100)"] * 3
     steps += ['print("BOOT", node.latch.energised)\nmicropython.qstr_info()']
     return steps
+
+
+# ADC pins of an ESP32 (ADC1, then ADC2): one per channel.
+ADC_PINS = (32, 33, 34, 35, 36, 37, 38, 39, 0, 2, 4, 12, 13, 14, 15, 25)
+
+
+def esp32_config(channels: int) -> dict:
+    """The bench's configuration (bench/firmware_sample.py) with each channel on an ADC pin,
+    as on the ESP32, calibrated over its physical range."""
+    cfg = bench_config(channels)
+    for ch, pin in zip(cfg["channels"], ADC_PINS):
+        ch["source"] = {"type": "adc", "pin": pin, "value": ch["physical"]}
+    return cfg
 
 
 class BenchError(Exception):
@@ -114,14 +134,14 @@ class Layout:
             argv.append("/app.romfs")  # firmware_sample_mp mounts it at /rom, as a board does
         return (
             "import sys\n"
-            'sys.path[:0] = ["/app", "/script", "/net"]\n'
+            'sys.path[:0] = ["/app", "/script", "/standins"]\n'
             f"sys.argv[:] = {argv!r}\n"
-            # Built into the ESP32's firmware, Python modules in this port (the network ones
-            # stand-ins): imported first, so they are in the baseline.
-            "import os, select, socket, time\n"
+            # Built into the ESP32's firmware, Python modules in this port (machine and the
+            # network ones stand-ins): imported first, so they are in the baseline.
+            "import machine, os, select, socket, time\n"
             "import micropython\n"
             "import firmware_sample_mp as bench\n"
-            "steps = cfg = node = server = None\n"  # start-up's names: their places taken now
+            "steps = cfg = board = node = servers = None\n"  # start-up's names: their places taken now
             "micropython.qstr_info()\n"
         )
 
@@ -140,7 +160,7 @@ class Bench:
             "folders": {
                 "/app": str(layout.folder),
                 "/script": str(self.work / "script"),
-                "/net": str(self.work / "net"),
+                "/standins": str(STANDINS),
             },
             "files": {"/flash/config.json": str(self.work / "config.json")},
             "steps": steps,
@@ -216,13 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         port = find_port()
         with tempfile.TemporaryDirectory(prefix="firmware-heap32-") as tmp:
             work = Path(tmp)
-            compile_firmware(find_firmware_dir(), work / "mpy", board="virtual")
+            compile_firmware(find_firmware_dir(), work / "mpy", board="esp32")
             compile_script(work / "script")
-            (work / "net").mkdir()
-            for name in ("socket.py", "select.py"):
-                shutil.copy(NET_STANDINS / name, work / "net" / name)
             (work / "app.romfs").write_bytes(romfs_image(work / "mpy"))
-            (work / "config.json").write_text(json.dumps(bench_config(args.channels)))
+            (work / "config.json").write_text(json.dumps(esp32_config(args.channels)))
             (work / "empty").mkdir()  # the ROMFS layout's folder of files: none
             bench = Bench(port, work, args.channels)
             print("measuring .mpy files, then ROMFS (each some 100 runs of the port)", file=sys.stderr)

@@ -4,7 +4,8 @@
 # fits in ("boot-steps": the same with the collector run only where the application asks
 # for it), or (mode "cycles") start-up and the sample cycle alone, or (mode "steps") only
 # this script's setup, start-up then being run a step at a time from outside (by
-# bench/firmware_heap32.py, in the WebAssembly port).
+# bench/firmware_heap32.py, in the WebAssembly port), on the ESP32's own hardware layer
+# (hal_esp32, with a stand-in for its machine module) rather than this script's replay board.
 #
 # argv: samples mode flash-folder channels [romfs-image]. With an image, the firmware's .mpy files are
 # imported from it in place, as from a ROMFS partition (or frozen) on a board: the image is
@@ -51,7 +52,7 @@ def replay_counts(n):
 
 # Set once start-up loads the node's modules: given their places in this module's globals
 # now, so that start-up does not grow them.
-det = Flash = ModbusTcpServer = Node = build_steps = None
+det = Flash = ModbusTcpServer = Node = build_steps = Board = None
 # The bench's own replay data comes first and is not counted: the node's heap starts here.
 REPLAY = replay_counts(CHANNELS)
 gc.collect()
@@ -121,29 +122,46 @@ def load_config():
     return cfg
 
 
+def load_app():
+    """On a board, main.py imports the application first (the bench's replay board stands
+    in for it in the unix port)."""
+    import app  # noqa: F401
+
+
 def load_node_modules():
-    """What app.py does next: load the node, its transport and the flash (not the simulator),
-    then collect."""
-    global det, Flash, ModbusTcpServer, Node, build_steps
+    """What app.py does next: load the node, its transport and the flash, and the board's
+    hardware layer (not the simulator), then collect."""
+    global det, Flash, ModbusTcpServer, Node, build_steps, Board
     import detectors as det
     from flashfs import Flash
     from modbus_tcp import ModbusTcpServer
     from node import Node, build_steps
 
+    if MODE == "steps":
+        from hal_esp32 import Board
 
-def node_steps(cfg):
+
+def make_board(cfg):
+    return Board(cfg.reset_pin) if MODE == "steps" else BenchBoard()
+
+
+def node_steps(cfg, board):
     """Node(cfg, board) a step at a time (see node.build_steps)."""
-    return build_steps(cfg, BenchBoard())
+    return build_steps(cfg, board)
 
 
-def start_server(node):
-    return ModbusTcpServer(node.slave, port=0, bind="127.0.0.1")
+def start_servers(node, board, cfg):
+    """The node's transports: the board's own on the ESP32, Modbus TCP on a free port here."""
+    if MODE == "steps":
+        return board.transports(node.slave, cfg)
+    return [ModbusTcpServer(node.slave, port=0, bind="127.0.0.1")]
 
 
 def start_node(cfg):
     """Start the node and its transport (the node releases the channel configurations)."""
-    node = Node(cfg, BenchBoard())
-    return node, start_server(node)
+    board = make_board(cfg)
+    node = Node(cfg, board)
+    return node, start_servers(node, board, cfg)
 
 
 def start():
@@ -152,11 +170,11 @@ def start():
     gc.collect()
     load_node_modules()
     gc.collect()
-    node, server = start_node(cfg)
+    node, servers = start_node(cfg)
     gc.collect()
     cycles(node, 300)  # past warm-up, outputs energised
     gc.collect()
-    return node, server
+    return node, servers
 
 
 def cycles(node, n):
@@ -208,20 +226,20 @@ def measure(fn, *args):
 
 
 if MODE == "steps":
-    pass  # bench/firmware_heap32.py calls config_steps, load_node_modules, node_steps, cycles
+    pass  # bench/firmware_heap32.py runs load_app, config_steps, load_node_modules, node_steps, ...
 elif MODE in ("boot", "boot-steps"):
     # What the collector manages, and what this script has in use as the node's start-up begins.
     print("SETUP", gc.mem_alloc() + gc.mem_free(), BASE)
     if MODE == "boot-steps":
         gc.disable()  # collections only where app.py and config.load ask for them (see firmware_heap32.py)
-    node, server = start()
+    node, servers = start()
     print("BOOT", node.latch.energised)
 elif MODE == "cycles":
-    node, server = start()
+    node, servers = start()
     cycles(node, SAMPLES)  # alone, for an instruction count (firmware_sample.py --instructions)
     print("CYCLES", node.latch.energised)
 elif MODE == "node":
-    node, server = start()
+    node, servers = start()
     heap = gc.mem_alloc() - BASE
     micropython.qstr_info()
     elapsed, used = measure(cycles, node, SAMPLES)

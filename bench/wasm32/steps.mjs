@@ -1,5 +1,5 @@
-// Runs Python steps in MicroPython's WebAssembly port (32-bit, as the ESP32), one top-level
-// call each, and reports the heap after each: bench/firmware_heap32.py drives it.
+// Runs Python steps in MicroPython's WebAssembly port (32-bit, as the ESP32), one call from
+// JavaScript each, and reports the heap after each: bench/firmware_heap32.py drives it.
 //
 //   node steps.mjs PLAN.json
 //
@@ -8,8 +8,9 @@
 // only between calls from JavaScript (it cannot see roots on the WebAssembly stack), and grows
 // its heap rather than fail: a step fits in the heap if the heap's size is the same at its end.
 // Python's output passes through; the last line is a JSON object: {"pool": bytes the
-// collector manages at start (the heap less its tables), "steps": [{"end": bytes in use at the step's end, "live": after the collection that
-// follows, "grew": whether the step needed more heap than there was}, ...]}.
+// collector manages at start (the heap less its tables), "steps": [{"end": bytes in use at
+// the step's end, "live": after the collection that follows, "grew": whether the step needed
+// more heap than there was}, ...]}.
 import fs from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";

@@ -272,7 +272,8 @@ def load(path):
 
 
 def load_steps(path):
-    """load a step at a time (see steps): the file is parsed in the first."""
+    """load a step at a time (see steps); the file is read and parsed by this call, before
+    the first step."""
     # Parsed from the stream: no copy of the whole text in the heap at boot.
     try:
         f = open(path)

@@ -116,7 +116,7 @@ class Node:
         self.period_ms = cfg.sample_period_ms
         self.outputs = board.outputs(cfg.outputs)
         self.latch = SafetyLatch(self.outputs, board.flash)
-        self.wdt = board.watchdog(cfg.watchdog_ms) if cfg.watchdog_ms else None
+        self.wdt = None  # started last: once running, it cannot wait for the channels' set-up
         self.slave = ModbusSlave(self.bank, cfg.node_id, on_write=self.on_write, on_read=self.on_read)
         self.samples = 0
         self.detections = 0
@@ -159,6 +159,8 @@ class Node:
         publish_identity(self.bank, cfg.node_id, self.period_ms, n, len(self.outputs))
         for i in range(n):
             self._publish_tunables(i)
+        if cfg.watchdog_ms:
+            self.wdt = board.watchdog(cfg.watchdog_ms)
         self._publish_status()
         yield
 

@@ -242,3 +242,13 @@ def test_built_a_step_at_a_time_the_node_is_the_one_built_at_once():
     assert bytes(stepped.bank.inputs) == bytes(whole.bank.inputs)
     assert bytes(stepped.bank.holding) == bytes(whole.bank.holding)
     assert list(stepped.limits) == list(whole.limits)
+
+
+def test_the_watchdog_starts_only_once_every_channel_is_set_up():
+    # Once started it cannot be paused: started earlier, a slow set-up of many channels
+    # would reset the board before its first cycle.
+    import node as node_module
+
+    board = FakeBoard(STATE_ROOT + "-wdt")
+    started = [board.wdt is not None for _ in node_module.build_steps(node_config(), board)]
+    assert started == [False, False, False, True]

@@ -146,6 +146,17 @@ def m007_kept_windows(db: sqlite_utils.Database) -> None:
     )
 
 
+@migration
+def m008_block_order_and_clock(db: sqlite_utils.Database) -> None:
+    """Blocks get their write order (`seq`: eviction goes oldest written first, whatever the
+    clock said) and a mark for readings stamped before the clock was synchronised. Existing
+    blocks keep their order by id."""
+    db.execute("ALTER TABLE reading_blocks ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE reading_blocks ADD COLUMN clock_unsynced INTEGER NOT NULL DEFAULT 0")
+    db.execute("UPDATE reading_blocks SET seq = id")
+    db.execute("CREATE INDEX reading_blocks_eviction ON reading_blocks (keep, seq)")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     db = sqlite_utils.Database(conn)
     if "_migrations" not in db.table_names():

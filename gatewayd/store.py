@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import time
 from collections import defaultdict
@@ -40,6 +41,26 @@ class Reading:
 
 
 @dataclass(frozen=True)
+class DiskUsage:
+    """What the store occupies on disk: the database file, its WAL and shared-memory files.
+    `used` is the database's pages in use; the rest of the file is free pages SQLite reuses."""
+
+    database: int
+    wal: int
+    shm: int
+    used: int
+
+    @property
+    def files(self) -> int:
+        return self.database + self.wal + self.shm
+
+
+# Blocks further apart than this are not merged into one: a block spanning a clock step of
+# weeks would be decoded by every query that falls into the gap.
+MERGE_GAP_MS = 24 * 3_600_000
+
+
+@dataclass(frozen=True)
 class ChannelSummary:
     device: str
     channel: str
@@ -67,6 +88,9 @@ class Store:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        # A new database can give pages back to the file system (a lowered budget shrinks the
+        # file); the mode must be chosen before the first table, so older stores keep theirs.
+        self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         self.conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a process crash; a power cut may lose
         # only the last transactions since the previous checkpoint, never corrupt the file.
@@ -76,6 +100,16 @@ class Store:
         self.conn.execute("PRAGMA busy_timeout=5000")
         migrations.migrate(self.conn)
         self._channel_ids: dict[tuple[str, str], int] = {}
+        # Eviction goes in the order blocks were written, not by their timestamps: data stamped
+        # by a clock that was a year ahead must not outlive what came after it.
+        self._next_seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM reading_blocks").fetchone()[0]
+
+    def limit_wal(self, wal_bytes: int) -> None:
+        """Checkpoint before the WAL holds `wal_bytes`, and truncate it back to that size after
+        each reset: the WAL counts in the disk budget."""
+        page = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        self.conn.execute(f"PRAGMA wal_autocheckpoint={max(16, wal_bytes // page // 2)}")
+        self.conn.execute(f"PRAGMA journal_size_limit={int(wal_bytes)}")
 
     @classmethod
     def in_state_dir(cls, state_dir: str | Path) -> Store:
@@ -109,9 +143,10 @@ class Store:
         for channel_id, channel in rows:
             self._channel_ids[(name, channel)] = channel_id
 
-    def write_readings(self, readings: Iterable[Reading]) -> int:
+    def write_readings(self, readings: Iterable[Reading], *, clock_synced: bool = True) -> int:
         """Write one batch in one transaction, one block per channel; returns readings written.
-        Once this returns, the readings are on disk (the transaction has committed)."""
+        Once this returns, the readings are on disk (the transaction has committed).
+        `clock_synced` False marks the blocks as stamped by a clock not yet synchronised."""
         ids = self._channel_ids
         grouped: dict[int, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
         n = 0
@@ -124,8 +159,10 @@ class Store:
             return 0
         rows = []
         minute_rows: list[tuple] = []
+        unsynced = 0 if clock_synced else 1
+        seq = self._next_seq
         for channel_id, (ts_list, value_list) in grouped.items():
-            if any(b < a for a, b in zip(ts_list, ts_list[1:])):
+            if any(b < a for a, b in zip(ts_list, ts_list[1:])):  # a clock stepped back inside the batch
                 order = sorted(range(len(ts_list)), key=ts_list.__getitem__)
                 ts_list = [ts_list[i] for i in order]
                 value_list = [value_list[i] for i in order]
@@ -133,14 +170,16 @@ class Store:
                 data = blocks.encode_small(ts_list, value_list)
             else:
                 data = blocks.encode(np.array(ts_list, dtype=np.int64), np.array(value_list, dtype=np.float64))
-            rows.append((channel_id, ts_list[0], ts_list[-1], len(ts_list), data))
+            rows.append((channel_id, ts_list[0], ts_list[-1], len(ts_list), data, seq, unsynced))
             minute_rows.extend(summaries.rows(channel_id, ts_list, value_list))
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
-                "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data) VALUES (?, ?, ?, ?, ?)", rows
+                "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data, seq, clock_unsynced) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows
             )
             self.conn.executemany(summaries.UPSERT, minute_rows)
+        self._next_seq = seq + 1
         return n
 
     def minute_of_all(self, minute_ms: int) -> dict[str, dict[str, dict]]:
@@ -188,18 +227,21 @@ class Store:
         ]
 
     def compact_channels(self, channel_ids: Sequence[int], before_ms: int, target: int = 4096) -> int:
-        """compact() for some channels only, so a writer can interleave it with writes."""
+        """compact() for some channels only, so a writer can interleave it with writes. Blocks
+        stamped before the clock was synchronised are merged only among themselves, and blocks
+        more than MERGE_GAP_MS apart not at all."""
         removed = 0
         for cid in channel_ids:
             rows = self.conn.execute(
-                "SELECT id, count, data FROM reading_blocks WHERE channel_id = ? AND last_ms < ? AND count < ? "
-                "AND keep = 0 ORDER BY first_ms, id",
+                "SELECT id, count, data, seq, clock_unsynced, first_ms, last_ms FROM reading_blocks "
+                "WHERE channel_id = ? AND last_ms < ? AND count < ? AND keep = 0 ORDER BY clock_unsynced, first_ms, id",
                 (cid, before_ms, target // 2),
             ).fetchall()
-            groups: list[list[tuple[int, int, bytes]]] = [[]]
+            groups: list[list[tuple]] = [[]]
             size = 0
             for row in rows:
-                if size + row[1] > target and groups[-1]:
+                last = groups[-1][-1] if groups[-1] else None
+                if last is not None and (size + row[1] > target or row[4] != last[4] or row[5] - last[6] > MERGE_GAP_MS):
                     groups.append([])
                     size = 0
                 groups[-1].append(row)
@@ -209,13 +251,14 @@ class Store:
                 for group in groups:
                     if len(group) < 2:
                         continue
-                    merged = blocks.merge([blocks.decode(data) for _, _, data in group])
+                    merged = blocks.merge([blocks.decode(row[2]) for row in group])
                     self.conn.execute(
-                        "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data) VALUES (?, ?, ?, ?, ?)",
+                        "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data, seq, clock_unsynced) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
                         (cid, int(merged.ts_ms[0]), int(merged.ts_ms[-1]), len(merged),
-                         blocks.encode(merged.ts_ms, merged.values)),
+                         blocks.encode(merged.ts_ms, merged.values), min(row[3] for row in group), group[0][4]),
                     )  # fmt: skip
-                    self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", [(i,) for i, _, _ in group])
+                    self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", [(row[0],) for row in group])
                     removed += len(group)
         return removed
 
@@ -228,11 +271,15 @@ class Store:
                               "kind": kind, "opened_ms": opened_ms, "detail": detail}, sort_keys=True)  # fmt: skip
         with self.conn:
             self.conn.execute("BEGIN")
-            self.conn.execute(
-                "INSERT INTO alerts (id, device, channels, severity, kind, opened_ms, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            # An alert written again (kept in memory through a store outage, the first attempt
+            # may have landed) is the same alert: stored and queued once.
+            cur = self.conn.execute(
+                "INSERT OR IGNORE INTO alerts (id, device, channels, severity, kind, opened_ms, detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (alert_id, device, json.dumps(list(channels)), severity, kind, opened_ms, json.dumps(detail)),
             )
-            self._enqueue(PRIORITY_ALERT, "alert", payload.encode())
+            if cur.rowcount:
+                self._enqueue(PRIORITY_ALERT, "alert", payload.encode())
 
     def update_alert(self, alert_id: str, *, severity: str | None = None, closed_ms: int | None = None,
                      detail: dict | None = None) -> None:  # fmt: skip
@@ -246,6 +293,16 @@ class Store:
             )
             body = {"id": alert_id, "severity": severity, "closed_ms": closed_ms, "detail": detail}
             self._enqueue(PRIORITY_ALERT, "alert_update", json.dumps(body, sort_keys=True).encode())
+
+    def open_alerts(self, kind: str) -> list[dict]:
+        """Alerts of one kind that are not closed, oldest first: id, device, channels, severity,
+        opened_ms (a restarted daemon continues them)."""
+        return [
+            {"id": i, "device": d, "channels": json.loads(c or "[]"), "severity": s, "opened_ms": o}
+            for i, d, c, s, o in self.conn.execute(
+                "SELECT id, device, channels, severity, opened_ms FROM alerts WHERE kind = ? AND closed_ms IS NULL "
+                "ORDER BY opened_ms, id", (kind,))
+        ]  # fmt: skip
 
     def acknowledge_alert(self, alert_id: str, operator: str | None = None) -> bool:
         with self.conn:
@@ -432,23 +489,40 @@ class Store:
 
     # -- disk budget ----------------------------------------------------------------------
 
-    def enforce_budget(self, budget_bytes: int, chunk: int = 256) -> dict[str, int]:
-        """Evict routine data, oldest first, until the data fits in `budget_bytes`: raw blocks
-        not kept for an anomaly window, then sent outbox rows, then one-minute summaries.
-        Alerts, labels, kept blocks and unsent alerts are never evicted. Every eviction is
-        counted in `evictions`. Returns what was evicted now, by kind (rows)."""
+    def enforce_budget(self, budget_bytes: int, *, overhead_bytes: int = 0, chunk: int = 256) -> dict[str, int]:
+        """Evict routine data until the pages in use plus `overhead_bytes` (room kept for the
+        WAL, the shared memory and the reserve file) fit in `budget_bytes`: raw blocks not kept
+        for an anomaly window, in the order they were written, then outbox rows already sent,
+        then one-minute summaries. Alerts, labels, kept blocks and unsent alerts are never
+        evicted. Every eviction is counted in `evictions`. Then, when the files themselves are
+        larger than the budget (it was lowered), free pages go back to the file system.
+        Returns what was evicted now, by kind (rows)."""
+        evicted = self._evict(lambda: self.disk_bytes() + overhead_bytes - budget_bytes, chunk)
+        usage = self.disk_usage()
+        if usage.files + overhead_bytes > budget_bytes and usage.database > usage.used:
+            self.release_free_pages()
+        return evicted
+
+    def evict_oldest(self, free_bytes: int, chunk: int = 64) -> dict[str, int]:
+        """Emergency eviction for a full file system: the oldest routine raw blocks until about
+        `free_bytes` of pages are free for the writes that must go on (alerts first)."""
+        start = self.disk_bytes()
+        return self._evict(lambda: free_bytes - (start - self.disk_bytes()), chunk, kinds=("raw",))
+
+    def _evict(self, excess_bytes, chunk: int, kinds: Sequence[str] = ("raw", "outbox_sent", "summaries")) -> dict[str, int]:
         evicted: dict[str, int] = {}
         # kind, rows oldest first as (key..., readings, bytes), delete by key
-        steps = (
-            ("raw", "SELECT id, count, length(data) FROM reading_blocks WHERE keep = 0 ORDER BY last_ms LIMIT ?",
-             "DELETE FROM reading_blocks WHERE id = ?"),
-            ("outbox_sent", "SELECT id, 0, length(payload) FROM outbox WHERE sent_ms IS NOT NULL ORDER BY id LIMIT ?",
-             "DELETE FROM outbox WHERE id = ?"),
-            ("summaries", "SELECT channel_id, minute_ms, count, 64 FROM summaries ORDER BY minute_ms LIMIT ?",
-             "DELETE FROM summaries WHERE channel_id = ? AND minute_ms = ?"),
-        )  # fmt: skip
-        for kind, select, delete in steps:
-            while (excess := self.disk_bytes() - budget_bytes) > 0:
+        steps = {
+            "raw": ("SELECT id, count, length(data) FROM reading_blocks WHERE keep = 0 ORDER BY seq LIMIT ?",
+                    "DELETE FROM reading_blocks WHERE id = ?"),
+            "outbox_sent": ("SELECT id, 0, length(payload) FROM outbox WHERE sent_ms IS NOT NULL ORDER BY id LIMIT ?",
+                            "DELETE FROM outbox WHERE id = ?"),
+            "summaries": ("SELECT channel_id, minute_ms, count, 64 FROM summaries ORDER BY minute_ms LIMIT ?",
+                          "DELETE FROM summaries WHERE channel_id = ? AND minute_ms = ?"),
+        }  # fmt: skip
+        for kind in kinds:
+            select, delete = steps[kind]
+            while (excess := excess_bytes()) > 0:
                 candidates = self.conn.execute(select, (chunk,)).fetchall()
                 if not candidates:
                     break
@@ -471,6 +545,16 @@ class Store:
                     )
                 evicted[kind] = evicted.get(kind, 0) + len(rows)
         return evicted
+
+    def release_free_pages(self) -> int:
+        """Give the database's free pages back to the file system, when it was created able to
+        (auto_vacuum = incremental); returns the pages released."""
+        if self.conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            return 0
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        if free:
+            self.conn.execute(f"PRAGMA incremental_vacuum({free})").fetchall()
+        return free
 
     def evictions(self) -> dict[str, tuple[int, int]]:
         """Everything evicted so far: kind -> (rows, readings)."""
@@ -519,13 +603,25 @@ class Store:
     def checkpoint(self) -> None:
         """Copy the WAL into the database and sync both: what is committed then survives a
         power cut too (synchronous=NORMAL syncs only at checkpoints)."""
-        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def disk_bytes(self) -> int:
-        """Bytes the database occupies (pages in use), WAL not counted."""
+        """Bytes of the database's pages in use (free pages and the WAL not counted)."""
         pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
         free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
         return (pages - free) * self.conn.execute("PRAGMA page_size").fetchone()[0]
+
+    def disk_usage(self) -> DiskUsage:
+        """The files of the store as the file system sees them, and the pages in use."""
+
+        def size(path: Path) -> int:
+            try:
+                return os.stat(path).st_size
+            except FileNotFoundError:
+                return 0
+
+        return DiskUsage(size(self.path), size(self.path.with_name(self.path.name + "-wal")),
+                         size(self.path.with_name(self.path.name + "-shm")), self.disk_bytes())  # fmt: skip
 
     def summaries(self, since_ms: int = 0) -> list[ChannelSummary]:
         """Per-channel statistics of the readings at or after `since_ms`."""

@@ -1,17 +1,77 @@
 import sqlite3
+import struct
+import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gatewayd import blocks, migrations
 from gatewayd.store import Reading, Store
 
+I64 = st.integers(-(2**63), 2**63 - 1)
+
 stamps = st.lists(st.integers(0, 3_600_000), min_size=1, max_size=300).map(
     lambda deltas: 1_700_000_000_000 + np.cumsum(np.array(deltas, dtype=np.int64))
 )
+# any sorted int64 timestamps: polled ones, duplicates, and jumps of any size (a clock stepping by years)
+any_stamps = st.lists(
+    st.one_of(I64, st.integers(1_700_000_000_000, 1_700_000_100_000), st.sampled_from([-(2**63), 0, 2**63 - 1])),
+    min_size=1,
+    max_size=300,
+).map(lambda ts: np.array(sorted(ts), dtype=np.int64))
+
+
+def bits_of(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64).view(np.uint64)
+
+
+def node_values(n: int, draw) -> np.ndarray:
+    """Integer counts of 2**-k, as a node publishes them (float32 on the wire)."""
+    k = draw(st.integers(0, 16))
+    counts = draw(hnp.arrays(np.int64, n, elements=st.integers(-(2**20), 2**20)))
+    return (counts * 2.0**-k).astype(np.float32).astype(np.float64)
+
+
+def any_values(n: int, draw) -> np.ndarray:
+    kind = draw(st.sampled_from(["bits", "node", "decimal", "few", "special"]))
+    if kind == "bits":  # every float64 bit pattern: NaN payloads, infinities, -0.0, subnormals
+        return draw(hnp.arrays(np.uint64, n, elements=st.integers(0, 2**64 - 1))).view(np.float64)
+    if kind == "node":
+        return node_values(n, draw)
+    if kind == "decimal":  # parsed from text, or a register scaled by 0.1
+        counts = draw(hnp.arrays(np.int64, n, elements=st.integers(-(10**9), 10**9)))
+        d = draw(st.integers(1, 9))
+        return counts / 10.0**d if draw(st.booleans()) else counts * 10.0**-d
+    pool = [0.0, -0.0, 1.5, -2.25, float("inf"), -float("inf"), float("nan"), 0.1, 5e-324, 1.7976931348623157e308]
+    if kind == "few":
+        return np.array(draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n)))
+    values = node_values(n, draw)  # mostly counts, with NaN (any payload), infinities and -0.0 among them
+    for i in draw(st.lists(st.integers(0, n - 1), max_size=n)):
+        values.view(np.uint64)[i] = draw(st.sampled_from([0x7FF8_0000_0000_0000, 0xFFF0_0000_0000_0001,
+                                                         0x7FF0_0000_0000_0000, 0x8000_0000_0000_0000]))  # fmt: skip
+    return values
+
+
+@settings(max_examples=300)
+@given(any_stamps, st.data())
+def test_round_trip_is_bit_exact(ts, data):
+    values = any_values(len(ts), data.draw)
+    b = blocks.decode(blocks.encode(ts, values))
+    assert b.ts_ms.dtype == np.int64 and b.values.dtype == np.float64
+    assert np.array_equal(b.ts_ms, ts)
+    assert np.array_equal(b.values.view(np.uint64), bits_of(values))
+
+
+@given(any_stamps, st.data())
+def test_small_encoder_round_trip_is_bit_exact(ts, data):
+    ts = ts[: blocks.SMALL - 1]
+    values = any_values(len(ts), data.draw)
+    b = blocks.decode(blocks.encode_small(ts.tolist(), values.tolist()))
+    assert np.array_equal(b.ts_ms, ts)
+    assert np.array_equal(b.values.view(np.uint64), bits_of(values))
 
 
 @given(stamps, st.data())
@@ -20,6 +80,32 @@ def test_round_trip_is_exact(ts, data):
     b = blocks.decode(blocks.encode(ts, values))
     assert (b.ts_ms == ts).all()
     assert np.array_equal(b.values, values, equal_nan=True)
+
+
+@pytest.mark.parametrize("encoder", ["encode", "encode_small"])
+def test_any_gap_between_stamps(encoder):
+    """A wall clock may step by years: no gap is too large for a block (it was 49 days)."""
+    for ts in ([0, 50 * 86_400_000, 2**62], [-(2**63), 2**63 - 1], [-(2**63), -(2**63), 5, 2**63 - 1, 2**63 - 1],
+               [1_700_000_000_000, 1_700_000_001_003, 1_700_000_001_003 + 2**40]):  # fmt: skip
+        values = [1.0, 2.5, -0.0, float("nan"), 7.0][: len(ts)]
+        blob = blocks.encode(np.array(ts), np.array(values)) if encoder == "encode" else blocks.encode_small(ts, values)
+        b = blocks.decode(blob)
+        assert b.ts_ms.tolist() == ts
+        assert np.array_equal(b.values.view(np.uint64), bits_of(values))
+
+
+def test_node_readings_cost_about_a_byte():
+    """A node channel (counts of 2**-10, noise of 16 counts, a slow drift), polled every second
+    with a few ms of latency: a compacted block costs well under 2 bytes per reading."""
+    rng = np.random.default_rng(3)
+    n = 4096
+    ts = 1_700_000_000_000 + 1000 * np.arange(n) + rng.integers(2, 7, n)
+    counts = np.round(5 * 1024 + 300 * np.sin(np.arange(n) / 900) + rng.normal(0, 16, n))
+    values = (counts / 1024).astype(np.float32).astype(np.float64)
+    blob = blocks.encode(ts, values)
+    assert len(blob) / n < 1.4
+    assert blob[2] == blocks._VALUES_GRID
+    assert np.array_equal(blocks.decode(blob).values, values)
 
 
 def test_regular_float32_readings_cost_a_few_bytes():
@@ -105,3 +191,132 @@ def test_small_encoder_writes_the_same_format(ts, data):
     values = data.draw(st.lists(st.floats(allow_nan=False), min_size=len(ts), max_size=len(ts)))
     b = blocks.decode(blocks.encode_small([int(t) for t in ts], values))
     assert list(b.ts_ms) == list(ts) and list(b.values) == values
+
+
+# -- version 1 -------------------------------------------------------------------------------
+
+
+def encode_v1(ts: np.ndarray, vals: np.ndarray) -> bytes:
+    """The version-1 layout (kept here to check that old stores still read): header
+    <BBIqq (version 1, flags, count, first, step); 16- or 32-bit deltas unless regular;
+    float32 or float64 values; zlib when smaller."""
+    deltas = np.diff(ts)
+    flags, step, parts = 0, 0, []
+    if len(deltas) == 0 or (deltas == deltas[0]).all():
+        flags |= 0x01
+        step = int(deltas[0]) if len(deltas) else 0
+    elif deltas.max() < 1 << 16:
+        flags |= 0x04
+        parts.append(deltas.astype("<u2").tobytes())
+    else:
+        parts.append(deltas.astype("<u4").tobytes())
+    with np.errstate(over="ignore"):
+        as32 = vals.astype(np.float32)
+    if np.array_equal(as32.astype(np.float64), vals, equal_nan=True):
+        flags |= 0x02
+        parts.append(as32.astype("<f4").tobytes())
+    else:
+        parts.append(vals.astype("<f8").tobytes())
+    payload = b"".join(parts)
+    packed = zlib.compress(payload, 1)
+    if len(packed) < len(payload):
+        flags |= 0x08
+        payload = packed
+    return struct.pack("<BBIqq", 1, flags, len(ts), int(ts[0]), step) + payload
+
+
+# written by the version-1 encoder (gatewayd/blocks.py before version 2)
+V1_BLOCKS = {
+    # 16-bit deltas, float32: readings at 10, 20, 35 ms
+    "0106030000000a0000000000000000000000000000000a000f000000c03f000000c00000803e": (
+        [10, 20, 35], [1.5, -2.0, 0.25]),
+    # regular, float32, compressed: 200 readings a second apart, i / 8
+    "010bc80000000000000000000000e80300000000000078011dc33d4814600000d08f081189100991083942444242244242f48c"
+    "100911890889882322242424424422ceb2b2b4ba52cbd2ea2a2dcdbfabacccacaed27468706868687068686870686868f0d1"
+    "8317c27f1521c44d1b2a4388183566dc844953a65d76c5554334844cb3cd336291259619b5c67a1b8cd968b3adc6edb0d36e"
+    "13f6daefa049871c71dc94d3ce3867da7997fceab2dffcee0f57fce92f7fbbea1ffffacf5015c23ad79b61a6596e70a3d9e6"
+    "b8c95cf3dcec16f38db8d5020b2d729bc56eb7c45277b8d33277596e855177bbc76a6bdc6bad75d6bbcffd1eb0c1831ef2b0"
+    "318f78d463367adc264fd8ec494fd962ab6d9ef68c71db3deb393b3cef052fdae9252fdb65b757bcea35135ef7863df6dae7"
+    "4d6fd9ef6def38e0a077bde77d933ef0a18f1c72d8c73e71c4519f3ae6b8134e3a65ca673ef785d3bef495af9df18db3be75"
+    "ce77bef783693ffac9cfcebbe01717abd6004e199333": ([1000 * i for i in range(200)], [i / 8 for i in range(200)]),
+    # 32-bit deltas, float64 (encode_small): 0.1 is no float32
+    "01010200000005000000000000006b110100000000009a9999999999b93f0000000000000040": ([5, 70000], [0.1, 2.0]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("blob", list(V1_BLOCKS))
+def test_version_1_blocks_from_an_old_store(blob):
+    ts, values = V1_BLOCKS[blob]
+    b = blocks.decode(bytes.fromhex(blob))
+    assert b.ts_ms.tolist() == ts and b.values.tolist() == values
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=300), st.data())
+def test_version_1_blocks_still_decode(deltas, data):
+    ts = 1_700_000_000_000 + np.cumsum(np.array(deltas, dtype=np.int64))
+    values = data.draw(hnp.arrays(np.float64, len(ts), elements=st.floats(allow_nan=True, allow_infinity=True)))
+    b = blocks.decode(encode_v1(ts, values))
+    assert np.array_equal(b.ts_ms, ts) and np.array_equal(b.values, values, equal_nan=True)
+
+
+# -- corrupt blocks ----------------------------------------------------------------------------
+
+
+def sample_blocks() -> list[bytes]:
+    rng = np.random.default_rng(7)
+    ts = 1_700_000_000_000 + 1000 * np.arange(500) + rng.integers(2, 7, 500)
+    node = np.round(rng.normal(0, 30, 500)) / 1024
+    with_specials = node.copy()
+    with_specials[[3, 90]] = [np.nan, -0.0]
+    return [
+        blocks.encode(ts, node),
+        blocks.encode(ts, with_specials),
+        blocks.encode(ts, rng.normal(0, 1, 500)),  # float bits
+        blocks.encode(ts, np.round(rng.normal(0, 5, 500), 2)),  # decimal
+        blocks.encode(ts, rng.choice([0.1, 7.25, np.inf], 500)),  # a table
+        blocks.encode(1000 * np.arange(500), node),  # regular
+        blocks.encode_small([1, 5, 7], [0.5, 1e300, 2.0]),
+    ]
+
+
+def test_truncated_or_damaged_blocks_raise_block_error():
+    for blob in sample_blocks():
+        for cut in range(len(blob)):
+            with pytest.raises(blocks.BlockError):
+                blocks.decode(blob[:cut])
+        for at in range(0, len(blob), 3):  # any damaged byte fails the checksum
+            with pytest.raises(blocks.BlockError):
+                blocks.decode(blob[:at] + bytes([blob[at] ^ 0x5A]) + blob[at + 1 :])
+
+
+def sealed(body: bytes) -> bytes:
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@settings(max_examples=500)
+@given(st.sampled_from(range(7)), st.data())
+def test_forged_blocks_raise_block_error_or_decode(which, data):
+    """Damage behind a valid checksum (what the checksum cannot see): the parser still raises
+    BlockError, never another exception, or decodes something well-formed."""
+    body = bytearray(sample_blocks()[which][:-4])
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(body) - 1))
+        body[at] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        body = body[: data.draw(st.integers(0, len(body)))]
+    try:
+        b = blocks.decode(sealed(bytes(body)))
+    except blocks.BlockError:
+        return
+    assert len(b.ts_ms) == len(b.values) > 0 and (np.diff(b.ts_ms) >= 0).all()
+
+
+def test_forged_header_fields():
+    good = sample_blocks()[0]
+    body = good[:-4]
+    for at, value in [(0, 3), (1, 9), (2, 99), (3, 7)]:
+        with pytest.raises(blocks.BlockError):
+            blocks.decode(sealed(body[:at] + bytes([value]) + body[at + 1 :]))
+    for count in (0, blocks.MAX_COUNT + 1, 2**32 - 1, 499, 501):
+        with pytest.raises(blocks.BlockError):
+            blocks.decode(sealed(body[:4] + struct.pack("<I", count) + body[8:]))

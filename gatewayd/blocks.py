@@ -59,7 +59,8 @@ _TABLE = struct.Struct("<I")  # values from a table: its length
 _CRC = struct.Struct("<I")
 
 _TIME_REGULAR, _TIME_STREAM = 0, 1
-_VALUES_F64, _VALUES_F32, _VALUES_GRID, _VALUES_BITS, _VALUES_DECIMAL, _VALUES_SCALED, _VALUES_TABLE = range(7)
+_VALUES_F64, _VALUES_F32, _VALUES_GRID, _VALUES_BITS = 0, 1, 2, 3  # raw, raw, counts of 2**-k, float64 bits
+_VALUES_DECIMAL, _VALUES_SCALED, _VALUES_TABLE = 4, 5, 6  # counts / 10**d, counts * 10**-d, a table
 _RAW, _DEFLATE = 0, 1
 _OFFSET, _DELTA, _XOR = 0, 1, 2  # integer stream modes
 
@@ -167,8 +168,9 @@ def _cost(planes: np.ndarray) -> float:
         counts = np.bincount(plane, minlength=256)
         counts = counts[counts > 0]
         m = len(plane)
-        # entropy in bits: m*log2(m) - sum(c*log2(c)), counts bounded by MAX_COUNT
-        total += (m * np.log2(m) - float((counts * np.log2(counts)).sum())) / 8 + (20 if len(counts) > 1 else 2)
+        # entropy in bytes: (m*log2(m) - sum(c*log2(c))) / 8
+        table = 20 if len(counts) > 1 else 2  # a Huffman table's cost, roughly
+        total += (m * np.log2(m) - float((counts * np.log2(counts)).sum())) / 8 + table
     return total
 
 
@@ -295,7 +297,8 @@ def _best_values(vals: np.ndarray, bits: np.ndarray) -> tuple[int, list[bytes], 
         cost, descriptor, data = _best_stream(table, (_DELTA,), signed=False)
         where = _best_stream(index.astype(np.uint64), (_OFFSET, _DELTA), signed=True)
         if cost + where[0] < best[0]:
-            best = (cost + where[0], _VALUES_TABLE, [_TABLE.pack(len(table)), descriptor, where[1]], data + where[2])
+            descriptors = [_TABLE.pack(len(table)), descriptor, where[1]]
+            best = (cost + where[0], _VALUES_TABLE, descriptors, data + where[2])
     return best[1], best[2], best[3]
 
 
@@ -424,7 +427,8 @@ def _plane_bytes(mode: int, mask: int, n: int) -> int:
 
 def _decode_v2(blob: bytes) -> Block:
     if len(blob) < _HEADER.size + _CRC.size:
-        raise BlockError(f"block of {len(blob)} bytes is shorter than its {_HEADER.size + _CRC.size}-byte frame")
+        frame = _HEADER.size + _CRC.size
+        raise BlockError(f"block of {len(blob)} bytes is shorter than its {frame}-byte frame")
     body = memoryview(blob)[: -_CRC.size]
     (crc,) = _CRC.unpack_from(blob, len(blob) - _CRC.size)
     if zlib.crc32(body) != crc:

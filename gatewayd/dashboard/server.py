@@ -8,7 +8,9 @@ own, so a chart never holds up the store writer (WAL readers do not block it).
 
 Why microdot: it adds 0.1 MB to the daemon's RSS where aiohttp.web adds 9 MB (its client,
 connector and SSL context come along). What it lacks for a server on a plant network is added
-here: a deadline per request, a cap on the request head, and a cap on connections.
+here: deadlines for the request and for the whole exchange, a cap on the request head, and a cap
+on connections that makes room for a newcomer by closing the connection that has waited longest
+for its request, so that slow connections (slowloris) cannot lock the page out.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,10 +41,18 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gatewayd.dashboard")
 STATIC = Path(__file__).resolve().parent / "static"
-REQUEST_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 10.0  # from a connection's start to the last byte of its answer
+# From a connection's start to the last byte of its request: a browser or script sends its head
+# (and body, 4 kB at most) at once, while a slowloris client trickles it to hold its connection.
+HEAD_TIMEOUT_S = 3.0
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 4 * 1024  # a command or a login
+# Open connections at most, so that the daemon keeps descriptors for Modbus, MQTT and SQLite
+# (systemd's soft limit is 1024); at the cap a newcomer takes the place of the connection that
+# has waited longest for its request. A burst that asyncio accepts in one go (up to its listen
+# backlog, 100) is over the cap only until the loop's next turns close the connections it evicts.
 MAX_CONNECTIONS = 32
+CAP_LOG_INTERVAL_S = 3600.0  # closings at the cap: the first is logged, then a line an hour at most
 RETRY_BIND_S = 30.0
 READER_CACHE_KIB = 256
 LONGEST_RANGE_MS = 3 * 3_600_000  # raw readings of a span are decoded in memory: bounded
@@ -98,25 +109,100 @@ class _HeadLimit:
         return getattr(self.reader, name)
 
 
+@dataclass
+class _Connection:
+    started: float  # loop time
+    deadline: asyncio.Timeout
+    writer: asyncio.StreamWriter
+    evicted: bool = False
+
+
 class _Server(Microdot):
-    """Microdot with a deadline per request and caps on the head and on connections."""
+    """Microdot with deadlines, a cap on the head and a cap on connections.
+
+    A connection is "receiving" until microdot has read its request (head and body) and
+    dispatches it; the head is read before any check of the token, so anyone can open such
+    connections. Refusing newcomers at the cap would let a few dozen of them, trickling their
+    heads, lock everyone else out, and a cap per address would not help when they share the
+    legitimate users' address (loopback, a NAT, a reverse proxy). So at the cap the connection
+    that has waited longest for its request, the one that made the least progress, is closed
+    to make room; a legitimate request arrives at once and is dispatched before enough others
+    come to push it out (a flood of thousands of connections a second can: that is another
+    attack, for a firewall's rate limit). Connections being answered are never closed for a
+    newcomer: when every connection is being answered, the newcomer is refused.
+    """
 
     def __init__(self) -> None:
         super().__init__()
-        self.open: set[asyncio.Task] = set()
+        self.open: set[asyncio.Task] = set()  # every connection's task, the evicted ones until they end
+        self.receiving: dict[asyncio.Task, _Connection] = {}  # oldest first
+        self.evicting = 0  # evicted, not ended yet
+        # connections closed before their answer, by reason; /api/overview shows them
+        self.cut = {"evicted": 0, "refused": 0, "slow_request": 0, "slow_answer": 0}
+        self.cap_logged_at: float | None = None
 
     async def handle_request(self, reader, writer):  # type: ignore[no-untyped-def]
         task = asyncio.current_task()
-        if len(self.open) >= MAX_CONNECTIONS or task is None:
+        if task is None:
             writer.close()
             return
+        if len(self.open) - self.evicting >= MAX_CONNECTIONS and not self._evict_oldest():
+            self._count("refused")
+            writer.transport.abort()
+            return
+        started = asyncio.get_running_loop().time()
+        connection = None
         self.open.add(task)
         try:
-            await asyncio.wait_for(super().handle_request(_HeadLimit(reader, MAX_HEAD_BYTES), writer), REQUEST_TIMEOUT_S)
-        except (TimeoutError, ConnectionError):
-            writer.close()
+            async with asyncio.timeout_at(started + min(HEAD_TIMEOUT_S, REQUEST_TIMEOUT_S)) as deadline:
+                connection = self.receiving[task] = _Connection(started, deadline, writer)
+                await super().handle_request(_HeadLimit(reader, MAX_HEAD_BYTES), writer)
+        except TimeoutError:
+            if connection is not None and not connection.evicted:
+                self._count("slow_request" if task in self.receiving else "slow_answer")
+            writer.transport.abort()  # not close(): that would wait to send the rest of an answer
+        except ConnectionError:
+            writer.transport.abort()
         finally:
             self.open.discard(task)
+            self.receiving.pop(task, None)
+            if connection is not None and connection.evicted:
+                self.evicting -= 1
+
+    async def dispatch_request(self, req):  # type: ignore[no-untyped-def]
+        # microdot calls this once it has read the request, head and body (or found it
+        # malformed): from here the connection is being answered, under the whole deadline
+        connection = self.receiving.pop(asyncio.current_task(), None)
+        if connection is not None:
+            connection.deadline.reschedule(connection.started + REQUEST_TIMEOUT_S)
+        return await super().dispatch_request(req)
+
+    def _evict_oldest(self) -> bool:
+        if not self.receiving:
+            return False
+        task = next(iter(self.receiving))
+        connection = self.receiving.pop(task)
+        connection.evicted = True
+        self.evicting += 1
+        if not connection.deadline.expired():  # else its own deadline is ending it already
+            connection.deadline.reschedule(-1.0)  # its task ends on the loop's next turn
+        connection.writer.transport.abort()  # and its descriptor is freed with it
+        self._count("evicted")
+        return True
+
+    def _count(self, reason: str) -> None:
+        self.cut[reason] += 1
+        if reason not in ("evicted", "refused"):
+            return  # deadlines alone: a stalled client, a spare connection a browser never used
+        now = time.monotonic()
+        if self.cap_logged_at is not None and now - self.cap_logged_at < CAP_LOG_INTERVAL_S:
+            return
+        self.cap_logged_at = now
+        log.warning("dashboard: %d connections open, its cap: a newcomer takes the place of the "
+                    "connection that has waited longest for its request, or is refused while all are being "
+                    "answered (slow or idle clients, perhaps a slowloris attack). Connections closed so far: "
+                    "%s; the next such line comes in an hour at the earliest", MAX_CONNECTIONS,
+                    ", ".join(f"{n} {reason}" for reason, n in self.cut.items()))  # fmt: skip
 
 
 def _json(body: object, status: int = 200, headers: dict | None = None) -> Response:
@@ -278,7 +364,7 @@ class Dashboard:
         async def overview(request: Request) -> Response:
             stored = await self._read(views.store_status, self.config)
             return _json(views.overview(self.config, self.gateway, stored, _now_ms())
-                         | {"token_required": access.token_required})
+                         | {"token_required": access.token_required, "connections_cut": dict(app.cut)})
 
         @app.get("/api/alerts")
         async def alerts(request: Request) -> Response:

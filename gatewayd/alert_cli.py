@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gatewayd import commands
-    from gatewayd.export import iso, parse_time
+    from gatewayd.export import iso
     from gatewayd.store import DB_NAME, Store
 
     try:
@@ -67,13 +67,11 @@ def run(args: argparse.Namespace) -> int:
                       f"  ack={'yes' if a['acknowledged_ms'] else 'no'}  label={a['label'] or '-'}"
                       f"  channels={','.join(a['channels']) or '-'}" + (f"  features={extra}" if extra else ""))  # fmt: skip
             return 0
-        if args.alert_command == "missed":
-            at = parse_time(args.at)
-            alert_id = f"{config.gateway.name}:{args.device}:missed:{at}"
-            store.record_alert(alert_id, args.device, [], "warning", "operator", at,
-                               {"source": "operator", "operator": args.operator})  # fmt: skip
-            store.label_alert(alert_id, "missed", args.operator)
-            print(f"missed anomaly on {args.device} at {iso(at)} recorded ({alert_id})")
+        if args.alert_command == "missed":  # validated and applied as the MQTT command is
+            missed = commands.validate_any({"command": "missed", "device": args.device, "at": args.at,
+                                            "operator": args.operator}, config.gateway.name,
+                                           [d.name for d in config.devices])  # fmt: skip
+            print(commands.apply(store, missed))
             return 0
         command = commands.Command(command="ack" if args.alert_command == "ack" else "label", alert=args.id,
                                    label=getattr(args, "verdict", None), operator=args.operator)  # fmt: skip

@@ -76,10 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--fault-after", type=float, metavar="S",
                       help="the last pump's motor current jumps 20 A after S seconds: alerts to look at and label")
 
-    from gatewayd import alert_cli, evaluate_cli, model_cli
+    from gatewayd import alert_cli, command_cli, evaluate_cli, model_cli
 
     model_cli.add_parser(sub)
     alert_cli.add_parser(sub)
+    command_cli.add_parser(sub)
     evaluate_cli.add_parser(sub)
     return parser
 
@@ -123,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         from gatewayd import alert_cli
 
         return alert_cli.run(args)
+    if args.command == "command":
+        from gatewayd import command_cli
+
+        return command_cli.run(args)
     if args.command == "evaluate":
         from gatewayd import evaluate_cli
 

@@ -75,6 +75,11 @@ class MqttSection(_Section):
     home_assistant: bool = Field(False, description="Publish Home Assistant MQTT discovery for every channel.")
     discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]+$")
     backlog_messages: int = Field(100_000, ge=100, description="Unpublished messages kept in SQLite at most.")
+    command_secret_file: str | None = Field(
+        None, description="File holding the shared secret that signs commands on .../command (docs/mqtt.md); "
+        "16 characters at least, must not be world-readable.")
+    accept_unauthenticated_commands: bool = Field(
+        False, description="Apply unsigned commands: only where the broker's ACLs let no one else publish on .../command.")
 
 
 class BusSection(_Section):
@@ -353,7 +358,7 @@ def check_files(config: Config, text: str = "", source: str = "<config>") -> Non
             raise ConfigError(f"{where}: models.public_keys[{i}]: cannot read {name}: {exc.strerror}") from None
     if config.mqtt is None:
         return
-    for key, secret in (("password_file", True), ("ca_file", False)):
+    for key, secret in (("password_file", True), ("ca_file", False), ("command_secret_file", True)):
         name = getattr(config.mqtt, key)
         if name is None:
             continue
@@ -366,6 +371,18 @@ def check_files(config: Config, text: str = "", source: str = "<config>") -> Non
             raise ConfigError(f"{where}: mqtt.{key}: cannot read {name}: {exc.strerror}") from None
         if secret and mode & 0o004:
             raise ConfigError(f"{where}: mqtt.{key}: {name} is world-readable; chmod o-r it")
+    if config.mqtt.command_secret_file is not None:
+        name = config.mqtt.command_secret_file
+        line = locate(text, ("mqtt", "command_secret_file"))
+        where = f"{source}:{line}" if line else source
+        try:
+            secret_text = Path(name).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}: mqtt.command_secret_file: cannot read {name}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None  # fmt: skip
+        if len(secret_text) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"{where}: mqtt.command_secret_file: {name} holds {len(secret_text)} characters, "
+                              f"at least {MIN_TOKEN_CHARS} are needed (e.g. openssl rand -hex 32)")  # fmt: skip
 
 
 def _describe(exc: ValidationError, text: str, source: str) -> str:

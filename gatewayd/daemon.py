@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gatewayd import commands, heap, service
+from gatewayd import command_topic, commands, heap, service
 from gatewayd.config import Config
 from gatewayd.detection.stage import DetectionStage
 from gatewayd.mqtt import Publisher
@@ -210,17 +210,9 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         as `gatewayd alert ack|label` applies it. Raises CommandError for an unknown alert."""
         return await loop.run_in_executor(store_thread, commands.apply, store, command)
 
-    async def on_command(payload: bytes) -> str:
-        # Operator feedback over MQTT: validated here; a bad command is kept in the dead letters.
-        try:
-            command = commands.parse(payload)
-            result = await apply_command(command)
-        except commands.CommandError as exc:
-            log.warning("MQTT command refused: %s", exc)
-            await store_call("dead_letter", "mqtt-command", str(exc), payload[:4096])
-            return f"error: {exc}"
-        log.info("MQTT command: %s", result)
-        return result
+    # Operator feedback over MQTT: sized, authorised and validated before anything is applied;
+    # every message is answered, a refused one is kept in the dead letters, nothing raises.
+    on_command = command_topic.CommandTopic(config, apply_command, store_call).handle
 
     publisher: Publisher | None = None
     if config.mqtt is not None:

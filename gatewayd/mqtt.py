@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA = 1
 QUEUE_MESSAGES = 10_000
+COMMANDS_QUEUED = 100  # received commands waiting to be handled; past it the client drops them
 MAX_BACKOFF_S = 60.0
 
 StoreCall = Callable[..., Awaitable[Any]]
@@ -75,7 +76,7 @@ def encode(body: dict) -> bytes:
 
 class Publisher:
     def __init__(self, config: MqttSection, gateway: str, store_call: StoreCall,
-                 on_command: Callable[[bytes], Awaitable[str]] | None = None):  # fmt: skip
+                 on_command: Callable[[bytes, bool], Awaitable[str]] | None = None):  # fmt: skip
         self.on_command = on_command
         self.config = config
         self.topics = Topics(config.topic_prefix, gateway)
@@ -147,7 +148,7 @@ class Publisher:
         will = aiomqtt.Will(self.topics.status, self._status("offline"), qos=1, retain=True)
         return aiomqtt.Client(cfg.host, cfg.port, username=cfg.username, password=password, tls_context=tls,
                               will=will, keepalive=cfg.keepalive_s, identifier=f"gatewayd-{self.gateway}",
-                              timeout=10)  # fmt: skip
+                              timeout=10, max_queued_incoming_messages=COMMANDS_QUEUED)  # fmt: skip
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -200,10 +201,17 @@ class Publisher:
         await self._to_backlog(None)  # what was not published survives a restart
 
     async def _commands(self, client: aiomqtt.Client) -> None:
+        """One result per command message. `on_command` contains its own failures; should a bug
+        still raise, it is logged here and the loop goes on: only the connection ends it."""
         assert self.on_command is not None
         async for message in client.messages:
-            payload = message.payload if isinstance(message.payload, bytes) else str(message.payload).encode()
-            result = await self.on_command(payload)
+            try:
+                payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else \
+                    str(message.payload).encode()  # fmt: skip
+                result = await self.on_command(payload, bool(message.retain))
+            except Exception:
+                log.exception("MQTT command on %s not handled", message.topic)
+                result = "error: internal error while handling the command; see the gateway's log"
             self.offer(Message(self.topics.command_results, encode({"result": result}), qos=1, important=True))
 
     async def _to_backlog(self, first: Message | None) -> None:

@@ -29,4 +29,5 @@ def test_every_command_has_help_and_an_example(parser):
 
 
 def test_gatewayd_commands():
-    assert set(subcommands(gatewayd_parser())) == {"run", "check-config", "demo", "status", "export", "model", "alert", "evaluate"}
+    assert set(subcommands(gatewayd_parser())) == {"run", "check-config", "demo", "status", "export", "model", "alert",
+                                                   "command", "evaluate"}

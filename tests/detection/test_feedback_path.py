@@ -89,7 +89,7 @@ def test_alert_cli_errors_and_ack(site, capsys):
 async def test_mqtt_commands_label_alerts_and_bad_ones_are_dead_letters(tmp_path, mosquitto):
     config = parse_config(
         f'[gateway]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
-        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\naccept_unauthenticated_commands = true\n'
         '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = 1\n'
     )
     store = Store.in_state_dir(tmp_path / "state")

@@ -143,7 +143,6 @@ def _configured(path: Path) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from gatewayd.config import ConfigError, load_config
-    from gatewayd.daemon import STATUS_FILE
     from gatewayd.store import DB_NAME, Store
 
     from cloud_sync.uploader import STATE_FILE, Uploader
@@ -168,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
     uploader = Uploader(store, config.state_path / STATE_FILE, cloud.url, Path(cloud.token_file).read_text().strip(),
                         gateway=config.gateway.name, ca_file=cloud.ca_file, batch_records=cloud.batch_records,
                         daily_budget_bytes=int(cloud.daily_budget_mb * 1e6), timeout_s=cloud.timeout_s,
-                        status_path=config.state_path / STATUS_FILE)  # fmt: skip
+                        status_path=config.status_path)  # fmt: skip
     from gatewayd.models.bundle import load_public_key
     from gatewayd.models.install import ModelStore
 

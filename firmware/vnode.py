@@ -15,7 +15,9 @@ from modbus_pdu import ModbusSlave
 
 USAGE = """usage: vnode.py [--port N] [--bind ADDR] [--unit N] [--seed N] [--period-ms N]
                 [--config FILE] [--state-dir DIR] [--rtu DEVICE] [--replay CSV]
-                [--fault CH:KIND:START[:SIZE]]..."""
+                [--fault CH:KIND:START[:SIZE]]... [--rig NAME]
+--rig NAME: a file in the state dir whose commands drive channels now (`CH KIND [SIZE]`,
+            written atomically, as the virtual board's I/O rig)"""
 
 # The simulated pump as a node configuration: what a site would write into config.json.
 PUMP_CHANNELS = (
@@ -47,7 +49,7 @@ def pump_config(unit, period_ms):
 
 def parse_args(argv):
     opts: dict = {"port": 5020, "bind": "127.0.0.1", "unit": 1, "seed": 1, "period-ms": 100,
-            "config": None, "state-dir": None, "rtu": None, "replay": None}  # fmt: skip
+            "config": None, "state-dir": None, "rtu": None, "replay": None, "rig": None}  # fmt: skip
     faults = []
     i = 0
     while i < len(argv):
@@ -61,7 +63,7 @@ def parse_args(argv):
             if len(parts) not in (3, 4):
                 raise ValueError("--fault wants CHANNEL:KIND:START_SAMPLE[:SIZE], got %r" % value)
             faults.append(Scenario(int(parts[0]), parts[1], int(parts[2]), float(parts[3]) if len(parts) == 4 else 0.0))
-        elif name in ("bind", "config", "state-dir", "rtu", "replay"):
+        elif name in ("bind", "config", "state-dir", "rtu", "replay", "rig"):
             opts[name] = value
         else:
             opts[name] = int(value)
@@ -81,7 +83,7 @@ def main(argv):
         return 2
     state_dir = opts["state-dir"] or "/tmp/vnode-%d-%d" % (opts["unit"], opts["port"])
     board = Board(state_dir, port=opts["port"], bind=opts["bind"], seed=opts["seed"], scenarios=faults,
-                  rtu_device=opts["rtu"], replay=opts["replay"])  # fmt: skip
+                  rtu_device=opts["rtu"], replay=opts["replay"], rig=opts["rig"])  # fmt: skip
     cfg = None
     try:
         if opts["config"]:

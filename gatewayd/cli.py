@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from gatewayd import __version__
-from gatewayd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
+from gatewayd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, state_dir_problem
 
 EXIT_CONFIG = 2
 
@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        problem = state_dir_problem(config, args.config.read_text(encoding="utf-8"), str(args.config))
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
         print(f"{args.config}: ok ({len(config.devices)} devices)")
         return 0
     if args.command == "run":
@@ -102,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         _setup_logging(config.gateway.log_level)
+        problem = state_dir_problem(config, args.config.read_text(encoding="utf-8"), str(args.config))
+        if problem is not None:  # polling and alerting go on; the store is opened once it can be
+            logging.getLogger("gatewayd").error("%s; running without a store until it can be written", problem)
         return asyncio.run(_run(config, args.config))
     if args.command in ("status", "export"):
         try:
@@ -148,14 +155,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _status(config: Config, db: Path) -> int:
+    import sqlite3
+
     from gatewayd.export import iso
+    from gatewayd.reserve import RESERVE_NAME
     from gatewayd.store import Store
 
     _print_running(config)
-    store = Store(db, readonly=True)
     try:
-        print(f"store {db}: {store.disk_bytes() / 1e6:.1f} MB of {config.store.disk_budget_mb:g} MB budget, "
-              f"{store.reading_count()} readings, {store.alert_count()} alerts, {len(store.pending(10**9))} outbox rows pending")
+        store = Store(db, readonly=True)
+    except sqlite3.Error as exc:
+        print(f"error: the store {db} cannot be read: {exc}", file=sys.stderr)
+        return 1
+    try:
+        usage = store.disk_usage()
+        reserve = (config.state_path / RESERVE_NAME).stat().st_size if (config.state_path / RESERVE_NAME).exists() else 0
+        total = usage.files + reserve
+        print(f"store {db}: {total / 1e6:.1f} MB on disk of {config.store.disk_budget_mb:g} MB budget "
+              f"(database {usage.database / 1e6:.1f} MB, {usage.used / 1e6:.1f} MB of it in use; WAL {usage.wal / 1e6:.1f} MB; "
+              f"reserve {reserve / 1e6:.1f} MB), {store.reading_count()} readings, {store.alert_count()} alerts, "
+              f"{len(store.pending(10**9))} outbox rows pending")  # fmt: skip
         for kind, (rows, readings) in sorted(store.evictions().items()):
             print(f"  evicted {kind}: {rows} rows, {readings} readings")
         configured = {d.name for d in config.devices}
@@ -172,31 +191,60 @@ def _status(config: Config, db: Path) -> int:
                           f"mean {m['mean']:.4g}, min {m['min']:.4g}, max {m['max']:.4g}, {m['count']} readings")  # fmt: skip
                 else:
                     print(f"  {channel:<14} no readings yet")
+    except sqlite3.Error as exc:
+        print(f"error: the store {db} cannot be read: {exc}", file=sys.stderr)
+        return 1
     finally:
         store.close()
     return 0
 
 
-def _print_running(config: Config) -> None:
-    import json
+def status_age_s(status: dict) -> float | None:
+    """How old a status is, by the monotonic clock (immune to wall-clock steps) when it was
+    written since this boot; None when it is from an earlier boot."""
     import time
 
-    from gatewayd.daemon import STATUS_FILE
+    from gatewayd.daemon import _boot_id
 
-    path = config.state_path / STATUS_FILE
+    if status.get("boot_id") is not None and "monotonic_s" in status:
+        if status["boot_id"] != _boot_id():
+            return None
+        return max(0.0, time.monotonic() - status["monotonic_s"])
+    return max(0.0, time.time() - status["ts_ms"] / 1000)
+
+
+def _print_running(config: Config) -> None:
+    import json
+
+    path = config.status_path
     try:
         status = json.loads(path.read_text())
     except (OSError, ValueError):
         print("daemon: no status (not running, or not yet)")
         return
-    age = time.time() - status["ts_ms"] / 1000
-    if status.get("stopped"):
+    age = status_age_s(status)
+    if age is None:
+        print("daemon: not running since the last boot; at its last status:")
+    elif status.get("stopped"):
         print(f"daemon: stopped {age:.0f} s ago; at stop:")
     elif age > 10:
         print(f"daemon: not running (last status {age:.0f} s old)")
     w = status["writer"]
     print(f"daemon: {w['written']} readings written, {w['queued']} queued, {status['alerts']} alerts raised"
-          + (f" (status {age:.0f} s old)" if age <= 10 else ""))
+          + (f" (status {age:.0f} s old)" if age is not None and age <= 10 else ""))
+    store = status.get("store")
+    if store is not None:
+        if store["state"] == "ok":
+            print(f"  store: ok, {store['disk_bytes'] / 1e6:.1f} MB on disk of {store['budget_bytes'] / 1e6:g} MB"
+                  + (f"; {store['faults']} faults so far, the last one {store['last_outage_s']:.0f} s"
+                     if store["faults"] else ""))  # fmt: skip
+        else:
+            print(f"  store: DEGRADED ({store['state'].replace('_', ' ')}): {store['last_error']}; "
+                  f"{store['readings_dropped']} readings dropped, {store['writes_waiting']} alert writes waiting in memory")
+    clock = status.get("clock")
+    if clock is not None and (not clock["synchronized"] or clock["steps"]):
+        print(f"  clock: {'synchronised' if clock['synchronized'] else 'NOT synchronised (readings are marked)'}"
+              + (f", stepped {clock['steps']} times, last by {clock['last_step_s']:+.0f} s" if clock["steps"] else ""))
     for name, d in sorted(status["devices"].items()):
         error = f", last error: {d['last_error']}" if d["state"] != "online" and d["last_error"] else ""
         print(f"  {name}: {d['state']}, {d['polls']} polls, {d['skipped_ticks']} skipped{error}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -29,6 +30,21 @@ class GatewaySection(_Section):
     name: Name = Field("gateway", description="Identifies this gateway in MQTT topics and uploads.")
     state_dir: str = Field("/var/lib/gatewayd", description="Directory for the database and models.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    runtime_dir: str | None = Field(
+        None, description="Where the running daemon keeps its status (status.json); default: state_dir. "
+        "On tmpfs (/run/gatewayd, as packaged) it stays current when the state directory's disk fails.")
+    trust_clock: Literal["synchronized", "always"] = Field(
+        "synchronized", description="synchronized: readings stamped while the kernel says the clock is not "
+        "synchronised yet (NTP) are marked; always: a clock kept by a real-time clock or by hand, never marked.")
+
+    @field_validator("state_dir")
+    @classmethod
+    def _a_directory(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a directory (an empty path would put the store in the working directory)")
+        if "\0" in value:
+            raise ValueError("must not contain a NUL character")
+        return value
 
 
 class StoreSection(_Section):
@@ -292,6 +308,11 @@ class Config(_Section):
         return Path(self.gateway.state_dir)
 
     @property
+    def status_path(self) -> Path:
+        """The running daemon's status file, read by `gatewayd status` and cloud-sync."""
+        return Path(self.gateway.runtime_dir or self.gateway.state_dir) / "status.json"
+
+    @property
     def models_path(self) -> Path:
         return Path(self.models.dir) if self.models.dir else self.state_path / "models"
 
@@ -310,12 +331,43 @@ def parse_config(text: str, source: str = "<config>") -> Config:
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text: byte {raw[exc.start]:#04x} at column {column} "
+                          "(TOML files are UTF-8; save it as UTF-8)") from None  # fmt: skip
     config = parse_config(text, str(path))
     check_files(config, text, str(path))
     return config
+
+
+def state_dir_problem(config: Config, text: str = "", source: str = "<config>") -> str | None:
+    """Why the state directory cannot hold the store (as one line naming file, line and path),
+    or None. A directory that does not exist yet is fine where it can be created."""
+    path = config.state_path.absolute()
+    line = locate(text, ("gateway", "state_dir"))
+    where = f"{source}:{line}" if line else source
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"{where}: gateway.state_dir: {existing} is not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        reason = "the file system is read-only" if read_only else f"no write permission for this user (uid {os.getuid()})"
+        what = "cannot write to" if existing == path else f"cannot create {path}: cannot write to"
+        return f"{where}: gateway.state_dir: {what} {existing}: {reason}"
+    from gatewayd.store import DB_NAME
+
+    for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
+        if (path / name).exists() and not os.access(path / name, os.R_OK | os.W_OK):
+            return f"{where}: gateway.state_dir: cannot write {path / name}: no permission for this user (uid {os.getuid()})"
+    return None
 
 
 def check_files(config: Config, text: str = "", source: str = "<config>") -> None:

@@ -1,48 +1,65 @@
-"""Assembles the daemon: one poller per device, one store writer, one supervisor."""
+"""Assembles the daemon: one poller per device, the store's worker and writer, the edge alerts,
+detection, MQTT, the dashboard and one supervisor."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import os
 import time
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gatewayd import command_topic, commands, heap, service
+from gatewayd import command_topic, commands, service
+from gatewayd.clock import WallClock
 from gatewayd.config import Config
 from gatewayd.detection.stage import DetectionStage
+from gatewayd.edge_alerts import EdgeAlerts
 from gatewayd.mqtt import Publisher
 from gatewayd.links import RtuBus, RtuLink, TcpLink
 from gatewayd.poller import DeviceHealth, Poller
 from gatewayd.store import Reading, Store
+from gatewayd.store_faults import StoreFault
+from gatewayd.store_worker import StoreWorker
+from gatewayd.writer import ReadingQueue, Writer, WriterStats
 
 if TYPE_CHECKING:
     from gatewayd.dashboard.server import Dashboard
 
+__all__ = ["Gateway", "ReadingQueue", "WriterStats", "run"]
+
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "status.json"
+SUMMARY_CATCH_UP_MS = 3_600_000  # minute summaries published late at most (a longer gap is a clock step)
 
 
-def _write_status(path, status: dict) -> None:
+def _write_status(path: Path, status: dict) -> None:
+    text = json.dumps(status, sort_keys=True).encode()
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(status, sort_keys=True))
+        tmp.write_bytes(text)
         tmp.replace(path)
+        return
     except OSError as exc:  # a full or read-only disk must not stop the daemon
+        log.debug("status file not replaced: %s", exc)
+    try:
+        # A full disk has no room for a new file, but the old file's blocks take the new text
+        # (padded with blanks, which JSON ignores, so no stale tail is left).
+        with open(path, "r+b") as f:
+            size = f.seek(0, 2)
+            f.seek(0)
+            f.write(text.ljust(size))
+    except OSError as exc:
         log.debug("status file not written: %s", exc)
 
 
-@dataclass
-class WriterStats:
-    written: int = 0
-    batches: int = 0
-    queued: int = 0
-    compacted: int = 0  # blocks merged away
-    heartbeat: float = 0.0  # loop time of the writer's last turn
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
 
 
 @dataclass
@@ -50,7 +67,8 @@ class Gateway:
     """What a running daemon exposes to its callers (CLI, demo, tests)."""
 
     config: Config
-    store: Store
+    worker: StoreWorker
+    clock: WallClock = field(default_factory=WallClock)
     pollers: dict[str, Poller] = field(default_factory=dict)
     writer: WriterStats = field(default_factory=WriterStats)
     publisher: Publisher | None = None
@@ -63,15 +81,19 @@ class Gateway:
 
     def making_progress(self, now: float, within_s: float) -> bool:
         """The writer turned and every poller went round its loop recently (a device that is
-        down still counts: its poller is alive and backing off)."""
+        down still counts: its poller is alive and backing off; so does a degraded store)."""
         if now - self.writer.heartbeat > within_s:
             return False
         return all(now - p.heartbeat <= max(within_s, p.longest_pause()) for p in self.pollers.values())
 
     def status(self) -> dict:
-        """What `gatewayd status` shows of the running daemon (written to status.json)."""
+        """What `gatewayd status` shows of the running daemon (written to status.json). The
+        monotonic time and boot id let a reader tell the status's age whatever the wall clock did."""
         return {
             "ts_ms": time.time_ns() // 1_000_000,
+            "monotonic_s": time.monotonic(),
+            "boot_id": _boot_id(),
+            "pid": os.getpid(),
             "devices": {
                 name: {"state": p.health.state, "consecutive_failures": p.health.consecutive_failures,
                        "last_error": p.health.last_error, "polls": p.health.polls, "readings": p.health.readings,
@@ -80,6 +102,9 @@ class Gateway:
             },
             "writer": {"written": self.writer.written, "batches": self.writer.batches, "queued": self.writer.queued,
                        "compacted_blocks": self.writer.compacted},  # fmt: skip
+            "store": {**self.worker.status(), "disk_bytes": self.worker.disk_bytes(),
+                      "budget_bytes": int(self.config.store.disk_budget_mb * 1e6)},  # fmt: skip
+            "clock": self.clock.status(),
             "mqtt": None if self.publisher is None else {
                 "connected": self.publisher.connected, "published": self.publisher.published,
                 "queued": self.publisher.queue.qsize(), "backlogged": self.publisher.backlogged,
@@ -92,144 +117,53 @@ class Gateway:
     def status_line(self) -> str:
         states = [h.state for h in self.health().values()]
         online = states.count("online")
-        return (f"{online}/{len(states)} devices online, {self.writer.written} readings stored, "
-                f"{self.writer.queued} queued")
-
-
-COMPACT_SLICE = 100  # channels per compaction step: tens of milliseconds of the store thread
-
-
-class ReadingQueue:
-    """Bounded hand-off from pollers to the writer; a full queue makes pollers wait. Polls are
-    kept as they came (one list each), so taking a batch never copies what stays queued."""
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.polls: deque[list[Reading]] = deque()
-        self.size = 0
-        self.changed = asyncio.Condition()
-
-    def __len__(self) -> int:
-        return self.size
-
-    async def put(self, batch: list[Reading]) -> None:
-        if not batch:
-            return
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.size + len(batch) <= self.capacity or not self.size)
-            self.polls.append(batch)
-            self.size += len(batch)
-            self.changed.notify_all()
-
-    def take_now(self, limit: int) -> list[Reading]:
-        """Up to `limit` readings, oldest first, without waiting."""
-        out: list[Reading] = []
-        while self.polls and len(out) < limit:
-            head = self.polls.popleft()
-            room = limit - len(out)
-            if len(head) > room:  # the writer's batch may split a poll; a poll is never refused
-                self.polls.appendleft(head[room:])
-                head = head[:room]
-            out.extend(head)
-        self.size -= len(out)
-        return out
-
-    async def take(self, limit: int, wait_s: float) -> list[Reading]:
-        async with self.changed:
-            try:
-                await asyncio.wait_for(self.changed.wait_for(lambda: self.size >= limit), wait_s)
-            except TimeoutError:
-                pass
-            batch = self.take_now(limit)
-            self.changed.notify_all()
-            return batch
+        line = (f"{online}/{len(states)} devices online, {self.writer.written} readings stored, "
+                f"{self.writer.queued} queued")  # fmt: skip
+        state, why = self.worker.state()
+        if state != "ok":
+            line = f"STORE {state.upper().replace('_', ' ')}: {why}; " + line
+            if self.worker.health.readings_dropped:
+                line += f", {self.worker.health.readings_dropped} readings dropped"
+        return line
 
 
 async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway] | None = None) -> Gateway:
     """Run until `stop` is set; flush what is queued, close the store, return the gateway."""
-    store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-    loop = asyncio.get_running_loop()
-    store = await loop.run_in_executor(store_thread, Store.in_state_dir, config.state_path)
-    gateway = Gateway(config=config, store=store)
+    clock = WallClock(config.gateway.trust_clock)
+    worker = StoreWorker(config.state_path, int(config.store.disk_budget_mb * 1e6), wall_ms=clock.now_ms)
+    await worker.open()  # a store that cannot be opened yet is retried by the writer: polling starts anyway
+    gateway = Gateway(config=config, worker=worker, clock=clock)
     queue = ReadingQueue(config.store.queue_readings)
-
-    async def register(name: str, profile: str, address: str, identity: dict, channels: list[tuple[str, str]]) -> None:
-        await loop.run_in_executor(store_thread, store.register_device, name, profile, address, identity, channels)
-
-    async def write(batch: list[Reading]) -> None:
-        written = await loop.run_in_executor(store_thread, store.write_readings, batch)
-        gateway.writer.written += written
-        gateway.writer.batches += 1
-
-    async def writer() -> None:
-        compact_every = config.store.compact_after_s
-        next_compaction = loop.time() + compact_every
-        next_checkpoint = loop.time() + config.store.checkpoint_interval_s
-        to_compact: list[int] = []  # channels left in the current compaction pass
-        cutoff = 0
-
-        async def end_of_pass() -> None:
-            budget = int(config.store.disk_budget_mb * 1e6)
-            evicted = await loop.run_in_executor(store_thread, store.enforce_budget, budget)
-            if evicted:
-                log.warning("disk budget of %g MB reached: evicted %s", config.store.disk_budget_mb,
-                            ", ".join(f"{n} {kind} rows" for kind, n in evicted.items()))  # fmt: skip
-            await loop.run_in_executor(store_thread, heap.trim)  # compaction's temporaries
-
-        while not stop.is_set():
-            gateway.writer.heartbeat = loop.time()
-            # While a compaction pass is under way, take what is queued without waiting, so
-            # slices of compaction and writes alternate and the queue never backs up behind it.
-            wait_s = 0.0 if to_compact else config.store.flush_interval_s
-            batch = await queue.take(config.store.batch_size, wait_s)
-            gateway.writer.queued = len(queue)
-            if batch:
-                await write(batch)
-            if loop.time() >= next_checkpoint:
-                await loop.run_in_executor(store_thread, store.checkpoint)
-                next_checkpoint = loop.time() + config.store.checkpoint_interval_s
-            if to_compact:
-                part, to_compact = to_compact[:COMPACT_SLICE], to_compact[COMPACT_SLICE:]
-                gateway.writer.compacted += await loop.run_in_executor(
-                    store_thread, store.compact_channels, part, cutoff)  # fmt: skip
-                if not to_compact:
-                    await end_of_pass()
-            elif loop.time() >= next_compaction:
-                # Small blocks from slow polls are merged so a reading costs a few bytes on disk.
-                cutoff = time.time_ns() // 1_000_000 - int(compact_every * 1000)
-                to_compact = await loop.run_in_executor(store_thread, store.compactable_channels, cutoff)
-                next_compaction = loop.time() + compact_every
-                if not to_compact:
-                    await end_of_pass()
-
-    async def store_call(name: str, *args: object, **kwargs: object) -> object:
-        return await loop.run_in_executor(store_thread, lambda: getattr(store, name)(*args, **kwargs))
+    writer = Writer(worker, queue, config.store, clock, gateway.writer)
+    store_call = worker.call
 
     async def apply_command(command: commands.Command) -> str:
         """Operator feedback (MQTT command topic, dashboard), applied on the store thread exactly
-        as `gatewayd alert ack|label` applies it. Raises CommandError for an unknown alert."""
-        return await loop.run_in_executor(store_thread, commands.apply, store, command)
+        as `gatewayd alert ack|label` applies it. Raises CommandError for an unknown alert, and
+        StoreFault while the store cannot take it."""
+        return await worker.run(commands.apply, command)
 
     # Operator feedback over MQTT: sized, authorised and validated before anything is applied;
     # every message is answered, a refused one is kept in the dead letters, nothing raises.
-    on_command = command_topic.CommandTopic(config, apply_command, store_call).handle
+    on_command = command_topic.CommandTopic(config, apply_command, store_call,
+                                            store_errors=(StoreFault,)).handle  # fmt: skip
 
     publisher: Publisher | None = None
     if config.mqtt is not None:
         publisher = Publisher(config.mqtt, config.gateway.name, store_call, on_command)
     gateway.publisher = publisher
 
+    def publish_alert(alert: dict) -> None:
+        if alert.get("opened_ms") is not None and not alert.get("update"):
+            gateway.alerts += 1
+        if publisher is not None:
+            publisher.alert(alert)
+
     detection: DetectionStage | None = None
     if config.detection.enabled:
-
-        def publish_alert(alert: dict) -> None:
-            if alert.get("opened_ms") is not None and not alert.get("update"):
-                gateway.alerts += 1
-            if publisher is not None:
-                publisher.alert(alert)
-
         detection = DetectionStage(config, store_call, publish_alert)
     gateway.detection = detection
+    edge_alerts = EdgeAlerts(config.gateway.name, store_call, publish_alert)
 
     dashboard = None
     if config.dashboard.enabled:
@@ -239,7 +173,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
     gateway.dashboard = dashboard
 
     async def sink(batch: list[Reading]) -> None:
-        await queue.put(batch)  # waits when the store falls behind: nothing is dropped
+        await queue.put(batch)  # waits when the store falls behind (sheds when it is down)
         if detection is not None and batch:
             detection.offer(batch[0].device, batch[0].ts_ms, {r.channel: r.value for r in batch})
         if publisher is not None and batch:
@@ -247,24 +181,30 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             publisher.telemetry(batch[0].device, batch[0].ts_ms, {r.channel: r.value for r in batch},
                                 poller.health.units)  # fmt: skip
 
-    async def edge_events(device: str, ts_ms: int, events: list) -> None:
-        # The node's own detectors fired: a critical one is an incident at once, no model needed.
-        for e in events:
-            alert_id = f"{config.gateway.name}:{device}:{e.channel}:{ts_ms}"
-            detail = {"checks": list(e.checks), "value": e.value, "source": "node"}
-            await loop.run_in_executor(store_thread, store.record_alert, alert_id, device, [e.channel], e.severity,
-                                       "edge", ts_ms, detail)  # fmt: skip
-            gateway.alerts += 1
-            log.warning("%s/%s: node reports %s (%s), value %g", device, e.channel, e.severity,
-                        ", ".join(e.checks) or "no check", e.value)  # fmt: skip
-            if publisher is not None:
-                publisher.alert({"id": alert_id, "device": device, "channels": [e.channel], "severity": e.severity,
-                                 "kind": "edge", "opened_ms": ts_ms, "detail": detail})  # fmt: skip
-
     buses = {b.name: RtuBus(b) for b in config.buses}
     for device in config.devices:
         link = RtuLink(device, buses[device.bus]) if device.transport == "rtu" and device.bus else TcpLink(device)
-        gateway.pollers[device.name] = Poller(device, sink, register, link=link, events=edge_events)
+        gateway.pollers[device.name] = Poller(device, sink, worker.register, link=link, events=edge_alerts.observe,
+                                              wall_ms=clock.now_ms)  # fmt: skip
+
+    async def publish_summaries(summarised: int) -> int:
+        """Minutes that are over and flushed go out once; returns the next minute to publish.
+        A wall-clock step moves the schedule with it instead of replaying or waiting out the gap."""
+        assert publisher is not None
+        due = (clock.now_ms() - int(2000 * config.store.flush_interval_s)) // 60_000 * 60_000 - 60_000
+        if due - summarised > SUMMARY_CATCH_UP_MS or summarised - due > 2 * 60_000:
+            log.warning("wall clock stepped: minute summaries go on from %s", time.strftime(
+                "%Y-%m-%d %H:%M UTC", time.gmtime(due / 1000)))  # fmt: skip
+            summarised = due
+        while summarised <= due:
+            try:
+                minute = await store_call("minute_of_all", summarised)
+            except StoreFault:
+                break  # the same minute again at the next turn
+            for device, channels in minute.items():
+                publisher.summary(device, summarised, channels)
+            summarised += 60_000
+        return summarised
 
     async def supervisor() -> None:
         # systemd's watchdog is fed only while the pipeline moves; STATUS= says how it is doing.
@@ -272,18 +212,17 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         period = min(interval, 1.0) if interval else 1.0
         published: dict[str, str] = {}
         announced: dict[str, dict[str, str]] = {}
-        status_file = config.state_path / STATUS_FILE
-        summarised = time.time_ns() // 1_000_000 // 60_000 * 60_000  # minutes before this one are not ours
+        store_state: tuple[str, str | None] | None = None
+        status_file = config.status_path
+        try:
+            status_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # said by the store's state; the status is written once the folder can be
+        summarised = clock.now_ms() // 60_000 * 60_000  # minutes before this one are not ours
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
             if publisher is not None and config.mqtt is not None and config.mqtt.telemetry == "summaries":
-                # a minute is published once it is over and its last flush has had time to land
-                now_ms = time.time_ns() // 1_000_000
-                due = (now_ms - int(2000 * config.store.flush_interval_s)) // 60_000 * 60_000 - 60_000
-                while summarised <= due:
-                    minute = await loop.run_in_executor(store_thread, store.minute_of_all, summarised)
-                    for device, channels in minute.items():
-                        publisher.summary(device, summarised, channels)
-                    summarised += 60_000
+                summarised = await publish_summaries(summarised)
             await loop.run_in_executor(None, _write_status, status_file, gateway.status())
             if publisher is not None:
                 for name, h in gateway.health().items():
@@ -293,6 +232,10 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
                     if h.units and announced.get(name) != h.units:
                         publisher.discovery(name, h.units)
                         announced[name] = dict(h.units)
+                now_state = worker.state()
+                if now_state != store_state and now_state[0] != "starting":
+                    publisher.store_health(*now_state)
+                    store_state = now_state
             if interval is None or gateway.making_progress(loop.time(), 2 * interval):
                 service.notify("WATCHDOG=1\nSTATUS=" + gateway.status_line() if interval else
                                "STATUS=" + gateway.status_line())  # fmt: skip
@@ -303,10 +246,10 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
             except TimeoutError:
                 pass
 
-    log.info("gatewayd started: %d devices, store %s", len(config.devices), store.path)
+    log.info("gatewayd started: %d devices, store %s", len(config.devices), worker.path)
     try:
         async with asyncio.TaskGroup() as tasks:
-            writer_task = tasks.create_task(writer(), name="store-writer")
+            writer_task = tasks.create_task(writer.run(stop), name="store-writer")
             poll_tasks = [tasks.create_task(p.run(stop), name=f"poll-{n}") for n, p in gateway.pollers.items()]
             supervisor_task = tasks.create_task(supervisor(), name="supervisor")
             publisher_task = tasks.create_task(publisher.run(stop), name="mqtt") if publisher else None
@@ -330,16 +273,15 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
                 await detection_task
             if dashboard_task is not None:
                 await dashboard_task
-        # Pollers are stopped: whatever is still queued goes to disk before closing.
-        while len(queue):
-            batch = queue.take_now(config.store.batch_size)
-            await write(batch)
+        await writer.flush()  # pollers are stopped: whatever is still queued goes to disk
     finally:
-        _write_status(config.state_path / STATUS_FILE, {**gateway.status(), "stopped": True})
+        _write_status(config.status_path, {**gateway.status(), "stopped": True})
         for bus in buses.values():
             bus.close()
-        await loop.run_in_executor(store_thread, store.checkpoint)
-        await loop.run_in_executor(store_thread, store.close)
-        store_thread.shutdown(wait=True)
+        try:
+            await worker.run(Store.checkpoint)
+        except StoreFault:
+            pass
+        await worker.close()
         log.info("gatewayd stopped: %d readings written in %d batches", gateway.writer.written, gateway.writer.batches)
     return gateway

@@ -12,6 +12,7 @@ import logging
 import random
 import ssl
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,13 @@ from typing import Any
 import aiomqtt
 
 from gatewayd.config import MqttSection
+from gatewayd.store_faults import StoreFault
 
 log = logging.getLogger(__name__)
 
 SCHEMA = 1
 QUEUE_MESSAGES = 10_000
+HELD_MESSAGES = 10_000
 COMMANDS_QUEUED = 100  # received commands waiting to be handled; past it the client drops them
 MAX_BACKOFF_S = 60.0
 
@@ -88,6 +91,8 @@ class Publisher:
         self.dropped = 0  # routine messages refused by a full in-memory queue
         self.backlogged = 0
         self.failures = 0
+        self.store_state: dict | None = None
+        self.held: deque[Message] = deque(maxlen=HELD_MESSAGES)  # important ones, neither broker nor store
 
     # -- what the daemon offers -----------------------------------------------------------
 
@@ -138,8 +143,17 @@ class Publisher:
 
     # -- the connection -------------------------------------------------------------------
 
+    def store_health(self, state: str, last_error: str | None) -> None:
+        """The store's state (ok, or what is wrong with the disk) goes out with the gateway's
+        retained status, now and at every reconnect."""
+        self.store_state = {"state": state, "last_error": last_error}
+        self.offer(Message(self.topics.status, self._status("online"), qos=1, retain=True, important=True))
+
     def _status(self, state: str) -> bytes:
-        return encode({"gateway": self.gateway, "state": state, "ts_ms": time.time_ns() // 1_000_000})
+        body = {"gateway": self.gateway, "state": state, "ts_ms": time.time_ns() // 1_000_000}
+        if state == "online" and self.store_state is not None:
+            body["store"] = self.store_state
+        return encode(body)
 
     def _client(self) -> aiomqtt.Client:
         cfg = self.config
@@ -215,20 +229,36 @@ class Publisher:
             self.offer(Message(self.topics.command_results, encode({"result": result}), qos=1, important=True))
 
     async def _to_backlog(self, first: Message | None) -> None:
-        messages = [first] if first is not None else []
+        messages = list(self.held) + ([first] if first is not None else [])
+        self.held.clear()
         while not self.queue.empty():
             messages.append(self.queue.get_nowait())
         if messages:
             rows = [(m.topic, m.payload, m.qos, m.retain, m.important) for m in messages]
-            await self.store_call("backlog_push", rows, self.config.backlog_messages)
+            try:
+                await self.store_call("backlog_push", rows, self.config.backlog_messages)
+            except StoreFault:
+                # Neither broker nor store: alerts and health wait in memory (bounded), the rest goes.
+                important = [m for m in messages if m.important]
+                self.dropped += len(messages) - len(important)
+                self.held.extend(important)
+                return
             self.backlogged += len(messages)
 
     async def _drain_backlog(self, client: aiomqtt.Client) -> None:
+        while self.held:  # kept in memory while the store was down too
+            m = self.held[0]
+            await client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+            self.held.popleft()
+            self.published += 1
         while True:
-            rows = await self.store_call("backlog_take", 500)
-            if not rows:
-                return
-            for _, topic, payload, qos, retain in rows:
-                await client.publish(topic, payload, qos=qos, retain=retain)
-                self.published += 1
-            await self.store_call("backlog_delete", [r[0] for r in rows])
+            try:
+                rows = await self.store_call("backlog_take", 500)
+                if not rows:
+                    return
+                for _, topic, payload, qos, retain in rows:
+                    await client.publish(topic, payload, qos=qos, retain=retain)
+                    self.published += 1
+                await self.store_call("backlog_delete", [r[0] for r in rows])
+            except StoreFault:
+                return  # the backlog waits on the disk; live messages go on

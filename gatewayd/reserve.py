@@ -16,20 +16,35 @@ RESERVE_NAME = "gatewayd.reserve"
 _CHUNK = 1 << 20
 
 
-def reserve_bytes(capacity: int) -> int:
-    """The reserve for a store that may take `capacity` bytes: 1/256 of it, 256 KiB..16 MiB."""
-    return min(16 << 20, max(256 << 10, capacity // 256))
-
-
 def wal_allowance(capacity: int) -> int:
-    """Room kept for the WAL between checkpoints: 1/64 of the capacity, 512 KiB..32 MiB."""
-    return min(32 << 20, max(512 << 10, capacity // 64))
+    """Room kept for the WAL between checkpoints: 1/128 of the capacity, 512 KiB..16 MiB (a
+    checkpoint runs once half of it is used)."""
+    return min(16 << 20, max(512 << 10, capacity // 128))
+
+
+def reserve_bytes(capacity: int) -> int:
+    """The reserve: as large as the WAL may grow, so that on a full disk a checkpoint can
+    always move the whole WAL into the database file, after which the WAL is reused in place."""
+    return wal_allowance(capacity)
 
 
 def free_bytes(folder: Path) -> int:
     """Bytes an unprivileged writer may still take on the file system of `folder`."""
     st = os.statvfs(folder)
     return st.f_bavail * st.f_frsize
+
+
+def capacity(folder: Path, budget: int) -> int:
+    """What a store in `folder` can ever take: its budget, or the whole file system when that
+    is smaller (a budget of gigabytes on a small SD card partition)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        st = os.statvfs(existing)
+    except OSError:
+        return budget
+    return min(budget, st.f_blocks * st.f_frsize)
 
 
 class Reserve:

@@ -88,6 +88,19 @@ class Store:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            self._setup()
+        except BaseException:
+            # Closed now, not when the traceback lets go of it: open files would keep a file
+            # system that failed from being unmounted and mounted again.
+            self.conn.close()
+            raise
+        self._channel_ids: dict[tuple[str, str], int] = {}
+        # Eviction goes in the order blocks were written, not by their timestamps: data stamped
+        # by a clock that was a year ahead must not outlive what came after it.
+        self._next_seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM reading_blocks").fetchone()[0]
+
+    def _setup(self) -> None:
         # A new database can give pages back to the file system (a lowered budget shrinks the
         # file); the mode must be chosen before the first table, so older stores keep theirs.
         self.conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
@@ -98,11 +111,10 @@ class Store:
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.execute("PRAGMA cache_size=-16384")  # 16 MiB: the index of recent blocks stays in memory
         self.conn.execute("PRAGMA busy_timeout=5000")
+        # Debian builds SQLite to zero every freed page, which doubles what an eviction writes
+        # (and an SD card's wear) and needs WAL room on a full disk; nothing here is secret.
+        self.conn.execute("PRAGMA secure_delete=OFF")
         migrations.migrate(self.conn)
-        self._channel_ids: dict[tuple[str, str], int] = {}
-        # Eviction goes in the order blocks were written, not by their timestamps: data stamped
-        # by a clock that was a year ahead must not outlive what came after it.
-        self._next_seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM reading_blocks").fetchone()[0]
 
     def limit_wal(self, wal_bytes: int) -> None:
         """Checkpoint before the WAL holds `wal_bytes`, and truncate it back to that size after

@@ -77,15 +77,30 @@ def classify(exc: BaseException, state_dir: Path | None = None) -> str | None:
         if code is None:
             return _by_message(str(exc))
         kind = _BY_CODE.get(code & 0xFF)
-        # A write on a file system remounted read-only comes back as an I/O error.
-        if kind == IO_ERROR and state_dir is not None and is_read_only(state_dir):
-            return READ_ONLY
+        # SQLite reports every failed write as an I/O error, whatever the errno was (EROFS
+        # after an emergency remount, ENOSPC past a quota): a write of our own tells which.
+        if kind == IO_ERROR and state_dir is not None:
+            return probe(state_dir) or IO_ERROR
         return kind
     if isinstance(exc, OSError):
-        kind = _BY_ERRNO.get(exc.errno or 0)
-        if kind == IO_ERROR and state_dir is not None and is_read_only(state_dir):
-            return READ_ONLY
-        return kind
+        return _BY_ERRNO.get(exc.errno or 0)
+    return None
+
+
+def probe(folder: Path) -> str | None:
+    """Write, sync and remove a small file in `folder`: the fault kind its errno says, or
+    None when the file system takes it."""
+    path = folder / ".write-probe"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, b"probe")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(path)
+    except OSError as exc:
+        return _BY_ERRNO.get(exc.errno or 0, IO_ERROR)
     return None
 
 
@@ -98,13 +113,6 @@ def _by_message(text: str) -> str | None:
         if needle in text:
             return kind
     return None
-
-
-def is_read_only(folder: Path) -> bool:
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
 
 
 def describe(kind: str, exc: BaseException, where: Path) -> str:

@@ -81,10 +81,12 @@ class VirtualNode:
         port: int | None = None,
         state_dir: str | Path | None = None,
         extra_args: tuple[str, ...] = (),
+        rig: bool = False,
     ):
         """`state_dir` is the node's flash (trip latch, output state files); without one, a
-        temporary folder that is removed when the node stops."""
-        self.extra_args = tuple(extra_args)
+        temporary folder that is removed when the node stops. With `rig`, `drive()` injects
+        faults into its channels on demand."""
+        self.extra_args = tuple(extra_args) + (("--rig", "rig") if rig else ())
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self._temporary: str | None = None
         self.unit = unit
@@ -147,6 +149,14 @@ class VirtualNode:
         if self._temporary is not None:
             shutil.rmtree(self._temporary, ignore_errors=True)
             self._temporary = None
+
+    def drive(self, channel: int, kind: str, size: float | None = None) -> None:
+        """From the next sample on, `channel` gets a fault (a Scenario kind: offset, value, ramp,
+        stuck, missing, spike) or, with "clear", its simulated signal back."""
+        assert self.state_dir is not None and "--rig" in self.extra_args, "start the node with rig=True"
+        tmp = self.state_dir / "rig.tmp"
+        tmp.write_text(f"{channel} {kind}" + (f" {size:g}" if size is not None else "") + "\n")
+        tmp.replace(self.state_dir / "rig")  # the node reads whole files only
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

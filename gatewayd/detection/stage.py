@@ -34,6 +34,7 @@ from gatewayd.features import FeatureSpec
 from gatewayd.models.bundle import BundleError
 from gatewayd.models.install import ModelStore
 from gatewayd.models.scorer import Scorer
+from gatewayd.store_faults import StoreFault
 from gatewayd.models import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 
 from .detector import Detector, DriftSettings, WindowResult
@@ -136,6 +137,7 @@ class DetectionStage:
         self.last_label: int | None = None
         self.training_slot = asyncio.Semaphore(1)  # one training at a time: acquisition keeps its cores
         self.next_label_check = 0.0
+        self.resumed: dict[str, dict] = {}  # device -> its open model alert from a previous run
 
     # -- input ---------------------------------------------------------------------------
 
@@ -193,16 +195,44 @@ class DetectionStage:
             if device in self.detectors:
                 self.detectors[device].replace_scorer(scorer)
             else:
-                self.detectors[device] = Detector(device, scorer, self.rules, self.drift, scope.adapter.multiplier)
+                detector = self.detectors[device] = Detector(device, scorer, self.rules, self.drift,
+                                                             scope.adapter.multiplier)  # fmt: skip
+                self._resume(device, detector)
             window = self.windows.get(device)
             if window is None or window.spec != scorer.spec:
                 self.windows[device] = DeviceWindows(scorer.spec)
         log.info("%s: scoring with bundle v%d (%s)", scope.name, version, manifest.training.get("source"))
 
+    def _resume(self, device: str, detector: Detector) -> None:
+        """An incident left open by the daemon's previous run carries on under its id: it
+        closes after `close_after` quiet windows, or goes on if the device is still abnormal."""
+        alert = self.resumed.pop(device, None)
+        if alert is None:
+            return
+        incident = Incident(device, alert["opened_ms"], severity=alert["severity"])
+        detector.rules.incident = incident
+        detector.rules.alarming_run = self.settings.open_after
+        self.incident_ids[id(incident)] = alert["id"]
+        log.info("%s: continuing the open alert %s", device, alert["id"])
+
+    async def _open_alerts(self) -> None:
+        """Model alerts a previous run left open, one per device (the newest; older ones are
+        closed as superseded)."""
+        rows = await self.store_call("open_alerts", "model")
+        for row in rows or []:
+            older = self.resumed.get(row["device"])
+            if older is not None:
+                await self.store_call("update_alert", older["id"], closed_ms=row["opened_ms"])
+            self.resumed[row["device"]] = row
+
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         periods = {dev.name: dev.interval_s for dev in self.config.devices}
+        try:
+            await self._open_alerts()
+        except StoreFault:
+            log.warning("open model alerts not read (the store is degraded): they stay open")
         for scope in self.scopes.values():
             await self._load(scope)
         try:
@@ -430,6 +460,12 @@ class DetectionStage:
         if now < self.next_label_check:
             return
         self.next_label_check = now + LABEL_CHECK_S
+        try:
+            await self._read_labels()
+        except StoreFault:
+            pass  # the store is degraded: labels are read once it answers again
+
+    async def _read_labels(self) -> None:
         if self.last_label is None:  # start: labels given before this run already moved the thresholds
             multipliers = await self.store_call("threshold_multipliers")
             assert isinstance(multipliers, dict)

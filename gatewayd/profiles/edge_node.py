@@ -171,10 +171,11 @@ CHECK_NAMES = ("fault", "stuck", "low", "high", "zscore", "rate")
 
 @dataclass(frozen=True)
 class EdgeEvent:
-    """A channel whose on-node severity rose: the node's own detectors fired."""
+    """A channel's on-node severity changed (or was seen for the first time): the node's own
+    detectors fired, or stopped. `severity` is None when no check is active any more."""
 
     channel: str
-    severity: str
+    severity: str | None
     checks: tuple[str, ...]
     value: float
 
@@ -185,11 +186,12 @@ def checks_of(flags: int) -> tuple[str, ...]:
 
 class EdgeNodeProfile:
     """Reads the node's identity and channel names once per connection, then its channel block;
-    a channel's severity rising on the node becomes an edge event."""
+    a channel's severity changing on the node (and every channel's first reading, so that a
+    restarted gateway learns which conditions still hold) becomes an edge event."""
 
     def __init__(self) -> None:
         self.channels: list[Channel] = []
-        self.severity: dict[str, int] = {}
+        self.severity: dict[str, int] = {}  # kept across reconnects: a change is a change
         self.events: list[EdgeEvent] = []
 
     async def describe(self, link, unit: int) -> tuple[dict, list[tuple[str, str]]]:
@@ -211,8 +213,9 @@ class EdgeNodeProfile:
         samples = parse_channels(registers, len(self.channels))
         self.events = []
         for c, sample in zip(self.channels, samples):
-            before = self.severity.get(c.name, 0)
-            if sample.severity > before and sample.severity in SEVERITY_NAMES:
-                self.events.append(EdgeEvent(c.name, SEVERITY_NAMES[sample.severity], checks_of(sample.flags), sample.value))
-            self.severity[c.name] = sample.severity
+            now = sample.severity if sample.severity in SEVERITY_NAMES else 0
+            before = self.severity.get(c.name)
+            if now != before:
+                self.events.append(EdgeEvent(c.name, SEVERITY_NAMES.get(now), checks_of(sample.flags), sample.value))
+            self.severity[c.name] = now
         return [(c.name, s.value) for c, s in zip(self.channels, samples)]

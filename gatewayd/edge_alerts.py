@@ -1,0 +1,82 @@
+"""The nodes' own detections as alerts: a critical one is an incident at once, no model needed.
+
+One alert per channel while the node reports a severity for it: opened when a check fires,
+raised to critical if it gets worse, closed when the node reports the channel clear. The open
+ones are read back from the store at start, so a restarted gateway continues an ongoing
+condition under the same id, and closes one that ended while it was down."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gatewayd.profiles.edge_node import EdgeEvent
+from gatewayd.store_faults import StoreFault
+
+log = logging.getLogger("gatewayd.daemon")
+
+RANK = {"warning": 1, "critical": 2}
+
+StoreCall = Callable[..., Awaitable[Any]]
+Publish = Callable[[dict], None]
+
+
+class EdgeAlerts:
+    def __init__(self, gateway: str, store_call: StoreCall, publish: Publish):
+        self.gateway = gateway
+        self.store_call = store_call
+        self.publish = publish
+        self.open: dict[tuple[str, str], dict] = {}  # (device, channel) -> {"id", "severity"}
+        self.loaded = False
+
+    async def load(self) -> None:
+        """Read the open edge alerts back (once the store can answer). Older gateways left
+        several open per channel: the newest carries on, the others are closed now."""
+        try:
+            rows = await self.store_call("open_alerts", "edge")
+        except StoreFault:
+            return  # tried again at the next event
+        found: dict[tuple[str, str], dict] = {}
+        for row in rows or []:
+            key = (row["device"], (row["channels"] or [""])[0])
+            if key in found:
+                await self._close(key, found[key], row["opened_ms"], "superseded by a newer alert of the same channel")
+            found[key] = {"id": row["id"], "severity": row["severity"]}
+        self.open = {**found, **self.open}
+        self.loaded = True
+
+    async def observe(self, device: str, ts_ms: int, events: list[EdgeEvent]) -> None:
+        if not self.loaded:
+            await self.load()
+        for e in events:
+            key = (device, e.channel)
+            current = self.open.get(key)
+            detail = {"checks": list(e.checks), "value": e.value, "source": "node"}
+            if e.severity is None:
+                if current is not None:
+                    del self.open[key]
+                    await self._close(key, current, ts_ms, "the node reports the channel clear", detail)
+                continue
+            if current is None:
+                alert_id = f"{self.gateway}:{device}:{e.channel}:{ts_ms}"
+                self.open[key] = {"id": alert_id, "severity": e.severity}
+                await self.store_call("record_alert", alert_id, device, [e.channel], e.severity, "edge", ts_ms, detail)
+                log.warning("%s/%s: node reports %s (%s), value %g", device, e.channel, e.severity,
+                            ", ".join(e.checks) or "no check", e.value)  # fmt: skip
+                self.publish({"id": alert_id, "device": device, "channels": [e.channel], "severity": e.severity,
+                              "kind": "edge", "opened_ms": ts_ms, "detail": detail})  # fmt: skip
+            elif RANK[e.severity] > RANK.get(current["severity"], 0):
+                current["severity"] = e.severity
+                await self.store_call("update_alert", current["id"], severity=e.severity, detail=detail)
+                log.warning("%s/%s: node now reports %s (%s), value %g", device, e.channel, e.severity,
+                            ", ".join(e.checks) or "no check", e.value)  # fmt: skip
+                self.publish({"id": current["id"], "device": device, "severity": e.severity, "kind": "edge",
+                              "update": True, "detail": detail})  # fmt: skip
+
+    async def _close(self, key: tuple[str, str], alert: dict, ts_ms: int, why: str, detail: dict | None = None) -> None:
+        detail = {**(detail or {}), "source": "node", "closed": why}
+        await self.store_call("update_alert", alert["id"], closed_ms=ts_ms)  # the stored detail stays the opening one
+        log.info("%s/%s: alert %s closed: %s", key[0], key[1], alert["id"], why)
+        self.publish({"id": alert["id"], "device": key[0], "closed_ms": ts_ms, "kind": "edge", "update": True,
+                      "detail": detail})  # fmt: skip

@@ -1,0 +1,171 @@
+"""The daemon on a disk that fills up, fails or turns read-only: it never exits, polling and
+MQTT go on, an alert a node raises meanwhile is published at once and stored once the disk
+takes writes again, `status` and the MQTT status say what is wrong, and it recovers by itself.
+Each fault is real: a tmpfs that another writer fills, an ext4 image the kernel remounts
+read-only, write errors injected into the process's own system calls with libfiu."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+
+import pytest
+
+from gatewayd.virtual_node import VirtualNode
+from tests.integration.test_mqtt import Subscriber
+
+from .support import Daemon, ext4_image, fill, loop_device, stored, tmpfs, tool, wait_for
+
+pytestmark = pytest.mark.integration
+
+SETTINGS = """
+[store]
+flush_interval_s = 0.2
+checkpoint_interval_s = 1.0
+compact_after_s = 2.0
+
+[detection]
+enabled = false
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+"""
+
+
+def edge_alert_on(sub: Subscriber, channel: str) -> dict:
+    found = sub.wait_for(lambda m: m[0] == "gateway/site/alerts" and m[1].get("kind") == "edge"
+                         and m[1].get("channels") == [channel] and not m[1].get("update"), timeout_s=30)  # fmt: skip
+    return found[0][1]
+
+
+def polls(daemon: Daemon) -> int:
+    status = daemon.status()
+    return status["devices"]["pump-1"]["polls"] if status else 0
+
+
+class RunawayWriter:
+    """Another program's log gone wild: takes every byte of the file system as soon as it is free."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="runaway-writer")
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            fill(self.folder, "runaway.log")
+            self.stop.wait(0.01)
+
+    def __enter__(self) -> RunawayWriter:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        (self.folder / "runaway.log").unlink()
+
+
+def test_a_full_disk_neither_stops_polling_nor_loses_the_alert_raised_meanwhile(tmp_path, mosquitto):
+    with VirtualNode(unit=1, seed=11, period_ms=20, rig=True) as node, tmpfs(tmp_path / "fs", "24m") as fs:
+        daemon = Daemon(tmp_path, fs / "state", [node], extra=SETTINGS.format(port=mosquitto.port)).start()
+        sub = Subscriber(mosquitto.port, "gateway/site/#")
+        try:
+            wait_for("readings stored", lambda: daemon.written() > 300)
+            pid = daemon.pid
+            with RunawayWriter(fs):
+                degraded = wait_for("the store to report the full disk", lambda: daemon.status_is(
+                    lambda s: s["store"]["state"] == "disk_full"), timeout_s=60)  # fmt: skip
+                assert "full" in degraded["store"]["last_error"]
+                sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == "disk_full")
+                before = polls(daemon)
+                node.drive(3, "offset", 20)  # the motor current past its bound: critical on the node
+                alert = edge_alert_on(sub, "current")  # published at once, whatever the disk does
+                assert alert["severity"] == "critical"
+                wait_for("polling to go on", lambda: polls(daemon) > before + 50)
+                out = subprocess.run([*daemon_cli(), "status", "--config", str(daemon.config)], capture_output=True,
+                                     text=True)  # fmt: skip
+                assert "store: DEGRADED (disk full)" in out.stdout or "store: ok" in out.stdout, out.stdout
+            wait_for("the store to recover", lambda: daemon.status_is(lambda s: s["store"]["state"] == "ok"), 60)
+            db = fs / "state" / "gatewayd.sqlite3"
+            wait_for("the alert in the store", lambda: stored(db, "SELECT id FROM alerts WHERE id = ?", (alert["id"],)))
+            written = daemon.written()
+            wait_for("writing to go on", lambda: daemon.written() > written + 500)
+            node.drive(3, "clear")
+            wait_for("the alert closed when the node reports the channel clear", lambda: stored(
+                db, "SELECT id FROM alerts WHERE id = ? AND closed_ms IS NOT NULL", (alert["id"],)))  # fmt: skip
+            assert daemon.alive() and daemon.pid == pid, "the daemon was never restarted"
+            assert "is full" in daemon.log()
+        finally:
+            sub.close()
+            assert daemon.stop() == 0, daemon.log()[-3000:]
+
+
+def daemon_cli() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "gatewayd"]
+
+
+def test_an_sd_card_remounted_read_only_is_survived_and_a_fresh_mount_recovers(tmp_path, mosquitto):
+    with VirtualNode(unit=1, seed=12, period_ms=20, rig=True) as node, ext4_image(tmp_path, 64) as (disk, image):
+        daemon = Daemon(tmp_path, disk / "state", [node], extra=SETTINGS.format(port=mosquitto.port)).start()
+        sub = Subscriber(mosquitto.port, "gateway/site/#")
+        try:
+            wait_for("readings stored", lambda: daemon.written() > 300)
+            pid = daemon.pid
+            with open(f"/sys/fs/ext4/{loop_device(disk)}/trigger_fs_error", "w") as f:
+                f.write("fault test\n")  # ext4's reaction to a detected error: emergency read-only
+            sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == "read_only",
+                         timeout_s=30)  # fmt: skip
+            node.drive(3, "offset", 20)
+            alert = edge_alert_on(sub, "current")
+            before = polls(daemon)
+            wait_for("polling to go on", lambda: polls(daemon) > before + 50)
+            # the card is checked and mounted again, as after a reboot; the daemon was never stopped
+            subprocess.run(["umount", "-l", str(disk)], check=True)
+            subprocess.run([tool("e2fsck"), "-fy", str(image)], capture_output=True)
+            subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(disk)], check=True)
+            sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == "ok",
+                         timeout_s=60)  # fmt: skip
+            db = disk / "state" / "gatewayd.sqlite3"
+            wait_for("the alert in the store", lambda: stored(db, "SELECT id FROM alerts WHERE id = ?", (alert["id"],)))
+            assert daemon.alive() and daemon.pid == pid
+        finally:
+            sub.close()
+            assert daemon.stop() == 0, daemon.log()[-3000:]
+
+
+def test_write_errors_from_a_failing_card_are_survived(tmp_path, mosquitto):
+    """EIO on every write of the process (libfiu's POSIX preload, switched on and off while it
+    runs): the store is degraded as an I/O error, reopened until writes work again."""
+    fiu_run, fiu_ctrl = tool("fiu-run"), tool("fiu-ctrl")
+    with VirtualNode(unit=1, seed=13, period_ms=20, rig=True) as node:
+        state = tmp_path / "state"
+        daemon = Daemon(tmp_path, state, [node], extra=SETTINGS.format(port=mosquitto.port),
+                        prefix=(fiu_run, "-x", "-f", str(tmp_path / "fiu"))).start()  # fmt: skip
+        sub = Subscriber(mosquitto.port, "gateway/site/#")
+        control = [fiu_ctrl, "-f", str(tmp_path / "fiu")]
+        try:
+            wait_for("readings stored", lambda: daemon.written() > 300)
+            pid = daemon.pid
+            for point in ("posix/io/rw/pwrite", "posix/io/sync/fdatasync", "posix/io/sync/fsync"):
+                subprocess.run([*control, "-c", f"enable name={point},failinfo=5", str(pid)], check=True)
+            sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == "io_error",
+                         timeout_s=30)  # fmt: skip
+            node.drive(3, "offset", 20)
+            alert = edge_alert_on(sub, "current")
+            before = polls(daemon)
+            wait_for("polling to go on", lambda: polls(daemon) > before + 50)
+            # the card works again
+            for point in ("posix/io/rw/pwrite", "posix/io/sync/fdatasync", "posix/io/sync/fsync"):
+                subprocess.run([*control, "-c", f"disable name={point}", str(pid)], check=True)
+            sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == "ok",
+                         timeout_s=60)  # fmt: skip
+            wait_for("the alert in the store", lambda: stored(state / "gatewayd.sqlite3", "SELECT id FROM alerts "
+                                                              "WHERE id = ?", (alert["id"],)))  # fmt: skip
+            assert daemon.alive() and daemon.pid == pid
+        finally:
+            sub.close()
+            assert daemon.stop() == 0, daemon.log()[-3000:]

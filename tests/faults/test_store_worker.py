@@ -1,0 +1,137 @@
+"""The store's worker on real file systems that fail: a full tmpfs, an ext4 image the kernel
+turns read-only, a database another process keeps locked. Each fault degrades the store
+without raising past it, writes that must not be lost wait in memory, and the store recovers
+by itself when the cause is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gatewayd.store import Reading, Store
+from gatewayd.store_faults import StoreFault
+from gatewayd.store_worker import StoreWorker
+
+from .support import ext4_image, fill, loop_device, tmpfs
+
+CHANNELS = [("a", "V"), ("b", "V")]
+
+
+def batch(t0: int, n: int, rng: np.random.Generator) -> list[Reading]:
+    values = rng.normal(0, 1, (n, 2)).tolist()  # noise: a few bytes a reading, whatever the codec
+    return [Reading("n", ch, t0 + 100 * i, row[c]) for i, row in enumerate(values) for c, (ch, _) in enumerate(CHANNELS)]
+
+
+async def test_a_full_disk_is_survived_by_an_emergency_eviction(tmp_path):
+    rng = np.random.default_rng(1)
+    with tmpfs(tmp_path / "fs", "6m") as fs:
+        worker = StoreWorker(fs / "state", 10**9)  # a budget far above the disk
+        assert await worker.open()
+        await worker.register("n", "edge-node", "x", {}, CHANNELS)
+        await worker.enforce_budget()  # puts the reserve in place
+        assert worker.reserve.on_disk() == worker.reserve.size > 0
+        t = 0
+        with pytest.raises(StoreFault) as fault:
+            for _ in range(10_000):  # writing past the budget's guard: the file system fills
+                await worker.write_readings(batch(t, 2000, rng))
+                t += 200_000
+        assert fault.value.kind == "disk_full" and worker.degraded
+        assert "the disk is full" in worker.health.last_error
+        # an alert raised now is not lost: it waits in memory
+        await worker.call("record_alert", "site:n:a:1", "n", ["a"], "critical", "edge", t, {"value": 9.0})
+        await worker.call("update_alert", "site:n:a:1", severity="critical", detail={"value": 10.0})
+        assert len(worker.kept) == 2
+        with pytest.raises(StoreFault):
+            await worker.call("dead_letter", "x", "y", b"")  # other writes fail at once
+        assert await worker.recover()
+        assert not worker.degraded and worker.health.emergency_evictions == 1 and not worker.kept
+        assert worker.reserve.on_disk() == 0  # given back to make room
+        alerts = await worker.run(lambda s: s.alerts())
+        assert [(a["id"], a["detail"]) for a in alerts] == [("site:n:a:1", {"value": 10.0})]
+        first = await worker.run(lambda s: s.readings("n", "a", 0, 100_000))
+        assert len(first) == 0, "the oldest readings made the room"
+        # writing goes on in the pages the eviction freed
+        await worker.write_readings(batch(t, 100, rng))
+        newest = await worker.run(lambda s: s.readings("n", "a", t, t + 10_000))
+        assert len(newest) == 100
+        await worker.close()
+
+
+async def test_an_ext4_error_remount_read_only_degrades_then_a_fresh_mount_recovers(tmp_path):
+    rng = np.random.default_rng(2)
+    with ext4_image(tmp_path, 32) as (disk, image):
+        worker = StoreWorker(disk / "state", 10**9)
+        assert await worker.open()
+        await worker.register("n", "edge-node", "x", {}, CHANNELS)
+        await worker.write_readings(batch(0, 100, rng))
+        await worker.run(Store.checkpoint)  # on the card for sure (a WAL not yet synced is lost with the mount)
+        # what ext4 does on a detected error with errors=remount-ro (a failing SD card)
+        Path(f"/sys/fs/ext4/{loop_device(disk)}/trigger_fs_error").write_text("fault test\n")
+        with pytest.raises(StoreFault) as fault:
+            await worker.write_readings(batch(10_000, 100, rng))
+        assert fault.value.kind == "read_only", worker.health.last_error
+        await worker.call("record_alert", "site:n:a:2", "n", ["a"], "critical", "edge", 10_000, {})
+        assert not await worker.recover()  # still read-only: reopening cannot help yet
+        assert worker.degraded and len(worker.kept) == 1
+        # a person checks the card and mounts it again (or the gateway reboots)
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+        subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True)
+        subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(disk)], check=True)
+        assert await worker.recover(), worker.health.last_error
+        await worker.write_readings(batch(20_000, 100, rng))
+        assert await worker.run(lambda s: s.alerts_by_id(["site:n:a:2"])) == ["site:n:a:2"]
+        assert len(await worker.run(lambda s: s.readings("n", "a"))) == 200
+        await worker.close()
+
+
+async def test_a_database_locked_by_another_process_is_waited_out(tmp_path):
+    rng = np.random.default_rng(3)
+    worker = StoreWorker(tmp_path / "state", 10**9)
+    assert await worker.open()
+    await worker.register("n", "edge-node", "x", {}, CHANNELS)
+    holder = sqlite3.connect(tmp_path / "state" / "gatewayd.sqlite3", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # e.g. an operator's sqlite3 shell in the middle of a change
+    try:
+        with pytest.raises(StoreFault) as fault:
+            await worker.write_readings(batch(0, 10, rng))  # after the 5 s busy timeout
+        assert fault.value.kind == "locked"
+        await worker.call("record_alert", "site:n:a:3", "n", ["a"], "warning", "edge", 0, {})
+        assert not await worker.recover()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert await worker.recover()
+    await worker.write_readings(batch(0, 10, rng))
+    assert await worker.run(lambda s: s.alerts_by_id(["site:n:a:3"])) == ["site:n:a:3"]
+    await worker.close()
+
+
+async def test_a_state_dir_that_cannot_be_created_is_retried_until_it_can(tmp_path):
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the state directory's parent should be")
+    worker = StoreWorker(blocked / "state", 10**9)
+    assert not await worker.open()
+    assert worker.health.state == "unavailable" and str(blocked) in worker.health.last_error
+    await worker.register("n", "edge-node", "x", {}, CHANNELS)  # remembered, not lost
+    await worker.call("record_alert", "site:n:a:4", "n", ["a"], "critical", "edge", 0, {})
+    assert not await worker.recover()
+    blocked.unlink()
+    assert await worker.recover()
+    await worker.write_readings(batch(0, 10, np.random.default_rng(4)))
+    assert await worker.run(lambda s: s.alerts_by_id(["site:n:a:4"])) == ["site:n:a:4"]
+    await worker.close()
+
+
+async def test_fill_takes_every_byte(tmp_path):
+    with tmpfs(tmp_path / "fs", "1m") as fs:
+        fill(fs)
+        with pytest.raises(OSError):
+            (fs / "more").write_bytes(b"x" * 4096)
+    await asyncio.sleep(0)
+    assert os.geteuid() == 0

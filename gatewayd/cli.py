@@ -184,11 +184,15 @@ def _status(config: Config, db: Path) -> int:
             for _, dev, channel, unit in store.channels():
                 if dev != device:
                     continue
-                last = store.minute_summaries(device, channel)[-1:]
-                if last:
-                    m = last[0]
-                    print(f"  {channel:<14} last {m['last']:.4g} {unit:<5} minute of {iso(m['minute_ms'])}: "
+                newest = store.last_written(device, channel)
+                minute = newest[0] // 60_000 * 60_000 if newest else None
+                found = store.minute_summaries(device, channel, minute, minute + 60_000) if newest else []
+                if newest and found:
+                    m = found[0]
+                    print(f"  {channel:<14} last {newest[1]:.4g} {unit:<5} minute of {iso(m['minute_ms'])}: "
                           f"mean {m['mean']:.4g}, min {m['min']:.4g}, max {m['max']:.4g}, {m['count']} readings")  # fmt: skip
+                elif newest:
+                    print(f"  {channel:<14} last {newest[1]:.4g} {unit:<5} at {iso(newest[0])}")
                 else:
                     print(f"  {channel:<14} no readings yet")
     except sqlite3.Error as exc:

@@ -598,6 +598,19 @@ class Store:
             raise KeyError(f"no channel {device}/{channel}")
         return self.channel_readings(row[0], start_ms, end_ms)
 
+    def last_written(self, device: str, channel: str) -> tuple[int, float] | None:
+        """The (timestamp, value) a channel was written last, by write order: after a wall-clock
+        step back, the newest timestamp is not the newest reading."""
+        row = self.conn.execute(
+            "SELECT b.data FROM reading_blocks b JOIN channels c ON c.id = b.channel_id JOIN devices d ON "
+            "d.id = c.device_id WHERE d.name = ? AND c.name = ? ORDER BY b.seq DESC, b.id DESC LIMIT 1",
+            (device, channel),
+        ).fetchone()
+        if row is None:
+            return None
+        block = blocks.decode(row[0])
+        return int(block.ts_ms[-1]), float(block.values[-1])
+
     def channel_readings(self, channel_id: int, start_ms: int, end_ms: int) -> blocks.Block:
         found = [
             blocks.decode(data)

@@ -74,7 +74,8 @@ class ScopeState:
     version: int | None = None
     scorer: Scorer | None = None
     collected: RecentWindows = field(default_factory=lambda: RecentWindows(KEEP_BYTES_TOTAL))  # judged normal
-    first_end_ms: int | None = None
+    collected_ms: dict[str, int] = field(default_factory=dict)  # per device: data time collected
+    last_end_ms: dict[str, int] = field(default_factory=dict)
     training: asyncio.Task | None = None
     trained_at: float = 0.0  # monotonic
     adapter: ThresholdAdapter = field(default_factory=ThresholdAdapter)
@@ -268,8 +269,8 @@ class DetectionStage:
         detector = self.detectors.get(device)
         if detector is None or scope.scorer is None:
             self._collect(scope, end_ms, features, device)
-            if scope.training is None and scope.first_end_ms is not None and \
-                    end_ms - scope.first_end_ms >= self.settings.bootstrap_minutes * 60_000:  # fmt: skip
+            if scope.training is None and \
+                    max(scope.collected_ms.values(), default=0) >= self.settings.bootstrap_minutes * 60_000:  # fmt: skip
                 self._start_training(scope, "bootstrap: no model installed")
             return
         result = detector.window(end_ms, features)
@@ -303,8 +304,13 @@ class DetectionStage:
         })  # fmt: skip
 
     def _collect(self, scope: ScopeState, end_ms: int, features: np.ndarray, device: str) -> None:
-        if scope.first_end_ms is None:
-            scope.first_end_ms = end_ms
+        # Data time collected, one window's step at a time: a wall-clock step forward counts as
+        # one step, not as the days it jumped, and one back as nothing.
+        last = scope.last_end_ms.get(device)
+        if last is not None and end_ms > last:
+            step = min(end_ms - last, int(2 * self.settings.hop_s * 1000))
+            scope.collected_ms[device] = scope.collected_ms.get(device, 0) + step
+        scope.last_end_ms[device] = end_ms
         scope.collected.append(end_ms, features, device)
 
     def _maybe_retrain(self, scope: ScopeState, end_ms: int) -> None:

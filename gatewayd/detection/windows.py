@@ -28,10 +28,15 @@ class DeviceWindows:
     def add(self, ts_ms: int, names: tuple[str, ...], values: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
         """Add one poll (`values` of the channels `names`); yields (end_ms, features) of every
         window this poll closes."""
+        if self.samples and ts_ms < self.samples[-1][0]:
+            if self.samples[-1][0] - ts_ms <= self.window_ms:
+                return  # a poll out of order: windows only move forward
+            # The wall clock stepped back: the windows start again from the new time rather than
+            # waiting for it to catch up with the old one (a clock a year ahead would stop them).
+            self.samples.clear()
+            self.next_end = None
         if self.next_end is None:
             self.next_end = ts_ms + self.window_ms - 1
-        if self.samples and ts_ms < self.samples[-1][0]:
-            return  # a poll from the past (clock stepped back): windows move on with new time only
         while ts_ms > self.next_end:
             end = self.next_end
             self.next_end += self.hop_ms

@@ -132,6 +132,23 @@ def test_live_windows_are_causal_and_match_batch_windows():
             assert end == end2 and np.array_equal(feats, feats2)
 
 
+def test_windows_go_on_through_wall_clock_steps_either_way():
+    spec = FeatureSpec(("x",), window_s=2, hop_s=1, sample_period_s=0.1)
+    live = DeviceWindows(spec)
+
+    def feed(start_ms: int, n: int) -> list[int]:
+        return [end for i in range(n) for end, _ in live.add(start_ms + 100 * i, ("x",), np.array([1.0]))]
+
+    t0 = 1_800_000_000_000
+    assert len(feed(t0, 100)) >= 7
+    year = 365 * 86_400_000
+    ahead = feed(t0 + 10_000 + year, 100)  # a year ahead: the grid jumps the gap
+    assert sum(end > t0 + year for end in ahead) >= 7
+    back = feed(t0 + 20_000, 100)  # and back again: windows start over from the real time
+    assert sum(end < t0 + year for end in back) >= 7
+    assert feed(t0 + 20_000 + 9_950, 1) == []  # a poll 50 ms out of order is only dropped
+
+
 def test_recent_windows_ring_is_bounded_and_ordered():
     from gatewayd.detection.windows import RecentWindows
 

@@ -58,3 +58,32 @@ def test_budget_with_nothing_routine_left_evicts_nothing_protected(tmp_path):
     assert store.reading_count() == 3 * 1200 and store.alert_count() == 1
     assert "raw" not in store.evictions() and store.evictions()["summaries"][0] > 0
     store.close()
+
+
+def test_eviction_goes_in_the_order_data_was_written_whatever_its_timestamps(tmp_path):
+    """A clock a year ahead stamped the first hour; real time came back after it. The year-ahead
+    readings were written first, so they are evicted first, not kept for a year."""
+    store = Store(tmp_path / "g.sqlite3")
+    store.register_device("n", "edge-node", "x", {}, [("a", "V"), ("b", "V")])
+    year = 365 * 86_400_000
+    fill(store, 20, start=10_000 + year // 60_000)  # the clock a year ahead
+    fill(store, 20, start=10_000)  # then the real time
+    store.enforce_budget(store.disk_bytes() // 2)
+    assert len(store.readings("n", "a", year, 2 * year)) == 0, "the year-ahead readings go first"
+    assert len(store.readings("n", "a", 10_019 * 60_000, 10_020 * 60_000)) == 600, "the newest written stay"
+    store.close()
+
+
+def test_blocks_are_never_merged_across_a_clock_step_or_with_unsynchronised_ones(tmp_path):
+    store = Store(tmp_path / "g.sqlite3")
+    store.register_device("n", "edge-node", "x", {}, [("a", "V")])
+    day = 86_400_000
+    for t in range(0, 3000, 100):
+        store.write_readings([Reading("n", "a", t, 1.0)], clock_synced=False)  # before NTP
+    for t in range(60 * day, 60 * day + 3000, 100):
+        store.write_readings([Reading("n", "a", t, 2.0)])
+    store.compact(before_ms=61 * day)
+    rows = store.conn.execute("SELECT count, clock_unsynced, first_ms FROM reading_blocks ORDER BY first_ms").fetchall()
+    assert rows == [(30, 1, 0), (30, 0, 60 * day)]
+    assert len(store.readings("n", "a")) == 60
+    store.close()

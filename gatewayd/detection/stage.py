@@ -124,12 +124,11 @@ class DetectionStage:
         for scope in self.scopes.values():
             scope.collected = RecentWindows(KEEP_BYTES_TOTAL // len(self.scopes), least=2 * MIN_WINDOWS,
                                             most=KEEP_WINDOWS_MAX)  # fmt: skip
-        key_path, local_public = local_key(config.state_path)
-        self.key_path = key_path
         from gatewayd.models.bundle import load_public_key
 
-        keys = [load_public_key(Path(p)) for p in config.models.public_keys] + [local_public]
-        self.models = ModelStore(config.models_path, keys)
+        self.models = ModelStore(config.models_path, [load_public_key(Path(p)) for p in config.models.public_keys])
+        self.key_path: Path | None = None
+        self._local_key()
         self.windows: dict[str, DeviceWindows] = {}
         self.specs: dict[str, FeatureSpec] = {}
         self.detectors: dict[str, Detector] = {}
@@ -139,6 +138,20 @@ class DetectionStage:
         self.training_slot = asyncio.Semaphore(1)  # one training at a time: acquisition keeps its cores
         self.next_label_check = 0.0
         self.resumed: dict[str, dict] = {}  # device -> its open model alert from a previous run
+
+    def _local_key(self) -> Path | None:
+        """The gateway's own signing key, whose bundles it trusts; made on first use. A state
+        directory that cannot be written yet leaves it for later: detection goes on without
+        local training until then."""
+        if self.key_path is None:
+            try:
+                self.key_path, public = local_key(self.config.state_path)
+            except OSError as exc:
+                log.warning("no local signing key yet (%s): the gateway trains no model of its own until it can "
+                            "write %s", exc.strerror or exc, self.config.state_path)  # fmt: skip
+                return None
+            self.models.public_keys.append(public)
+        return self.key_path
 
     # -- input ---------------------------------------------------------------------------
 
@@ -235,7 +248,10 @@ class DetectionStage:
         except StoreFault:
             log.warning("open model alerts not read (the store is degraded): they stay open")
         for scope in self.scopes.values():
-            await self._load(scope)
+            try:
+                await self._load(scope)
+            except Exception:  # a models folder on a failing disk: tried again at the next window
+                log.exception("%s: installed bundle not loaded", scope.name)
         try:
             while not stop.is_set():
                 try:
@@ -337,13 +353,17 @@ class DetectionStage:
         ends = np.array([r[0] for r in rows], dtype=np.int64)
         features = np.vstack([r[1] for r in rows])
         log.info("%s: training v%d on %d windows (%s)", scope.name, version, len(rows), reason)
-        self.config.models_path.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".training-", dir=self.config.models_path))
         proc = None
+        work: Path | None = None
         try:
+            key = self._local_key()
+            if key is None:
+                raise RuntimeError(f"no signing key: {self.config.state_path} cannot be written")
+            self.config.models_path.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=".training-", dir=self.config.models_path))
             write_job(work, features, ends, spec=spec.to_dict(), name=scope.name, version=version,
                       trees=self.settings.trees, false_alarm_rate=self.settings.false_alarm_rate,
-                      source=f"gateway:{reason}", key=str(self.key_path),
+                      source=f"gateway:{reason}", key=str(key),
                       devices=[r[2] for r in rows] if self.settings.scope == "global" else None)  # fmt: skip
             async with self.training_slot:
                 proc = await asyncio.create_subprocess_exec(
@@ -367,7 +387,8 @@ class DetectionStage:
             log.error("%s: training failed: %s", scope.name, exc)
             scope.trained_at = time.monotonic()  # wait a full period before trying again
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
             scope.training = None
 
     def _alarm_rate(self, scope: ScopeState, scorer: Scorer, rows: list[tuple[int, np.ndarray, str]]) -> float:

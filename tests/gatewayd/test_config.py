@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from gatewayd.config import ConfigError, load_config, parse_config
@@ -115,3 +117,77 @@ def test_device_rules():
         parse_config(RTU.split("[[devices.registers]]")[0])
     with pytest.raises(ConfigError, match="registers are for profile 'generic'"):
         parse_config(RTU.replace('profile = "generic"', 'profile = "edge-node"'))
+
+
+def run_cli(*args: str, user: str | None = None):
+    import subprocess
+    import sys
+
+    prefix = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups"] if user else []
+    return subprocess.run([*prefix, sys.executable, "-m", "gatewayd", *args], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+
+
+def test_a_file_that_is_not_utf8_is_one_line_naming_the_place(tmp_path):
+    path = tmp_path / "site.toml"
+    path.write_bytes(VALID.encode().replace(b'"plant-7"', b'"plant-\xe9"'))  # Latin-1 from an old editor
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"{path}:3: not UTF-8 text: byte 0xe9 at column 15 (TOML files are UTF-8; save it "
+                              "as UTF-8)")
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 2 and result.stderr == f"error: {err.value}\n" and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ['""', '"   "'])
+def test_an_empty_state_dir_is_refused(value):
+    with pytest.raises(ConfigError) as err:
+        parse_config(VALID.replace('"/tmp/x"', value), "site.toml")
+    assert str(err.value).startswith("site.toml:4: gateway.state_dir: must name a directory")
+
+
+def test_a_state_dir_that_cannot_be_written_is_one_line_from_check_config_and_run_goes_on(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import shutil
+    import tempfile
+
+    public = Path(tempfile.mkdtemp(prefix="state-dir-test-"))  # pytest's own folders are root's alone
+    try:
+        public.chmod(0o755)
+        state = public / "state"
+        state.mkdir(mode=0o700)  # root's: another user cannot write there
+        config = public / "site.toml"
+        config.write_text(VALID.replace('"/tmp/x"', f'"{state}"'))
+        config.chmod(0o644)
+        result = run_cli("check-config", "--config", str(config), user="65534")
+    finally:
+        shutil.rmtree(public)
+    assert result.returncode == 2, result
+    assert result.stderr == (f"error: {config}:4: gateway.state_dir: cannot write to {state}: no write permission "
+                             "for this user (uid 65534)\n")  # fmt: skip
+    path = tmp_path / "site.toml"
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    path.write_text(VALID.replace('"/tmp/x"', f'"{blocked}/state"').replace('"10.0.0.5"', '"127.0.0.1"').replace("502", "1"))
+    result = run_cli("check-config", "--config", str(path))
+    assert result.returncode == 2 and result.stderr == f"error: {path}:4: gateway.state_dir: {blocked} is not a directory\n"
+    # the daemon says the same in one line and polls anyway (the store opens once it can)
+    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(path)], stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        lines: list[str] = []
+        while time.monotonic() < deadline and not any("poll failed" in line for line in lines):
+            lines.append(proc.stderr.readline())  # type: ignore[union-attr]
+        assert proc.poll() is None, "".join(lines)
+        assert any(f"gateway.state_dir: {blocked} is not a directory; running without a store" in line for line in lines)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = proc.communicate(timeout=20)
+    assert proc.returncode == 0 and "Traceback" not in "".join(lines) + rest, rest
+    assert os.path.isfile(blocked)

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--from", dest="start", default="0", help="start, ISO 8601 (UTC if no zone) or ms (default: all)")
     export.add_argument("--to", dest="end", default=str(2**62), help="end, exclusive (default: now and later)")
     export.add_argument("--out", type=Path, help="CSV file (default: standard output)")
+    export.add_argument("--mark-clock", action="store_true",
+                        help="add a column `clock`: `unsynced` for readings stamped before the gateway's clock was "
+                        "synchronised (their time may be off)")  # fmt: skip
 
     demo = sub.add_parser(
         "demo",
@@ -278,11 +281,11 @@ def _export(args: argparse.Namespace, db: Path) -> int:
     store = Store(db, readonly=True)
     try:
         if args.out is None:
-            rows = export_csv(store, sys.stdout, args.channel, start, end)
+            rows, unsynced = export_csv(store, sys.stdout, args.channel, start, end, mark_clock=args.mark_clock)
         else:
             tmp = args.out.with_name(args.out.name + ".partial")
             with tmp.open("w", newline="") as f:
-                rows = export_csv(store, f, args.channel, start, end)
+                rows, unsynced = export_csv(store, f, args.channel, start, end, mark_clock=args.mark_clock)
             tmp.replace(args.out)  # a file that exists is complete
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
@@ -290,6 +293,9 @@ def _export(args: argparse.Namespace, db: Path) -> int:
     finally:
         store.close()
     print(f"{rows} readings exported", file=sys.stderr)
+    if unsynced:
+        print(f"{unsynced} of them were stamped before the gateway's clock was synchronised: their time may be off"
+              + ("" if args.mark_clock else " (--mark-clock marks them)"), file=sys.stderr)
     return 0
 
 

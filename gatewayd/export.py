@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TextIO
 
+import numpy as np
+
 from gatewayd.store import Store
 
 
@@ -38,14 +40,23 @@ def select_channels(store: Store, wanted: Sequence[str]) -> list[tuple[int, str,
     return [by_name[w] for w in wanted]
 
 
-def export_csv(store: Store, out: TextIO, channels: Sequence[str], start_ms: int, end_ms: int) -> int:
-    """Write `timestamp,device,channel,unit,value` rows in time order per channel; returns rows."""
+def export_csv(store: Store, out: TextIO, channels: Sequence[str], start_ms: int, end_ms: int, *,
+               mark_clock: bool = False) -> tuple[int, int]:  # fmt: skip
+    """Write `timestamp,device,channel,unit,value` rows in time order per channel (with
+    `mark_clock`, a `clock` column: `unsynced` for readings stamped before the clock was
+    synchronised); returns (rows, rows stamped before the clock was synchronised)."""
     writer = csv.writer(out)
-    writer.writerow(["timestamp", "device", "channel", "unit", "value"])
-    rows = 0
-    for _, device, channel, unit in select_channels(store, channels):
+    writer.writerow(["timestamp", "device", "channel", "unit", "value"] + (["clock"] if mark_clock else []))
+    rows = unsynced = 0
+    for channel_id, device, channel, unit in select_channels(store, channels):
         block = store.readings(device, channel, start_ms, end_ms)
-        for ts, value in zip(block.ts_ms.tolist(), block.values.tolist()):
-            writer.writerow([iso(ts), device, channel, unit, repr(value)])
+        spans = store.unsynced_spans(channel_id, start_ms, end_ms)
+        marks = np.zeros(len(block), dtype=bool)
+        for first, last in spans:
+            marks |= (block.ts_ms >= first) & (block.ts_ms <= last)
+        unsynced += int(marks.sum())
+        for ts, value, mark in zip(block.ts_ms.tolist(), block.values.tolist(), marks.tolist()):
+            writer.writerow([iso(ts), device, channel, unit, repr(value)] + (["unsynced" if mark else ""] if mark_clock
+                                                                              else []))  # fmt: skip
         rows += len(block)
-    return rows
+    return rows, unsynced

@@ -598,6 +598,12 @@ class Store:
             raise KeyError(f"no channel {device}/{channel}")
         return self.channel_readings(row[0], start_ms, end_ms)
 
+    def unsynced_spans(self, channel_id: int, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
+        """(first_ms, last_ms) of the channel's blocks stamped before the clock was synchronised."""
+        return self.conn.execute(
+            "SELECT first_ms, last_ms FROM reading_blocks WHERE channel_id = ? AND clock_unsynced = 1 AND last_ms >= ? "
+            "AND first_ms < ? ORDER BY first_ms", (channel_id, start_ms, end_ms)).fetchall()  # fmt: skip
+
     def last_written(self, device: str, channel: str) -> tuple[int, float] | None:
         """The (timestamp, value) a channel was written last, by write order: after a wall-clock
         step back, the newest timestamp is not the newest reading."""

@@ -59,3 +59,24 @@ def test_status(site, capsys):
     out = capsys.readouterr().out
     assert "20 readings" in out and "pump-1: 20 readings" in out
     assert "flow           last 29 m3/h" in out and "mean 24.5" in out
+
+
+def test_export_marks_readings_stamped_before_the_clock_was_synchronised(tmp_path, capsys):
+    state = tmp_path / "state"
+    store = Store(state / "gatewayd.sqlite3")
+    store.register_device("pump-1", "edge-node", "tcp://x", {}, [("flow", "m3/h")])
+    t0 = parse_time("2026-09-01T08:00:00")  # a Pi booted with an old time ...
+    store.write_readings([Reading("pump-1", "flow", t0 + 500 * i, 1.0) for i in range(4)], clock_synced=False)
+    t1 = parse_time("2026-11-24T08:00:00")  # ... and NTP set it
+    store.write_readings([Reading("pump-1", "flow", t1 + 500 * i, 2.0) for i in range(3)])
+    store.close()
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{state}"\n\n[[devices]]\nname = "pump-1"\nhost = "h"\n')
+    out = tmp_path / "flow.csv"
+    assert main(["export", "--config", str(config), "--out", str(out), "--mark-clock"]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["clock"] for r in rows] == ["unsynced"] * 4 + [""] * 3
+    assert "4 of them were stamped before the gateway's clock was synchronised" in capsys.readouterr().err
+    assert main(["export", "--config", str(config), "--out", str(out)]) == 0
+    assert "clock" not in out.read_text().splitlines()[0]
+    assert "(--mark-clock marks them)" in capsys.readouterr().err

@@ -6,6 +6,10 @@ store (`apply_command`, as the MQTT command topic and `gatewayd alert` do). Read
 a while (an hour of readings) go through a read-only connection on a thread of the dashboard's
 own, so a chart never holds up the store writer (WAL readers do not block it).
 
+The store may be unreadable (not created yet, a failing or remounted disk): the reader is
+opened when a request needs it and opened again after a fault, routes that read the store
+answer 503 with the reason, and the overview still shows what the running gateway knows.
+
 Why microdot: it adds 0.1 MB to the daemon's RSS where aiohttp.web adds 9 MB (its client,
 connector and SSL context come along). What it lacks for a server on a plant network is added
 here: deadlines for the request and for the whole exchange, a cap on the request head, and a cap
@@ -18,11 +22,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +36,7 @@ from microdot import Microdot, Request, Response
 from gatewayd import commands
 from gatewayd.config import Config, is_loopback
 from gatewayd.store import DB_NAME, Store
+from gatewayd.store_faults import StoreFault, classify, describe
 
 from . import views
 from .access import SESSION_COOKIE, SESSION_MAX_AGE_S, Access
@@ -55,6 +60,10 @@ MAX_CONNECTIONS = 32
 CAP_LOG_INTERVAL_S = 3600.0  # closings at the cap: the first is logged, then a line an hour at most
 RETRY_BIND_S = 30.0
 READER_CACHE_KIB = 256
+READER_RETRY_S = 2.0  # a reader that could not be opened is tried again after this, at the earliest
+# A read that takes longer is answered as the store being unreadable (a failing card can hold a
+# read for minutes); the next requests are answered so at once while it still hangs.
+READ_TIMEOUT_S = 4.0
 LONGEST_RANGE_MS = 3 * 3_600_000  # raw readings of a span are decoded in memory: bounded
 SECURITY_HEADERS = {
     # everything comes from the gateway itself; nothing inline, nothing from elsewhere
@@ -77,6 +86,14 @@ class HttpError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+class StoreUnreadable(HttpError):
+    """The store cannot be read now (a fault of its disk, or it does not exist yet): 503."""
+
+    def __init__(self, reason: str):
+        super().__init__(503, f"the store cannot be read now: {reason}")
+        self.reason = reason
 
 
 def _log_exception(exc: BaseException) -> None:
@@ -235,8 +252,12 @@ class Dashboard:
         self.app = self._routes()
         self.port: int | None = None
         self.serving = asyncio.Event()
-        self.reader: Store | None = None
+        self.reader: Store | None = None  # opened by the first read that needs it; only on the reading thread
         self.reading_thread: ThreadPoolExecutor | None = None
+        self.read_error: str | None = None  # why the store could not be read last time; None once it could
+        self.retry_reader_at = 0.0  # monotonic
+        self.reading_since: float | None = None  # monotonic start of the read in progress
+        self.read_stalled = False  # a read outlived READ_TIMEOUT_S (logged once until one is answered)
 
     @property
     def url(self) -> str:
@@ -251,9 +272,6 @@ class Dashboard:
         loop = asyncio.get_running_loop()
         self.reading_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dashboard-read")
         try:
-            self.reader = await loop.run_in_executor(  # blocks come from the OS's file cache as fast
-                self.reading_thread, partial(Store, self.config.state_path / DB_NAME, readonly=True,
-                                             cache_kib=READER_CACHE_KIB))  # fmt: skip
             server = await self._bind(stop)
             if server is None:
                 return
@@ -269,8 +287,7 @@ class Dashboard:
             await server.wait_closed()
         finally:
             self.serving.clear()
-            if self.reader is not None:
-                await loop.run_in_executor(self.reading_thread, self.reader.close)
+            await loop.run_in_executor(self.reading_thread, self._close_reader)
             self.reading_thread.shutdown(wait=True)
 
     async def _bind(self, stop: asyncio.Event) -> asyncio.Server | None:
@@ -288,9 +305,68 @@ class Dashboard:
                     pass
         return None
 
+    # -- reading the store ---------------------------------------------------------------
+
     async def _read(self, fn: Callable[..., Any], *args: object) -> Any:
-        assert self.reader is not None
-        return await asyncio.get_running_loop().run_in_executor(self.reading_thread, fn, self.reader, *args)
+        """fn(reader, *args) on the reading thread; StoreUnreadable (503) when the store cannot
+        be read now, or when the disk has not answered within READ_TIMEOUT_S."""
+        started = self.reading_since
+        if started is not None and time.monotonic() - started > READ_TIMEOUT_S:
+            raise StoreUnreadable(f"its disk has not answered a read for {time.monotonic() - started:.0f} s")
+        job = asyncio.get_running_loop().run_in_executor(self.reading_thread, self._read_blocking, fn, args)
+        try:
+            result = await asyncio.wait_for(job, READ_TIMEOUT_S)
+        except TimeoutError:
+            if not self.read_stalled:
+                log.warning("dashboard: a read of the store has not been answered within %g s (a failing disk?); "
+                            "reads are answered 503 until it is", READ_TIMEOUT_S)  # fmt: skip
+                self.read_stalled = True
+            raise StoreUnreadable(f"its disk has not answered a read within {READ_TIMEOUT_S:g} s") from None
+        self.read_stalled = False
+        return result
+
+    def _read_blocking(self, fn: Callable[..., Any], args: tuple) -> Any:
+        # On the reading thread only: the reader is opened, used and closed here.
+        self.reading_since = time.monotonic()
+        try:
+            if self.reader is None:
+                if self.read_error is not None and time.monotonic() < self.retry_reader_at:
+                    raise StoreUnreadable(self.read_error)
+                # a small page cache: blocks come from the OS's file cache as fast
+                self.reader = Store(self.config.state_path / DB_NAME, readonly=True, cache_kib=READER_CACHE_KIB)
+            result = fn(self.reader, *args)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            if isinstance(exc, sqlite3.ProgrammingError):
+                raise  # a bug, not the disk
+            raise StoreUnreadable(self._unreadable(exc)) from None
+        finally:
+            self.reading_since = None
+        if self.read_error is not None:
+            log.warning("dashboard: the store can be read again")
+            self.read_error = None
+        return result
+
+    def _unreadable(self, exc: BaseException) -> str:
+        """Drop the reader (its connection may be on a file system that failed; a new one is
+        opened after READER_RETRY_S) and say why, in the log once per reason; returns it."""
+        self._close_reader()
+        path = self.config.state_path / DB_NAME
+        kind = classify(exc)  # not with the state directory: that would write a probe file into it
+        reason = describe(kind, exc, path) if kind is not None else f"{path}: {exc}"
+        if reason != self.read_error:
+            log.warning("dashboard: the store cannot be read now: %s; its routes answer 503, the overview shows "
+                        "what the running gateway knows", reason)  # fmt: skip
+        self.read_error = reason
+        self.retry_reader_at = time.monotonic() + READER_RETRY_S
+        return reason
+
+    def _close_reader(self) -> None:
+        if self.reader is not None:
+            reader, self.reader = self.reader, None
+            try:
+                reader.close()
+            except sqlite3.Error:
+                pass  # a connection on a failed disk may not close cleanly; it is dropped either way
 
     # -- routes --------------------------------------------------------------------------
 
@@ -362,7 +438,12 @@ class Dashboard:
 
         @app.get("/api/overview")
         async def overview(request: Request) -> Response:
-            stored = await self._read(views.store_status, self.config)
+            # What the running gateway knows is shown whatever the store does; what only the
+            # store knows (evictions, alert counts, the outbox) is null with the reason.
+            try:
+                stored = await self._read(views.store_status, self.config)
+            except StoreUnreadable as exc:
+                stored = views.store_missing(self.config, exc.reason)
             return _json(views.overview(self.config, self.gateway, stored, _now_ms())
                          | {"token_required": access.token_required, "connections_cut": dict(app.cut)})
 
@@ -401,6 +482,8 @@ class Dashboard:
                 result = await self.apply_command(parsed)
             except commands.CommandError as exc:
                 raise HttpError(404, str(exc)) from None
+            except StoreFault as exc:  # the store cannot take writes now: nothing was applied
+                raise HttpError(503, f"the store cannot take writes now, the command was not applied: {exc}") from None
             log.info("dashboard command: %s%s", result, f" (by {parsed.operator})" if parsed.operator else "")
             return _json({"result": result})
 

@@ -52,7 +52,9 @@ def json_safe(obj: object) -> object:
 
 
 def overview(config: Config, gateway: Gateway, stored: dict, now_ms: int) -> dict:
-    """Nodes and their health, detection, queues, store and uplink: the page's every refresh."""
+    """Nodes and their health, detection, queues, store and uplink, the clock: the page's every
+    refresh. The store's state and the disk use of all its files come from the running gateway
+    (its worker), the rest of `stored` from a read of the store (store_status or store_missing)."""
     status = gateway.status()
     detail = gateway.detection.detail() if gateway.detection is not None else None
     devices = []
@@ -90,6 +92,8 @@ def overview(config: Config, gateway: Gateway, stored: dict, now_ms: int) -> dic
         },
         "alerts_raised": gateway.alerts,
         **stored,
+        "store": {**status["store"], "path": str(gateway.worker.path), **stored["store"]},
+        "clock": status["clock"],
     })  # type: ignore[return-value]  # fmt: skip
 
 
@@ -107,8 +111,9 @@ def score_series(history: ScoreHistory | None, start_ms: int, end_ms: int, point
 
 
 def store_status(store: Store, config: Config) -> dict:
-    """The store's size and evictions, alerts waiting for an operator, and the uplink: what waits
-    in the outbox for cloud_sync and when it last uploaded (from its state file)."""
+    """What only the store knows: its pages in use and evictions, alerts waiting for an
+    operator, and the uplink: what waits in the outbox for cloud_sync and when it last uploaded
+    (from its state file)."""
     upload = None
     try:
         upload = json.loads((config.state_path / UPLOAD_STATE_FILE).read_text())
@@ -117,8 +122,7 @@ def store_status(store: Store, config: Config) -> dict:
     cursors = (upload or {}).get("cursors", {})
     return {
         "store": {
-            "path": str(store.path), "disk_bytes": store.disk_bytes(),
-            "budget_bytes": int(config.store.disk_budget_mb * 1e6),
+            "data_bytes": store.disk_bytes(), "read_error": None,
             "evictions": {kind: {"rows": rows, "readings": readings} for kind, (rows, readings) in store.evictions().items()},
         },
         "alerts": store.alert_counts(),
@@ -128,6 +132,17 @@ def store_status(store: Store, config: Config) -> dict:
             "bytes_today": (upload or {}).get("bytes_today"), "batches": (upload or {}).get("batches"),
             "pending": {source: store.outbox_count(kinds, cursors.get(source, 0)) for source, kinds in OUTBOX_SOURCES.items()},
         },
+    }  # fmt: skip
+
+
+def store_missing(config: Config, reason: str) -> dict:
+    """store_status's shape while the store cannot be read: what comes from the state directory
+    is null (unknown, not zero), and `read_error` says why. No I/O: the disk may hang."""
+    return {
+        "store": {"data_bytes": None, "evictions": None, "read_error": reason},
+        "alerts": None,
+        "uplink": {"configured": config.cloud is not None, "agent_seen": None, "last_upload_ms": None,
+                   "bytes_today": None, "batches": None, "pending": None},
     }  # fmt: skip
 
 

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
 PUMP_CHANNELS = ("current", "flow", "pressure", "temperature")  # sorted, as the gateway windows them
 PLANT_ORDER = (3, 1, 0, 2)  # where each sits in firmware/plant.py's values
+DAEMON_TASK = "gatewayd"  # the name of running_gateway's task: a test can see whether it still runs
 
 
 @dataclass
@@ -57,13 +58,18 @@ async def call(port: int, method: str, path: str, body: object = None, headers: 
     return await asyncio.to_thread(request, port, method, path, data, sent)
 
 
+def daemon_task() -> asyncio.Task:
+    """running_gateway's daemon task, in this test's loop."""
+    return next(t for t in asyncio.all_tasks() if t.get_name() == DAEMON_TASK)
+
+
 @asynccontextmanager
 async def running_gateway(config_text: str) -> AsyncIterator[daemon.Gateway]:
     """The daemon in this test's loop, until the block ends; its dashboard listening."""
     config = parse_config(config_text)
     stop = asyncio.Event()
     ready: asyncio.Future[daemon.Gateway] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(daemon.run(config, stop, ready))
+    task = asyncio.create_task(daemon.run(config, stop, ready), name=DAEMON_TASK)
     try:
         gateway = await asyncio.wait_for(ready, 30)
         assert gateway.dashboard is not None

@@ -241,3 +241,60 @@ async def test_login_in_chromium(tmp_path):
         assert [(c["name"], c["httpOnly"], c["sameSite"]) for c in cookies] == [("gatewayd_session", True, "Strict")]
         await page.click("#logout")
         await page.locator("#login").wait_for(state="visible", timeout=10_000)
+
+
+async def test_a_store_fault_in_chromium(tmp_path):
+    """A store that cannot be opened (its state directory cannot be created): a banner above the
+    nodes says what is wrong and what goes on, the nodes are shown, the alerts and the charts say
+    why they cannot be; once the store is back the banner goes. A clock step is a small note."""
+    from playwright.async_api import async_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("a file where the state directory's parent should be")
+    port = free_port()
+    config = (f'[gateway]\nname = "plant-9"\nstate_dir = "{blocked / "state"}"\n[detection]\nenabled = false\n'
+              f'[dashboard]\nenabled = true\nport = {port}\n'
+              f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n')  # fmt: skip
+    async with running_gateway(config) as gateway, async_playwright() as playwright:
+        wall_ns = gateway.clock.wall_ns
+        gateway.clock.wall_ns = lambda: wall_ns() + 7_200 * 10**9  # NTP sets the clock 2 h ahead
+        async with chromium(playwright, DESKTOP) as page:
+            problems = []
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            # (the 503 answers are logged to the console as failed loads: expected here)
+            page.on("console", lambda m: m.type == "error" and "status of 503" not in m.text
+                    and problems.append(m.text))  # fmt: skip
+            await page.goto(f"http://127.0.0.1:{port}/")
+            banner = page.locator("#store-banner")
+            await banner.wait_for(state="visible", timeout=15_000)
+            assert await banner.get_attribute("data-state") == "unavailable"
+            text = await banner.inner_text()
+            for said in ("The store cannot be opened: nothing is written to disk", "Not a directory", "since",
+                         "readings dropped", "0 alert writes, written first once the store takes writes again",
+                         "Polling, detection, alerts and MQTT go on."):  # fmt: skip
+                assert said in text, (said, text)
+
+            node = page.locator('#node-list .card[data-device="pump-1"]')
+            await node.wait_for()
+            banner_box, node_box = await banner.bounding_box(), await node.bounding_box()
+            assert banner_box is not None and node_box is not None and banner_box["y"] < node_box["y"]
+            alerts = page.locator("#alert-list")
+            await alerts.get_by_text("Alerts cannot be shown: the store cannot be read now").wait_for()
+            await page.locator("#live-error", has_text="Readings cannot be shown").wait_for()
+            assert "cannot be read now" in await page.locator('#system-list [data-card="store"]').inner_text()
+            assert await page.locator("#connection").inner_text() == "live"  # the page is served, only the store is not
+            clock = page.locator("#clock")
+            await clock.filter(has_text="clock stepped +2.0 h").wait_for(timeout=10_000)
+            await page.screenshot(path=ARTIFACTS / "desktop-store-fault.png", full_page=True)
+            await page.set_viewport_size(PHONE)
+            await page.wait_for_timeout(300)
+            assert await page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 0
+            await page.screenshot(path=ARTIFACTS / "phone-store-fault.png")
+
+            blocked.unlink()  # the directory can be created: the store comes back by itself
+            await banner.wait_for(state="hidden", timeout=30_000)
+            await alerts.get_by_text("No alerts.").wait_for(timeout=10_000)
+            await page.locator("#live-error").wait_for(state="hidden", timeout=10_000)
+            assert gateway.worker.health.state == "ok"
+            assert not problems, problems

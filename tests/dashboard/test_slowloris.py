@@ -216,6 +216,7 @@ async def test_the_longest_waiting_makes_room_and_a_slow_head_is_cut(tmp_path, m
     newcomers: the three idle ones and the first newcomer make room in that order, the one being
     answered stays; the newcomers left are closed at the head's deadline, the answer comes after."""
     monkeypatch.setattr(server, "MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(server, "READ_TIMEOUT_S", 9.0)  # the held read is answered, not given up on
     reading, release = threading.Event(), threading.Event()
     store_status = views.store_status
 

@@ -78,7 +78,11 @@ async function api(path, options = {}) {
   let body = null;
   try { body = await response.json(); } catch (_) { /* not JSON */ }
   if (response.status === 401 && path !== "/api/login") showLogin();
-  if (!response.ok) throw new Error((body && body.error) || `HTTP ${response.status}`);
+  if (!response.ok) {
+    const error = new Error((body && body.error) || `HTTP ${response.status}`);
+    error.status = response.status;  // 503: the store cannot be read or written now
+    throw error;
+  }
   return body;
 }
 
@@ -87,7 +91,7 @@ async function api(path, options = {}) {
 function showLogin() {
   state.loggedIn = false;
   document.getElementById("login").hidden = false;
-  for (const id of ["nodes", "live", "alerts", "models", "system"]) document.getElementById(id).hidden = true;
+  for (const id of ["store-banner", "nodes", "live", "alerts", "models", "system"]) document.getElementById(id).hidden = true;
   setConnection("login needed", "error");
 }
 
@@ -128,6 +132,69 @@ async function sendCommand(command) {
     message.className = "error";
   }
   await refresh();  // the list and the counts changed: show them now
+}
+
+// -- rendering: the store's and the clock's state ------------------------------------------
+
+// A store fault by its kind (gatewayd/store_faults.py): what is wrong, and what to do about it.
+const STORE_FAULTS = {
+  disk_full: ["The disk is full", "Free some space on it, or lower store.disk_budget_mb."],
+  read_only: ["The store's file system is read-only",
+              "It was probably remounted read-only after errors: check the card or disk; the store is reopened until it can write."],
+  io_error: ["The store's disk reports I/O errors", "The store is reopened until writes work; a failing SD card should be replaced."],
+  locked: ["The store is locked by another process", "Another program holds a write lock on the database (an sqlite3 shell?)."],
+  corrupt: ["The store's database file is damaged", "It must be recovered by hand; the store is tried again every minute."],
+  unavailable: ["The store cannot be opened", "Check that the state directory exists and that gatewayd may write it; opening is retried."],
+};
+
+function storeFaulty(store) { return store.state !== "ok" && store.state !== "starting"; }
+
+function renderStoreBanner(overview) {
+  const store = overview.store;
+  const banner = document.getElementById("store-banner");
+  banner.hidden = !storeFaulty(store);
+  if (banner.hidden) { banner.replaceChildren(); return; }
+  const [what, todo] = STORE_FAULTS[store.state] || [`The store: ${store.state}`, ""];
+  // Writing by evicting (a full file system, the store still takes writes) is a warning; a store
+  // that takes no writes is an error.
+  banner.className = "banner " + (store.writing ? "warning" : "critical");
+  banner.dataset.state = store.state;
+  banner.replaceChildren(
+    el("h2", {}, el("span", { class: "badge " + (store.writing ? "warning" : "critical") }, store.state.replace("_", " ")),
+       store.writing ? `${what}: the store goes on writing by evicting its oldest readings`
+                     : `${what}: nothing is written to disk`),
+    store.last_error ? el("p", { class: "detail" }, store.last_error) : null,
+    definitions([
+      store.writing ? null : ["since", `${time(store.since_ms)} (${ago(store.since_ms)})`],
+      // (while it writes by evicting, these are only of interest when they are not zero)
+      store.writing && !store.readings_dropped ? null
+        : ["readings dropped", `${store.readings_dropped} (polled while the store could not take them)`],
+      store.writing && !store.writes_waiting && !store.writes_dropped ? null
+        : ["waiting in memory", `${store.writes_waiting} alert writes, written first once the store takes writes again`
+                                + (store.writes_dropped ? ` (${store.writes_dropped} lost: too many waited)` : "")],
+      store.emergency_evictions ? ["emergency evictions", String(store.emergency_evictions)] : null,
+    ]),
+    el("p", {}, "Polling, detection, alerts and MQTT go on. " + todo));
+}
+
+function signed(seconds) {
+  const a = Math.abs(seconds), sign = seconds < 0 ? "−" : "+";
+  return sign + (a < 90 ? `${a.toFixed(1)} s` : a < 5400 ? `${(a / 60).toFixed(0)} min`
+                 : a < 172800 ? `${(a / 3600).toFixed(1)} h` : `${(a / 86400).toFixed(0)} days`);
+}
+
+// Small, in the header: whether readings' times can be trusted.
+function renderClock(overview) {
+  const clock = overview.clock;
+  const note = document.getElementById("clock");
+  const parts = [];
+  if (!clock.synchronized) parts.push("clock not synchronised: readings marked");
+  if (clock.steps) parts.push(`clock stepped ${signed(clock.last_step_s)}` + (clock.steps > 1 ? ` (${clock.steps} steps)` : ""));
+  note.hidden = !parts.length;
+  note.textContent = parts.join("; ");
+  note.title = parts.length ? "The gateway's wall clock, which stamps readings. Until NTP (or another time source) "
+    + "has set it, readings are marked as taken before the clock was trusted; a step moves the stamps, "
+    + "never the windows or the schedules." : "";
 }
 
 // -- rendering: nodes, alerts, models, store -------------------------------------------
@@ -186,8 +253,9 @@ function why(alert) {
 
 const LABEL_NAMES = { true_positive: "real anomaly", false_positive: "false alarm", missed: "missed anomaly" };
 
-function renderAlerts(alerts) {
+function renderAlerts(alerts, error = null) {
   const list = document.getElementById("alert-list");
+  if (error) { list.replaceChildren(el("p", { class: "error" }, `Alerts cannot be shown: ${error}`)); return; }
   if (!alerts.length) { list.replaceChildren(el("p", { class: "muted" }, "No alerts.")); return; }
   list.replaceChildren(...alerts.map((a) => {
     const open = a.closed_ms === null && a.kind === "model";
@@ -249,13 +317,24 @@ function renderModels(overview) {
 
 function renderSystem(overview) {
   const { store, uplink, queues } = overview;
-  const evictions = Object.entries(store.evictions).map(([kind, e]) => `${kind}: ${e.rows} rows` + (e.readings ? ` (${e.readings} readings)` : ""));
+  const evictions = store.evictions && Object.entries(store.evictions).map(([kind, e]) => `${kind}: ${e.rows} rows` + (e.readings ? ` (${e.readings} readings)` : ""));
+  const unread = "–";  // the store could not be read: unknown, not zero
   const cards = [
-    el("div", { class: "card" }, el("h3", {}, "Store"), definitions([
-      ["disk", el("span", {}, meter(store.disk_bytes, store.budget_bytes), `${bytes(store.disk_bytes)} of ${bytes(store.budget_bytes)}`)],
-      ["evictions", evictions.join(", ") || "none"],
-      ["written", `${queues.readings.written} readings this run`],
-    ])),
+    el("div", { class: "card", "data-card": "store" },
+      el("h3", {}, "Store", el("span", { class: "badge " + (storeFaulty(store) ? (store.writing ? "warning" : "critical") : "online") },
+                               store.state.replace("_", " "))),
+      definitions([
+        ["disk", el("span", {}, meter(store.disk_bytes, store.budget_bytes), `${bytes(store.disk_bytes)} of ${bytes(store.budget_bytes)}`)],
+        ["in use", store.data_bytes === null ? unread : `${bytes(store.data_bytes)} of readings, alerts and the outbox`, "secondary"],
+        ["evictions", evictions ? evictions.join(", ") || "none" : unread],
+        ["written", `${queues.readings.written} readings this run`],
+        store.readings_dropped ? ["dropped", `${store.readings_dropped} readings while the store could not take them`] : null,
+        store.writes_waiting ? ["waiting", `${store.writes_waiting} alert writes in memory`] : null,
+        store.faults ? ["faults", `${store.faults} this run, ${store.recoveries} recovered`
+                                  + (store.last_outage_s !== null ? `, the last after ${fmt(store.last_outage_s, 3)} s` : "")] : null,
+        store.read_error ? ["read", el("span", { class: "error" }, `cannot be read now: ${store.read_error}`)] : null,
+        ["files", store.path, "secondary"],
+      ])),
     el("div", { class: "card" }, el("h3", {}, "Queues"), definitions([
       ["to the store", el("span", {}, meter(queues.readings.queued, queues.readings.capacity), `${queues.readings.queued} of ${queues.readings.capacity} readings`)],
       queues.detection ? ["to detection", `${queues.detection.queued} of ${queues.detection.capacity} polls, ${queues.detection.dropped} dropped`] : null,
@@ -263,15 +342,16 @@ function renderSystem(overview) {
                   : ["MQTT", "not configured"],
     ])),
     el("div", { class: "card" }, el("h3", {}, "Uplink"), definitions([
-      ["cloud", uplink.configured ? (uplink.agent_seen ? "cloud-sync has run" : "configured, cloud-sync not seen yet") : "not configured"],
-      ["last upload", uplink.last_upload_ms ? `${ago(uplink.last_upload_ms)} (${time(uplink.last_upload_ms)})` : "never"],
-      ["waiting", `${uplink.pending.alerts} alert records, ${uplink.pending.labels} labels`],
+      ["cloud", !uplink.configured ? "not configured" : uplink.agent_seen === null ? "configured" :
+                uplink.agent_seen ? "cloud-sync has run" : "configured, cloud-sync not seen yet"],
+      ["last upload", uplink.last_upload_ms ? `${ago(uplink.last_upload_ms)} (${time(uplink.last_upload_ms)})` : uplink.agent_seen === null ? unread : "never"],
+      ["waiting", uplink.pending ? `${uplink.pending.alerts} alert records, ${uplink.pending.labels} labels` : unread],
       uplink.bytes_today !== null && uplink.bytes_today !== undefined ? ["today", bytes(uplink.bytes_today)] : null,
     ])),
   ];
   document.getElementById("system-list").replaceChildren(...cards);
   const a = overview.alerts;
-  document.getElementById("alert-counts").textContent = `${a.unacknowledged} to acknowledge, ${a.unlabelled} unlabelled, ${a.total} in all`;
+  document.getElementById("alert-counts").textContent = a ? `${a.unacknowledged} to acknowledge, ${a.unlabelled} unlabelled, ${a.total} in all` : "";
 }
 
 // -- charts ------------------------------------------------------------------------------
@@ -408,7 +488,17 @@ async function refreshSeries() {
   const to = Date.now();
   const range = state.zoom ? `&from=${Math.floor(state.zoom.from)}&to=${Math.ceil(state.zoom.to)}`
                            : `&from=${to - state.spanS * 1000}&to=${to}`;
-  const series = await api(`/api/devices/${encodeURIComponent(state.device)}/series?points=${points}${range}`);
+  const problem = document.getElementById("live-error");
+  let series;
+  try {
+    series = await api(`/api/devices/${encodeURIComponent(state.device)}/series?points=${points}${range}`);
+  } catch (e) {
+    if (e.status !== 503) throw e;
+    problem.hidden = false;  // the charts keep what they last drew
+    problem.textContent = `Readings cannot be shown: ${e.message}`;
+    return;
+  }
+  problem.hidden = true;
   if (series.device !== state.device) return;  // the operator picked another one meanwhile
   drawSeries(series);
   const note = document.getElementById("zoom-note");
@@ -458,10 +548,17 @@ async function refreshAlerts() {
   if (which === "unacknowledged") query.set("unacknowledged", "1");
   else if (which) query.set("kinds", which);
   if (device) query.set("device", device);
-  const [shown, shaded] = await Promise.all([
-    api(`/api/alerts?${query}`),
-    state.device ? api(`/api/alerts?limit=50&device=${encodeURIComponent(state.device)}`) : [],
-  ]);
+  let shown, shaded;
+  try {
+    [shown, shaded] = await Promise.all([
+      api(`/api/alerts?${query}`),
+      state.device ? api(`/api/alerts?limit=50&device=${encodeURIComponent(state.device)}`) : [],
+    ]);
+  } catch (e) {
+    if (e.status !== 503) throw e;
+    renderAlerts([], e.message);  // the store cannot be read: say so, the rest of the page goes on
+    return;
+  }
   state.alerts = shown;
   state.deviceAlerts = shaded;  // the charts shade the chosen device's alerts, whatever the list shows
   renderAlerts(shown);
@@ -489,6 +586,8 @@ async function refresh() {
     document.getElementById("gateway-name").textContent = overview.gateway;
     document.title = `${overview.gateway} · gatewayd`;
     document.getElementById("logout").hidden = !overview.token_required;
+    renderStoreBanner(overview);
+    renderClock(overview);
     renderNodes(overview);
     renderModels(overview);
     renderSystem(overview);

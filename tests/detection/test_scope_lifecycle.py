@@ -88,3 +88,44 @@ def test_global_scope_scales_each_device_by_its_own_scaler(tmp_path):
     b_window = np.array([[100.0, 50.0]])
     assert not scorer.score(b_window, "b").autoencoder_alarm[0]  # normal for b, at b's level
     assert scorer.score(b_window, "a").autoencoder_alarm[0]  # far off for a
+
+
+def test_a_model_alert_left_open_by_the_previous_run_is_continued_and_closed_under_its_id(tmp_path):
+    from types import SimpleNamespace
+
+    from gatewayd.detection.detector import WindowResult
+    from gatewayd.detection.rules import AlertRules
+    from gatewayd.features import FeatureSpec
+
+    calls = []
+    open_alerts = [
+        {"id": "g:pump-1:model:1000", "device": "pump-1", "channels": ["flow"], "severity": "warning", "opened_ms": 1000},
+        {"id": "g:pump-1:model:5000", "device": "pump-1", "channels": ["flow"], "severity": "critical", "opened_ms": 5000},
+    ]
+
+    async def store_call(name, *args, **kwargs):
+        calls.append((name, args, kwargs))
+        return open_alerts if name == "open_alerts" else None
+
+    config = parse_config(f'[gateway]\nstate_dir = "{tmp_path}"\n{DEVICES}')
+    s = DetectionStage(config, store_call, None)
+    s.specs["pump-1"] = FeatureSpec(("flow",), stats=("mean",))
+
+    async def run() -> None:
+        await s._open_alerts()
+        # an older run's leftover is closed; the newest continues
+        assert calls[-1] == ("update_alert", ("g:pump-1:model:1000",), {"closed_ms": 5000})
+        detector = SimpleNamespace(rules=AlertRules("pump-1", s.rules))
+        s._resume("pump-1", detector)
+        assert detector.rules.incident is not None and detector.rules.incident.severity == "critical"
+        step = None
+        for k in range(s.settings.close_after):  # the device is back to normal
+            step = detector.rules.step(10_000 + 5000 * k, np.array([0.1, 0.1]))
+            result = WindowResult(10_000 + 5000 * k, 0.1, 0.1, np.array([0.1, 0.1]), step, [])
+            await s._incident("pump-1", result, s.scopes["pump-1"])
+        assert step is not None and step.closed is not None
+        closes = [c for c in calls if c[0] == "update_alert" and c[2].get("closed_ms")]
+        assert closes[-1][1] == ("g:pump-1:model:5000",), "closed under the id it had, not left open"
+        assert not [c for c in calls if c[0] == "record_alert"], "no new alert for the same condition"
+
+    asyncio.run(run())

@@ -135,3 +135,26 @@ async def test_fill_takes_every_byte(tmp_path):
             (fs / "more").write_bytes(b"x" * 4096)
     await asyncio.sleep(0)
     assert os.geteuid() == 0
+
+
+async def test_a_damaged_database_keeps_the_alerts_in_memory_until_a_person_restores_it(tmp_path):
+    state = tmp_path / "state"
+    worker = StoreWorker(state, 10**9)
+    assert await worker.open()
+    await worker.register("n", "edge-node", "x", {}, CHANNELS)
+    await worker.write_readings(batch(0, 100, np.random.default_rng(5)))
+    await worker.close()
+    db = state / "gatewayd.sqlite3"
+    good = db.read_bytes()
+    db.write_bytes(b"\0" * 100 + good[100:])  # the header gone, as after a card's bad block
+    worker = StoreWorker(state, 10**9)
+    assert not await worker.open()
+    assert worker.health.state == "corrupt" and "damaged" in worker.health.last_error
+    await worker.call("record_alert", "site:n:a:5", "n", ["a"], "critical", "edge", 0, {})
+    assert not await worker.recover() and len(worker.kept) == 1
+    assert worker.next_attempt - worker.monotonic() > 30, "a damaged file is retried slowly"
+    db.write_bytes(good)  # restored from a backup, or recovered with sqlite3's .recover
+    assert await worker.recover()
+    assert await worker.run(lambda s: s.alerts_by_id(["site:n:a:5"])) == ["site:n:a:5"]
+    assert len(await worker.run(lambda s: s.readings("n", "a"))) == 100
+    await worker.close()

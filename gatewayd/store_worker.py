@@ -54,6 +54,7 @@ class StoreHealth:
     emergency_evictions: int = 0
     attempts: int = 0  # recovery attempts during this outage
     disk_full: bool = False  # writing, but the file system, not the budget, bounds the store
+    disk_full_since_ms: int = 0
 
 
 class StoreWorker:
@@ -91,7 +92,8 @@ class StoreWorker:
     def status(self) -> dict:
         h = self.health
         state, last_error = self.state()
-        return {"state": state, "writing": not self.degraded, "since_ms": h.since_ms, "last_error": last_error,
+        since = h.disk_full_since_ms if h.state == OK and h.disk_full else h.since_ms
+        return {"state": state, "writing": not self.degraded, "since_ms": since, "last_error": last_error,
                 "faults": h.faults,
                 "recoveries": h.recoveries, "last_outage_s": h.last_outage_s, "readings_dropped": h.readings_dropped,
                 "writes_waiting": len(self.kept), "writes_dropped": h.kept_dropped,
@@ -289,6 +291,7 @@ class StoreWorker:
         full = room < self.budget and fs_free < 2 * self.reserve.size
         if full != self.health.disk_full:
             if full:
+                self.health.disk_full_since_ms = self.wall_ms()
                 log.error("the file system of %s is full (%d KB free): the store keeps writing by evicting its "
                           "oldest readings; free some space or lower store.disk_budget_mb", self.folder,
                           fs_free // 1024)  # fmt: skip

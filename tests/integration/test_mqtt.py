@@ -27,8 +27,12 @@ class Subscriber:
         self.client.loop_start()
 
     def _on_message(self, client, userdata, msg):
+        try:
+            body = json.loads(msg.payload)
+        except (ValueError, RecursionError):
+            return  # not one of the gateway's messages (a hostile command on a wildcard subscription)
         with self.lock:
-            self.messages.append((msg.topic, json.loads(msg.payload), msg.retain))
+            self.messages.append((msg.topic, body, msg.retain))
 
     def wait_for(self, predicate, timeout_s=15.0):
         deadline = time.monotonic() + timeout_s

@@ -37,22 +37,8 @@ from gatewayd.virtual_node import VirtualNode  # noqa: E402
 from tests.conftest import Mosquitto  # noqa: E402
 from tests.faults.support import Daemon, ext4_image, fill, loop_device, stored, tmpfs, tool, wait_for  # noqa: E402
 from tests.faults.test_clock_steps import SteppedClock  # noqa: E402
+from tests.faults.test_daemon_disk import SETTINGS  # noqa: E402
 from tests.integration.test_mqtt import Subscriber  # noqa: E402
-
-SETTINGS = """
-[store]
-flush_interval_s = 0.2
-checkpoint_interval_s = 1.0
-compact_after_s = 2.0
-
-[detection]
-enabled = false
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-"""
-
 
 @dataclass
 class Outcome:

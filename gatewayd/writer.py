@@ -8,6 +8,7 @@ oldest readings instead of holding up polling, and asks the store to recover at 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -131,7 +132,8 @@ class Writer:
                 self.worker.health.readings_dropped = self.queue.dropped
                 self.stats.queued = len(self.queue)
                 if self.worker.degraded:
-                    await _pause(stop, DEGRADED_TURN_S)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), DEGRADED_TURN_S)
                     continue
                 await self.queue.shed(False)
             # While a compaction pass is under way, take what is queued without waiting, so
@@ -204,10 +206,3 @@ class Writer:
         except StoreFault as exc:
             log.error("%d readings not stored at shutdown: %s", len(self.queue), exc)
 
-
-async def _pause(stop: asyncio.Event, delay: float) -> None:
-    try:
-        async with asyncio.timeout(delay):
-            await stop.wait()
-    except TimeoutError:
-        pass

@@ -39,6 +39,21 @@ def edge_alert_on(sub: Subscriber, channel: str) -> dict:
     return found[0][1]
 
 
+def store_reported(sub: Subscriber, state: str, timeout_s: float = 30) -> None:
+    """The retained MQTT status says the store is in `state`."""
+    sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == state,
+                 timeout_s=timeout_s)  # fmt: skip
+
+
+def alert_published_while_polling_goes_on(daemon: Daemon, node: VirtualNode, sub: Subscriber) -> dict:
+    """The node raises a critical alert now: published at once, and polling does not stop."""
+    node.drive(3, "offset", 20)  # the motor current past its bound
+    alert = edge_alert_on(sub, "current")
+    before = polls(daemon)
+    wait_for("polling to go on", lambda: polls(daemon) > before + 50)
+    return alert
+
+
 def polls(daemon: Daemon) -> int:
     status = daemon.status()
     return status["devices"]["pump-1"]["polls"] if status else 0
@@ -78,7 +93,7 @@ def test_a_full_disk_neither_stops_polling_nor_loses_the_alert_raised_meanwhile(
                 degraded = wait_for("the store to report the full disk", lambda: daemon.status_is(
                     lambda s: s["store"]["state"] == "disk_full"), timeout_s=60)  # fmt: skip
                 assert "full" in degraded["store"]["last_error"]
-                sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == "disk_full")
+                store_reported(sub, "disk_full")
                 before = polls(daemon)
                 node.drive(3, "offset", 20)  # the motor current past its bound: critical on the node
                 alert = edge_alert_on(sub, "current")  # published at once, whatever the disk does
@@ -117,18 +132,13 @@ def test_an_sd_card_remounted_read_only_is_survived_and_a_fresh_mount_recovers(t
             pid = daemon.pid
             with open(f"/sys/fs/ext4/{loop_device(disk)}/trigger_fs_error", "w") as f:
                 f.write("fault test\n")  # ext4's reaction to a detected error: emergency read-only
-            sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == "read_only",
-                         timeout_s=30)  # fmt: skip
-            node.drive(3, "offset", 20)
-            alert = edge_alert_on(sub, "current")
-            before = polls(daemon)
-            wait_for("polling to go on", lambda: polls(daemon) > before + 50)
+            store_reported(sub, "read_only")
+            alert = alert_published_while_polling_goes_on(daemon, node, sub)
             # the card is checked and mounted again, as after a reboot; the daemon was never stopped
             subprocess.run(["umount", "-l", str(disk)], check=True)
             subprocess.run([tool("e2fsck"), "-fy", str(image)], capture_output=True)
             subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(disk)], check=True)
-            sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == "ok",
-                         timeout_s=60)  # fmt: skip
+            store_reported(sub, "ok", timeout_s=60)
             db = disk / "state" / "gatewayd.sqlite3"
             wait_for("the alert in the store", lambda: stored(db, "SELECT id FROM alerts WHERE id = ?", (alert["id"],)))
             assert daemon.alive() and daemon.pid == pid
@@ -152,17 +162,12 @@ def test_write_errors_from_a_failing_card_are_survived(tmp_path, mosquitto):
             pid = daemon.pid
             for point in ("posix/io/rw/pwrite", "posix/io/sync/fdatasync", "posix/io/sync/fsync"):
                 subprocess.run([*control, "-c", f"enable name={point},failinfo=5", str(pid)], check=True)
-            sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == "io_error",
-                         timeout_s=30)  # fmt: skip
-            node.drive(3, "offset", 20)
-            alert = edge_alert_on(sub, "current")
-            before = polls(daemon)
-            wait_for("polling to go on", lambda: polls(daemon) > before + 50)
+            store_reported(sub, "io_error")
+            alert = alert_published_while_polling_goes_on(daemon, node, sub)
             # the card works again
             for point in ("posix/io/rw/pwrite", "posix/io/sync/fdatasync", "posix/io/sync/fsync"):
                 subprocess.run([*control, "-c", f"disable name={point}", str(pid)], check=True)
-            sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == "ok",
-                         timeout_s=60)  # fmt: skip
+            store_reported(sub, "ok", timeout_s=60)
             wait_for("the alert in the store", lambda: stored(state / "gatewayd.sqlite3", "SELECT id FROM alerts "
                                                               "WHERE id = ?", (alert["id"],)))  # fmt: skip
             assert daemon.alive() and daemon.pid == pid

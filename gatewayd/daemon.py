@@ -137,9 +137,9 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
     writer = Writer(worker, queue, config.store, clock, gateway.writer)
     store_call = worker.call
 
-    async def apply_command(command: commands.Command) -> str:
+    async def apply_command(command: commands.Command | commands.Missed) -> str:
         """Operator feedback (MQTT command topic, dashboard), applied on the store thread exactly
-        as `gatewayd alert ack|label` applies it. Raises CommandError for an unknown alert, and
+        as `gatewayd alert ack|label|missed` applies it. Raises CommandError for an unknown alert, and
         StoreFault while the store cannot take it."""
         return await worker.run(commands.apply, command)
 

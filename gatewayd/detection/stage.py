@@ -233,6 +233,7 @@ class DetectionStage:
         """Model alerts a previous run left open, one per device (the newest; older ones are
         closed as superseded)."""
         rows = await self.store_call("open_alerts", "model")
+        assert rows is None or isinstance(rows, list)
         for row in rows or []:
             older = self.resumed.get(row["device"])
             if older is not None:

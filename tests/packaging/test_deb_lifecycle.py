@@ -1,12 +1,15 @@
 """The Debian package's life on a gateway, in order: installed with no network, checked (files,
 user, permissions, units), run by hand as its user and then by systemd under the hardened units
-against a virtual node, cloud-sync uploading from the store, upgraded, removed and purged.
+against a virtual node, cloud-sync uploading from the store, the faults the unit must outlive (a
+full disk, a daemon killed again and again) and the one it must not retry (an invalid
+configuration), upgraded, removed and purged.
 
 The gateway is a throwaway Debian root booted with systemd as PID 1 (nspawn.py); the tests run
 in file order and each step starts from where the one before left the machine."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import signal
@@ -26,6 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 CONFIG = "/etc/gatewayd/gatewayd.toml"
 STATE = "/var/lib/gatewayd"
+RUNTIME = "/run/gatewayd"
 UNITS = {"gatewayd": "/lib/systemd/system/gatewayd.service", "cloud-sync": "/lib/systemd/system/cloud-sync.service"}
 AS_GATEWAYD = ("setpriv", "--reuid=gatewayd", "--regid=gatewayd", "--init-groups")
 # Short windows and a half-minute bootstrap, so the gateway trains its first model within the test.
@@ -92,6 +96,18 @@ def unit_property(machine: Container, unit: str, name: str) -> str:
     return machine.run("systemctl", "show", "--value", "-p", name, unit).stdout.strip()
 
 
+def unit_state(machine: Container, unit: str = "gatewayd") -> dict[str, str]:
+    shown = machine.run("systemctl", "show", "-p", "ActiveState,SubState,NRestarts,StatusText,MainPID,Result,"
+                        "ExecMainStatus", unit).stdout  # fmt: skip
+    return dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+
+
+def polls(machine: Container) -> int:
+    """Polls of node-1 so far, from the running daemon's status (runtime_dir, not the store)."""
+    found = re.search(r"^  node-1: \w+, (\d+) polls", gatewayd_status(machine), re.M)
+    return int(found.group(1)) if found else 0
+
+
 def test_installs_with_no_network_and_starts_its_services(machine):
     installed = machine.run("dpkg", "-i", "/mnt/debs/edge-gateway.deb", network=False, timeout=600)
     assert "Setting up edge-gateway" in installed.stdout
@@ -120,6 +136,7 @@ def test_files_user_and_permissions(machine):
     assert int(user[2]) < 1000 and user[5] == STATE and user[6] == "/usr/sbin/nologin", user
     assert "dialout" in machine.run("id", "-nG", "gatewayd").stdout.split()
     assert machine.run("stat", "-c", "%U:%G %a", STATE).stdout.strip() == "gatewayd:gatewayd 750"
+    assert machine.run("stat", "-c", "%U:%G %a", RUNTIME).stdout.strip() == "gatewayd:gatewayd 750"
     assert machine.run("stat", "-c", "%U:%G %a", CONFIG).stdout.strip() == "root:root 644"
     # the package's own files belong to root and nobody else may write them
     writable = machine.run("find", "/opt/edge-gateway", "(", "-perm", "-o+w", "-o", "-not", "-user", "root", ")",
@@ -139,6 +156,11 @@ def test_units_verify_clean_and_score_at_most_2(machine):
 
 def test_runs_by_hand_as_its_user_with_the_installed_config(machine, virtual_node):
     machine.run("systemctl", "stop", "gatewayd")
+    # The runtime directory outlives the stop (RuntimeDirectoryPreserve=), so `gatewayd status` can
+    # say since when. (Here it says "not running since the last boot": under ProtectProc= and
+    # ProtectKernelTunables= the unit sees the host's boot id, not the one systemd-nspawn gives
+    # the container.)
+    assert json.loads(machine.read(f"{RUNTIME}/status.json"))["stopped"] is True
     point_at(machine, virtual_node.port)
     daemon = subprocess.Popen(machine.command(*AS_GATEWAYD, "gatewayd", "run", "--config", CONFIG),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -164,6 +186,8 @@ def test_runs_under_its_unit_and_trains_its_first_model(machine, virtual_node):
     # the unit's syscall filter and MemoryDenyWriteExecute. A model in service proves they work.
     wait_for(lambda: "models: node-1 v1" in gatewayd_status(machine), 180, "first model trained and loaded", machine)
     assert machine.exists(f"{STATE}/models/node-1/current/manifest.json")
+    # the status is on tmpfs, away from the store's disk
+    assert machine.exists(f"{RUNTIME}/status.json") and not machine.exists(f"{STATE}/status.json")
     # The watchdog (30 s) was fed all along: no restart.
     assert unit_property(machine, "gatewayd", "NRestarts") == "0"
     assert unit_property(machine, "gatewayd", "ActiveState") == "active"
@@ -203,6 +227,9 @@ def test_cloud_sync_uploads_from_the_store_under_its_unit(machine, tmp_path):
                                        'token_file = "/etc/gatewayd/cloud-token"\ninterval_s = 1.0\n')  # fmt: skip
         machine.run("systemctl", "restart", "cloud-sync")
         wait_for(lambda: server.storage.usage("gateway")["batches"] >= 1, 60, "an upload from cloud-sync", machine)
+        # device health comes from gatewayd's status in /run/gatewayd, which its unit can read
+        wait_for(lambda: any("node-1" in r["payload"]["devices"] for r in server.storage.records("gateway", "health")),
+                 60, "device health uploaded by cloud-sync", machine)  # fmt: skip
         assert unit_property(machine, "cloud-sync", "ActiveState") == "active"
         # its cursors are its own file in the shared state directory; the store is read-only to it
         assert machine.run("stat", "-c", "%U", f"{STATE}/cloud-sync.json").stdout.strip() == "gatewayd"
@@ -214,6 +241,83 @@ def test_cloud_sync_uploads_from_the_store_under_its_unit(machine, tmp_path):
         machine.run("systemctl", "stop", "cloud-sync", check=False)
         server.shutdown()
         server.server_close()
+
+
+def test_a_full_disk_leaves_the_unit_running_and_it_stores_again_once_space_is_freed(machine, virtual_node):
+    """The state directory on a small file system of its own (a 16 MB tmpfs: safe for the host's
+    disk), filled by another writer: the unit stays active without a restart, says the disk is
+    full in its status, polling goes on, and once space is freed it stores again by itself."""
+    machine.run("systemctl", "stop", "gatewayd")
+    point_at(machine, virtual_node.port)
+    uid, gid = (machine.run("id", flag, "gatewayd").stdout.strip() for flag in ("-u", "-g"))
+    machine.run("mount", "-t", "tmpfs", "-o", f"size=16m,mode=0750,uid={uid},gid={gid}", "small-disk", STATE)
+    try:
+        machine.run("systemctl", "start", "gatewayd")
+        restarts = unit_state(machine)["NRestarts"]
+        wait_for(lambda: readings(machine) > 50, 60, "readings stored on the small disk", machine)
+        # another program's log gone wild takes every free byte
+        machine.run("sh", "-c", f"cat /dev/zero > {STATE}/runaway.log", check=False)
+        wait_for(lambda: unit_state(machine)["StatusText"].startswith("STORE DISK FULL"), 60,
+                 "the unit's status to say the disk is full", machine)  # fmt: skip
+        assert "store: DEGRADED (disk full)" in gatewayd_status(machine), gatewayd_status(machine)
+        before = polls(machine)
+        wait_for(lambda: polls(machine) > before + 50, 30, "polling to go on with the disk full", machine)
+        state = unit_state(machine)
+        assert (state["ActiveState"], state["SubState"], state["NRestarts"]) == ("active", "running", restarts), state
+
+        machine.run("rm", f"{STATE}/runaway.log")
+        wait_for(lambda: not unit_state(machine)["StatusText"].startswith("STORE"), 60,
+                 "the unit's status to say the store is well again", machine)  # fmt: skip
+        before = readings(machine)
+        wait_for(lambda: readings(machine) > before + 50, 60, "readings stored again", machine)
+        assert "store: ok" in gatewayd_status(machine), gatewayd_status(machine)
+        state = unit_state(machine)
+        assert (state["ActiveState"], state["NRestarts"]) == ("active", restarts), state
+        journal = machine.run("journalctl", "-u", "gatewayd", "--no-pager", check=False).stdout
+        assert "is full" in journal and "Traceback" not in journal, journal[-3000:]
+    finally:
+        machine.run("systemctl", "stop", "gatewayd", check=False)
+        machine.run("umount", STATE, check=False)
+        machine.run("systemctl", "start", "gatewayd", check=False)
+
+
+def test_killed_again_and_again_it_is_restarted_every_time(machine, virtual_node):
+    """kill -9 twelve times in a row, each time as soon as the new daemon is there: more starts
+    than a start rate limit of ten in five minutes allows, and still it comes back."""
+    point_at(machine, virtual_node.port)
+    machine.run("systemctl", "restart", "gatewayd")
+    restarts = int(unit_state(machine)["NRestarts"])
+    killed = "0"
+    for _ in range(12):
+        deadline = time.monotonic() + 30
+        while (pid := unit_state(machine)["MainPID"]) in ("0", killed):
+            assert time.monotonic() < deadline, f"not started again after {killed}: {unit_state(machine)}"
+            time.sleep(0.1)
+        machine.run("kill", "-KILL", pid)
+        killed = pid
+    wait_for(lambda: unit_state(machine)["ActiveState"] == "active", 60, "gatewayd active after 12 kills", machine)
+    assert int(unit_state(machine)["NRestarts"]) == restarts + 12, unit_state(machine)
+    before = readings(machine)
+    wait_for(lambda: readings(machine) > before + 20, 60, "readings stored after 12 kills", machine)
+
+
+def test_an_invalid_configuration_is_left_for_a_person(machine):
+    """Exit 2 of `gatewayd run` itself (there is no check-config before it): failed, and not
+    restarted; the journal names the file, line and key."""
+    good = machine.read(CONFIG)
+    machine.write(CONFIG, good.replace('log_level = "info"', 'log_level = "loud"'))
+    try:
+        assert machine.run("systemctl", "restart", "gatewayd", check=False).returncode != 0
+        restarts = unit_state(machine)["NRestarts"]
+        time.sleep(7)  # longer than RestartSec=
+        state = unit_state(machine)
+        assert (state["ActiveState"], state["Result"], state["ExecMainStatus"], state["NRestarts"]) == (
+            "failed", "exit-code", "2", restarts), state  # fmt: skip
+        journal = machine.run("journalctl", "-u", "gatewayd", "-n", "20", "--no-pager", check=False).stdout
+        assert re.search(r"gatewayd\.toml:\d+: gateway\.log_level", journal), journal
+    finally:
+        machine.write(CONFIG, good)
+        machine.run("systemctl", "restart", "gatewayd")
 
 
 def test_upgrade_keeps_config_and_data(machine):
@@ -240,7 +344,7 @@ def test_remove_keeps_data_and_config(machine):
 
 def test_purge_removes_data_and_user(machine):
     machine.run("dpkg", "--purge", "edge-gateway", network=False)
-    assert not machine.exists(STATE) and not machine.exists(CONFIG)
+    assert not machine.exists(STATE) and not machine.exists(CONFIG) and not machine.exists(RUNTIME)
     assert machine.run("getent", "passwd", "gatewayd", check=False).returncode != 0
     assert machine.run("getent", "group", "gatewayd", check=False).returncode != 0
     assert not machine.exists("/etc/systemd/system/multi-user.target.wants/gatewayd.service")

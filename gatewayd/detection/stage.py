@@ -53,6 +53,7 @@ GLOBAL = "global"  # the bundle name of the global scope
 KEEP_BYTES_TOTAL = 8 << 20
 KEEP_WINDOWS_MAX = 20_000  # per scope: 28 h at a 5 s hop
 LABEL_CHECK_S = 2.0
+TRAINING_RETRY_S = 600.0  # after a failed training, the next try waits this long
 
 StoreCall = Callable[..., Awaitable[object]]
 AlertSink = Callable[[dict], None]
@@ -78,6 +79,7 @@ class ScopeState:
     last_end_ms: dict[str, int] = field(default_factory=dict)
     training: asyncio.Task | None = None
     trained_at: float = 0.0  # monotonic
+    failed_at: float | None = None  # monotonic time of the last failed training
     adapter: ThresholdAdapter = field(default_factory=ThresholdAdapter)
     probation: int = 0  # windows left in a replacement bundle's health check
     probation_alarms: int = 0
@@ -337,6 +339,8 @@ class DetectionStage:
             self._start_training(scope, f"{self.settings.lifecycle} retraining")
 
     def _start_training(self, scope: ScopeState, reason: str) -> None:
+        if scope.failed_at is not None and time.monotonic() - scope.failed_at < TRAINING_RETRY_S:
+            return  # a training that failed (a full disk, the child killed for memory) is not retried at every window
         rows = list(scope.collected)
         if self.settings.lifecycle == "disposable" and rows:
             newest = rows[-1][0]
@@ -376,6 +380,7 @@ class DetectionStage:
                 raise RuntimeError(last[0])
             await loop.run_in_executor(None, self.models.install, work / "bundle")
             self.stats.trainings += 1
+            scope.failed_at = None
             if self.settings.lifecycle == "disposable":
                 scope.collected.clear()
             await self._load(scope)
@@ -386,7 +391,7 @@ class DetectionStage:
             raise
         except Exception as exc:  # a failed training is logged; scoring goes on with what it has
             log.error("%s: training failed: %s", scope.name, exc)
-            scope.trained_at = time.monotonic()  # wait a full period before trying again
+            scope.trained_at = scope.failed_at = time.monotonic()  # wait before trying again
         finally:
             if work is not None:
                 shutil.rmtree(work, ignore_errors=True)

@@ -129,3 +129,30 @@ def test_a_model_alert_left_open_by_the_previous_run_is_continued_and_closed_und
         assert not [c for c in calls if c[0] == "record_alert"], "no new alert for the same condition"
 
     asyncio.run(run())
+
+
+def test_a_failed_training_is_not_retried_at_every_window(tmp_path):
+    s = stage(tmp_path, "")
+    started = []
+
+    async def failing_train(scope, rows, reason):
+        started.append(reason)
+        scope.trained_at = scope.failed_at = time.monotonic()  # what _train does when the child dies
+
+    s._train = failing_train
+    scope = s.scopes["pump-1"]
+    for i in range(200):
+        s._collect(scope, i * 5000, np.zeros(3), "pump-1")
+
+    async def windows() -> None:
+        for _ in range(50):  # the next windows each ask for the bootstrap again
+            s._start_training(scope, "bootstrap: no model installed")
+            if scope.training is not None:
+                await scope.training
+                scope.training = None
+
+    asyncio.run(windows())
+    assert started == ["bootstrap: no model installed"]
+    scope.failed_at = time.monotonic() - 601  # ten minutes later it is tried again
+    asyncio.run(windows())
+    assert len(started) == 2

@@ -29,6 +29,10 @@ the streams it holds, their bytes (deflated when that is smaller) and a CRC-32 o
 `encode_small` writes the same format without the search and without compression: the values
 as raw float32 (when every value is one) or float64. Compaction merges small blocks into large
 ones with `encode`. Pure functions over numpy arrays, no I/O.
+
+The same streams serve other compact records (the summary blocks of gatewayd/summaries.py):
+`integer_column` and `value_column` encode a column, `frame` deflates the planes and seals the
+record, `FrameReader` reads it back column by column.
 """
 
 from __future__ import annotations
@@ -37,13 +41,16 @@ import struct
 import sys
 import zlib
 from array import array
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 VERSION = 2
 assert sys.byteorder == "little", "blocks are little-endian; array() writes native order"
 MAX_COUNT = 1 << 24  # readings in one block; a header claiming more is corrupt
+T = TypeVar("T")
 
 _V1_HEADER = struct.Struct("<BBIqq")  # version, flags, count, first_ts_ms, step_ms
 _V1_REGULAR = 0x01
@@ -52,10 +59,12 @@ _V1_DELTA16 = 0x04
 _V1_COMPRESSED = 0x08
 
 _HEADER = struct.Struct("<BBBBIq")  # version, time kind, value kind, compression, count, first_ts_ms
+_FLAG_AT = 3  # the header's compression byte
 _STEP = struct.Struct("<Q")  # regular timestamps: the step, as an unsigned 64-bit integer
 _STREAM = struct.Struct("<BBQ")  # integer stream: mode, plane mask, base (64 bits)
 _GRID = struct.Struct("<hI")  # values on a grid: k (count * 2**-k) or d (count / 10**d), exceptions
 _TABLE = struct.Struct("<I")  # values from a table: its length
+_KIND = struct.Struct("<B")  # a value column's kind (in a block, the header says it)
 _CRC = struct.Struct("<I")
 
 _TIME_REGULAR, _TIME_STREAM = 0, 1
@@ -268,8 +277,8 @@ def _from_order_keys(keys: np.ndarray) -> np.ndarray:
     return np.where(positive, keys ^ _U64(1 << 63), ~keys)
 
 
-def _best_values(vals: np.ndarray, bits: np.ndarray) -> tuple[int, list[bytes], list[bytes]]:
-    """The cheapest way to store the values: value kind, descriptors, planes."""
+def _best_values(vals: np.ndarray, bits: np.ndarray) -> tuple[float, int, list[bytes], list[bytes]]:
+    """The cheapest way to store the values: estimated cost, value kind, descriptors, planes."""
     n = len(vals)
     cost, descriptor, data = _best_stream(bits, (_XOR, _DELTA), signed=True)
     best = (cost, _VALUES_BITS, [descriptor], data)
@@ -299,7 +308,7 @@ def _best_values(vals: np.ndarray, bits: np.ndarray) -> tuple[int, list[bytes], 
         if cost + where[0] < best[0]:
             descriptors = [_TABLE.pack(len(table)), descriptor, where[1]]
             best = (cost + where[0], _VALUES_TABLE, descriptors, data + where[2])
-    return best[1], best[2], best[3]
+    return best
 
 
 def _encode_parts(ts_ms: np.ndarray, values: np.ndarray) -> tuple[bytes, list[bytes]]:
@@ -328,7 +337,7 @@ def _encode_parts(ts_ms: np.ndarray, values: np.ndarray) -> tuple[bytes, list[by
         planes.extend(data)
 
     bits = vals.view(np.uint64)
-    value_kind, descriptors, data = _best_values(vals, bits)
+    _, value_kind, descriptors, data = _best_values(vals, bits)
     parts.extend(descriptors)
     planes.extend(data)
     head = _HEADER.pack(VERSION, time_kind, value_kind, _RAW, n, int(ts[0])) + b"".join(parts)
@@ -338,14 +347,64 @@ def _encode_parts(ts_ms: np.ndarray, values: np.ndarray) -> tuple[bytes, list[by
 def encode(ts_ms: np.ndarray, values: np.ndarray) -> bytes:
     """Encode readings (timestamps in UTC ms, non-decreasing) into a block."""
     head, planes = _encode_parts(ts_ms, values)
+    return frame(head, _FLAG_AT, planes)
+
+
+def frame(head: bytes, flag_at: int, planes: list[bytes]) -> bytes:
+    """A head (with descriptors), then the planes, deflated plane by plane when that is smaller
+    (the head's byte at `flag_at` says which), then a CRC-32 of all that."""
     payload = b"".join(planes)
+    flag = _RAW
     if len(payload) > 64:
         packed = _deflate(planes)
         if len(packed) < len(payload):
-            head = head[:3] + bytes([_DEFLATE]) + head[4:]
-            payload = packed
-    blob = head + payload
+            flag, payload = _DEFLATE, packed
+    blob = head[:flag_at] + bytes([flag]) + head[flag_at + 1 :] + payload
     return blob + _CRC.pack(zlib.crc32(blob))
+
+
+# -- columns: a block's streams for other compact records (summaries.py) ----------------------
+
+
+def integer_column(x: np.ndarray) -> tuple[float, bytes, list[bytes]]:
+    """An int64 column stored as a block stores its integers (offsets from the smallest or
+    zigzagged deltas, whichever is smaller): estimated cost, descriptor, byte planes.
+    FrameReader.integer_column and .integers read it back (view the result as int64)."""
+    return _best_stream(np.ascontiguousarray(x, np.int64).view(np.uint64), (_OFFSET, _DELTA), signed=True)
+
+
+def value_column(x: np.ndarray) -> tuple[float, bytes, list[bytes]]:
+    """A float64 column stored as a block stores its values, bit-exact: estimated cost,
+    descriptor (the value kind, then its own descriptors), byte planes. FrameReader.value_column
+    and .values read it back."""
+    vals = np.ascontiguousarray(x, np.float64)
+    cost, kind, descriptors, planes = _best_values(vals, vals.view(np.uint64))
+    return cost, _KIND.pack(kind) + b"".join(descriptors), planes
+
+
+def grid_scale(x: np.ndarray) -> float | None:
+    """The grid every finite value of `x` lies on, as the factor that makes them integer
+    counts (2**k for a binary grid, 10**d for a decimal one); None when there is none."""
+    vals = np.ascontiguousarray(x, np.float64)
+    special = _exceptions(vals, vals.view(np.uint64))
+    for find in (_binary_grid, _decimal_grid):
+        found = _scaled(vals, special, find)
+        if found is not None:
+            kind, scale, _ = found
+            with np.errstate(over="ignore"):
+                return float(np.ldexp(1.0, scale)) if kind == _VALUES_GRID else 10.0**scale
+    return None
+
+
+def order_keys(x: np.ndarray) -> np.ndarray:
+    """float64 values as unsigned 64-bit keys in the values' order (NaNs beyond the
+    infinities): the difference of two keys counts the doubles between them."""
+    return _order_keys(np.ascontiguousarray(x, np.float64).view(np.uint64))
+
+
+def from_order_keys(keys: np.ndarray) -> np.ndarray:
+    """The float64 values of order keys, bit-exact."""
+    return _from_order_keys(keys).view(np.float64)
 
 
 def _deflate(planes: list[bytes]) -> bytes:
@@ -366,8 +425,13 @@ def decode(blob: bytes) -> Block:
         return _decode_v1(blob)
     if blob[0] != VERSION:
         raise BlockError(f"block version {blob[0]} is not supported (this gateway reads 1 and {VERSION})")
+    return guarded(_decode_v2, blob)
+
+
+def guarded(decoder: Callable[[bytes], T], blob: bytes) -> T:
+    """decoder(blob), any error of forged input (behind a valid checksum) raised as BlockError."""
     try:
-        return _decode_v2(blob)
+        return decoder(blob)
     except BlockError:
         raise
     except (ValueError, struct.error, zlib.error, OverflowError, IndexError, MemoryError) as exc:
@@ -425,80 +489,97 @@ def _plane_bytes(mode: int, mask: int, n: int) -> int:
     return _stream_length(mode, n) * int(mask).bit_count()
 
 
-def _decode_v2(blob: bytes) -> Block:
-    if len(blob) < _HEADER.size + _CRC.size:
-        frame = _HEADER.size + _CRC.size
-        raise BlockError(f"block of {len(blob)} bytes is shorter than its {frame}-byte frame")
-    body = memoryview(blob)[: -_CRC.size]
-    (crc,) = _CRC.unpack_from(blob, len(blob) - _CRC.size)
-    if zlib.crc32(body) != crc:
-        raise BlockError("corrupt block: checksum mismatch")
-    head = _Reader(body)
-    _, time_kind, value_kind, compression, n, first = head.take(_HEADER)
-    if not 0 < n <= MAX_COUNT:
-        raise BlockError(f"corrupt block: {n} readings")
-    # descriptors, and how many payload bytes they announce
-    size = 0
-    if time_kind == _TIME_REGULAR:
-        (step,) = head.take(_STEP)
-    elif time_kind == _TIME_STREAM:
-        (step,) = head.take(_STEP)
-        time_stream = head.stream()
-        size += _plane_bytes(time_stream[0], time_stream[1], n)
-    else:
-        raise BlockError(f"corrupt block: time encoding {time_kind}")
-    if value_kind == _VALUES_F64:
-        size += 8 * n
-    elif value_kind == _VALUES_F32:
-        size += 4 * n
-    elif value_kind in (_VALUES_GRID, _VALUES_DECIMAL, _VALUES_SCALED):
-        k, n_exceptions = head.take(_GRID)
-        if n_exceptions > n:
-            raise BlockError(f"corrupt block: {n_exceptions} exceptions in {n} readings")
-        counts_stream = head.stream()
-        size += _plane_bytes(counts_stream[0], counts_stream[1], n)
-        if n_exceptions:
-            where_stream = head.stream()
-            size += _plane_bytes(where_stream[0], where_stream[1], n_exceptions) + 8 * n_exceptions
-    elif value_kind == _VALUES_BITS:
-        bits_stream = head.stream()
-        size += _plane_bytes(bits_stream[0], bits_stream[1], n)
-    elif value_kind == _VALUES_TABLE:
-        (n_table,) = head.take(_TABLE)
-        if not 0 < n_table <= n:
-            raise BlockError(f"corrupt block: a table of {n_table} values for {n} readings")
-        table_stream, index_stream = head.stream(), head.stream()
-        size += _plane_bytes(table_stream[0], table_stream[1], n_table)
-        size += _plane_bytes(index_stream[0], index_stream[1], n)
-    else:
-        raise BlockError(f"corrupt block: value encoding {value_kind}")
-    rest = body[head.at :]
-    data: bytes | memoryview
-    if compression == _DEFLATE and size:
-        z = zlib.decompressobj(-15)
-        data = z.decompress(rest, size)
-        if len(data) != size or not z.eof or z.unconsumed_tail or z.unused_data:
-            raise BlockError(f"corrupt block: payload does not inflate to the {size} bytes its streams need")
-    elif compression == _RAW:
-        data = rest
-        if len(data) != size:
-            raise BlockError(f"block says {n} readings but holds {len(data)} payload bytes for {size}")
-    else:
-        raise BlockError(f"corrupt block: compression {compression}")
-    payload = _Reader(data)
+class FrameReader(_Reader):
+    """Reads what `frame` wrote: checks the CRC and takes the head, then the descriptors of
+    the columns in order (each adds the payload bytes it announces), then, once `inflate`
+    has unpacked the payload, each column in the same order. Raises BlockError (or, on
+    forged input, an error decode() turns into one)."""
 
-    ts = _U64(first & _M64) + _U64(step) * np.arange(n, dtype=np.uint64)
-    if time_kind == _TIME_STREAM:
-        ts += _unstream(*time_stream, n, payload)
-        if (ts.view(np.int64)[1:] < ts.view(np.int64)[:-1]).any():
-            raise BlockError("corrupt block: timestamps go backwards")
-    if value_kind == _VALUES_F64:
-        values = np.frombuffer(payload.bytes(8 * n), "<f8").astype(np.float64)
-    elif value_kind == _VALUES_F32:
-        values = np.frombuffer(payload.bytes(4 * n), "<f4").astype(np.float64)
-    elif value_kind in (_VALUES_GRID, _VALUES_DECIMAL, _VALUES_SCALED):
-        counts = _unstream(*counts_stream, n, payload).view(np.int64).astype(np.float64)
-        if value_kind == _VALUES_GRID:
+    def __init__(self, blob: bytes, head: struct.Struct, flag_at: int) -> None:
+        if len(blob) < head.size + _CRC.size:
+            raise BlockError(f"block of {len(blob)} bytes is shorter than its {head.size + _CRC.size}-byte frame")
+        body = memoryview(blob)[: -_CRC.size]
+        (crc,) = _CRC.unpack_from(blob, len(blob) - _CRC.size)
+        if zlib.crc32(body) != crc:
+            raise BlockError("corrupt block: checksum mismatch")
+        super().__init__(body)
+        self.head = self.take(head)
+        self.compression = blob[flag_at]
+        self.size = 0  # payload bytes announced so far
+        self.payload = _Reader(b"")
+
+    def integer_column(self, n: int) -> tuple[int, int, int, int]:
+        """The descriptor of an integer stream of n elements."""
+        mode, mask, base = self.stream()
+        self.size += _plane_bytes(mode, mask, n)
+        return mode, mask, base, n
+
+    def value_column(self, n: int, kind: int | None = None) -> tuple:
+        """The descriptors of n values of `kind` (read from the column when None)."""
+        if kind is None:
+            (kind,) = self.take(_KIND)
+        if kind == _VALUES_F64:
+            self.size += 8 * n
+            return (kind, n)
+        if kind == _VALUES_F32:
+            self.size += 4 * n
+            return (kind, n)
+        if kind in (_VALUES_GRID, _VALUES_DECIMAL, _VALUES_SCALED):
+            k, n_exceptions = self.take(_GRID)
+            if n_exceptions > n:
+                raise BlockError(f"corrupt block: {n_exceptions} exceptions in {n} readings")
+            counts = self.integer_column(n)
+            where = self.integer_column(n_exceptions) if n_exceptions else None
+            self.size += 8 * n_exceptions
+            return (kind, n, k, n_exceptions, counts, where)
+        if kind == _VALUES_BITS:
+            return (kind, n, self.integer_column(n))
+        if kind == _VALUES_TABLE:
+            (n_table,) = self.take(_TABLE)
+            if not 0 < n_table <= n:
+                raise BlockError(f"corrupt block: a table of {n_table} values for {n} readings")
+            return (kind, n, self.integer_column(n_table), self.integer_column(n))
+        raise BlockError(f"corrupt block: value encoding {kind}")
+
+    def inflate(self) -> None:
+        """Unpack the payload the descriptors announced."""
+        rest = self.blob[self.at :]
+        data: bytes | memoryview
+        if self.compression == _DEFLATE and self.size:
+            z = zlib.decompressobj(-15)
+            data = z.decompress(rest, self.size)
+            if len(data) != self.size or not z.eof or z.unconsumed_tail or z.unused_data:
+                raise BlockError(f"corrupt block: payload does not inflate to the {self.size} bytes its streams need")
+        elif self.compression in (_RAW, _DEFLATE):
+            data = rest
+            if len(data) != self.size:
+                raise BlockError(f"block holds {len(data)} payload bytes for the {self.size} its streams need")
+        else:
+            raise BlockError(f"corrupt block: compression {self.compression}")
+        self.payload = _Reader(data)
+
+    def integers(self, spec: tuple[int, int, int, int]) -> np.ndarray:
+        """An integer column (uint64, as stored: view as int64 where it is signed)."""
+        return _unstream(*spec, self.payload)
+
+    def values(self, spec: tuple) -> np.ndarray:
+        """A value column (float64), bit-exact."""
+        kind, n = spec[0], spec[1]
+        if kind == _VALUES_F64:
+            return np.frombuffer(self.payload.bytes(8 * n), "<f8").astype(np.float64)
+        if kind == _VALUES_F32:
+            return np.frombuffer(self.payload.bytes(4 * n), "<f4").astype(np.float64)
+        if kind == _VALUES_BITS:
+            return self.integers(spec[2]).view(np.float64)
+        if kind == _VALUES_TABLE:
+            table = _from_order_keys(self.integers(spec[2]))
+            index = self.integers(spec[3])
+            if index.max() >= len(table):
+                raise BlockError("corrupt block: a value lies outside its table")
+            return table[index].view(np.float64)
+        _, _, k, n_exceptions, counts_spec, where_spec = spec
+        counts = self.integers(counts_spec).view(np.int64).astype(np.float64)
+        if kind == _VALUES_GRID:
             if not -1100 <= k <= 1100:
                 raise BlockError(f"corrupt block: grid 2**-{k}")
             with np.errstate(over="ignore", under="ignore"):
@@ -506,21 +587,32 @@ def _decode_v2(blob: bytes) -> Block:
         elif not 1 <= k <= 9:
             raise BlockError(f"corrupt block: grid 10**-{k}")
         else:
-            values = counts / 10.0**k if value_kind == _VALUES_DECIMAL else counts * 10.0**-k
+            values = counts / 10.0**k if kind == _VALUES_DECIMAL else counts * 10.0**-k
         if n_exceptions:
-            where = _unstream(*where_stream, n_exceptions, payload)
+            where = self.integers(where_spec)
             if where.max() >= n:
                 raise BlockError("corrupt block: an exception lies outside the block")
-            values.view(np.uint64)[where] = np.frombuffer(payload.bytes(8 * n_exceptions), "<u8")
-    elif value_kind == _VALUES_TABLE:
-        table = _from_order_keys(_unstream(*table_stream, n_table, payload))
-        index = _unstream(*index_stream, n, payload)
-        if index.max() >= n_table:
-            raise BlockError("corrupt block: a value lies outside its table")
-        values = table[index].view(np.float64)
-    else:
-        values = _unstream(*bits_stream, n, payload).view(np.float64)
-    return Block(ts.view(np.int64), values)
+            values.view(np.uint64)[where] = np.frombuffer(self.payload.bytes(8 * n_exceptions), "<u8")
+        return values
+
+
+def _decode_v2(blob: bytes) -> Block:
+    r = FrameReader(blob, _HEADER, _FLAG_AT)
+    _, time_kind, value_kind, _, n, first = r.head
+    if not 0 < n <= MAX_COUNT:
+        raise BlockError(f"corrupt block: {n} readings")
+    if time_kind not in (_TIME_REGULAR, _TIME_STREAM):
+        raise BlockError(f"corrupt block: time encoding {time_kind}")
+    (step,) = r.take(_STEP)
+    time_spec = r.integer_column(n) if time_kind == _TIME_STREAM else None
+    value_spec = r.value_column(n, value_kind)
+    r.inflate()
+    ts = _U64(first & _M64) + _U64(step) * np.arange(n, dtype=np.uint64)
+    if time_spec is not None:
+        ts += r.integers(time_spec)
+        if (ts.view(np.int64)[1:] < ts.view(np.int64)[:-1]).any():
+            raise BlockError("corrupt block: timestamps go backwards")
+    return Block(ts.view(np.int64), r.values(value_spec))
 
 
 def _decode_v1(blob: bytes) -> Block:

@@ -139,12 +139,8 @@ class Uploader:
         """One record per closed minute: every channel's count, mean, min, max, std, last."""
         closed = (self.now_ms() - 120_000) // 60_000 * 60_000  # a minute is final once flushed
         after = self.state.cursors.get("summaries", 0)
-        minutes = [m for (m,) in self.store.conn.execute(
-            "SELECT DISTINCT minute_ms FROM summaries WHERE minute_ms > ? AND minute_ms <= ? ORDER BY minute_ms LIMIT ?",
-            (after, closed, limit))]  # fmt: skip
         out = []
-        for minute in minutes:
-            stats = self.store.minute_of_all(minute)
+        for minute, stats in self.store.minutes_of_all(after, closed, limit):
             readings = sum(c["count"] for d in stats.values() for c in d.values())
             devices = {device: codec.encode_summary(channels) for device, channels in stats.items()}
             out.append(Record("summaries", minute, f"summary:{minute}", "summary", {"minute_ms": minute, "devices": devices},

@@ -59,6 +59,13 @@ class DiskUsage:
 # weeks would be decoded by every query that falls into the gap.
 MERGE_GAP_MS = 24 * 3_600_000
 
+# One-minute summaries: a minute stays a row while it can still receive readings; once it is
+# over, the writer's compaction merges a channel's minutes into summary blocks.
+SUMMARY_BLOCK_MINUTES = 1440  # minutes in one summary block at most: a channel's day
+SUMMARY_ROWS = 60  # minutes that are over a channel gathers as rows before they are compacted
+SUMMARY_STEP_ROWS = SUMMARY_BLOCK_MINUTES  # rows one channel's compaction takes at once at most
+_MINUTE_FIELDS = "minute_ms, count, mean, m2, min, max, last, last_ms"
+
 
 @dataclass(frozen=True)
 class ChannelSummary:
@@ -96,9 +103,17 @@ class Store:
             self.conn.close()
             raise
         self._channel_ids: dict[tuple[str, str], int] = {}
-        # Eviction goes in the order blocks were written, not by their timestamps: data stamped
-        # by a clock that was a year ahead must not outlive what came after it.
-        self._next_seq = self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM reading_blocks").fetchone()[0]
+        # Eviction goes in the order blocks and minutes were written, not by their timestamps:
+        # data stamped by a clock that was a year ahead must not outlive what came after it.
+        self._next_seq = self.conn.execute(
+            "SELECT max((SELECT coalesce(max(seq), 0) FROM reading_blocks), (SELECT coalesce(max(seq), 0) FROM summaries), "
+            "(SELECT coalesce(max(seq), 0) FROM summary_blocks)) + 1"
+        ).fetchone()[0]
+        # Per channel, the last minute its summary blocks may hold: a write to a minute at or
+        # before it looks for that minute in the blocks first.
+        self._compacted_to: dict[int, int] = dict(
+            self.conn.execute("SELECT channel_id, max(last_ms) FROM summary_blocks GROUP BY channel_id").fetchall()
+        )
 
     def _setup(self) -> None:
         # A new database can give pages back to the file system (a lowered budget shrinks the
@@ -183,43 +198,119 @@ class Store:
             else:
                 data = blocks.encode(np.array(ts_list, dtype=np.int64), np.array(value_list, dtype=np.float64))
             rows.append((channel_id, ts_list[0], ts_list[-1], len(ts_list), data, seq, unsynced))
-            minute_rows.extend(summaries.rows(channel_id, ts_list, value_list))
+            minute_rows.extend(row + (seq,) for row in summaries.rows(channel_id, ts_list, value_list))
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
                 "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data, seq, clock_unsynced) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)", rows
             )
+            self._reopen_minutes(minute_rows)
             self.conn.executemany(summaries.UPSERT, minute_rows)
         self._next_seq = seq + 1
         return n
 
+    def _reopen_minutes(self, minute_rows: list[tuple]) -> None:
+        """Minutes a write adds to that were compacted already (the clock stepped back, or
+        readings waited through a store outage) become rows again first: the merge goes on
+        from the exact row, and a minute is never in two places."""
+        late: dict[int, set[int]] = defaultdict(set)
+        for row in minute_rows:
+            if row[1] <= self._compacted_to.get(row[0], -(2**63)):
+                late[row[0]].add(row[1])
+        for cid, minutes in late.items():
+            for block_id, seq, data in self.conn.execute(
+                "SELECT id, seq, data FROM summary_blocks WHERE channel_id = ? AND last_ms >= ? AND first_ms <= ?",
+                (cid, min(minutes), max(minutes)),
+            ).fetchall():
+                block = summaries.decode_block(data)
+                hit = np.isin(block.minute_ms, list(minutes))
+                if not hit.any():
+                    continue
+                self.conn.execute("DELETE FROM summary_blocks WHERE id = ?", (block_id,))
+                self._insert_summary_block(cid, block.take(~hit), seq)
+                self.conn.executemany(
+                    f"INSERT INTO summaries (channel_id, {_MINUTE_FIELDS}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(cid, *row, seq) for row in block.take(hit).rows()],
+                )
+
+    def _insert_summary_block(self, channel_id: int, minutes: summaries.Minutes, seq: int) -> None:
+        if not len(minutes):
+            return
+        first, last = int(minutes.minute_ms[0]), int(minutes.minute_ms[-1])
+        self.conn.execute(
+            "INSERT INTO summary_blocks (channel_id, first_ms, last_ms, minutes, readings, seq, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (channel_id, first, last, len(minutes), int(minutes.count.sum()), seq, summaries.encode_block(minutes)),
+        )
+        self._compacted_to[channel_id] = max(last, self._compacted_to.get(channel_id, last))
+
+    def _minutes(self, channel_id: int | None, start_ms: int, end_ms: int) -> dict[int, summaries.Minutes]:
+        """The minutes start_ms <= minute < end_ms of one channel (None: of all), as rows and
+        blocks hold them: channel id -> its minutes in time order."""
+        where, params = ("channel_id = ? AND ", (channel_id,)) if channel_id is not None else ("", ())
+        rows: dict[int, list[tuple]] = defaultdict(list)
+        for cid, *row in self.conn.execute(
+            f"SELECT channel_id, {_MINUTE_FIELDS} FROM summaries WHERE {where}minute_ms >= ? AND minute_ms < ?",
+            (*params, start_ms, end_ms),
+        ):
+            rows[cid].append(row)
+        parts: dict[int, list[summaries.Minutes]] = {cid: [summaries.Minutes.from_rows(r)] for cid, r in rows.items()}
+        for cid, data in self.conn.execute(
+            f"SELECT channel_id, data FROM summary_blocks WHERE {where}last_ms >= ? AND first_ms < ?",
+            (*params, start_ms, end_ms),
+        ):
+            block = summaries.decode_block(data)
+            inside = (block.minute_ms >= start_ms) & (block.minute_ms < end_ms)
+            if inside.any():
+                parts.setdefault(cid, []).append(block.take(inside))
+        joined = {cid: summaries.Minutes.concat(p) for cid, p in parts.items()}
+        return {cid: m.take(m.order()) for cid, m in joined.items()}
+
+    def minutes_of_all(self, after_ms: int, until_ms: int, limit: int) -> list[tuple[int, dict[str, dict[str, dict]]]]:
+        """Every channel's statistics for the first `limit` minutes after `after_ms`, up to
+        `until_ms` (included), oldest first: [(minute_ms, {device: {channel: {...}}})]."""
+        names = {cid: (device, channel, unit) for cid, device, channel, unit in self.channels()}
+        out: dict[int, dict[str, dict[str, dict]]] = {}
+        start = after_ms + 1
+        while start <= until_ms and len(out) < limit:
+            # a window that holds as many minutes as are still wanted at most
+            end = min(until_ms + 1, start + (limit - len(out)) * summaries.MINUTE_MS)
+            for cid, minutes in self._minutes(None, start, end).items():
+                device, channel, unit = names[cid]
+                for minute, stats in zip(minutes.minute_ms.tolist(), _statistics(minutes)):
+                    out.setdefault(minute, {}).setdefault(device, {})[channel] = {"unit": unit, **stats}
+            start = self._next_minute(end)
+        return sorted(out.items())[:limit]
+
+    def _next_minute(self, at_ms: int) -> int:
+        """Where the next minute at or after `at_ms` may be (2**62 when there is none)."""
+        (row,) = self.conn.execute("SELECT min(minute_ms) FROM summaries WHERE minute_ms >= ?", (at_ms,)).fetchone()
+        (block,) = self.conn.execute("SELECT min(max(first_ms, ?)) FROM summary_blocks WHERE last_ms >= ?",
+                                     (at_ms, at_ms)).fetchone()  # fmt: skip
+        return min(x for x in (row, block, 2**62) if x is not None)
+
     def minute_of_all(self, minute_ms: int) -> dict[str, dict[str, dict]]:
         """Every channel's statistics for one minute: {device: {channel: {...}}}."""
-        out: dict[str, dict[str, dict]] = {}
-        for device, channel, unit, c, mean, m2, lo, hi, last in self.conn.execute(
-            "SELECT d.name, ch.name, ch.unit, s.count, s.mean, s.m2, s.min, s.max, s.last FROM summaries s "
-            "JOIN channels ch ON ch.id = s.channel_id JOIN devices d ON d.id = ch.device_id WHERE s.minute_ms = ?",
-            (minute_ms,),
-        ):
-            out.setdefault(device, {})[channel] = {
-                "unit": unit, "count": c, "mean": mean, "std": math.sqrt(m2 / c) if c else None,
-                "min": lo, "max": hi, "last": last,
-            }  # fmt: skip
-        return out
+        return dict(self.minutes_of_all(minute_ms - 1, minute_ms, 1)).get(minute_ms, {})
 
     def minute_summaries(self, device: str, channel: str, start_ms: int = 0, end_ms: int = 2**62) -> list[dict]:
         """One-minute statistics of a channel: minute_ms, count, mean, std, min, max, last."""
-        return [
-            {"minute_ms": m, "count": c, "mean": mean, "std": math.sqrt(m2 / c) if c else None,
-             "min": lo, "max": hi, "last": math.nan if last is None else last}  # SQLite stores NaN as NULL
-            for m, c, mean, m2, lo, hi, last in self.conn.execute(
-                "SELECT s.minute_ms, s.count, s.mean, s.m2, s.min, s.max, s.last FROM summaries s "
-                "JOIN channels c ON c.id = s.channel_id JOIN devices d ON d.id = c.device_id "
-                "WHERE d.name = ? AND c.name = ? AND s.minute_ms >= ? AND s.minute_ms < ? ORDER BY s.minute_ms",
-                (device, channel, start_ms, end_ms),
-            )
-        ]
+        cid = self._channel_id(device, channel)
+        if cid is None:
+            return []
+        minutes = self._minutes(cid, start_ms, end_ms).get(cid)
+        if minutes is None:
+            return []
+        return [{"minute_ms": m, **stats, "last": math.nan if stats["last"] is None else stats["last"]}
+                for m, stats in zip(minutes.minute_ms.tolist(), _statistics(minutes))]  # fmt: skip
+
+    def _channel_id(self, device: str, channel: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT c.id FROM channels c JOIN devices d ON d.id = c.device_id WHERE d.name = ? AND c.name = ?",
+            (device, channel),
+        ).fetchone()
+        return None if row is None else row[0]
 
     def compact(self, before_ms: int, target: int = 4096) -> int:
         """Merge each channel's small blocks that end before `before_ms` into blocks of up to
@@ -273,6 +364,57 @@ class Store:
                     self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", [(row[0],) for row in group])
                     removed += len(group)
         return removed
+
+    def compactable_summaries(self, before_ms: int) -> list[int]:
+        """Channels with minutes over before `before_ms` due for summary blocks: SUMMARY_ROWS
+        of them or more, or fewer but all older than that (a channel no longer polled)."""
+        return [
+            cid
+            for (cid,) in self.conn.execute(
+                "SELECT channel_id FROM summaries WHERE minute_ms <= ? GROUP BY channel_id "
+                "HAVING count(*) >= ? OR max(minute_ms) <= ?",
+                (before_ms - summaries.MINUTE_MS, SUMMARY_ROWS, before_ms - (SUMMARY_ROWS + 1) * summaries.MINUTE_MS),
+            )
+        ]
+
+    def compact_summaries(self, channel_ids: Sequence[int], before_ms: int) -> int:
+        """Merge each channel's minute rows that are over before `before_ms` (at most
+        SUMMARY_STEP_ROWS, oldest first) and its summary blocks of fewer than
+        SUMMARY_BLOCK_MINUTES minutes near them into blocks of up to that many minutes, one
+        transaction per channel; returns the rows compacted. Every minute keeps its statistics
+        to the bit; minutes more than MERGE_GAP_MS apart do not share a block."""
+        compacted = 0
+        for cid in channel_ids:
+            rows = self.conn.execute(
+                f"SELECT {_MINUTE_FIELDS}, seq FROM summaries WHERE channel_id = ? AND minute_ms <= ? "
+                "ORDER BY minute_ms LIMIT ?", (cid, before_ms - summaries.MINUTE_MS, SUMMARY_STEP_ROWS)
+            ).fetchall()  # fmt: skip
+            if not rows:
+                continue
+            small = self.conn.execute(
+                "SELECT id, seq, data FROM summary_blocks WHERE channel_id = ? AND minutes < ? "
+                "AND last_ms >= ? AND first_ms <= ?",
+                (cid, SUMMARY_BLOCK_MINUTES, rows[0][0] - MERGE_GAP_MS, rows[-1][0] + MERGE_GAP_MS),
+            ).fetchall()
+            parts = [summaries.Minutes.from_rows([row[:-1] for row in rows])]
+            seqs = [np.array([row[-1] for row in rows], np.int64)]
+            for _, seq, data in small:
+                parts.append(summaries.decode_block(data))
+                seqs.append(np.full(len(parts[-1]), seq, np.int64))
+            joined = summaries.Minutes.concat(parts)
+            order = joined.order()
+            minutes, seq_of = joined.take(order), np.concatenate(seqs)[order]
+            cuts = np.flatnonzero(np.diff(minutes.minute_ms) > MERGE_GAP_MS) + 1
+            groups = [(i, min(i + SUMMARY_BLOCK_MINUTES, end)) for start, end in zip([0, *cuts], [*cuts, len(minutes)])
+                      for i in range(start, end, SUMMARY_BLOCK_MINUTES)]  # fmt: skip
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.execute("DELETE FROM summaries WHERE channel_id = ? AND minute_ms <= ?", (cid, rows[-1][0]))
+                self.conn.executemany("DELETE FROM summary_blocks WHERE id = ?", [(row[0],) for row in small])
+                for start, end in groups:
+                    self._insert_summary_block(cid, minutes.take(slice(start, end)), int(seq_of[start:end].min()))
+            compacted += len(rows)
+        return compacted
 
     # -- alerts, labels, outbox, dead letters -------------------------------------------
 
@@ -412,18 +554,17 @@ class Store:
     def protect(self, device: str, channel: str, start_ms: int, end_ms: int) -> int:
         """Keep the raw readings of an anomaly window: never compacted away from it, never
         evicted, and recorded as a span for the cloud. Returns blocks marked."""
-        row = self.conn.execute("SELECT c.id FROM channels c JOIN devices d ON d.id = c.device_id "
-                                "WHERE d.name = ? AND c.name = ?", (device, channel)).fetchone()  # fmt: skip
-        if row is None:
+        cid = self._channel_id(device, channel)
+        if cid is None:
             return 0
         with self.conn:
             self.conn.execute("BEGIN")
             cur = self.conn.execute(
                 "UPDATE reading_blocks SET keep = 1 WHERE channel_id = ? AND last_ms >= ? AND first_ms < ?",
-                (row[0], start_ms, end_ms),
+                (cid, start_ms, end_ms),
             )
             self.conn.execute("INSERT INTO kept_windows (channel_id, start_ms, end_ms, created_ms) VALUES (?, ?, ?, ?)",
-                              (row[0], start_ms, end_ms, time.time_ns() // 1_000_000))  # fmt: skip
+                              (cid, start_ms, end_ms, time.time_ns() // 1_000_000))  # fmt: skip
         return cur.rowcount
 
     def enqueue(self, priority: int, kind: str, payload: bytes) -> None:
@@ -523,14 +664,16 @@ class Store:
 
     def _evict(self, excess_bytes, chunk: int, kinds: Sequence[str] = ("raw", "outbox_sent", "summaries")) -> dict[str, int]:
         evicted: dict[str, int] = {}
-        # kind, rows oldest first as (key..., readings, bytes), delete by key
+        # kind: rows oldest written first as (readings, bytes, key...), and how to delete by key
         steps = {
-            "raw": ("SELECT id, count, length(data) FROM reading_blocks WHERE keep = 0 ORDER BY seq LIMIT ?",
-                    "DELETE FROM reading_blocks WHERE id = ?"),
-            "outbox_sent": ("SELECT id, 0, length(payload) FROM outbox WHERE sent_ms IS NOT NULL ORDER BY id LIMIT ?",
-                            "DELETE FROM outbox WHERE id = ?"),
-            "summaries": ("SELECT channel_id, minute_ms, count, 64 FROM summaries ORDER BY minute_ms LIMIT ?",
-                          "DELETE FROM summaries WHERE channel_id = ? AND minute_ms = ?"),
+            "raw": ("SELECT count, length(data), id FROM reading_blocks WHERE keep = 0 ORDER BY seq LIMIT ?",
+                    lambda keys: self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", keys)),
+            "outbox_sent": ("SELECT 0, length(payload), id FROM outbox WHERE sent_ms IS NOT NULL ORDER BY id LIMIT ?",
+                            lambda keys: self.conn.executemany("DELETE FROM outbox WHERE id = ?", keys)),
+            # both forms of the minutes, in one order: write order, then time
+            "summaries": ("SELECT readings, length(data) + 48, id, NULL, seq, first_ms FROM summary_blocks UNION ALL "
+                          "SELECT count, 64, channel_id, minute_ms, seq, minute_ms FROM summaries ORDER BY 5, 6 LIMIT ?",
+                          self._delete_summaries),
         }  # fmt: skip
         for kind in kinds:
             select, delete = steps[kind]
@@ -542,13 +685,13 @@ class Store:
                 freed = 0
                 for row in candidates:  # just enough rows to cover the excess
                     rows.append(row)
-                    freed += row[-1]
+                    freed += row[1]
                     if freed >= excess:
                         break
-                readings = sum(row[-2] for row in rows)
+                readings = sum(row[0] for row in rows)
                 with self.conn:
                     self.conn.execute("BEGIN")
-                    self.conn.executemany(delete, [row[:-2] for row in rows])
+                    delete([row[2:] for row in rows])
                     self.conn.execute(
                         "INSERT INTO evictions (kind, rows, readings, last_ms) VALUES (?, ?, ?, ?) "
                         "ON CONFLICT (kind) DO UPDATE SET rows = rows + excluded.rows, "
@@ -557,6 +700,12 @@ class Store:
                     )
                 evicted[kind] = evicted.get(kind, 0) + len(rows)
         return evicted
+
+    def _delete_summaries(self, keys: list[tuple]) -> None:
+        """Delete summary blocks (id, NULL, ...) and minute rows (channel id, minute, ...)."""
+        self.conn.executemany("DELETE FROM summary_blocks WHERE id = ?", [key[:1] for key in keys if key[1] is None])
+        self.conn.executemany("DELETE FROM summaries WHERE channel_id = ? AND minute_ms = ?",
+                              [key[:2] for key in keys if key[1] is not None])  # fmt: skip
 
     def release_free_pages(self) -> int:
         """Give the database's free pages back to the file system, when it was created able to
@@ -590,13 +739,10 @@ class Store:
 
     def readings(self, device: str, channel: str, start_ms: int = 0, end_ms: int = 2**62) -> blocks.Block:
         """Readings of one channel with start_ms <= ts < end_ms, in time order."""
-        row = self.conn.execute(
-            "SELECT c.id FROM channels c JOIN devices d ON d.id = c.device_id WHERE d.name = ? AND c.name = ?",
-            (device, channel),
-        ).fetchone()
-        if row is None:
+        cid = self._channel_id(device, channel)
+        if cid is None:
             raise KeyError(f"no channel {device}/{channel}")
-        return self.channel_readings(row[0], start_ms, end_ms)
+        return self.channel_readings(cid, start_ms, end_ms)
 
     def unsynced_spans(self, channel_id: int, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
         """(first_ms, last_ms) of the channel's blocks stamped before the clock was synchronised."""
@@ -666,3 +812,10 @@ class Store:
             else:
                 out.append(ChannelSummary(device, channel, unit, 0, None, None, None, None))
         return out
+
+
+def _statistics(minutes: summaries.Minutes) -> list[dict]:
+    """Each minute's count, mean, std, min, max, last, as readers give them (None for NULL)."""
+    return [{"count": c, "mean": mean, "std": math.sqrt(m2 / c) if c and m2 is not None else None,
+             "min": lo, "max": hi, "last": last}
+            for _, c, mean, m2, lo, hi, last, _ in minutes.rows()]  # fmt: skip

@@ -1,9 +1,10 @@
 """From the pollers to the disk: the bounded reading queue and the store writer.
 
 The writer takes batches from the queue, writes each in one transaction, checkpoints, merges
-small blocks, and keeps the store within its disk budget after every write. When the store is
-degraded (a full or failed disk, store_worker.py) it stops writing, lets the queue shed its
-oldest readings instead of holding up polling, and asks the store to recover at intervals."""
+small blocks, and minutes that are over into summary blocks, and keeps the store within its
+disk budget after every write. When the store is degraded (a full or failed disk,
+store_worker.py) it stops writing, lets the queue shed its oldest readings instead of holding
+up polling, and asks the store to recover at intervals."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from gatewayd.store_worker import StoreWorker
 log = logging.getLogger("gatewayd.daemon")
 
 COMPACT_SLICE = 100  # channels per compaction step: tens of milliseconds of the store thread
+SUMMARY_SLICE = 10  # channels per step of the summaries' compaction: a few ms each, tens at most
 DEGRADED_TURN_S = 0.5  # how often a degraded writer looks at the queue and the clock
 EVICTION_LOG_S = 600.0  # at most one line a period about routine evictions
 
@@ -33,6 +35,7 @@ class WriterStats:
     batches: int = 0
     queued: int = 0
     compacted: int = 0  # blocks merged away
+    summarised: int = 0  # minute rows merged into summary blocks
     heartbeat: float = 0.0  # loop time of the writer's last turn
 
 
@@ -114,6 +117,7 @@ class Writer:
         self.clock = clock
         self.stats = stats or WriterStats()
         self.to_compact: list[int] = []  # channels left in the current compaction pass
+        self.to_summarise: list[int] = []  # channels whose minutes are left in it
         self.cutoff = 0
         self.evicted: dict[str, int] = {}  # since the last line about it
         self.next_eviction_log = 0.0
@@ -138,7 +142,7 @@ class Writer:
                 await self.queue.shed(False)
             # While a compaction pass is under way, take what is queued without waiting, so
             # slices of compaction and writes alternate and the queue never backs up behind it.
-            wait_s = 0.0 if self.to_compact else self.settings.flush_interval_s
+            wait_s = 0.0 if self.to_compact or self.to_summarise else self.settings.flush_interval_s
             batch = await self.queue.take(self.settings.batch_size, wait_s)
             self.stats.queued = len(self.queue)
             try:
@@ -167,12 +171,19 @@ class Writer:
         if self.to_compact:
             part, self.to_compact = self.to_compact[:COMPACT_SLICE], self.to_compact[COMPACT_SLICE:]
             self.stats.compacted += await self.worker.run(Store.compact_channels, part, self.cutoff)
-            if not self.to_compact:
+            if not self.to_compact and not self.to_summarise:
                 await self.worker.run(lambda _store: heap.trim())  # compaction's temporaries
+        elif self.to_summarise:
+            part, self.to_summarise = self.to_summarise[:SUMMARY_SLICE], self.to_summarise[SUMMARY_SLICE:]
+            self.stats.summarised += await self.worker.run(Store.compact_summaries, part, self.cutoff)
+            if not self.to_summarise:
+                await self.worker.run(lambda _store: heap.trim())
         elif loop.time() >= self.next_compaction:
-            # Small blocks from slow polls are merged so a reading costs a few bytes on disk.
+            # Small blocks from slow polls are merged so a reading costs a few bytes on disk,
+            # and minutes that are over go into summary blocks, about 9 bytes a minute.
             self.cutoff = self.clock.now_ms() - int(self.settings.compact_after_s * 1000)
             self.to_compact = await self.worker.run(Store.compactable_channels, self.cutoff)
+            self.to_summarise = await self.worker.run(Store.compactable_summaries, self.cutoff)
             self.next_compaction = loop.time() + self.settings.compact_after_s
 
     def _log_evictions(self, evicted: dict[str, int], now: float) -> None:

@@ -265,3 +265,22 @@ def test_retrain_for_a_segment_of_gateways_publishes_for_each(tmp_path, capsys):
     for gateway in ("gw-a", "gw-b"):
         manifest = verify(tmp_path / "cloud" / "bundles" / gateway / "pump-1" / "1", [load_public_key(tmp_path / "k.pub")])
         assert manifest.features["window_s"] == 60 and manifest.training["windows"] < 80  # minutes near the alerts left out
+
+
+def test_summaries_go_up_the_same_from_rows_and_from_summary_blocks(gateway_store, tmp_path):
+    """Minutes that are over are merged into summary blocks; the uploader sends the same records."""
+    up = Uploader(gateway_store, tmp_path / STATE_FILE, "http://127.0.0.1:9", "t", gateway="gw",
+                  now_ms=lambda: T0 + 3_600_000)  # fmt: skip
+
+    def every_page() -> list:
+        out, up.state.cursors["summaries"] = [], 0
+        while batch := up._summaries(4):
+            out += [(r.key, r.payload, r.readings) for r in batch]
+            up.state.cursors["summaries"] = batch[-1].position
+        return out
+
+    before = every_page()
+    later = T0 + 10 * 3_600_000
+    assert gateway_store.compact_summaries(gateway_store.compactable_summaries(later), later) == 12
+    assert every_page() == before and len(before) == 6
+    up.close()

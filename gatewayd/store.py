@@ -10,7 +10,8 @@ import os
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -418,12 +419,23 @@ class Store:
 
     # -- alerts, labels, outbox, dead letters -------------------------------------------
 
+    @contextmanager
+    def _synced(self) -> Iterator[None]:
+        """Commits inside are on disk when they return, not only at the next checkpoint:
+        alerts and operators' labels are few, and a power cut must not take them back
+        (synchronous = FULL syncs the WAL at commit; readings stay at NORMAL)."""
+        self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+
     def record_alert(self, alert_id: str, device: str, channels: Sequence[str], severity: str, kind: str,
                      opened_ms: int, detail: dict) -> None:  # fmt: skip
         """Store an alert and queue it for the cloud (highest priority), in one transaction."""
         payload = json.dumps({"id": alert_id, "device": device, "channels": list(channels), "severity": severity,
                               "kind": kind, "opened_ms": opened_ms, "detail": detail}, sort_keys=True)  # fmt: skip
-        with self.conn:
+        with self._synced(), self.conn:
             self.conn.execute("BEGIN")
             # An alert written again (kept in memory through a store outage, the first attempt
             # may have landed) is the same alert: stored and queued once.
@@ -438,7 +450,7 @@ class Store:
     def update_alert(self, alert_id: str, *, severity: str | None = None, closed_ms: int | None = None,
                      detail: dict | None = None) -> None:  # fmt: skip
         """An incident escalated or closed: the alert row changes and the change goes to the cloud."""
-        with self.conn:
+        with self._synced(), self.conn:
             self.conn.execute("BEGIN")
             self.conn.execute(
                 "UPDATE alerts SET severity = coalesce(?, severity), closed_ms = coalesce(?, closed_ms), "
@@ -459,7 +471,7 @@ class Store:
         ]  # fmt: skip
 
     def acknowledge_alert(self, alert_id: str, operator: str | None = None) -> bool:
-        with self.conn:
+        with self._synced(), self.conn:
             cur = self.conn.execute(
                 "UPDATE alerts SET acknowledged_ms = ? WHERE id = ? AND acknowledged_ms IS NULL",
                 (time.time_ns() // 1_000_000, alert_id),
@@ -473,7 +485,7 @@ class Store:
         if row is None:
             raise KeyError(f"no alert {alert_id!r}")
         now = time.time_ns() // 1_000_000
-        with self.conn:
+        with self._synced(), self.conn:
             self.conn.execute("BEGIN")
             cur = self.conn.execute(
                 "INSERT INTO labels (alert_id, label, operator, created_ms) VALUES (?, ?, ?, ?)",

@@ -158,3 +158,27 @@ async def test_a_damaged_database_keeps_the_alerts_in_memory_until_a_person_rest
     assert await worker.run(lambda s: s.alerts_by_id(["site:n:a:5"])) == ["site:n:a:5"]
     assert len(await worker.run(lambda s: s.readings("n", "a"))) == 100
     await worker.close()
+
+
+async def test_an_alert_is_on_the_card_when_its_write_returns(tmp_path):
+    """The kernel throws the page cache away (ext4's emergency read-only, as a power cut would):
+    an alert written just before, with no checkpoint since, is there after the card is mounted
+    again, because alert writes sync the WAL at commit."""
+    with ext4_image(tmp_path, 32) as (disk, image):
+        worker = StoreWorker(disk / "state", 10**9)
+        assert await worker.open()
+        await worker.register("n", "edge-node", "x", {}, CHANNELS)
+        await worker.run(Store.checkpoint)
+        await worker.call("record_alert", "site:n:a:6", "n", ["a"], "critical", "edge", 1000, {"value": 9.0})
+        await worker.call("update_alert", "site:n:a:6", closed_ms=2000)
+        Path(f"/sys/fs/ext4/{loop_device(disk)}/trigger_fs_error").write_text("power cut\n")
+        await worker.close()
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+        subprocess.run(["e2fsck", "-fy", str(image)], capture_output=True)
+        subprocess.run(["mount", "-o", "loop,errors=remount-ro", str(image), str(disk)], check=True)
+        worker = StoreWorker(disk / "state", 10**9)
+        assert await worker.open()
+        alerts = await worker.run(lambda s: s.alerts())
+        assert [(a["id"], a["closed_ms"]) for a in alerts] == [("site:n:a:6", 2000)]
+        assert await worker.run(lambda s: s.conn.execute("PRAGMA synchronous").fetchone()[0]) == 1  # NORMAL again
+        await worker.close()

@@ -1,5 +1,7 @@
 import sqlite3
 import struct
+import sys
+from pathlib import Path
 import zlib
 
 import numpy as np
@@ -9,6 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gatewayd import blocks, migrations
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import block_codec  # noqa: E402
 from gatewayd.store import Reading, Store
 
 I64 = st.integers(-(2**63), 2**63 - 1)
@@ -197,32 +202,10 @@ def test_small_encoder_writes_the_same_format(ts, data):
 
 
 def encode_v1(ts: np.ndarray, vals: np.ndarray) -> bytes:
-    """The version-1 layout (kept here to check that old stores still read): header
-    <BBIqq (version 1, flags, count, first, step); 16- or 32-bit deltas unless regular;
-    float32 or float64 values; zlib when smaller."""
-    deltas = np.diff(ts)
-    flags, step, parts = 0, 0, []
-    if len(deltas) == 0 or (deltas == deltas[0]).all():
-        flags |= 0x01
-        step = int(deltas[0]) if len(deltas) else 0
-    elif deltas.max() < 1 << 16:
-        flags |= 0x04
-        parts.append(deltas.astype("<u2").tobytes())
-    else:
-        parts.append(deltas.astype("<u4").tobytes())
-    with np.errstate(over="ignore"):
-        as32 = vals.astype(np.float32)
-    if np.array_equal(as32.astype(np.float64), vals, equal_nan=True):
-        flags |= 0x02
-        parts.append(as32.astype("<f4").tobytes())
-    else:
-        parts.append(vals.astype("<f8").tobytes())
-    payload = b"".join(parts)
-    packed = zlib.compress(payload, 1)
-    if len(packed) < len(payload):
-        flags |= 0x08
-        payload = packed
-    return struct.pack("<BBIqq", 1, flags, len(ts), int(ts[0]), step) + payload
+    """The version-1 layout, as the codec bench keeps it for its reference: old stores still read."""
+    encoded = block_codec.encode_v1(ts, vals)
+    assert encoded is not None
+    return encoded
 
 
 # written by the version-1 encoder (gatewayd/blocks.py before version 2)

@@ -44,12 +44,15 @@ class Reading:
 @dataclass(frozen=True)
 class DiskUsage:
     """What the store occupies on disk: the database file, its WAL and shared-memory files.
-    `used` is the database's pages in use; the rest of the file is free pages SQLite reuses."""
+    `used` is the database's pages in use; the rest of the file is free pages SQLite reuses.
+    `pages` is the database's size with what the WAL holds: the file grows to it at the next
+    checkpoint."""
 
     database: int
     wal: int
     shm: int
     used: int
+    pages: int
 
     @property
     def files(self) -> int:
@@ -654,18 +657,20 @@ class Store:
 
     # -- disk budget ----------------------------------------------------------------------
 
-    def enforce_budget(self, budget_bytes: int, *, overhead_bytes: int = 0, chunk: int = 256) -> dict[str, int]:
+    def enforce_budget(self, budget_bytes: int, *, overhead_bytes: int = 0, release_free: bool = True,
+                       chunk: int = 256) -> dict[str, int]:  # fmt: skip
         """Evict routine data until the pages in use plus `overhead_bytes` (room kept for the
         WAL, the shared memory and the reserve file) fit in `budget_bytes`: raw blocks not kept
         for an anomaly window, in the order they were written, then outbox rows already sent,
         then one-minute summaries. Alerts, labels, kept blocks and unsent alerts are never
-        evicted. Every eviction is counted in `evictions`. Then, when the files themselves are
-        larger than the budget (it was lowered), free pages go back to the file system.
-        Returns what was evicted now, by kind (rows)."""
+        evicted. Every eviction is counted in `evictions`. Then, with `release_free`, when the
+        files themselves are larger than the budget (it was lowered), free pages go back to
+        the file system. Returns what was evicted now, by kind (rows)."""
         evicted = self._evict(lambda: self.disk_bytes() + overhead_bytes - budget_bytes, chunk)
-        usage = self.disk_usage()
-        if usage.files + overhead_bytes > budget_bytes and usage.database > usage.used:
-            self.release_free_pages()
+        if release_free:
+            usage = self.disk_usage()
+            if usage.files + overhead_bytes > budget_bytes and usage.database > usage.used:
+                self.release_free_pages()
         return evicted
 
     def evict_oldest(self, free_bytes: int, chunk: int = 64) -> dict[str, int]:
@@ -809,8 +814,9 @@ class Store:
             except FileNotFoundError:
                 return 0
 
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0] * self.conn.execute("PRAGMA page_size").fetchone()[0]
         return DiskUsage(size(self.path), size(self.path.with_name(self.path.name + "-wal")),
-                         size(self.path.with_name(self.path.name + "-shm")), self.disk_bytes())  # fmt: skip
+                         size(self.path.with_name(self.path.name + "-shm")), self.disk_bytes(), pages)  # fmt: skip
 
     def summaries(self, since_ms: int = 0) -> list[ChannelSummary]:
         """Per-channel statistics of the readings at or after `since_ms`."""

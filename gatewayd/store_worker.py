@@ -38,6 +38,7 @@ READS = frozenset({"labels_after", "last_label_id", "threshold_multipliers", "mi
 KEPT_MAX = 10_000  # writes held in memory at most (about 2 KB each: 20 MB)
 RETRY_S = (1.0, 2.0, 5.0, 10.0)
 CORRUPT_RETRY_S = 60.0
+REPEAT_QUIET_S = 600.0  # a fault that comes back within this of its recovery is logged at debug level
 
 
 @dataclass
@@ -74,6 +75,8 @@ class StoreWorker:
         self.reserve = reserve_file.Reserve(self.folder, reserve_file.reserve_bytes(most))
         self.wal_bytes = reserve_file.wal_allowance(most)
         self.next_attempt = 0.0
+        self.last_fault: str | None = None
+        self.recovered_mono = -REPEAT_QUIET_S
 
     # -- state ---------------------------------------------------------------------------
 
@@ -106,7 +109,12 @@ class StoreWorker:
             if h.state in (OK, "starting"):
                 h.faults += 1
                 h.since_mono, h.since_ms, h.attempts = self.monotonic(), self.wall_ms(), 0
-                log.error("store degraded: %s; polling, detection and MQTT go on, alerts wait in memory", message)
+                # The same fault again soon after it was overcome (a disk another program keeps
+                # full) is told once, not at every turn.
+                again = kind == self.last_fault and h.since_mono - self.recovered_mono < REPEAT_QUIET_S
+                log.log(logging.DEBUG if again else logging.ERROR,
+                        "store degraded: %s; polling, detection and MQTT go on, alerts wait in memory", message)
+                self.last_fault = kind
             else:
                 log.error("store still degraded, now: %s", message)
             h.state = kind
@@ -121,8 +129,10 @@ class StoreWorker:
         if h.state != "starting":
             h.recoveries += 1
             h.last_outage_s = round(self.monotonic() - h.since_mono, 3)
-            log.warning("store recovered after %.1f s (%d readings dropped meanwhile)", h.last_outage_s,
-                        h.readings_dropped)  # fmt: skip
+            quiet = self.monotonic() - self.recovered_mono < REPEAT_QUIET_S
+            log.log(logging.DEBUG if quiet else logging.WARNING, "store recovered after %.1f s (%d readings dropped "
+                    "meanwhile)", h.last_outage_s, h.readings_dropped)  # fmt: skip
+            self.recovered_mono = self.monotonic()
         h.state, h.last_error = OK, None
         h.since_mono, h.since_ms = self.monotonic(), self.wall_ms()
 
@@ -259,11 +269,12 @@ class StoreWorker:
         # The WAL first: once the database file has taken it, the WAL is written again from its
         # start, in space it already has, and the eviction needs no new space at all.
         await self.run(Store.checkpoint)
-        evicted = await self.run(Store.evict_oldest, max(self.reserve.size, 1 << 20))
+        evicted = await self.run(lambda store: store.evict_oldest(_headroom(store.disk_bytes(), self.reserve.size)))
         await self.run(Store.checkpoint)
         if evicted:
             self.health.emergency_evictions += 1
-            log.warning("disk full: evicted %d of the oldest raw blocks to go on writing", evicted.get("raw", 0))
+            log.log(logging.WARNING if self.health.emergency_evictions == 1 else logging.DEBUG,
+                    "disk full: evicted %d of the oldest raw blocks to go on writing", evicted.get("raw", 0))
 
     # -- the budget -----------------------------------------------------------------------
 
@@ -279,12 +290,21 @@ class StoreWorker:
         except OSError:
             fs_free = self.budget
         reserve_on_disk = self.reserve.on_disk()
-        # What the store may take: the budget, or less when the disk is fuller than that (room
-        # for the reserve is always left free, for whatever else needs the disk).
-        room = usage.files + reserve_on_disk + fs_free - (self.reserve.size - reserve_on_disk)
-        capacity = min(self.budget, room)
-        overhead = max(usage.wal, self.wal_bytes) + usage.shm + self.reserve.size
-        evicted = store.enforce_budget(capacity, overhead_bytes=overhead)
+        missing_reserve = self.reserve.size - reserve_on_disk  # room left free for it to be made again
+        room = usage.files + reserve_on_disk + fs_free - missing_reserve
+        if room >= self.budget:  # the budget is the limit
+            overhead = max(usage.wal, self.wal_bytes) + usage.shm + self.reserve.size
+            evicted = store.enforce_budget(self.budget, overhead_bytes=overhead)
+        else:
+            # The file system is the limit (it is smaller than the budget, or something else
+            # filled it): the data stays within the database as it is (with what the WAL holds
+            # of it), plus what the file system can spare after the WAL's room, keeping a few
+            # free pages for the next writes. The file is never shrunk here: what it gave back,
+            # another writer would take.
+            wal_room = max(0, self.wal_bytes - usage.wal)
+            spare = max(0, fs_free - missing_reserve - wal_room)
+            size = max(usage.database, usage.pages)
+            evicted = store.enforce_budget(size + spare - _headroom(size, self.reserve.size), release_free=False)
         if not reserve_on_disk and self.reserve.ensure():
             log.info("reserve of %d KB in place", self.reserve.size // 1024)
         # The file system is the limit when it leaves less than the budget and no room to spare.
@@ -309,6 +329,12 @@ class StoreWorker:
             except OSError:
                 pass
         return total
+
+
+def _headroom(database: int, reserve: int) -> int:
+    """Free pages kept for the next writes on a full file system: a sixteenth of the database,
+    16 KiB at least, the reserve's size at most (a few seconds to minutes of readings)."""
+    return min(reserve, max(16 << 10, database // 16))
 
 
 def _close_quietly(store: Store) -> None:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 
+import numpy as np
 import pytest
 
+from gatewayd.store import Reading, Store
 from gatewayd.virtual_node import VirtualNode
 from tests.integration.test_mqtt import Subscriber
 
@@ -54,6 +57,30 @@ def alert_published_while_polling_goes_on(daemon: Daemon, node: VirtualNode, sub
     return alert
 
 
+def history(db, days: int) -> None:
+    """Days of the pump's readings (at 1 Hz, up to a minute ago), as an earlier run stored them."""
+    rng = np.random.default_rng(3)
+    store = Store(db)
+    channels = ["pressure", "flow", "temperature", "current"]
+    store.register_device("pump-1", "edge-node", "tcp://127.0.0.1/1", {}, [(c, "") for c in channels])
+    end = int(time.time() * 1000) - 60_000
+    for hour in range(days * 24, 0, -1):
+        ts = end - hour * 3_600_000 + 1000 * np.arange(3600)
+        values = np.round(rng.normal(10, 0.1, (3600, len(channels))) * 128) / 128  # counts of 2^-7
+        store.write_readings([Reading("pump-1", c, int(t), float(v)) for t, row in zip(ts, values)
+                              for c, v in zip(channels, row)])  # fmt: skip
+    store.compact(end)
+    store.close()
+
+
+def readings_before(db, ts_ms: int) -> int:
+    store = Store(db, readonly=True)
+    try:
+        return sum(len(store.channel_readings(cid, 0, ts_ms)) for cid, *_ in store.channels())
+    finally:
+        store.close()
+
+
 def polls(daemon: Daemon) -> int:
     status = daemon.status()
     return status["devices"]["pump-1"]["polls"] if status else 0
@@ -84,11 +111,15 @@ class RunawayWriter:
 
 def test_a_full_disk_neither_stops_polling_nor_loses_the_alert_raised_meanwhile(tmp_path, mosquitto):
     with VirtualNode(unit=1, seed=11, period_ms=20, rig=True) as node, tmpfs(tmp_path / "fs", "24m") as fs:
+        history(fs / "state" / "gatewayd.sqlite3", days=2)  # a gateway that has been running a while
         daemon = Daemon(tmp_path, fs / "state", [node], extra=SETTINGS.format(port=mosquitto.port)).start()
         sub = Subscriber(mosquitto.port, "gateway/site/#")
         try:
             wait_for("readings stored", lambda: daemon.written() > 300)
             pid = daemon.pid
+            db = fs / "state" / "gatewayd.sqlite3"
+            filled_ms = int(time.time() * 1000)
+            before = readings_before(db, filled_ms)
             with RunawayWriter(fs):
                 degraded = wait_for("the store to report the full disk", lambda: daemon.status_is(
                     lambda s: s["store"]["state"] == "disk_full"), timeout_s=60)  # fmt: skip
@@ -103,7 +134,8 @@ def test_a_full_disk_neither_stops_polling_nor_loses_the_alert_raised_meanwhile(
                                      text=True)  # fmt: skip
                 assert "store: DEGRADED (disk full)" in out.stdout or "store: ok" in out.stdout, out.stdout
             wait_for("the store to recover", lambda: daemon.status_is(lambda s: s["store"]["state"] == "ok"), 60)
-            db = fs / "state" / "gatewayd.sqlite3"
+            # room was made by evicting the oldest readings, a little at a time, not all of them
+            assert readings_before(db, filled_ms) > before // 2, (before, readings_before(db, filled_ms))
             wait_for("the alert in the store", lambda: stored(db, "SELECT id FROM alerts WHERE id = ?", (alert["id"],)))
             written = daemon.written()
             wait_for("writing to go on", lambda: daemon.written() > written + 500)

@@ -27,7 +27,7 @@ class EdgeAlerts:
         self.gateway = gateway
         self.store_call = store_call
         self.publish = publish
-        self.open: dict[tuple[str, str], dict] = {}  # (device, channel) -> {"id", "severity"}
+        self.open: dict[tuple[str, str], dict] = {}  # (device, channel) -> {"id", "severity", "opened_ms"}
         self.loaded = False
 
     async def load(self) -> None:
@@ -42,7 +42,11 @@ class EdgeAlerts:
             key = (row["device"], (row["channels"] or [""])[0])
             if key in found:
                 await self._close(key, found[key], row["opened_ms"], "superseded by a newer alert of the same channel")
-            found[key] = {"id": row["id"], "severity": row["severity"]}
+            found[key] = {"id": row["id"], "severity": row["severity"], "opened_ms": row["opened_ms"]}
+        for key, alert in found.items():
+            newer = self.open.get(key)
+            if newer is not None and newer["id"] != alert["id"]:  # raised again while the store could not say
+                await self._close(key, alert, newer["opened_ms"], "superseded by a newer alert of the same channel")
         self.open = {**found, **self.open}
         self.loaded = True
 
@@ -60,7 +64,7 @@ class EdgeAlerts:
                 continue
             if current is None:
                 alert_id = f"{self.gateway}:{device}:{e.channel}:{ts_ms}"
-                self.open[key] = {"id": alert_id, "severity": e.severity}
+                self.open[key] = {"id": alert_id, "severity": e.severity, "opened_ms": ts_ms}
                 await self.store_call("record_alert", alert_id, device, [e.channel], e.severity, "edge", ts_ms, detail)
                 log.warning("%s/%s: node reports %s (%s), value %g", device, e.channel, e.severity,
                             ", ".join(e.checks) or "no check", e.value)  # fmt: skip

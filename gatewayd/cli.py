@@ -161,7 +161,7 @@ def _status(config: Config, db: Path) -> int:
     import sqlite3
 
     from gatewayd.export import iso
-    from gatewayd.reserve import RESERVE_NAME
+    from gatewayd.reserve import Reserve
     from gatewayd.store import Store
 
     _print_running(config)
@@ -172,7 +172,7 @@ def _status(config: Config, db: Path) -> int:
         return 1
     try:
         usage = store.disk_usage()
-        reserve = (config.state_path / RESERVE_NAME).stat().st_size if (config.state_path / RESERVE_NAME).exists() else 0
+        reserve = Reserve(config.state_path, 0).on_disk()
         total = usage.files + reserve
         print(f"store {db}: {total / 1e6:.1f} MB on disk of {config.store.disk_budget_mb:g} MB budget "
               f"(database {usage.database / 1e6:.1f} MB, {usage.used / 1e6:.1f} MB of it in use; WAL {usage.wal / 1e6:.1f} MB; "
@@ -211,10 +211,10 @@ def status_age_s(status: dict) -> float | None:
     written since this boot; None when it is from an earlier boot."""
     import time
 
-    from gatewayd.daemon import _boot_id
+    from gatewayd.clock import boot_id
 
     if status.get("boot_id") is not None and "monotonic_s" in status:
-        if status["boot_id"] != _boot_id():
+        if status["boot_id"] != boot_id():
             return None
         return max(0.0, time.monotonic() - status["monotonic_s"])
     return max(0.0, time.time() - status["ts_ms"] / 1000)

@@ -10,6 +10,7 @@ import ctypes.util
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,14 @@ def _kernel_synchronized() -> bool | None:
         timex = ctypes.create_string_buffer(512)  # struct timex with modes = 0: a read-only query
         return int(libc.adjtimex(timex)) != _TIME_ERROR
     except (OSError, AttributeError):
+        return None
+
+
+def boot_id() -> str | None:
+    """This boot's id: monotonic times from two processes compare only within one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
         return None
 
 

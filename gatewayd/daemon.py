@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gatewayd import command_topic, commands, service
-from gatewayd.clock import WallClock
+from gatewayd.clock import WallClock, boot_id
 from gatewayd.config import Config
 from gatewayd.detection.stage import DetectionStage
 from gatewayd.edge_alerts import EdgeAlerts
@@ -55,13 +55,6 @@ def _write_status(path: Path, status: dict) -> None:
         log.debug("status file not written: %s", exc)
 
 
-def _boot_id() -> str | None:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return None
-
-
 @dataclass
 class Gateway:
     """What a running daemon exposes to its callers (CLI, demo, tests)."""
@@ -92,7 +85,7 @@ class Gateway:
         return {
             "ts_ms": time.time_ns() // 1_000_000,
             "monotonic_s": time.monotonic(),
-            "boot_id": _boot_id(),
+            "boot_id": boot_id(),
             "pid": os.getpid(),
             "devices": {
                 name: {"state": p.health.state, "consecutive_failures": p.health.consecutive_failures,

@@ -59,6 +59,18 @@ class DiskUsage:
         return self.database + self.wal + self.shm
 
 
+def file_sizes(path: Path) -> tuple[int, int, int]:
+    """Bytes of a database's file, its WAL and its shared memory as the file system sees them
+    (0 for one that is not there)."""
+    sizes = []
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            sizes.append(os.stat(path.with_name(path.name + suffix)).st_size)
+        except OSError:
+            sizes.append(0)
+    return sizes[0], sizes[1], sizes[2]
+
+
 # Blocks further apart than this are not merged into one: a block spanning a clock step of
 # weeks would be decoded by every query that falls into the gap.
 MERGE_GAP_MS = 24 * 3_600_000
@@ -807,16 +819,10 @@ class Store:
 
     def disk_usage(self) -> DiskUsage:
         """The files of the store as the file system sees them, and the pages in use."""
-
-        def size(path: Path) -> int:
-            try:
-                return os.stat(path).st_size
-            except FileNotFoundError:
-                return 0
-
-        pages = self.conn.execute("PRAGMA page_count").fetchone()[0] * self.conn.execute("PRAGMA page_size").fetchone()[0]
-        return DiskUsage(size(self.path), size(self.path.with_name(self.path.name + "-wal")),
-                         size(self.path.with_name(self.path.name + "-shm")), self.disk_bytes(), pages)  # fmt: skip
+        page_size, page_count, free = (self.conn.execute(f"PRAGMA {name}").fetchone()[0]
+                                       for name in ("page_size", "page_count", "freelist_count"))  # fmt: skip
+        database, wal, shm = file_sizes(self.path)
+        return DiskUsage(database, wal, shm, (page_count - free) * page_size, page_count * page_size)
 
     def summaries(self, since_ms: int = 0) -> list[ChannelSummary]:
         """Per-channel statistics of the readings at or after `since_ms`."""

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gatewayd import reserve as reserve_file
-from gatewayd.store import DB_NAME, Reading, Store
+from gatewayd.store import DB_NAME, Reading, Store, file_sizes
 from gatewayd.store_faults import CORRUPT, DISK_FULL, LOCKED, UNAVAILABLE, StoreFault, classify, describe
 
 log = logging.getLogger(__name__)
@@ -322,13 +322,7 @@ class StoreWorker:
 
     def disk_bytes(self) -> int:
         """Bytes the store occupies now: its files and the reserve (for status and tests)."""
-        total = self.reserve.on_disk()
-        for suffix in ("", "-wal", "-shm"):
-            try:
-                total += (self.folder / (DB_NAME + suffix)).stat().st_size
-            except OSError:
-                pass
-        return total
+        return self.reserve.on_disk() + sum(file_sizes(self.path))
 
 
 def _headroom(database: int, reserve: int) -> int:

@@ -72,7 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--nodes", type=int, default=3, choices=range(1, 17), metavar="1..16",
                       help="virtual nodes to start (default: %(default)s)")  # fmt: skip
     demo.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds (default: %(default)s)")
-    demo.add_argument("--state-dir", type=Path, default=Path("var"), help="where the store goes (default: %(default)s)")
+    demo.add_argument("--state-dir", type=Path, default=Path("var"),
+                      help="the demo's own folder (store, models, nodes' flash), cleared at the start of each run; "
+                      "a folder the demo did not make is refused (default: %(default)s)")  # fmt: skip
+    demo.add_argument("--reuse", action="store_true",
+                      help="carry on from the last run in --state-dir (its store, models, open alerts) "
+                      "instead of clearing it")  # fmt: skip
     demo.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (default: %(default)s)")
     demo.add_argument("--dashboard-port", type=int, default=8080,
                       help="the dashboard's port on 127.0.0.1, another if taken; 0: no dashboard (default: %(default)s)")
@@ -143,15 +148,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return evaluate_cli.run(args)
     if args.command == "demo":
-        from gatewayd.demo import run_demo
+        from gatewayd.demo import DemoStateError, run_demo
         from gatewayd.virtual_node import VirtualNodeError
 
         _setup_logging("warning")
         try:
             return run_demo(duration_s=args.duration, nodes=args.nodes, state_dir=args.state_dir,
                             interval_s=args.interval, progress_s=args.progress, dashboard=args.dashboard_port,
-                            fault_after_s=args.fault_after)  # fmt: skip
-        except (VirtualNodeError, ConfigError) as exc:
+                            fault_after_s=args.fault_after, reuse=args.reuse)  # fmt: skip
+        except (VirtualNodeError, ConfigError, DemoStateError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
     raise AssertionError(args.command)

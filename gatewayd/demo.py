@@ -1,9 +1,15 @@
 """`gatewayd demo`: three virtual nodes and the daemon on an embedded configuration,
-live progress for about a minute, then a summary of what landed in the store."""
+live progress for about a minute, then a summary of what landed in the store.
+
+Each run starts from fresh state: the demo clears its own state folder (`./var` unless
+`--state-dir`) first, and only a folder it made itself (marked with `.gatewayd-demo`, or one an
+earlier demo filled with nothing but its own files). `--reuse` carries on from the last run
+instead (its store, models, open alerts, the nodes' trip latches), and says so."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import socket
 import sys
@@ -13,11 +19,15 @@ from typing import TextIO
 
 from gatewayd import daemon
 from gatewayd.config import Config, parse_config
+from gatewayd.models.install import ModelStore
 from gatewayd.store import Store
 from gatewayd.virtual_node import VirtualNode, free_port
 
 DEMO_CONFIG = """\
-# Written by `gatewayd demo`; run it again with: gatewayd run --config {path}
+# Written by `gatewayd demo` for one run: its virtual nodes and their ports lived only while the
+# demo ran, so `gatewayd run` with this file would find nothing answering. Read what the run stored with
+#   gatewayd status --config {path}    (or alert list, export)
+# The next `gatewayd demo` clears this folder and starts afresh, unless given --reuse.
 [gateway]
 name = "demo"
 state_dir = "{state_dir}"
@@ -52,6 +62,64 @@ interval_s = {interval_s}
 
 FAULT_A = 20.0  # --fault-after: the motor current of the last pump jumps this much, past its bound
 
+MARKER = ".gatewayd-demo"  # in a state folder the demo made: the next run may clear it
+MARKER_TEXT = "This folder is `gatewayd demo`'s state: each demo run clears it first (unless --reuse).\n"
+# Everything a demo run leaves in its folder (the daemon's state, the nodes' flash): a folder of
+# these alone, with the demo's configuration among them, is an earlier demo's from before the marker.
+DEMO_ENTRIES = frozenset({
+    "demo-gatewayd.toml", "gatewayd.sqlite3", "gatewayd.sqlite3-wal", "gatewayd.sqlite3-shm",
+    "gatewayd.sqlite3-journal", "gatewayd.reserve", "status.json", "keys", "models", "nodes",
+})  # fmt: skip
+
+
+class DemoStateError(ValueError):
+    """The state folder is not the demo's to clear or write into."""
+
+
+def is_demo_folder(folder: Path) -> bool:
+    """Whether `folder` was made by `gatewayd demo`: it holds the marker, or (an earlier demo's,
+    from before the marker) only what a demo run writes, its configuration among it."""
+    if (folder / MARKER).is_file():
+        return True
+    config = folder / "demo-gatewayd.toml"
+    try:
+        first = config.read_text(encoding="utf-8").split("\n", 1)[0]
+    except (OSError, UnicodeDecodeError):
+        return False
+    return first.startswith("# Written by `gatewayd demo`") and all(e.name in DEMO_ENTRIES for e in folder.iterdir())
+
+
+def prepare_state_dir(state_dir: Path, *, reuse: bool = False) -> str:
+    """Make `state_dir` (absolute) the demo's folder for this run: created, cleared of an earlier
+    demo's state, or with `reuse` kept as it is. Returns what was done, for the user; raises
+    DemoStateError, touching nothing, for a folder the demo did not make."""
+    if state_dir.exists() and not state_dir.is_dir():
+        raise DemoStateError(f"{state_dir} is not a folder")
+    if not state_dir.exists() or not any(state_dir.iterdir()):
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / MARKER).write_text(MARKER_TEXT)
+        return f"state: {state_dir} (new)"
+    if not is_demo_folder(state_dir):
+        raise DemoStateError(
+            f"{state_dir} holds files that `gatewayd demo` did not write (it has no {MARKER}): the demo neither "
+            "clears nor writes into it. Pass another --state-dir (a new or empty folder), or remove this one.")
+    if reuse:
+        (state_dir / MARKER).write_text(MARKER_TEXT)
+        return (f"state: reusing {state_dir} (--reuse): the store, models, open alerts and the nodes' trip latches "
+                "of earlier runs carry on")  # fmt: skip
+    here = Path.cwd().resolve()
+    if state_dir == here or state_dir in here.parents or state_dir == Path.home().resolve():
+        raise DemoStateError(f"{state_dir} holds the working directory or is the home folder: the demo does not "
+                             "clear it; pass another --state-dir")  # fmt: skip
+    for entry in state_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    (state_dir / MARKER).write_text(MARKER_TEXT)
+    return (f"state: {state_dir} (cleared: this run starts with no readings, models or alerts of earlier runs; "
+            "--reuse keeps them)")  # fmt: skip
+
 
 def demo_config(state_dir: Path, ports: list[int], interval_s: float, path: Path, dashboard_port: int | None = None) -> str:
     devices = "".join(DEVICE.format(unit=i + 1, port=p, interval_s=interval_s) for i, p in enumerate(ports))
@@ -73,14 +141,15 @@ def dashboard_port(wanted: int) -> int:
 def run_demo(
     *, duration_s: float = 60, nodes: int = 3, state_dir: Path = Path("var"), interval_s: float = 0.5,
     progress_s: float = 5.0, out: TextIO = sys.stdout, dashboard: int = 8080, fault_after_s: float | None = None,
+    reuse: bool = False,
 ) -> int:  # fmt: skip
     state_dir = state_dir.resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    print(prepare_state_dir(state_dir, reuse=reuse), file=out)
     print(f"starting {nodes} virtual nodes (MicroPython unix port, simulated pump plant)", file=out)
     started = []
     try:
         for unit in range(1, nodes + 1):
-            fault = ()
+            fault: tuple[str, ...] = ()
             if fault_after_s is not None and unit == nodes:  # the current channel (3), in 100 ms samples
                 fault = ("--fault", f"3:offset:{int(fault_after_s * 10)}:{FAULT_A:g}")
                 print(f"  pump-{unit}: its motor current will jump {FAULT_A:g} A after {fault_after_s:g} s", file=out)
@@ -93,6 +162,7 @@ def run_demo(
         text = demo_config(state_dir, [n.port for n in started if n.port], interval_s, config_path, port)
         config_path.write_text(text)
         config = parse_config(text, str(config_path))
+        models_before = installed_models(config)
         print(f"gatewayd: polling every {interval_s:g} s, store {state_dir / 'gatewayd.sqlite3'}", file=out)
         if port:
             print(f"dashboard: http://127.0.0.1:{port}/", file=out)
@@ -102,7 +172,7 @@ def run_demo(
     finally:
         for node in started:
             node.stop()
-    _summary(config, gateway, since_ms, elapsed, out)
+    _summary(config, gateway, since_ms, elapsed, out, models_before)
     return 0 if gateway.writer.written else 1
 
 
@@ -147,7 +217,24 @@ def _progress(gateway: daemon.Gateway, elapsed: float, out: TextIO) -> None:
     out.flush()
 
 
-def _summary(config: Config, gateway: daemon.Gateway, since_ms: int, elapsed: float, out: TextIO) -> None:
+def installed_models(config: Config) -> dict[str, int | None]:
+    """The version of each device's installed bundle (None: none), before the daemon starts."""
+    store = ModelStore(config.models_path, [])
+    return {dev.name: store.installed_version(dev.name) for dev in config.devices}
+
+
+def models_line(models: dict[str, dict], before: dict[str, int | None]) -> str:
+    """Which models this run trained, and which it loaded as an earlier run (--reuse) left them."""
+    trained = [f"{n} v{m['version']}" for n, m in models.items() if m["version"] and m["version"] != before.get(n)]
+    loaded = [f"{n} v{m['version']}" for n, m in models.items() if m["version"] and m["version"] == before.get(n)]
+    parts = [f"models trained in this run: {', '.join(trained) or 'none'}"]
+    if loaded:
+        parts.append(f"loaded from an earlier run: {', '.join(loaded)}")
+    return "; ".join(parts)
+
+
+def _summary(config: Config, gateway: daemon.Gateway, since_ms: int, elapsed: float, out: TextIO,
+             models_before: dict[str, int | None]) -> None:  # fmt: skip
     store = Store.in_state_dir(config.state_path)
     try:
         rows = store.summaries(since_ms)
@@ -166,8 +253,7 @@ def _summary(config: Config, gateway: daemon.Gateway, since_ms: int, elapsed: fl
             print(f"  {name}: {h.state}, last error: {h.last_error}", file=out)
     if gateway.detection is not None:
         d = gateway.detection.status()
-        trained = [f"{n} v{m['version']}" for n, m in d["models"].items() if m["version"]]
-        print(f"detection: {d['windows']} windows, models trained here: {', '.join(trained) or 'none yet'}, "
-              f"{d['incidents']} incidents (gatewayd alert list --config {config.state_path / 'demo-gatewayd.toml'})",
-              file=out)  # fmt: skip
+        print(f"detection: {d['windows']} windows; {models_line(d['models'], models_before)}; "
+              f"{d['incidents']} incidents opened (gatewayd alert list --config "
+              f"{config.state_path / 'demo-gatewayd.toml'})", file=out)  # fmt: skip
     print(f"database: {store.path}", file=out)

@@ -219,6 +219,9 @@ class DetectionSection(_Section):
     drift_threshold: float = Field(
         50.0, gt=0, description="Page-Hinkley threshold on scores and feature means, in standard deviations.")
     retrain_on_drift: bool = Field(False, description="Retrain from recent normal windows when drift is detected.")
+    drift_alert_holdoff_s: float = Field(
+        3600.0, ge=0, description="After a device's drift alert closes, no new one opens for it before this "
+        "(changes meanwhile are logged once and counted, not alerted).")
     min_precision: float = Field(0.8, ge=0, le=1, description="Feedback: below it, thresholds rise.")
     min_recall: float = Field(0.95, ge=0, le=1, description="Feedback: below it, thresholds fall.")
     multiplier_bounds: list[float] = Field(default_factory=lambda: [0.7, 2.0], min_length=2, max_length=2,

@@ -38,6 +38,7 @@ from gatewayd.store_faults import StoreFault
 from gatewayd.models import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 
 from .detector import Detector, DriftSettings, WindowResult
+from .drift_alerts import DriftAlerts
 from .feedback import FeedbackSettings, ThresholdAdapter
 from .local_training import local_key, write_job
 from .rules import Incident, RuleSettings, combine
@@ -140,6 +141,11 @@ class DetectionStage:
         self.training_slot = asyncio.Semaphore(1)  # one training at a time: acquisition keeps its cores
         self.next_label_check = 0.0
         self.resumed: dict[str, dict] = {}  # device -> its open model alert from a previous run
+        # One open drift alert per device; it closes after twice the windows a drift test takes
+        # to measure a stream again without a new change (see drift_alerts.py).
+        self.drift_alerts = DriftAlerts(config.gateway.name, store_call, self._publish,
+                                        holdoff_s=d.drift_alert_holdoff_s, quiet_windows=2 * self.drift.min_samples,
+                                        retrain=d.retrain_on_drift)  # fmt: skip
 
     def _local_key(self) -> Path | None:
         """The gateway's own signing key, whose bundles it trusts; made on first use. A state
@@ -217,6 +223,7 @@ class DetectionStage:
             window = self.windows.get(device)
             if window is None or window.spec != scorer.spec:
                 self.windows[device] = DeviceWindows(scorer.spec)
+        await self.drift_alerts.model_loaded(scope.devices, version, f"{scope.name} v{version}")
         log.info("%s: scoring with bundle v%d (%s)", scope.name, version, manifest.training.get("source"))
 
     def _resume(self, device: str, detector: Detector) -> None:
@@ -250,6 +257,7 @@ class DetectionStage:
             await self._open_alerts()
         except StoreFault:
             log.warning("open model alerts not read (the store is degraded): they stay open")
+        await self.drift_alerts.load()  # a degraded store leaves it for later
         for scope in self.scopes.values():
             try:
                 await self._load(scope)
@@ -307,8 +315,7 @@ class DetectionStage:
         if not result.step.alarming and not result.step.incident_open and result.step.closed is None:
             self._collect(scope, end_ms, features, device)
         await self._incident(device, result, scope)
-        for change in result.drift:
-            await self._drift(device, end_ms, change, scope)
+        await self._drift(device, end_ms, result.drift, scope)
         self._maybe_retrain(scope, end_ms)
 
     def _record_scores(self, device: str, detector: Detector, result: WindowResult, spec: FeatureSpec) -> None:
@@ -476,17 +483,13 @@ class DetectionStage:
         if self.publish_alert is not None:
             self.publish_alert(alert)
 
-    async def _drift(self, device: str, end_ms: int, change: str, scope: ScopeState) -> None:
-        self.stats.drift_events += 1
-        alert_id = f"{self.config.gateway.name}:{device}:drift:{end_ms}:{change.split()[0]}"
-        detail = {"source": "drift", "change": change, "bundle": f"{scope.name} v{scope.version}",
-                  "retrain": self.settings.retrain_on_drift}  # fmt: skip
-        log.warning("%s: drift in %s", device, change)
-        await self.store_call("record_alert", alert_id, device, [], "info", "drift", end_ms, detail)
-        self._publish({"id": alert_id, "device": device, "channels": [], "severity": "info", "kind": "drift",
-                       "opened_ms": end_ms, "detail": detail})  # fmt: skip
-        if self.settings.retrain_on_drift and scope.training is None:
-            self._start_training(scope, f"drift in {change}")
+    async def _drift(self, device: str, end_ms: int, changes: list[str], scope: ScopeState) -> None:
+        """A scored window's drift changes (maybe none: quiet windows close a drift alert). One
+        drift alert opens per device at a time, and only an opening may start a retraining."""
+        self.stats.drift_events += len(changes)
+        opened = await self.drift_alerts.window(device, end_ms, changes, f"{scope.name} v{scope.version}")
+        if opened is not None and self.settings.retrain_on_drift and scope.training is None:
+            self._start_training(scope, f"drift in {opened}")
 
     async def _check_labels(self) -> None:
         now = time.monotonic()

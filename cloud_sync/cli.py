@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from cloud_sync import __version__
+from gatewayd.models.scaling import SCALE_FLOOR
 
 DEFAULT_CONFIG = Path("/etc/gatewayd/gatewayd.toml")
 
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--name", help="bundle name (default: the device, or 'global')")
     retrain.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM) to sign with")
     retrain.add_argument("--trees", type=int, default=100)
-    retrain.add_argument("--false-alarm-rate", type=float, default=0.01)
+    retrain.add_argument("--scale-floor", type=float, default=SCALE_FLOOR,
+                         help="a feature's spread is at least this share of its level (default: %(default)s)")
     token = sub.add_parser(
         "token", help="issue a token for a gateway on the reference endpoint",
         description="Print a new bearer token for GATEWAY (once) and keep only its hash in DATA/tokens.",
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             result = retrain(storage, args.data / "bundles", args.key, name=name, gateways=gateways, devices=args.device,
                              scope_folder="fleet" if args.fleet else gateways[0], trees=args.trees,
-                             false_alarm_rate=args.false_alarm_rate, progress=lambda t: print(t, file=sys.stderr))  # fmt: skip
+                             scale_floor=args.scale_floor, progress=lambda t: print(t, file=sys.stderr))  # fmt: skip
             if not args.fleet:  # a segment of gateways: the same signed bundle for each of them
                 for other in gateways[1:]:
                     shutil.copytree(result.folder, args.data / "bundles" / other / name / str(result.version))

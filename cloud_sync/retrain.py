@@ -17,6 +17,7 @@ import numpy as np
 
 from gatewayd.features import FeatureSpec
 from gatewayd.models.bundle import load_private_key, write_bundle
+from gatewayd.models.scaling import SCALE_FLOOR
 from gatewayd.models.training import train_bundle
 
 from .codec import decode_summary
@@ -87,7 +88,7 @@ def minute_rows(storage: Storage, gateways: list[str], devices: list[str] | None
 
 
 def retrain(storage: Storage, shelf: Path, key_path: Path, *, name: str, gateways: list[str],
-            devices: list[str] | None = None, scope_folder: str, trees: int = 100, false_alarm_rate: float = 0.01,
+            devices: list[str] | None = None, scope_folder: str, trees: int = 100, scale_floor: float = SCALE_FLOOR,
             progress: Callable[[str], None] = lambda _: None) -> RetrainResult:  # fmt: skip
     channels, rows, excluded = minute_rows(storage, gateways, devices)
     if not rows:
@@ -107,7 +108,7 @@ def retrain(storage: Storage, shelf: Path, key_path: Path, *, name: str, gateway
                 if r["payload"].get("name") == name and isinstance(r["payload"].get("version"), int)]  # fmt: skip
     version = max(existing + reported, default=0) + 1
     trained = train_bundle(features, ends, spec, name=name, version=version,
-                           source=f"cloud:{'+'.join(gateways)}", trees=trees, false_alarm_rate=false_alarm_rate,
+                           source=f"cloud:{'+'.join(gateways)}", trees=trees, scale_floor=scale_floor,
                            devices=[r[0] for r in rows] if len(row_devices) > 1 else None, progress=progress)  # fmt: skip
     home.mkdir(parents=True, exist_ok=True)
     staging = home / f".staging-{version}"

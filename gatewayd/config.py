@@ -11,6 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gatewayd.detection.rules import DEFAULT_BUDGET, DEFAULT_SCORES
+from gatewayd.models.scaling import SCALE_FLOOR
+
 DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
 
 MIN_TOKEN_CHARS = 16  # the dashboard's token: guessing it over HTTP must be hopeless
@@ -192,16 +195,22 @@ class DetectionSection(_Section):
     pairs: list[list[str]] = Field(default_factory=list, description='Channel pairs whose difference is a channel too, e.g. [["stage1", "stage2"]].')
     fft_channels: list[str] = Field(default_factory=list, description="Fast channels that get FFT band energies.")
     fft_bands: int = Field(4, ge=1, le=64, description="Bands per FFT channel.")
-    combine: Literal["any", "majority", "weighted"] = Field("any", description="How the two models' ratios combine.")
-    weights: list[float] = Field(default_factory=lambda: [0.5, 0.5], min_length=2, max_length=2,
-                                 description="Weights of iforest and autoencoder for combine = weighted.")
-    margins: list[float] = Field(
-        default_factory=lambda: [2.5, 5.5], min_length=2, max_length=2,
-        description="Per model (iforest, autoencoder): alarm level = typical + margin x (training threshold - typical).")
+    false_alarms_per_day: float = Field(
+        DEFAULT_BUDGET, gt=0, le=10_000, description="False-alarm budget: each score's alarm level is set from the "
+        "device's own calibration windows so that normal operation exceeds it this often (each window counted).")
+    scores: list[Literal["iforest", "autoencoder", "pca_t2", "pca_q"]] = Field(
+        default_factory=lambda: list(DEFAULT_SCORES), min_length=1, max_length=4,
+        description="Scores that decide (all are computed and shown): PCA T² and Q, autoencoder error, forest score.")
+    combine: Literal["any", "majority", "weighted"] = Field("any", description="How the deciding scores' ratios combine.")
+    weights: list[float] | None = Field(None, min_length=1, max_length=4,
+                                        description="One weight per deciding score for combine = weighted (default: equal).")
+    scale_floor: float = Field(SCALE_FLOOR, ge=0, lt=1, description="Training: a feature's spread is at least this "
+                               "share of its level (changes within sensor accuracy never alarm alone).")
+    margins: list[float] | None = Field(None, description="Replaced by false_alarms_per_day; ignored (a warning is logged).")
     open_after: int = Field(3, ge=1, description="Alarming windows in a row that open an incident.")
     close_after: int = Field(5, ge=1, description="Quiet windows in a row that close it.")
     critical_ratio: float = Field(2.0, gt=1, description="Combined ratio at which an incident is critical.")
-    false_alarm_rate: float = Field(0.01, gt=0, lt=0.5, description="Training: share of windows above each threshold.")
+    false_alarm_rate: float | None = Field(None, description="Replaced by false_alarms_per_day; ignored (a warning is logged).")
     trees: int = Field(100, ge=10, le=500, description="Isolation trees in locally trained models.")
     scope: Literal["device", "segment", "global"] = Field(
         "device", description="One model per device, per segment of similar devices, or one for all devices "
@@ -231,8 +240,8 @@ class DetectionSection(_Section):
     def _consistent(self) -> DetectionSection:
         if self.hop_s > self.window_s:
             raise ValueError(f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s})")
-        if any(m <= 0 for m in self.margins):
-            raise ValueError("margins must be positive")
+        if self.weights is not None and len(self.weights) != len(self.scores):
+            raise ValueError(f"weights needs one value per deciding score ({len(self.scores)}: {', '.join(self.scores)})")
         lo, hi = self.multiplier_bounds
         if not 0 < lo <= 1 <= hi:
             raise ValueError("multiplier_bounds must satisfy 0 < low <= 1 <= high")

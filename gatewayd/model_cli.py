@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from gatewayd.models.scaling import SCALE_FLOOR
+
 from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
 EXIT_BAD_INPUT = 2
@@ -50,8 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--window-s", type=float, default=10.0, help="window length (default: %(default)s)")
     train.add_argument("--hop-s", type=float, default=5.0, help="window hop (default: %(default)s)")
     train.add_argument("--trees", type=int, default=100, help="isolation trees (default: %(default)s)")
-    train.add_argument("--false-alarm-rate", type=float, default=0.01,
-                       help="share of training windows above each threshold (default: %(default)s)")  # fmt: skip
+    train.add_argument("--scale-floor", type=float, default=SCALE_FLOOR,
+                       help="a feature's spread is at least this share of its level (default: %(default)s)")  # fmt: skip
     train.add_argument("--expires", help="ISO 8601 time after which the bundle is refused")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
@@ -149,7 +151,7 @@ def _train(args: argparse.Namespace) -> int:
                            sample_period_s=min(series.sample_period_s(ts), args.window_s))  # fmt: skip
         ends, features = sliding_windows(spec, ts, values)
         trained = train_bundle(features, ends, spec, name=args.name, version=args.version, source=source,
-                               trees=args.trees, false_alarm_rate=args.false_alarm_rate, seed=args.seed,
+                               trees=args.trees, scale_floor=args.scale_floor, seed=args.seed,
                                expires=args.expires, progress=progress)  # fmt: skip
     except (series.SeriesError, TrainingError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

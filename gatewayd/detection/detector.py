@@ -1,7 +1,8 @@
 """One device's detector: a bundle's models, the alert rules and drift watch, window by window.
 
-Each model's score becomes a ratio that is 0 at its typical training score and 1 at its alarm
-level: (score - typical) / (margin x multiplier x (threshold - typical)); see rules.py.
+Each score becomes a ratio that is 0 at its typical calibration score and 1 at its alarm
+level: (score - typical) / (multiplier x (level - typical)), the level being where the
+device's own calibration windows put the false-alarm budget (models/calibration.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gatewayd.models.bundle import Manifest
+from gatewayd.models.calibration import Tail, window_alpha
 from gatewayd.models.scorer import Scorer
 
 from .drift import PageHinkley
@@ -24,15 +27,39 @@ class DriftSettings:
     min_samples: int = 60
 
 
+SCORES = ("iforest", "autoencoder", "pca_t2", "pca_q")
+# Bundles of format 1 (no calibration) keep the margins they were evaluated with.
+LEGACY_MARGINS = {"iforest": 2.5, "autoencoder": 5.5}
+
+
+def score_tails(manifest: Manifest) -> dict[str, Tail]:
+    """Each score's calibration; for a format 1 bundle, one equivalent to its old alarm level
+    (typical + margin x (threshold - typical)) whatever the budget."""
+    m = manifest.models
+    tails: dict[str, Tail] = {}
+    for name, entry in (("iforest", m.iforest), ("autoencoder", m.autoencoder)):
+        if entry.calibration is not None:
+            tails[name] = Tail(**entry.calibration.model_dump())
+        else:
+            assert entry.threshold is not None and entry.typical is not None
+            level = entry.typical + LEGACY_MARGINS[name] * (entry.threshold - entry.typical)
+            tails[name] = Tail(entry.typical, level, 1e-300, 1)
+    if m.pca is not None:
+        tails["pca_t2"] = Tail(**m.pca.t2.model_dump())
+        tails["pca_q"] = Tail(**m.pca.q.model_dump())
+    return tails
+
+
 @dataclass
 class WindowResult:
     end_ms: int
     iforest: float
     autoencoder: float
-    ratios: np.ndarray
+    ratios: np.ndarray  # of the scores that decide (Detector.names)
     step: Step
     top_features: list[tuple[str, float]]
     drift: list[str] = field(default_factory=list)  # "score up", "pressure:mean down", ...
+    all_ratios: dict[str, float] = field(default_factory=dict)  # every score's ratio, deciding or not
 
 
 class Detector:
@@ -43,9 +70,17 @@ class Detector:
         self.rules = AlertRules(device, rules)
         self.multiplier = multiplier
         self.drift_settings = drift
-        m = scorer.manifest.models
-        self.typical = np.array([m.iforest.typical, m.autoencoder.typical])
-        self.span = np.array([m.iforest.threshold - m.iforest.typical, m.autoencoder.threshold - m.autoencoder.typical])
+        self.tails = score_tails(scorer.manifest)
+        wanted = [n for n in rules.scores if n in self.tails]
+        # A bundle without the configured scores (format 1 has no PCA) decides on what it has.
+        self.names = tuple(wanted) if wanted else tuple(n for n in SCORES if n in self.tails)
+        self.alpha = window_alpha(rules.false_alarms_per_day, scorer.spec.hop_s)
+        self.typical = np.array([self.tails[n].typical for n in SCORES if n in self.tails])
+        self.levels = np.array([self.tails[n].level(self.alpha) for n in SCORES if n in self.tails])
+        self.available = tuple(n for n in SCORES if n in self.tails)
+        self.deciding = np.array([self.available.index(n) for n in self.names])
+        # the span never vanishes: a score that was constant in calibration alarms when it moves
+        self.span = np.maximum(self.levels - self.typical, 1e-9 * np.maximum(np.abs(self.levels), 1.0))
         names = scorer.spec.names
         self.mean_features = [i for i, n in enumerate(names) if n.endswith(":mean")]
         self.drifts = {"score": PageHinkley(drift.delta, drift.threshold, drift.min_samples)}
@@ -58,29 +93,36 @@ class Detector:
         self.__init__(self.device, scorer, rules.settings, self.drift_settings, self.multiplier)  # type: ignore[misc]
         self.rules = rules
 
-    def alarm_levels(self) -> np.ndarray:
-        """Each model's score at which its ratio reaches 1; feedback moves it with the multiplier."""
-        return self.typical + np.asarray(self.rules.settings.margins[:2]) * self.multiplier * self.span
+    def alarm_levels(self) -> dict[str, float]:
+        """Each score's level at which its ratio reaches 1; feedback moves it with the multiplier."""
+        return {n: float(t + self.multiplier * s) for n, t, s in zip(self.available, self.typical, self.span)}
 
     def drift_levels(self) -> dict[str, float | None]:
         """Each watched stream's progress towards a drift alert (1.0 raises it); None while measuring."""
         return {name: test.level() for name, test in self.drifts.items()}
 
-    def ratios(self, iforest: float, autoencoder: float) -> np.ndarray:
-        scale = np.asarray(self.rules.settings.margins[:2]) * self.multiplier
-        return (np.array([iforest, autoencoder]) - self.typical) / (scale * self.span)
+    def all_ratios(self, named: dict[str, np.ndarray]) -> np.ndarray:
+        """Every available score's ratio, in `available` order, for one window's scores."""
+        values = np.array([float(named[n][0]) for n in self.available])
+        return (values - self.typical) / (self.multiplier * self.span)
+
+    def ratios(self, named: dict[str, np.ndarray]) -> np.ndarray:
+        """The deciding scores' ratios for one window's scores."""
+        return self.all_ratios(named)[self.deciding]
 
     def window(self, end_ms: int, features: np.ndarray) -> WindowResult:
         """Score one closed window and step the rules."""
         scores = self.scorer.score(features, self.device)
         if_score, ae_score = float(scores.iforest[0]), float(scores.autoencoder[0])
-        ratios = self.ratios(if_score, ae_score)
+        every = self.all_ratios(scores.named)
+        ratios = every[self.deciding]
         excess = scores.feature_error[0] / np.maximum(self.scorer.feature_thresholds, 1e-12) - 1.0
         names = self.scorer.spec.names
         feature_excess = {names[i]: float(excess[i]) for i in np.flatnonzero(excess > 0)}
-        step = self.rules.step(end_ms, ratios, feature_excess)
+        step = self.rules.step(end_ms, ratios, feature_excess, incomplete=bool(np.isnan(features).any()))
         top = self.scorer.top_features(scores.feature_error[0])
-        result = WindowResult(end_ms, if_score, ae_score, ratios, step, top)
+        result = WindowResult(end_ms, if_score, ae_score, ratios, step, top,
+                              all_ratios=dict(zip(self.available, map(float, every))))  # fmt: skip
         if self.drift_settings.enabled:
             direction = self.drifts["score"].update(step.ratio)
             if direction:

@@ -21,6 +21,7 @@ import numpy as np
 from gatewayd import series
 from gatewayd.features import FeatureSpec, window_features
 from gatewayd.models.bundle import generate_keypair, load_private_key, load_public_key, verify, write_bundle
+from gatewayd.models.scaling import SCALE_FLOOR
 from gatewayd.models.scorer import Scorer
 from gatewayd.models.training import train_bundle
 
@@ -37,17 +38,21 @@ LEADERBOARD: list[tuple[str, float, float | None, float | None]] = [
     ("Isolation Forest", 0.29, 0.026, 0.829),
 ]
 LABEL_COLUMNS = ("anomaly", "changepoint")
+WINDOW_SAMPLES = 10  # the default window, in samples: 10 s on SKAB, whatever the period of other data
 
 
 @dataclass(frozen=True)
 class EvalSettings:
     train_rows: int = 400
-    window_s: float = 10.0
+    window_s: float | None = None  # None: WINDOW_SAMPLES sample periods of the file
     stats: tuple[str, ...] = ("mean",)
     trees: int = 100
-    false_alarm_rate: float = 0.01
+    scale_floor: float = SCALE_FLOOR
     rules: RuleSettings = RuleSettings()
     seed: int = 0
+
+    def window_for(self, period_s: float) -> float:
+        return self.window_s if self.window_s is not None else WINDOW_SAMPLES * period_s
 
 
 @dataclass
@@ -85,19 +90,20 @@ def evaluate_file(path: Path, out: Path, settings: EvalSettings, workdir: Path) 
     ts, values, sensors, labels, stamps = read_skab(path)
     n_train = settings.train_rows
     period = series.sample_period_s(ts)
-    window_ms = int(settings.window_s * 1000)
-    spec = FeatureSpec(tuple(sensors), window_s=settings.window_s, hop_s=period, stats=settings.stats,
+    window_s = settings.window_for(period)
+    window_ms = int(window_s * 1000)
+    spec = FeatureSpec(tuple(sensors), window_s=window_s, hop_s=period, stats=settings.stats,
                        sample_period_s=period)  # fmt: skip
     # Training windows: one ending at every training row (hop = one row), rows 0..n_train-1 only.
     train_ends, train_x = [], []
     for end in range(n_train):
         lo = int(np.searchsorted(ts, ts[end] - window_ms, side="right"))
-        if end + 1 - lo >= spec.min_fill * settings.window_s / period:
+        if end + 1 - lo >= spec.min_fill * window_s / period:
             train_ends.append(ts[end])
             train_x.append(window_features(spec, ts[lo : end + 1], values[lo : end + 1]))
     trained = train_bundle(np.array(train_x), np.array(train_ends), spec, name="skab", version=1,
-                           source=f"skab:{path.name}", trees=settings.trees,
-                           false_alarm_rate=settings.false_alarm_rate, seed=settings.seed)  # fmt: skip
+                           source=f"skab:{path.name}", trees=settings.trees, scale_floor=settings.scale_floor,
+                           seed=settings.seed)  # fmt: skip
     bundle = write_bundle(workdir / f"bundle-{path.parent.name}-{path.stem}", trained.manifest, trained.files,
                           load_private_key(workdir / "k.pem"))  # fmt: skip
     scorer = Scorer(verify(bundle, [load_public_key(workdir / "k.pub")]), bundle)

@@ -1,11 +1,10 @@
 """From model scores to incidents: ensemble rule, hysteresis, severity, fusion. Pure logic.
 
-Each model's score first becomes a ratio that is 0 at its typical training score and 1 at its
-alarm level, typical + margin x multiplier x (threshold - typical): `threshold` is set at
-training (a target false-alarm rate on the training windows), `margins` are settings, one per
-model (training data rarely covers all of normal operation; the forest's score is bounded by 1,
-so its margin is smaller), `multiplier` is what operator feedback has made of it (1.0 to
-start). The rule combines those ratios into one:
+Each deciding score (`scores`: the PCA's T² and Q, the autoencoder's error, the forest's
+score) first becomes a ratio that is 0 at its typical calibration score and 1 at its alarm
+level, typical + multiplier x (level - typical): the level is where the device's own
+calibration windows put `false_alarms_per_day` (models/calibration.py), and `multiplier` is
+what operator feedback has made of it (1.0 to start). The rule combines those ratios into one:
 
 - `any`: the largest ratio (one model above its threshold is enough);
 - `majority`: the median ratio, i.e. more than half of the models must be above;
@@ -25,13 +24,18 @@ from typing import Literal
 import numpy as np
 
 Combine = Literal["any", "majority", "weighted"]
+SCORE_NAMES = ("iforest", "autoencoder", "pca_t2", "pca_q")
+# Chosen by the validation protocol in bench/detection_validation.py (docs/detection.md).
+DEFAULT_SCORES: tuple[str, ...] = ("pca_t2", "pca_q")
+DEFAULT_BUDGET = 0.01  # false alarms per day, each alarming window counted as one
 
 
 @dataclass(frozen=True)
 class RuleSettings:
     combine: Combine = "any"
-    weights: tuple[float, ...] = (0.5, 0.5)  # per model, in the order scores are given (iforest, autoencoder)
-    margins: tuple[float, ...] = (2.5, 5.5)  # iforest, autoencoder
+    weights: tuple[float, ...] = (0.5, 0.5)  # per deciding score, in the order of `scores`
+    scores: tuple[str, ...] = DEFAULT_SCORES
+    false_alarms_per_day: float = DEFAULT_BUDGET
     open_after: int = 3
     close_after: int = 5
     critical_ratio: float = 2.0
@@ -41,8 +45,11 @@ class RuleSettings:
             raise ValueError("open_after and close_after must be at least 1")
         if self.critical_ratio <= 1:
             raise ValueError("critical_ratio must be above 1")
-        if any(m <= 0 for m in self.margins):
-            raise ValueError("margins must be positive")
+        if not self.false_alarms_per_day > 0:
+            raise ValueError("false_alarms_per_day must be positive")
+        unknown = [n for n in self.scores if n not in SCORE_NAMES]
+        if unknown or not self.scores:
+            raise ValueError(f"scores must be a non-empty subset of {', '.join(SCORE_NAMES)}; unknown: {unknown}")
         if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
             raise ValueError("weights must be non-negative with a positive sum")
 
@@ -102,9 +109,13 @@ class AlertRules:
         self.quiet_run = 0
         self.incident: Incident | None = None
 
-    def step(self, end_ms: int, ratios: np.ndarray, feature_excess: dict[str, float] | None = None) -> Step:
+    def step(self, end_ms: int, ratios: np.ndarray, feature_excess: dict[str, float] | None = None,
+             incomplete: bool = False) -> Step:  # fmt: skip
         """One closed window: `ratios` are each model's score over its threshold;
-        `feature_excess` maps features to how far above their training level they are."""
+        `feature_excess` maps features to how far above their training level they are.
+        An `incomplete` window (a channel with no sample: a feature is scored at its training
+        level) that does not alarm says nothing of the device: it never counts towards
+        closing an open incident."""
         ratio = combine(np.asarray(ratios, dtype=np.float64), self.settings)
         alarming = ratio > 1.0
         step = Step(ratio, alarming)
@@ -112,8 +123,9 @@ class AlertRules:
             self.alarming_run += 1
             self.quiet_run = 0
         else:
-            self.quiet_run += 1
             self.alarming_run = 0
+            if not (incomplete and self.incident is not None):
+                self.quiet_run += 1
         incident = self.incident
         if incident is None and self.alarming_run >= self.settings.open_after:
             incident = self.incident = Incident(self.device, end_ms)

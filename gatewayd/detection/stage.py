@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import shutil
 import sys
 import tempfile
@@ -108,8 +109,14 @@ class DetectionStage:
         self.channel_names: dict[str, tuple[str, ...]] = {}  # per device, in the order polls are queued
         self.stats = StageStats()
         d = self.settings
-        self.rules = RuleSettings(combine=d.combine, weights=tuple(d.weights), margins=tuple(d.margins),
-                                  open_after=d.open_after, close_after=d.close_after, critical_ratio=d.critical_ratio)  # fmt: skip
+        for old in ("margins", "false_alarm_rate"):
+            if getattr(d, old) is not None:
+                log.warning("[detection] %s is replaced by false_alarms_per_day (%g) and ignored", old,
+                            d.false_alarms_per_day)  # fmt: skip
+        weights = tuple(d.weights) if d.weights else (1.0,) * len(d.scores)
+        self.rules = RuleSettings(combine=d.combine, weights=weights, scores=tuple(d.scores),
+                                  false_alarms_per_day=d.false_alarms_per_day, open_after=d.open_after,
+                                  close_after=d.close_after, critical_ratio=d.critical_ratio)  # fmt: skip
         self.drift = DriftSettings(threshold=d.drift_threshold)
         self.scope_of: dict[str, str] = {}
         self.scopes: dict[str, ScopeState] = {}
@@ -323,10 +330,12 @@ class DetectionStage:
         if history is None:
             history = self.scores[device] = ScoreHistory(ring_capacity(spec.hop_s, len(self.scope_of)))
         levels = detector.alarm_levels()
+        every = result.all_ratios
+        pca = [every[n] for n in ("pca_t2", "pca_q") if n in every]
         history.append(result.end_ms, {
-            "ratio": result.step.ratio, "iforest_ratio": float(result.ratios[0]),
-            "autoencoder_ratio": float(result.ratios[1]), "iforest": result.iforest,
-            "autoencoder": result.autoencoder, "iforest_level": float(levels[0]), "autoencoder_level": float(levels[1]),
+            "ratio": result.step.ratio, "iforest_ratio": every["iforest"], "autoencoder_ratio": every["autoencoder"],
+            "pca_ratio": max(pca) if pca else math.nan, "iforest": result.iforest, "autoencoder": result.autoencoder,
+            "iforest_level": levels["iforest"], "autoencoder_level": levels["autoencoder"],
         })  # fmt: skip
 
     def _collect(self, scope: ScopeState, end_ms: int, features: np.ndarray, device: str) -> None:
@@ -374,7 +383,7 @@ class DetectionStage:
             self.config.models_path.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(prefix=".training-", dir=self.config.models_path))
             write_job(work, features, ends, spec=spec.to_dict(), name=scope.name, version=version,
-                      trees=self.settings.trees, false_alarm_rate=self.settings.false_alarm_rate,
+                      trees=self.settings.trees, scale_floor=self.settings.scale_floor,
                       source=f"gateway:{reason}", key=str(key),
                       devices=[r[2] for r in rows] if self.settings.scope == "global" else None)  # fmt: skip
             async with self.training_slot:
@@ -409,8 +418,7 @@ class DetectionStage:
         trial = Detector(rows[0][2], scorer, self.rules, DriftSettings(enabled=False), scope.adapter.multiplier)
         alarming = 0
         for _, features, device in rows:
-            scores = scorer.score(features, device)
-            alarming += combine(trial.ratios(float(scores.iforest[0]), float(scores.autoencoder[0])), self.rules) > 1.0
+            alarming += combine(trial.ratios(scorer.score(features, device).named), self.rules) > 1.0
         return alarming / len(rows)
 
     async def _rollback(self, scope: ScopeState, version: int, reason: str) -> None:
@@ -474,6 +482,7 @@ class DetectionStage:
             "peak_ratio": round(incident.peak_ratio, 4),
             "iforest": round(result.iforest, 6),
             "autoencoder": round(result.autoencoder, 6),
+            "ratios": {n: round(v, 4) for n, v in result.all_ratios.items()},
             "windows": incident.windows,
             "top_features": [[f, round(v, 3)] for f, v in incident.top_features()],
             "top_channels": incident.top_channels(),

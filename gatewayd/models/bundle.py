@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
-FORMAT = 1
+FORMAT = 2  # written by this version; format 1 bundles still load
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_MODEL_BYTES = 64 << 20
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -41,10 +41,20 @@ class FileEntry(_Strict):
     bytes: int = Field(ge=1, le=MAX_MODEL_BYTES)
 
 
+class Calibration(_Strict):
+    """A score's distribution on the held-back calibration windows (calibration.py)."""
+
+    typical: float
+    tail_start: float
+    tail_scale: float = Field(gt=0)
+    windows: int = Field(ge=1)
+
+
 class IForestEntry(_Strict):
     file: str
-    threshold: float
-    typical: float  # median score on the training windows
+    calibration: Calibration | None = None  # format 2
+    threshold: float | None = None  # format 1: the score above a share of the training windows
+    typical: float | None = None  # format 1: median score on the training windows
     trees: int = Field(ge=1)
     max_samples: int = Field(ge=2)
     depth: int = Field(ge=1, le=16)
@@ -52,8 +62,9 @@ class IForestEntry(_Strict):
 
 class AutoencoderEntry(_Strict):
     file: str
-    threshold: float
-    typical: float
+    calibration: Calibration | None = None
+    threshold: float | None = None
+    typical: float | None = None
     feature_thresholds: list[float]
     layers: list[int]
 
@@ -63,13 +74,21 @@ class Scaler(_Strict):
     scale: list[float]
 
 
+class PcaEntry(_Strict):
+    file: str
+    components: int = Field(ge=1)
+    t2: Calibration
+    q: Calibration
+
+
 class Models(_Strict):
     iforest: IForestEntry
     autoencoder: AutoencoderEntry
+    pca: PcaEntry | None = None  # format 2
 
 
 class Manifest(_Strict):
-    format: Literal[1]
+    format: Literal[1, 2]  # 1: thresholds at a training quantile, two models; 2: calibrated, with PCA
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     version: int = Field(ge=1)
     created: str
@@ -96,9 +115,14 @@ class Manifest(_Strict):
                 raise BundleError("manifest: every scaler needs one mean and one positive scale per feature")
         if len(self.models.autoencoder.feature_thresholds) != width:
             raise BundleError("manifest: autoencoder.feature_thresholds needs one value per feature")
-        for entry in (self.models.iforest, self.models.autoencoder):
-            if not entry.typical < entry.threshold:
-                raise BundleError(f"manifest: {entry.file}: the typical score must be below the threshold")
+        if self.format == 2 and (self.models.pca is None or self.models.iforest.calibration is None
+                                 or self.models.autoencoder.calibration is None):  # fmt: skip
+            raise BundleError("manifest: format 2 needs calibration for every model and a pca model")
+        for entry in (self.models.iforest, self.models.autoencoder, *([self.models.pca] if self.models.pca else [])):
+            if self.format == 1:
+                assert not isinstance(entry, PcaEntry)
+                if entry.typical is None or entry.threshold is None or not entry.typical < entry.threshold:
+                    raise BundleError(f"manifest: {entry.file}: the typical score must be below the threshold")
             if entry.file not in self.files:
                 raise BundleError(f"manifest: model file {entry.file!r} is not listed under files")
 

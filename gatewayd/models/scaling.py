@@ -10,6 +10,11 @@ import numpy as np
 # A scaled feature further than this from the training mean is as anomalous as it gets; the
 # clip keeps +-inf from turning into NaN inside the autoencoder's matrix products.
 CLIP = 1e4
+# A change smaller than this share of a reading's level is within the accuracy of an industrial
+# sensor (0.1-1 % of reading is usual): a channel that hardly moved in training (a temperature
+# steady to 0.01 %) must not alarm on the next tenth of a degree. Chosen by the validation in
+# bench/detection_validation.py.
+SCALE_FLOOR = 0.002
 
 
 @dataclass(frozen=True)
@@ -18,9 +23,12 @@ class Standardizer:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray) -> Standardizer:
-        std = x.std(axis=0)
-        return cls(x.mean(axis=0), np.where(std > 1e-12, std, 1.0))
+    def fit(cls, x: np.ndarray, floor: float = 0.0) -> Standardizer:
+        """Mean and spread of each feature; the spread is at least `floor` times the
+        feature's level, and 1 for a feature that is constant at zero."""
+        mean = x.mean(axis=0)
+        scale = np.maximum(x.std(axis=0), floor * np.abs(mean))
+        return cls(mean, np.where(scale > 1e-12, scale, 1.0))
 
     @classmethod
     def from_dict(cls, d: dict) -> Standardizer:

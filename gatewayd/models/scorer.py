@@ -1,9 +1,9 @@
-"""Scoring windows with an installed bundle: both models, their thresholds, and which features
-the autoencoder reconstructs worst. numpy and the interpreter only."""
+"""Scoring windows with an installed bundle: every model's scores, and which features the
+autoencoder reconstructs worst. numpy and the interpreter only."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +19,10 @@ from .scaling import Standardizer
 class Scores:
     iforest: np.ndarray  # (n,) anomaly score in (0, 1], higher is more anomalous
     autoencoder: np.ndarray  # (n,) mean squared reconstruction error of the scaled features
-    feature_error: np.ndarray  # (n, features)
-    iforest_alarm: np.ndarray  # (n,) bool: above the bundle's threshold
-    autoencoder_alarm: np.ndarray
+    feature_error: np.ndarray  # (n, features), the autoencoder's
+    pca_t2: np.ndarray | None = None  # (n,) Hotelling's T² (bundles of format 2)
+    pca_q: np.ndarray | None = None  # (n,) squared prediction error
+    named: dict[str, np.ndarray] = field(default_factory=dict)  # every score above, by name
 
 
 class Scorer:
@@ -30,13 +31,15 @@ class Scorer:
         self.spec = FeatureSpec.from_dict({k: v for k, v in manifest.features.items() if k != "names"})
         self.scaler = Standardizer.from_dict(manifest.scaler.model_dump())
         self.device_scalers = {d: Standardizer.from_dict(sc.model_dump()) for d, sc in manifest.device_scalers.items()}
-        self.iforest = TfliteModel(folder / manifest.models.iforest.file, threads=threads)
-        self.autoencoder = TfliteModel(folder / manifest.models.autoencoder.file, threads=threads)
+        models = manifest.models
+        self.iforest = TfliteModel(folder / models.iforest.file, threads=threads)
+        self.autoencoder = TfliteModel(folder / models.autoencoder.file, threads=threads)
+        self.pca = TfliteModel(folder / models.pca.file, threads=threads) if models.pca is not None else None
         width = len(self.spec.names)
-        if self.iforest.width != width or self.autoencoder.width != width:
-            raise ValueError(f"models take {self.iforest.width} and {self.autoencoder.width} features, "
-                             f"the feature spec gives {width}")  # fmt: skip
-        self.feature_thresholds = np.asarray(manifest.models.autoencoder.feature_thresholds)
+        for model in (self.iforest, self.autoencoder, self.pca):
+            if model is not None and model.width != width:
+                raise ValueError(f"a model takes {model.width} features, the feature spec gives {width}")
+        self.feature_thresholds = np.asarray(models.autoencoder.feature_thresholds)
 
     def scaler_for(self, device: str | None) -> Standardizer:
         """A device's own scaler in a global bundle; the bundle's scaler otherwise."""
@@ -45,15 +48,15 @@ class Scorer:
     def score(self, features: np.ndarray, device: str | None = None) -> Scores:
         """Score windows: `features` (n, len(spec.names)) or one window (len(spec.names),)."""
         z = self.scaler_for(device).transform(np.atleast_2d(features))
-        if_score = self.iforest(z)["anomaly_score"]
         ae = self.autoencoder(z)
-        return Scores(
-            iforest=if_score,
-            autoencoder=ae["reconstruction_error"],
-            feature_error=ae["feature_error"],
-            iforest_alarm=if_score > self.manifest.models.iforest.threshold,
-            autoencoder_alarm=ae["reconstruction_error"] > self.manifest.models.autoencoder.threshold,
-        )
+        scores = Scores(iforest=self.iforest(z)["anomaly_score"], autoencoder=ae["reconstruction_error"],
+                        feature_error=ae["feature_error"])  # fmt: skip
+        scores.named = {"iforest": scores.iforest, "autoencoder": scores.autoencoder}
+        if self.pca is not None:
+            out = self.pca(z)
+            scores.pca_t2, scores.pca_q = out["t2"], out["q"]
+            scores.named.update(pca_t2=out["t2"], pca_q=out["q"])
+        return scores
 
     def top_features(self, feature_error: np.ndarray, k: int = 3) -> list[tuple[str, float]]:
         """The features of one window whose error is furthest above their training level."""

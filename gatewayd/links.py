@@ -48,8 +48,14 @@ class _Link:
             raise DeviceError(
                 f"Modbus exception {code} ({name}) reading {table} {address}..{address + count - 1}", code
             )
+        # A device that answers with fewer values than asked (or more) sent data that does not
+        # fit the request: its failure, never a decoding error further on.
         if table in ("coil", "discrete"):
+            if len(response.bits) < count:
+                raise DeviceError(f"{len(response.bits)} bits in answer to {count} asked from {table} {address}")
             return list(response.bits[:count])
+        if len(response.registers) != count:
+            raise DeviceError(f"{len(response.registers)} registers in answer to {count} asked from {table} {address}")
         return list(response.registers)
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import struct
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gatewayd.config import DeviceSection
+from gatewayd.links import DeviceError
 from gatewayd.poller import EXPECTED_FAILURES, Poller
 from gatewayd.virtual_node import free_port
 
@@ -140,3 +143,20 @@ async def test_a_poller_against_a_hostile_device_keeps_polling():
         stop.set()
         await asyncio.wait_for(task, 5)
         assert poller.health.state == "offline" and poller.health.consecutive_failures >= 3
+
+
+@pytest.mark.parametrize("registers", [0, 1, 3])
+async def test_an_answer_with_another_register_count_is_a_device_failure(registers):
+    """A float32 asked for, and 0, 1 or 3 registers in the answer: the device's failure (found by
+    the fuzz test above as a ValueError from the decoder)."""
+    short = [lambda request: frame(request[:2], request[6], bytes([request[7], 2 * registers]) + b"\0\1" * registers)]
+    async with HostileDevice(short) as device:
+        section = DeviceSection.model_validate({
+            "name": "meter", "host": "127.0.0.1", "port": device.port, "profile": "generic",
+            "registers": [{"name": "flow", "address": 0, "type": "float32"}], "timeout_s": 0.5})  # fmt: skip
+        poller = Poller(section, no_sink, no_register)
+        try:
+            with pytest.raises(DeviceError, match=f"{registers} registers in answer to 2"):
+                await poller.poll_once()
+        finally:
+            poller._close()

@@ -118,13 +118,15 @@ class Manifest(_Strict):
         if self.format == 2 and (self.models.pca is None or self.models.iforest.calibration is None
                                  or self.models.autoencoder.calibration is None):  # fmt: skip
             raise BundleError("manifest: format 2 needs calibration for every model and a pca model")
-        for entry in (self.models.iforest, self.models.autoencoder, *([self.models.pca] if self.models.pca else [])):
-            if self.format == 1:
-                assert not isinstance(entry, PcaEntry)
-                if entry.typical is None or entry.threshold is None or not entry.typical < entry.threshold:
-                    raise BundleError(f"manifest: {entry.file}: the typical score must be below the threshold")
-            if entry.file not in self.files:
-                raise BundleError(f"manifest: model file {entry.file!r} is not listed under files")
+        if self.format == 1:
+            for old in (self.models.iforest, self.models.autoencoder):
+                if old.typical is None or old.threshold is None or not old.typical < old.threshold:
+                    raise BundleError(f"manifest: {old.file}: the typical score must be below the threshold")
+        files = [self.models.iforest.file, self.models.autoencoder.file]
+        files += [self.models.pca.file] if self.models.pca is not None else []
+        for file in files:
+            if file not in self.files:
+                raise BundleError(f"manifest: model file {file!r} is not listed under files")
 
 
 def sha256_file(path: Path) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatewayd.detection.detector import score_tails
-from gatewayd.detection.rules import DEFAULT_BUDGET
+from gatewayd.detection.detector import Detector, DriftSettings, score_tails
+from gatewayd.detection.rules import DEFAULT_BUDGET, RuleSettings
 from gatewayd.models.calibration import window_alpha
 
 from gatewayd.features import FeatureSpec, sliding_windows
@@ -214,3 +214,26 @@ def test_a_crash_at_any_step_of_installation_leaves_old_or_new(trained, keys, tm
             break
         step += 1
     assert step > 15 and outcomes == {1, 2}  # the run went through every call, and both outcomes occurred
+
+
+def test_a_format_1_bundle_still_loads_and_alarms_at_its_old_margins(trained, keys, tmp_path):
+    """A bundle trained before calibration (two models, a threshold and a typical score each)
+    loads and scores; its alarm levels are its old margins over its threshold."""
+    private, public, _ = keys
+    b = trained[1]
+    models = json.loads(json.dumps(b.manifest["models"]))
+    del models["pca"]
+    for name in ("iforest", "autoencoder"):
+        calibration = models[name].pop("calibration")
+        models[name].update(typical=calibration["typical"], threshold=calibration["tail_start"])
+    files = {k: v for k, v in b.files.items() if k != "pca.tflite"}
+    folder = write_bundle(tmp_path / "old", {**b.manifest, "format": 1, "models": models}, files, private)
+    scorer = Scorer(verify(folder, [public]), folder)
+    assert scorer.pca is None
+    detector = Detector("pump", scorer, RuleSettings(), DriftSettings(enabled=False))
+    assert detector.names == ("iforest", "autoencoder")  # the configured PCA scores are not there
+    ae = models["autoencoder"]
+    assert detector.alarm_levels()["autoencoder"] == pytest.approx(ae["typical"] + 5.5 * (ae["threshold"] - ae["typical"]))
+    normal = np.array(scorer.scaler.mean)
+    assert not detector.window(0, normal).step.alarming
+    assert detector.window(5000, normal + 20 * scorer.scaler.scale).step.alarming

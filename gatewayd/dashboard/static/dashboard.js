@@ -5,7 +5,7 @@
 const HOUR_MS = 3_600_000;
 const COLORS = ["#1f5fbf", "#0f8a7e", "#8e44ad", "#b35c00", "#2c3e50", "#c0392b"];
 const SCORE_COLORS = { ratio: "#1d2330", iforest_ratio: "#1f5fbf", autoencoder_ratio: "#0f8a7e",
-                       alarm: "#c62828", critical: "#7b1010" };
+                       pca_ratio: "#8e44ad", alarm: "#c62828", critical: "#7b1010" };
 
 // What the page holds, also for tests and curious operators (window.dashboard in a console).
 const state = {
@@ -420,6 +420,7 @@ function buildCharts(series) {
     { label: "score", stroke: SCORE_COLORS.ratio, width: 2 },
     { label: "iforest", stroke: SCORE_COLORS.iforest_ratio, width: 1 },
     { label: "autoencoder", stroke: SCORE_COLORS.autoencoder_ratio, width: 1 },
+    { label: "pca", stroke: SCORE_COLORS.pca_ratio, width: 1 },
     { label: "alarm", stroke: SCORE_COLORS.alarm, width: 1, dash: [6, 4], points: { show: false } },
     { label: "critical", stroke: SCORE_COLORS.critical, width: 1, dash: [2, 4], points: { show: false } },
   ], { distr: 4, asinh: 1, range: (u, lo, hi) => [Math.min(0, lo ?? 0), Math.max(critical * 1.3, hi ?? 0)] }),
@@ -462,7 +463,7 @@ function channelData(channel) { return [times(channel.ts, state.series.from_ms),
 function scoreData(series) {
   const s = series.scores;
   const x = times(s.ts, series.from_ms);
-  return [x, values(s.ratio), values(s.iforest_ratio), values(s.autoencoder_ratio), x.map(() => s.alarm),
+  return [x, values(s.ratio), values(s.iforest_ratio), values(s.autoencoder_ratio), values(s.pca_ratio), x.map(() => s.alarm),
           x.map(() => s.critical)];
 }
 

@@ -63,12 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
-        help="run virtual nodes and the daemon for a minute on an embedded configuration",
+        help="run virtual nodes and the daemon for a few minutes on an embedded configuration",
         description="Start virtual nodes (the firmware in the MicroPython unix port), poll them, "
         "show live progress and finish with a summary. Needs no broker and no cloud.",
         epilog="example: gatewayd demo --duration 30 --nodes 3 --state-dir var",
     )
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds to run (default: %(default)s)")
+    demo.add_argument("--duration", type=float, help="seconds to run (default: 420, the bootstrap and two minutes)")
+    demo.add_argument("--bootstrap-minutes", type=float,
+                      help="data collected before the first models are trained (default: 5)")  # fmt: skip
     demo.add_argument("--nodes", type=int, default=3, choices=range(1, 17), metavar="1..16",
                       help="virtual nodes to start (default: %(default)s)")  # fmt: skip
     demo.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds (default: %(default)s)")
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
         _setup_logging("warning")
         try:
-            return run_demo(duration_s=args.duration, nodes=args.nodes, state_dir=args.state_dir,
+            chosen = {"duration_s": args.duration, "bootstrap_minutes": args.bootstrap_minutes}
+            return run_demo(**{k: v for k, v in chosen.items() if v is not None}, nodes=args.nodes, state_dir=args.state_dir,
                             interval_s=args.interval, progress_s=args.progress, dashboard=args.dashboard_port,
                             fault_after_s=args.fault_after, reuse=args.reuse)  # fmt: skip
         except (VirtualNodeError, ConfigError, DemoStateError) as exc:

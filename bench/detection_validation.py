@@ -1,0 +1,585 @@
+"""Validation of the detector's configuration that resists overfitting: a small grid, one
+selection rule stated in advance, leave-one-file-out, several seeds, mean and worst case.
+
+Everything runs on the gateway's own path: per file, `train_bundle` on its first rows (the
+models checked as `.tflite` graphs, alarm levels calibrated on the latest quarter of the
+training windows), a signed bundle written and verified, every later row scored by `Scorer`
+through the interpreter with a window of 10 samples ending at that row (hop one row, stats
+mean), each score turned into a ratio as `Detector` does, and `AlertRules` stepped for the
+hysteresis (open after 3 alarming windows, close after 5 quiet ones, combine `any`). A row's
+decision is as in `gatewayd evaluate skab` (gatewayd/detection/evaluate.py): an incident is
+open, or closed on an alarming window. The bench checks, on one file, that its counts equal
+evaluate.py's own.
+
+Files:
+- SKAB valve1 (16 files, labels from the `anomaly` column), trained on their first 400 rows;
+- SKAB anomaly-free cut into 8 segments of 1150 rows, trained on each segment's first 400 rows,
+  with one injected anomaly per file of 7 kinds (step, drift, spike, stuck, noise, oscillation,
+  correlation break), rows 600-949 labelled, magnitudes in units of the channel's std over the
+  segment's first 400 rows: 56 files;
+- the virtual pump plant (firmware/plant.py), 3 pumps x 40 min in 1 s rows (the mean of two
+  0.5 s samples), trained on the first 20 min, the same 7 kinds injected at rows 1800-2149
+  (std over the training rows): 21 files, never used for selection (a domain held out).
+The injected files of one segment (or pump) share their training rows, so one bundle is
+trained per segment (pump), floor and seed and scores its 7 files, and the segment as it is
+(nothing injected: how often an incident is open in the event's rows by chance, and the FAR of
+untouched data; never used for selection).
+
+Grid: scale_floor {0.002, 0.005, 0.01} x false alarms per day {1, 0.1, 0.01} x deciding scores
+{pca_q; pca_t2+pca_q; autoencoder; pca_q+autoencoder}: 36 configurations. Rule: the largest
+pooled F1 with pooled FAR <= 10% over the selection files (valve1 + injected anomaly-free); if
+none meets it, the lowest FAR. Leave-one-file-out: each selection file is scored with the
+configuration chosen on all the others.
+
+    .venv/bin/python bench/detection_validation.py [--data ../shared/data/skab] [--seeds 0 1 2 3 4]
+                                                   [--jobs N] [--quick]
+
+Prints the grid, the held-out figures (pooled, mean per file, worst file) per seed with their
+mean and worst over seeds, the configuration chosen on everything against the defaults, and
+per injected kind the detection rate, median delay and FAR; last line: a JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# One BLAS thread per process: the jobs run in parallel, one per core.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from gatewayd import series  # noqa: E402
+from gatewayd.detection import rules as rules_module  # noqa: E402
+from gatewayd.detection.detector import Detector, DriftSettings  # noqa: E402
+from gatewayd.detection.evaluate import EvalSettings, evaluate_file, read_skab  # noqa: E402
+from gatewayd.detection.rules import RuleSettings  # noqa: E402
+from gatewayd.features import FeatureSpec, window_features  # noqa: E402
+from gatewayd.models import scaling  # noqa: E402
+from gatewayd.models.bundle import generate_keypair, load_private_key, load_public_key, verify, write_bundle  # noqa: E402
+from gatewayd.models.scorer import Scorer  # noqa: E402
+from gatewayd.models.training import train_bundle  # noqa: E402
+
+FLOORS = (0.002, 0.005, 0.01)
+BUDGETS = (1.0, 0.1, 0.01)  # false alarms per day
+SCORE_SETS = (("pca_q",), ("pca_t2", "pca_q"), ("autoencoder",), ("pca_q", "autoencoder"))
+CONFIGS = list(itertools.product(FLOORS, BUDGETS, SCORE_SETS))  # (floor, budget, scores)
+MAX_FAR = 0.10
+RULE = f"maximize pooled F1 subject to pooled FAR <= {MAX_FAR:.0%} over the selection files (none: lowest FAR)"
+OPEN_AFTER, CLOSE_AFTER = 3, 5
+WINDOW_SAMPLES = 10
+STATS = ("mean",)
+TREES = 100
+SKAB_TRAIN_ROWS = 400
+SEGMENT_ROWS, SEGMENTS = 1150, 8
+EVENT_START, EVENT_ROWS = 600, 350  # in a segment
+PLANT_MINUTES, PLANT_TRAIN_ROWS, PLANT_PUMPS = 40, 1200, (1, 2, 3)
+PLANT_EVENT_START = 1800
+DETECT_SLACK = 10  # rows after an event's span in which an open incident still counts
+KINDS = ("step", "drift", "spike", "stuck", "noise", "oscillation", "correlation")
+NOTHING = "nothing"  # a segment left as it is
+INJECT_SEED = 20240901  # the injected data sets do not depend on the models' seeds
+
+
+@dataclass
+class File:
+    name: str
+    values: np.ndarray  # (rows, channels)
+    labels: np.ndarray  # (rows,) 0/1
+    kind: str | None = None
+    event: tuple[int, int] | None = None  # labelled rows [start, end)
+    channel: str = ""
+    features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # windows ending at each scored row
+    decisions: dict = field(default_factory=dict)  # (seed, config index) -> (scored rows,) uint8
+
+
+@dataclass
+class Group:
+    """Files that share their training rows: one bundle per (group, floor, seed) scores them all."""
+
+    name: str
+    domain: str  # valve1, anomaly-free, plant
+    ts: np.ndarray
+    channels: tuple[str, ...]
+    train_rows: int
+    files: list[File]
+    train_x: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    train_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def spec(self) -> FeatureSpec:
+        period = series.sample_period_s(self.ts)
+        return FeatureSpec(self.channels, window_s=WINDOW_SAMPLES * period, hop_s=period, stats=STATS,
+                           sample_period_s=period)  # fmt: skip
+
+    def prepare(self) -> None:
+        """Training windows (one ending at each training row, as evaluate.py takes them) and
+        each file's windows ending at every later row."""
+        spec = self.spec
+        window_ms = int(spec.window_s * 1000)
+        lo = np.searchsorted(self.ts, self.ts - window_ms, side="right")
+        base = self.files[0].values
+        xs, ends = [], []
+        for end in range(self.train_rows):
+            if end + 1 - lo[end] >= spec.min_fill * spec.window_s / spec.sample_period_s:
+                xs.append(window_features(spec, self.ts[lo[end] : end + 1], base[lo[end] : end + 1]))
+                ends.append(self.ts[end])
+        self.train_x, self.train_ends = np.array(xs), np.array(ends)
+        for f in self.files:
+            assert np.array_equal(f.values[: self.train_rows], base[: self.train_rows]), "training rows differ"
+            f.features = np.array([window_features(spec, self.ts[lo[r] : r + 1], f.values[lo[r] : r + 1])
+                                   for r in range(self.train_rows, len(self.ts))])  # fmt: skip
+
+
+# ---------------------------------------------------------------- data sets
+
+
+def inject(values: np.ndarray, kind: str, start: int, rows: int, ref: slice, rng: np.random.Generator,
+           names: tuple[str, ...]) -> tuple[np.ndarray, str]:  # fmt: skip
+    """A copy of `values` with one anomaly of `kind` on rows [start, start + rows); the channel
+    (chosen with `rng` among those that moved in the `ref` rows) and magnitudes in units of its
+    std over the `ref` rows."""
+    x = values.copy()
+    sd = values[ref].std(axis=0)
+    usable = np.flatnonzero(sd > 0)
+    span = slice(start, start + rows)
+    if kind == "correlation":
+        c = np.corrcoef(values[ref][:, usable].T)
+        np.fill_diagonal(c, 0.0)
+        i, j = np.unravel_index(np.argmax(np.abs(c)), c.shape)
+        a, b = usable[i], usable[j]
+        ch = (a, b)[int(rng.integers(2))]
+        x[span, ch] = values[span, ch][::-1]
+        other = b if ch == a else a
+        return x, f"{names[ch]} (vs {names[other]}, r={c[i, j]:+.2f})"
+    ch = int(rng.choice(usable))
+    s = sd[ch]
+    if kind == "step":
+        x[span, ch] += 4 * s
+    elif kind == "drift":
+        x[span, ch] += np.linspace(0.0, 6 * s, rows)
+    elif kind == "spike":
+        at = np.arange(start + int(rng.integers(0, 5)), start + rows, 25)
+        x[at, ch] += 10 * s
+    elif kind == "stuck":
+        x[span, ch] = values[start, ch]
+    elif kind == "noise":
+        x[span, ch] += rng.normal(0.0, 3 * s, rows)
+    elif kind == "oscillation":
+        x[span, ch] += 3 * s * np.sin(2 * np.pi * np.arange(rows) / 20.0)
+    else:
+        raise ValueError(kind)
+    return x, names[ch]
+
+
+def injected_group(name: str, domain: str, ts: np.ndarray, values: np.ndarray, channels: tuple[str, ...],
+                   train_rows: int, start: int, ref: slice, key: int, kinds: tuple[str, ...]) -> Group:  # fmt: skip
+    files = []
+    for k, kind in enumerate(kinds):
+        rng = np.random.default_rng([INJECT_SEED, key, KINDS.index(kind)])
+        x, ch = inject(values, kind, start, EVENT_ROWS, ref, rng, channels)
+        labels = np.zeros(len(ts), dtype=int)
+        labels[start : start + EVENT_ROWS] = 1
+        files.append(File(f"{name}:{kind}", x, labels, kind, (start, start + EVENT_ROWS), ch))
+    # The segment as it is, to measure how often an incident is open in the event's rows anyway
+    # (the chance of a "detection"); never used for selection.
+    files.append(File(f"{name}:{NOTHING}", values.copy(), np.zeros(len(ts), dtype=int), NOTHING,
+                      (start, start + EVENT_ROWS)))  # fmt: skip
+    return Group(name, domain, ts, channels, train_rows, files)
+
+
+def skab_groups(root: Path, quick: bool) -> list[Group]:
+    paths = sorted((root / "valve1").glob("*.csv"), key=lambda p: int(p.stem))
+    groups = []
+    for p in paths[:6] if quick else paths:
+        ts, values, sensors, labels, _ = read_skab(p)
+        groups.append(Group(f"valve1/{p.name}", "valve1", ts, tuple(sensors), SKAB_TRAIN_ROWS,
+                            [File(f"valve1/{p.name}", values, labels)]))  # fmt: skip
+    ts, values, names = series.read_csv(root / "anomaly-free" / "anomaly-free.csv")
+    for k in range(3 if quick else SEGMENTS):
+        rows = slice(k * SEGMENT_ROWS, (k + 1) * SEGMENT_ROWS)
+        groups.append(injected_group(f"anomaly-free#{k}", "anomaly-free", ts[rows], values[rows], tuple(names),
+                                     SKAB_TRAIN_ROWS, EVENT_START, slice(0, SKAB_TRAIN_ROWS), 100 + k, KINDS))  # fmt: skip
+    return groups
+
+
+def plant_groups(quick: bool) -> list[Group]:
+    sys.path.insert(0, str(REPO / "firmware"))
+    try:
+        import plant  # noqa: PLC0415
+    finally:
+        sys.path.remove(str(REPO / "firmware"))
+    rows = PLANT_MINUTES * 60
+    ts = 1_700_000_000_000 + np.arange(rows, dtype=np.int64) * 1000
+    channels = tuple(c for c, _ in plant.CHANNELS)
+    groups = []
+    for pump in PLANT_PUMPS[:1] if quick else PLANT_PUMPS:
+        sim = plant.PumpPlant(seed=pump, dt_s=0.1)
+        samples = np.empty((2 * rows, len(channels)))
+        for i in range(2 * rows):  # a sample every 0.5 s
+            for _ in range(5):
+                sim.update()
+            samples[i] = sim.values
+        values = samples.reshape(rows, 2, len(channels)).mean(axis=1)
+        groups.append(injected_group(f"plant#{pump}", "plant", ts, values, channels, PLANT_TRAIN_ROWS,
+                                     PLANT_EVENT_START, slice(0, PLANT_TRAIN_ROWS), 200 + pump, KINDS))  # fmt: skip
+    return groups
+
+
+# ---------------------------------------------------------------- the gateway's path, per job
+
+_GROUPS: list[Group] = []
+_KEYS: tuple[Path, Path] | None = None
+
+
+def _init(groups: list[Group], keys: tuple[Path, Path]) -> None:
+    global _GROUPS, _KEYS
+    _GROUPS, _KEYS = groups, keys
+
+
+def rule_settings(budget: float, scores: tuple[str, ...]) -> RuleSettings:
+    return RuleSettings(combine="any", scores=scores, false_alarms_per_day=budget, open_after=OPEN_AFTER,
+                        close_after=CLOSE_AFTER)  # fmt: skip
+
+
+def run_job(job: tuple[int, float, int]) -> tuple[int, float, int, float, dict[str, np.ndarray]]:
+    """Train one bundle, score each of the group's files once (the four scores cached), then
+    every (budget, scores) of this floor through the Detector's ratios and AlertRules."""
+    gi, floor, seed = job
+    group = _GROUPS[gi]
+    assert _KEYS is not None
+    t0 = time.perf_counter()
+    trained = train_bundle(group.train_x, group.train_ends, group.spec, name="validation", version=1,
+                           source=f"validation:{group.name}", trees=TREES, seed=seed, scale_floor=floor)  # fmt: skip
+    folder = Path(tempfile.mkdtemp(prefix="bundle-", dir=_KEYS[0].parent))
+    bundle = write_bundle(folder / "b", trained.manifest, trained.files, load_private_key(_KEYS[0]))
+    scorer = Scorer(verify(bundle, [load_public_key(_KEYS[1])]), bundle)
+    out: dict[str, np.ndarray] = {}
+    combos = [(ci, b, s) for ci, (f, b, s) in enumerate(CONFIGS) if f == floor]
+    for file in group.files:
+        named = scorer.score(file.features).named
+        n = len(file.features)
+        ends = group.ts[group.train_rows :]
+        decisions = np.zeros((len(CONFIGS), n), dtype=np.uint8)
+        for ci, budget, scores in combos:
+            det = Detector(file.name, scorer, rule_settings(budget, scores), DriftSettings(enabled=False))
+            every = np.column_stack([np.asarray(named[k], dtype=np.float64) for k in det.available])
+            ratios = ((every - det.typical) / (det.multiplier * det.span))[:, det.deciding]
+            rules = det.rules
+            row = decisions[ci]
+            for i in range(n):
+                step = rules.step(int(ends[i]), ratios[i])
+                row[i] = step.incident_open or step.closed is not None and step.alarming
+        out[file.name] = decisions[[ci for ci, _, _ in combos]]
+    del scorer
+    shutil.rmtree(folder, ignore_errors=True)
+    return gi, floor, seed, time.perf_counter() - t0, out
+
+
+# ---------------------------------------------------------------- figures
+
+
+def counts(decision: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    d, t = decision.astype(bool), truth.astype(bool)
+    return np.array([np.sum(d & t), np.sum(d & ~t), np.sum(~d & ~t), np.sum(~d & t)], dtype=np.int64)
+
+
+def vmetrics(c: np.ndarray) -> dict[str, np.ndarray]:
+    """metrics() over the last axis (tp, fp, tn, fn) of an array."""
+    tp, fp, tn, fn = (c[..., i].astype(np.float64) for i in range(4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"f1": np.where(tp + fp + fn > 0, tp / (tp + (fp + fn) / 2), 1.0),
+                "far": np.where(fp + tn > 0, fp / (fp + tn), 0.0),
+                "mar": np.where(fn + tp > 0, fn / (fn + tp), 0.0)}  # fmt: skip
+
+
+def select(pooled: np.ndarray) -> int:
+    """The rule: (configs, 4) pooled counts -> index of the configuration chosen."""
+    m = vmetrics(pooled)
+    ok = m["far"] <= MAX_FAR
+    if not ok.any():
+        return int(np.argmin(m["far"]))
+    # highest F1 among those within the FAR bound; ties: lower FAR, then grid order
+    return int(min(np.flatnonzero(ok), key=lambda k: (-m["f1"][k], m["far"][k], k)))
+
+
+def label(ci: int) -> str:
+    floor, budget, scores = CONFIGS[ci]
+    return f"floor {floor:g}, {budget:g}/day, {'+'.join(scores)}"
+
+
+def short(ci: int) -> str:
+    floor, budget, scores = CONFIGS[ci]
+    return f"{floor:g}/{budget:g}/{'+'.join(scores)}"
+
+
+def events(files: list[File], seeds: list[int], ci: int, train_rows: int) -> dict[str, dict]:
+    """Per kind: detection rate, median delay (rows) and FAR on the normal rows, over files and
+    seeds; for the files left as they are, how often an incident is open in the event's rows."""
+    out = {}
+    for kind in (*KINDS, NOTHING):
+        detected, delays, c = 0, [], np.zeros(4, dtype=np.int64)
+        chosen = [f for f in files if f.kind == kind]
+        for f in chosen:
+            assert f.event is not None
+            start, end = f.event[0] - train_rows, f.event[1] - train_rows
+            for s in seeds:
+                d = f.decisions[(s, ci)]
+                hits = np.flatnonzero(d[start : end + DETECT_SLACK])
+                if len(hits):
+                    detected += 1
+                    delays.append(int(hits[0]))
+                c += counts(d, f.labels[train_rows:])
+        n = len(chosen) * len(seeds)
+        tp, fp, tn, fn = c
+        out[kind] = {"events": n, "detected": detected / n if n else 0.0,
+                     "median_delay_rows": float(statistics.median(delays)) if delays else None,
+                     "far": float(fp / (fp + tn)) if fp + tn else 0.0}  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "skab",
+                        help="SKAB folder holding valve1/ and anomaly-free/")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: 2 seeds, valve1 files 0-5, 3 segments, 1 pump")  # fmt: skip
+    args = parser.parse_args(argv)
+    seeds = args.seeds[:2] if args.quick else args.seeds
+    started = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    groups = skab_groups(args.data, args.quick) + plant_groups(args.quick)
+    for g in groups:
+        g.prepare()
+    files = [f for g in groups for f in g.files]
+    domain = {f.name: g.domain for g in groups for f in g.files}
+    selection = [f for f in files if domain[f.name] in ("valve1", "anomaly-free") and f.kind != NOTHING]
+    log(f"{len(files)} files in {len(groups)} training groups ({len(selection)} for selection), "
+        f"data ready in {time.perf_counter() - started:.1f} s")  # fmt: skip
+
+    # Largest groups first: the plant's 1200 training windows take longest.
+    jobs = sorted(((gi, floor, seed) for gi in range(len(groups)) for floor in FLOORS for seed in seeds),
+                  key=lambda j: -len(groups[j[0]].train_x) * len(groups[j[0]].files))  # fmt: skip
+    train_s: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory(prefix="detection-validation-") as tmp:
+        keys = (Path(tmp) / "k.pem", Path(tmp) / "k.pub")
+        generate_keypair(*keys)
+        by_name = {f.name: f for f in files}
+        with multiprocessing.Pool(args.jobs, initializer=_init, initargs=(groups, keys)) as pool:
+            for i, (gi, floor, seed, seconds, out) in enumerate(pool.imap_unordered(run_job, jobs), start=1):
+                g = groups[gi]
+                train_s.setdefault(g.domain, []).append(seconds)
+                combos = [ci for ci, c in enumerate(CONFIGS) if c[0] == floor]
+                for name, decisions in out.items():
+                    for k, ci in enumerate(combos):
+                        by_name[name].decisions[(seed, ci)] = decisions[k]
+                log(f"[{i}/{len(jobs)}] {g.name} ({len(g.files)} file{'s' * (len(g.files) > 1)}) floor {floor:g} "
+                    f"seed {seed}: {seconds:.1f} s")  # fmt: skip
+        jobs_s = time.perf_counter() - started
+
+        # counts[seed, file, config] over the scored rows
+        def count_array(fs: list[File]) -> np.ndarray:
+            return np.array([[[counts(f.decisions[(s, ci)], f.labels[len(f.labels) - len(f.features):])
+                               for ci in range(len(CONFIGS))] for f in fs] for s in seeds])  # fmt: skip
+
+        C = count_array(selection)  # (seeds, files, configs, 4)
+        valve = [i for i, f in enumerate(selection) if domain[f.name] == "valve1"]
+        injected = [i for i, f in enumerate(selection) if domain[f.name] == "anomaly-free"]
+        plant_files = [f for f in files if domain[f.name] == "plant" and f.kind != NOTHING]
+        clean = {d: [f for f in files if domain[f.name] == d and f.kind == NOTHING] for d in ("anomaly-free", "plant")}
+        P = count_array(plant_files)
+
+        # Grid, pooled over seeds
+        print(f"Detection validation: train_bundle -> signed bundle -> Scorer (TFLite) -> Detector ratios -> AlertRules; "
+              f"windows of {WINDOW_SAMPLES} samples ({'+'.join(STATS)}), hop 1 row, open after {OPEN_AFTER}, "
+              f"close after {CLOSE_AFTER}, combine any")  # fmt: skip
+        print(f"files: valve1 {len(valve)}, anomaly-free injected {len(injected)}, plant injected {len(plant_files)} "
+              f"(held out of selection); seeds {' '.join(map(str, seeds))}; {len(CONFIGS)} configurations")  # fmt: skip
+        print(f"selection rule: {RULE}")
+        d_floor, d_budget, d_scores = scaling.SCALE_FLOOR, rules_module.DEFAULT_BUDGET, tuple(rules_module.DEFAULT_SCORES)
+        default_ci = CONFIGS.index((d_floor, d_budget, d_scores)) if (d_floor, d_budget, d_scores) in CONFIGS else None
+        everything = select(C.sum(axis=(0, 1)))
+        print()
+        print(f"{'configuration (floor/budget/scores)':40s} {'select F1':>9s} {'FAR':>6s} {'valve1 F1':>9s} {'FAR':>6s} "
+              f"{'inj F1':>7s} {'FAR':>6s} {'plant F1':>8s} {'FAR':>6s}")  # fmt: skip
+        grid = {}
+        for ci in range(len(CONFIGS)):
+            ms = [vmetrics(c) for c in (C[:, :, ci].sum(axis=(0, 1)), C[:, valve, ci].sum(axis=(0, 1)),
+                                        C[:, injected, ci].sum(axis=(0, 1)), P[:, :, ci].sum(axis=(0, 1)))]  # fmt: skip
+            grid[short(ci)] = [round(float(m[k]), 4) for m in ms for k in ("f1", "far")]
+            mark = ("*" if ci == everything else " ") + ("d" if ci == default_ci else " ")
+            print(f"{mark}{short(ci):39s} " + " ".join(f"{float(m['f1']):{w}.3f} {float(m['far']):6.1%}"
+                                                         for m, w in zip(ms, (9, 9, 7, 8))))  # fmt: skip
+        print("(* chosen on everything, d the current defaults; pooled over seeds)")
+
+        # Leave-one-file-out, per seed
+        print()
+        print(f"Leave-one-file-out over {len(selection)} selection files, per seed")
+        print(f"{'seed':>5s} {'pooled F1':>9s} {'FAR':>6s} {'MAR':>6s} {'file F1':>7s} {'FAR':>6s} "
+              f"{'valve1 F1':>9s} {'FAR':>6s} {'inj F1':>7s} {'FAR':>6s}  worst F1 file / worst FAR file")  # fmt: skip
+        per_seed: list[dict] = []
+        choices: dict[int, int] = {}
+        grouped = []
+        seg_of = [f.name.split(":")[0] for f in selection]
+        for si, s in enumerate(seeds):
+            total = C[si].sum(axis=0)  # (configs, 4)
+            held_rows, held_grouped = [], []
+            for fi in range(len(selection)):
+                ci = select(total - C[si, fi])
+                choices[ci] = choices.get(ci, 0) + 1
+                held_rows.append(C[si, fi, ci])
+                siblings = [j for j in range(len(selection)) if seg_of[j] == seg_of[fi]]
+                held_grouped.append(C[si, fi, select(total - C[si, siblings].sum(axis=0))])
+            held = np.array(held_rows)
+            pooled = vmetrics(held.sum(axis=0))
+            per_file = vmetrics(held)
+            vm, im = vmetrics(held[valve].sum(axis=0)), vmetrics(held[injected].sum(axis=0))
+            wf, wr = int(np.argmin(per_file["f1"])), int(np.argmax(per_file["far"]))
+            row = {"seed": s, "f1": float(pooled["f1"]), "far": float(pooled["far"]), "mar": float(pooled["mar"]),
+                   "file_f1": float(per_file["f1"].mean()), "file_far": float(per_file["far"].mean()),
+                   "valve1_f1": float(vm["f1"]), "valve1_far": float(vm["far"]),
+                   "injected_f1": float(im["f1"]), "injected_far": float(im["far"]),
+                   "worst_f1": float(per_file["f1"][wf]), "worst_f1_file": selection[wf].name,
+                   "worst_far": float(per_file["far"][wr]), "worst_far_file": selection[wr].name}  # fmt: skip
+            per_seed.append(row)
+            grouped.append(vmetrics(np.array(held_grouped).sum(axis=0)))
+            print(f"{s:5d} {row['f1']:9.3f} {row['far']:6.1%} {row['mar']:6.1%} {row['file_f1']:7.3f} "
+                  f"{row['file_far']:6.1%} {row['valve1_f1']:9.3f} {row['valve1_far']:6.1%} {row['injected_f1']:7.3f} "
+                  f"{row['injected_far']:6.1%}  {row['worst_f1_file']} {row['worst_f1']:.3f} / "
+                  f"{row['worst_far_file']} {row['worst_far']:.1%}")  # fmt: skip
+        keys_ = ("f1", "far", "mar", "file_f1", "file_far", "valve1_f1", "valve1_far", "injected_f1", "injected_far")
+        mean = {k: float(np.mean([r[k] for r in per_seed])) for k in keys_}
+        worst = {k: float((min if k.endswith("f1") else max)(r[k] for r in per_seed)) for k in keys_}
+        for name, agg in (("mean", mean), ("worst", worst)):
+            print(f"{name:>5s} {agg['f1']:9.3f} {agg['far']:6.1%} {agg['mar']:6.1%} {agg['file_f1']:7.3f} "
+                  f"{agg['file_far']:6.1%} {agg['valve1_f1']:9.3f} {agg['valve1_far']:6.1%} {agg['injected_f1']:7.3f} "
+                  f"{agg['injected_far']:6.1%}")  # fmt: skip
+        wf_row = min(per_seed, key=lambda r: r["worst_f1"])
+        wr_row = max(per_seed, key=lambda r: r["worst_far"])
+        print(f"worst file over seeds: lowest F1 {wf_row['worst_f1']:.3f} {wf_row['worst_f1_file']} (seed {wf_row['seed']}), "
+              f"highest FAR {wr_row['worst_far']:.1%} {wr_row['worst_far_file']} (seed {wr_row['seed']})")  # fmt: skip
+        print(f"leave-one-group-out (a segment's 7 injected files held out together): pooled F1 "
+              f"{np.mean([float(m['f1']) for m in grouped]):.3f}, FAR {np.mean([float(m['far']) for m in grouped]):.1%} "
+              f"(mean over seeds)")  # fmt: skip
+        folds = len(selection) * len(seeds)
+        print(f"folds choosing each configuration ({folds}): "
+              + ", ".join(f"{short(ci)} {n}" for ci, n in sorted(choices.items(), key=lambda kv: -kv[1])))  # fmt: skip
+
+        # The configuration chosen on everything
+        print()
+        per_seed_choice = [select(C[si].sum(axis=0)) for si in range(len(seeds))]
+        v1 = [vmetrics(C[si, valve, everything].sum(axis=0)) for si in range(len(seeds))]
+        v1_f1, v1_far = [float(m["f1"]) for m in v1], [float(m["far"]) for m in v1]
+        floor, budget, scores = CONFIGS[everything]
+        same = (floor, budget, scores) == (d_floor, d_budget, d_scores)
+        print(f"chosen on everything (all selection files, seeds pooled): {label(everything)}")
+        print(f"current defaults: SCALE_FLOOR {d_floor:g}, DEFAULT_BUDGET {d_budget:g}/day, DEFAULT_SCORES "
+              f"{'+'.join(d_scores)} -> {'the same' if same else 'DIFFERENT'}")  # fmt: skip
+        print("chosen on everything, per seed: " + "; ".join(f"seed {s}: {short(ci)}" for s, ci in zip(seeds, per_seed_choice)))
+        print("valve1 pooled F1 per seed: " + " ".join(f"{v:.3f}" for v in v1_f1)
+              + f" (min {min(v1_f1):.3f}, max {max(v1_f1):.3f}); FAR per seed: " + " ".join(f"{v:.1%}" for v in v1_far)
+              + f" (min {min(v1_far):.1%}, max {max(v1_far):.1%})")  # fmt: skip
+        pm = vmetrics(P[:, :, everything].sum(axis=(0, 1)))
+        print(f"virtual plant (held-out domain) with it: pooled F1 {float(pm['f1']):.3f}, FAR {float(pm['far']):.1%}, "
+              f"MAR {float(pm['mar']):.1%}")  # fmt: skip
+
+        # Injected suite
+        print()
+        af_files = [f for f in selection if domain[f.name] == "anomaly-free"] + clean["anomaly-free"]
+        pl_files = plant_files + clean["plant"]
+        af = events(af_files, seeds, everything, SKAB_TRAIN_ROWS)
+        pl = events(pl_files, seeds, everything, PLANT_TRAIN_ROWS)
+        print(f"Injected anomalies, chosen configuration, over seeds (detected: an incident open within the span "
+              f"+ {DETECT_SLACK} rows; delay in rows from the start; {NOTHING}: the segments as they are, an incident "
+              f"open in the same rows by chance, FAR over all their rows)")  # fmt: skip
+        print(f"{'kind':12s} | {'anomaly-free: detected':>22s} {'delay':>6s} {'FAR':>6s} | {'plant: detected':>15s} "
+              f"{'delay':>6s} {'FAR':>6s}")  # fmt: skip
+
+        def fmt_delay(v: float | None) -> str:
+            return "-" if v is None else f"{v:.0f}"
+
+        def kind_table(af: dict, pl: dict) -> None:
+            for kind in (*KINDS, NOTHING):
+                a, p = af[kind], pl[kind]
+                print(f"{kind:12s} | {a['detected']:15.0%} ({a['events']:3d}) {fmt_delay(a['median_delay_rows']):>6s} "
+                      f"{a['far']:6.1%} | {p['detected']:8.0%} ({p['events']:3d}) {fmt_delay(p['median_delay_rows']):>6s} "
+                      f"{p['far']:6.1%}")  # fmt: skip
+
+        kind_table(af, pl)
+        if default_ci is not None and default_ci != everything:
+            print(f"the same with the current defaults ({label(default_ci)}):")
+            kind_table(events(af_files, seeds, default_ci, SKAB_TRAIN_ROWS),
+                       events(pl_files, seeds, default_ci, PLANT_TRAIN_ROWS))
+
+        # The cached path against evaluate.py's own, on one valve1 file
+        check_file = selection[valve[0]]
+        settings = EvalSettings(train_rows=SKAB_TRAIN_ROWS, stats=STATS, trees=TREES, scale_floor=floor,
+                                rules=rule_settings(budget, scores), seed=seeds[0])  # fmt: skip
+        r = evaluate_file(args.data / check_file.name, Path(tmp) / "check.csv", settings, Path(tmp))
+        ours = C[0, valve[0], everything]
+        path_ok = bool(np.array_equal(ours, [r.tp, r.fp, r.tn, r.fn]))
+        print()
+        print(f"path check: {check_file.name} seed {seeds[0]} with the chosen configuration, counts (tp fp tn fn) "
+              f"{' '.join(map(str, ours))} here, {r.tp} {r.fp} {r.tn} {r.fn} by evaluate.py -> "
+              f"{'equal' if path_ok else 'DIFFERENT'}")  # fmt: skip
+
+    elapsed = time.perf_counter() - started
+    trains = {d: round(statistics.median(v), 2) for d, v in train_s.items()}
+    print(f"run time {elapsed:.0f} s ({args.jobs} jobs; training + scoring {jobs_s:.0f} s); median job seconds: "
+          + ", ".join(f"{d} {v}" for d, v in trains.items()))  # fmt: skip
+
+    figures = {
+        "selection_rule": RULE,
+        "seeds": seeds,
+        "files": {"valve1": len(valve), "anomaly_free_injected": len(injected), "plant_injected": len(plant_files)},
+        "chosen": {"scale_floor": floor, "false_alarms_per_day": budget, "scores": list(scores)},
+        "defaults": {"scale_floor": d_floor, "false_alarms_per_day": d_budget, "scores": list(d_scores)},
+        "chosen_equals_defaults": same,
+        "chosen_per_seed": [short(ci) for ci in per_seed_choice],
+        "lofo_mean": {k: round(v, 4) for k, v in mean.items()},
+        "lofo_worst_over_seeds": {k: round(v, 4) for k, v in worst.items()},
+        "lofo_worst_f1_file": {"file": wf_row["worst_f1_file"], "f1": round(wf_row["worst_f1"], 4), "seed": wf_row["seed"]},
+        "lofo_worst_far_file": {"file": wr_row["worst_far_file"], "far": round(wr_row["worst_far"], 4),
+                                "seed": wr_row["seed"]},  # fmt: skip
+        "lofo_grouped_f1_mean": round(float(np.mean([float(m["f1"]) for m in grouped])), 4),
+        "lofo_grouped_far_mean": round(float(np.mean([float(m["far"]) for m in grouped])), 4),
+        "fold_choices": {short(ci): n for ci, n in sorted(choices.items(), key=lambda kv: -kv[1])},
+        "valve1_f1_per_seed": [round(v, 4) for v in v1_f1],
+        "valve1_far_per_seed": [round(v, 4) for v in v1_far],
+        "plant_pooled": {"f1": round(float(pm["f1"]), 4), "far": round(float(pm["far"]), 4),
+                         "mar": round(float(pm["mar"]), 4)},
+        "anomaly_free_detected": {k: round(v["detected"], 3) for k, v in af.items()},
+        "anomaly_free_delay_rows": {k: v["median_delay_rows"] for k, v in af.items()},
+        "anomaly_free_far": {k: round(v["far"], 4) for k, v in af.items()},
+        "plant_detected": {k: round(v["detected"], 3) for k, v in pl.items()},
+        "plant_far": {k: round(v["far"], 4) for k, v in pl.items()},
+        "plant_delay_rows": {k: v["median_delay_rows"] for k, v in pl.items()},
+        "grid_f1_far_select_valve1_injected_plant": grid,
+        "path_check_equal": path_ok,
+        "seconds": round(elapsed, 1),
+    }
+    print(json.dumps(figures))
+    return 0 if path_ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -33,9 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     train = msub.add_parser(
         "train", help="train a signed bundle from a CSV file or from the store",
-        description="Cut the series into sliding windows, train an Isolation Forest and an autoencoder on "
-        "them, write both as .tflite files checked in the interpreter, set thresholds at a target "
-        "false-alarm rate on the training windows, and write a signed bundle.",
+        description="Cut the series into sliding windows, train a PCA, an Isolation Forest and an autoencoder "
+        "on them, write each as a .tflite file checked in the interpreter, calibrate their scores on the "
+        "latest quarter of the windows (held back from a first fit), and write a signed bundle.",
         epilog="example: gatewayd model train --csv normal.csv --name pump --version 1 --key signing.key --out bundles/pump-v1",
     )  # fmt: skip
     source = train.add_mutually_exclusive_group(required=True)
@@ -208,7 +208,7 @@ def _inspect(args: argparse.Namespace) -> int:
             size = f"{path.stat().st_size / 1024:.1f} KiB"
         except Exception as exc:  # a damaged file is reported, not raised: inspect is for looking at bad bundles too
             ops, size = f"unreadable ({exc.__class__.__name__})", "?"
-        print(f"{kind}: {entry.get('file')} {size}, threshold {entry.get('threshold')}, operators: {ops}")
+        print(f"{kind}: {entry.get('file')} {size}, {_levels(entry)}, operators: {ops}")
     try:
         verify(args.bundle, _public_keys(keys))
     except BundleError as exc:
@@ -253,3 +253,18 @@ def _list(args: argparse.Namespace) -> int:
 
 _COMMANDS = {"keygen": _keygen, "train": _train, "sign": _sign, "inspect": _inspect, "install": _install,
              "rollback": _rollback, "list": _list}  # fmt: skip
+
+
+def _levels(entry: dict) -> str:
+    """A model's calibration (format 2: median and tail of each score) or threshold (format 1);
+    inspect also looks at damaged bundles, so nothing here assumes a well-formed manifest."""
+    tails = {k: entry[k] for k in ("calibration", "t2", "q") if isinstance(entry.get(k), dict)}
+    if not tails:
+        return f"threshold {entry.get('threshold')}"
+
+    def num(v: object) -> str:
+        return f"{v:.4g}" if isinstance(v, (int, float)) else repr(v)
+
+    return "; ".join(f"{'' if k == 'calibration' else k + ' '}typical {num(t.get('typical'))}, level "
+                     f"{num(t.get('tail_start'))} + {num(t.get('tail_scale'))} x ln(0.1/alpha)"
+                     for k, t in tails.items())  # fmt: skip

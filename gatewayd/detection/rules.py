@@ -62,6 +62,8 @@ def combine(ratios: np.ndarray, settings: RuleSettings) -> float:
         s = np.sort(ratios)
         return float(s[(len(s) - 1) // 2]) if len(s) % 2 else float(s[len(s) // 2 - 1])
     w = np.asarray(settings.weights[: len(ratios)], dtype=np.float64)
+    if len(w) != len(ratios) or w.sum() <= 0:  # a bundle without every configured score: equal weights
+        w = np.ones(len(ratios))
     return float(np.dot(w, ratios) / w.sum())
 
 

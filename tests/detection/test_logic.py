@@ -55,6 +55,8 @@ def test_combine_rules():
     assert combine(r, RuleSettings(combine="majority")) == 0.5  # one of two is not a majority
     assert combine(np.array([1.2, 1.5]), RuleSettings(combine="majority")) == 1.2
     assert combine(r, RuleSettings(combine="weighted", weights=(0.25, 0.75))) == pytest.approx(1.25)
+    # fewer weights than the bundle has deciding scores (a format 1 bundle under a PCA-only setting): equal weights
+    assert combine(r, RuleSettings(combine="weighted", weights=(1.0,), scores=("pca_q",))) == pytest.approx(float(np.mean(r)))
 
 
 def test_hysteresis_severity_and_fusion():

@@ -16,6 +16,7 @@ from gatewayd.models.calibration import Tail, window_alpha
 from gatewayd.models.scorer import Scorer
 
 from .drift import PageHinkley
+from .rules import SCORE_NAMES as SCORES
 from .rules import AlertRules, RuleSettings, Step
 
 
@@ -27,7 +28,6 @@ class DriftSettings:
     min_samples: int = 60
 
 
-SCORES = ("iforest", "autoencoder", "pca_t2", "pca_q")
 # Bundles of format 1 (no calibration) keep the margins they were evaluated with.
 LEGACY_MARGINS = {"iforest": 2.5, "autoencoder": 5.5}
 
@@ -43,7 +43,7 @@ def score_tails(manifest: Manifest) -> dict[str, Tail]:
         else:
             assert entry.threshold is not None and entry.typical is not None
             level = entry.typical + LEGACY_MARGINS[name] * (entry.threshold - entry.typical)
-            tails[name] = Tail(entry.typical, level, 1e-300, 1)
+            tails[name] = Tail(entry.typical, level, 1e-300, 1)  # a tail too thin to move the level
     if m.pca is not None:
         tails["pca_t2"] = Tail(**m.pca.t2.model_dump())
         tails["pca_q"] = Tail(**m.pca.q.model_dump())

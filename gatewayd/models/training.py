@@ -110,8 +110,10 @@ def train_bundle(features: np.ndarray, window_ends_ms: np.ndarray, spec: Feature
         if groups is None:
             z_held = fit_scaler.transform(held)
         else:
-            z_held = np.vstack([fit_device_scalers.get(d, fit_scaler).transform(row[None, :])
-                                for d, row in zip(groups[cut:], held)])  # fmt: skip
+            z_held = np.empty(held.shape, dtype=np.float32)
+            for device in set(groups[cut:]):  # a device seen only in the held-back windows: the shared scaler
+                rows = groups[cut:] == device
+                z_held[rows] = fit_device_scalers.get(device, fit_scaler).transform(held[rows])
         held_scores = _fit(z_fit, trees, seed).scores(z_held)
     else:
         progress(f"calibration: {len(x)} windows are too few to hold any back; levels from the fitted windows")

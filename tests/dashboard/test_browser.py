@@ -33,11 +33,12 @@ PHONE = {"width": 390, "height": 844}
 # point's position; returns how many points have a pixel of the series' colour there.
 DRAWN_POINTS = """([key, step]) => {
   const u = window.dashboard.charts.find((c) => c.key === key);
-  const [r, g, b] = u.series[1].stroke().match(/\\w\\w/g).map((h) => parseInt(h, 16));
+  const line = u.series.findIndex((s) => s.label === key);  // the chart's own series, drawn on top
+  const [r, g, b] = u.series[line].stroke().match(/\\w\\w/g).map((h) => parseInt(h, 16));
   const pixels = u.ctx.getImageData(0, 0, u.ctx.canvas.width, u.ctx.canvas.height);
   let checked = 0, drawn = 0;
   for (let i = 0; i < u.data[0].length; i += step) {
-    const y = u.data[1][i];
+    const y = u.data[line][i];
     if (y === null) continue;
     const px = Math.round(u.valToPos(u.data[0][i], "x", true)), py = Math.round(u.valToPos(y, "y", true));
     checked++;
@@ -106,7 +107,8 @@ async def test_dashboard_in_chromium(tmp_path):
                     "() => window.dashboard.charts.length === 5 && window.dashboard.charts.every(c => c.data[0].length >= 10)",
                     timeout=20_000)  # fmt: skip
                 charts = await page.evaluate(
-                    "window.dashboard.charts.map(c => ({key: c.key, x: c.data[0], y: c.data[1]}))")
+                    "window.dashboard.charts.map(c => ({key: c.key, x: c.data[0], "
+                    "y: c.data[c.series.findIndex(s => s.label === c.key)]}))")  # fmt: skip
                 assert [c["key"] for c in charts] == ["score", "pressure", "flow", "temperature", "current"]
                 reader = Store(state / "gatewayd.sqlite3", readonly=True)
                 try:
@@ -139,7 +141,9 @@ async def test_dashboard_in_chromium(tmp_path):
                 why = await model.locator(".why").inner_text()
                 assert "channels: current" in why and "peak score" in why, why
                 await page.wait_for_function(  # the score chart shows the anomaly above its alarm line
-                    "() => Math.max(...window.dashboard.charts[0].data[1].filter(v => v !== null)) > 1", timeout=10_000)
+                    "() => { const u = window.dashboard.charts[0]; "
+                    "return Math.max(...u.data[u.series.findIndex(s => s.label === 'score')].filter(v => v !== null)) > 1; }",
+                    timeout=10_000)  # fmt: skip
 
                 # Feedback: the operator says the edge alert was real and acknowledges the model's.
                 await page.fill("#operator", "ana")

@@ -417,10 +417,12 @@ function buildCharts(series) {
   list.append(scoreBox);
   const critical = series.scores.critical;
   const score = new uPlot(chartOptions("anomaly score (1 = alarm)", [
-    { label: "score", stroke: SCORE_COLORS.ratio, width: 2 },
+    // the models' own ratios first: the combined score, drawn after them, stays on top where
+    // it equals one of them (with the default rule it is the PCA's)
     { label: "iforest", stroke: SCORE_COLORS.iforest_ratio, width: 1 },
     { label: "autoencoder", stroke: SCORE_COLORS.autoencoder_ratio, width: 1 },
     { label: "pca", stroke: SCORE_COLORS.pca_ratio, width: 1 },
+    { label: "score", stroke: SCORE_COLORS.ratio, width: 2 },
     { label: "alarm", stroke: SCORE_COLORS.alarm, width: 1, dash: [6, 4], points: { show: false } },
     { label: "critical", stroke: SCORE_COLORS.critical, width: 1, dash: [2, 4], points: { show: false } },
   ], { distr: 4, asinh: 1, range: (u, lo, hi) => [Math.min(0, lo ?? 0), Math.max(critical * 1.3, hi ?? 0)] }),
@@ -463,7 +465,7 @@ function channelData(channel) { return [times(channel.ts, state.series.from_ms),
 function scoreData(series) {
   const s = series.scores;
   const x = times(s.ts, series.from_ms);
-  return [x, values(s.ratio), values(s.iforest_ratio), values(s.autoencoder_ratio), values(s.pca_ratio), x.map(() => s.alarm),
+  return [x, values(s.iforest_ratio), values(s.autoencoder_ratio), values(s.pca_ratio), values(s.ratio), x.map(() => s.alarm),
           x.map(() => s.critical)];
 }
 

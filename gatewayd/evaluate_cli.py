@@ -45,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.scores and len(args.scores) != len(rules.weights):
-        rules = RuleSettings(**{**rules.__dict__, "weights": (1.0,) * len(args.scores)})
     settings = EvalSettings(train_rows=args.train_rows, window_s=args.window_s, rules=rules, seed=args.seed)
     if not args.data.is_dir():
         print(f"error: {args.data} is not a folder", file=sys.stderr)

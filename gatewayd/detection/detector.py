@@ -74,13 +74,13 @@ class Detector:
         wanted = [n for n in rules.scores if n in self.tails]
         # A bundle without the configured scores (format 1 has no PCA) decides on what it has.
         self.names = tuple(wanted) if wanted else tuple(n for n in SCORES if n in self.tails)
-        self.alpha = window_alpha(rules.false_alarms_per_day, scorer.spec.hop_s)
-        self.typical = np.array([self.tails[n].typical for n in SCORES if n in self.tails])
-        self.levels = np.array([self.tails[n].level(self.alpha) for n in SCORES if n in self.tails])
         self.available = tuple(n for n in SCORES if n in self.tails)
+        self.typical = np.array([self.tails[n].typical for n in self.available])
+        alpha = window_alpha(rules.false_alarms_per_day, scorer.spec.hop_s)
+        levels = np.array([self.tails[n].level(alpha) for n in self.available])
         self.deciding = np.array([self.available.index(n) for n in self.names])
         # the span never vanishes: a score that was constant in calibration alarms when it moves
-        self.span = np.maximum(self.levels - self.typical, 1e-9 * np.maximum(np.abs(self.levels), 1.0))
+        self.span = np.maximum(levels - self.typical, 1e-9 * np.maximum(np.abs(levels), 1.0))
         names = scorer.spec.names
         self.mean_features = [i for i, n in enumerate(names) if n.endswith(":mean")]
         self.drifts = {"score": PageHinkley(drift.delta, drift.threshold, drift.min_samples)}

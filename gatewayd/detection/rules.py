@@ -33,7 +33,7 @@ DEFAULT_BUDGET = 0.01  # false alarms per day, each alarming window counted as o
 @dataclass(frozen=True)
 class RuleSettings:
     combine: Combine = "any"
-    weights: tuple[float, ...] = (0.5, 0.5)  # per deciding score, in the order of `scores`
+    weights: tuple[float, ...] = ()  # per deciding score, in the order of `scores`; none: equal
     scores: tuple[str, ...] = DEFAULT_SCORES
     false_alarms_per_day: float = DEFAULT_BUDGET
     open_after: int = 3
@@ -50,7 +50,7 @@ class RuleSettings:
         unknown = [n for n in self.scores if n not in SCORE_NAMES]
         if unknown or not self.scores:
             raise ValueError(f"scores must be a non-empty subset of {', '.join(SCORE_NAMES)}; unknown: {unknown}")
-        if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
+        if self.weights and (any(w < 0 for w in self.weights) or sum(self.weights) <= 0):
             raise ValueError("weights must be non-negative with a positive sum")
 
 
@@ -62,7 +62,7 @@ def combine(ratios: np.ndarray, settings: RuleSettings) -> float:
         s = np.sort(ratios)
         return float(s[(len(s) - 1) // 2]) if len(s) % 2 else float(s[len(s) // 2 - 1])
     w = np.asarray(settings.weights[: len(ratios)], dtype=np.float64)
-    if len(w) != len(ratios) or w.sum() <= 0:  # a bundle without every configured score: equal weights
+    if len(w) != len(ratios):  # none given, or a bundle without every configured score: equal weights
         w = np.ones(len(ratios))
     return float(np.dot(w, ratios) / w.sum())
 

@@ -113,8 +113,7 @@ class DetectionStage:
             if getattr(d, old) is not None:
                 log.warning("[detection] %s is replaced by false_alarms_per_day (%g) and ignored", old,
                             d.false_alarms_per_day)  # fmt: skip
-        weights = tuple(d.weights) if d.weights else (1.0,) * len(d.scores)
-        self.rules = RuleSettings(combine=d.combine, weights=weights, scores=tuple(d.scores),
+        self.rules = RuleSettings(combine=d.combine, weights=tuple(d.weights or ()), scores=tuple(d.scores),
                                   false_alarms_per_day=d.false_alarms_per_day, open_after=d.open_after,
                                   close_after=d.close_after, critical_ratio=d.critical_ratio)  # fmt: skip
         self.drift = DriftSettings(threshold=d.drift_threshold)

@@ -15,6 +15,7 @@ from gatewayd.models.bundle import Manifest
 from gatewayd.models.calibration import Tail, window_alpha
 from gatewayd.models.scorer import Scorer
 
+from .baseline import Baseline
 from .drift import PageHinkley
 from .rules import SCORE_NAMES as SCORES
 from .rules import AlertRules, RuleSettings, Step
@@ -81,6 +82,7 @@ class Detector:
         self.deciding = np.array([self.available.index(n) for n in self.names])
         # the span never vanishes: a score that was constant in calibration alarms when it moves
         self.span = np.maximum(levels - self.typical, 1e-9 * np.maximum(np.abs(levels), 1.0))
+        self.baseline = Baseline(scorer.scaler_for(device).mean, rules.follow_s, scorer.spec.hop_s)
         names = scorer.spec.names
         self.mean_features = [i for i, n in enumerate(names) if n.endswith(":mean")]
         self.drifts = {"score": PageHinkley(drift.delta, drift.threshold, drift.min_samples)}
@@ -111,8 +113,8 @@ class Detector:
         return self.all_ratios(named)[self.deciding]
 
     def window(self, end_ms: int, features: np.ndarray) -> WindowResult:
-        """Score one closed window and step the rules."""
-        scores = self.scorer.score(features, self.device)
+        """Score one closed window against the baseline and step the rules."""
+        scores = self.scorer.score(self.baseline.shift(features), self.device)
         if_score, ae_score = float(scores.iforest[0]), float(scores.autoencoder[0])
         every = self.all_ratios(scores.named)
         ratios = every[self.deciding]
@@ -120,6 +122,7 @@ class Detector:
         names = self.scorer.spec.names
         feature_excess = {names[i]: float(excess[i]) for i in np.flatnonzero(excess > 0)}
         step = self.rules.step(end_ms, ratios, feature_excess, incomplete=bool(np.isnan(features).any()))
+        self.baseline.follow(features, step.ratio, step.incident_open)
         top = self.scorer.top_features(scores.feature_error[0])
         result = WindowResult(end_ms, if_score, ae_score, ratios, step, top,
                               all_ratios=dict(zip(self.available, map(float, every))))  # fmt: skip

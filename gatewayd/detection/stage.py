@@ -38,6 +38,8 @@ from gatewayd.models.scorer import Scorer
 from gatewayd.store_faults import StoreFault
 from gatewayd.models import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 
+from .baseline_file import FILE_NAME as BASELINES_FILE
+from .baseline_file import BaselineFile
 from .detector import Detector, DriftSettings, WindowResult
 from .drift_alerts import DriftAlerts
 from .feedback import FeedbackSettings, ThresholdAdapter
@@ -115,7 +117,8 @@ class DetectionStage:
                             d.false_alarms_per_day)  # fmt: skip
         self.rules = RuleSettings(combine=d.combine, weights=tuple(d.weights or ()), scores=tuple(d.scores),
                                   false_alarms_per_day=d.false_alarms_per_day, open_after=d.open_after,
-                                  close_after=d.close_after, critical_ratio=d.critical_ratio)  # fmt: skip
+                                  close_after=d.close_after, critical_ratio=d.critical_ratio,
+                                  follow_s=d.baseline_follow_s)  # fmt: skip
         self.drift = DriftSettings(threshold=d.drift_threshold)
         self.scope_of: dict[str, str] = {}
         self.scopes: dict[str, ScopeState] = {}
@@ -147,6 +150,7 @@ class DetectionStage:
         self.training_slot = asyncio.Semaphore(1)  # one training at a time: acquisition keeps its cores
         self.next_label_check = 0.0
         self.resumed: dict[str, dict] = {}  # device -> its open model alert from a previous run
+        self.baselines = BaselineFile(config.state_path / BASELINES_FILE)
         # One open drift alert per device; it closes after twice the windows a drift test takes
         # to measure a stream again without a new change (see drift_alerts.py).
         self.drift_alerts = DriftAlerts(config.gateway.name, store_call, self._publish,
@@ -225,12 +229,24 @@ class DetectionStage:
             else:
                 detector = self.detectors[device] = Detector(device, scorer, self.rules, self.drift,
                                                              scope.adapter.multiplier)  # fmt: skip
+                if self.baselines.restore(device, self._bundle_name(scope), detector.baseline):
+                    log.info("%s: baseline restored from the previous run", device)
                 self._resume(device, detector)
             window = self.windows.get(device)
             if window is None or window.spec != scorer.spec:
                 self.windows[device] = DeviceWindows(scorer.spec)
         await self.drift_alerts.model_loaded(scope.devices, version, f"{scope.name} v{version}")
         log.info("%s: scoring with bundle v%d (%s)", scope.name, version, manifest.training.get("source"))
+
+    @staticmethod
+    def _bundle_name(scope: ScopeState) -> str:
+        return f"{scope.name} v{scope.version}"
+
+    def _save_baselines(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or self.baselines.due(now):
+            self.baselines.save({device: (self._bundle_name(self.scopes[self.scope_of[device]]), detector.baseline)
+                                 for device, detector in self.detectors.items()}, now)  # fmt: skip
 
     def _resume(self, device: str, detector: Detector) -> None:
         """An incident left open by the daemon's previous run carries on under its id: it
@@ -264,6 +280,7 @@ class DetectionStage:
         except StoreFault:
             log.warning("open model alerts not read (the store is degraded): they stay open")
         await self.drift_alerts.load()  # a degraded store leaves it for later
+        self.baselines.load()
         for scope in self.scopes.values():
             try:
                 await self._load(scope)
@@ -288,6 +305,7 @@ class DetectionStage:
                         log.exception("%s: window ending %d not processed", device, end_ms)
                 await self._check_labels()
         finally:
+            self._save_baselines(force=True)
             trainings = [s.training for s in self.scopes.values() if s.training is not None]
             for t in trainings:
                 t.cancel()
@@ -308,6 +326,7 @@ class DetectionStage:
             return
         result = detector.window(end_ms, features)
         self.stats.scored += 1
+        self._save_baselines()
         self._record_scores(device, detector, result, spec)
         if scope.probation > 0:
             scope.probation -= 1

@@ -4,6 +4,7 @@ them and scores; a bundle installed later takes over between windows (hot reload
 
 import asyncio
 import json
+import logging
 import time
 
 import numpy as np
@@ -22,6 +23,12 @@ from gatewayd.virtual_node import VirtualNode
 pytestmark = pytest.mark.integration
 
 
+def manifest_v2_mean(models: ModelStore) -> list[float]:
+    found = models.current("pump-1")
+    assert found is not None
+    return list(found[0].scaler.mean)
+
+
 async def wait_until(predicate, timeout_s):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -31,14 +38,14 @@ async def wait_until(predicate, timeout_s):
     return False
 
 
-async def test_bootstrap_then_hot_reload(tmp_path):
+async def test_bootstrap_then_hot_reload(tmp_path, caplog):
     node = VirtualNode(unit=1, seed=11)
     node.start()
     state = tmp_path / "state"
     config = parse_config(
         f'[gateway]\nname = "site-b"\nstate_dir = "{state}"\n\n[store]\nflush_interval_s = 0.2\n\n'
         '[detection]\nwindow_s = 2.0\nhop_s = 0.5\nbootstrap_minutes = 0.5\ntrees = 20\nstats = ["mean", "std"]\n'
-        'health_windows = 6\nhealth_max_alert_rate = 0.5\n\n'
+        'health_windows = 6\nhealth_max_alert_rate = 0.5\nbaseline_follow_s = 300\n\n'
         f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.1\n'
     )
     assert not (state / "models").exists()
@@ -100,6 +107,20 @@ async def test_bootstrap_then_hot_reload(tmp_path):
         assert await wait_until(lambda: stage.stats.windows >= before + 3, 10)
         assert stage.detectors["pump-1"].scorer.manifest.version == 2 and stage.stats.errors == 0
         assert stage.stats.dropped == 0
+
+        # The baseline a device follows is saved at stop, and a restart under the same bundle
+        # goes on from it instead of from the training state.
+        stop.set()
+        await task
+        saved = json.loads((state / "baselines.json").read_text())
+        assert saved["pump-1"]["bundle"] == "pump-1 v2"
+        assert saved["pump-1"]["level"] != list(manifest_v2_mean(models))
+        stop, ready = asyncio.Event(), loop.create_future()
+        task = asyncio.create_task(daemon.run(config, stop, ready))
+        with caplog.at_level(logging.INFO, logger="gatewayd.detection"):
+            stage = (await ready).detection
+            assert await wait_until(lambda: "pump-1" in stage.detectors, 20)
+        assert any("pump-1: baseline restored" in r.getMessage() for r in caplog.records)
     finally:
         stop.set()
         await task

@@ -19,26 +19,30 @@ Files:
   segment's first 400 rows: 56 files;
 - the virtual pump plant (firmware/plant.py), 3 pumps x 40 min in 1 s rows (the mean of two
   0.5 s samples), trained on the first 20 min, the same 7 kinds injected at rows 1800-2149
-  (std over the training rows): 21 files.
+  (std over the training rows): 21 files;
+- the same pumps tightly controlled: each channel's deviations from its training mean scaled
+  to 0.3% of its level (a regulated pressure or temperature), the same kinds injected: 21 files.
 The injected files of one segment (or pump) share their training rows, so one bundle is
 trained per segment (pump), floor and seed and scores its 7 files, and the segment as it is
 (nothing injected: how often an incident is open in the event's rows by chance, and the FAR of
 untouched data; never used for selection).
 
 Grid: scale_floor {0.002, 0.005, 0.01} x false alarms per day {1, 0.1, 0.01} x deciding scores
-{pca_q; pca_t2+pca_q; autoencoder; pca_q+autoencoder} x the baseline's time constant {fixed at
-the training state, 300 s, 1000 s} (gatewayd/detection/baseline.py): 108 configurations. Rule:
-F1 and FAR pooled within each data set (valve1, injected anomaly-free, injected plant: three
-kinds of equipment); among the configurations within each set's FAR bound (FAR_BOUND: 10% on
-valve1, 5% on the plant), the highest F1 of its worst set; if none meets them, the lowest FAR
-over its bound. A configuration is as good as its worst kind of
-equipment: pooling rows would let the set with the most rows decide alone (it did: pooled over
-valve1 and anomaly-free, the rule chose the autoencoder alone, which finds a fifth of the
-plant's anomalies). Leave-one-file-out: each selection file is scored with the configuration
-chosen on all the others.
+{pca_q; pca_t2+pca_q; autoencoder; pca_q+autoencoder} x the baseline's time constant {none,
+30, 100 windows} (gatewayd/detection/baseline.py): 108 configurations. Rule, on the worst of
+the seeds: F1 and FAR pooled within each data set (four kinds of equipment); among the
+configurations within each set's FAR bound (FAR_BOUND: 10% on valve1, 5% on each plant set),
+those whose worst F1 over the labelled sets (F1_SETS: valve1 and the plants) is within F1_TIE
+of the best are equally good, and of them the one with the lowest mean FAR over the four sets
+is chosen; if none is within the bounds, the lowest FAR over its bound. A configuration is as
+good as its worst kind of equipment and its worst seed: pooling rows would let the set with the
+most rows decide alone (it did: pooled over valve1 and anomaly-free, an earlier rule chose the
+autoencoder alone, which finds a fifth of the plant's anomalies). Leave-one-file-out: each
+selection file is scored with the configuration chosen on all the others (one choice per fold,
+on every seed's counts).
 
     .venv/bin/python bench/detection_validation.py [--data ../shared/data/skab] [--seeds 0 1 2 3 4]
-                                                   [--jobs N] [--quick]
+                                                   [--jobs N] [--quick] [--far-bound SET FAR]
 
 Prints the grid, the held-out figures (pooled, mean per file, worst file) per seed with their
 mean and worst over seeds, the configuration chosen on everything against the defaults, and
@@ -83,22 +87,32 @@ from gatewayd.models.training import train_bundle  # noqa: E402
 FLOORS = (0.002, 0.005, 0.01)
 BUDGETS = (1.0, 0.1, 0.01)  # false alarms per day
 SCORE_SETS = (("pca_q",), ("pca_t2", "pca_q"), ("autoencoder",), ("pca_q", "autoencoder"))
-FOLLOWS = (0.0, 300.0, 1000.0)  # the baseline's time constant, s (0: the training state)
+FOLLOWS = (0.0, 30.0, 100.0)  # the baseline's time constant in windows (0: the training state)
 CONFIGS = list(itertools.product(FLOORS, BUDGETS, SCORE_SETS, FOLLOWS))  # (floor, budget, scores, follow)
 MAX_FAR = 0.10
-SETS = ("valve1", "anomaly-free", "plant")  # three kinds of equipment, each judged on its own
-# The FAR each set must keep, after the goals: experiments like valve1's (10%), a process plant
-# (5%), and 15% on the anomaly-free segments: the 2.6 h run drifts far beyond any 400 rows a
-# model is trained on, and no configuration deciding on the PCA stays under 10% there. Without
-# a bound there, the worst set's F1 rewards alarming everywhere: a segment with nothing
-# injected then "detects" the event by chance in 62-75% of its runs.
-FAR_BOUND = {"valve1": MAX_FAR, "anomaly-free": 0.15, "plant": 0.05}
+SETS = ("valve1", "anomaly-free", "plant", "plant-tight")  # kinds of equipment, each judged on its own
+# The FAR each labelled set must keep, after the goals: experiments like valve1's (10%), a
+# process plant (5%).
+FAR_BOUND: dict[str, float | None] = {"valve1": MAX_FAR, "anomaly-free": None, "plant": 0.05, "plant-tight": 0.05}
+# The sets whose F1 judges detection. Not the injected anomaly-free segments: the 2.6 h run
+# drifts far beyond any 400 rows a model is trained on, and there a configuration that alarms
+# everywhere "detects" the event by chance (62-75% of the segments with nothing injected);
+# they judge the FAR of normal operation on drifting equipment instead (in the tie-break below).
+F1_SETS = ("valve1", "plant", "plant-tight")
+# Configurations whose worst F1 is within this of the best are taken as equally good (about the
+# spread of one set's F1 between neighbouring configurations); of those the rule takes the one
+# with the fewest false alarms over the kinds of equipment (the mean of the sets' FAR, each set
+# weighing the same).
+F1_TIE = 0.02
 
 
 def rule() -> str:
-    return ("per data set (" + ", ".join(SETS) + ") pooled F1 and FAR; among configurations with FAR <= "
+    return ("per data set, pooled F1 and FAR, on the worst seed; among configurations with FAR <= "
             + ", ".join(f"{b:.0%} on {k}" for k, b in FAR_BOUND.items() if b is not None)
-            + ", the highest F1 of its worst set (none: the lowest FAR over its bound)")
+            + f", those whose worst F1 on {', '.join(F1_SETS)} is within {F1_TIE:g} of the best; of those, the "
+            "lowest mean of the sets' FAR (none within the bounds: the lowest FAR over its bound)")
+
+
 OPEN_AFTER, CLOSE_AFTER = 3, 5
 WINDOW_SAMPLES = 10
 STATS = ("mean",)
@@ -108,6 +122,7 @@ SEGMENT_ROWS, SEGMENTS = 1150, 8
 EVENT_START, EVENT_ROWS = 600, 350  # in a segment
 PLANT_MINUTES, PLANT_TRAIN_ROWS, PLANT_PUMPS = 40, 1200, (1, 2, 3)
 PLANT_EVENT_START = 1800
+TIGHT_SPREAD = 0.003  # of a channel's level, in the tightly controlled plant
 DETECT_SLACK = 10  # rows after an event's span in which an open incident still counts
 KINDS = ("step", "drift", "spike", "stuck", "noise", "oscillation", "correlation")
 NOTHING = "nothing"  # a segment left as it is
@@ -256,7 +271,22 @@ def plant_groups(quick: bool) -> list[Group]:
         values = samples.reshape(rows, 2, len(channels)).mean(axis=1)
         groups.append(injected_group(f"plant#{pump}", "plant", ts, values, channels, PLANT_TRAIN_ROWS,
                                      PLANT_EVENT_START, slice(0, PLANT_TRAIN_ROWS), 200 + pump, KINDS))  # fmt: skip
+        groups.append(injected_group(f"plant-tight#{pump}", "plant-tight", ts, tightly_controlled(values), channels,
+                                     PLANT_TRAIN_ROWS, PLANT_EVENT_START, slice(0, PLANT_TRAIN_ROWS), 300 + pump,
+                                     KINDS))  # fmt: skip
     return groups
+
+
+def tightly_controlled(values: np.ndarray) -> np.ndarray:
+    """The same run as a tightly controlled process would have it: every channel's deviations
+    from its training mean scaled so that its spread over the training rows is TIGHT_SPREAD of
+    its level (the pump plant's channels move 5-24% of theirs; a regulated pressure or
+    temperature moves a few tenths of a percent). Injected anomalies, in units of that spread,
+    are then changes of about 1% of a reading: what a scale floor must not hide."""
+    ref = values[:PLANT_TRAIN_ROWS]
+    mean, sd = ref.mean(axis=0), ref.std(axis=0)
+    gain = np.where(sd > 0, TIGHT_SPREAD * np.abs(mean) / np.where(sd > 0, sd, 1.0), 1.0)
+    return mean + (values - mean) * gain
 
 
 # ---------------------------------------------------------------- the gateway's path, per job
@@ -272,7 +302,7 @@ def _init(groups: list[Group], keys: tuple[Path, Path]) -> None:
 
 def rule_settings(budget: float, scores: tuple[str, ...], follow: float) -> RuleSettings:
     return RuleSettings(combine="any", scores=scores, false_alarms_per_day=budget, open_after=OPEN_AFTER,
-                        close_after=CLOSE_AFTER, follow_s=follow)  # fmt: skip
+                        close_after=CLOSE_AFTER, follow_windows=follow)  # fmt: skip
 
 
 def run_job(job: tuple[int, float, int]) -> tuple[int, float, int, float, dict[str, np.ndarray]]:
@@ -347,16 +377,19 @@ def select(by_set: np.ndarray) -> int:
     """The rule: (seeds, sets, configs, 4) counts pooled within each data set -> index of the
     configuration chosen. A configuration is as good as its worst data set and its worst seed:
     one kind of equipment must not carry it because it holds the most rows, and a figure that
-    holds for one training seed only does not hold."""
+    holds for one training seed only does not hold. Among the equally good, the one that
+    raises the fewest false alarms over the kinds of equipment."""
     m = vmetrics(by_set)
     bounds = np.array([FAR_BOUND[k] if FAR_BOUND[k] is not None else np.inf for k in SETS])[None, :, None]
     over = (m["far"] / bounds).max(axis=(0, 1))  # the FAR furthest over its set's bound, as a share of it
-    worst_f1 = m["f1"].min(axis=(0, 1))
-    ok = over <= 1.0
-    if not ok.any():
+    worst_f1 = m["f1"][:, [SETS.index(k) for k in F1_SETS]].min(axis=(0, 1))
+    mean_far = m["far"].mean(axis=1).max(axis=0)  # over the sets, on the worst seed
+    ok = np.flatnonzero(over <= 1.0)
+    if not len(ok):
         return int(np.argmin(over))
-    # highest worst-set F1 among those within the bounds; ties: lower FAR against its bound, then grid order
-    return int(min(np.flatnonzero(ok), key=lambda k: (-worst_f1[k], over[k], k)))
+    best = worst_f1[ok].max()
+    near = [k for k in ok if worst_f1[k] >= best - F1_TIE]
+    return int(min(near, key=lambda k: (mean_far[k], -worst_f1[k], k)))
 
 
 def per_set(c: np.ndarray, set_of: np.ndarray) -> np.ndarray:
@@ -366,7 +399,7 @@ def per_set(c: np.ndarray, set_of: np.ndarray) -> np.ndarray:
 
 def label(ci: int) -> str:
     floor, budget, scores, follow = CONFIGS[ci]
-    return f"floor {floor:g}, {budget:g}/day, {'+'.join(scores)}, follow {follow:g} s"
+    return f"floor {floor:g}, {budget:g}/day, {'+'.join(scores)}, follow {follow:g} windows"
 
 
 def short(ci: int) -> str:
@@ -460,33 +493,37 @@ def main(argv: list[str] | None = None) -> int:
         injected = [i for i, f in enumerate(selection) if domain[f.name] == "anomaly-free"]
         set_of = np.array([SETS.index(domain[f.name]) for f in selection])
         plant_files = [f for f in files if domain[f.name] == "plant" and f.kind != NOTHING]
-        clean = {d: [f for f in files if domain[f.name] == d and f.kind == NOTHING] for d in ("anomaly-free", "plant")}
-        P = count_array(plant_files)
+        tight_files = [f for f in files if domain[f.name] == "plant-tight" and f.kind != NOTHING]
+        clean = {d: [f for f in files if domain[f.name] == d and f.kind == NOTHING]
+                 for d in ("anomaly-free", "plant", "plant-tight")}  # fmt: skip
+        P, T = count_array(plant_files), count_array(tight_files)
 
         # Grid, pooled over seeds
         print(f"Detection validation: train_bundle -> signed bundle -> Scorer (TFLite) -> Detector ratios -> AlertRules; "
               f"windows of {WINDOW_SAMPLES} samples ({'+'.join(STATS)}), hop 1 row, open after {OPEN_AFTER}, "
               f"close after {CLOSE_AFTER}, combine any")  # fmt: skip
-        print(f"files: valve1 {len(valve)}, anomaly-free injected {len(injected)}, plant injected {len(plant_files)} "
+        print(f"files: valve1 {len(valve)}, anomaly-free injected {len(injected)}, plant injected {len(plant_files)}, "
+              f"tightly controlled plant injected {len(tight_files)}"
               f"; seeds {' '.join(map(str, seeds))}; {len(CONFIGS)} configurations")  # fmt: skip
         print(f"selection rule: {rule()}")
         defaults = (scaling.SCALE_FLOOR, rules_module.DEFAULT_BUDGET, tuple(rules_module.DEFAULT_SCORES),
-                    rules_module.DEFAULT_FOLLOW_S)  # fmt: skip
+                    rules_module.DEFAULT_FOLLOW_WINDOWS)  # fmt: skip
         d_floor, d_budget, d_scores, d_follow = defaults
         default_ci = CONFIGS.index(defaults) if defaults in CONFIGS else None
         totals = np.stack([per_set(C[si], set_of) for si in range(len(seeds))])  # (seeds, sets, configs, 4)
         everything = select(totals)
         print()
         print(f"{'configuration (floor/budget/scores/follow)':40s} {'select F1':>9s} {'FAR':>6s} {'valve1 F1':>9s} {'FAR':>6s} "
-              f"{'inj F1':>7s} {'FAR':>6s} {'plant F1':>8s} {'FAR':>6s}")  # fmt: skip
+              f"{'inj F1':>7s} {'FAR':>6s} {'plant F1':>8s} {'FAR':>6s} {'tight F1':>8s} {'FAR':>6s}")  # fmt: skip
         grid = {}
         for ci in range(len(CONFIGS)):
             ms = [vmetrics(c) for c in (C[:, :, ci].sum(axis=(0, 1)), C[:, valve, ci].sum(axis=(0, 1)),
-                                        C[:, injected, ci].sum(axis=(0, 1)), P[:, :, ci].sum(axis=(0, 1)))]  # fmt: skip
+                                        C[:, injected, ci].sum(axis=(0, 1)), P[:, :, ci].sum(axis=(0, 1)),
+                                        T[:, :, ci].sum(axis=(0, 1)))]  # fmt: skip
             grid[short(ci)] = [round(float(m[k]), 4) for m in ms for k in ("f1", "far")]
             mark = ("*" if ci == everything else " ") + ("d" if ci == default_ci else " ")
             print(f"{mark}{short(ci):39s} " + " ".join(f"{float(m['f1']):{w}.3f} {float(m['far']):6.1%}"
-                                                         for m, w in zip(ms, (9, 9, 7, 8))))  # fmt: skip
+                                                         for m, w in zip(ms, (9, 9, 7, 8, 8))))  # fmt: skip
         print("(* chosen on everything, d the current defaults; figures pooled over seeds, the choice on the worst seed)")
 
         # Leave-one-file-out, per seed
@@ -558,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
         same = CONFIGS[everything] == defaults
         print(f"chosen on everything (all selection files, seeds pooled): {label(everything)}")
         print(f"current defaults: SCALE_FLOOR {d_floor:g}, DEFAULT_BUDGET {d_budget:g}/day, DEFAULT_SCORES "
-              f"{'+'.join(d_scores)}, DEFAULT_FOLLOW_S {d_follow:g} -> {'the same' if same else 'DIFFERENT'}")  # fmt: skip
+              f"{'+'.join(d_scores)}, DEFAULT_FOLLOW_WINDOWS {d_follow:g} -> {'the same' if same else 'DIFFERENT'}")  # fmt: skip
         print("chosen on everything, per seed: " + "; ".join(f"seed {s}: {short(ci)}" for s, ci in zip(seeds, per_seed_choice)))
         print("valve1 pooled F1 per seed: " + " ".join(f"{v:.3f}" for v in v1_f1)
               + f" (min {min(v1_f1):.3f}, max {max(v1_f1):.3f}); FAR per seed: " + " ".join(f"{v:.1%}" for v in v1_far)
@@ -566,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
         pm = vmetrics(P[:, :, everything].sum(axis=(0, 1)))
         print(f"virtual plant with it: pooled F1 {float(pm['f1']):.3f}, FAR {float(pm['far']):.1%}, "
               f"MAR {float(pm['mar']):.1%}")  # fmt: skip
+        tm = vmetrics(T[:, :, everything].sum(axis=(0, 1)))
+        print(f"tightly controlled plant with it: pooled F1 {float(tm['f1']):.3f}, FAR {float(tm['far']):.1%}, "
+              f"MAR {float(tm['mar']):.1%}")  # fmt: skip
 
         # Injected suite
         print()
@@ -573,27 +613,31 @@ def main(argv: list[str] | None = None) -> int:
         pl_files = plant_files + clean["plant"]
         af = events(af_files, seeds, everything, SKAB_TRAIN_ROWS)
         pl = events(pl_files, seeds, everything, PLANT_TRAIN_ROWS)
+        tl_files = tight_files + clean["plant-tight"]
+        tl = events(tl_files, seeds, everything, PLANT_TRAIN_ROWS)
         print(f"Injected anomalies, chosen configuration, over seeds (detected: an incident open within the span "
               f"+ {DETECT_SLACK} rows; delay in rows from the start; {NOTHING}: the segments as they are, an incident "
               f"open in the same rows by chance, FAR over all their rows)")  # fmt: skip
         print(f"{'kind':12s} | {'anomaly-free: detected':>22s} {'delay':>6s} {'FAR':>6s} | {'plant: detected':>15s} "
-              f"{'delay':>6s} {'FAR':>6s}")  # fmt: skip
+              f"{'delay':>6s} {'FAR':>6s} | {'tight: detected':>15s} {'delay':>6s} {'FAR':>6s}")  # fmt: skip
 
         def fmt_delay(v: float | None) -> str:
             return "-" if v is None else f"{v:.0f}"
 
-        def kind_table(af: dict, pl: dict) -> None:
+        def kind_table(af: dict, pl: dict, tl: dict) -> None:
             for kind in (*KINDS, NOTHING):
-                a, p = af[kind], pl[kind]
+                a, p, t = af[kind], pl[kind], tl[kind]
                 print(f"{kind:12s} | {a['detected']:15.0%} ({a['events']:3d}) {fmt_delay(a['median_delay_rows']):>6s} "
                       f"{a['far']:6.1%} | {p['detected']:8.0%} ({p['events']:3d}) {fmt_delay(p['median_delay_rows']):>6s} "
-                      f"{p['far']:6.1%}")  # fmt: skip
+                      f"{p['far']:6.1%} | {t['detected']:8.0%} ({t['events']:3d}) "
+                      f"{fmt_delay(t['median_delay_rows']):>6s} {t['far']:6.1%}")  # fmt: skip
 
-        kind_table(af, pl)
+        kind_table(af, pl, tl)
         if default_ci is not None and default_ci != everything:
             print(f"the same with the current defaults ({label(default_ci)}):")
             kind_table(events(af_files, seeds, default_ci, SKAB_TRAIN_ROWS),
-                       events(pl_files, seeds, default_ci, PLANT_TRAIN_ROWS))
+                       events(pl_files, seeds, default_ci, PLANT_TRAIN_ROWS),
+                       events(tl_files, seeds, default_ci, PLANT_TRAIN_ROWS))
 
         # The cached path against evaluate.py's own, on one valve1 file
         check_file = selection[valve[0]]
@@ -615,10 +659,11 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "selection_rule": rule(),
         "seeds": seeds,
-        "files": {"valve1": len(valve), "anomaly_free_injected": len(injected), "plant_injected": len(plant_files)},
-        "chosen": {"scale_floor": floor, "false_alarms_per_day": budget, "scores": list(scores), "follow_s": follow},
+        "files": {"valve1": len(valve), "anomaly_free_injected": len(injected), "plant_injected": len(plant_files),
+                  "tight_plant_injected": len(tight_files)},
+        "chosen": {"scale_floor": floor, "false_alarms_per_day": budget, "scores": list(scores), "follow_windows": follow},
         "defaults": {"scale_floor": d_floor, "false_alarms_per_day": d_budget, "scores": list(d_scores),
-                     "follow_s": d_follow},
+                     "follow_windows": d_follow},
         "chosen_equals_defaults": same,
         "chosen_per_seed": [short(ci) for ci in per_seed_choice],
         "lofo_mean": {k: round(v, 4) for k, v in mean.items()},
@@ -636,10 +681,13 @@ def main(argv: list[str] | None = None) -> int:
         "anomaly_free_detected": {k: round(v["detected"], 3) for k, v in af.items()},
         "anomaly_free_delay_rows": {k: v["median_delay_rows"] for k, v in af.items()},
         "anomaly_free_far": {k: round(v["far"], 4) for k, v in af.items()},
+        "tight_plant_pooled": {"f1": round(float(tm["f1"]), 4), "far": round(float(tm["far"]), 4),
+                               "mar": round(float(tm["mar"]), 4)},
+        "tight_plant_detected": {k: round(v["detected"], 3) for k, v in tl.items()},
         "plant_detected": {k: round(v["detected"], 3) for k, v in pl.items()},
         "plant_far": {k: round(v["far"], 4) for k, v in pl.items()},
         "plant_delay_rows": {k: v["median_delay_rows"] for k, v in pl.items()},
-        "grid_f1_far_select_valve1_injected_plant": grid,
+        "grid_f1_far_select_valve1_injected_plant_tight": grid,
         "path_check_equal": path_ok,
         "seconds": round(elapsed, 1),
     }

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gatewayd.detection.rules import DEFAULT_BUDGET, DEFAULT_FOLLOW_S, DEFAULT_SCORES
+from gatewayd.detection.rules import DEFAULT_BUDGET, DEFAULT_FOLLOW_WINDOWS, DEFAULT_SCORES
 from gatewayd.models.scaling import SCALE_FLOOR
 
 DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
@@ -207,9 +207,10 @@ class DetectionSection(_Section):
     scale_floor: float = Field(SCALE_FLOOR, ge=0, lt=1, description="Training: a feature's spread is at least this "
                                "share of its level (changes within sensor accuracy never alarm alone).")
     margins: list[float] | None = Field(None, description="Replaced by false_alarms_per_day; ignored (a warning is logged).")
-    baseline_follow_s: float = Field(
-        DEFAULT_FOLLOW_S, ge=0, le=10 * 86_400, description="Time constant with which the level the models compare "
-        "against follows windows judged clearly normal (slow normal change); 0 keeps the training state.")
+    baseline_follow_windows: float = Field(
+        DEFAULT_FOLLOW_WINDOWS, ge=0, le=100_000, description="Time constant, in window lengths, with which the level "
+        "the models compare against follows windows judged clearly normal (slow normal change); 0 keeps the "
+        "training state.")
     open_after: int = Field(3, ge=1, description="Alarming windows in a row that open an incident.")
     close_after: int = Field(5, ge=1, description="Quiet windows in a row that close it.")
     critical_ratio: float = Field(2.0, gt=1, description="Combined ratio at which an incident is critical.")

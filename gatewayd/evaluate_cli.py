@@ -32,8 +32,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     skab.add_argument("--window-s", type=float, help="window length (default: 10 sample periods of the file)")
     skab.add_argument("--false-alarms-per-day", type=float, help="false-alarm budget (default: the detection default)")
     skab.add_argument("--scores", nargs="+", choices=SCORE_NAMES, help="deciding scores (default: the detection default)")
-    skab.add_argument("--baseline-follow-s", type=float,
-                      help="time constant of the baseline following normal windows, 0 for none (default: the detection default)")
+    skab.add_argument("--baseline-follow-windows", type=float,
+                      help="time constant of the baseline following normal windows, in windows; 0 for none "
+                      "(default: the detection default)")
     skab.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
 
 
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from gatewayd.detection.rules import RuleSettings
 
     chosen = {"false_alarms_per_day": args.false_alarms_per_day, "scores": tuple(args.scores) if args.scores else None,
-              "follow_s": args.baseline_follow_s}
+              "follow_windows": args.baseline_follow_windows}
     try:
         rules = RuleSettings(**{k: v for k, v in chosen.items() if v is not None})
     except ValueError as exc:
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     rows = sum(r.rows for r in results)
     windows = f"{settings.window_s:g} s" if settings.window_s else "10 samples"
     print(f"\n{len(results)} files, {rows} rows decided; budget {rules.false_alarms_per_day:g} false alarms a day on "
-          f"{'+'.join(rules.scores)}, baseline follow {rules.follow_s:g} s, windows {windows}, "
+          f"{'+'.join(rules.scores)}, baseline follow {rules.follow_windows:g} windows, windows {windows}, "
           f"stats {','.join(settings.stats)}, rule {rules.combine}, open after {rules.open_after}, close after {rules.close_after}")  # fmt: skip
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.1%}"

@@ -4,8 +4,10 @@ Training sees a few minutes to hours of a device; a temperature that creeps by a
 the next hours, or a vibration level that settles, is normal operation the models never saw,
 and compared with the training state alone it alarms for as long as it lasts. The baseline
 starts at the training mean and follows windows judged clearly normal (combined ratio below
-FOLLOW_BELOW, no incident open) as an exponential average with time constant `follow_s`; the
-models score each window's features shifted by how far the baseline has moved.
+FOLLOW_BELOW, no incident open) as an exponential average whose time constant is
+`follow_windows` window lengths (so the same setting means the same on a device polled every
+second and on one sampled every three minutes); the models score each window's features
+shifted by how far the baseline has moved.
 
 It never follows an alarming window or an open incident, so a sustained fault stays open
 until the device is back, and a change faster than the time constant is seen whole. A fault
@@ -22,11 +24,11 @@ FOLLOW_BELOW = 0.5  # of the alarm ratio: only windows well inside normal move t
 
 
 class Baseline:
-    def __init__(self, training_mean: np.ndarray, follow_s: float, hop_s: float):
+    def __init__(self, training_mean: np.ndarray, follow_windows: float, window_s: float, hop_s: float):
         self.training_mean = np.asarray(training_mean, dtype=np.float64)
         self.level = self.training_mean.copy()
         # the share of the way to each new normal window: one hop of the time constant
-        self.rate = min(1.0, hop_s / follow_s) if follow_s > 0 else 0.0
+        self.rate = min(1.0, hop_s / (follow_windows * window_s)) if follow_windows > 0 else 0.0
 
     @property
     def offset(self) -> np.ndarray:

@@ -82,7 +82,8 @@ class Detector:
         self.deciding = np.array([self.available.index(n) for n in self.names])
         # the span never vanishes: a score that was constant in calibration alarms when it moves
         self.span = np.maximum(levels - self.typical, 1e-9 * np.maximum(np.abs(levels), 1.0))
-        self.baseline = Baseline(scorer.scaler_for(device).mean, rules.follow_s, scorer.spec.hop_s)
+        self.baseline = Baseline(scorer.scaler_for(device).mean, rules.follow_windows, scorer.spec.window_s,
+                                 scorer.spec.hop_s)  # fmt: skip
         names = scorer.spec.names
         self.mean_features = [i for i, n in enumerate(names) if n.endswith(":mean")]
         self.drifts = {"score": PageHinkley(drift.delta, drift.threshold, drift.min_samples)}

@@ -28,7 +28,7 @@ SCORE_NAMES = ("iforest", "autoencoder", "pca_t2", "pca_q")
 # Chosen by the validation protocol in bench/detection_validation.py (docs/detection.md).
 DEFAULT_SCORES: tuple[str, ...] = ("pca_t2", "pca_q")
 DEFAULT_BUDGET = 0.01  # false alarms per day, each alarming window counted as one
-DEFAULT_FOLLOW_S = 0.0
+DEFAULT_FOLLOW_WINDOWS = 30.0  # the baseline's time constant: 300 s at 10 s windows
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,15 @@ class RuleSettings:
     open_after: int = 3
     close_after: int = 5
     critical_ratio: float = 2.0
-    follow_s: float = DEFAULT_FOLLOW_S  # the baseline's time constant (baseline.py); 0: the training state
+    follow_windows: float = DEFAULT_FOLLOW_WINDOWS  # the baseline's time constant in windows (baseline.py); 0: none
 
     def __post_init__(self) -> None:
         if self.open_after < 1 or self.close_after < 1:
             raise ValueError("open_after and close_after must be at least 1")
         if self.critical_ratio <= 1:
             raise ValueError("critical_ratio must be above 1")
-        if not self.follow_s >= 0:
-            raise ValueError("follow_s must be zero or positive")
+        if not self.follow_windows >= 0:
+            raise ValueError("follow_windows must be zero or positive")
         if not self.false_alarms_per_day > 0:
             raise ValueError("false_alarms_per_day must be positive")
         unknown = [n for n in self.scores if n not in SCORE_NAMES]

@@ -118,7 +118,7 @@ class DetectionStage:
         self.rules = RuleSettings(combine=d.combine, weights=tuple(d.weights or ()), scores=tuple(d.scores),
                                   false_alarms_per_day=d.false_alarms_per_day, open_after=d.open_after,
                                   close_after=d.close_after, critical_ratio=d.critical_ratio,
-                                  follow_s=d.baseline_follow_s)  # fmt: skip
+                                  follow_windows=d.baseline_follow_windows)  # fmt: skip
         self.drift = DriftSettings(threshold=d.drift_threshold)
         self.scope_of: dict[str, str] = {}
         self.scopes: dict[str, ScopeState] = {}

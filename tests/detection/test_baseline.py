@@ -21,7 +21,7 @@ from tests.faults.support import tmpfs
 
 
 def test_it_moves_one_hop_of_its_time_constant_towards_a_normal_window():
-    b = Baseline(np.array([10.0, 20.0]), follow_s=100.0, hop_s=5.0)
+    b = Baseline(np.array([10.0, 20.0]), follow_windows=10, window_s=10.0, hop_s=5.0)
     b.follow(np.array([30.0, 20.0]), ratio=0.1, incident_open=False)
     assert b.level == pytest.approx([11.0, 20.0])  # 5 % of the way
     assert b.shift(np.array([31.0, 25.0])) == pytest.approx([30.0, 25.0])
@@ -29,20 +29,20 @@ def test_it_moves_one_hop_of_its_time_constant_towards_a_normal_window():
 
 @pytest.mark.parametrize("ratio, incident_open", [(FOLLOW_BELOW, False), (1.5, False), (0.0, True), (np.nan, False)])
 def test_it_never_follows_an_alarm_an_open_incident_or_an_undecided_window(ratio, incident_open):
-    b = Baseline(np.array([10.0]), follow_s=100.0, hop_s=5.0)
+    b = Baseline(np.array([10.0]), follow_windows=10, window_s=10.0, hop_s=5.0)
     b.follow(np.array([30.0]), ratio=ratio, incident_open=incident_open)
     assert b.level == pytest.approx([10.0])
 
 
 def test_a_feature_without_a_value_stays_where_it_is():
-    b = Baseline(np.array([10.0, 20.0]), follow_s=10.0, hop_s=5.0)
+    b = Baseline(np.array([10.0, 20.0]), follow_windows=1, window_s=10.0, hop_s=5.0)
     b.follow(np.array([np.nan, 30.0]), ratio=0.0, incident_open=False)
     assert b.level == pytest.approx([10.0, 25.0])
     assert np.isnan(b.shift(np.array([np.nan, 30.0]))[0])
 
 
 def test_zero_keeps_the_training_state():
-    b = Baseline(np.array([10.0]), follow_s=0.0, hop_s=5.0)
+    b = Baseline(np.array([10.0]), follow_windows=0, window_s=10.0, hop_s=5.0)
     b.follow(np.array([30.0]), ratio=0.0, incident_open=False)
     assert b.level == pytest.approx([10.0]) and b.shift(np.array([30.0])) == pytest.approx([30.0])
 
@@ -57,18 +57,18 @@ def scorer(tmp_path_factory) -> Scorer:
     return Scorer(verify(bundle, [load_public_key(folder / "k.pub")]), bundle)
 
 
-def run(scorer: Scorer, windows: np.ndarray, follow_s: float) -> list:
-    detector = Detector("pump", scorer, RuleSettings(follow_s=follow_s), DriftSettings(enabled=False))
+def run(scorer: Scorer, windows: np.ndarray, follow_windows: float) -> list:
+    detector = Detector("pump", scorer, RuleSettings(follow_windows=follow_windows), DriftSettings(enabled=False))
     return [detector.window(i * 5000, w).step for i, w in enumerate(windows)]
 
 
-FOLLOW_S = 300.0  # 60 windows of 5 s
+FOLLOW = 30  # windows of 10 s: 300 s, 60 hops of 5 s
 
 
 def slow_creep(n: int) -> np.ndarray:
     """Normal windows whose temperature creeps up by 3 degrees over n windows, far outside
     the states seen in training (its noise there was 0.1 around the shared state), and slowly
-    enough for the baseline to keep up (a lag of about 0.1 degree at 300 s)."""
+    enough for the baseline to keep up (a lag of about 0.1 degree at 30 windows of 10 s)."""
     x = plant(n, seed=22)
     x[:, 3] += np.linspace(0.0, 3.0, n)
     return x
@@ -76,14 +76,24 @@ def slow_creep(n: int) -> np.ndarray:
 
 def test_a_slow_normal_creep_alarms_against_the_training_state_and_not_against_the_baseline(scorer):
     creep = slow_creep(2000)
-    assert any(s.opened for s in run(scorer, creep, follow_s=0.0)), "the creep should be outside the training state"
-    assert not any(s.opened for s in run(scorer, creep, FOLLOW_S))
+    assert any(s.opened for s in run(scorer, creep, follow_windows=0)), "the creep should be outside the training state"
+    assert not any(s.opened for s in run(scorer, creep, FOLLOW))
+
+
+def test_a_creep_faster_than_the_baseline_can_follow_alarms(scorer):
+    """4 degrees over 2000 windows reaches the alarm level of the training state in about 25
+    minutes: followed with a time constant of 30 windows (5 minutes), seen as a change with 180
+    (30 minutes), where the baseline falls behind, stops following and the creep alarms."""
+    creep = plant(2000, seed=22)
+    creep[:, 3] += np.linspace(0.0, 4.0, 2000)
+    assert not any(s.opened for s in run(scorer, creep, FOLLOW))
+    assert any(s.opened for s in run(scorer, creep, 180))
 
 
 def test_a_step_on_top_of_a_creep_opens_stays_open_while_held_and_closes_when_gone(scorer):
     x = slow_creep(2000)
     x[1500:1700, 2] += 3.0  # the motor draws 3 A more, held for 200 windows
-    steps = run(scorer, x, FOLLOW_S)
+    steps = run(scorer, x, FOLLOW)
     opened = [i for i, s in enumerate(steps) if s.opened]
     assert opened and 1500 <= opened[0] < 1506, f"opened at {opened}"
     assert all(s.incident_open for s in steps[opened[0] : 1700]), "the baseline absorbed a held fault"
@@ -96,7 +106,7 @@ def test_a_step_on_top_of_a_creep_opens_stays_open_while_held_and_closes_when_go
 
 
 def followed(level: list[float]) -> Baseline:
-    b = Baseline(np.zeros(len(level)), follow_s=300.0, hop_s=5.0)
+    b = Baseline(np.zeros(len(level)), follow_windows=30, window_s=10.0, hop_s=5.0)
     b.level[:] = level
     return b
 
@@ -107,7 +117,7 @@ def test_a_restart_restores_the_baseline_of_the_same_bundle_only(tmp_path):
                             now=0.0)  # fmt: skip
     restarted = BaselineFile(path)
     restarted.load()
-    same, newer, wider = Baseline(np.zeros(2), 300.0, 5.0), Baseline(np.zeros(1), 300.0, 5.0), Baseline(np.zeros(3), 300.0, 5.0)
+    same, newer, wider = (Baseline(np.zeros(n), 30, 10.0, 5.0) for n in (2, 1, 3))
     assert restarted.restore("pump-1", "pump-1 v3", same) and same.level == pytest.approx([1.0, 2.0])
     assert not restarted.restore("pump-2", "pump-2 v2", newer) and newer.level == pytest.approx([0.0])
     assert not restarted.restore("pump-3", "pump-3 v1", wider)
@@ -115,7 +125,7 @@ def test_a_restart_restores_the_baseline_of_the_same_bundle_only(tmp_path):
 
 def test_a_fixed_baseline_is_not_saved(tmp_path):
     path = tmp_path / BASELINES_FILE
-    BaselineFile(path).save({"pump-1": ("pump-1 v3", Baseline(np.zeros(2), 0.0, 5.0))}, now=0.0)
+    BaselineFile(path).save({"pump-1": ("pump-1 v3", Baseline(np.zeros(2), 0, 10.0, 5.0))}, now=0.0)
     assert not path.exists()
 
 
@@ -125,7 +135,7 @@ def test_an_unreadable_file_starts_from_the_training_state(tmp_path, text):
     path.write_text(text)
     f = BaselineFile(path)
     f.load()
-    b = Baseline(np.zeros(1), 300.0, 5.0)
+    b = Baseline(np.zeros(1), 30, 10.0, 5.0)
     assert not f.restore("pump-1", "pump-1 v3", b) and b.level == pytest.approx([0.0])
 
 

@@ -45,7 +45,7 @@ async def test_bootstrap_then_hot_reload(tmp_path, caplog):
     config = parse_config(
         f'[gateway]\nname = "site-b"\nstate_dir = "{state}"\n\n[store]\nflush_interval_s = 0.2\n\n'
         '[detection]\nwindow_s = 2.0\nhop_s = 0.5\nbootstrap_minutes = 0.5\ntrees = 20\nstats = ["mean", "std"]\n'
-        'health_windows = 6\nhealth_max_alert_rate = 0.5\nbaseline_follow_s = 300\n\n'
+        'health_windows = 6\nhealth_max_alert_rate = 0.5\nbaseline_follow_windows = 30\n\n'
         f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.1\n'
     )
     assert not (state / "models").exists()

@@ -26,10 +26,11 @@ from pathlib import Path
 import requests
 
 from cloud_sync import codec
-from gatewayd.store import OUTBOX_SOURCES, UPLOAD_STATE_FILE, Store
+from gatewayd.store import Store
+from gatewayd.upload_state import FILE_NAME as STATE_FILE
+from gatewayd.upload_state import OUTBOX_SOURCES
 
 log = logging.getLogger("cloud_sync")
-STATE_FILE = UPLOAD_STATE_FILE  # gatewayd's dashboard reads it too
 # Sources in upload order; the first two are never held back by the daily budget.
 PRIORITIES = {"alerts": 0, "windows": 0, "labels": 1, "summaries": 2, "health": 2}
 
@@ -110,25 +111,14 @@ class Uploader:
     # -- what to send ----------------------------------------------------------------------
 
     def _outbox(self, source: str, kinds: tuple[str, ...], limit: int) -> list[Record]:
-        after = self.state.cursors.get(source, 0)
-        marks = ",".join("?" * len(kinds))
-        rows = self.store.conn.execute(
-            f"SELECT id, kind, payload FROM outbox WHERE id > ? AND kind IN ({marks}) ORDER BY id LIMIT ?",
-            (after, *kinds, limit),
-        ).fetchall()
+        rows = self.store.outbox_after(kinds, self.state.cursors.get(source, 0), limit)
         return [Record(source, i, f"outbox:{i}", kind, json.loads(payload)) for i, kind, payload in rows]
 
     def _windows(self, limit: int) -> list[Record]:
         """Raw readings kept around anomalies (`Store.protect` spans), at full resolution."""
-        after = self.state.cursors.get("windows", 0)
-        rows = self.store.conn.execute(
-            "SELECT k.id, d.name, c.name, k.channel_id, k.start_ms, k.end_ms FROM kept_windows k "
-            "JOIN channels c ON c.id = k.channel_id JOIN devices d ON d.id = c.device_id "
-            "WHERE k.id > ? ORDER BY k.id LIMIT ?",
-            (after, limit),
-        ).fetchall()
         out = []
-        for window_id, device, channel, channel_id, start, end in rows:
+        for window_id, device, channel, channel_id, start, end in self.store.kept_windows_after(
+                self.state.cursors.get("windows", 0), limit):  # fmt: skip
             block = self.store.channel_readings(channel_id, start, end)
             payload = {"device": device, "channel": channel, "start_ms": start, "end_ms": end, "count": len(block),
                        "block": codec.encode_window(block.ts_ms, block.values) if len(block) else None}  # fmt: skip

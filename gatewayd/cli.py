@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
 def _status(config: Config, db: Path) -> int:
     import sqlite3
 
+    from gatewayd import upload_state
     from gatewayd.export import iso
     from gatewayd.reserve import Reserve
     from gatewayd.store import Store
@@ -184,8 +185,12 @@ def _status(config: Config, db: Path) -> int:
         total = usage.files + reserve
         print(f"store {db}: {total / 1e6:.1f} MB on disk of {config.store.disk_budget_mb:g} MB budget "
               f"(database {usage.database / 1e6:.1f} MB, {usage.used / 1e6:.1f} MB of it in use; WAL {usage.wal / 1e6:.1f} MB; "
-              f"reserve {reserve / 1e6:.1f} MB), {store.reading_count()} readings, {store.alert_count()} alerts, "
-              f"{len(store.pending(10**9))} outbox rows pending")  # fmt: skip
+              f"reserve {reserve / 1e6:.1f} MB), {store.reading_count()} readings, {store.alert_count()} alerts")  # fmt: skip
+        agent = upload_state.read(config.state_path)
+        waiting = store.outbox_waiting(upload_state.outbox_cursors(agent))
+        print(f"outbox: {sum(waiting.values())} waiting for upload ("
+              + ", ".join(f"{source} {n}" for source, n in waiting.items())
+              + ("" if agent is not None else "; no cloud agent has uploaded from this gateway") + ")")  # fmt: skip
         for kind, (rows, readings) in sorted(store.evictions().items()):
             print(f"  evicted {kind}: {rows} rows, {readings} readings")
         configured = {d.name for d in config.devices}

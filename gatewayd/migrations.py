@@ -179,6 +179,18 @@ def m009_summary_blocks(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE summaries ADD COLUMN seq INTEGER NOT NULL DEFAULT 0")
 
 
+@migration
+def m010_outbox_without_send_state(db: sqlite_utils.Database) -> None:
+    """The outbox keeps what its reader needs: the cloud agent reads it in id order by kind and
+    keeps its own cursors (upload_state.py), so the columns of a send-and-mark scheme that was
+    never used (`priority`, `sent_ms`, `attempts`) go; rows the agent has uploaded become
+    evictable through its cursors instead."""
+    db.execute("DROP INDEX IF EXISTS outbox_pending")
+    for column in ("priority", "sent_ms", "attempts"):
+        db.execute(f"ALTER TABLE outbox DROP COLUMN {column}")
+    db.execute("CREATE INDEX outbox_kind ON outbox (kind, id)")
+
+
 def applied(conn: sqlite3.Connection) -> list[str]:
     db = sqlite_utils.Database(conn)
     if "_migrations" not in db.table_names():

@@ -10,7 +10,7 @@ import os
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,19 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from gatewayd import blocks, migrations, summaries
+from gatewayd.upload_state import OUTBOX_SOURCES
 
 DB_NAME = "gatewayd.sqlite3"
 
-# Outbox priorities: lower goes first.
-PRIORITY_ALERT = 0  # alerts and anomaly windows
-PRIORITY_LABEL = 1
-PRIORITY_SUMMARY = 2
-PRIORITY_RAW = 3
-
-# What cloud_sync uploads from the outbox, by its source (each has its own cursor), and where it
-# keeps those cursors and its last upload (in the state directory, beside the store).
-OUTBOX_SOURCES = {"alerts": ("alert", "alert_update", "model_event"), "labels": ("label",)}
-UPLOAD_STATE_FILE = "cloud-sync.json"
 
 
 @dataclass(frozen=True, slots=True)  # slots: half the memory of a queued reading
@@ -447,7 +438,7 @@ class Store:
 
     def record_alert(self, alert_id: str, device: str, channels: Sequence[str], severity: str, kind: str,
                      opened_ms: int, detail: dict) -> None:  # fmt: skip
-        """Store an alert and queue it for the cloud (highest priority), in one transaction."""
+        """Store an alert and queue it for the cloud, in one transaction."""
         payload = json.dumps({"id": alert_id, "device": device, "channels": list(channels), "severity": severity,
                               "kind": kind, "opened_ms": opened_ms, "detail": detail}, sort_keys=True)  # fmt: skip
         with self._synced(), self.conn:
@@ -460,7 +451,7 @@ class Store:
                 (alert_id, device, json.dumps(list(channels)), severity, kind, opened_ms, json.dumps(detail)),
             )
             if cur.rowcount:
-                self._enqueue(PRIORITY_ALERT, "alert", payload.encode())
+                self._enqueue("alert", payload.encode())
 
     def update_alert(self, alert_id: str, *, severity: str | None = None, closed_ms: int | None = None,
                      detail: dict | None = None) -> None:  # fmt: skip
@@ -473,7 +464,7 @@ class Store:
                 (severity, closed_ms, json.dumps(detail) if detail is not None else None, alert_id),
             )
             body = {"id": alert_id, "severity": severity, "closed_ms": closed_ms, "detail": detail}
-            self._enqueue(PRIORITY_ALERT, "alert_update", json.dumps(body, sort_keys=True).encode())
+            self._enqueue("alert_update", json.dumps(body, sort_keys=True).encode())
 
     def open_alerts(self, kind: str) -> list[dict]:
         """Alerts of one kind that are not closed, oldest first: id, device, channels, severity,
@@ -509,7 +500,7 @@ class Store:
             self.conn.execute("UPDATE alerts SET label = ?, labelled_ms = ?, acknowledged_ms = coalesce(acknowledged_ms, ?) "
                               "WHERE id = ?", (label, now, now, alert_id))  # fmt: skip
             body = {"alert_id": alert_id, "device": row[0], "label": label, "operator": operator, "created_ms": now}
-            self._enqueue(PRIORITY_LABEL, "label", json.dumps(body, sort_keys=True).encode())
+            self._enqueue("label", json.dumps(body, sort_keys=True).encode())
         return int(cur.lastrowid or 0)
 
     def labels_after(self, label_id: int) -> list[tuple[int, str, str, str]]:
@@ -543,8 +534,7 @@ class Store:
 
     def record_model_event(self, body: dict) -> None:
         """A bundle loaded or rolled back: reported to the cloud with the alerts."""
-        self.enqueue(PRIORITY_ALERT, "model_event", json.dumps({**body, "ts_ms": time.time_ns() // 1_000_000},
-                                                               sort_keys=True).encode())  # fmt: skip
+        self.enqueue("model_event", json.dumps({**body, "ts_ms": time.time_ns() // 1_000_000}, sort_keys=True).encode())
 
     def alerts_by_id(self, ids: Sequence[str]) -> list[str]:
         """Which of these alert ids exist."""
@@ -594,28 +584,33 @@ class Store:
                               (cid, start_ms, end_ms, time.time_ns() // 1_000_000))  # fmt: skip
         return cur.rowcount
 
-    def enqueue(self, priority: int, kind: str, payload: bytes) -> None:
+    def enqueue(self, kind: str, payload: bytes) -> None:
         with self.conn:
             self.conn.execute("BEGIN")
-            self._enqueue(priority, kind, payload)
+            self._enqueue(kind, payload)
 
-    def _enqueue(self, priority: int, kind: str, payload: bytes) -> None:
-        self.conn.execute(
-            "INSERT INTO outbox (priority, kind, created_ms, payload) VALUES (?, ?, ?, ?)",
-            (priority, kind, int(time.time() * 1000), payload),
-        )
+    def _enqueue(self, kind: str, payload: bytes) -> None:
+        self.conn.execute("INSERT INTO outbox (kind, created_ms, payload) VALUES (?, ?, ?)",
+                          (kind, int(time.time() * 1000), payload))  # fmt: skip
 
-    def pending(self, limit: int = 100) -> list[tuple[int, int, str, bytes]]:
-        """Unsent outbox rows (id, priority, kind, payload): by priority, then oldest first."""
+    def outbox_after(self, kinds: Sequence[str], after_id: int, limit: int) -> list[tuple[int, str, bytes]]:
+        """Outbox rows (id, kind, payload) of these kinds after `after_id` (an uploader's cursor),
+        oldest first."""
+        marks = ",".join("?" * len(kinds))
+        return self.conn.execute(f"SELECT id, kind, payload FROM outbox WHERE id > ? AND kind IN ({marks}) "
+                                 "ORDER BY id LIMIT ?", (after_id, *kinds, limit)).fetchall()  # fmt: skip
+
+    def outbox_waiting(self, cursors: Mapping[str, int]) -> dict[str, int]:
+        """Per upload source, the outbox rows past its cursor: what waits to go up."""
+        return {source: self.outbox_count(kinds, cursors.get(source, 0)) for source, kinds in OUTBOX_SOURCES.items()}
+
+    def kept_windows_after(self, after_id: int, limit: int) -> list[tuple[int, str, str, int, int, int]]:
+        """Anomaly windows recorded by `protect` after `after_id`: (id, device, channel,
+        channel id, start_ms, end_ms), oldest first."""
         return self.conn.execute(
-            "SELECT id, priority, kind, payload FROM outbox WHERE sent_ms IS NULL ORDER BY priority, id LIMIT ?",
-            (limit,),
-        ).fetchall()
-
-    def mark_sent(self, ids: Sequence[int]) -> None:
-        now = int(time.time() * 1000)
-        with self.conn:
-            self.conn.executemany("UPDATE outbox SET sent_ms = ? WHERE id = ?", [(now, i) for i in ids])
+            "SELECT k.id, d.name, c.name, k.channel_id, k.start_ms, k.end_ms FROM kept_windows k "
+            "JOIN channels c ON c.id = k.channel_id JOIN devices d ON d.id = c.device_id "
+            "WHERE k.id > ? ORDER BY k.id LIMIT ?", (after_id, limit)).fetchall()  # fmt: skip
 
     def dead_letter(self, source: str, reason: str, payload: bytes | None) -> None:
         with self.conn:
@@ -670,15 +665,16 @@ class Store:
     # -- disk budget ----------------------------------------------------------------------
 
     def enforce_budget(self, budget_bytes: int, *, overhead_bytes: int = 0, release_free: bool = True,
-                       chunk: int = 256) -> dict[str, int]:  # fmt: skip
+                       chunk: int = 256, uploaded: Mapping[str, int] | None = None) -> dict[str, int]:  # fmt: skip
         """Evict routine data until the pages in use plus `overhead_bytes` (room kept for the
         WAL, the shared memory and the reserve file) fit in `budget_bytes`: raw blocks not kept
-        for an anomaly window, in the order they were written, then outbox rows already sent,
-        then one-minute summaries. Alerts, labels, kept blocks and unsent alerts are never
+        for an anomaly window, in the order they were written, then outbox rows the cloud agent
+        has uploaded (`uploaded`: its cursor per source, upload_state.py), then one-minute
+        summaries. Alerts, labels, kept blocks and outbox rows not uploaded yet are never
         evicted. Every eviction is counted in `evictions`. Then, with `release_free`, when the
         files themselves are larger than the budget (it was lowered), free pages go back to
         the file system. Returns what was evicted now, by kind (rows)."""
-        evicted = self._evict(lambda: self.disk_bytes() + overhead_bytes - budget_bytes, chunk)
+        evicted = self._evict(lambda: self.disk_bytes() + overhead_bytes - budget_bytes, chunk, uploaded=uploaded)
         if release_free:
             usage = self.disk_usage()
             if usage.files + overhead_bytes > budget_bytes and usage.database > usage.used:
@@ -691,14 +687,19 @@ class Store:
         start = self.disk_bytes()
         return self._evict(lambda: free_bytes - (start - self.disk_bytes()), chunk, kinds=("raw",))
 
-    def _evict(self, excess_bytes, chunk: int, kinds: Sequence[str] = ("raw", "outbox_sent", "summaries")) -> dict[str, int]:
+    def _evict(self, excess_bytes, chunk: int, kinds: Sequence[str] = ("raw", "outbox_uploaded", "summaries"),
+               uploaded: Mapping[str, int] | None = None) -> dict[str, int]:  # fmt: skip
         evicted: dict[str, int] = {}
+        # outbox rows at or before their source's cursor have reached the cloud
+        gone = [(kinds_, (uploaded or {}).get(source, 0)) for source, kinds_ in OUTBOX_SOURCES.items()]
+        outbox_gone = " OR ".join(f"(kind IN ({','.join('?' * len(k))}) AND id <= ?)" for k, _ in gone)
+        outbox_args = [v for k, cursor in gone for v in (*k, cursor)]
         # kind: rows oldest written first as (readings, bytes, key...), and how to delete by key
         steps = {
             "raw": ("SELECT count, length(data), id FROM reading_blocks WHERE keep = 0 ORDER BY seq LIMIT ?",
                     lambda keys: self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", keys)),
-            "outbox_sent": ("SELECT 0, length(payload), id FROM outbox WHERE sent_ms IS NOT NULL ORDER BY id LIMIT ?",
-                            lambda keys: self.conn.executemany("DELETE FROM outbox WHERE id = ?", keys)),
+            "outbox_uploaded": (f"SELECT 0, length(payload), id FROM outbox WHERE {outbox_gone} ORDER BY id LIMIT ?",
+                                lambda keys: self.conn.executemany("DELETE FROM outbox WHERE id = ?", keys)),
             # both forms of the minutes, in one order: write order, then time
             "summaries": ("SELECT readings, length(data) + 48, id, NULL, seq, first_ms FROM summary_blocks UNION ALL "
                           "SELECT count, 64, channel_id, minute_ms, seq, minute_ms FROM summaries ORDER BY 5, 6 LIMIT ?",
@@ -707,7 +708,7 @@ class Store:
         for kind in kinds:
             select, delete = steps[kind]
             while (excess := excess_bytes()) > 0:
-                candidates = self.conn.execute(select, (chunk,)).fetchall()
+                candidates = self.conn.execute(select, (*(outbox_args if kind == "outbox_uploaded" else ()), chunk)).fetchall()
                 if not candidates:
                     break
                 rows = []

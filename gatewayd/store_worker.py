@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gatewayd import reserve as reserve_file
+from gatewayd import upload_state
 from gatewayd.store import DB_NAME, Reading, Store, file_sizes
 from gatewayd.store_faults import CORRUPT, DISK_FULL, LOCKED, UNAVAILABLE, StoreFault, classify, describe
 
@@ -283,6 +284,10 @@ class StoreWorker:
         and within what the file system has left, evicting routine data oldest written first."""
         return await self.run(self._budget_blocking)
 
+    def _uploaded(self) -> dict[str, int]:
+        """How far the cloud agent has uploaded the outbox (nothing when none runs here)."""
+        return upload_state.outbox_cursors(upload_state.read(self.folder))
+
     def _budget_blocking(self, store: Store) -> dict[str, int]:
         usage = store.disk_usage()
         try:
@@ -294,7 +299,7 @@ class StoreWorker:
         room = usage.files + reserve_on_disk + fs_free - missing_reserve
         if room >= self.budget:  # the budget is the limit
             overhead = max(usage.wal, self.wal_bytes) + usage.shm + self.reserve.size
-            evicted = store.enforce_budget(self.budget, overhead_bytes=overhead)
+            evicted = store.enforce_budget(self.budget, overhead_bytes=overhead, uploaded=self._uploaded())
         else:
             # The file system is the limit (it is smaller than the budget, or something else
             # filled it): the data stays within the database as it is (with what the WAL holds
@@ -304,7 +309,8 @@ class StoreWorker:
             wal_room = max(0, self.wal_bytes - usage.wal)
             spare = max(0, fs_free - missing_reserve - wal_room)
             size = max(usage.database, usage.pages)
-            evicted = store.enforce_budget(size + spare - _headroom(size, self.reserve.size), release_free=False)
+            evicted = store.enforce_budget(size + spare - _headroom(size, self.reserve.size), release_free=False,
+                                           uploaded=self._uploaded())  # fmt: skip
         if not reserve_on_disk and self.reserve.ensure():
             log.info("reserve of %d KB in place", self.reserve.size // 1024)
         # The file system is the limit when it leaves less than the budget and no room to spare.

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gatewayd import heap
+from gatewayd import heap, upload_state
 from gatewayd.config import Config
 from gatewayd.detection.score_history import COLUMNS, ScoreHistory
-from gatewayd.store import OUTBOX_SOURCES, UPLOAD_STATE_FILE, Store
+from gatewayd.store import Store
 
 from .envelope import envelope
 
@@ -114,12 +114,7 @@ def store_status(store: Store, config: Config) -> dict:
     """What only the store knows: its pages in use and evictions, alerts waiting for an
     operator, and the uplink: what waits in the outbox for cloud_sync and when it last uploaded
     (from its state file)."""
-    upload = None
-    try:
-        upload = json.loads((config.state_path / UPLOAD_STATE_FILE).read_text())
-    except (OSError, ValueError):
-        pass  # no cloud agent has run on this gateway
-    cursors = (upload or {}).get("cursors", {})
+    upload = upload_state.read(config.state_path)  # None: no cloud agent has run on this gateway
     return {
         "store": {
             "data_bytes": store.disk_bytes(), "read_error": None,
@@ -130,7 +125,7 @@ def store_status(store: Store, config: Config) -> dict:
             "configured": config.cloud is not None, "agent_seen": upload is not None,
             "last_upload_ms": (upload or {}).get("last_upload_ms") or None,
             "bytes_today": (upload or {}).get("bytes_today"), "batches": (upload or {}).get("batches"),
-            "pending": {source: store.outbox_count(kinds, cursors.get(source, 0)) for source, kinds in OUTBOX_SOURCES.items()},
+            "pending": store.outbox_waiting(upload_state.outbox_cursors(upload)),
         },
     }  # fmt: skip
 

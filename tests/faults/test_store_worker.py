@@ -5,6 +5,7 @@ by itself when the cause is gone."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gatewayd import upload_state
 from gatewayd.store import Reading, Store
 from gatewayd.store_faults import StoreFault
 from gatewayd.store_worker import StoreWorker
@@ -178,3 +180,23 @@ async def test_an_alert_is_on_the_card_when_its_write_returns(tmp_path):
         assert [(a["id"], a["closed_ms"]) for a in alerts] == [("site:n:a:6", 2000)]
         assert await worker.run(lambda s: s.conn.execute("PRAGMA synchronous").fetchone()[0]) == 1  # NORMAL again
         await worker.close()
+
+
+async def test_the_budget_frees_outbox_rows_the_cloud_agent_has_uploaded(tmp_path):
+    """The worker reads the agent's cursors from its state file beside the store: with a budget
+    the store is over, uploaded outbox rows go and those still waiting stay."""
+    state = tmp_path / "state"
+    worker = StoreWorker(state, 10**9)
+    assert await worker.open()
+    await worker.register("n", "edge-node", "x", {}, CHANNELS)
+    for i in range(40):
+        await worker.call("record_alert", f"site:n:model:{i}", "n", ["a"], "warning", "model", i, {"pad": "x" * 4000})
+    (state / upload_state.FILE_NAME).write_text(json.dumps({"cursors": {"alerts": 30}}))
+    worker.budget = 64 * 1024  # far below what the outbox holds now
+    evicted = await worker.enforce_budget()
+    assert evicted.get("outbox_uploaded") == 30
+    reader = Store(state / "gatewayd.sqlite3", readonly=True)
+    assert [i for i, _, _ in reader.outbox_after(upload_state.OUTBOX_SOURCES["alerts"], 0, 100)] == list(range(31, 41))
+    assert reader.alert_count() == 40
+    reader.close()
+    await worker.close()

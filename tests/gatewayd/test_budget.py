@@ -1,6 +1,10 @@
+import json
+import sqlite3
+
 import numpy as np
 
-from gatewayd.store import PRIORITY_ALERT, PRIORITY_SUMMARY, Reading, Store
+from gatewayd import migrations, upload_state
+from gatewayd.store import Reading, Store
 
 
 def fill(store, minutes, start=0):
@@ -17,7 +21,7 @@ def test_budget_evicts_routine_data_oldest_first_and_keeps_alerts(tmp_path):
     fill(store, 30)
     store.protect("n", "a", 2 * 60_000, 3 * 60_000)  # an anomaly window in minute 2
     store.record_alert("alert-1", "n", ["a"], "critical", "zscore", 2 * 60_000, {"z": 9.1})
-    store.enqueue(PRIORITY_SUMMARY, "summary", b"{}")
+    store.label_alert("alert-1", "true")
     full = store.disk_bytes()
     total = store.reading_count()
     evicted = store.enforce_budget(full // 2)
@@ -31,19 +35,53 @@ def test_budget_evicts_routine_data_oldest_first_and_keeps_alerts(tmp_path):
     # the anomaly window and the alert survive
     assert len(store.readings("n", "a", 2 * 60_000, 3 * 60_000)) == 600
     assert store.alert_count() == 1
-    assert [kind for _, _, kind, _ in store.pending()] == ["alert", "summary"]
+    assert [kind for _, kind, _ in store.outbox_after(("alert", "label"), 0, 10)] == ["alert", "label"]
     store.close()
 
 
-def test_outbox_order_is_priority_then_age(tmp_path):
+def test_outbox_rows_the_cloud_agent_uploaded_are_evicted_and_the_rest_kept(tmp_path):
+    """The agent's cursors (cloud-sync.json) say which outbox rows reached the cloud: only those
+    go when the budget needs room, and what waits is counted from them."""
     store = Store(tmp_path / "g.sqlite3")
-    store.enqueue(PRIORITY_SUMMARY, "summary", b"s1")
-    store.enqueue(PRIORITY_ALERT, "window", b"w1")
-    store.enqueue(PRIORITY_SUMMARY, "summary", b"s2")
-    pending = store.pending()
-    assert [p for _, _, _, p in pending] == [b"w1", b"s1", b"s2"]
-    store.mark_sent([pending[0][0]])
-    assert [p for _, _, _, p in store.pending()] == [b"s1", b"s2"]
+    store.register_device("n", "edge-node", "x", {}, [("a", "V"), ("b", "V")])
+    for i in range(6):
+        store.record_alert(f"alert-{i}", "n", ["a"], "warning", "model", i, {"padding": "x" * 2000})
+        store.label_alert(f"alert-{i}", "false")
+    alert_ids = [i for i, _, _ in store.outbox_after(upload_state.OUTBOX_SOURCES["alerts"], 0, 100)]
+    label_ids = [i for i, _, _ in store.outbox_after(upload_state.OUTBOX_SOURCES["labels"], 0, 100)]
+    (tmp_path / upload_state.FILE_NAME).write_text(json.dumps({"cursors": {"alerts": alert_ids[3], "labels": label_ids[1],
+                                                                           "summaries": 10**9}}))  # fmt: skip
+    cursors = upload_state.outbox_cursors(upload_state.read(tmp_path))
+    assert cursors == {"alerts": alert_ids[3], "labels": label_ids[1]}
+    assert store.outbox_waiting(cursors) == {"alerts": 2, "labels": 4}
+    evicted = store.enforce_budget(1, uploaded=cursors)
+    assert evicted["outbox_uploaded"] == 4 + 2
+    left = [i for i, _, _ in store.outbox_after(("alert", "label"), 0, 100)]
+    assert left == sorted(alert_ids[4:] + label_ids[2:])
+    assert store.alert_count() == 6 and store.outbox_waiting(cursors) == {"alerts": 2, "labels": 4}
+    store.close()
+
+
+def test_without_a_cloud_agent_no_outbox_row_is_evicted(tmp_path):
+    store = Store(tmp_path / "g.sqlite3")
+    store.register_device("n", "edge-node", "x", {}, [("a", "V")])
+    store.record_alert("alert-1", "n", ["a"], "warning", "model", 0, {})
+    assert upload_state.read(tmp_path) is None
+    store.enforce_budget(1, uploaded=upload_state.outbox_cursors(None))
+    assert len(store.outbox_after(("alert",), 0, 10)) == 1 and "outbox_uploaded" not in store.evictions()
+    store.close()
+
+
+def test_an_upgraded_store_keeps_its_outbox_rows_without_the_send_state_columns(tmp_path):
+    conn = sqlite3.connect(tmp_path / "g.sqlite3", isolation_level=None)
+    migrations.migrate_to(conn, "m009_summary_blocks")
+    conn.execute("INSERT INTO outbox (priority, kind, created_ms, payload, sent_ms) VALUES (0, 'alert', 1, '{}', NULL)")
+    conn.execute("INSERT INTO outbox (priority, kind, created_ms, payload, sent_ms) VALUES (1, 'label', 2, '{}', 5)")
+    conn.close()
+    store = Store(tmp_path / "g.sqlite3")
+    assert [(i, k) for i, k, _ in store.outbox_after(("alert", "label"), 0, 10)] == [(1, "alert"), (2, "label")]
+    columns = {row[1] for row in store.conn.execute("PRAGMA table_info(outbox)")}
+    assert columns == {"id", "kind", "created_ms", "payload"}
     store.close()
 
 

@@ -1,8 +1,10 @@
 import csv
 import io
+import json
 
 import pytest
 
+from gatewayd import upload_state
 from gatewayd.cli import main
 from gatewayd.export import iso, parse_time
 from gatewayd.store import Reading, Store
@@ -59,6 +61,22 @@ def test_status(site, capsys):
     out = capsys.readouterr().out
     assert "20 readings" in out and "pump-1: 20 readings" in out
     assert "flow           last 29 m3/h" in out and "mean 24.5" in out
+
+
+def test_status_counts_what_waits_for_upload_from_the_agents_cursors(site, capsys):
+    config, _ = site
+    state = config.parent / "state"
+    store = Store(state / "gatewayd.sqlite3")
+    for i in range(3):
+        store.record_alert(f"a{i}", "pump-1", ["flow"], "warning", "model", i, {})
+    store.label_alert("a0", "true")
+    store.close()
+    assert main(["status", "--config", str(config)]) == 0
+    assert "outbox: 4 waiting for upload (alerts 3, labels 1; no cloud agent has uploaded from this gateway)" \
+        in capsys.readouterr().out  # fmt: skip
+    (state / upload_state.FILE_NAME).write_text(json.dumps({"cursors": {"alerts": 2, "labels": 4}}))
+    assert main(["status", "--config", str(config)]) == 0
+    assert "outbox: 1 waiting for upload (alerts 1, labels 0)" in capsys.readouterr().out
 
 
 def test_export_marks_readings_stamped_before_the_clock_was_synchronised(tmp_path, capsys):

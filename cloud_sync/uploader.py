@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 import requests
 
 from cloud_sync import codec
+from gatewayd.backoff import retry_delay
 from gatewayd.store import Store
 from gatewayd.upload_state import FILE_NAME as STATE_FILE
 from gatewayd.upload_state import OUTBOX_SOURCES
@@ -237,7 +237,7 @@ class Uploader:
                 failures += 1
                 if failures == 1:
                     log.error("upload failed, keeping data on the gateway: %s", exc)
-                delay = min(max_backoff_s, 0.5 * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
+                delay = retry_delay(failures, first_s=1.0, max_s=max_backoff_s)
                 if exc.retry_after_s is not None:
                     delay = max(delay, exc.retry_after_s)
                 sleep(min(delay, max(max_backoff_s, exc.retry_after_s or 0)))

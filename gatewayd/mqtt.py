@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import ssl
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from typing import Any
 
 import aiomqtt
 
+from gatewayd.backoff import retry_delay
 from gatewayd.config import MqttSection
 from gatewayd.store_faults import StoreFault
 
@@ -203,7 +203,7 @@ class Publisher:
                     log.error("MQTT broker %s:%d unavailable: %s; keeping messages in the store",
                               self.config.host, self.config.port, exc)  # fmt: skip
                 await self._to_backlog(pending)
-                delay = min(MAX_BACKOFF_S, 0.5 * 2 ** min(self.failures, 10)) * random.uniform(0.5, 1.0)
+                delay = retry_delay(self.failures, first_s=1.0, max_s=MAX_BACKOFF_S)
                 deadline = asyncio.get_running_loop().time() + delay
                 while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
                     await self._to_backlog(None)  # keep the in-memory queue empty while offline

@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pymodbus.exceptions import ModbusException
 
+from gatewayd.backoff import retry_delay
 from gatewayd.config import DeviceSection
 from gatewayd.links import DeviceError, Link, TcpLink
 from gatewayd.profiles import edge_node
@@ -146,9 +146,8 @@ class Poller:
     def _backoff(self) -> float:
         if self.permanent:
             return MAX_BACKOFF_S  # the request is wrong for this device: retrying fast cannot help
-        base = max(self.device.interval_s, 0.5)
-        delay = min(base * 2 ** (self.health.consecutive_failures - 1), MAX_BACKOFF_S)
-        return delay * random.uniform(0.8, 1.0)
+        return retry_delay(max(1, self.health.consecutive_failures), first_s=max(self.device.interval_s, 0.5),
+                           max_s=MAX_BACKOFF_S, jitter=0.2)  # fmt: skip
 
     def _failed(self, exc: BaseException) -> None:
         self.permanent = isinstance(exc, DeviceError) and exc.permanent

@@ -341,7 +341,7 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, text, source)) from None
+        raise ConfigError(describe_validation_error(exc, text, source)) from None
 
 
 def load_config(path: str | Path) -> Config:
@@ -387,73 +387,43 @@ def state_dir_problem(config: Config, text: str = "", source: str = "<config>") 
 
 
 def check_files(config: Config, text: str = "", source: str = "<config>") -> None:
-    """Files the configuration points at: present, readable, and secrets not world-readable."""
-    if config.cloud is not None:
-        for key, secret in (("token_file", True), ("ca_file", False)):
-            name = getattr(config.cloud, key)
-            if name is None:
-                continue
-            line = locate(text, ("cloud", key))
-            where = f"{source}:{line}" if line else source
-            try:
-                mode = Path(name).stat().st_mode
-                Path(name).read_bytes()
-            except OSError as exc:
-                raise ConfigError(f"{where}: cloud.{key}: cannot read {name}: {exc.strerror}") from None
-            if secret and mode & 0o004:
-                raise ConfigError(f"{where}: cloud.{key}: {name} is world-readable; chmod o-r it")
-    if config.dashboard.token_file is not None:
-        name = config.dashboard.token_file
-        line = locate(text, ("dashboard", "token_file"))
-        where = f"{source}:{line}" if line else source
-        try:
-            mode = Path(name).stat().st_mode
-            token = Path(name).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{where}: dashboard.token_file: cannot read {name}: "
-                              f"{getattr(exc, 'strerror', None) or exc}") from None  # fmt: skip
-        if mode & 0o004:
-            raise ConfigError(f"{where}: dashboard.token_file: {name} is world-readable; chmod o-r it")
-        if len(token) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"{where}: dashboard.token_file: {name} holds {len(token)} characters, "
-                              f"at least {MIN_TOKEN_CHARS} are needed (e.g. openssl rand -hex 16)")  # fmt: skip
-    for i, name in enumerate(config.models.public_keys):
-        line = locate(text, ("models", "public_keys"))
-        where = f"{source}:{line}" if line else source
-        try:
-            Path(name).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"{where}: models.public_keys[{i}]: cannot read {name}: {exc.strerror}") from None
-    if config.mqtt is None:
-        return
-    for key, secret in (("password_file", True), ("ca_file", False), ("command_secret_file", True)):
-        name = getattr(config.mqtt, key)
+    """Files the configuration points at: present, readable, and secrets not world-readable
+    (tokens also long enough)."""
+    def check(loc: tuple[str, ...], name: str | None, *, secret: bool = False, min_chars: int = 0, hint: str = "",
+              label: str | None = None) -> None:  # fmt: skip
         if name is None:
-            continue
-        line = locate(text, ("mqtt", key))
+            return
+        line = locate(text, loc)
         where = f"{source}:{line}" if line else source
+        label = label or ".".join(loc)
         try:
             mode = Path(name).stat().st_mode
-            Path(name).read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"{where}: mqtt.{key}: cannot read {name}: {exc.strerror}") from None
-        if secret and mode & 0o004:
-            raise ConfigError(f"{where}: mqtt.{key}: {name} is world-readable; chmod o-r it")
-    if config.mqtt.command_secret_file is not None:
-        name = config.mqtt.command_secret_file
-        line = locate(text, ("mqtt", "command_secret_file"))
-        where = f"{source}:{line}" if line else source
-        try:
-            secret_text = Path(name).read_text(encoding="utf-8").strip()
+            content = Path(name).read_bytes()
+            token = content.decode("utf-8").strip() if min_chars else ""
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{where}: mqtt.command_secret_file: cannot read {name}: "
-                              f"{getattr(exc, 'strerror', None) or exc}") from None  # fmt: skip
-        if len(secret_text) < MIN_TOKEN_CHARS:
-            raise ConfigError(f"{where}: mqtt.command_secret_file: {name} holds {len(secret_text)} characters, "
-                              f"at least {MIN_TOKEN_CHARS} are needed (e.g. openssl rand -hex 32)")  # fmt: skip
+            raise ConfigError(f"{where}: {label}: cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
+        if secret and mode & 0o004:
+            raise ConfigError(f"{where}: {label}: {name} is world-readable; chmod o-r it")
+        if len(token) < min_chars:
+            raise ConfigError(f"{where}: {label}: {name} holds {len(token)} characters, at least {min_chars} are "
+                              f"needed (e.g. {hint})")  # fmt: skip
+
+    if config.cloud is not None:
+        check(("cloud", "token_file"), config.cloud.token_file, secret=True)
+        check(("cloud", "ca_file"), config.cloud.ca_file)
+    check(("dashboard", "token_file"), config.dashboard.token_file, secret=True, min_chars=MIN_TOKEN_CHARS,
+          hint="openssl rand -hex 16")  # fmt: skip
+    for i, name in enumerate(config.models.public_keys):
+        check(("models", "public_keys"), name, label=f"models.public_keys[{i}]")
+    if config.mqtt is not None:
+        check(("mqtt", "password_file"), config.mqtt.password_file, secret=True)
+        check(("mqtt", "ca_file"), config.mqtt.ca_file)
+        check(("mqtt", "command_secret_file"), config.mqtt.command_secret_file, secret=True, min_chars=MIN_TOKEN_CHARS,
+              hint="openssl rand -hex 32")  # fmt: skip
 
 
-def _describe(exc: ValidationError, text: str, source: str) -> str:
+def describe_validation_error(exc: ValidationError, text: str, source: str) -> str:
+    """One line per error of a validated TOML document: file:line: key: what is wrong."""
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])

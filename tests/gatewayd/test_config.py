@@ -186,3 +186,33 @@ def test_a_state_dir_that_cannot_be_written_is_one_line_from_check_config_and_ru
         _, rest = proc.communicate(timeout=20)
     assert proc.returncode == 0 and "Traceback" not in "".join(lines) + rest, rest
     assert os.path.isfile(blocked)
+
+
+SECRETS = {  # key -> (its section's TOML, needs a long token)
+    "cloud.token_file": ('[cloud]\nurl = "https://cloud.example"\ntoken_file = "{f}"\n', False),
+    "dashboard.token_file": ('[dashboard]\ntoken_file = "{f}"\n', True),
+    "mqtt.password_file": ('[mqtt]\nhost = "broker"\nusername = "gw"\npassword_file = "{f}"\n', False),
+    "mqtt.command_secret_file": ('[mqtt]\nhost = "broker"\ncommand_secret_file = "{f}"\n', True),
+}
+
+
+@pytest.mark.parametrize("key", sorted(SECRETS))
+def test_every_secret_file_is_checked_the_same_way(tmp_path, key):
+    """Missing, world-readable, too short: each is one line naming the file, its line and key."""
+    section, needs_length = SECRETS[key]
+    secret = tmp_path / "secret"
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(VALID + "\n" + section.format(f=secret))
+    line = len((VALID + "\n" + section).splitlines())  # the file's key is its section's last line
+    with pytest.raises(ConfigError, match=rf"gatewayd.toml:{line}: {key}: cannot read {secret}: No such file"):
+        load_config(config)
+    secret.write_text("a" * 40)
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match=rf"{key}: {secret} is world-readable; chmod o-r it"):
+        load_config(config)
+    secret.chmod(0o600)
+    load_config(config)
+    if needs_length:
+        secret.write_text("short")
+        with pytest.raises(ConfigError, match=rf"{key}: {secret} holds 5 characters, at least 16 are needed"):
+            load_config(config)

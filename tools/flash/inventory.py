@@ -27,8 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gatewayd.config import _describe as describe_validation_error
-from gatewayd.config import locate
+from gatewayd.config import describe_validation_error, locate
 from tools.flash.node_config import NodeConfigError, key_path, validate
 
 BOARDS = ("esp32", "virtual")

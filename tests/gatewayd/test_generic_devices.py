@@ -105,7 +105,7 @@ async def test_every_type_and_order_over_tcp():
     port = free_port()
     server = ModbusTcpServer(ModbusServerContext(devices=device_context(), single=True), address=("127.0.0.1", port))
     serving = asyncio.create_task(server.serve_forever())
-    await asyncio.sleep(0.2)
+    await until(server.is_active)  # listening
     out = Collector()
     device = DeviceSection(name="meter", profile="generic", host="127.0.0.1", port=port, interval_s=0.1,
                            registers=DEFS)  # fmt: skip
@@ -123,7 +123,7 @@ async def test_rtu_bus_shared_by_two_devices_and_a_faulty_one(pty_pair):
     context = ModbusServerContext(devices={1: device_context(), 2: device_context()}, single=False)
     server = ModbusSerialServer(context, port=node_end, baudrate=19200)
     serving = asyncio.create_task(server.serve_forever())
-    await asyncio.sleep(0.3)
+    await until(server.is_active)  # the pty is open
     # a pty refuses parity bits (EINVAL), so the line runs 8N1 here
     bus = RtuBus(BusSection(name="line", port=master_end, parity="N", timeout_s=0.3))
     outs = [Collector(), Collector(), Collector()]
@@ -176,7 +176,7 @@ async def test_silent_or_garbling_devices_do_not_delay_the_others():
 
     garbage = await asyncio.start_server(garbling, "127.0.0.1", 0)
     garbage_port = garbage.sockets[0].getsockname()[1]
-    await asyncio.sleep(0.2)
+    await until(server.is_active)  # the good device listens too (the others did once started)
     good, quiet, garbled = Collector(), Collector(), Collector()
     pollers = [
         Poller(DeviceSection(name="good", profile="generic", host="127.0.0.1", port=port, interval_s=0.1,

@@ -90,10 +90,12 @@ async def test_missing_device_goes_offline_then_recovers():
 async def test_cancel_during_a_request_stops_the_task():
     """pymodbus converts a cancellation inside a request into its own error; the poller
     must still stop instead of counting a failure and polling on."""
-    accepted = asyncio.Event()
+    accepted, requested = asyncio.Event(), asyncio.Event()
 
     async def silent(reader, writer):
         accepted.set()
+        if await reader.read(1):
+            requested.set()  # the identity request is in flight
         await reader.read()  # never answers
         writer.close()
 
@@ -106,7 +108,7 @@ async def test_cancel_during_a_request_stops_the_task():
     task = asyncio.create_task(poller.run())
     try:
         await asyncio.wait_for(accepted.wait(), 5)
-        await asyncio.sleep(0.2)  # the identity request is now in flight
+        await asyncio.wait_for(requested.wait(), 5)
         task.cancel()
         done, _ = await asyncio.wait([task], timeout=2)
         assert done, "poller kept running after cancel"

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Protocol
 
+from gatewayd.clock import now_ms
 
 class Storage(Protocol):
     def accept_batch(self, gateway: str, batch_id: str, records: list[dict], wire_bytes: int) -> tuple[int, bool]:
@@ -38,7 +38,7 @@ class SqliteStorage:
         )
 
     def accept_batch(self, gateway: str, batch_id: str, records: list[dict], wire_bytes: int) -> tuple[int, bool]:
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         with self.lock, self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
             seen = self.conn.execute("SELECT 1 FROM batches WHERE gateway = ? AND batch_id = ?",

@@ -26,6 +26,7 @@ import requests
 
 from cloud_sync import codec
 from gatewayd.backoff import retry_delay
+from gatewayd.clock import now_ms
 from gatewayd.store import Store
 from gatewayd.upload_state import FILE_NAME as STATE_FILE
 from gatewayd.upload_state import OUTBOX_SOURCES
@@ -82,7 +83,7 @@ class Uploader:
     def __init__(self, store: Store, state_path: Path, url: str, token: str, *, gateway: str,
                  ca_file: str | None = None, batch_records: int = 500, daily_budget_bytes: int = 50_000_000,
                  timeout_s: float = 30.0, status_path: Path | None = None,
-                 now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000):  # fmt: skip
+                 now_ms: Callable[[], int] = now_ms):  # fmt: skip
         self.store = store
         self.state_path = state_path
         self.state = UploadState.load(state_path)

@@ -29,6 +29,11 @@ def _kernel_synchronized() -> bool | None:
         return None
 
 
+def now_ms() -> int:
+    """The wall clock in UTC milliseconds: what records carry."""
+    return time.time_ns() // 1_000_000
+
+
 def boot_id() -> str | None:
     """This boot's id: monotonic times from two processes compare only within one boot."""
     try:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gatewayd import clock
 from gatewayd.commands import CommandError, decode_text
 from gatewayd.config import MIN_TOKEN_CHARS
 from gatewayd.export import iso
@@ -56,7 +57,7 @@ def sign(command: dict, secret: bytes, gateway: str, *, now_ms: int | None = Non
     """The payload of a signed command for `gateway`: UTF-8 JSON, ready to publish."""
     if reserved := [k for k in ("signed", "hmac", *SIGNED_KEYS) if k in command]:
         raise ValueError(f"the command must not hold {', '.join(reserved)}: signing adds them")
-    inner = {**command, "gateway": gateway, "ts_ms": time.time_ns() // 1_000_000 if now_ms is None else now_ms,
+    inner = {**command, "gateway": gateway, "ts_ms": clock.now_ms() if now_ms is None else now_ms,
              "nonce": secrets.token_hex(16) if nonce is None else nonce}  # fmt: skip
     text = json.dumps(inner, ensure_ascii=False, separators=(",", ":"))
     return json.dumps({"signed": text, "hmac": mac(secret, text)}, ensure_ascii=False, separators=(",", ":")).encode()
@@ -79,7 +80,7 @@ class Authoriser:
         self.secret = secret
         self.secret_problem = secret_problem
         self.accept_unauthenticated = accept_unauthenticated
-        self.wall_ms = wall_ms or (lambda: time.time_ns() // 1_000_000)
+        self.wall_ms = wall_ms or clock.now_ms
         self.monotonic = monotonic
         self.started = monotonic()
         self.nonces: dict[str, tuple[int, float]] = {}  # nonce: (ts_ms, monotonic when seen)

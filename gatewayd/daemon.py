@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gatewayd import command_topic, commands, service
-from gatewayd.clock import WallClock, boot_id
+from gatewayd.clock import WallClock, boot_id, now_ms
 from gatewayd.config import Config
 from gatewayd.detection.stage import DetectionStage
 from gatewayd.edge_alerts import EdgeAlerts
@@ -83,7 +83,7 @@ class Gateway:
         """What `gatewayd status` shows of the running daemon (written to status.json). The
         monotonic time and boot id let a reader tell the status's age whatever the wall clock did."""
         return {
-            "ts_ms": time.time_ns() // 1_000_000,
+            "ts_ms": now_ms(),
             "monotonic_s": time.monotonic(),
             "boot_id": boot_id(),
             "pid": os.getpid(),

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from gatewayd import daemon
 from gatewayd.config import Config, parse_config
+from gatewayd.clock import now_ms
 from gatewayd.models.install import ModelStore
 from gatewayd.store import Store
 from gatewayd.virtual_node import VirtualNode, free_port
@@ -174,7 +175,7 @@ def run_demo(
         if port:
             print(f"dashboard: http://127.0.0.1:{port}/", file=out)
         print(f"running for {duration_s:g} s (Ctrl-C stops early)\n", file=out, flush=True)
-        since_ms = time.time_ns() // 1_000_000
+        since_ms = now_ms()
         gateway, elapsed = asyncio.run(_run(config, duration_s, progress_s, out))
     finally:
         for node in started:

@@ -4,11 +4,11 @@ transaction and recorded in the `_migrations` table, so running them again is a 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 
 import sqlite_utils
 
+from gatewayd.clock import now_ms
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
@@ -216,6 +216,6 @@ def migrate(conn: sqlite3.Connection, only: list[str] | None = None) -> list[str
             continue
         with conn:
             fn(db)
-            db["_migrations"].insert({"name": name, "applied_ms": int(time.time() * 1000)})
+            db["_migrations"].insert({"name": name, "applied_ms": now_ms()})
         new.append(name)
     return new

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import ssl
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 import aiomqtt
 
 from gatewayd.backoff import retry_delay
+from gatewayd.clock import now_ms
 from gatewayd.config import MqttSection
 from gatewayd.store_faults import StoreFault
 
@@ -135,7 +135,7 @@ class Publisher:
 
     def health(self, device: str, state: str, failures: int, last_error: str | None) -> None:
         body = {"device": device, "state": state, "consecutive_failures": failures, "last_error": last_error,
-                "ts_ms": time.time_ns() // 1_000_000}  # fmt: skip
+                "ts_ms": now_ms()}  # fmt: skip
         self.offer(Message(self.topics.health(device), encode(body), qos=1, retain=True, important=True))
 
     def alert(self, alert: dict) -> None:
@@ -150,7 +150,7 @@ class Publisher:
         self.offer(Message(self.topics.status, self._status("online"), qos=1, retain=True, important=True))
 
     def _status(self, state: str) -> bytes:
-        body = {"gateway": self.gateway, "state": state, "ts_ms": time.time_ns() // 1_000_000}
+        body = {"gateway": self.gateway, "state": state, "ts_ms": now_ms()}
         if state == "online" and self.store_state is not None:
             body["store"] = self.store_state
         return encode(body)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pymodbus.exceptions import ModbusException
 
 from gatewayd.backoff import retry_delay
+from gatewayd.clock import now_ms
 from gatewayd.config import DeviceSection
 from gatewayd.links import DeviceError, Link, TcpLink
 from gatewayd.profiles import edge_node
@@ -61,7 +62,7 @@ class Poller:
         link: Link | None = None,
         events: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
-        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        wall_ms: Callable[[], int] = now_ms,
     ):
         self.device = device
         self.sink = sink

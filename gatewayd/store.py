@@ -8,7 +8,6 @@ import json
 import math
 import os
 import sqlite3
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gatewayd import blocks, migrations, summaries
+from gatewayd.clock import now_ms
 from gatewayd.upload_state import OUTBOX_SOURCES
 
 DB_NAME = "gatewayd.sqlite3"
@@ -157,7 +157,7 @@ class Store:
 
     def register_device(self, name: str, profile: str, address: str, identity: dict, channels: Sequence[tuple[str, str]]) -> None:
         """Record a device and its channels (name, unit); ids stay stable across restarts."""
-        now = int(time.time() * 1000)
+        now = now_ms()
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.execute(
@@ -480,7 +480,7 @@ class Store:
         with self._synced(), self.conn:
             cur = self.conn.execute(
                 "UPDATE alerts SET acknowledged_ms = ? WHERE id = ? AND acknowledged_ms IS NULL",
-                (time.time_ns() // 1_000_000, alert_id),
+                (now_ms(), alert_id),
             )
         return cur.rowcount == 1
 
@@ -490,7 +490,7 @@ class Store:
         row = self.conn.execute("SELECT device FROM alerts WHERE id = ?", (alert_id,)).fetchone()
         if row is None:
             raise KeyError(f"no alert {alert_id!r}")
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         with self._synced(), self.conn:
             self.conn.execute("BEGIN")
             cur = self.conn.execute(
@@ -534,7 +534,7 @@ class Store:
 
     def record_model_event(self, body: dict) -> None:
         """A bundle loaded or rolled back: reported to the cloud with the alerts."""
-        self.enqueue("model_event", json.dumps({**body, "ts_ms": time.time_ns() // 1_000_000}, sort_keys=True).encode())
+        self.enqueue("model_event", json.dumps({**body, "ts_ms": now_ms()}, sort_keys=True).encode())
 
     def alerts_by_id(self, ids: Sequence[str]) -> list[str]:
         """Which of these alert ids exist."""
@@ -544,7 +544,7 @@ class Store:
     def record_threshold_change(self, scope: str, old: float, new: float, reason: str) -> None:
         with self.conn:
             self.conn.execute("INSERT INTO threshold_changes (scope, created_ms, old, new, reason) VALUES (?, ?, ?, ?, ?)",
-                              (scope, time.time_ns() // 1_000_000, old, new, reason))  # fmt: skip
+                              (scope, now_ms(), old, new, reason))  # fmt: skip
 
     def threshold_multipliers(self) -> dict[str, float]:
         """The latest feedback multiplier of every scope."""
@@ -581,7 +581,7 @@ class Store:
                 (cid, start_ms, end_ms),
             )
             self.conn.execute("INSERT INTO kept_windows (channel_id, start_ms, end_ms, created_ms) VALUES (?, ?, ?, ?)",
-                              (cid, start_ms, end_ms, time.time_ns() // 1_000_000))  # fmt: skip
+                              (cid, start_ms, end_ms, now_ms()))  # fmt: skip
         return cur.rowcount
 
     def enqueue(self, kind: str, payload: bytes) -> None:
@@ -591,7 +591,7 @@ class Store:
 
     def _enqueue(self, kind: str, payload: bytes) -> None:
         self.conn.execute("INSERT INTO outbox (kind, created_ms, payload) VALUES (?, ?, ?)",
-                          (kind, int(time.time() * 1000), payload))  # fmt: skip
+                          (kind, now_ms(), payload))  # fmt: skip
 
     def outbox_after(self, kinds: Sequence[str], after_id: int, limit: int) -> list[tuple[int, str, bytes]]:
         """Outbox rows (id, kind, payload) of these kinds after `after_id` (an uploader's cursor),
@@ -616,7 +616,7 @@ class Store:
         with self.conn:
             self.conn.execute(
                 "INSERT INTO dead_letter (source, created_ms, reason, payload) VALUES (?, ?, ?, ?)",
-                (source, int(time.time() * 1000), reason, payload),
+                (source, now_ms(), reason, payload),
             )
 
     # -- MQTT backlog ---------------------------------------------------------------------
@@ -625,7 +625,7 @@ class Store:
         """Keep messages (topic, payload, qos, retain, important) for later publishing. Past
         `limit` rows the oldest unimportant ones go first (counted as evictions); returns how
         many were dropped."""
-        now = int(time.time() * 1000)
+        now = now_ms()
         with self.conn:
             self.conn.execute("BEGIN")
             self.conn.executemany(
@@ -726,7 +726,7 @@ class Store:
                         "INSERT INTO evictions (kind, rows, readings, last_ms) VALUES (?, ?, ?, ?) "
                         "ON CONFLICT (kind) DO UPDATE SET rows = rows + excluded.rows, "
                         "readings = readings + excluded.readings, last_ms = excluded.last_ms",
-                        (kind, len(rows), readings, int(time.time() * 1000)),
+                        (kind, len(rows), readings, now_ms()),
                     )
                 evicted[kind] = evicted.get(kind, 0) + len(rows)
         return evicted

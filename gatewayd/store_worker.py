@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from gatewayd import reserve as reserve_file
 from gatewayd import upload_state
+from gatewayd.clock import now_ms
 from gatewayd.store import DB_NAME, Reading, Store, file_sizes
 from gatewayd.store_faults import CORRUPT, DISK_FULL, LOCKED, UNAVAILABLE, StoreFault, classify, describe
 
@@ -60,7 +61,7 @@ class StoreHealth:
 
 
 class StoreWorker:
-    def __init__(self, state_dir: Path, budget_bytes: int, *, wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    def __init__(self, state_dir: Path, budget_bytes: int, *, wall_ms: Callable[[], int] = now_ms,
                  monotonic: Callable[[], float] = time.monotonic):  # fmt: skip
         self.folder = Path(state_dir)
         self.path = self.folder / DB_NAME

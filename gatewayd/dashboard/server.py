@@ -36,6 +36,7 @@ from microdot import Microdot, Request, Response
 from gatewayd import commands
 from gatewayd.config import Config, is_loopback
 from gatewayd.store import DB_NAME, Store
+from gatewayd.clock import now_ms
 from gatewayd.store_faults import StoreFault, classify, describe
 
 from . import views
@@ -444,7 +445,7 @@ class Dashboard:
                 stored = await self._read(views.store_status, self.config)
             except StoreUnreadable as exc:
                 stored = views.store_missing(self.config, exc.reason)
-            return _json(views.overview(self.config, self.gateway, stored, _now_ms())
+            return _json(views.overview(self.config, self.gateway, stored, now_ms())
                          | {"token_required": access.token_required, "connections_cut": dict(app.cut)})
 
         @app.get("/api/alerts")
@@ -459,7 +460,7 @@ class Dashboard:
         async def series(request: Request, device: str) -> Response:
             if device not in {d.name for d in self.config.devices}:
                 raise HttpError(404, f"no device {device!r} in this gateway's configuration")
-            now = _now_ms()
+            now = now_ms()
             end = _int_arg(request, "to", now, 0, 2**53)
             start = _int_arg(request, "from", end - 3_600_000, 0, 2**53)
             if not 0 < end - start <= LONGEST_RANGE_MS:
@@ -504,7 +505,3 @@ class Dashboard:
             return commands.decode(request.body or b"")
         except commands.CommandError as exc:
             raise HttpError(400, f"the body is not a JSON object: {exc}") from None
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -15,7 +15,7 @@ from gatewayd.profiles import edge_node as reg
 from gatewayd.virtual_node import free_port
 from tools.flash.cli import main
 from tools.flash.deploy import DeployError, build_files, deploy
-from tools.flash.device import DeviceError
+from tools.flash.device import BoardError
 from tools.flash.inventory import parse_inventory
 from tools.flash.virtual_board import VirtualBoard
 
@@ -99,17 +99,17 @@ def test_the_wrong_board_is_refused_before_anything_is_written(tmp_path):
 
 def test_port_errors(tmp_path, pty_pair):
     plan = virtual_plan(free_port())
-    with pytest.raises(DeviceError, match=r"^no port /dev/ttyUSB-none: no such device"):
+    with pytest.raises(BoardError, match=r"^no port /dev/ttyUSB-none: no such device"):
         deploy(plan, "/dev/ttyUSB-none", FIRMWARE)
     node_end, far_end = pty_pair
     with pytest.raises(
-        DeviceError, match=r"no MicroPython REPL answered within 1 s \(is MicroPython flashed\?"
+        BoardError, match=r"no MicroPython REPL answered within 1 s \(is MicroPython flashed\?"
     ):
         deploy(plan, far_end, FIRMWARE, repl_timeout_s=1)
     with serial.Serial(far_end, exclusive=True):
-        with pytest.raises(DeviceError, match=rf"^port {far_end} is busy: another program holds it"):
+        with pytest.raises(BoardError, match=rf"^port {far_end} is busy: another program holds it"):
             deploy(plan, far_end, FIRMWARE)
-    with pytest.raises(DeviceError, match=r"connection refused \(is the virtual board running\?\)"):
+    with pytest.raises(BoardError, match=r"connection refused \(is the virtual board running\?\)"):
         deploy(plan, f"socket://127.0.0.1:{free_port()}", FIRMWARE)
 
 

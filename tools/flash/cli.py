@@ -141,7 +141,7 @@ def _load(args: argparse.Namespace):
 
 def _deploy(args: argparse.Namespace) -> int:
     from tools.flash.deploy import DeployError, deploy
-    from tools.flash.device import DeviceError
+    from tools.flash.device import BoardError
     from tools.flash.fleet import resolve_port, summary
     from tools.flash.inventory import InventoryError
 
@@ -158,7 +158,7 @@ def _deploy(args: argparse.Namespace) -> int:
         port = args.port or resolve_port(plan)
         report = deploy(plan, port, args.firmware, boot_timeout_s=args.boot_timeout,
                         progress=lambda step: print(f"  {plan.id}: {step}", file=sys.stderr))  # fmt: skip
-    except (DeployError, DeviceError) as exc:
+    except (DeployError, BoardError) as exc:
         print(f"error: {plan.id}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{plan.id} on {port}: {summary(report)} ({time.monotonic() - started:.1f} s)")

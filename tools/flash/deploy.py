@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tools.flash.build import BuildError, compile_firmware
-from tools.flash.device import BoardInfo, Device, DeviceError
+from tools.flash.device import BoardInfo, Device, BoardError
 from tools.flash.inventory import NodePlan
 
 MANIFEST = "deployed.json"  # what the last deploy put on the board, so the next can tidy up
@@ -79,7 +79,7 @@ def deploy(
     plan: NodePlan, port: str, firmware_dir: Path, *, boot_timeout_s: float = 30.0, repl_timeout_s: float = 5.0,
     progress: Callable[[str], None] = lambda step: None,
 ) -> DeployReport:  # fmt: skip
-    """Deploy one node; raises DeployError (or DeviceError) naming the step that failed."""
+    """Deploy one node; raises DeployError (or BoardError) naming the step that failed."""
     started = time.monotonic()
     report = DeployReport(plan.id, port)
     progress("compiling")
@@ -140,7 +140,7 @@ def _tidy(dev: Device, present: set[str], files: dict[str, bytes]) -> list[str]:
         try:
             before = json.loads(dev.run(f"print(open({MANIFEST!r}).read())"))["files"]
             stale |= (set(before) - set(files)) & present
-        except (ValueError, KeyError, TypeError, DeviceError):
+        except (ValueError, KeyError, TypeError, BoardError):
             pass  # an unreadable manifest only means less tidying
     for name in sorted(stale):
         dev.remove(name)

@@ -19,8 +19,8 @@ READ_TIMEOUT_S = 10.0  # a board that stops answering mid-command fails instead 
 WRITE_CHUNK = 1024
 
 
-class DeviceError(RuntimeError):
-    """The device cannot be used; the message says which port and what to do."""
+class BoardError(RuntimeError):
+    """The board on a serial port cannot be used; the message says which port and what to do."""
 
 
 @dataclass(frozen=True)
@@ -65,23 +65,23 @@ def check_port(port: str) -> None:
     if "://" in port:
         return
     if not Path(port).exists():
-        raise DeviceError(
+        raise BoardError(
             f"no port {port}: no such device (is the board plugged in? `ls /dev/ttyUSB* /dev/ttyACM*`)"
         )
 
 
-def open_error(port: str, exc: BaseException) -> DeviceError:
+def open_error(port: str, exc: BaseException) -> BoardError:
     """Why a port would not open: missing, busy (another program holds it) or refused."""
     text = str(exc)
     if "://" not in port and not Path(port).exists():
-        return DeviceError(f"no port {port}: no such device (is the board plugged in?)")
+        return BoardError(f"no port {port}: no such device (is the board plugged in?)")
     if "lock" in text.lower() or "busy" in text.lower() or "errno 16" in text.lower():
-        return DeviceError(
+        return BoardError(
             f"port {port} is busy: another program holds it (a serial monitor, mpremote, esptool?)"
         )
     if "refused" in text.lower():
-        return DeviceError(f"port {port}: connection refused (is the virtual board running?)")
-    return DeviceError(f"port {port}: cannot open: {text}")
+        return BoardError(f"port {port}: connection refused (is the virtual board running?)")
+    return BoardError(f"port {port}: cannot open: {text}")
 
 
 def probe_port(port: str) -> None:
@@ -126,7 +126,7 @@ class Device:
         try:
             self.transport.enter_raw_repl(soft_reset=False, timeout_overall=self.repl_timeout_s)
         except (TransportError, serial.SerialException, OSError) as exc:
-            raise DeviceError(
+            raise BoardError(
                 f"{self.port}: no MicroPython REPL answered within {self.repl_timeout_s:g} s "
                 f"(is MicroPython flashed? `edge-flash firmware`) [{_short(exc)}]"
             ) from None
@@ -135,11 +135,11 @@ class Device:
         try:
             return self.transport.exec(code).decode(errors="replace")
         except TransportExecError as exc:
-            raise DeviceError(
+            raise BoardError(
                 f"{self.port}: the board failed running code: {exc.error_output.strip()}"
             ) from None
         except (TransportError, serial.SerialException, OSError) as exc:
-            raise DeviceError(f"{self.port}: the device stopped answering [{_short(exc)}]") from None
+            raise BoardError(f"{self.port}: the device stopped answering [{_short(exc)}]") from None
 
     def describe(self) -> BoardInfo:
         platform, machine, version, mpy = ast.literal_eval(self.run(_DESCRIBE).strip())
@@ -161,9 +161,9 @@ class Device:
         try:
             self.transport.fs_writefile(name, data, chunk_size=WRITE_CHUNK)
         except TransportExecError as exc:
-            raise DeviceError(f"{self.port}: cannot write {name}: {exc.error_output.strip()}") from None
+            raise BoardError(f"{self.port}: cannot write {name}: {exc.error_output.strip()}") from None
         except (TransportError, serial.SerialException, OSError) as exc:
-            raise DeviceError(f"{self.port}: writing {name} failed [{_short(exc)}]") from None
+            raise BoardError(f"{self.port}: writing {name} failed [{_short(exc)}]") from None
 
     def remove(self, name: str) -> None:
         self.run(f"import os\nos.remove({name!r})")
@@ -180,7 +180,7 @@ class Device:
         try:
             self.transport.exec_raw_no_follow(code)
         except (TransportError, serial.SerialException, OSError) as exc:
-            raise DeviceError(f"{self.port}: reset failed [{_short(exc)}]") from None
+            raise BoardError(f"{self.port}: reset failed [{_short(exc)}]") from None
         self.transport.in_raw_repl = False
 
     def read_console(self, pattern: re.Pattern[str], timeout_s: float) -> tuple[re.Match[str] | None, str]:

@@ -24,7 +24,7 @@ from esptool.cmds import (
 from esptool.targets import CHIP_DEFS
 from esptool.util import FatalError
 
-from tools.flash.device import DeviceError, check_port, probe_port
+from tools.flash.device import BoardError, check_port, probe_port
 
 ROM_BAUD = 115200  # what every ESP ROM bootloader answers at
 IMAGE_MAGIC = 0xE9
@@ -119,7 +119,7 @@ def flash(plan: FlashPlan, *, connect_attempts: int = 3) -> str:
         check_port(plan.port)
         if "://" not in plan.port:
             probe_port(plan.port)
-    except DeviceError as exc:
+    except BoardError as exc:
         raise FlashError(str(exc)) from None
     try:
         esp = detect_chip(plan.port, baud=ROM_BAUD, connect_attempts=connect_attempts)

@@ -14,7 +14,7 @@ from rich.table import Table
 from serial.tools import list_ports
 
 from tools.flash.deploy import DeployError, DeployReport, build_files, deploy
-from tools.flash.device import DeviceError, check_port
+from tools.flash.device import BoardError, check_port
 from tools.flash.inventory import Inventory, InventoryError, NodePlan
 
 
@@ -75,7 +75,7 @@ def run_fleet(
                 results.append(
                     NodeResult(node_id, address, True, summary(report), time.monotonic() - started)
                 )
-            except (DeployError, DeviceError, InventoryError) as exc:
+            except (DeployError, BoardError, InventoryError) as exc:
                 results.append(NodeResult(node_id, address, False, str(exc), time.monotonic() - started))
             except Exception as exc:  # a bug on one node must not cost the others their deploy
                 results.append(NodeResult(node_id, address, False, f"unexpected {type(exc).__name__}: {exc}",
@@ -120,7 +120,7 @@ def plan_table(inventory: Inventory) -> PlanCheck:
         try:
             port = resolve_port(plan)
             check_port(port)
-        except (DeployError, DeviceError) as exc:
+        except (DeployError, BoardError) as exc:
             unreachable[node_id] = str(exc)
             port = f"[yellow]{plan.address}?[/]"
         if plan.board not in sizes:

@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 
 from cloud_sync import codec
+from gatewayd import daemon_status
 from gatewayd.backoff import retry_delay
 from gatewayd.clock import now_ms
 from gatewayd.store import Store
@@ -140,17 +141,16 @@ class Uploader:
 
     def _health(self) -> list[Record]:
         """The daemon's device health, once a minute at most."""
-        if self.status_path is None or not self.status_path.exists():
+        if self.status_path is None:
             return []
         minute = self.now_ms() // 60_000 * 60_000
         if self.state.cursors.get("health", 0) >= minute:
             return []
-        try:
-            status = json.loads(self.status_path.read_text())
-        except ValueError:
+        status = daemon_status.read(self.status_path)
+        if status is None:
             return []
-        devices = {n: {k: d.get(k) for k in ("state", "consecutive_failures", "last_error")}
-                   for n, d in status.get("devices", {}).items()}  # fmt: skip
+        devices = {n: d.model_dump(include={"state", "consecutive_failures", "last_error"})
+                   for n, d in status.devices.items()}  # fmt: skip
         return [Record("health", minute, f"health:{minute}", "health", {"minute_ms": minute, "devices": devices})]
 
     def next_batch(self) -> list[Record]:

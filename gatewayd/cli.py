@@ -219,65 +219,48 @@ def _status(config: Config, db: Path) -> int:
     return 0
 
 
-def status_age_s(status: dict) -> float | None:
-    """How old a status is, by the monotonic clock (immune to wall-clock steps) when it was
-    written since this boot; None when it is from an earlier boot."""
-    import time
-
-    from gatewayd.clock import boot_id
-
-    if status.get("boot_id") is not None and "monotonic_s" in status:
-        if status["boot_id"] != boot_id():
-            return None
-        return max(0.0, time.monotonic() - status["monotonic_s"])
-    return max(0.0, time.time() - status["ts_ms"] / 1000)
-
-
 def _print_running(config: Config) -> None:
-    import json
+    from gatewayd import daemon_status
 
-    path = config.status_path
-    try:
-        status = json.loads(path.read_text())
-    except (OSError, ValueError):
+    status = daemon_status.read(config.status_path)
+    if status is None:
         print("daemon: no status (not running, or not yet)")
         return
-    age = status_age_s(status)
+    age = status.age_s()
     if age is None:
         print("daemon: not running since the last boot; at its last status:")
-    elif status.get("stopped"):
+    elif status.stopped:
         print(f"daemon: stopped {age:.0f} s ago; at stop:")
     elif age > 10:
         print(f"daemon: not running (last status {age:.0f} s old)")
-    w = status["writer"]
-    print(f"daemon: {w['written']} readings written, {w['queued']} queued, {status['alerts']} alerts raised"
+    w = status.writer
+    print(f"daemon: {w.written} readings written, {w.queued} queued, {status.alerts} alerts raised"
           + (f" (status {age:.0f} s old)" if age is not None and age <= 10 else ""))
-    store = status.get("store")
-    if store is not None:
-        if store["state"] == "ok":
-            print(f"  store: ok, {store['disk_bytes'] / 1e6:.1f} MB on disk of {store['budget_bytes'] / 1e6:g} MB"
-                  + (f"; {store['faults']} faults so far, the last one {store['last_outage_s']:.0f} s"
-                     if store["faults"] else ""))  # fmt: skip
-        else:
-            print(f"  store: DEGRADED ({store['state'].replace('_', ' ')}): {store['last_error']}; "
-                  f"{store['readings_dropped']} readings dropped, {store['writes_waiting']} alert writes waiting in memory")
-    clock = status.get("clock")
-    if clock is not None and (not clock["synchronized"] or clock["steps"]):
-        print(f"  clock: {'synchronised' if clock['synchronized'] else 'NOT synchronised (readings are marked)'}"
-              + (f", stepped {clock['steps']} times, last by {clock['last_step_s']:+.0f} s" if clock["steps"] else ""))
-    for name, d in sorted(status["devices"].items()):
-        error = f", last error: {d['last_error']}" if d["state"] != "online" and d["last_error"] else ""
-        print(f"  {name}: {d['state']}, {d['polls']} polls, {d['skipped_ticks']} skipped{error}")
-    if status.get("detection"):
-        d = status["detection"]
+    store = status.store
+    if store.state == "ok":
+        print(f"  store: ok, {(store.disk_bytes or 0) / 1e6:.1f} MB on disk of {store.budget_bytes / 1e6:g} MB"
+              + (f"; {store.faults} faults so far, the last one {store.last_outage_s or 0:.0f} s"
+                 if store.faults else ""))  # fmt: skip
+    else:
+        print(f"  store: DEGRADED ({store.state.replace('_', ' ')}): {store.last_error}; "
+              f"{store.readings_dropped} readings dropped, {store.writes_waiting} alert writes waiting in memory")
+    clock = status.clock
+    if not clock.synchronized or clock.steps:
+        print(f"  clock: {'synchronised' if clock.synchronized else 'NOT synchronised (readings are marked)'}"
+              + (f", stepped {clock.steps} times, last by {clock.last_step_s:+.0f} s" if clock.steps else ""))
+    for name, d in sorted(status.devices.items()):
+        error = f", last error: {d.last_error}" if d.state != "online" and d.last_error else ""
+        print(f"  {name}: {d.state}, {d.polls} polls, {d.skipped_ticks} skipped{error}")
+    if status.detection:
+        det = status.detection
         models = ", ".join(f"{name} " + (f"v{m['version']}" if m["version"] else
                                           "training" if m["training"] else f"collecting ({m['collected']} windows)")
-                           for name, m in sorted(d["models"].items()))  # fmt: skip
-        print(f"  detection: {d.get('scored', 0)} windows scored, {d.get('incidents', 0)} incidents, "
-              f"{d.get('dropped', 0)} polls dropped; "
+                           for name, m in sorted(det["models"].items()))  # fmt: skip
+        print(f"  detection: {det.get('scored', 0)} windows scored, {det.get('incidents', 0)} incidents, "
+              f"{det.get('dropped', 0)} polls dropped; "
               f"models: {models}")  # fmt: skip
-    if status["mqtt"] is not None:
-        m = status["mqtt"]
+    if status.mqtt is not None:
+        m = status.mqtt
         print(f"  mqtt: {'connected' if m['connected'] else 'disconnected'}, {m['published']} published, "
               f"{m['queued']} queued, {m['backlogged']} kept in the store, {m['dropped']} dropped")
 

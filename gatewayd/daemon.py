@@ -4,17 +4,16 @@ detection, MQTT, the dashboard and one supervisor."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gatewayd import command_topic, commands, service
+from gatewayd import command_topic, commands, daemon_status, service
 from gatewayd.clock import WallClock, boot_id, now_ms
 from gatewayd.config import Config
+from gatewayd.daemon_status import ClockStatus, DaemonStatus, DeviceStatus, StoreStatus, WriterStatus
 from gatewayd.detection.stage import DetectionStage
 from gatewayd.edge_alerts import EdgeAlerts
 from gatewayd.mqtt import Publisher
@@ -33,26 +32,6 @@ __all__ = ["Gateway", "ReadingQueue", "WriterStats", "run"]
 log = logging.getLogger(__name__)
 
 SUMMARY_CATCH_UP_MS = 3_600_000  # minute summaries published late at most (a longer gap is a clock step)
-
-
-def _write_status(path: Path, status: dict) -> None:
-    text = json.dumps(status, sort_keys=True).encode()
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_bytes(text)
-        tmp.replace(path)
-        return
-    except OSError as exc:  # a full or read-only disk must not stop the daemon
-        log.debug("status file not replaced: %s", exc)
-    try:
-        # A full disk has no room for a new file, but the old file's blocks take the new text
-        # (padded with blanks, which JSON ignores, so no stale tail is left).
-        with open(path, "r+b") as f:
-            size = f.seek(0, 2)
-            f.seek(0)
-            f.write(text.ljust(size))
-    except OSError as exc:
-        log.debug("status file not written: %s", exc)
 
 
 @dataclass
@@ -79,33 +58,28 @@ class Gateway:
             return False
         return all(now - p.heartbeat <= max(within_s, p.longest_pause()) for p in self.pollers.values())
 
-    def status(self) -> dict:
+    def status(self) -> DaemonStatus:
         """What `gatewayd status` shows of the running daemon (written to status.json). The
         monotonic time and boot id let a reader tell the status's age whatever the wall clock did."""
-        return {
-            "ts_ms": now_ms(),
-            "monotonic_s": time.monotonic(),
-            "boot_id": boot_id(),
-            "pid": os.getpid(),
-            "devices": {
-                name: {"state": p.health.state, "consecutive_failures": p.health.consecutive_failures,
-                       "last_error": p.health.last_error, "polls": p.health.polls, "readings": p.health.readings,
-                       "skipped_ticks": p.skipped_ticks}  # fmt: skip
-                for name, p in self.pollers.items()
-            },
-            "writer": {"written": self.writer.written, "batches": self.writer.batches, "queued": self.writer.queued,
-                       "compacted_blocks": self.writer.compacted},  # fmt: skip
-            "store": {**self.worker.status(), "disk_bytes": self.worker.disk_bytes(),
-                      "budget_bytes": int(self.config.store.disk_budget_mb * 1e6)},  # fmt: skip
-            "clock": self.clock.status(),
-            "mqtt": None if self.publisher is None else {
+        return DaemonStatus(
+            ts_ms=now_ms(), monotonic_s=time.monotonic(), boot_id=boot_id(), pid=os.getpid(),
+            devices={name: DeviceStatus(state=p.health.state, consecutive_failures=p.health.consecutive_failures,
+                                        last_error=p.health.last_error, polls=p.health.polls,
+                                        readings=p.health.readings, skipped_ticks=p.skipped_ticks)
+                     for name, p in self.pollers.items()},
+            writer=WriterStatus(written=self.writer.written, batches=self.writer.batches, queued=self.writer.queued,
+                                compacted_blocks=self.writer.compacted),
+            store=StoreStatus(**self.worker.status(), disk_bytes=self.worker.disk_bytes(),
+                              budget_bytes=int(self.config.store.disk_budget_mb * 1e6)),
+            clock=ClockStatus(**self.clock.status()),
+            mqtt=None if self.publisher is None else {
                 "connected": self.publisher.connected, "published": self.publisher.published,
                 "queued": self.publisher.queue.qsize(), "backlogged": self.publisher.backlogged,
                 "dropped": self.publisher.dropped,
-            },  # fmt: skip
-            "alerts": self.alerts,
-            "detection": None if self.detection is None else self.detection.status(),
-        }
+            },
+            alerts=self.alerts,
+            detection=None if self.detection is None else self.detection.status(),
+        )  # fmt: skip
 
     def status_line(self) -> str:
         states = [h.state for h in self.health().values()]
@@ -216,7 +190,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         while not stop.is_set():
             if publisher is not None and config.mqtt is not None and config.mqtt.telemetry == "summaries":
                 summarised = await publish_summaries(summarised)
-            await loop.run_in_executor(None, _write_status, status_file, gateway.status())
+            await loop.run_in_executor(None, daemon_status.write, status_file, gateway.status())
             if publisher is not None:
                 for name, h in gateway.health().items():
                     if published.get(name) != h.state:
@@ -268,7 +242,7 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
                 await dashboard_task
         await writer.flush()  # pollers are stopped: whatever is still queued goes to disk
     finally:
-        _write_status(config.status_path, {**gateway.status(), "stopped": True})
+        daemon_status.write(config.status_path, gateway.status().model_copy(update={"stopped": True}))
         for bus in buses.values():
             bus.close()
         try:

@@ -55,7 +55,7 @@ def overview(config: Config, gateway: Gateway, stored: dict, now_ms: int) -> dic
     """Nodes and their health, detection, queues, store and uplink, the clock: the page's every
     refresh. The store's state and the disk use of all its files come from the running gateway
     (its worker), the rest of `stored` from a read of the store (store_status or store_missing)."""
-    status = gateway.status()
+    status = gateway.status().model_dump()
     detail = gateway.detection.detail() if gateway.detection is not None else None
     devices = []
     for device in config.devices:

@@ -11,7 +11,9 @@ import pytest
 from cloud_sync import codec
 from cloud_sync.server import Handler, open_server
 from cloud_sync.uploader import STATE_FILE, Uploader, UploadState
+from gatewayd import daemon_status
 from gatewayd.store import Reading, Store
+from tests.gatewayd.test_daemon_status import sample
 
 T0 = 1_794_999_960_000  # 2026-11-18, a whole minute
 
@@ -284,3 +286,18 @@ def test_summaries_go_up_the_same_from_rows_and_from_summary_blocks(gateway_stor
     assert gateway_store.compact_summaries(gateway_store.compactable_summaries(later), later) == 12
     assert every_page() == before and len(before) == 6
     up.close()
+
+
+def test_device_health_goes_up_from_the_daemons_status_file_once_a_minute(gateway_store, tmp_path):
+    status_path = tmp_path / "status.json"
+    up = Uploader(gateway_store, tmp_path / STATE_FILE, "http://127.0.0.1:9", "t", gateway="gw",
+                  now_ms=lambda: T0 + 90_000, status_path=status_path)  # fmt: skip
+    assert up._health() == []  # no daemon has written its status yet
+    daemon_status.write(status_path, sample())
+    (record,) = up._health()
+    assert record.key == f"health:{T0 + 60_000}"
+    assert record.payload["devices"] == {
+        "pump-1": {"state": "online", "consecutive_failures": 0, "last_error": None},
+        "meter-2": {"state": "offline", "consecutive_failures": 7, "last_error": "timed out"}}  # fmt: skip
+    up.state.cursors["health"] = record.position
+    assert up._health() == []  # once a minute

@@ -60,7 +60,7 @@ async def test_the_overview_carries_the_store_and_the_clock_and_a_locked_store_r
         # the disk use of every file of the store (as the daemon's worker counts it, with the WAL,
         # the shared memory and the reserve), against the budget; the reader's pages in use beside it
         assert section["disk_bytes"] == gateway.worker.disk_bytes() >= section["data_bytes"] > 0
-        assert section["budget_bytes"] == gateway.status()["store"]["budget_bytes"]
+        assert section["budget_bytes"] == gateway.status().store.budget_bytes
         assert section["path"] == str(state / DB_NAME) and section["evictions"] == {}
         assert overview["alerts"] == {"total": 1, "unacknowledged": 1, "unlabelled": 1}
         assert overview["clock"] == {"synchronized": True, "trust": "always", "steps": 0, "last_step_s": 0.0}

@@ -13,10 +13,8 @@ from gatewayd.detection.baseline_file import FILE_NAME as BASELINES_FILE
 from gatewayd.detection.baseline_file import BaselineFile
 from gatewayd.detection.detector import Detector, DriftSettings
 from gatewayd.detection.rules import RuleSettings
-from gatewayd.models.bundle import generate_keypair, load_private_key, load_public_key, verify, write_bundle
 from gatewayd.models.scorer import Scorer
-from gatewayd.models.training import train_bundle
-from tests.detection.test_calibration import SPEC, plant
+from tests.detection.test_calibration import plant, signed_scorer
 from tests.faults.support import tmpfs
 
 
@@ -49,12 +47,7 @@ def test_zero_keeps_the_training_state():
 
 @pytest.fixture(scope="module")
 def scorer(tmp_path_factory) -> Scorer:
-    folder = tmp_path_factory.mktemp("bundle")
-    x = plant(400, seed=21)
-    trained = train_bundle(x, np.arange(len(x)) * 5000, SPEC, name="pump", version=1, source="test", trees=50)
-    generate_keypair(folder / "k.pem", folder / "k.pub")
-    bundle = write_bundle(folder / "b", trained.manifest, trained.files, load_private_key(folder / "k.pem"))
-    return Scorer(verify(bundle, [load_public_key(folder / "k.pub")]), bundle)
+    return signed_scorer(tmp_path_factory.mktemp("bundle"), plant(400, seed=21))
 
 
 def run(scorer: Scorer, windows: np.ndarray, follow_windows: float) -> list:

@@ -32,14 +32,18 @@ def plant(n: int, seed: int) -> np.ndarray:
     return levels + np.outer(speed, gains) + rng.normal(0, [0.05, 0.3, 0.08, 0.1], (n, 4))
 
 
-@pytest.fixture(scope="module")
-def scorer(tmp_path_factory) -> Scorer:
-    folder = tmp_path_factory.mktemp("bundle")
-    x = plant(2000, seed=1)
-    trained = train_bundle(x, np.arange(len(x)) * 5000, SPEC, name="pump", version=1, source="test", trees=50)
+def signed_scorer(folder, windows: np.ndarray) -> Scorer:
+    """A bundle trained on these windows (5 s apart), signed, verified and loaded."""
+    trained = train_bundle(windows, np.arange(len(windows)) * 5000, SPEC, name="pump", version=1, source="test",
+                           trees=50)  # fmt: skip
     generate_keypair(folder / "k.pem", folder / "k.pub")
     bundle = write_bundle(folder / "b", trained.manifest, trained.files, load_private_key(folder / "k.pem"))
     return Scorer(verify(bundle, [load_public_key(folder / "k.pub")]), bundle)
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory) -> Scorer:
+    return signed_scorer(tmp_path_factory.mktemp("bundle"), plant(2000, seed=1))
 
 
 def test_the_budget_holds_on_normal_data(scorer):

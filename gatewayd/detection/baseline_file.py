@@ -55,12 +55,16 @@ class BaselineFile:
     def due(self, now: float) -> bool:
         return now >= self.next_save
 
-    def save(self, baselines: dict[str, tuple[str, Baseline]], now: float) -> None:
-        """Write every following baseline (device -> (bundle, baseline)); the next is due
-        SAVE_EVERY_S after `now`."""
-        self.next_save = now + SAVE_EVERY_S
-        data = {d: {"bundle": bundle, "level": [float(v) for v in b.level]}
+    @staticmethod
+    def snapshot(baselines: dict[str, tuple[str, Baseline]]) -> dict[str, dict]:
+        """What to write of these baselines (device -> (bundle, baseline)): the following ones,
+        copied, so that the file can be written off the event loop while they move on."""
+        return {d: {"bundle": bundle, "level": [float(v) for v in b.level]}
                 for d, (bundle, b) in baselines.items() if b.rate}  # fmt: skip
+
+    def save(self, data: dict[str, dict], now: float) -> None:
+        """Write a snapshot; the next is due SAVE_EVERY_S after `now`."""
+        self.next_save = now + SAVE_EVERY_S
         if not data:
             return
         temp = self.path.with_name(f".{self.path.name}.tmp")

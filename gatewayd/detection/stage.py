@@ -242,11 +242,16 @@ class DetectionStage:
     def _bundle_name(scope: ScopeState) -> str:
         return f"{scope.name} v{scope.version}"
 
-    def _save_baselines(self, *, force: bool = False) -> None:
+    def _baselines_now(self) -> dict[str, dict]:
+        return self.baselines.snapshot({device: (self._bundle_name(self.scopes[self.scope_of[device]]),
+                                                 detector.baseline) for device, detector in self.detectors.items()})  # fmt: skip
+
+    async def _save_baselines(self) -> None:
+        """Every SAVE_EVERY_S, off the event loop: a slow SD card must not hold up the windows."""
         now = time.monotonic()
-        if force or self.baselines.due(now):
-            self.baselines.save({device: (self._bundle_name(self.scopes[self.scope_of[device]]), detector.baseline)
-                                 for device, detector in self.detectors.items()}, now)  # fmt: skip
+        if self.baselines.due(now):
+            self.baselines.next_save = now + 1e9  # not again while this write is in flight
+            await asyncio.get_running_loop().run_in_executor(None, self.baselines.save, self._baselines_now(), now)
 
     def _resume(self, device: str, detector: Detector) -> None:
         """An incident left open by the daemon's previous run carries on under its id: it
@@ -305,7 +310,7 @@ class DetectionStage:
                         log.exception("%s: window ending %d not processed", device, end_ms)
                 await self._check_labels()
         finally:
-            self._save_baselines(force=True)
+            self.baselines.save(self._baselines_now(), time.monotonic())
             trainings = [s.training for s in self.scopes.values() if s.training is not None]
             for t in trainings:
                 t.cancel()
@@ -326,7 +331,7 @@ class DetectionStage:
             return
         result = detector.window(end_ms, features)
         self.stats.scored += 1
-        self._save_baselines()
+        await self._save_baselines()
         self._record_scores(device, detector, result, spec)
         if scope.probation > 0:
             scope.probation -= 1

@@ -5,5 +5,6 @@ asyncio loop, when `[dashboard] enabled = true`.
 - `access.py`: who may use it (token, session cookie, host and origin checks);
 - `views.py`: what the pages are shown, from the running gateway and the store;
 - `envelope.py`: long series cut down to what a chart can draw;
+- `running.py`: what it reads of the running daemon (a protocol the daemon's gateway meets);
 - `static/`: the page, its script and style, and the vendored chart library (uPlot, MIT).
 """

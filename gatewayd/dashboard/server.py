@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import microdot.microdot as microdot_core
 from microdot import Microdot, Request, Response
@@ -41,9 +41,7 @@ from gatewayd.store_faults import StoreFault, classify, describe
 
 from . import views
 from .access import SESSION_COOKIE, SESSION_MAX_AGE_S, Access
-
-if TYPE_CHECKING:
-    from gatewayd.daemon import Gateway
+from .running import RunningGateway
 
 log = logging.getLogger("gatewayd.dashboard")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -242,7 +240,7 @@ def _int_arg(request: Request, name: str, default: int, lowest: int, highest: in
 
 
 class Dashboard:
-    def __init__(self, config: Config, gateway: Gateway, apply_command: ApplyCommand):
+    def __init__(self, config: Config, gateway: RunningGateway, apply_command: ApplyCommand):
         self.config = config
         self.settings = config.dashboard
         self.gateway = gateway

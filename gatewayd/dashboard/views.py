@@ -7,7 +7,6 @@ import base64
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,9 +16,7 @@ from gatewayd.detection.score_history import COLUMNS, ScoreHistory
 from gatewayd.store import Store
 
 from .envelope import envelope
-
-if TYPE_CHECKING:
-    from gatewayd.daemon import Gateway
+from .running import RunningGateway
 
 
 # Series travel as base64 of little-endian arrays, not JSON lists: a list of an hour's points
@@ -51,7 +48,7 @@ def json_safe(obj: object) -> object:
 # -- in the event loop ---------------------------------------------------------------------
 
 
-def overview(config: Config, gateway: Gateway, stored: dict, now_ms: int) -> dict:
+def overview(config: Config, gateway: RunningGateway, stored: dict, now_ms: int) -> dict:
     """Nodes and their health, detection, queues, store and uplink, the clock: the page's every
     refresh. The store's state and the disk use of all its files come from the running gateway
     (its worker), the rest of `stored` from a read of the store (store_status or store_missing)."""

@@ -9,7 +9,7 @@ import math
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -665,11 +665,12 @@ class Store:
     # -- disk budget ----------------------------------------------------------------------
 
     def enforce_budget(self, budget_bytes: int, *, overhead_bytes: int = 0, release_free: bool = True,
-                       chunk: int = 256, uploaded: Mapping[str, int] | None = None) -> dict[str, int]:  # fmt: skip
+                       chunk: int = 256, uploaded: Callable[[], Mapping[str, int]] | None = None) -> dict[str, int]:  # fmt: skip
         """Evict routine data until the pages in use plus `overhead_bytes` (room kept for the
         WAL, the shared memory and the reserve file) fit in `budget_bytes`: raw blocks not kept
         for an anomaly window, in the order they were written, then outbox rows the cloud agent
-        has uploaded (`uploaded`: its cursor per source, upload_state.py), then one-minute
+        has uploaded (`uploaded()`: its cursor per source, upload_state.py; asked only when the
+        budget needs the outbox's room), then one-minute
         summaries. Alerts, labels, kept blocks and outbox rows not uploaded yet are never
         evicted. Every eviction is counted in `evictions`. Then, with `release_free`, when the
         files themselves are larger than the budget (it was lowered), free pages go back to
@@ -688,27 +689,37 @@ class Store:
         return self._evict(lambda: free_bytes - (start - self.disk_bytes()), chunk, kinds=("raw",))
 
     def _evict(self, excess_bytes, chunk: int, kinds: Sequence[str] = ("raw", "outbox_uploaded", "summaries"),
-               uploaded: Mapping[str, int] | None = None) -> dict[str, int]:  # fmt: skip
+               uploaded: Callable[[], Mapping[str, int]] | None = None) -> dict[str, int]:  # fmt: skip
         evicted: dict[str, int] = {}
-        # outbox rows at or before their source's cursor have reached the cloud
-        gone = [(kinds_, (uploaded or {}).get(source, 0)) for source, kinds_ in OUTBOX_SOURCES.items()]
-        outbox_gone = " OR ".join(f"(kind IN ({','.join('?' * len(k))}) AND id <= ?)" for k, _ in gone)
-        outbox_args = [v for k, cursor in gone for v in (*k, cursor)]
-        # kind: rows oldest written first as (readings, bytes, key...), and how to delete by key
+
+        def outbox_uploaded() -> tuple[str, list]:
+            """Outbox rows at or before their source's cursor: they have reached the cloud."""
+            cursors = uploaded() if uploaded is not None else {}
+            gone = [(k, cursors.get(source, 0)) for source, k in OUTBOX_SOURCES.items()]
+            where = " OR ".join(f"(kind IN ({','.join('?' * len(k))}) AND id <= ?)" for k, _ in gone)
+            return (f"SELECT 0, length(payload), id FROM outbox WHERE {where} ORDER BY id LIMIT ?",
+                    [v for k, cursor in gone for v in (*k, cursor)])  # fmt: skip
+
+        # kind: rows oldest written first as (readings, bytes, key...) with the query's arguments
+        # before the limit, and how to delete by key
         steps = {
-            "raw": ("SELECT count, length(data), id FROM reading_blocks WHERE keep = 0 ORDER BY seq LIMIT ?",
+            "raw": (lambda: ("SELECT count, length(data), id FROM reading_blocks WHERE keep = 0 ORDER BY seq LIMIT ?", []),
                     lambda keys: self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", keys)),
-            "outbox_uploaded": (f"SELECT 0, length(payload), id FROM outbox WHERE {outbox_gone} ORDER BY id LIMIT ?",
+            "outbox_uploaded": (outbox_uploaded,
                                 lambda keys: self.conn.executemany("DELETE FROM outbox WHERE id = ?", keys)),
             # both forms of the minutes, in one order: write order, then time
-            "summaries": ("SELECT readings, length(data) + 48, id, NULL, seq, first_ms FROM summary_blocks UNION ALL "
-                          "SELECT count, 64, channel_id, minute_ms, seq, minute_ms FROM summaries ORDER BY 5, 6 LIMIT ?",
+            "summaries": (lambda: ("SELECT readings, length(data) + 48, id, NULL, seq, first_ms FROM summary_blocks "
+                                   "UNION ALL SELECT count, 64, channel_id, minute_ms, seq, minute_ms FROM summaries "
+                                   "ORDER BY 5, 6 LIMIT ?", []),
                           self._delete_summaries),
         }  # fmt: skip
         for kind in kinds:
-            select, delete = steps[kind]
+            query, delete = steps[kind]
+            if excess_bytes() <= 0:
+                break  # within the budget: the later kinds are not even looked at
+            select, args = query()
             while (excess := excess_bytes()) > 0:
-                candidates = self.conn.execute(select, (*(outbox_args if kind == "outbox_uploaded" else ()), chunk)).fetchall()
+                candidates = self.conn.execute(select, (*args, chunk)).fetchall()
                 if not candidates:
                     break
                 rows = []

@@ -300,7 +300,7 @@ class StoreWorker:
         room = usage.files + reserve_on_disk + fs_free - missing_reserve
         if room >= self.budget:  # the budget is the limit
             overhead = max(usage.wal, self.wal_bytes) + usage.shm + self.reserve.size
-            evicted = store.enforce_budget(self.budget, overhead_bytes=overhead, uploaded=self._uploaded())
+            evicted = store.enforce_budget(self.budget, overhead_bytes=overhead, uploaded=self._uploaded)
         else:
             # The file system is the limit (it is smaller than the budget, or something else
             # filled it): the data stays within the database as it is (with what the WAL holds
@@ -311,7 +311,7 @@ class StoreWorker:
             spare = max(0, fs_free - missing_reserve - wal_room)
             size = max(usage.database, usage.pages)
             evicted = store.enforce_budget(size + spare - _headroom(size, self.reserve.size), release_free=False,
-                                           uploaded=self._uploaded())  # fmt: skip
+                                           uploaded=self._uploaded)  # fmt: skip
         if not reserve_on_disk and self.reserve.ensure():
             log.info("reserve of %d KB in place", self.reserve.size // 1024)
         # The file system is the limit when it leaves less than the budget and no room to spare.

@@ -20,13 +20,16 @@ def read(state_dir: Path) -> dict | None:
     run on this gateway or its file cannot be read."""
     try:
         state = json.loads((state_dir / FILE_NAME).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return state if isinstance(state, dict) else None
 
 
 def outbox_cursors(state: dict | None) -> dict[str, int]:
-    """The outbox sources' cursors in an agent's state: 0 for a source never uploaded."""
-    cursors = (state or {}).get("cursors") or {}
-    return {source: int(cursors.get(source, 0)) if isinstance(cursors.get(source, 0), int) else 0
-            for source in OUTBOX_SOURCES}  # fmt: skip
+    """The outbox sources' cursors in an agent's state: 0 for a source never uploaded, and for
+    anything in the file that is not a cursor (it decides what the budget may delete)."""
+    cursors = (state or {}).get("cursors")
+    if not isinstance(cursors, dict):
+        return dict.fromkeys(OUTBOX_SOURCES, 0)
+    return {source: v if type(v) is int and v > 0 else 0 for source in OUTBOX_SOURCES
+            for v in (cursors.get(source, 0),)}  # fmt: skip

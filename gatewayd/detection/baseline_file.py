@@ -35,7 +35,7 @@ class BaselineFile:
             raw = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             log.warning("baselines not restored from %s (%s): devices start from their training state", self.path, exc)
             return
         if isinstance(raw, dict):
@@ -47,13 +47,17 @@ class BaselineFile:
         entry = self.saved.pop(device, None)
         if entry is None or entry["bundle"] != bundle or len(entry["level"]) != len(baseline.level):
             return False
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in entry["level"]):
+        if not all(type(v) in (int, float) and math.isfinite(v) for v in entry["level"]):
             return False
         baseline.level[:] = entry["level"]
         return True
 
     def due(self, now: float) -> bool:
-        return now >= self.next_save
+        """Whether a periodic write is due; if so, the next one is SAVE_EVERY_S after `now`."""
+        if now < self.next_save:
+            return False
+        self.next_save = now + SAVE_EVERY_S
+        return True
 
     @staticmethod
     def snapshot(baselines: dict[str, tuple[str, Baseline]]) -> dict[str, dict]:
@@ -62,9 +66,8 @@ class BaselineFile:
         return {d: {"bundle": bundle, "level": [float(v) for v in b.level]}
                 for d, (bundle, b) in baselines.items() if b.rate}  # fmt: skip
 
-    def save(self, data: dict[str, dict], now: float) -> None:
-        """Write a snapshot; the next is due SAVE_EVERY_S after `now`."""
-        self.next_save = now + SAVE_EVERY_S
+    def save(self, data: dict[str, dict]) -> None:
+        """Write a snapshot (replacing the file whole)."""
         if not data:
             return
         temp = self.path.with_name(f".{self.path.name}.tmp")

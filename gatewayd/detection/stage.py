@@ -248,10 +248,8 @@ class DetectionStage:
 
     async def _save_baselines(self) -> None:
         """Every SAVE_EVERY_S, off the event loop: a slow SD card must not hold up the windows."""
-        now = time.monotonic()
-        if self.baselines.due(now):
-            self.baselines.next_save = now + 1e9  # not again while this write is in flight
-            await asyncio.get_running_loop().run_in_executor(None, self.baselines.save, self._baselines_now(), now)
+        if self.baselines.due(time.monotonic()):
+            await asyncio.get_running_loop().run_in_executor(None, self.baselines.save, self._baselines_now())
 
     def _resume(self, device: str, detector: Detector) -> None:
         """An incident left open by the daemon's previous run carries on under its id: it
@@ -310,7 +308,7 @@ class DetectionStage:
                         log.exception("%s: window ending %d not processed", device, end_ms)
                 await self._check_labels()
         finally:
-            self.baselines.save(self._baselines_now(), time.monotonic())
+            self.baselines.save(self._baselines_now())
             trainings = [s.training for s in self.scopes.values() if s.training is not None]
             for t in trainings:
                 t.cancel()

@@ -107,8 +107,7 @@ def followed(level: list[float]) -> Baseline:
 def test_a_restart_restores_the_baseline_of_the_same_bundle_only(tmp_path):
     path = tmp_path / BASELINES_FILE
     f = BaselineFile(path)
-    f.save(f.snapshot({"pump-1": ("pump-1 v3", followed([1.0, 2.0])), "pump-2": ("pump-2 v1", followed([5.0]))}),
-           now=0.0)  # fmt: skip
+    f.save(f.snapshot({"pump-1": ("pump-1 v3", followed([1.0, 2.0])), "pump-2": ("pump-2 v1", followed([5.0]))}))
     restarted = BaselineFile(path)
     restarted.load()
     same, newer, wider = (Baseline(np.zeros(n), 30, 10.0, 5.0) for n in (2, 1, 3))
@@ -120,7 +119,7 @@ def test_a_restart_restores_the_baseline_of_the_same_bundle_only(tmp_path):
 def test_a_fixed_baseline_is_not_saved(tmp_path):
     path = tmp_path / BASELINES_FILE
     f = BaselineFile(path)
-    f.save(f.snapshot({"pump-1": ("pump-1 v3", Baseline(np.zeros(2), 0, 10.0, 5.0))}), now=0.0)
+    f.save(f.snapshot({"pump-1": ("pump-1 v3", Baseline(np.zeros(2), 0, 10.0, 5.0))}))
     assert not path.exists()
 
 
@@ -138,17 +137,17 @@ def test_a_full_disk_keeps_the_last_saved_file_and_logs_once(tmp_path, caplog):
     with tmpfs(tmp_path / "state", "64k") as state:
         path = state / BASELINES_FILE
         f = BaselineFile(path)
-        f.save(f.snapshot({"pump-1": ("pump-1 v3", followed([1.0]))}), now=0.0)
+        f.save(f.snapshot({"pump-1": ("pump-1 v3", followed([1.0]))}))
         (state / "filler").write_bytes(b"\0" * 60_000)  # what is left is smaller than the next file
         with pytest.raises(OSError):
             (state / "more").write_bytes(b"\0" * 8192)
         wide = f.snapshot({"pump-1": ("pump-1 v3", followed([float(i) for i in range(2000)]))})
-        assert f.due(60.0)
-        f.save(wide, now=60.0)
-        f.save(wide, now=120.0)
+        assert f.due(60.0) and not f.due(90.0) and f.due(120.0)
+        f.save(wide)
+        f.save(wide)
         assert sum("not saved" in r.getMessage() for r in caplog.records) == 1
         assert json.loads(path.read_text())["pump-1"]["level"] == [1.0]
         assert not (state / f".{BASELINES_FILE}.tmp").exists()
         (state / "filler").unlink()
-        f.save(wide, now=180.0)
+        f.save(wide)
         assert len(json.loads(path.read_text())["pump-1"]["level"]) == 2000

@@ -54,7 +54,7 @@ def test_outbox_rows_the_cloud_agent_uploaded_are_evicted_and_the_rest_kept(tmp_
     cursors = upload_state.outbox_cursors(upload_state.read(tmp_path))
     assert cursors == {"alerts": alert_ids[3], "labels": label_ids[1]}
     assert store.outbox_waiting(cursors) == {"alerts": 2, "labels": 4}
-    evicted = store.enforce_budget(1, uploaded=cursors)
+    evicted = store.enforce_budget(1, uploaded=lambda: cursors)
     assert evicted["outbox_uploaded"] == 4 + 2
     left = [i for i, _, _ in store.outbox_after(("alert", "label"), 0, 100)]
     assert left == sorted(alert_ids[4:] + label_ids[2:])
@@ -67,7 +67,7 @@ def test_without_a_cloud_agent_no_outbox_row_is_evicted(tmp_path):
     store.register_device("n", "edge-node", "x", {}, [("a", "V")])
     store.record_alert("alert-1", "n", ["a"], "warning", "model", 0, {})
     assert upload_state.read(tmp_path) is None
-    store.enforce_budget(1, uploaded=upload_state.outbox_cursors(None))
+    store.enforce_budget(1, uploaded=lambda: upload_state.outbox_cursors(None))
     assert len(store.outbox_after(("alert",), 0, 10)) == 1 and "outbox_uploaded" not in store.evictions()
     store.close()
 

@@ -53,6 +53,7 @@ from block_codec import sqlite_row_bytes  # noqa: E402  (bench/ is the script's 
 from cloud_sync.server import open_server  # noqa: E402
 from cloud_sync.uploader import STATE_FILE, Uploader  # noqa: E402
 from gatewayd import reserve  # noqa: E402
+from gatewayd.alert import Alert, AlertChange  # noqa: E402
 from gatewayd.config import StoreSection  # noqa: E402
 from gatewayd.store import Reading, Store  # noqa: E402
 
@@ -188,8 +189,8 @@ def uplink_run(devices: int, noise: float, seconds: int, anomalous: float, t0: i
         for d, s in starts:  # as the detection stage records and protects an episode
             name = f"dev-{d}"
             opened, closed = t0 + s * 1000, t0 + (s + EPISODE_S) * 1000
-            store.record_alert(f"bench:{name}:model:{opened}", name, ["s0"], "warning", "model", opened, {})
-            store.update_alert(f"bench:{name}:model:{opened}", closed_ms=closed)
+            store.record_alert(Alert(f"bench:{name}:model:{opened}", name, ["s0"], "warning", "model", opened, {}))
+            store.update_alert(AlertChange(f"bench:{name}:model:{opened}", name, "model", closed_ms=closed))
             for c in range(CHANNELS_PER_DEVICE):
                 store.protect(name, f"s{c}", opened, closed)
             anomalous_samples += EPISODE_S * CHANNELS_PER_DEVICE

@@ -10,7 +10,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from gatewayd.command_auth import Authoriser, load_secret
 from gatewayd.commands import Command, CommandError, Missed, decode, validate_any
@@ -30,7 +29,7 @@ RETAINED = ("refused: a retained command would be applied again at every reconne
             "without retain, and clear the retained one with: mosquitto_pub -r -n -t TOPIC")  # fmt: skip
 
 Apply = Callable[[Command | Missed], Awaitable[str]]
-StoreCall = Callable[..., Awaitable[Any]]
+DeadLetter = Callable[[str, str, bytes], Awaitable[None]]
 
 
 class Budget:
@@ -58,15 +57,15 @@ class CommandTopic:
 
     `apply` applies a validated command on the store thread, raising CommandError for an
     unknown alert and one of `store_errors` when the store cannot take it (a full disk);
-    `store_call` reaches the store for dead letters."""
+    `dead_letter(source, reason, payload)` keeps a refused command."""
 
-    def __init__(self, config: Config, apply: Apply, store_call: StoreCall, *,
+    def __init__(self, config: Config, apply: Apply, dead_letter: DeadLetter, *,
                  store_errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError),
                  monotonic: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] | None = None):  # fmt: skip
         self.gateway = config.gateway.name
         self.devices = frozenset(d.name for d in config.devices)
         self.apply = apply
-        self.store_call = store_call
+        self.dead_letter = dead_letter
         self.store_errors = store_errors
         self.monotonic = monotonic
         mqtt = config.mqtt
@@ -134,6 +133,6 @@ class CommandTopic:
             return
         log.log(level, "MQTT command refused: %s", reason, exc_info=exc)
         try:
-            await self.store_call("dead_letter", SOURCE, reason, bytes(payload[:DEAD_LETTER_BYTES]))
+            await self.dead_letter(SOURCE, reason, bytes(payload[:DEAD_LETTER_BYTES]))
         except Exception as store_exc:  # a full disk: the refusal is logged, the command loop goes on
             log.error("MQTT command refusal not dead-lettered: %s", store_exc)

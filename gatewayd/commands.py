@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
+from gatewayd.alert import Alert, alert_id
 from gatewayd.export import iso, parse_time
 from gatewayd.store import Store
 
@@ -202,7 +203,7 @@ def validate_any(data: object, gateway: str, devices: Collection[str] | None) ->
             raise CommandError(f"at: {at!r} is neither an ISO 8601 time nor milliseconds since the epoch") from None
     if not 0 <= at < 2**53:
         raise CommandError(f"at: {at} is not a time after 1970 in milliseconds")
-    return Missed(f"{gateway}:{payload.device}:missed:{at}", payload.device, at, payload.operator)
+    return Missed(alert_id(gateway, payload.device, "missed", at), payload.device, at, payload.operator)
 
 
 def _describe(error: ErrorDetails) -> str:
@@ -219,8 +220,8 @@ def apply(store: Store, command: Command | Missed) -> str:
         when = iso(command.at_ms)
         if store.alerts_by_id([command.alert_id]):
             return f"missed anomaly on {command.device} at {when} was already recorded ({command.alert_id})"
-        store.record_alert(command.alert_id, command.device, [], "warning", "operator", command.at_ms,
-                           {"source": "operator", "operator": command.operator})  # fmt: skip
+        store.record_alert(Alert(command.alert_id, command.device, (), "warning", "operator", command.at_ms,
+                                 {"source": "operator", "operator": command.operator}))
         store.label_alert(command.alert_id, "missed", command.operator)
         return f"missed anomaly on {command.device} at {when} recorded ({command.alert_id})"
     try:

@@ -8,24 +8,28 @@ condition under the same id, and closes one that ended while it was down."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import replace
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from gatewayd.alert import Alert, AlertChange
 from gatewayd.profiles.edge_node import EdgeEvent
 from gatewayd.store_faults import StoreFault
+
+if TYPE_CHECKING:
+    from gatewayd.async_store import AsyncStore
 
 log = logging.getLogger("gatewayd.daemon")
 
 RANK = {"warning": 1, "critical": 2}
 
-StoreCall = Callable[..., Awaitable[Any]]
-Publish = Callable[[dict], None]
+Publish = Callable[[Alert | AlertChange], None]
 
 
 class EdgeAlerts:
-    def __init__(self, gateway: str, store_call: StoreCall, publish: Publish):
+    def __init__(self, gateway: str, store: AsyncStore, publish: Publish):
         self.gateway = gateway
-        self.store_call = store_call
+        self.store = store
         self.publish = publish
         self.open: dict[tuple[str, str], dict] = {}  # (device, channel) -> {"id", "severity", "opened_ms"}
         self.loaded = False
@@ -34,7 +38,7 @@ class EdgeAlerts:
         """Read the open edge alerts back (once the store can answer). Older gateways left
         several open per channel: the newest carries on, the others are closed now."""
         try:
-            rows = await self.store_call("open_alerts", "edge")
+            rows = await self.store.open_alerts("edge")
         except StoreFault:
             return  # tried again at the next event
         found: dict[tuple[str, str], dict] = {}
@@ -63,24 +67,23 @@ class EdgeAlerts:
                     await self._close(key, current, ts_ms, "the node reports the channel clear", detail)
                 continue
             if current is None:
-                alert_id = f"{self.gateway}:{device}:{e.channel}:{ts_ms}"
-                self.open[key] = {"id": alert_id, "severity": e.severity, "opened_ms": ts_ms}
-                await self.store_call("record_alert", alert_id, device, [e.channel], e.severity, "edge", ts_ms, detail)
+                alert = Alert.new(self.gateway, device, e.channel, kind="edge", severity=e.severity, opened_ms=ts_ms,
+                                  channels=(e.channel,), detail=detail)  # fmt: skip
+                self.open[key] = {"id": alert.id, "severity": e.severity, "opened_ms": ts_ms}
+                await self.store.record_alert(alert)
                 log.warning("%s/%s: node reports %s (%s), value %g", device, e.channel, e.severity,
                             ", ".join(e.checks) or "no check", e.value)  # fmt: skip
-                self.publish({"id": alert_id, "device": device, "channels": [e.channel], "severity": e.severity,
-                              "kind": "edge", "opened_ms": ts_ms, "detail": detail})  # fmt: skip
+                self.publish(alert)
             elif RANK[e.severity] > RANK.get(current["severity"], 0):
                 current["severity"] = e.severity
-                await self.store_call("update_alert", current["id"], severity=e.severity, detail=detail)
+                change = AlertChange(current["id"], device, "edge", severity=e.severity, detail=detail)
+                await self.store.update_alert(change)
                 log.warning("%s/%s: node now reports %s (%s), value %g", device, e.channel, e.severity,
                             ", ".join(e.checks) or "no check", e.value)  # fmt: skip
-                self.publish({"id": current["id"], "device": device, "severity": e.severity, "kind": "edge",
-                              "update": True, "detail": detail})  # fmt: skip
+                self.publish(change)
 
     async def _close(self, key: tuple[str, str], alert: dict, ts_ms: int, why: str, detail: dict | None = None) -> None:
-        detail = {**(detail or {}), "source": "node", "closed": why}
-        await self.store_call("update_alert", alert["id"], closed_ms=ts_ms)  # the stored detail stays the opening one
+        closed = AlertChange(alert["id"], key[0], "edge", closed_ms=ts_ms)
+        await self.store.update_alert(closed)  # the stored detail stays the opening one
         log.info("%s/%s: alert %s closed: %s", key[0], key[1], alert["id"], why)
-        self.publish({"id": alert["id"], "device": key[0], "closed_ms": ts_ms, "kind": "edge", "update": True,
-                      "detail": detail})  # fmt: skip
+        self.publish(replace(closed, detail={**(detail or {}), "source": "node", "closed": why}))

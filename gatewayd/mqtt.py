@@ -11,13 +11,14 @@ import json
 import logging
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import aiomqtt
 
+from gatewayd.alert import Alert, AlertChange
 from gatewayd.backoff import retry_delay
 from gatewayd.clock import now_ms
 from gatewayd.config import MqttSection
@@ -31,7 +32,16 @@ HELD_MESSAGES = 10_000
 COMMANDS_QUEUED = 100  # received commands waiting to be handled; past it the client drops them
 MAX_BACKOFF_S = 60.0
 
-StoreCall = Callable[..., Awaitable[Any]]
+
+
+class MessageBacklog(Protocol):
+    """Where messages wait while the broker is away (the store: gatewayd/async_store.py)."""
+
+    async def backlog_push(self, messages: Sequence[tuple[str, bytes, int, bool, bool]], limit: int) -> int: ...
+
+    async def backlog_take(self, limit: int) -> list[tuple[int, str, bytes, int, bool]]: ...
+
+    async def backlog_delete(self, ids: Sequence[int]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -78,13 +88,13 @@ def encode(body: dict) -> bytes:
 
 
 class Publisher:
-    def __init__(self, config: MqttSection, gateway: str, store_call: StoreCall,
+    def __init__(self, config: MqttSection, gateway: str, backlog: MessageBacklog,
                  on_command: Callable[[bytes, bool], Awaitable[str]] | None = None):  # fmt: skip
         self.on_command = on_command
         self.config = config
         self.topics = Topics(config.topic_prefix, gateway)
         self.gateway = gateway
-        self.store_call = store_call
+        self.backlog = backlog
         self.queue: asyncio.Queue[Message] = asyncio.Queue(QUEUE_MESSAGES)
         self.connected = False
         self.published = 0
@@ -138,8 +148,8 @@ class Publisher:
                 "ts_ms": now_ms()}  # fmt: skip
         self.offer(Message(self.topics.health(device), encode(body), qos=1, retain=True, important=True))
 
-    def alert(self, alert: dict) -> None:
-        self.offer(Message(self.topics.alerts, encode(alert), qos=1, important=True))
+    def alert(self, alert: Alert | AlertChange) -> None:
+        self.offer(Message(self.topics.alerts, encode(alert.message()), qos=1, important=True))
 
     # -- the connection -------------------------------------------------------------------
 
@@ -236,7 +246,7 @@ class Publisher:
         if messages:
             rows = [(m.topic, m.payload, m.qos, m.retain, m.important) for m in messages]
             try:
-                await self.store_call("backlog_push", rows, self.config.backlog_messages)
+                await self.backlog.backlog_push(rows, self.config.backlog_messages)
             except StoreFault:
                 # Neither broker nor store: alerts and health wait in memory (bounded), the rest goes.
                 important = [m for m in messages if m.important]
@@ -253,12 +263,12 @@ class Publisher:
             self.published += 1
         while True:
             try:
-                rows = await self.store_call("backlog_take", 500)
+                rows = await self.backlog.backlog_take(500)
                 if not rows:
                     return
                 for _, topic, payload, qos, retain in rows:
                     await client.publish(topic, payload, qos=qos, retain=retain)
                     self.published += 1
-                await self.store_call("backlog_delete", [r[0] for r in rows])
+                await self.backlog.backlog_delete([r[0] for r in rows])
             except StoreFault:
                 return  # the backlog waits on the disk; live messages go on

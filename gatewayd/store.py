@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gatewayd import blocks, migrations, summaries
+from gatewayd.alert import Alert, AlertChange
 from gatewayd.clock import now_ms
 from gatewayd.upload_state import OUTBOX_SOURCES
 
@@ -436,11 +437,9 @@ class Store:
         finally:
             self.conn.execute("PRAGMA synchronous=NORMAL")
 
-    def record_alert(self, alert_id: str, device: str, channels: Sequence[str], severity: str, kind: str,
-                     opened_ms: int, detail: dict) -> None:  # fmt: skip
+    def record_alert(self, alert: Alert) -> None:
         """Store an alert and queue it for the cloud, in one transaction."""
-        payload = json.dumps({"id": alert_id, "device": device, "channels": list(channels), "severity": severity,
-                              "kind": kind, "opened_ms": opened_ms, "detail": detail}, sort_keys=True)  # fmt: skip
+        payload = json.dumps(alert.message(), sort_keys=True)
         with self._synced(), self.conn:
             self.conn.execute("BEGIN")
             # An alert written again (kept in memory through a store outage, the first attempt
@@ -448,22 +447,23 @@ class Store:
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO alerts (id, device, channels, severity, kind, opened_ms, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (alert_id, device, json.dumps(list(channels)), severity, kind, opened_ms, json.dumps(detail)),
+                (alert.id, alert.device, json.dumps(list(alert.channels)), alert.severity, alert.kind,
+                 alert.opened_ms, json.dumps(alert.detail)),
             )
             if cur.rowcount:
                 self._enqueue("alert", payload.encode())
 
-    def update_alert(self, alert_id: str, *, severity: str | None = None, closed_ms: int | None = None,
-                     detail: dict | None = None) -> None:  # fmt: skip
+    def update_alert(self, change: AlertChange) -> None:
         """An incident escalated or closed: the alert row changes and the change goes to the cloud."""
+        detail = None if change.detail is None else json.dumps(change.detail)
         with self._synced(), self.conn:
             self.conn.execute("BEGIN")
             self.conn.execute(
                 "UPDATE alerts SET severity = coalesce(?, severity), closed_ms = coalesce(?, closed_ms), "
                 "detail = coalesce(?, detail) WHERE id = ?",
-                (severity, closed_ms, json.dumps(detail) if detail is not None else None, alert_id),
+                (change.severity, change.closed_ms, detail, change.id),
             )
-            body = {"id": alert_id, "severity": severity, "closed_ms": closed_ms, "detail": detail}
+            body = {"id": change.id, "severity": change.severity, "closed_ms": change.closed_ms, "detail": change.detail}
             self._enqueue("alert_update", json.dumps(body, sort_keys=True).encode())
 
     def open_alerts(self, kind: str) -> list[dict]:

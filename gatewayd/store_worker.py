@@ -32,11 +32,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 OK = "ok"
-# Writes that must reach the store whatever happens: kept in memory, in order, while it is
-# degraded, and written first when it recovers. Anything else fails with StoreFault.
-KEPT_WRITES = frozenset({"record_alert", "update_alert", "protect", "record_model_event", "record_threshold_change"})
-READS = frozenset({"labels_after", "last_label_id", "threshold_multipliers", "minute_of_all", "backlog_take",
-                   "backlog_size", "alerts", "open_alerts", "alerts_by_id"})  # fmt: skip
 KEPT_MAX = 10_000  # writes held in memory at most (about 2 KB each: 20 MB)
 RETRY_S = (1.0, 2.0, 5.0, 10.0)
 CORRUPT_RETRY_S = 60.0
@@ -72,7 +67,7 @@ class StoreWorker:
         self.wall_ms = wall_ms
         self.monotonic = monotonic
         self.devices: dict[str, tuple[str, str, dict, list[tuple[str, str]]]] = {}
-        self.kept: deque[tuple[str, tuple, dict]] = deque()
+        self.kept: deque[tuple[Callable[..., Any], tuple]] = deque()
         most = reserve_file.capacity(self.folder, budget_bytes)
         self.reserve = reserve_file.Reserve(self.folder, reserve_file.reserve_bytes(most))
         self.wal_bytes = reserve_file.wal_allowance(most)
@@ -153,29 +148,29 @@ class StoreWorker:
                 raise
             raise self._fault(kind, exc) from exc
 
-    async def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """A Store method by name. While the store is degraded a kept write waits in memory
-        (and returns None), another write fails at once, a read is tried."""
-        if self.degraded and name not in READS:
-            if name in KEPT_WRITES:
-                self._keep(name, args, kwargs)
-                return None
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """A write that fails at once with StoreFault while the store is degraded (a read is
+        `run`: it is tried whatever the state)."""
+        if self.degraded:
             raise StoreFault(self.health.state, self.health.last_error or "the store is degraded")
-        try:
-            return await self.run(lambda store: getattr(store, name)(*args, **kwargs))
-        except StoreFault:
-            if name in KEPT_WRITES:
-                self._keep(name, args, kwargs)
-                return None
-            raise
+        return await self.run(fn, *args)
 
-    def _keep(self, name: str, args: tuple, kwargs: dict) -> None:
+    async def write_kept(self, fn: Callable[..., Any], *args: Any) -> None:
+        """A write that must reach the store whatever happens (alerts, model events): while
+        the store is degraded it waits in memory, in order, and is written first when the store
+        recovers. fn must be idempotent: a write that failed may have landed."""
+        if not self.degraded:
+            try:
+                await self.run(fn, *args)
+                return
+            except StoreFault:
+                pass
         if len(self.kept) >= KEPT_MAX:
             self.kept.popleft()
             self.health.kept_dropped += 1
             if self.health.kept_dropped == 1:
                 log.error("store degraded for long: %d waiting writes, the oldest are dropped", KEPT_MAX)
-        self.kept.append((name, args, kwargs))
+        self.kept.append((fn, args))
 
     async def register(self, name: str, profile: str, address: str, identity: dict,
                        channels: list[tuple[str, str]]) -> None:  # fmt: skip
@@ -253,9 +248,9 @@ class StoreWorker:
             except StoreFault:
                 return False
         while self.kept:
-            name, args, kwargs = self.kept[0]
+            fn, args = self.kept[0]
             try:
-                await self.run(lambda store: getattr(store, name)(*args, **kwargs))
+                await self.run(fn, *args)
             except StoreFault:
                 return False
             self.kept.popleft()

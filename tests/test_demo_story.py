@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.alert import Alert
 from gatewayd.demo import (
     DEMO_CONFIG,
     MARKER,
@@ -139,8 +140,8 @@ def test_a_second_run_starts_with_none_of_the_first_runs_alerts(tmp_path):
     # last pump's trip latch in its node's flash.
     store = Store.in_state_dir(state)
     try:
-        store.record_alert("demo:pump-3:model:1", "pump-3", ["current"], "critical", "model", 1, {})
-        store.record_alert("demo:pump-3:current:1", "pump-3", ["current"], "critical", "edge", 1, {})
+        store.record_alert(Alert("demo:pump-3:model:1", "pump-3", ["current"], "critical", "model", 1, {}))
+        store.record_alert(Alert("demo:pump-3:current:1", "pump-3", ["current"], "critical", "edge", 1, {}))
         readings = store.reading_count()
     finally:
         store.close()
@@ -164,7 +165,7 @@ def test_a_second_run_starts_with_none_of_the_first_runs_alerts(tmp_path):
     # --reuse carries the state on, and says so
     store = Store.in_state_dir(state)
     try:
-        store.record_alert("demo:pump-3:model:2", "pump-3", ["current"], "critical", "model", 2, {})
+        store.record_alert(Alert("demo:pump-3:model:2", "pump-3", ["current"], "critical", "model", 2, {}))
     finally:
         store.close()
     third = demo(tmp_path, "--reuse")

@@ -13,27 +13,17 @@ import pytest
 
 from gatewayd.detection.drift_alerts import DriftAlerts
 from gatewayd.store_faults import StoreFault
+from tests.store_fake import RecordingStore
 
 
-class FakeStore:
+class FakeStore(RecordingStore):
     def __init__(self, open_alerts=None, details=None):
-        self.calls: list[tuple[str, tuple, dict]] = []
-        self.open_rows = open_alerts or []
+        super().__init__({"open_alerts": open_alerts or [],
+                          "alerts": lambda *a, **k: [{"id": i, "detail": d} for i, d in self.details.items()]},
+                         fail=lambda name: StoreFault("io", "disk gone")
+                         if name in ("open_alerts", "alerts") and self.fail_reads else None)  # fmt: skip
         self.details = details or {}
         self.fail_reads = False
-
-    async def __call__(self, name, *args, **kwargs):
-        self.calls.append((name, args, kwargs))
-        if name in ("open_alerts", "alerts") and self.fail_reads:
-            raise StoreFault("io", "disk gone")
-        if name == "open_alerts":
-            return self.open_rows
-        if name == "alerts":
-            return [{"id": i, "detail": d} for i, d in self.details.items()]
-        return None
-
-    def named(self, name):
-        return [c for c in self.calls if c[0] == name]
 
 
 class Clock:
@@ -48,7 +38,7 @@ def make(store=None, **kwargs):
     store = store or FakeStore()
     published: list[dict] = []
     clock = Clock()
-    alerts = DriftAlerts("g", store, published.append, clock=clock, **{"holdoff_s": 3600.0, "quiet_windows": 5, **kwargs})
+    alerts = DriftAlerts("g", store, lambda alert: published.append(alert.message()), clock=clock, **{"holdoff_s": 3600.0, "quiet_windows": 5, **kwargs})
     return alerts, store, published, clock
 
 
@@ -240,7 +230,7 @@ def stage_with_bundle(tmp_path):
     )
     store = FakeStore()
     published: list[dict] = []
-    stage = DetectionStage(config, store, published.append)
+    stage = DetectionStage(config, store, lambda alert: published.append(alert.message()))
     return stage, store, published, tmp_path
 
 

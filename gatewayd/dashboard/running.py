@@ -1,4 +1,4 @@
-"""What the dashboard reads of the running daemon. `gatewayd.daemon.Gateway` is one; the
+"""What the dashboard reads of the running daemon. `gatewayd.gateway.Gateway` is one; the
 dashboard names only this, so the daemon imports the dashboard and not the other way round."""
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ class RunningGateway(Protocol):
     writer: WriterStats
     worker: StoreWorker
     detection: DetectionStage | None
-    alerts: int
+
+    @property
+    def alerts(self) -> int: ...
 
     def status(self) -> DaemonStatus: ...

@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
+from gatewayd.alert import Alert, AlertChange, alert_id
 from gatewayd.store_faults import StoreFault
+
+if TYPE_CHECKING:
+    from gatewayd.async_store import AsyncStore
 
 log = logging.getLogger("gatewayd.detection")
 
-StoreCall = Callable[..., Awaitable[Any]]
-Publish = Callable[[dict], None]
+Publish = Callable[[Alert | AlertChange], None]
 LOAD_RETRY_S = 60.0  # open alerts not read (store degraded): tried again at most this often
 
 
@@ -90,11 +93,11 @@ def _stored_changes(detail: dict) -> list[tuple[str, str]]:
 
 
 class DriftAlerts:
-    def __init__(self, gateway: str, store_call: StoreCall, publish: Publish, *, holdoff_s: float = 3600.0,
+    def __init__(self, gateway: str, store: AsyncStore, publish: Publish, *, holdoff_s: float = 3600.0,
                  quiet_windows: int = 120, retrain: bool = False,
                  clock: Callable[[], float] = time.monotonic):  # fmt: skip
         self.gateway = gateway
-        self.store_call = store_call
+        self.store = store
         self.publish = publish
         self.holdoff_s = holdoff_s
         self.quiet_windows = quiet_windows
@@ -114,7 +117,7 @@ class DriftAlerts:
     async def load(self) -> None:
         """Read the open drift alerts back; the store degraded leaves it for later."""
         try:
-            rows = await self.store_call("open_alerts", "drift")
+            rows = await self.store.open_alerts("drift")
         except StoreFault:
             self.next_load = self.clock() + LOAD_RETRY_S
             log.warning("open drift alerts not read (the store is degraded): tried again later")
@@ -150,10 +153,9 @@ class DriftAlerts:
                 closed_ms = max(by.opened_ms, row["opened_ms"])
                 was = details.get(row["id"])  # None: not read, the stored detail stays as it is
                 detail = None if was is None else {**was, "closed": why}
-                await self.store_call("update_alert", row["id"], closed_ms=closed_ms, detail=detail)
-                shown = detail or {"source": "drift", "closed": why}
-                self.publish({"id": row["id"], "device": device, "closed_ms": closed_ms, "kind": "drift",
-                              "update": True, "detail": shown})  # fmt: skip
+                closed = AlertChange(row["id"], device, "drift", closed_ms=closed_ms, detail=detail)
+                await self.store.update_alert(closed)
+                self.publish(replace(closed, detail=detail or {"source": "drift", "closed": why}))
             if superseded:
                 log.info("%s: %d older open drift alert(s) closed, %s", device, len(superseded), why)
         self.loaded = True
@@ -161,7 +163,7 @@ class DriftAlerts:
     async def _details(self, device: str, n: int) -> dict[str, dict]:
         """The stored details of a device's newest drift alerts (open_alerts leaves them out)."""
         try:
-            rows = await self.store_call("alerts", max(50, 2 * n), device, kinds=["drift"])
+            rows = await self.store.alerts(max(50, 2 * n), device, kinds=["drift"])
         except StoreFault:
             return {}
         return {r["id"]: r.get("detail") or {} for r in rows or []}
@@ -186,9 +188,8 @@ class DriftAlerts:
             new = alert.add(parsed, end_ms)
             alert.bundle = bundle or alert.bundle
             detail = alert.detail(self.retrain)
-            await self.store_call("update_alert", alert.id, detail=detail)
-            self.publish({"id": alert.id, "device": device, "channels": alert.channels, "kind": "drift",
-                          "update": True, "detail": detail})  # fmt: skip
+            await self.store.update_alert(AlertChange(alert.id, device, "drift", detail=detail))
+            self.publish(AlertChange(alert.id, device, "drift", channels=tuple(alert.channels), detail=detail))
             added = ", ".join(f"{f} {d}" for f, d in new)
             log.info("%s: drift alert %s goes on: %s", device, alert.id,
                      f"{added} added" if new else "the same features moved again")  # fmt: skip
@@ -205,19 +206,17 @@ class DriftAlerts:
             self.held_off[device] = self.held_off.get(device, 0) + len(parsed)
             self.held_off_total += len(parsed)
             return None
-        alert = DriftAlert(f"{self.gateway}:{device}:drift:{end_ms}", device, end_ms, bundle=bundle)
+        alert = DriftAlert(alert_id(self.gateway, device, "drift", end_ms), device, end_ms, bundle=bundle)
         alert.add(parsed, end_ms)
         held = self.held_off.pop(device, 0)
         if held:
             alert.extra["held_off"] = held  # changes seen in the hold-off before it, not alerted
         self.open[device] = alert
-        detail = alert.detail(self.retrain)
-        channels = alert.channels
-        await self.store_call("record_alert", alert.id, device, channels, "info", "drift", end_ms, detail)
+        opened = Alert(alert.id, device, tuple(alert.channels), "info", "drift", end_ms, alert.detail(self.retrain))
+        await self.store.record_alert(opened)
         named = ", ".join(f"{f} {d}" for f, d in alert.changes)
         log.warning("%s: drift in %s (alert %s)", device, named, alert.id)
-        self.publish({"id": alert.id, "device": device, "channels": channels, "severity": "info",
-                      "kind": "drift", "opened_ms": end_ms, "detail": detail})  # fmt: skip
+        self.publish(opened)
         return named
 
     async def model_loaded(self, devices: list[str], version: int, bundle: str) -> None:
@@ -235,8 +234,8 @@ class DriftAlerts:
         del self.open[alert.device]
         self.closed_at[alert.device] = self.clock()
         self.held_off.pop(alert.device, None)
-        detail = {**alert.detail(self.retrain), "closed": why}
-        await self.store_call("update_alert", alert.id, closed_ms=closed_ms, detail=detail)
+        closed = AlertChange(alert.id, alert.device, "drift", closed_ms=closed_ms,
+                             detail={**alert.detail(self.retrain), "closed": why})  # fmt: skip
+        await self.store.update_alert(closed)
         log.info("%s: drift alert %s closed: %s", alert.device, alert.id, why)
-        self.publish({"id": alert.id, "device": alert.device, "closed_ms": closed_ms, "kind": "drift",
-                      "update": True, "detail": detail})  # fmt: skip
+        self.publish(closed)

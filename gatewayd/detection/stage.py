@@ -24,12 +24,14 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gatewayd.alert import Alert, AlertChange
 from gatewayd.config import Config, DetectionSection
 from gatewayd.features import FeatureSpec
 from gatewayd.models.bundle import BundleError
@@ -48,6 +50,9 @@ from .rules import Incident, RuleSettings, combine
 from .score_history import ScoreHistory, ring_capacity
 from .windows import DeviceWindows, RecentWindows
 
+if TYPE_CHECKING:
+    from gatewayd.async_store import AsyncStore
+
 log = logging.getLogger("gatewayd.detection")
 QUEUE_VALUES = 100_000  # about 1 MB of polls waiting for the windows
 GLOBAL = "global"  # the bundle name of the global scope
@@ -59,8 +64,7 @@ KEEP_WINDOWS_MAX = 20_000  # per scope: 28 h at a 5 s hop
 LABEL_CHECK_S = 2.0
 TRAINING_RETRY_S = 600.0  # after a failed training, the next try waits this long
 
-StoreCall = Callable[..., Awaitable[object]]
-AlertSink = Callable[[dict], None]
+AlertSink = Callable[[Alert | AlertChange], None]
 
 
 def default_spec(d: DetectionSection, channels: list[str], period: float) -> FeatureSpec:
@@ -101,10 +105,10 @@ class StageStats:
 
 
 class DetectionStage:
-    def __init__(self, config: Config, store_call: StoreCall, publish_alert: AlertSink | None):
+    def __init__(self, config: Config, store: AsyncStore, publish_alert: AlertSink | None):
         self.config = config
         self.settings = config.detection
-        self.store_call = store_call
+        self.store = store
         self.publish_alert = publish_alert
         widest = max(len(dev.registers) or 8 for dev in config.devices)  # an edge node has a few channels
         self.queue: asyncio.Queue[tuple[str, int, tuple[str, ...], np.ndarray]] = asyncio.Queue(max(100, QUEUE_VALUES // widest))
@@ -153,7 +157,7 @@ class DetectionStage:
         self.baselines = BaselineFile(config.state_path / BASELINES_FILE)
         # One open drift alert per device; it closes after twice the windows a drift test takes
         # to measure a stream again without a new change (see drift_alerts.py).
-        self.drift_alerts = DriftAlerts(config.gateway.name, store_call, self._publish,
+        self.drift_alerts = DriftAlerts(config.gateway.name, store, self._publish,
                                         holdoff_s=d.drift_alert_holdoff_s, quiet_windows=2 * self.drift.min_samples,
                                         retrain=d.retrain_on_drift)  # fmt: skip
 
@@ -219,8 +223,8 @@ class DetectionStage:
         scope.scorer, scope.version = scorer, version
         if replacing:  # other features (or too few windows yet): checked on the windows it scores first
             scope.probation, scope.probation_alarms = self.settings.health_windows, 0
-        await self.store_call("record_model_event", {"event": "loaded", "name": scope.name, "version": version,
-                                                     "source": manifest.training.get("source")})  # fmt: skip
+        await self.store.record_model_event({"event": "loaded", "name": scope.name, "version": version,
+                                             "source": manifest.training.get("source")})  # fmt: skip
         scope.trained_at = time.monotonic()
         for device in scope.devices:
             self.specs[device] = scorer.spec
@@ -266,12 +270,10 @@ class DetectionStage:
     async def _open_alerts(self) -> None:
         """Model alerts a previous run left open, one per device (the newest; older ones are
         closed as superseded)."""
-        rows = await self.store_call("open_alerts", "model")
-        assert rows is None or isinstance(rows, list)
-        for row in rows or []:
+        for row in await self.store.open_alerts("model"):
             older = self.resumed.get(row["device"])
             if older is not None:
-                await self.store_call("update_alert", older["id"], closed_ms=row["opened_ms"])
+                await self.store.update_alert(AlertChange(older["id"], row["device"], "model", closed_ms=row["opened_ms"]))
             self.resumed[row["device"]] = row
 
     # -- the loop ------------------------------------------------------------------------
@@ -454,8 +456,8 @@ class DetectionStage:
             return
         log.error("%s: v%d rolled back to v%d: %s", scope.name, version, back_to, reason)
         scope.probation = 0
-        await self.store_call("record_model_event", {"event": "rollback", "name": scope.name, "version": version,
-                                                     "restored": back_to, "reason": reason})  # fmt: skip
+        await self.store.record_model_event({"event": "rollback", "name": scope.name, "version": version,
+                                             "restored": back_to, "reason": reason})  # fmt: skip
         await self._load(scope)
 
     # -- incidents, drift, feedback -----------------------------------------------------------
@@ -467,32 +469,31 @@ class DetectionStage:
             return
         detail = self._detail(incident, result, scope)
         if step.opened is not None:
-            alert_id = f"{self.config.gateway.name}:{device}:model:{incident.opened_ms}"
-            self.incident_ids[id(incident)] = alert_id
+            alert = Alert.new(self.config.gateway.name, device, "model", kind="model", severity=incident.severity,
+                              opened_ms=incident.opened_ms, detail=detail,
+                              channels=incident.top_channels() or self.specs[device].channels)  # fmt: skip
+            self.incident_ids[id(incident)] = alert.id
             self.stats.incidents += 1
-            channels = incident.top_channels() or list(self.specs[device].channels)
-            await self.store_call("record_alert", alert_id, device, channels, incident.severity, "model",
-                                  incident.opened_ms, detail)  # fmt: skip
+            await self.store.record_alert(alert)
             log.warning("%s: anomaly (%s), ratio %.2f, features %s", device, incident.severity, step.ratio,
                         ", ".join(f for f, _ in incident.top_features(3)))  # fmt: skip
-            self._publish({"id": alert_id, "device": device, "channels": channels, "severity": incident.severity,
-                           "kind": "model", "opened_ms": incident.opened_ms, "detail": detail})  # fmt: skip
+            self._publish(alert)
             return
         alert_id = self.incident_ids.get(id(incident))
         if alert_id is None:
             return
         if step.escalated is not None:
-            await self.store_call("update_alert", alert_id, severity="critical", detail=detail)
-            self._publish({"id": alert_id, "device": device, "severity": "critical", "kind": "model", "update": True,
-                           "detail": detail})  # fmt: skip
+            escalated = AlertChange(alert_id, device, "model", severity="critical", detail=detail)
+            await self.store.update_alert(escalated)
+            self._publish(escalated)
         if step.closed is not None:
-            await self.store_call("update_alert", alert_id, closed_ms=incident.closed_ms, detail=detail)
+            closed = AlertChange(alert_id, device, "model", closed_ms=incident.closed_ms, detail=detail)
+            await self.store.update_alert(closed)
             window_ms = int(self.specs[device].window_s * 1000)
             for channel in self.specs[device].channels:  # the raw data of the episode is kept
-                await self.store_call("protect", device, channel, incident.opened_ms - 2 * window_ms,
-                                      (incident.closed_ms or incident.opened_ms) + 1)  # fmt: skip
-            self._publish({"id": alert_id, "device": device, "closed_ms": incident.closed_ms, "kind": "model",
-                           "update": True, "detail": detail})  # fmt: skip
+                await self.store.protect(device, channel, incident.opened_ms - 2 * window_ms,
+                                         (incident.closed_ms or incident.opened_ms) + 1)  # fmt: skip
+            self._publish(closed)
             self.incident_ids.pop(id(incident), None)
 
     def _detail(self, incident: Incident, result: WindowResult, scope: ScopeState) -> dict:
@@ -509,7 +510,7 @@ class DetectionStage:
             "top_channels": incident.top_channels(),
         }
 
-    def _publish(self, alert: dict) -> None:
+    def _publish(self, alert: Alert | AlertChange) -> None:
         if self.publish_alert is not None:
             self.publish_alert(alert)
 
@@ -533,15 +534,12 @@ class DetectionStage:
 
     async def _read_labels(self) -> None:
         if self.last_label is None:  # start: labels given before this run already moved the thresholds
-            multipliers = await self.store_call("threshold_multipliers")
-            assert isinstance(multipliers, dict)
-            for name, value in multipliers.items():
+            for name, value in (await self.store.threshold_multipliers()).items():
                 if name in self.scopes:
                     self._set_multiplier(self.scopes[name], value)
-            self.last_label = int(await self.store_call("last_label_id"))  # type: ignore[arg-type]
+            self.last_label = await self.store.last_label_id()
             return
-        rows = await self.store_call("labels_after", self.last_label)
-        assert isinstance(rows, list)
+        rows = await self.store.labels_after(self.last_label)
         lo, hi = self.settings.multiplier_bounds
         for label_id, _alert, device, label in rows:
             self.last_label = label_id
@@ -554,7 +552,7 @@ class DetectionStage:
             if change is not None:
                 old, new, reason = change
                 log.warning("%s: threshold multiplier %.3f -> %.3f (%s)", scope.name, old, new, reason)
-                await self.store_call("record_threshold_change", scope.name, old, new, reason)
+                await self.store.record_threshold_change(scope.name, old, new, reason)
                 self._set_multiplier(scope, new)
 
     def _set_multiplier(self, scope: ScopeState, value: float) -> None:

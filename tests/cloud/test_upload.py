@@ -11,6 +11,7 @@ import pytest
 from cloud_sync import codec
 from cloud_sync.server import Handler, open_server
 from cloud_sync.uploader import STATE_FILE, Uploader, UploadState
+from gatewayd.alert import Alert
 from gatewayd import daemon_status
 from gatewayd.store import Reading, Store
 from tests.gatewayd.test_daemon_status import sample
@@ -32,7 +33,7 @@ def gateway_store(tmp_path):
         store.write_readings([Reading("pump-1", ch, T0 + minute * 60_000 + s * 1000, float(s))
                               for s in range(60) for ch in ("flow", "pressure")])  # fmt: skip
     for i in range(30):
-        store.record_alert(f"gw:pump-1:model:{i}", "pump-1", ["flow"], "warning", "model", T0 + i, {"i": i})
+        store.record_alert(Alert(f"gw:pump-1:model:{i}", "pump-1", ["flow"], "warning", "model", T0 + i, {"i": i}))
     for i in range(5):
         store.label_alert(f"gw:pump-1:model:{i}", "true_positive", "ana")
     store.protect("pump-1", "flow", T0 + 60_000, T0 + 120_000)

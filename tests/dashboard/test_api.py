@@ -10,6 +10,7 @@ import socket
 
 import pytest
 
+from gatewayd.alert import Alert
 from gatewayd.cli import main
 from gatewayd.config import ConfigError, load_config, parse_config
 from gatewayd.dashboard import server
@@ -27,10 +28,10 @@ def site(tmp_path, dashboard: str) -> str:
     """A gateway whose one device does not answer (nothing listens there), detection off, and
     two alerts in its store already."""
     store = Store.in_state_dir(tmp_path / "state")
-    store.record_alert("g:pump-1:model:1000", "pump-1", ["flow"], "warning", "model", 1000,
-                       {"top_features": [["flow:mean", 2.5]], "top_channels": ["flow"]})  # fmt: skip
-    store.record_alert("g:pump-1:current:2000", "pump-1", ["current"], "critical", "edge", 2000,
-                       {"checks": ["high"], "value": 26.2, "source": "node"})  # fmt: skip
+    store.record_alert(Alert("g:pump-1:model:1000", "pump-1", ["flow"], "warning", "model", 1000,
+                       {"top_features": [["flow:mean", 2.5]], "top_channels": ["flow"]}))  # fmt: skip
+    store.record_alert(Alert("g:pump-1:current:2000", "pump-1", ["current"], "critical", "edge", 2000,
+                       {"checks": ["high"], "value": 26.2, "source": "node"}))  # fmt: skip
     store.close()
     return (f'[gateway]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
             f'[dashboard]\nenabled = true\nport = {free_port()}\n{dashboard}\n'

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.alert import Alert
 from gatewayd.dashboard import server, views
 from gatewayd.store import DB_NAME, Store
 from gatewayd.virtual_node import free_port
@@ -47,7 +48,7 @@ def unreadable_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 async def test_the_overview_carries_the_store_and_the_clock_and_a_locked_store_refuses_a_command(tmp_path):
     state = tmp_path / "state"
     store = Store.in_state_dir(state)
-    store.record_alert(ALERT, "pump-1", ["flow"], "warning", "model", 1000, {})
+    store.record_alert(Alert(ALERT, "pump-1", ["flow"], "warning", "model", 1000, {}))
     store.close()
     async with running_gateway(config(state, 'trust_clock = "always"')) as gateway:
         port = gateway.dashboard.port

@@ -8,11 +8,14 @@ import time
 
 import pytest
 
+from gatewayd.alert import Alert
 from gatewayd import daemon
 from gatewayd.cli import main
 from gatewayd.config import load_config, parse_config
 from gatewayd.detection.stage import DetectionStage
+from gatewayd.async_store import AsyncStore
 from gatewayd.store import Store
+from gatewayd.store_worker import StoreWorker
 from tests.integration.test_mqtt import Subscriber
 
 
@@ -24,7 +27,7 @@ def site(tmp_path):
                       '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\n')  # fmt: skip
     store = Store.in_state_dir(tmp_path / "state")
     for i in range(12):
-        store.record_alert(f"g:pump-1:model:{i}", "pump-1", ["flow"], "warning", "model", 1000 * i, {})
+        store.record_alert(Alert(f"g:pump-1:model:{i}", "pump-1", ["flow"], "warning", "model", 1000 * i, {}))
     store.close()
     return tmp_path, config
 
@@ -34,16 +37,16 @@ def test_labels_from_the_cli_move_the_threshold_within_bounds(site, capsys):
     config = load_config(config_path)
     store = Store.in_state_dir(tmp / "state")
 
-    async def store_call(name, *args, **kwargs):
-        return getattr(store, name)(*args, **kwargs)
-
     async def scenario():
-        stage = DetectionStage(config, store_call, None)
+        worker = StoreWorker(tmp / "state", 10**9)  # the daemon's own path to the store
+        assert await worker.open()
+        stage = DetectionStage(config, AsyncStore(worker), None)
         await stage._check_labels()  # start: nothing yet
         for i in range(10):  # 5 labels before the first change, then one step per label: 1.1^5 > 1.5
             assert main(["alert", "label", f"g:pump-1:model:{i}", "false", "--operator", "ana", "--config", str(config_path)]) == 0
         stage.next_label_check = 0
         await stage._check_labels()
+        await worker.close()
         return stage
 
     stage = asyncio.run(scenario())
@@ -56,14 +59,11 @@ def test_labels_from_the_cli_move_the_threshold_within_bounds(site, capsys):
     store.close()
 
     async def restarted():  # a restarted gateway starts from the stored multiplier
-        store2 = Store.in_state_dir(tmp / "state")
-
-        async def call(name, *args, **kwargs):
-            return getattr(store2, name)(*args, **kwargs)
-
-        stage = DetectionStage(config, call, None)
+        worker = StoreWorker(tmp / "state", 10**9)
+        assert await worker.open()
+        stage = DetectionStage(config, AsyncStore(worker), None)
         await stage._check_labels()
-        store2.close()
+        await worker.close()
         return stage.scopes["pump-1"].adapter.multiplier
 
     assert asyncio.run(restarted()) == pytest.approx(1.5)
@@ -93,7 +93,7 @@ async def test_mqtt_commands_label_alerts_and_bad_ones_are_dead_letters(tmp_path
         '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = 1\n'
     )
     store = Store.in_state_dir(tmp_path / "state")
-    store.record_alert("g:pump-1:model:1", "pump-1", ["flow"], "warning", "model", 1, {})
+    store.record_alert(Alert("g:pump-1:model:1", "pump-1", ["flow"], "warning", "model", 1, {}))
     store.close()
     stop = asyncio.Event()
     ready = asyncio.get_running_loop().create_future()

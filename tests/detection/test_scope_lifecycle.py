@@ -10,6 +10,7 @@ from tests.models.test_bundle import alarm_levels
 
 from gatewayd.config import parse_config
 from gatewayd.detection.stage import DetectionStage
+from tests.store_fake import RecordingStore
 
 DEVICES = "".join(f'[[devices]]\nname = "pump-{i}"\nhost = "127.0.0.1"\nport = {1000 + i}\n' for i in (1, 2, 3))
 
@@ -17,10 +18,7 @@ DEVICES = "".join(f'[[devices]]\nname = "pump-{i}"\nhost = "127.0.0.1"\nport = {
 def stage(tmp_path, detection: str) -> DetectionStage:
     config = parse_config(f'[gateway]\nstate_dir = "{tmp_path}"\n[detection]\n{detection}\n{DEVICES}')
 
-    async def store_call(name, *args, **kwargs):
-        raise AssertionError("not used")
-
-    return DetectionStage(config, store_call, None)
+    return DetectionStage(config, RecordingStore(), None)
 
 
 def test_segment_scope_shares_one_bundle_name(tmp_path):
@@ -100,18 +98,15 @@ def test_a_model_alert_left_open_by_the_previous_run_is_continued_and_closed_und
     from gatewayd.detection.rules import AlertRules
     from gatewayd.features import FeatureSpec
 
-    calls = []
     open_alerts = [
         {"id": "g:pump-1:model:1000", "device": "pump-1", "channels": ["flow"], "severity": "warning", "opened_ms": 1000},
         {"id": "g:pump-1:model:5000", "device": "pump-1", "channels": ["flow"], "severity": "critical", "opened_ms": 5000},
     ]
 
-    async def store_call(name, *args, **kwargs):
-        calls.append((name, args, kwargs))
-        return open_alerts if name == "open_alerts" else None
-
+    store = RecordingStore({"open_alerts": open_alerts})
+    calls = store.calls
     config = parse_config(f'[gateway]\nstate_dir = "{tmp_path}"\n{DEVICES}')
-    s = DetectionStage(config, store_call, None)
+    s = DetectionStage(config, store, None)
     s.specs["pump-1"] = FeatureSpec(("flow",), stats=("mean",))
 
     async def run() -> None:

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from gatewayd import upload_state
+from gatewayd.alert import Alert, AlertChange
+from gatewayd.async_store import AsyncStore
 from gatewayd.store import Reading, Store
 from gatewayd.store_faults import StoreFault
 from gatewayd.store_worker import StoreWorker
@@ -44,11 +46,11 @@ async def test_a_full_disk_is_survived_by_an_emergency_eviction(tmp_path):
         assert fault.value.kind == "disk_full" and worker.degraded
         assert "the disk is full" in worker.health.last_error
         # an alert raised now is not lost: it waits in memory
-        await worker.call("record_alert", "site:n:a:1", "n", ["a"], "critical", "edge", t, {"value": 9.0})
-        await worker.call("update_alert", "site:n:a:1", severity="critical", detail={"value": 10.0})
+        await AsyncStore(worker).record_alert(Alert("site:n:a:1", "n", ["a"], "critical", "edge", t, {"value": 9.0}))
+        await AsyncStore(worker).update_alert(AlertChange("site:n:a:1", "n", "edge", severity="critical", detail={"value": 10.0}))
         assert len(worker.kept) == 2
         with pytest.raises(StoreFault):
-            await worker.call("dead_letter", "x", "y", b"")  # other writes fail at once
+            await AsyncStore(worker).dead_letter("x", "y", b"")  # other writes fail at once
         assert await worker.recover()
         assert not worker.degraded and worker.health.emergency_evictions == 1 and not worker.kept
         assert worker.reserve.on_disk() == 0  # given back to make room
@@ -76,7 +78,7 @@ async def test_an_ext4_error_remount_read_only_degrades_then_a_fresh_mount_recov
         with pytest.raises(StoreFault) as fault:
             await worker.write_readings(batch(10_000, 100, rng))
         assert fault.value.kind == "read_only", worker.health.last_error
-        await worker.call("record_alert", "site:n:a:2", "n", ["a"], "critical", "edge", 10_000, {})
+        await AsyncStore(worker).record_alert(Alert("site:n:a:2", "n", ["a"], "critical", "edge", 10_000, {}))
         assert not await worker.recover()  # still read-only: reopening cannot help yet
         assert worker.degraded and len(worker.kept) == 1
         # a person checks the card and mounts it again (or the gateway reboots)
@@ -101,7 +103,7 @@ async def test_a_database_locked_by_another_process_is_waited_out(tmp_path):
         with pytest.raises(StoreFault) as fault:
             await worker.write_readings(batch(0, 10, rng))  # after the 5 s busy timeout
         assert fault.value.kind == "locked"
-        await worker.call("record_alert", "site:n:a:3", "n", ["a"], "warning", "edge", 0, {})
+        await AsyncStore(worker).record_alert(Alert("site:n:a:3", "n", ["a"], "warning", "edge", 0, {}))
         assert not await worker.recover()
     finally:
         holder.execute("ROLLBACK")
@@ -119,7 +121,7 @@ async def test_a_state_dir_that_cannot_be_created_is_retried_until_it_can(tmp_pa
     assert not await worker.open()
     assert worker.health.state == "unavailable" and str(blocked) in worker.health.last_error
     await worker.register("n", "edge-node", "x", {}, CHANNELS)  # remembered, not lost
-    await worker.call("record_alert", "site:n:a:4", "n", ["a"], "critical", "edge", 0, {})
+    await AsyncStore(worker).record_alert(Alert("site:n:a:4", "n", ["a"], "critical", "edge", 0, {}))
     assert not await worker.recover()
     blocked.unlink()
     assert await worker.recover()
@@ -148,7 +150,7 @@ async def test_a_damaged_database_keeps_the_alerts_in_memory_until_a_person_rest
     worker = StoreWorker(state, 10**9)
     assert not await worker.open()
     assert worker.health.state == "corrupt" and "damaged" in worker.health.last_error
-    await worker.call("record_alert", "site:n:a:5", "n", ["a"], "critical", "edge", 0, {})
+    await AsyncStore(worker).record_alert(Alert("site:n:a:5", "n", ["a"], "critical", "edge", 0, {}))
     assert not await worker.recover() and len(worker.kept) == 1
     assert worker.next_attempt - worker.monotonic() > 30, "a damaged file is retried slowly"
     db.write_bytes(good)  # restored from a backup, or recovered with sqlite3's .recover
@@ -167,8 +169,8 @@ async def test_an_alert_is_on_the_card_when_its_write_returns(tmp_path):
         assert await worker.open()
         await worker.register("n", "edge-node", "x", {}, CHANNELS)
         await worker.run(Store.checkpoint)
-        await worker.call("record_alert", "site:n:a:6", "n", ["a"], "critical", "edge", 1000, {"value": 9.0})
-        await worker.call("update_alert", "site:n:a:6", closed_ms=2000)
+        await AsyncStore(worker).record_alert(Alert("site:n:a:6", "n", ["a"], "critical", "edge", 1000, {"value": 9.0}))
+        await AsyncStore(worker).update_alert(AlertChange("site:n:a:6", "n", "edge", closed_ms=2000))
         Path(f"/sys/fs/ext4/{loop_device(disk)}/trigger_fs_error").write_text("power cut\n")
         await worker.close()
         subprocess.run(["umount", "-l", str(disk)], check=True)
@@ -190,7 +192,7 @@ async def test_the_budget_frees_outbox_rows_the_cloud_agent_has_uploaded(tmp_pat
     assert await worker.open()
     await worker.register("n", "edge-node", "x", {}, CHANNELS)
     for i in range(40):
-        await worker.call("record_alert", f"site:n:model:{i}", "n", ["a"], "warning", "model", i, {"pad": "x" * 4000})
+        await AsyncStore(worker).record_alert(Alert(f"site:n:model:{i}", "n", ["a"], "warning", "model", i, {"pad": "x" * 4000}))
     (state / upload_state.FILE_NAME).write_text(json.dumps({"cursors": {"alerts": 30}}))
     worker.budget = 64 * 1024  # far below what the outbox holds now
     evicted = await worker.enforce_budget()

@@ -3,6 +3,7 @@ import sqlite3
 
 import numpy as np
 
+from gatewayd.alert import Alert
 from gatewayd import migrations, upload_state
 from gatewayd.store import Reading, Store
 
@@ -20,7 +21,7 @@ def test_budget_evicts_routine_data_oldest_first_and_keeps_alerts(tmp_path):
     store.register_device("n", "edge-node", "x", {}, [("a", "V"), ("b", "V")])
     fill(store, 30)
     store.protect("n", "a", 2 * 60_000, 3 * 60_000)  # an anomaly window in minute 2
-    store.record_alert("alert-1", "n", ["a"], "critical", "zscore", 2 * 60_000, {"z": 9.1})
+    store.record_alert(Alert("alert-1", "n", ["a"], "critical", "zscore", 2 * 60_000, {"z": 9.1}))
     store.label_alert("alert-1", "true")
     full = store.disk_bytes()
     total = store.reading_count()
@@ -45,7 +46,7 @@ def test_outbox_rows_the_cloud_agent_uploaded_are_evicted_and_the_rest_kept(tmp_
     store = Store(tmp_path / "g.sqlite3")
     store.register_device("n", "edge-node", "x", {}, [("a", "V"), ("b", "V")])
     for i in range(6):
-        store.record_alert(f"alert-{i}", "n", ["a"], "warning", "model", i, {"padding": "x" * 2000})
+        store.record_alert(Alert(f"alert-{i}", "n", ["a"], "warning", "model", i, {"padding": "x" * 2000}))
         store.label_alert(f"alert-{i}", "false")
     alert_ids = [i for i, _, _ in store.outbox_after(upload_state.OUTBOX_SOURCES["alerts"], 0, 100)]
     label_ids = [i for i, _, _ in store.outbox_after(upload_state.OUTBOX_SOURCES["labels"], 0, 100)]
@@ -65,7 +66,7 @@ def test_outbox_rows_the_cloud_agent_uploaded_are_evicted_and_the_rest_kept(tmp_
 def test_without_a_cloud_agent_no_outbox_row_is_evicted(tmp_path):
     store = Store(tmp_path / "g.sqlite3")
     store.register_device("n", "edge-node", "x", {}, [("a", "V")])
-    store.record_alert("alert-1", "n", ["a"], "warning", "model", 0, {})
+    store.record_alert(Alert("alert-1", "n", ["a"], "warning", "model", 0, {}))
     assert upload_state.read(tmp_path) is None
     store.enforce_budget(1, uploaded=lambda: upload_state.outbox_cursors(None))
     assert len(store.outbox_after(("alert",), 0, 10)) == 1 and "outbox_uploaded" not in store.evictions()
@@ -91,7 +92,7 @@ def test_budget_with_nothing_routine_left_evicts_nothing_protected(tmp_path):
     fill(store, 3)
     store.protect("n", "a", 0, 10**12)
     store.protect("n", "b", 0, 10**12)
-    store.record_alert("alert-1", "n", ["a"], "critical", "bound", 0, {})
+    store.record_alert(Alert("alert-1", "n", ["a"], "critical", "bound", 0, {}))
     store.enforce_budget(1)
     assert store.reading_count() == 3 * 1200 and store.alert_count() == 1
     assert "raw" not in store.evictions() and store.evictions()["summaries"][0] > 0

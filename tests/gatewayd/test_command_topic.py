@@ -320,15 +320,14 @@ class Fakes:
         self.applied.append(command)
         return f"done: {command.command if hasattr(command, 'command') else command.device}"
 
-    async def store_call(self, name, *args):
-        assert name == "dead_letter"
+    async def dead_letter(self, *args):
         if self.store_error:
             raise self.store_error
         self.dead.append(args)
 
 
 def topic(tmp_path, fakes, clocks, mqtt="accept_unauthenticated_commands = true", **kwargs):
-    return CommandTopic(site_config(tmp_path, mqtt), fakes.apply, fakes.store_call, monotonic=clocks.monotonic,
+    return CommandTopic(site_config(tmp_path, mqtt), fakes.apply, fakes.dead_letter, monotonic=clocks.monotonic,
                         wall_ms=clocks.wall_ms, **kwargs)  # fmt: skip
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from gatewayd.alert import Alert
 from gatewayd import upload_state
 from gatewayd.cli import main
 from gatewayd.export import iso, parse_time
@@ -68,7 +69,7 @@ def test_status_counts_what_waits_for_upload_from_the_agents_cursors(site, capsy
     state = config.parent / "state"
     store = Store(state / "gatewayd.sqlite3")
     for i in range(3):
-        store.record_alert(f"a{i}", "pump-1", ["flow"], "warning", "model", i, {})
+        store.record_alert(Alert(f"a{i}", "pump-1", ["flow"], "warning", "model", i, {}))
     store.label_alert("a0", "true")
     store.close()
     assert main(["status", "--config", str(config)]) == 0

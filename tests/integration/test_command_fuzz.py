@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
+from gatewayd.alert import Alert
 from gatewayd.command_auth import WINDOW_S, mac, sign
 from gatewayd.commands import MAX_PAYLOAD_BYTES
 from gatewayd.store import Store
@@ -152,7 +153,7 @@ def site(tmp_path, mosquitto, virtual_node):
         f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {virtual_node.port}\nunit = 1\ninterval_s = 0.2\n'
     )
     store = Store.in_state_dir(state)
-    store.record_alert(ALERT, "pump-1", ["flow"], "warning", "model", 1000, {})
+    store.record_alert(Alert(ALERT, "pump-1", ["flow"], "warning", "model", 1000, {}))
     store.close()
     return config, state
 

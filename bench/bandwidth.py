@@ -52,10 +52,10 @@ from block_codec import sqlite_row_bytes  # noqa: E402  (bench/ is the script's 
 
 from cloud_sync.server import open_server  # noqa: E402
 from cloud_sync.uploader import STATE_FILE, Uploader  # noqa: E402
-from gatewayd import reserve  # noqa: E402
-from gatewayd.alert import Alert, AlertChange  # noqa: E402
+from gatewayd.store import reserve  # noqa: E402
+from gatewayd.alerts.alert import Alert, AlertChange  # noqa: E402
 from gatewayd.config import StoreSection  # noqa: E402
-from gatewayd.store import Reading, Store  # noqa: E402
+from gatewayd.store.database import Reading, Store  # noqa: E402
 
 RAW_BYTES_PER_READING = 100
 # Stores in memory where there is a tmpfs: the bytes are the same, the run is quicker.
@@ -106,7 +106,7 @@ class Plant:
 
 
 def compaction_pass(store: Store, now_ms: int) -> None:
-    """What the writer does every compact_after_s (gatewayd/writer.py), all slices at once."""
+    """What the writer does every compact_after_s (gatewayd/store/writer.py), all slices at once."""
     cutoff = now_ms - int(SETTINGS.compact_after_s * 1000)
     store.compact_channels(store.compactable_channels(cutoff), cutoff)
     store.compact_summaries(store.compactable_summaries(cutoff), cutoff)

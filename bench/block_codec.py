@@ -1,4 +1,4 @@
-"""The block codec (gatewayd/blocks.py) on node-like, float32 and real sensor data, beside the
+"""The block codec (gatewayd/store/blocks.py) on node-like, float32 and real sensor data, beside the
 version-1 encoder and plain SQLite rows in the same run.
 
     .venv/bin/python bench/block_codec.py [--data DIR] [--channels 16] [--readings 16384] [--repeat 3]
@@ -40,7 +40,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gatewayd import blocks  # noqa: E402
+from gatewayd.store import blocks  # noqa: E402
 
 BLOCK = 4096
 T0 = 1_700_000_000_000

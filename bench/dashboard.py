@@ -27,8 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gatewayd.store import Reading, Store  # noqa: E402
-from gatewayd.virtual_node import VirtualNode, free_port  # noqa: E402
+from gatewayd.store.database import Reading, Store  # noqa: E402
+from gatewayd.demo.virtual_node import VirtualNode, free_port  # noqa: E402
 
 CHANNELS = (("pressure", "bar"), ("flow", "m3/h"), ("temperature", "C"), ("current", "A"))
 
@@ -36,7 +36,7 @@ IMPORT_COST = """
 import sys
 def rss():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
-import gatewayd.daemon, gatewayd.cli
+import gatewayd.daemon, gatewayd.cli.main
 before = rss()
 try:
     __import__(sys.argv[1])

@@ -73,12 +73,12 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gatewayd import series  # noqa: E402
+from gatewayd.store import series  # noqa: E402
 from gatewayd.detection import rules as rules_module  # noqa: E402
 from gatewayd.detection.detector import Detector, DriftSettings  # noqa: E402
 from gatewayd.detection.evaluate import EvalSettings, evaluate_file, read_skab  # noqa: E402
 from gatewayd.detection.rules import RuleSettings  # noqa: E402
-from gatewayd.features import FeatureSpec, window_features  # noqa: E402
+from gatewayd.detection.features import FeatureSpec, window_features  # noqa: E402
 from gatewayd.models import scaling  # noqa: E402
 from gatewayd.models.bundle import generate_keypair, load_private_key, load_public_key, verify, write_bundle  # noqa: E402
 from gatewayd.models.scorer import Scorer  # noqa: E402

@@ -34,8 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gatewayd.store import Store  # noqa: E402
-from gatewayd.virtual_node import VirtualNode  # noqa: E402
+from gatewayd.store.database import Store  # noqa: E402
+from gatewayd.demo.virtual_node import VirtualNode  # noqa: E402
 from tests.conftest import Mosquitto  # noqa: E402
 from tests.faults.support import Daemon, ext4_image, fill, loop_device, stored, tmpfs, tool, wait_for  # noqa: E402
 from tests.faults.test_clock_steps import SteppedClock  # noqa: E402

@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 
 from firmware_sample import TARGET_HEAP, bench_config, compile_script, romfs_image
 
-from gatewayd.virtual_node import find_firmware_dir
-from tools.flash.build import compile_firmware
+from gatewayd.demo.virtual_node import find_firmware_dir
+from edge_flash.build import compile_firmware
 
 PORT_PACKAGE = "@micropython/micropython-webassembly-pyscript"
 PORT_VERSION = "1.29.0-6"  # MicroPython 1.29, as mpy-cross: the same .mpy format

@@ -34,8 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gatewayd.virtual_node import HEAP_SIZE, find_firmware_dir, find_micropython, micropython_env  # noqa: E402
-from tools.flash.build import compile_firmware, find_mpy_cross  # noqa: E402
+from gatewayd.demo.virtual_node import HEAP_SIZE, find_firmware_dir, find_micropython, micropython_env  # noqa: E402
+from edge_flash.build import compile_firmware, find_mpy_cross  # noqa: E402
 
 TARGET_HEAP = 32 * 1024  # for 8 channels
 PATTERN = 64  # samples per channel in the bench's replay data (firmware_sample_mp.PATTERN)

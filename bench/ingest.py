@@ -25,7 +25,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gatewayd.store import Reading, Store  # noqa: E402
+from gatewayd.store.database import Reading, Store  # noqa: E402
 
 
 def batches(devices: int, channels: int, rate_hz: float, seconds: int, seed: int = 1):

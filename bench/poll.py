@@ -88,7 +88,7 @@ def install_models(config_text_: str, floats: int) -> None:
 
     from gatewayd.detection.local_training import local_key
     from gatewayd.detection.stage import default_spec
-    from gatewayd.features import sliding_windows
+    from gatewayd.detection.features import sliding_windows
     from gatewayd.models.bundle import load_private_key, write_bundle
     from gatewayd.models.install import ModelStore
     from gatewayd.models.training import train_bundle

@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from sklearn.ensemble import IsolationForest  # noqa: E402
 
-from gatewayd import series  # noqa: E402
-from gatewayd.features import FeatureSpec, sliding_windows  # noqa: E402
+from gatewayd.store import series  # noqa: E402
+from gatewayd.detection.features import FeatureSpec, sliding_windows  # noqa: E402
 from gatewayd.models.bundle import generate_keypair, load_private_key, load_public_key, verify, write_bundle  # noqa: E402
 from gatewayd.models.iforest import compile_forest  # noqa: E402
 from gatewayd.models.runtime import TfliteModel  # noqa: E402

@@ -145,7 +145,7 @@ def _configured(path: Path) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from gatewayd.config import ConfigError, load_config
-    from gatewayd.store import DB_NAME, Store
+    from gatewayd.store.database import DB_NAME, Store
 
     from cloud_sync.uploader import STATE_FILE, Uploader
 

@@ -5,7 +5,7 @@ the statistics packed as base64 of, per channel, the mean as float32 and std, mi
 max - mean and last - mean as float16 (relative to the mean, so a few significant digits of a
 small spread survive on a large level). 12 bytes per channel-minute instead of ~130 in JSON.
 
-Window of raw readings: the gateway's own block encoding (`gatewayd.blocks`: first timestamp
+Window of raw readings: the gateway's own block encoding (`gatewayd.store.blocks`: first timestamp
 and step or deltas, values as float32 when exact), base64; full resolution, nothing rounded.
 """
 
@@ -15,7 +15,7 @@ import base64
 
 import numpy as np
 
-from gatewayd import blocks
+from gatewayd.store import blocks
 
 SUMMARY_ENCODING = "f32-mean+f16-spread/1"
 FIELDS = ("mean", "std", "min", "max", "last")

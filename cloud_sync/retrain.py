@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gatewayd.features import FeatureSpec
+from gatewayd.detection.features import FeatureSpec
 from gatewayd.models.bundle import load_private_key, write_bundle
 from gatewayd.models.scaling import SCALE_FLOOR
 from gatewayd.models.training import train_bundle

@@ -28,9 +28,9 @@ from cloud_sync import codec
 from gatewayd import daemon_status
 from gatewayd.backoff import retry_delay
 from gatewayd.clock import now_ms
-from gatewayd.store import Store
-from gatewayd.upload_state import FILE_NAME as STATE_FILE
-from gatewayd.upload_state import OUTBOX_SOURCES
+from gatewayd.store.database import Store
+from gatewayd.store.upload_state import FILE_NAME as STATE_FILE
+from gatewayd.store.upload_state import OUTBOX_SOURCES
 
 log = logging.getLogger("cloud_sync")
 # Sources in upload order; the first two are never held back by the daily budget.

@@ -1,5 +1,5 @@
 # Node register map, version 1. The contract is firmware/REGISTERS.md;
-# gatewayd/profiles/edge_node.py mirrors these numbers and a test checks both agree.
+# gatewayd/acquisition/profiles/edge_node.py mirrors these numbers and a test checks both agree.
 import struct
 
 from micropython import const

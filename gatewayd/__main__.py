@@ -1,4 +1,4 @@
-from gatewayd.cli import main
+from gatewayd.cli.main import main
 
 if __name__ == "__main__":  # not when a worker process imports this module
     raise SystemExit(main())

@@ -378,7 +378,7 @@ def state_dir_problem(config: Config, text: str = "", source: str = "<config>") 
         reason = "the file system is read-only" if read_only else f"no write permission for this user (uid {os.getuid()})"
         what = "cannot write to" if existing == path else f"cannot create {path}: cannot write to"
         return f"{where}: gateway.state_dir: {what} {existing}: {reason}"
-    from gatewayd.store import DB_NAME
+    from gatewayd.store.database import DB_NAME
 
     for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm"):
         if (path / name).exists() and not os.access(path / name, os.R_OK | os.W_OK):

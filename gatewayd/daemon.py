@@ -1,6 +1,6 @@
 """The daemon: its parts wired together, run as tasks until stopped.
 
-A reading's way: `Poller` (gatewayd/poller.py) reads a device over its link (links.py),
+A reading's way: `Poller` (gatewayd/acquisition/poller.py) reads a device over its link (links.py),
 decodes it (registers.py or a profile), and hands the poll to the `ReadingFanout`
 (fanout.py): into the `ReadingQueue` that the `Writer` (writer.py) drains into the store on
 its worker thread (store_worker.py, store.py: compressed blocks, minute summaries, the
@@ -15,22 +15,22 @@ import asyncio
 import logging
 
 from gatewayd import daemon_status, service
-from gatewayd.async_store import AsyncStore
+from gatewayd.store.async_store import AsyncStore
 from gatewayd.clock import WallClock
-from gatewayd.command_topic import CommandTopic
+from gatewayd.publishing.command_topic import CommandTopic
 from gatewayd.config import Config
 from gatewayd.detection.stage import DetectionStage
-from gatewayd.edge_alerts import EdgeAlerts
+from gatewayd.alerts.edge import EdgeAlerts
 from gatewayd.fanout import AlertFanout, ReadingFanout
 from gatewayd.gateway import Gateway
-from gatewayd.links import RtuBus, RtuLink, TcpLink
-from gatewayd.mqtt import Publisher
-from gatewayd.poller import Poller
-from gatewayd.store import Store
-from gatewayd.store_faults import StoreFault
-from gatewayd.store_worker import StoreWorker
+from gatewayd.acquisition.links import RtuBus, RtuLink, TcpLink
+from gatewayd.publishing.mqtt import Publisher
+from gatewayd.acquisition.poller import Poller
+from gatewayd.store.database import Store
+from gatewayd.store.faults import StoreFault
+from gatewayd.store.worker import StoreWorker
 from gatewayd.supervisor import Supervisor
-from gatewayd.writer import ReadingQueue, Writer, WriterStats
+from gatewayd.store.writer import ReadingQueue, Writer, WriterStats
 
 __all__ = ["Gateway", "ReadingQueue", "WriterStats", "run"]
 

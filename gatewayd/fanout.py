@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from gatewayd.alert import Alert, AlertChange
+from gatewayd.alerts.alert import Alert, AlertChange
 from gatewayd.detection.stage import DetectionStage
-from gatewayd.mqtt import Publisher
-from gatewayd.poller import Poller
-from gatewayd.store import Reading
-from gatewayd.writer import ReadingQueue
+from gatewayd.publishing.mqtt import Publisher
+from gatewayd.acquisition.poller import Poller
+from gatewayd.store.database import Reading
+from gatewayd.store.writer import ReadingQueue
 
 
 class ReadingFanout:

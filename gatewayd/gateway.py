@@ -13,10 +13,10 @@ from gatewayd.config import Config
 from gatewayd.daemon_status import ClockStatus, DaemonStatus, DeviceStatus, StoreStatus, WriterStatus
 from gatewayd.detection.stage import DetectionStage
 from gatewayd.fanout import AlertFanout
-from gatewayd.mqtt import Publisher
-from gatewayd.poller import DeviceHealth, Poller
-from gatewayd.store_worker import StoreWorker
-from gatewayd.writer import WriterStats
+from gatewayd.publishing.mqtt import Publisher
+from gatewayd.acquisition.poller import DeviceHealth, Poller
+from gatewayd.store.worker import StoreWorker
+from gatewayd.store.writer import WriterStats
 
 if TYPE_CHECKING:
     from gatewayd.dashboard.server import Dashboard

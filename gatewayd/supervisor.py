@@ -11,8 +11,8 @@ from collections.abc import Awaitable, Callable
 
 from gatewayd import daemon_status, service
 from gatewayd.gateway import Gateway
-from gatewayd.mqtt import Publisher
-from gatewayd.store_faults import StoreFault
+from gatewayd.publishing.mqtt import Publisher
+from gatewayd.store.faults import StoreFault
 
 log = logging.getLogger("gatewayd.daemon")
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
-from gatewayd.profiles import edge_node as reg
+from gatewayd.acquisition.profiles import edge_node as reg
 from hil_tests.link import NodeLink
 from hil_tests.rig import Rig
-from tools.flash.deploy import DeployReport
-from tools.flash.device import Device
-from tools.flash.inventory import NodePlan
+from edge_flash.deploy import DeployReport
+from edge_flash.device import Device
+from edge_flash.inventory import NodePlan
 
 T = TypeVar("T")
 

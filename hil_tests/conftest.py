@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.virtual_node import free_port
+from gatewayd.demo.virtual_node import free_port
 from hil_tests.bench import VIRTUAL_INVENTORY, Bench
 from hil_tests.link import NodeLink
 from hil_tests.rig import VirtualRig
-from tools.flash.deploy import deploy
-from tools.flash.inventory import load_inventory, parse_inventory
-from tools.flash.virtual_board import VirtualBoard
+from edge_flash.deploy import deploy
+from edge_flash.inventory import load_inventory, parse_inventory
+from edge_flash.virtual_board import VirtualBoard
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
 VIRTUAL_RTU_FRAMES = 500  # like a master, the sender waits 20 ms after each frame that gets no answer

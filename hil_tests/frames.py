@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 import serial
 
-from gatewayd.profiles import edge_node as reg
+from gatewayd.acquisition.profiles import edge_node as reg
 
 INPUT_END = reg.IR_DESCRIPTOR_BASE + reg.MAX_CHANNELS * reg.IR_DESCRIPTOR_STRIDE  # 428
 HOLDING_END = reg.HR_CHANNEL_BASE + reg.MAX_CHANNELS * reg.HR_CHANNEL_STRIDE  # 144

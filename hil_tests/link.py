@@ -13,7 +13,7 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 
-from gatewayd.profiles import edge_node as reg
+from gatewayd.acquisition.profiles import edge_node as reg
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from gatewayd.profiles import edge_node as reg
+from gatewayd.acquisition.profiles import edge_node as reg
 from hil_tests.bench import Bench
 
 

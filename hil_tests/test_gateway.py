@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from gatewayd.store import Store
+from gatewayd.store.database import Store
 from hil_tests.bench import Bench
 
 POLL_S = 0.2

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from gatewayd.profiles import edge_node as reg
+from gatewayd.acquisition.profiles import edge_node as reg
 from hil_tests.bench import Bench
 from hil_tests.frames import FrameMaker, send_rtu, send_tcp
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.virtual_node import VirtualNode
+from gatewayd.demo.virtual_node import VirtualNode
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,7 +89,7 @@ class Mosquitto:
     def __init__(self, folder: Path):
         import shutil
 
-        from gatewayd.virtual_node import free_port
+        from gatewayd.demo.virtual_node import free_port
 
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         assert Path(self.binary).exists(), "mosquitto is missing: make test installs it (Debian package mosquitto)"

@@ -1,4 +1,4 @@
-"""A stand-in for the daemon's typed store (gatewayd/async_store.py) that records every call
+"""A stand-in for the daemon's typed store (gatewayd/store/async_store.py) that records every call
 and answers reads from what a test gives it.
 
 Calls are recorded as (method, args, kwargs). An opened alert is recorded as the row the store
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from gatewayd.alert import Alert, AlertChange
-from gatewayd.async_store import AsyncStore
+from gatewayd.alerts.alert import Alert, AlertChange
+from gatewayd.store.async_store import AsyncStore
 
 
 class RecordingStore:

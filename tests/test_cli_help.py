@@ -5,8 +5,8 @@ import argparse
 import pytest
 
 from cloud_sync.cli import build_parser as cloud_sync_parser
-from gatewayd.cli import build_parser as gatewayd_parser
-from tools.flash.cli import build_parser as edge_flash_parser
+from gatewayd.cli.main import build_parser as gatewayd_parser
+from edge_flash.cli import build_parser as edge_flash_parser
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

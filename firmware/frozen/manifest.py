@@ -7,8 +7,8 @@
 # inventory entry: only main.py and config.json go on the file system.
 include("$(PORT_DIR)/boards/manifest.py")
 
-# What edge-flash deploys to an ESP32 as .mpy files (tools/flash/build.py, board "esp32");
-# main.py stays on the file system. tests/tools/test_frozen.py keeps the two lists equal.
+# What edge-flash deploys to an ESP32 as .mpy files (tools/edge_flash/build.py, board "esp32");
+# main.py stays on the file system. tests/edge_flash/test_frozen.py keeps the two lists equal.
 for name in (
     "app",
     "config",

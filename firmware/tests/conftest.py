@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.virtual_node import HEAP_SIZE, find_micropython, micropython_env
-from tools.flash.build import compile_firmware
+from gatewayd.demo.virtual_node import HEAP_SIZE, find_micropython, micropython_env
+from edge_flash.build import compile_firmware
 
 HERE = Path(__file__).parent
 FIRMWARE = HERE.parent

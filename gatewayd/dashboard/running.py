@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from gatewayd.daemon_status import DaemonStatus
     from gatewayd.detection.stage import DetectionStage
-    from gatewayd.poller import Poller
-    from gatewayd.store_worker import StoreWorker
-    from gatewayd.writer import WriterStats
+    from gatewayd.acquisition.poller import Poller
+    from gatewayd.store.worker import StoreWorker
+    from gatewayd.store.writer import WriterStats
 
 
 class RunningGateway(Protocol):

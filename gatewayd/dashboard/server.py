@@ -33,11 +33,11 @@ from typing import Any
 import microdot.microdot as microdot_core
 from microdot import Microdot, Request, Response
 
-from gatewayd import commands
+from gatewayd.alerts import commands
 from gatewayd.config import Config, is_loopback
-from gatewayd.store import DB_NAME, Store
+from gatewayd.store.database import DB_NAME, Store
 from gatewayd.clock import now_ms
-from gatewayd.store_faults import StoreFault, classify, describe
+from gatewayd.store.faults import StoreFault, classify, describe
 
 from . import views
 from .access import SESSION_COOKIE, SESSION_MAX_AGE_S, Access
@@ -472,7 +472,7 @@ class Dashboard:
 
         @app.post("/api/command")
         async def command(request: Request) -> Response:
-            # The MQTT command payload, validated and applied exactly as there (gatewayd/commands.py).
+            # The MQTT command payload, validated and applied exactly as there (gatewayd/alerts/commands.py).
             try:
                 parsed = commands.validate(self._body(request))
             except commands.CommandError as exc:

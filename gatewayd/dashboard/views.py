@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gatewayd import heap, upload_state
+from gatewayd import heap
+
+from gatewayd.store import upload_state
 from gatewayd.config import Config
 from gatewayd.detection.score_history import COLUMNS, ScoreHistory
-from gatewayd.store import Store
+from gatewayd.store.database import Store
 
 from .envelope import envelope
 from .running import RunningGateway

@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from gatewayd.alert import Alert, AlertChange, alert_id
-from gatewayd.store_faults import StoreFault
+from gatewayd.alerts.alert import Alert, AlertChange, alert_id
+from gatewayd.store.faults import StoreFault
 
 if TYPE_CHECKING:
-    from gatewayd.async_store import AsyncStore
+    from gatewayd.store.async_store import AsyncStore
 
 log = logging.getLogger("gatewayd.detection")
 

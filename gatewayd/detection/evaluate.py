@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gatewayd import series
-from gatewayd.features import FeatureSpec, window_features
+from gatewayd.store import series
+from gatewayd.detection.features import FeatureSpec, window_features
 from gatewayd.models.bundle import generate_keypair, load_private_key, load_public_key, verify, write_bundle
 from gatewayd.models.scaling import SCALE_FLOOR
 from gatewayd.models.scorer import Scorer

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from gatewayd.features import FeatureSpec
+from gatewayd.detection.features import FeatureSpec
 from gatewayd.models.bundle import generate_keypair, load_private_key, load_public_key, write_bundle
 
 KEY_DIR = "keys"

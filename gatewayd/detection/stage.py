@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gatewayd.alert import Alert, AlertChange
+from gatewayd.alerts.alert import Alert, AlertChange
 from gatewayd.config import Config, DetectionSection
-from gatewayd.features import FeatureSpec
+from gatewayd.detection.features import FeatureSpec
 from gatewayd.models.bundle import BundleError
 from gatewayd.models.install import ModelStore
 from gatewayd.models.scorer import Scorer
-from gatewayd.store_faults import StoreFault
+from gatewayd.store.faults import StoreFault
 from gatewayd.models import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 
 from .baseline_file import FILE_NAME as BASELINES_FILE
@@ -51,7 +51,7 @@ from .score_history import ScoreHistory, ring_capacity
 from .windows import DeviceWindows, RecentWindows
 
 if TYPE_CHECKING:
-    from gatewayd.async_store import AsyncStore
+    from gatewayd.store.async_store import AsyncStore
 
 log = logging.getLogger("gatewayd.detection")
 QUEUE_VALUES = 100_000  # about 1 MB of polls waiting for the windows

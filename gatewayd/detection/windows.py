@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from gatewayd.features import FeatureSpec, window_features
+from gatewayd.detection.features import FeatureSpec, window_features
 
 
 class DeviceWindows:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gatewayd.features import FeatureSpec
+from gatewayd.detection.features import FeatureSpec
 
 from .bundle import Manifest
 from .runtime import TfliteModel

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 from sklearn.ensemble import IsolationForest
 
-from gatewayd.features import FeatureSpec
+from gatewayd.detection.features import FeatureSpec
 
 from . import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 from . import autoencoder, calibration, pca

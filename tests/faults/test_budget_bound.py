@@ -11,9 +11,9 @@ import numpy as np
 
 from gatewayd.clock import WallClock
 from gatewayd.config import StoreSection
-from gatewayd.store import Reading
-from gatewayd.store_worker import StoreWorker
-from gatewayd.writer import ReadingQueue, Writer
+from gatewayd.store.database import Reading
+from gatewayd.store.worker import StoreWorker
+from gatewayd.store.writer import ReadingQueue, Writer
 
 from .support import wait_for
 

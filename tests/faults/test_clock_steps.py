@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from gatewayd.virtual_node import VirtualNode
+from gatewayd.demo.virtual_node import VirtualNode
 from tests.integration.test_mqtt import Subscriber
 
 from .support import Daemon, stored, wait_for

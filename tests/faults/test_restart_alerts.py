@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from gatewayd.virtual_node import VirtualNode
+from gatewayd.demo.virtual_node import VirtualNode
 from tests.integration.test_mqtt import Subscriber
 
 from .support import Daemon, stored, wait_for

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatewayd import upload_state
-from gatewayd.alert import Alert, AlertChange
-from gatewayd.async_store import AsyncStore
-from gatewayd.store import Reading, Store
-from gatewayd.store_faults import StoreFault
-from gatewayd.store_worker import StoreWorker
+from gatewayd.store import upload_state
+from gatewayd.alerts.alert import Alert, AlertChange
+from gatewayd.store.async_store import AsyncStore
+from gatewayd.store.database import Reading, Store
+from gatewayd.store.faults import StoreFault
+from gatewayd.store.worker import StoreWorker
 
 from .support import ext4_image, fill, loop_device, tmpfs
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewayd.virtual_node import find_firmware_dir, find_micropython, micropython_env
+from gatewayd.demo.virtual_node import find_firmware_dir, find_micropython, micropython_env
 
 
 def load_detectors():

@@ -4,7 +4,7 @@ import json
 import re
 import subprocess
 
-from gatewayd.virtual_node import find_firmware_dir, find_micropython, micropython_env
+from gatewayd.demo.virtual_node import find_firmware_dir, find_micropython, micropython_env
 
 
 def test_readme_example_config_validates_on_the_node():

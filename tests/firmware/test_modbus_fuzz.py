@@ -8,8 +8,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatewayd.profiles import edge_node as m
-from gatewayd.virtual_node import VirtualNode
+from gatewayd.acquisition.profiles import edge_node as m
+from gatewayd.demo.virtual_node import VirtualNode
 
 UNIT = 5
 INPUTS = m.IR_DESCRIPTOR_BASE + m.MAX_CHANNELS * m.IR_DESCRIPTOR_STRIDE

@@ -9,8 +9,8 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerType
 
-from gatewayd.profiles import edge_node as m
-from gatewayd.virtual_node import VirtualNode
+from gatewayd.acquisition.profiles import edge_node as m
+from gatewayd.demo.virtual_node import VirtualNode
 
 
 def f32(regs, i):

@@ -7,7 +7,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from gatewayd.virtual_node import find_firmware_dir
+from gatewayd.demo.virtual_node import find_firmware_dir
 
 
 def stub_folder(tmp_path: Path) -> tuple[Path, Path]:

@@ -7,10 +7,10 @@ import json
 import time
 
 from gatewayd import daemon_status
-from gatewayd.cli import main
+from gatewayd.cli.main import main
 from gatewayd.clock import boot_id
 from gatewayd.daemon_status import ClockStatus, DaemonStatus, DeviceStatus, StoreStatus, WriterStatus
-from gatewayd.store import Store
+from gatewayd.store.database import Store
 
 
 def sample(**changes) -> DaemonStatus:

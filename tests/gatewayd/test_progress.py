@@ -1,7 +1,7 @@
 from types import SimpleNamespace
 
 from gatewayd.daemon import Gateway, WriterStats
-from gatewayd.store_worker import StoreHealth, StoreWorker
+from gatewayd.store.worker import StoreHealth, StoreWorker
 
 
 class FakePoller:

@@ -10,7 +10,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewayd import daemon_status, upload_state
+from gatewayd import daemon_status
+
+from gatewayd.store import upload_state
 from gatewayd.detection.baseline import Baseline
 from gatewayd.detection.baseline_file import FILE_NAME as BASELINES_FILE
 from gatewayd.detection.baseline_file import BaselineFile

@@ -20,10 +20,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from gatewayd.alert import Alert
-from gatewayd.command_auth import WINDOW_S, mac, sign
-from gatewayd.commands import MAX_PAYLOAD_BYTES
-from gatewayd.store import Store
+from gatewayd.alerts.alert import Alert
+from gatewayd.publishing.command_auth import WINDOW_S, mac, sign
+from gatewayd.alerts.commands import MAX_PAYLOAD_BYTES
+from gatewayd.store.database import Store
 
 pytestmark = pytest.mark.integration
 

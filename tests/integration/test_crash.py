@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from gatewayd.store import Store
-from gatewayd.virtual_node import VirtualNode
+from gatewayd.store.database import Store
+from gatewayd.demo.virtual_node import VirtualNode
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.store import Store
+from gatewayd.store.database import Store
 
 REPO = Path(__file__).resolve().parents[2]
 FAULT_AFTER_S = 360  # the demo's five minutes of data, then a minute of scoring

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from gatewayd.config import ConfigError, load_config
-from gatewayd.virtual_node import VirtualNode, free_port
+from gatewayd.demo.virtual_node import VirtualNode, free_port
 
 pytestmark = pytest.mark.integration
 

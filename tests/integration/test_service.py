@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gatewayd.virtual_node import VirtualNode
+from gatewayd.demo.virtual_node import VirtualNode
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatewayd.store import Store
-from gatewayd.virtual_node import VirtualNode
+from gatewayd.store.database import Store
+from gatewayd.demo.virtual_node import VirtualNode
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.server import open_server
-from gatewayd.virtual_node import free_port
+from gatewayd.demo.virtual_node import free_port
 from tests.packaging.conftest import REPO, BuiltPackage
 from tests.packaging.nspawn import Container, debian_root, depends_of
 

@@ -136,7 +136,7 @@ async function sendCommand(command) {
 
 // -- rendering: the store's and the clock's state ------------------------------------------
 
-// A store fault by its kind (gatewayd/store_faults.py): what is wrong, and what to do about it.
+// A store fault by its kind (gatewayd/store/faults.py): what is wrong, and what to do about it.
 const STORE_FAULTS = {
   disk_full: ["The disk is full", "Free some space on it, or lower store.disk_budget_mb."],
   read_only: ["The store's file system is read-only",

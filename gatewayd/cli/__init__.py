@@ -1,0 +1,1 @@
+"""The `gatewayd` command line: one module per command group."""

@@ -1,0 +1,84 @@
+"""`gatewayd alert ...`: list alerts, acknowledge them, label them for the feedback loop."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    alert = sub.add_parser(
+        "alert", help="list, acknowledge and label alerts",
+        description="Operator feedback on alerts; labels go to the cloud and move thresholds within bounds.",
+        epilog="example: gatewayd alert list --config /etc/gatewayd/gatewayd.toml",
+    )  # fmt: skip
+    asub = alert.add_subparsers(dest="alert_command", required=True, metavar="COMMAND")
+    lst = asub.add_parser("list", help="the newest alerts", description="Newest first, with id, state and label.",
+                          epilog="example: gatewayd alert list --device pump-1 --limit 20")  # fmt: skip
+    lst.add_argument("--device")
+    lst.add_argument("--limit", type=int, default=20)
+    ack = asub.add_parser("ack", help="acknowledge an alert", description="Mark an alert as seen by an operator.",
+                          epilog="example: gatewayd alert ack 'plant-7:pump-1:model:1795000000000'")  # fmt: skip
+    ack.add_argument("id")
+    label = asub.add_parser(
+        "label", help="label an alert a true or false positive",
+        description="true: a real anomaly; false: a false alarm. Acknowledges the alert too.",
+        epilog="example: gatewayd alert label 'plant-7:pump-1:model:1795000000000' false --operator ana",
+    )  # fmt: skip
+    label.add_argument("id")
+    label.add_argument("verdict", choices=("true", "false"))
+    missed = asub.add_parser(
+        "missed", help="report an anomaly that raised no alert",
+        description="Counts against recall: enough of them lower the device's thresholds (within bounds).",
+        epilog="example: gatewayd alert missed pump-1 --at 2026-11-24T08:15 --operator ana",
+    )  # fmt: skip
+    missed.add_argument("device")
+    missed.add_argument("--at", required=True, help="when, ISO 8601 (UTC if no zone) or ms")
+    for p in (lst, ack, label, missed):
+        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+    for p in (ack, label, missed):
+        p.add_argument("--operator", help="who says so (stored with the label)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gatewayd.alerts import commands
+    from gatewayd.store.export import iso
+    from gatewayd.store.database import DB_NAME, Store
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    db = config.state_path / DB_NAME
+    if not db.exists():
+        print(f"error: no store at {db} (has gatewayd run with this configuration?)", file=sys.stderr)
+        return 1
+    store = Store(db, readonly=args.alert_command == "list")
+    try:
+        if args.alert_command == "list":
+            for a in store.alerts(args.limit, args.device):
+                state = "closed " + iso(a["closed_ms"]) if a["closed_ms"] else "open"
+                extra = ", ".join(f for f, _ in a["detail"].get("top_features", [])[:3])
+                print(f"{a['id']}  {a['severity']:<8} {a['kind']:<6} {iso(a['opened_ms'])}  {state}"
+                      f"  ack={'yes' if a['acknowledged_ms'] else 'no'}  label={a['label'] or '-'}"
+                      f"  channels={','.join(a['channels']) or '-'}" + (f"  features={extra}" if extra else ""))  # fmt: skip
+            return 0
+        if args.alert_command == "missed":  # validated and applied as the MQTT command is
+            missed = commands.validate_any({"command": "missed", "device": args.device, "at": args.at,
+                                            "operator": args.operator}, config.gateway.name,
+                                           [d.name for d in config.devices])  # fmt: skip
+            print(commands.apply(store, missed))
+            return 0
+        command = commands.Command(command="ack" if args.alert_command == "ack" else "label", alert=args.id,
+                                   label=getattr(args, "verdict", None), operator=args.operator)  # fmt: skip
+        print(commands.apply(store, command))
+        return 0
+    except (commands.CommandError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()

@@ -1,0 +1,81 @@
+"""`gatewayd command sign`: an operator command signed for the MQTT command topic, printed for
+mosquitto_pub (docs/mqtt.md, "Authorising commands")."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+EXAMPLE_ACK = '{"command": "ack", "alert": "plant-7:pump-1:model:1795000000000"}'
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    command = sub.add_parser(
+        "command", help="sign operator commands for the MQTT command topic",
+        description="Commands on <prefix>/<gateway>/command (ack, label, missed) are applied only when signed "
+        "with the gateway's mqtt.command_secret_file, unless the site accepts unsigned ones (docs/mqtt.md).",
+        epilog=f"example: gatewayd command sign '{EXAMPLE_ACK}' | mosquitto_pub -h broker -t gateway/plant-7/command -s",
+    )  # fmt: skip
+    csub = command.add_subparsers(dest="command_command", required=True, metavar="COMMAND")
+    sign = csub.add_parser(
+        "sign", help="print a command signed with the command secret",
+        description="Check the command, add the gateway's name, the time and a nonce, sign it with HMAC-SHA256 "
+        "and print the payload on one line. The gateway takes it once, within 300 s of signing.",
+        epilog=f"example: gatewayd command sign --config /etc/gatewayd/gatewayd.toml '{EXAMPLE_ACK}' "
+        "| mosquitto_pub -h broker -t gateway/plant-7/command -s",
+    )  # fmt: skip
+    sign.add_argument("json", metavar="JSON", help="the command, a JSON object (ack, label or missed)")
+    sign.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+    sign.add_argument("--secret-file", type=Path,
+                      help="the shared secret (default: the configuration's mqtt.command_secret_file)")  # fmt: skip
+    sign.add_argument("--gateway", help="the gateway it is for (default: the configuration's gateway name); "
+                      "with --secret-file too, no configuration is read")  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    from gatewayd.alerts import commands
+    from gatewayd.publishing import command_auth
+
+    topic = None
+    devices = None
+    if args.secret_file is not None and args.gateway is not None:
+        secret_file, gateway = args.secret_file, args.gateway
+    else:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        gateway = args.gateway or config.gateway.name
+        devices = [d.name for d in config.devices] if gateway == config.gateway.name else None
+        secret_file = args.secret_file
+        if config.mqtt is not None:
+            topic = f"{config.mqtt.topic_prefix.rstrip('/')}/{gateway}/command"
+            secret_file = secret_file or config.mqtt.command_secret_file
+        if secret_file is None:
+            print(f"error: {args.config} sets no mqtt.command_secret_file; give --secret-file", file=sys.stderr)
+            return 2
+    try:
+        secret = command_auth.load_secret(secret_file)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        print(f"error: {secret_file}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return 2
+    try:
+        data = commands.decode(args.json.encode("utf-8", "surrogateescape"))
+        commands.validate_any(data, gateway, devices)
+        payload = command_auth.sign(data, secret, gateway)
+    except ValueError as exc:  # CommandError, or a key that signing adds
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if len(payload) > commands.MAX_PAYLOAD_BYTES:
+        print(f"error: the signed command has {len(payload)} bytes, the gateway takes {commands.MAX_PAYLOAD_BYTES} "
+              "at most", file=sys.stderr)  # fmt: skip
+        return 2
+    sys.stdout.buffer.write(payload + b"\n")
+    sys.stdout.flush()
+    where = f"on {topic} " if topic else ""
+    print(f"publish it {where}within {command_auth.WINDOW_S} s, once, without retain", file=sys.stderr)
+    return 0

@@ -1,0 +1,270 @@
+"""`gatewayd model ...`: train, sign, inspect, install and roll back model bundles."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gatewayd.models.scaling import SCALE_FLOOR
+
+from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+
+EXIT_BAD_INPUT = 2
+EXIT_REJECTED = 1
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    model = sub.add_parser(
+        "model",
+        help="train, sign, inspect, install and roll back model bundles",
+        description="Model bundles: manifest.json signed with Ed25519 plus the .tflite files (docs/models.md).",
+        epilog="example: gatewayd model inspect var/bundles/pump-v1",
+    )
+    msub = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
+
+    keygen = msub.add_parser(
+        "keygen", help="create an Ed25519 key pair for signing bundles",
+        description="Write a private key (PEM, mode 600, never overwritten) and its public key.",
+        epilog="example: gatewayd model keygen --private signing.key --public /etc/gatewayd/models.pub",
+    )  # fmt: skip
+    keygen.add_argument("--private", type=Path, required=True, help="private key file to create")
+    keygen.add_argument("--public", type=Path, required=True, help="public key file to write")
+
+    train = msub.add_parser(
+        "train", help="train a signed bundle from a CSV file or from the store",
+        description="Cut the series into sliding windows, train a PCA, an Isolation Forest and an autoencoder "
+        "on them, write each as a .tflite file checked in the interpreter, calibrate their scores on the "
+        "latest quarter of the windows (held back from a first fit), and write a signed bundle.",
+        epilog="example: gatewayd model train --csv normal.csv --name pump --version 1 --key signing.key --out bundles/pump-v1",
+    )  # fmt: skip
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", type=Path, help="time in the first column, one column per channel")
+    source.add_argument("--device", help="a device in the store of --config")
+    train.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="with --device (default: %(default)s)")
+    train.add_argument("--from", dest="start", default="0", help="with --device: start, ISO 8601 or ms")
+    train.add_argument("--to", dest="end", default=str(2**62), help="with --device: end, exclusive")
+    train.add_argument("--channels", help="comma-separated channels (default: all)")
+    train.add_argument("--name", required=True, help="bundle name, e.g. the device or segment")
+    train.add_argument("--version", type=int, required=True, help="integer version, above the installed one")
+    train.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM) to sign with")
+    train.add_argument("--out", type=Path, required=True, help="bundle directory to create")
+    train.add_argument("--window-s", type=float, default=10.0, help="window length (default: %(default)s)")
+    train.add_argument("--hop-s", type=float, default=5.0, help="window hop (default: %(default)s)")
+    train.add_argument("--trees", type=int, default=100, help="isolation trees (default: %(default)s)")
+    train.add_argument("--scale-floor", type=float, default=SCALE_FLOOR,
+                       help="a feature's spread is at least this share of its level (default: %(default)s)")  # fmt: skip
+    train.add_argument("--expires", help="ISO 8601 time after which the bundle is refused")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+
+    sign = msub.add_parser(
+        "sign", help="sign a bundle's manifest (after editing it by hand)",
+        description="Write manifest.sig: the Ed25519 signature over manifest.json as it is.",
+        epilog="example: gatewayd model sign bundles/pump-v1 --key signing.key",
+    )  # fmt: skip
+    sign.add_argument("bundle", type=Path)
+    sign.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
+
+    inspect = msub.add_parser(
+        "inspect", help="show a bundle's manifest, operators, sizes and verification result",
+        description="Exit 0 when the bundle verifies with the given (or configured) public keys, 1 when not.",
+        epilog="example: gatewayd model inspect bundles/pump-v1 --public-key /etc/gatewayd/models.pub",
+    )  # fmt: skip
+    inspect.add_argument("bundle", type=Path)
+    inspect.add_argument("--public-key", type=Path, action="append", default=[], help="PEM file (repeatable)")
+    inspect.add_argument("--config", type=Path, help="take the public keys from this configuration")
+
+    for name, text, description in (
+        ("install", "verify a bundle and make it the current version",
+         "Copy into the models directory, verify the copy, switch atomically; the previous version is kept."),
+        ("rollback", "make the previous version current again",
+         "The rolled-back version is remembered and refused if offered again."),
+        ("list", "show installed bundles", "Current and previous version of every installed bundle."),
+    ):  # fmt: skip
+        p = msub.add_parser(name, help=text, description=description,
+                            epilog=f"example: gatewayd model {name}" + {"install": " bundles/pump-v2", "rollback": " pump",
+                                                                          "list": ""}[name]
+                            + " --config /etc/gatewayd/gatewayd.toml")  # fmt: skip
+        if name == "install":
+            p.add_argument("bundle", type=Path)
+        elif name == "rollback":
+            p.add_argument("name")
+        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gatewayd.models.bundle import BundleError
+
+    try:
+        return _COMMANDS[args.model_command](args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except BundleError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from gatewayd.models.bundle import generate_keypair
+
+    if args.private.exists():
+        print(f"error: {args.private} exists; not overwriting a key", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    generate_keypair(args.private, args.public)
+    print(f"private key {args.private} (keep it off the gateway), public key {args.public}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from gatewayd.store import series
+    from gatewayd.store.export import parse_time
+    from gatewayd.detection.features import FeatureSpec, sliding_windows
+    from gatewayd.models.bundle import load_private_key, write_bundle
+    from gatewayd.models.training import TrainingError, train_bundle
+
+    def progress(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    if args.out.exists():
+        print(f"error: {args.out} exists", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    key = load_private_key(args.key)  # before the long work: a bad key fails at once
+    channels = [c.strip() for c in args.channels.split(",")] if args.channels else None
+    try:
+        if args.csv is not None:
+            ts, values, names = series.read_csv(args.csv, channels)
+            source = f"csv:{args.csv.name}"
+        else:
+            from gatewayd.store.database import DB_NAME, Store
+
+            config = load_config(args.config)
+            store = Store(config.state_path / DB_NAME, readonly=True)
+            try:
+                ts, values, names = series.from_store(store, args.device, channels, parse_time(args.start),
+                                                      parse_time(args.end))  # fmt: skip
+            finally:
+                store.close()
+            source = f"store:{args.device}"
+        progress(f"{len(ts)} samples of {len(names)} channels ({', '.join(names)})")
+        spec = FeatureSpec(tuple(names), window_s=args.window_s, hop_s=args.hop_s,
+                           sample_period_s=min(series.sample_period_s(ts), args.window_s))  # fmt: skip
+        ends, features = sliding_windows(spec, ts, values)
+        trained = train_bundle(features, ends, spec, name=args.name, version=args.version, source=source,
+                               trees=args.trees, scale_floor=args.scale_floor, seed=args.seed,
+                               expires=args.expires, progress=progress)  # fmt: skip
+    except (series.SeriesError, TrainingError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    write_bundle(args.out, trained.manifest, trained.files, key)
+    sizes = ", ".join(f"{n} {len(b) / 1024:.0f} KiB" for n, b in trained.files.items())
+    print(f"{args.out}: {args.name} v{args.version} signed ({sizes})")
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    from gatewayd.models.bundle import MANIFEST, load_private_key, sign
+
+    if not (args.bundle / MANIFEST).is_file():
+        print(f"error: {args.bundle}: no {MANIFEST}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    sign(args.bundle, load_private_key(args.key))
+    print(f"{args.bundle}: signed")
+    return 0
+
+
+def _public_keys(paths: list[Path]) -> list:
+    from gatewayd.models.bundle import load_public_key
+
+    return [load_public_key(Path(p)) for p in paths]
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from gatewayd.models.bundle import MANIFEST, BundleError, verify
+    from gatewayd.models.graph import operators_of
+
+    keys = list(args.public_key)
+    if args.config is not None:
+        keys += [Path(p) for p in load_config(args.config).models.public_keys]
+    try:
+        manifest = json.loads((args.bundle / MANIFEST).read_text())
+    except (OSError, ValueError) as exc:
+        print(f"error: {args.bundle}: cannot read {MANIFEST}: {exc}", file=sys.stderr)
+        return EXIT_REJECTED
+    print(f"{manifest.get('name')} v{manifest.get('version')}, created {manifest.get('created')}, "
+          f"expires {manifest.get('expires') or 'never'}")  # fmt: skip
+    features = manifest.get("features", {})
+    print(f"features: {len(features.get('names', []))} over channels {', '.join(features.get('channels', []))}, "
+          f"windows of {features.get('window_s')} s every {features.get('hop_s')} s")  # fmt: skip
+    training = manifest.get("training", {})
+    print(f"training: {training.get('windows')} windows from {training.get('source')}, "
+          f"{training.get('start')} .. {training.get('end')}")  # fmt: skip
+    for kind, entry in manifest.get("models", {}).items():
+        path = args.bundle / str(entry.get("file"))
+        try:
+            ops = ", ".join(operators_of(path.read_bytes()))
+            size = f"{path.stat().st_size / 1024:.1f} KiB"
+        except Exception as exc:  # a damaged file is reported, not raised: inspect is for looking at bad bundles too
+            ops, size = f"unreadable ({exc.__class__.__name__})", "?"
+        print(f"{kind}: {entry.get('file')} {size}, {_levels(entry)}, operators: {ops}")
+    try:
+        verify(args.bundle, _public_keys(keys))
+    except BundleError as exc:
+        print(f"verification: FAILED: {exc}")
+        return EXIT_REJECTED
+    print(f"verification: ok ({len(keys)} public key{'s' if len(keys) != 1 else ''} tried)")
+    return 0
+
+
+def _model_store(config_path: Path):
+    from gatewayd.models.install import ModelStore
+
+    config = load_config(config_path)
+    return ModelStore(config.models_path, _public_keys([Path(p) for p in config.models.public_keys]))
+
+
+def _install(args: argparse.Namespace) -> int:
+    manifest = _model_store(args.config).install(args.bundle)
+    print(f"installed {manifest.name} v{manifest.version}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    version = _model_store(args.config).rollback(args.name)
+    print(f"{args.name}: v{version} is current again")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    store = _model_store(args.config)
+    names = store.names()
+    if not names:
+        print(f"no bundles installed in {store.root}")
+    for name in names:
+        previous = store.linked(name, "previous")
+        refused = store.rolled_back(name)
+        print(f"{name}: current v{store.installed_version(name)}"
+              + (f", previous v{previous.name}" if previous else "")
+              + (f", rolled back: {', '.join(f'v{v}' for v in refused)}" if refused else ""))  # fmt: skip
+    return 0
+
+
+_COMMANDS = {"keygen": _keygen, "train": _train, "sign": _sign, "inspect": _inspect, "install": _install,
+             "rollback": _rollback, "list": _list}  # fmt: skip
+
+
+def _levels(entry: dict) -> str:
+    """A model's calibration (format 2: median and tail of each score) or threshold (format 1);
+    inspect also looks at damaged bundles, so nothing here assumes a well-formed manifest."""
+    tails = {k: entry[k] for k in ("calibration", "t2", "q") if isinstance(entry.get(k), dict)}
+    if not tails:
+        return f"threshold {entry.get('threshold')}"
+
+    def num(v: object) -> str:
+        return f"{v:.4g}" if isinstance(v, (int, float)) else repr(v)
+
+    return "; ".join(f"{'' if k == 'calibration' else k + ' '}typical {num(t.get('typical'))}, level "
+                     f"{num(t.get('tail_start'))} + {num(t.get('tail_scale'))} x ln(0.1/alpha)"
+                     for k, t in tails.items())  # fmt: skip

@@ -1,0 +1,101 @@
+import csv
+import io
+import json
+
+import pytest
+
+from gatewayd.alerts.alert import Alert
+from gatewayd.store import upload_state
+from gatewayd.cli.main import main
+from gatewayd.store.export import iso, parse_time
+from gatewayd.store.database import Reading, Store
+
+
+@pytest.fixture
+def site(tmp_path):
+    state = tmp_path / "state"
+    store = Store(state / "gatewayd.sqlite3")
+    store.register_device("pump-1", "edge-node", "tcp://x", {}, [("flow", "m3/h"), ("temp", "C")])
+    t0 = parse_time("2026-11-24T08:00:00")
+    store.write_readings([Reading("pump-1", "flow", t0 + 500 * i, 20.0 + i) for i in range(10)]
+                         + [Reading("pump-1", "temp", t0 + 500 * i, 30.5) for i in range(10)])  # fmt: skip
+    store.close()
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{state}"\n\n[[devices]]\nname = "pump-1"\nhost = "h"\n')
+    return config, t0
+
+
+def test_times():
+    assert parse_time("2026-11-24T08:00:00") == parse_time("2026-11-24T08:00:00+00:00") == 1795507200000
+    assert parse_time("1795507200000") == 1795507200000
+    assert iso(1795507200123) == "2026-11-24T08:00:00.123Z"
+    with pytest.raises(ValueError, match="neither an ISO 8601 time"):
+        parse_time("yesterday")
+
+
+def test_export_range_and_channel(site, tmp_path, capsys):
+    config, t0 = site
+    out = tmp_path / "flow.csv"
+    code = main(["export", "--config", str(config), "--channel", "pump-1/flow",
+                 "--from", "2026-11-24T08:00:01", "--to", str(t0 + 3000), "--out", str(out)])  # fmt: skip
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["timestamp"] for r in rows] == [iso(t0 + 500 * i) for i in range(2, 6)]
+    assert [float(r["value"]) for r in rows] == [22.0, 23.0, 24.0, 25.0]
+    assert {r["unit"] for r in rows} == {"m3/h"}
+    assert "4 readings exported" in capsys.readouterr().err
+
+
+def test_export_unknown_channel_and_missing_store(site, tmp_path, capsys):
+    config, _ = site
+    assert main(["export", "--config", str(config), "--channel", "pump-1/nope"]) == 2
+    assert "unknown channel(s) pump-1/nope; known: pump-1/flow, pump-1/temp" in capsys.readouterr().err
+    empty = tmp_path / "empty.toml"
+    empty.write_text(f'[gateway]\nstate_dir = "{tmp_path / "none"}"\n\n[[devices]]\nname = "a"\nhost = "h"\n')
+    assert main(["status", "--config", str(empty)]) == 1
+    assert "no store at" in capsys.readouterr().err
+
+
+def test_status(site, capsys):
+    config, _ = site
+    assert main(["status", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "20 readings" in out and "pump-1: 20 readings" in out
+    assert "flow           last 29 m3/h" in out and "mean 24.5" in out
+
+
+def test_status_counts_what_waits_for_upload_from_the_agents_cursors(site, capsys):
+    config, _ = site
+    state = config.parent / "state"
+    store = Store(state / "gatewayd.sqlite3")
+    for i in range(3):
+        store.record_alert(Alert(f"a{i}", "pump-1", ["flow"], "warning", "model", i, {}))
+    store.label_alert("a0", "true")
+    store.close()
+    assert main(["status", "--config", str(config)]) == 0
+    assert "outbox: 4 waiting for upload (alerts 3, labels 1; no cloud agent has uploaded from this gateway)" \
+        in capsys.readouterr().out  # fmt: skip
+    (state / upload_state.FILE_NAME).write_text(json.dumps({"cursors": {"alerts": 2, "labels": 4}}))
+    assert main(["status", "--config", str(config)]) == 0
+    assert "outbox: 1 waiting for upload (alerts 1, labels 0)" in capsys.readouterr().out
+
+
+def test_export_marks_readings_stamped_before_the_clock_was_synchronised(tmp_path, capsys):
+    state = tmp_path / "state"
+    store = Store(state / "gatewayd.sqlite3")
+    store.register_device("pump-1", "edge-node", "tcp://x", {}, [("flow", "m3/h")])
+    t0 = parse_time("2026-09-01T08:00:00")  # a Pi booted with an old time ...
+    store.write_readings([Reading("pump-1", "flow", t0 + 500 * i, 1.0) for i in range(4)], clock_synced=False)
+    t1 = parse_time("2026-11-24T08:00:00")  # ... and NTP set it
+    store.write_readings([Reading("pump-1", "flow", t1 + 500 * i, 2.0) for i in range(3)])
+    store.close()
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(f'[gateway]\nstate_dir = "{state}"\n\n[[devices]]\nname = "pump-1"\nhost = "h"\n')
+    out = tmp_path / "flow.csv"
+    assert main(["export", "--config", str(config), "--out", str(out), "--mark-clock"]) == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert [r["clock"] for r in rows] == ["unsynced"] * 4 + [""] * 3
+    assert "4 of them were stamped before the gateway's clock was synchronised" in capsys.readouterr().err
+    assert main(["export", "--config", str(config), "--out", str(out)]) == 0
+    assert "clock" not in out.read_text().splitlines()[0]
+    assert "(--mark-clock marks them)" in capsys.readouterr().err

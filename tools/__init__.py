@@ -1,1 +1,0 @@
-"""Developer and deployment tools shipped with the gateway."""

@@ -22,12 +22,13 @@ import requests
 
 from gatewayd.models.bundle import BundleError
 from gatewayd.models.install import ModelStore
+from cloud_sync.errors import CloudSyncError
 
 log = logging.getLogger("cloud_sync.models")
 _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-class PullError(Exception):
+class PullError(CloudSyncError):
     """A bundle that could not be fetched or unpacked; the message says why."""
 
 

@@ -31,6 +31,7 @@ from gatewayd.clock import now_ms
 from gatewayd.store.database import Store
 from gatewayd.store.upload_state import FILE_NAME as STATE_FILE
 from gatewayd.store.upload_state import OUTBOX_SOURCES
+from cloud_sync.errors import CloudSyncError
 
 log = logging.getLogger("cloud_sync")
 # Sources in upload order; the first two are never held back by the daily budget.
@@ -74,7 +75,7 @@ class Record:
     readings: int = 0  # raw readings it stands for
 
 
-class UploadError(Exception):
+class UploadError(CloudSyncError):
     def __init__(self, message: str, retry_after_s: float | None = None):
         super().__init__(message)
         self.retry_after_s = retry_after_s

@@ -10,6 +10,7 @@ import ctypes.util
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -91,3 +92,21 @@ class WallClock:
     def status(self) -> dict:
         return {"synchronized": self.synchronized(), "trust": self.trust, "steps": self.steps,
                 "last_step_s": round(self.last_step_s, 3)}  # fmt: skip
+
+
+def parse_time(text: str) -> int:
+    """UTC milliseconds from an ISO 8601 time (naive means UTC) or a number of milliseconds."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither an ISO 8601 time nor milliseconds since the epoch") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def iso(ts_ms: int) -> str:
+    """UTC milliseconds as ISO 8601 with a Z: how every time is shown to people."""
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

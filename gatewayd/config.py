@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gatewayd.detection.rules import DEFAULT_BUDGET, DEFAULT_FOLLOW_WINDOWS, DEFAULT_SCORES
 from gatewayd.models.scaling import SCALE_FLOOR
+from gatewayd.errors import GatewayError
 
 DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
 
@@ -21,7 +22,7 @@ MIN_TOKEN_CHARS = 16  # the dashboard's token: guessing it over HTTP must be hop
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
-class ConfigError(Exception):
+class ConfigError(GatewayError):
     """A configuration file that cannot be used; the message names file, line and key."""
 
 

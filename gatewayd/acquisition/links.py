@@ -11,6 +11,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.framer import FramerType
 
 from gatewayd.config import BusSection, DeviceSection
+from gatewayd.errors import GatewayError
 
 # Exception codes that a retry cannot fix: the request itself is wrong for this device.
 PERMANENT = {1: "illegal function", 2: "illegal data address", 3: "illegal data value"}
@@ -18,7 +19,7 @@ TRANSIENT = {4: "device failure", 5: "acknowledge", 6: "device busy", 10: "gatew
              11: "gateway target failed to respond"}  # fmt: skip
 
 
-class DeviceError(Exception):
+class DeviceError(GatewayError):
     """The device answered with a Modbus exception, or with data that does not fit."""
 
     def __init__(self, message: str, code: int | None = None):

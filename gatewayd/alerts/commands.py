@@ -19,8 +19,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import ErrorDetails
 
 from gatewayd.alerts.alert import Alert, alert_id
-from gatewayd.store.export import iso, parse_time
+from gatewayd.clock import iso, parse_time
 from gatewayd.store.database import Store
+from gatewayd.errors import GatewayError
 
 LABELS = {"true": "true_positive", "false": "false_positive"}
 COMMANDS = ("ack", "label", "missed")
@@ -38,7 +39,7 @@ MAX_DEPTH = 4
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-class CommandError(ValueError):
+class CommandError(GatewayError, ValueError):
     """A command that cannot be applied; the message says why."""
 
 

@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gatewayd.alerts import commands
-    from gatewayd.store.export import iso
+    from gatewayd.clock import iso
     from gatewayd.store.database import DB_NAME, Store
 
     try:

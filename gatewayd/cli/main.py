@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
 
         return evaluate.run(args)
     if args.command == "demo":
-        from gatewayd.demo.runner import DemoStateError, run_demo
-        from gatewayd.demo.virtual_node import VirtualNodeError
+        from gatewayd.demo.runner import run_demo
+        from gatewayd.errors import GatewayError
 
         _setup_logging("warning")
         try:
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(**{k: v for k, v in chosen.items() if v is not None}, nodes=args.nodes, state_dir=args.state_dir,
                             interval_s=args.interval, progress_s=args.progress, dashboard=args.dashboard_port,
                             fault_after_s=args.fault_after, reuse=args.reuse)  # fmt: skip
-        except (VirtualNodeError, ConfigError, DemoStateError) as exc:
+        except GatewayError as exc:  # the nodes, the configuration, the state folder: said, no traceback
             print(f"error: {exc}", file=sys.stderr)
             return 1
     raise AssertionError(args.command)
@@ -167,7 +167,7 @@ def _status(config: Config, db: Path) -> int:
     import sqlite3
 
     from gatewayd.store import upload_state
-    from gatewayd.store.export import iso
+    from gatewayd.clock import iso
     from gatewayd.store.reserve import Reserve
     from gatewayd.store.database import Store
 

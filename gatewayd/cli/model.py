@@ -118,7 +118,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from gatewayd.store import series
-    from gatewayd.store.export import parse_time
+    from gatewayd.clock import parse_time
     from gatewayd.detection.features import FeatureSpec, sliding_windows
     from gatewayd.models.bundle import load_private_key, write_bundle
     from gatewayd.models.training import TrainingError, train_bundle

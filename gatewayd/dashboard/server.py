@@ -42,6 +42,7 @@ from gatewayd.store.faults import StoreFault, classify, describe
 from . import views
 from .access import SESSION_COOKIE, SESSION_MAX_AGE_S, Access
 from .running import RunningGateway
+from gatewayd.errors import GatewayError
 
 log = logging.getLogger("gatewayd.dashboard")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -79,7 +80,7 @@ Request.max_content_length = MAX_BODY_BYTES
 Request.max_body_length = MAX_BODY_BYTES
 
 
-class HttpError(Exception):
+class HttpError(GatewayError):
     """Answered as {"error": message} with its status."""
 
     def __init__(self, status: int, message: str):

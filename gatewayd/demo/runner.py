@@ -23,6 +23,7 @@ from gatewayd.clock import now_ms
 from gatewayd.models.install import ModelStore
 from gatewayd.store.database import Store
 from gatewayd.demo.virtual_node import VirtualNode, free_port
+from gatewayd.errors import GatewayError
 
 DEMO_CONFIG = """\
 # Written by `gatewayd demo` for one run: its virtual nodes and their ports lived only while the
@@ -73,7 +74,7 @@ DEMO_ENTRIES = frozenset({
 })  # fmt: skip
 
 
-class DemoStateError(ValueError):
+class DemoStateError(GatewayError, ValueError):
     """The state folder is not the demo's to clear or write into."""
 
 

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from gatewayd.errors import GatewayError
 
 # The unix port's objects are twice the size of the ESP32's (64-bit pointers), so this
 # heap is tighter than the ~110 KB a plain ESP32 leaves free for MicroPython.
@@ -20,7 +21,7 @@ HEAP_SIZE = "128k"
 _PORT_IN_USE = 3
 
 
-class VirtualNodeError(RuntimeError):
+class VirtualNodeError(GatewayError, RuntimeError):
     pass
 
 

@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from gatewayd.errors import GatewayError
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
@@ -28,7 +29,7 @@ MAX_MODEL_BYTES = 64 << 20
 _FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-class BundleError(Exception):
+class BundleError(GatewayError):
     """A bundle that must not be installed or loaded; the message says why."""
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from gatewayd.errors import GatewayError
 
 
 def _interpreter(model: bytes | Path, threads: int):
@@ -22,7 +23,7 @@ def _interpreter(model: bytes | Path, threads: int):
                        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
 
 
-class ModelError(ValueError):
+class ModelError(GatewayError, ValueError):
     """A model file that does not load or does not have the expected inputs (a ValueError, so
     the callers that refuse a bad bundle catch it with the rest)."""
 

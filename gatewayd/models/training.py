@@ -26,6 +26,7 @@ from .bundle import FORMAT
 from .iforest import compile_forest
 from .runtime import TfliteModel
 from .scaling import SCALE_FLOOR, Standardizer
+from gatewayd.errors import GatewayError
 
 IFOREST_FILE = "iforest.tflite"
 AUTOENCODER_FILE = "autoencoder.tflite"
@@ -33,7 +34,7 @@ PCA_FILE = "pca.tflite"
 FEATURE_QUANTILE = 0.99  # a feature's error level for explanations, on the calibration windows
 
 
-class TrainingError(Exception):
+class TrainingError(GatewayError):
     """Training could not produce a bundle (too little data, a graph that disagrees with its model)."""
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from gatewayd import clock
 from gatewayd.alerts.commands import CommandError, decode_text
 from gatewayd.config import MIN_TOKEN_CHARS
-from gatewayd.store.export import iso
 
 WINDOW_S = 300  # a signed command is valid this long either side of its ts_ms
 NONCES = 10_000  # signed commands remembered at most (a window's worth at 30 per second)
@@ -146,6 +145,6 @@ class Authoriser:
 
 def _when(ts_ms: int) -> str:
     try:
-        return iso(ts_ms)
+        return clock.iso(ts_ms)
     except (OverflowError, OSError, ValueError):
         return f"{ts_ms} ms"

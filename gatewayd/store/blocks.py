@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+from gatewayd.errors import GatewayError
 
 VERSION = 2
 assert sys.byteorder == "little", "blocks are little-endian; array() writes native order"
@@ -82,7 +83,7 @@ _LEVEL = 6  # Z_RLE codes the same at every level
 _STRATEGY = zlib.Z_RLE
 
 
-class BlockError(ValueError):
+class BlockError(GatewayError, ValueError):
     """A block that cannot be decoded: wrong version, truncated, or corrupt."""
 
 

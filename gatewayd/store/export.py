@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TextIO
 
 import numpy as np
 
+from gatewayd.clock import iso, parse_time
 from gatewayd.store.database import Store
 
-
-def parse_time(text: str) -> int:
-    """UTC milliseconds from an ISO 8601 time (naive means UTC) or a number of milliseconds."""
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is neither an ISO 8601 time nor milliseconds since the epoch") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
-
-def iso(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+__all__ = ["export_csv", "iso", "parse_time", "select_channels"]
 
 
 def select_channels(store: Store, wanted: Sequence[str]) -> list[tuple[int, str, str, str]]:

@@ -19,6 +19,7 @@ import errno
 import os
 import sqlite3
 from pathlib import Path
+from gatewayd.errors import GatewayError
 
 DISK_FULL = "disk_full"
 READ_ONLY = "read_only"
@@ -61,7 +62,7 @@ _BY_ERRNO = {
 }
 
 
-class StoreFault(Exception):
+class StoreFault(GatewayError):
     """The store cannot take this call now; `kind` says why (one of the kinds above)."""
 
     def __init__(self, kind: str, message: str):

@@ -13,9 +13,10 @@ from typing import Sequence
 import numpy as np
 
 from gatewayd.store.database import Store
+from gatewayd.errors import GatewayError
 
 
-class SeriesError(ValueError):
+class SeriesError(GatewayError, ValueError):
     """Input that cannot be read as a series; the message names file, line and column."""
 
 

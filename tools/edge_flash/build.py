@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from edge_flash.errors import EdgeFlashError
 
 # Modules that only make sense in the unix port: never deployed to an ESP32.
 HOST_ONLY = {"virtual_node.py", "hal_unix.py", "plant.py"}
@@ -18,7 +19,7 @@ BOOT_SOURCES = {"main.py"}
 MARCHES = ("x64", "xtensawin", "armv6m", "armv7m", "rv32imc")
 
 
-class BuildError(RuntimeError):
+class BuildError(EdgeFlashError, RuntimeError):
     pass
 
 

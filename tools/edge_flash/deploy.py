@@ -22,6 +22,7 @@ from pathlib import Path
 from edge_flash.build import BuildError, compile_firmware
 from edge_flash.device import BoardInfo, Device, BoardError
 from edge_flash.inventory import NodePlan
+from edge_flash.errors import EdgeFlashError
 
 MANIFEST = "deployed.json"  # what the last deploy put on the board, so the next can tidy up
 ENTRY = "main.py"
@@ -36,7 +37,7 @@ IDENTITY = re.compile(
 REPL_AFTER_RESET_S = 10.0
 
 
-class DeployError(RuntimeError):
+class DeployError(EdgeFlashError, RuntimeError):
     """A deploy that stopped; the message says at which step and why."""
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 import serial
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
+from edge_flash.errors import EdgeFlashError
 
 BAUD = 115200
 READ_TIMEOUT_S = 10.0  # a board that stops answering mid-command fails instead of hanging
 WRITE_CHUNK = 1024
 
 
-class BoardError(RuntimeError):
+class BoardError(EdgeFlashError, RuntimeError):
     """The board on a serial port cannot be used; the message says which port and what to do."""
 
 

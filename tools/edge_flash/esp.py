@@ -25,12 +25,13 @@ from esptool.targets import CHIP_DEFS
 from esptool.util import FatalError
 
 from edge_flash.device import BoardError, check_port, probe_port
+from edge_flash.errors import EdgeFlashError
 
 ROM_BAUD = 115200  # what every ESP ROM bootloader answers at
 IMAGE_MAGIC = 0xE9
 
 
-class FlashError(RuntimeError):
+class FlashError(EdgeFlashError, RuntimeError):
     """The image was not written; the message says why and what to do."""
 
 

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from gatewayd.config import describe_validation_error, locate
 from edge_flash.node_config import NodeConfigError, key_path, validate
+from edge_flash.errors import EdgeFlashError
 
 BOARDS = ("esp32", "virtual")
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -44,7 +45,7 @@ PASSED_THROUGH = (
 )
 
 
-class InventoryError(ValueError):
+class InventoryError(EdgeFlashError, ValueError):
     """An inventory that cannot be used; each line names file, line, node and key."""
 
 

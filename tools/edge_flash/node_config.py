@@ -16,13 +16,14 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from edge_flash.errors import EdgeFlashError
 
 # config.py and what it imports, by the top-level names the firmware uses.
 _FIRMWARE_MODULES = ("micropython", "config", "config_model", "detectors", "regmap")
 _lock = threading.Lock()
 
 
-class NodeConfigError(ValueError):
+class NodeConfigError(EdgeFlashError, ValueError):
     """The firmware refuses this configuration; `key` is its key path, e.g.
     `channels[0].zscore.window`, and `reason` what is wrong with it."""
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 
 from gatewayd.acquisition.registers import decode, decode_text
+from gatewayd.errors import GatewayError
 
 MAGIC = 0x4544
 MAP_VERSION = 1
@@ -69,7 +70,7 @@ MAX_CHANNELS = 16
 MAX_READ = 125
 
 
-class ProfileError(ValueError):
+class ProfileError(GatewayError, ValueError):
     """The device does not look like a node with a register map this gateway understands."""
 
 

@@ -7,7 +7,7 @@ import pytest
 from gatewayd.alerts.alert import Alert
 from gatewayd.store import upload_state
 from gatewayd.cli.main import main
-from gatewayd.store.export import iso, parse_time
+from gatewayd.clock import iso, parse_time
 from gatewayd.store.database import Reading, Store
 
 

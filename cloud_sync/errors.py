@@ -1,0 +1,5 @@
+"""The base of every error the cloud agent and the reference endpoint raise on purpose."""
+
+
+class CloudSyncError(Exception):
+    pass

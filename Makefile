@@ -20,15 +20,20 @@ DEB_ARCH = $(shell dpkg --print-architecture)
 DEB := build/deb/edge-gateway_$(DEB_VERSION)_$(DEB_ARCH).deb
 DEB_INPUTS = $(shell git ls-files --cached --others --exclude-standard gatewayd cloud_sync tools debian systemd docs examples pyproject.toml README.md LICENSE)
 
-.PHONY: demo test setup debian-packages deb deb-packages clean
+.PHONY: demo test format setup debian-packages deb deb-packages clean
 
 demo: setup
 	$(BIN)/gatewayd demo
 
 # The HIL suite runs against the virtual board here (a real node: hil_tests/README.md).
+# The format check comes first: it takes a second (`make format` fixes what it finds).
 test: setup deb-packages
+	$(BIN)/ruff format --check --quiet .
 	$(BIN)/pytest
 	$(BIN)/pytest hil_tests --junitxml=test-artifacts/hil-junit.xml
+
+format: setup
+	$(BIN)/ruff format .
 
 setup: debian-packages $(STAMP)
 

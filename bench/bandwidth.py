@@ -87,7 +87,9 @@ class Plant:
 
     def values(self, second: int) -> np.ndarray:
         self.walk += self.rng.normal(0, 0.5, len(self.walk))
-        process = self.level + self.swing * np.sin(2 * np.pi * second / self.period_s + self.phase) + self.walk / self.unit
+        process = (
+            self.level + self.swing * np.sin(2 * np.pi * second / self.period_s + self.phase) + self.walk / self.unit
+        )
         if self.noise is None:
             return (process + self.rng.normal(0, 0.01, len(process)) * self.level).astype(np.float32).astype(np.float64)
         counts = np.clip(np.round(process * self.unit + self.rng.normal(0, self.noise, len(process))), -(2**20), 2**20)
@@ -101,8 +103,9 @@ class Plant:
 
     def register(self, store: Store) -> None:
         for d in range(self.devices):
-            store.register_device(f"dev-{d}", "edge-node", "bench", {},
-                                  [(f"s{c}", "u") for c in range(CHANNELS_PER_DEVICE)])  # fmt: skip
+            store.register_device(
+                f"dev-{d}", "edge-node", "bench", {}, [(f"s{c}", "u") for c in range(CHANNELS_PER_DEVICE)]
+            )
 
 
 def compaction_pass(store: Store, now_ms: int) -> None:
@@ -135,18 +138,23 @@ def disk_run(model: str, noise: float | None, devices: int, seconds: int, t0: in
             if (s + flush_s) % compact_s == 0:
                 compaction_pass(store, t0 + (s + flush_s) * 1000)
             if (s + flush_s) % 21600 == 0:
-                print(f"  [{model}] {(s + flush_s) / 3600:4.0f} h simulated, {time.perf_counter() - w0:5.1f} s",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"  [{model}] {(s + flush_s) / 3600:4.0f} h simulated, {time.perf_counter() - w0:5.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         store.checkpoint()
         tables = table_bytes(store)
         shm = store.disk_usage().shm
         # every reading of the first hour comes back with its bits
         first_hour = [r for batch in written for r in batch]
         exact = all(
-            np.array_equal(store.readings(dev, ch, t0, t0 + 3600_000).values.view(np.uint64),
-                           np.array([r.value for r in first_hour if (r.device, r.channel) == (dev, ch)]).view(np.uint64))
+            np.array_equal(
+                store.readings(dev, ch, t0, t0 + 3600_000).values.view(np.uint64),
+                np.array([r.value for r in first_hour if (r.device, r.channel) == (dev, ch)]).view(np.uint64),
+            )
             for dev, ch in plant.names
-        )  # fmt: skip
+        )
         store.close()
     by_channel: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
     for r in first_hour:
@@ -154,8 +162,16 @@ def disk_run(model: str, noise: float | None, devices: int, seconds: int, t0: in
         ts.append(r.ts_ms)
         vals.append(r.value)
     rows = sqlite_row_bytes([(np.array(ts), np.array(vals)) for ts, vals in by_channel.values()])
-    return {"model": model, "channels": len(plant.names), "readings": seconds * len(plant.names), "tables": tables,
-            "shm": shm, "exact": exact, "plain_row_bytes": rows, "wall_s": time.perf_counter() - w0}  # fmt: skip
+    return {
+        "model": model,
+        "channels": len(plant.names),
+        "readings": seconds * len(plant.names),
+        "tables": tables,
+        "shm": shm,
+        "exact": exact,
+        "plain_row_bytes": rows,
+        "wall_s": time.perf_counter() - w0,
+    }
 
 
 def free_port() -> int:
@@ -170,8 +186,10 @@ def uplink_run(devices: int, noise: float, seconds: int, anomalous: float, t0: i
     plant = Plant(devices, noise, seed, t0)
     # Episodes: enough device-episodes that their samples are the asked share of all samples.
     episodes = max(1, round(anomalous * seconds * devices / EPISODE_S))
-    starts = sorted((int(d), int(s)) for d, s in zip(rng.integers(0, devices, episodes),
-                                                     rng.integers(0, seconds - EPISODE_S, episodes)))  # fmt: skip
+    starts = sorted(
+        (int(d), int(s))
+        for d, s in zip(rng.integers(0, devices, episodes), rng.integers(0, seconds - EPISODE_S, episodes))
+    )
     w0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bandwidth-bench-", dir=SCRATCH) as tmp:
         folder = Path(tmp)
@@ -182,8 +200,11 @@ def uplink_run(devices: int, noise: float, seconds: int, anomalous: float, t0: i
             if (minute + 60) % 3600 == 0:
                 compaction_pass(store, t0 + (minute + 60) * 1000)
             if (minute + 60) % 21600 == 0:
-                print(f"  [uplink] {(minute + 60) / 3600:4.0f} h simulated, {time.perf_counter() - w0:5.1f} s",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"  [uplink] {(minute + 60) / 3600:4.0f} h simulated, {time.perf_counter() - w0:5.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
         compaction_pass(store, t0 + seconds * 1000 + 120_000)
         anomalous_samples = 0
         for d, s in starts:  # as the detection stage records and protects an episode
@@ -200,8 +221,16 @@ def uplink_run(devices: int, noise: float, seconds: int, anomalous: float, t0: i
         server = open_server(folder / "cloud", port=port)
         token = server.tokens.issue("bench")
         server.start_background()
-        up = Uploader(store, folder / STATE_FILE, f"http://127.0.0.1:{port}", token, gateway="bench",
-                      batch_records=200, daily_budget_bytes=10**12, now_ms=lambda: t0 + seconds * 1000 + 180_000)  # fmt: skip
+        up = Uploader(
+            store,
+            folder / STATE_FILE,
+            f"http://127.0.0.1:{port}",
+            token,
+            gateway="bench",
+            batch_records=200,
+            daily_budget_bytes=10**12,
+            now_ms=lambda: t0 + seconds * 1000 + 180_000,
+        )
         u0 = time.perf_counter()
         while batch := up.next_batch():
             up.send(batch)
@@ -209,13 +238,21 @@ def uplink_run(devices: int, noise: float, seconds: int, anomalous: float, t0: i
         up.close()
         usage = server.storage.usage("bench")
         uploaded_window_samples = sum(r["payload"]["count"] for r in server.storage.records("bench", "window"))
-        by_kind = {kind: len(server.storage.records("bench", kind)) for kind in ("alert", "alert_update", "window", "summary")}
+        by_kind = {
+            kind: len(server.storage.records("bench", kind)) for kind in ("alert", "alert_update", "window", "summary")
+        }
         server.shutdown()
         server.server_close()
         store.close()
-    return {"sent": usage["wire_bytes"], "episodes": episodes, "anomalous_samples": anomalous_samples,
-            "uploaded_window_samples": uploaded_window_samples, "records": by_kind, "upload_s": upload_s,
-            "readings": seconds * devices * CHANNELS_PER_DEVICE}  # fmt: skip
+    return {
+        "sent": usage["wire_bytes"],
+        "episodes": episodes,
+        "anomalous_samples": anomalous_samples,
+        "uploaded_window_samples": uploaded_window_samples,
+        "records": by_kind,
+        "upload_s": upload_s,
+        "readings": seconds * devices * CHANNELS_PER_DEVICE,
+    }
 
 
 def per_day(run: dict, sensors: int, seconds: int) -> dict:
@@ -254,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     w0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         uplink_job = pool.submit(uplink_run, devices, args.noise, seconds, args.anomalous, t0, 0)
-        disk_jobs = [pool.submit(disk_run, name, noise, min(devices, args.sample_devices), seconds, t0, 7)
-                     for name, noise in models]  # fmt: skip
+        disk_jobs = [
+            pool.submit(disk_run, name, noise, min(devices, args.sample_devices), seconds, t0, 7)
+            for name, noise in models
+        ]
         runs = [job.result() for job in disk_jobs]
         uplink = uplink_job.result()
 
@@ -266,33 +305,54 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for (name, noise), run in zip(models, runs):
         day = per_day(run, sensors, seconds)
-        results[name] = {**day, "noise": noise, "outage_days": room / day["bytes_per_day"], "exact": run["exact"],
-                         "plain_row_bytes": run["plain_row_bytes"]}  # fmt: skip
+        results[name] = {
+            **day,
+            "noise": noise,
+            "outage_days": room / day["bytes_per_day"],
+            "exact": run["exact"],
+            "plain_row_bytes": run["plain_row_bytes"],
+        }
     default = results[f"node σ={args.noise:g}"]
     plain = default["plain_row_bytes"] * sensors * 86400
     raw = uplink["readings"] * RAW_BYTES_PER_READING
     sent = uplink["sent"]
 
-    print(f"plant       : {sensors} sensors on {devices} devices at 1 Hz for {args.hours:g} h; node channels in counts of "
-          f"2^-4, 2^-7, 2^-10 (resolution 0.1, 0.01, 0.001), noise σ = {args.noise:g} counts; polls stamped 1 s + 2..6 ms apart")
-    print(f"budget      : {SETTINGS.disk_budget_mb:g} MB, of which the data may use {room / 1e6:.1f} MB (WAL allowance "
-          f"{wal / 1e6:.1f} MB, reserve {reserve_size / 1e6:.1f} MB, shared memory {shm / 1e6:.2f} MB come off the top)")
-    print(f"disk        : {min(devices, args.sample_devices) * CHANNELS_PER_DEVICE} sensors per model written as the daemon "
-          f"writes (a write every {SETTINGS.flush_interval_s:g} s, compaction every {SETTINGS.compact_after_s:g} s), "
-          f"scaled to {sensors}")
-    print(f"  {'model':<20} {'B/reading':>9} {'MB/day':>7} {'raw':>6} {'summaries':>9} {'indexes':>7} {'outage days':>11}")
+    print(
+        f"plant       : {sensors} sensors on {devices} devices at 1 Hz for {args.hours:g} h; node channels in counts of "
+        f"2^-4, 2^-7, 2^-10 (resolution 0.1, 0.01, 0.001), noise σ = {args.noise:g} counts; polls stamped 1 s + 2..6 ms apart"
+    )
+    print(
+        f"budget      : {SETTINGS.disk_budget_mb:g} MB, of which the data may use {room / 1e6:.1f} MB (WAL allowance "
+        f"{wal / 1e6:.1f} MB, reserve {reserve_size / 1e6:.1f} MB, shared memory {shm / 1e6:.2f} MB come off the top)"
+    )
+    print(
+        f"disk        : {min(devices, args.sample_devices) * CHANNELS_PER_DEVICE} sensors per model written as the daemon "
+        f"writes (a write every {SETTINGS.flush_interval_s:g} s, compaction every {SETTINGS.compact_after_s:g} s), "
+        f"scaled to {sensors}"
+    )
+    print(
+        f"  {'model':<20} {'B/reading':>9} {'MB/day':>7} {'raw':>6} {'summaries':>9} {'indexes':>7} {'outage days':>11}"
+    )
     for name, r in results.items():
         split = r["split"]
-        print(f"  {name + (' (default)' if r is default else ''):<20} {r['bytes_per_reading']:9.2f} {r['bytes_per_day'] / 1e6:7.1f} "
-              f"{split['raw_blocks'] / 1e6:6.1f} {split['summaries'] / 1e6:9.1f} {split['indexes'] / 1e6:7.2f} "
-              f"{r['outage_days']:11.1f}")  # fmt: skip
-    print(f"  {'plain rows (ref.)':<20} {default['plain_row_bytes']:9.2f} {plain / 1e6:7.1f} {'':>6} {'':>9} {'':>7} "
-          f"{room / plain:11.1f}")
+        print(
+            f"  {name + (' (default)' if r is default else ''):<20} {r['bytes_per_reading']:9.2f} {r['bytes_per_day'] / 1e6:7.1f} "
+            f"{split['raw_blocks'] / 1e6:6.1f} {split['summaries'] / 1e6:9.1f} {split['indexes'] / 1e6:7.2f} "
+            f"{r['outage_days']:11.1f}"
+        )
+    print(
+        f"  {'plain rows (ref.)':<20} {default['plain_row_bytes']:9.2f} {plain / 1e6:7.1f} {'':>6} {'':>9} {'':>7} "
+        f"{room / plain:11.1f}"
+    )
     print(f"exact       : every reading read back with its bits: {all(r['exact'] for r in results.values())}")
-    print(f"uplink      : {sent:,} B sent = {sent / seconds:.1f} B/s against {raw / seconds:,.0f} B/s raw at 100 B/reading: "
-          f"{100 * (1 - sent / raw):.3f}% reduction (reference: 99.1%, 264 B/s)")
-    print(f"anomalies   : {uplink['uploaded_window_samples']:,} samples uploaded at full resolution for "
-          f"{uplink['anomalous_samples']:,} anomalous ({uplink['episodes']} episodes)")
+    print(
+        f"uplink      : {sent:,} B sent = {sent / seconds:.1f} B/s against {raw / seconds:,.0f} B/s raw at 100 B/reading: "
+        f"{100 * (1 - sent / raw):.3f}% reduction (reference: 99.1%, 264 B/s)"
+    )
+    print(
+        f"anomalies   : {uplink['uploaded_window_samples']:,} samples uploaded at full resolution for "
+        f"{uplink['anomalous_samples']:,} anomalous ({uplink['episodes']} episodes)"
+    )
     print(f"run         : {time.perf_counter() - w0:.0f} s", file=sys.stderr)
     figures = {
         "outage_days_default_budget": round(default["outage_days"], 1),

@@ -58,8 +58,11 @@ def poll_stamps(rng: np.random.Generator, n: int) -> np.ndarray:
 def node_channel(rng: np.random.Generator, n: int, sigma: float, k: int = 10) -> Channel:
     t = np.arange(n)
     unit = 2.0**k  # counts per engineering unit
-    process = (rng.uniform(1, 16) * unit + 0.5 * unit * np.sin(2 * np.pi * t / rng.uniform(3600, 21600) + rng.uniform(0, 7))
-               + np.cumsum(rng.normal(0, 0.5, n)))  # fmt: skip
+    process = (
+        rng.uniform(1, 16) * unit
+        + 0.5 * unit * np.sin(2 * np.pi * t / rng.uniform(3600, 21600) + rng.uniform(0, 7))
+        + np.cumsum(rng.normal(0, 0.5, n))
+    )
     counts = np.clip(np.round(process + rng.normal(0, sigma, n)), -(2**20), 2**20)
     return poll_stamps(rng, n), (counts / unit).astype(np.float32).astype(np.float64)
 
@@ -248,17 +251,23 @@ def main(argv: list[str] | None = None) -> int:
 
     row_bytes = sqlite_row_bytes(sets["node σ=16"])
     print(f"{'data set':<18} {'readings':>9} | {'version 2':^27} | {'version 1':^27} | plain row")
-    print(f"{'':<18} {'':>9} | {'B/reading':>9} {'enc':>8} {'dec':>8} | {'B/reading':>9} {'enc':>8} {'dec':>8} | B/reading")
+    print(
+        f"{'':<18} {'':>9} | {'B/reading':>9} {'enc':>8} {'dec':>8} | {'B/reading':>9} {'enc':>8} {'dec':>8} | B/reading"
+    )
     figures: dict[str, object] = {"plain_row_bytes": round(row_bytes, 2)}
     for name, chunks in sets.items():
         m = measure(chunks, args.repeat)
-        print(f"{name:<18} {m['readings']:>9,} | {m['bytes_per_reading']:>9.3f} {m['encode_cpu_s_per_million']:>8.3f}"
-              f" {m['decode_cpu_s_per_million']:>8.3f} | {m['v1_bytes_per_reading']:>9.3f}"
-              f" {m['v1_encode_cpu_s_per_million']:>8.3f} {m['v1_decode_cpu_s_per_million']:>8.3f} | {row_bytes:>9.2f}")
+        print(
+            f"{name:<18} {m['readings']:>9,} | {m['bytes_per_reading']:>9.3f} {m['encode_cpu_s_per_million']:>8.3f}"
+            f" {m['decode_cpu_s_per_million']:>8.3f} | {m['v1_bytes_per_reading']:>9.3f}"
+            f" {m['v1_encode_cpu_s_per_million']:>8.3f} {m['v1_decode_cpu_s_per_million']:>8.3f} | {row_bytes:>9.2f}"
+        )
         figures[name] = {key: round(value, 3) for key, value in m.items()}
     print("enc, dec: CPU seconds per million readings; every version-2 block decoded bit-exactly")
 
-    picked: dict[str, list[Channel]] = {name: sets[name] for name in ("node σ=16", "float32 registers", "SKAB float32") if name in sets}
+    picked: dict[str, list[Channel]] = {
+        name: sets[name] for name in ("node σ=16", "float32 registers", "SKAB float32") if name in sets
+    }
     table = compare_compressors(picked, args.repeat)
     print(f"\ncompressing version 2's planes: B/reading (CPU-s per million to compress)")
     print(f"{'':<22}" + "".join(f"{name:>26}" for name in picked))
@@ -266,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<22}" + "".join(f"{by_set[s][0]:>15.3f} ({by_set[s][1]:6.3f})" for s in picked))
     if not any(name.startswith("zstd") for name in table):
         print("(zstandard is not installed: not compared)")
-    figures["compressors"] = {name: {s: [round(x, 3) for x in v] for s, v in by_set.items()} for name, by_set in table.items()}
+    figures["compressors"] = {
+        name: {s: [round(x, 3) for x in v] for s, v in by_set.items()} for name, by_set in table.items()
+    }
     print(json.dumps(figures, ensure_ascii=False))
     return 0
 

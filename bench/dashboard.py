@@ -69,16 +69,20 @@ def prefill(state: Path, devices: int, interval: float, hours: float = 1.0) -> i
             store.register_device(name, "edge-node", "prefill", {}, list(CHANNELS))
             for start in range(0, count, 4096):
                 ts = range(now - (count - start) * step, now - max(0, count - start - 4096) * step, step)
-                written += store.write_readings([Reading(name, c, t, 5.0 + (t // 1000) % 60 / 10) for t in ts
-                                                 for c, _ in CHANNELS])  # fmt: skip
+                written += store.write_readings(
+                    [Reading(name, c, t, 5.0 + (t // 1000) % 60 / 10) for t in ts for c, _ in CHANNELS]
+                )
     finally:
         store.close()
     return written
 
 
 def config_text(state: Path, ports: list[int], interval: float, dashboard_port: int | None) -> str:
-    devices = "".join(f'\n[[devices]]\nname = "pump-{i + 1}"\nhost = "127.0.0.1"\nport = {p}\nunit = {i + 1}\n'
-                      f"interval_s = {interval}\n" for i, p in enumerate(ports))  # fmt: skip
+    devices = "".join(
+        f'\n[[devices]]\nname = "pump-{i + 1}"\nhost = "127.0.0.1"\nport = {p}\nunit = {i + 1}\n'
+        f"interval_s = {interval}\n"
+        for i, p in enumerate(ports)
+    )
     dashboard = f"\n[dashboard]\nenabled = true\nport = {dashboard_port}\n" if dashboard_port else ""
     return f'[gateway]\nname = "bench"\nstate_dir = "{state}"\nlog_level = "warning"\n{dashboard}{devices}'
 
@@ -104,23 +108,32 @@ def page_client(port: int, stop: threading.Event, timings: dict[str, list[float]
             break
         except OSError:
             time.sleep(0.2)
-    for path in ("/", "/static/dashboard.js", "/static/dashboard.css", "/static/vendor/uplot/uPlot.iife.min.js",
-                 "/static/vendor/uplot/uPlot.min.css"):  # fmt: skip
+    for path in (
+        "/",
+        "/static/dashboard.js",
+        "/static/dashboard.css",
+        "/static/vendor/uplot/uPlot.iife.min.js",
+        "/static/vendor/uplot/uPlot.min.css",
+    ):
         ms, size = get(port, path)
         timings.setdefault("page", []).append(ms)
         sizes["page"] = sizes.get("page", 0) + size
     while not stop.wait(2.0):
         now = int(time.time() * 1000)
-        for name, path in (("overview", "/api/overview"), ("alerts", "/api/alerts?limit=50"),
-                           ("series", f"/api/devices/pump-1/series?points=1000&from={now - 3_600_000}&to={now}")):  # fmt: skip
+        for name, path in (
+            ("overview", "/api/overview"),
+            ("alerts", "/api/alerts?limit=50"),
+            ("series", f"/api/devices/pump-1/series?points=1000&from={now - 3_600_000}&to={now}"),
+        ):
             ms, size = get(port, path)
             timings.setdefault(name, []).append(ms)
             sizes[name] = size
 
 
 def run_daemon(config: Path, seconds: float, dashboard_port: int | None, page: bool) -> dict:
-    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)], cwd=REPO,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gatewayd", "run", "--config", str(config)], cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
     timings: dict[str, list[float]] = {}
     sizes: dict[str, int] = {}
     stop = threading.Event()
@@ -141,8 +154,13 @@ def run_daemon(config: Path, seconds: float, dashboard_port: int | None, page: b
         proc.terminate()
         _, err = proc.communicate(timeout=30)
     late = [mb for t, mb in samples if t >= seconds / 2]
-    return {"rss_mb": round(statistics.median(late), 1), "rss_max_mb": round(max(late), 1),
-            "timings": timings, "sizes": sizes, "stderr": err.strip().splitlines()[-3:]}  # fmt: skip
+    return {
+        "rss_mb": round(statistics.median(late), 1),
+        "rss_max_mb": round(max(late), 1),
+        "timings": timings,
+        "sizes": sizes,
+        "stderr": err.strip().splitlines()[-3:],
+    }
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -164,13 +182,18 @@ def main() -> int:
             node.start()
         ports = [n.port for n in nodes if n.port]
         with tempfile.TemporaryDirectory(prefix="bench-dashboard-") as tmp:
-            for name, dashboard_port, page in (("off", None, False), ("idle", free_port(), False),
-                                               ("on", free_port(), True)):  # fmt: skip
+            for name, dashboard_port, page in (
+                ("off", None, False),
+                ("idle", free_port(), False),
+                ("on", free_port(), True),
+            ):
                 config = Path(tmp) / f"{name}.toml"
                 config.write_text(config_text(Path(tmp) / name, ports, args.interval, dashboard_port))
                 prefill(Path(tmp) / name, args.nodes, args.interval)
-                print(f"dashboard {name}: {args.nodes} nodes every {args.interval:g} s for {args.seconds:g} s",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"dashboard {name}: {args.nodes} nodes every {args.interval:g} s for {args.seconds:g} s",
+                    file=sys.stderr,
+                )
                 results[name] = run_daemon(config, args.seconds, dashboard_port, page)
     finally:
         for node in nodes:
@@ -179,26 +202,49 @@ def main() -> int:
     off, idle, on = results["off"], results["idle"], results["on"]
     imports = {m: round(import_cost(m), 1) for m in ("gatewayd.dashboard.server", "aiohttp.web")}
     imports = {m: None if mb != mb else mb for m, mb in imports.items()}
-    print(f"daemon RSS, {args.nodes} nodes every {args.interval:g} s (median of the second half of {args.seconds:g} s):")
+    print(
+        f"daemon RSS, {args.nodes} nodes every {args.interval:g} s (median of the second half of {args.seconds:g} s):"
+    )
     print(f"  dashboard off (reference) {off['rss_mb']:6.1f} MB (max {off['rss_max_mb']:.1f})")
-    print(f"  dashboard on, no page     {idle['rss_mb']:6.1f} MB (max {idle['rss_max_mb']:.1f})"
-          f"  -> +{idle['rss_mb'] - off['rss_mb']:.1f} MB")  # fmt: skip
-    print(f"  dashboard on, page open   {on['rss_mb']:6.1f} MB (max {on['rss_max_mb']:.1f})"
-          f"  -> +{on['rss_mb'] - off['rss_mb']:.1f} MB")  # fmt: skip
+    print(
+        f"  dashboard on, no page     {idle['rss_mb']:6.1f} MB (max {idle['rss_max_mb']:.1f})"
+        f"  -> +{idle['rss_mb'] - off['rss_mb']:.1f} MB"
+    )
+    print(
+        f"  dashboard on, page open   {on['rss_mb']:6.1f} MB (max {on['rss_max_mb']:.1f})"
+        f"  -> +{on['rss_mb'] - off['rss_mb']:.1f} MB"
+    )
     print("importing the web server on top of the daemon's modules:")
     for module, mb in imports.items():
         print(f"  {module:<26} +{mb} MB" if mb is not None else f"  {module:<26} not installed")
     print("API latency as an open page calls it (ms, median / p95 / max; bytes of the last answer):")
     latency = {}
     for name, values in on["timings"].items():
-        latency[name] = {"median_ms": round(statistics.median(values), 1), "p95_ms": round(percentile(values, 0.95), 1),
-                         "max_ms": round(max(values), 1), "bytes": on["sizes"].get(name)}  # fmt: skip
-        print(f"  {name:<9} {latency[name]['median_ms']:7.1f} {latency[name]['p95_ms']:7.1f} {latency[name]['max_ms']:7.1f}"
-              f"  {on['sizes'].get(name)} B ({len(values)} calls)")  # fmt: skip
-    print(json.dumps({"nodes": args.nodes, "interval_s": args.interval, "seconds": args.seconds,
-                      "rss_off_mb": off["rss_mb"], "rss_idle_mb": idle["rss_mb"], "rss_on_mb": on["rss_mb"],
-                      "rss_added_mb": round(on["rss_mb"] - off["rss_mb"], 1), "import_mb": imports,
-                      "latency": latency}))  # fmt: skip
+        latency[name] = {
+            "median_ms": round(statistics.median(values), 1),
+            "p95_ms": round(percentile(values, 0.95), 1),
+            "max_ms": round(max(values), 1),
+            "bytes": on["sizes"].get(name),
+        }
+        print(
+            f"  {name:<9} {latency[name]['median_ms']:7.1f} {latency[name]['p95_ms']:7.1f} {latency[name]['max_ms']:7.1f}"
+            f"  {on['sizes'].get(name)} B ({len(values)} calls)"
+        )
+    print(
+        json.dumps(
+            {
+                "nodes": args.nodes,
+                "interval_s": args.interval,
+                "seconds": args.seconds,
+                "rss_off_mb": off["rss_mb"],
+                "rss_idle_mb": idle["rss_mb"],
+                "rss_on_mb": on["rss_mb"],
+                "rss_added_mb": round(on["rss_mb"] - off["rss_mb"], 1),
+                "import_mb": imports,
+                "latency": latency,
+            }
+        )
+    )
     return 0
 
 

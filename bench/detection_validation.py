@@ -107,10 +107,12 @@ F1_TIE = 0.02
 
 
 def rule() -> str:
-    return ("per data set, pooled F1 and FAR, on the worst seed; among configurations with FAR <= "
-            + ", ".join(f"{b:.0%} on {k}" for k, b in FAR_BOUND.items() if b is not None)
-            + f", those whose worst F1 on {', '.join(F1_SETS)} is within {F1_TIE:g} of the best; of those, the "
-            "lowest mean of the sets' FAR (none within the bounds: the lowest FAR over its bound)")
+    return (
+        "per data set, pooled F1 and FAR, on the worst seed; among configurations with FAR <= "
+        + ", ".join(f"{b:.0%} on {k}" for k, b in FAR_BOUND.items() if b is not None)
+        + f", those whose worst F1 on {', '.join(F1_SETS)} is within {F1_TIE:g} of the best; of those, the "
+        "lowest mean of the sets' FAR (none within the bounds: the lowest FAR over its bound)"
+    )
 
 
 OPEN_AFTER, CLOSE_AFTER = 3, 5
@@ -157,8 +159,9 @@ class Group:
     @property
     def spec(self) -> FeatureSpec:
         period = series.sample_period_s(self.ts)
-        return FeatureSpec(self.channels, window_s=WINDOW_SAMPLES * period, hop_s=period, stats=STATS,
-                           sample_period_s=period)  # fmt: skip
+        return FeatureSpec(
+            self.channels, window_s=WINDOW_SAMPLES * period, hop_s=period, stats=STATS, sample_period_s=period
+        )
 
     def prepare(self) -> None:
         """Training windows (one ending at each training row, as evaluate.py takes them) and
@@ -175,15 +178,20 @@ class Group:
         self.train_x, self.train_ends = np.array(xs), np.array(ends)
         for f in self.files:
             assert np.array_equal(f.values[: self.train_rows], base[: self.train_rows]), "training rows differ"
-            f.features = np.array([window_features(spec, self.ts[lo[r] : r + 1], f.values[lo[r] : r + 1])
-                                   for r in range(self.train_rows, len(self.ts))])  # fmt: skip
+            f.features = np.array(
+                [
+                    window_features(spec, self.ts[lo[r] : r + 1], f.values[lo[r] : r + 1])
+                    for r in range(self.train_rows, len(self.ts))
+                ]
+            )
 
 
 # ---------------------------------------------------------------- data sets
 
 
-def inject(values: np.ndarray, kind: str, start: int, rows: int, ref: slice, rng: np.random.Generator,
-           names: tuple[str, ...]) -> tuple[np.ndarray, str]:  # fmt: skip
+def inject(
+    values: np.ndarray, kind: str, start: int, rows: int, ref: slice, rng: np.random.Generator, names: tuple[str, ...]
+) -> tuple[np.ndarray, str]:
     """A copy of `values` with one anomaly of `kind` on rows [start, start + rows); the channel
     (chosen with `rng` among those that moved in the `ref` rows) and magnitudes in units of its
     std over the `ref` rows."""
@@ -220,8 +228,18 @@ def inject(values: np.ndarray, kind: str, start: int, rows: int, ref: slice, rng
     return x, names[ch]
 
 
-def injected_group(name: str, domain: str, ts: np.ndarray, values: np.ndarray, channels: tuple[str, ...],
-                   train_rows: int, start: int, ref: slice, key: int, kinds: tuple[str, ...]) -> Group:  # fmt: skip
+def injected_group(
+    name: str,
+    domain: str,
+    ts: np.ndarray,
+    values: np.ndarray,
+    channels: tuple[str, ...],
+    train_rows: int,
+    start: int,
+    ref: slice,
+    key: int,
+    kinds: tuple[str, ...],
+) -> Group:
     files = []
     for k, kind in enumerate(kinds):
         rng = np.random.default_rng([INJECT_SEED, key, KINDS.index(kind)])
@@ -231,8 +249,9 @@ def injected_group(name: str, domain: str, ts: np.ndarray, values: np.ndarray, c
         files.append(File(f"{name}:{kind}", x, labels, kind, (start, start + EVENT_ROWS), ch))
     # The segment as it is, to measure how often an incident is open in the event's rows anyway
     # (the chance of a "detection"); never used for selection.
-    files.append(File(f"{name}:{NOTHING}", values.copy(), np.zeros(len(ts), dtype=int), NOTHING,
-                      (start, start + EVENT_ROWS)))  # fmt: skip
+    files.append(
+        File(f"{name}:{NOTHING}", values.copy(), np.zeros(len(ts), dtype=int), NOTHING, (start, start + EVENT_ROWS))
+    )
     return Group(name, domain, ts, channels, train_rows, files)
 
 
@@ -241,13 +260,33 @@ def skab_groups(root: Path, quick: bool) -> list[Group]:
     groups = []
     for p in paths[:6] if quick else paths:
         ts, values, sensors, labels, _ = read_skab(p)
-        groups.append(Group(f"valve1/{p.name}", "valve1", ts, tuple(sensors), SKAB_TRAIN_ROWS,
-                            [File(f"valve1/{p.name}", values, labels)]))  # fmt: skip
+        groups.append(
+            Group(
+                f"valve1/{p.name}",
+                "valve1",
+                ts,
+                tuple(sensors),
+                SKAB_TRAIN_ROWS,
+                [File(f"valve1/{p.name}", values, labels)],
+            )
+        )
     ts, values, names = series.read_csv(root / "anomaly-free" / "anomaly-free.csv")
     for k in range(3 if quick else SEGMENTS):
         rows = slice(k * SEGMENT_ROWS, (k + 1) * SEGMENT_ROWS)
-        groups.append(injected_group(f"anomaly-free#{k}", "anomaly-free", ts[rows], values[rows], tuple(names),
-                                     SKAB_TRAIN_ROWS, EVENT_START, slice(0, SKAB_TRAIN_ROWS), 100 + k, KINDS))  # fmt: skip
+        groups.append(
+            injected_group(
+                f"anomaly-free#{k}",
+                "anomaly-free",
+                ts[rows],
+                values[rows],
+                tuple(names),
+                SKAB_TRAIN_ROWS,
+                EVENT_START,
+                slice(0, SKAB_TRAIN_ROWS),
+                100 + k,
+                KINDS,
+            )
+        )
     return groups
 
 
@@ -269,11 +308,34 @@ def plant_groups(quick: bool) -> list[Group]:
                 sim.update()
             samples[i] = sim.values
         values = samples.reshape(rows, 2, len(channels)).mean(axis=1)
-        groups.append(injected_group(f"plant#{pump}", "plant", ts, values, channels, PLANT_TRAIN_ROWS,
-                                     PLANT_EVENT_START, slice(0, PLANT_TRAIN_ROWS), 200 + pump, KINDS))  # fmt: skip
-        groups.append(injected_group(f"plant-tight#{pump}", "plant-tight", ts, tightly_controlled(values), channels,
-                                     PLANT_TRAIN_ROWS, PLANT_EVENT_START, slice(0, PLANT_TRAIN_ROWS), 300 + pump,
-                                     KINDS))  # fmt: skip
+        groups.append(
+            injected_group(
+                f"plant#{pump}",
+                "plant",
+                ts,
+                values,
+                channels,
+                PLANT_TRAIN_ROWS,
+                PLANT_EVENT_START,
+                slice(0, PLANT_TRAIN_ROWS),
+                200 + pump,
+                KINDS,
+            )
+        )
+        groups.append(
+            injected_group(
+                f"plant-tight#{pump}",
+                "plant-tight",
+                ts,
+                tightly_controlled(values),
+                channels,
+                PLANT_TRAIN_ROWS,
+                PLANT_EVENT_START,
+                slice(0, PLANT_TRAIN_ROWS),
+                300 + pump,
+                KINDS,
+            )
+        )
     return groups
 
 
@@ -301,8 +363,14 @@ def _init(groups: list[Group], keys: tuple[Path, Path]) -> None:
 
 
 def rule_settings(budget: float, scores: tuple[str, ...], follow: float) -> RuleSettings:
-    return RuleSettings(combine="any", scores=scores, false_alarms_per_day=budget, open_after=OPEN_AFTER,
-                        close_after=CLOSE_AFTER, follow_windows=follow)  # fmt: skip
+    return RuleSettings(
+        combine="any",
+        scores=scores,
+        false_alarms_per_day=budget,
+        open_after=OPEN_AFTER,
+        close_after=CLOSE_AFTER,
+        follow_windows=follow,
+    )
 
 
 def run_job(job: tuple[int, float, int]) -> tuple[int, float, int, float, dict[str, np.ndarray]]:
@@ -315,8 +383,17 @@ def run_job(job: tuple[int, float, int]) -> tuple[int, float, int, float, dict[s
     group = _GROUPS[gi]
     assert _KEYS is not None
     t0 = time.perf_counter()
-    trained = train_bundle(group.train_x, group.train_ends, group.spec, name="validation", version=1,
-                           source=f"validation:{group.name}", trees=TREES, seed=seed, scale_floor=floor)  # fmt: skip
+    trained = train_bundle(
+        group.train_x,
+        group.train_ends,
+        group.spec,
+        name="validation",
+        version=1,
+        source=f"validation:{group.name}",
+        trees=TREES,
+        seed=seed,
+        scale_floor=floor,
+    )
     folder = Path(tempfile.mkdtemp(prefix="bundle-", dir=_KEYS[0].parent))
     bundle = write_bundle(folder / "b", trained.manifest, trained.files, load_private_key(_KEYS[0]))
     scorer = Scorer(verify(bundle, [load_public_key(_KEYS[1])]), bundle)
@@ -326,8 +403,10 @@ def run_job(job: tuple[int, float, int]) -> tuple[int, float, int, float, dict[s
     for file in group.files:
         n = len(file.features)
         decisions = np.zeros((len(CONFIGS), n), dtype=np.uint8)
-        detectors = {ci: Detector(file.name, scorer, rule_settings(*CONFIGS[ci][1:]), DriftSettings(enabled=False))
-                     for ci in combos}  # fmt: skip
+        detectors = {
+            ci: Detector(file.name, scorer, rule_settings(*CONFIGS[ci][1:]), DriftSettings(enabled=False))
+            for ci in combos
+        }
         fixed = [ci for ci in combos if CONFIGS[ci][3] == 0]
         following = [ci for ci in combos if CONFIGS[ci][3] > 0]
         available = detectors[combos[0]].available
@@ -347,7 +426,9 @@ def run_job(job: tuple[int, float, int]) -> tuple[int, float, int, float, dict[s
             every = np.column_stack([np.asarray(named[k], dtype=np.float64) for k in available])
             for k, ci in enumerate(following):
                 det = detectors[ci]
-                step = det.rules.step(int(ends[i]), ((every[k] - det.typical) / (det.multiplier * det.span))[det.deciding])
+                step = det.rules.step(
+                    int(ends[i]), ((every[k] - det.typical) / (det.multiplier * det.span))[det.deciding]
+                )
                 det.baseline.follow(x, step.ratio, step.incident_open)
                 decisions[ci, i] = step.incident_open or step.closed is not None and step.alarming
         out[file.name] = decisions[combos]
@@ -368,9 +449,11 @@ def vmetrics(c: np.ndarray) -> dict[str, np.ndarray]:
     """metrics() over the last axis (tp, fp, tn, fn) of an array."""
     tp, fp, tn, fn = (c[..., i].astype(np.float64) for i in range(4))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {"f1": np.where(tp + fp + fn > 0, tp / (tp + (fp + fn) / 2), 1.0),
-                "far": np.where(fp + tn > 0, fp / (fp + tn), 0.0),
-                "mar": np.where(fn + tp > 0, fn / (fn + tp), 0.0)}  # fmt: skip
+        return {
+            "f1": np.where(tp + fp + fn > 0, tp / (tp + (fp + fn) / 2), 1.0),
+            "far": np.where(fp + tn > 0, fp / (fp + tn), 0.0),
+            "mar": np.where(fn + tp > 0, fn / (fn + tp), 0.0),
+        }
 
 
 def select(by_set: np.ndarray) -> int:
@@ -426,23 +509,36 @@ def events(files: list[File], seeds: list[int], ci: int, train_rows: int) -> dic
                 c += counts(d, f.labels[train_rows:])
         n = len(chosen) * len(seeds)
         tp, fp, tn, fn = c
-        out[kind] = {"events": n, "detected": detected / n if n else 0.0,
-                     "median_delay_rows": float(statistics.median(delays)) if delays else None,
-                     "far": float(fp / (fp + tn)) if fp + tn else 0.0}  # fmt: skip
+        out[kind] = {
+            "events": n,
+            "detected": detected / n if n else 0.0,
+            "median_delay_rows": float(statistics.median(delays)) if delays else None,
+            "far": float(fp / (fp + tn)) if fp + tn else 0.0,
+        }
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "skab",
-                        help="SKAB folder holding valve1/ and anomaly-free/")  # fmt: skip
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=REPO.parent / "shared" / "data" / "skab",
+        help="SKAB folder holding valve1/ and anomaly-free/",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--far-bound", nargs=2, action="append", metavar=("SET", "FAR"), default=[],
-                        help="the FAR a data set must keep in the rule, e.g. --far-bound valve1 0.08 (default: "
-                        + ", ".join(f"{k} {v}" for k, v in FAR_BOUND.items() if v is not None) + ")")  # fmt: skip
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2 seeds, valve1 files 0-5, 3 segments, 1 pump")  # fmt: skip
+    parser.add_argument(
+        "--far-bound",
+        nargs=2,
+        action="append",
+        metavar=("SET", "FAR"),
+        default=[],
+        help="the FAR a data set must keep in the rule, e.g. --far-bound valve1 0.08 (default: "
+        + ", ".join(f"{k} {v}" for k, v in FAR_BOUND.items() if v is not None)
+        + ")",
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, valve1 files 0-5, 3 segments, 1 pump")
     args = parser.parse_args(argv)
     seeds = args.seeds[:2] if args.quick else args.seeds
     for name, bound in args.far_bound:
@@ -460,12 +556,16 @@ def main(argv: list[str] | None = None) -> int:
     files = [f for g in groups for f in g.files]
     domain = {f.name: g.domain for g in groups for f in g.files}
     selection = [f for f in files if domain[f.name] in SETS and f.kind != NOTHING]
-    log(f"{len(files)} files in {len(groups)} training groups ({len(selection)} for selection), "
-        f"data ready in {time.perf_counter() - started:.1f} s")  # fmt: skip
+    log(
+        f"{len(files)} files in {len(groups)} training groups ({len(selection)} for selection), "
+        f"data ready in {time.perf_counter() - started:.1f} s"
+    )
 
     # Largest groups first: the plant's 1200 training windows take longest.
-    jobs = sorted(((gi, floor, seed) for gi in range(len(groups)) for floor in FLOORS for seed in seeds),
-                  key=lambda j: -len(groups[j[0]].train_x) * len(groups[j[0]].files))  # fmt: skip
+    jobs = sorted(
+        ((gi, floor, seed) for gi in range(len(groups)) for floor in FLOORS for seed in seeds),
+        key=lambda j: -len(groups[j[0]].train_x) * len(groups[j[0]].files),
+    )
     train_s: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="detection-validation-") as tmp:
         keys = (Path(tmp) / "k.pem", Path(tmp) / "k.pub")
@@ -479,14 +579,26 @@ def main(argv: list[str] | None = None) -> int:
                 for name, decisions in out.items():
                     for k, ci in enumerate(combos):
                         by_name[name].decisions[(seed, ci)] = decisions[k]
-                log(f"[{i}/{len(jobs)}] {g.name} ({len(g.files)} file{'s' * (len(g.files) > 1)}) floor {floor:g} "
-                    f"seed {seed}: {seconds:.1f} s")  # fmt: skip
+                log(
+                    f"[{i}/{len(jobs)}] {g.name} ({len(g.files)} file{'s' * (len(g.files) > 1)}) floor {floor:g} "
+                    f"seed {seed}: {seconds:.1f} s"
+                )
         jobs_s = time.perf_counter() - started
 
         # counts[seed, file, config] over the scored rows
         def count_array(fs: list[File]) -> np.ndarray:
-            return np.array([[[counts(f.decisions[(s, ci)], f.labels[len(f.labels) - len(f.features):])
-                               for ci in range(len(CONFIGS))] for f in fs] for s in seeds])  # fmt: skip
+            return np.array(
+                [
+                    [
+                        [
+                            counts(f.decisions[(s, ci)], f.labels[len(f.labels) - len(f.features) :])
+                            for ci in range(len(CONFIGS))
+                        ]
+                        for f in fs
+                    ]
+                    for s in seeds
+                ]
+            )
 
         C = count_array(selection)  # (seeds, files, configs, 4)
         valve = [i for i, f in enumerate(selection) if domain[f.name] == "valve1"]
@@ -494,43 +606,68 @@ def main(argv: list[str] | None = None) -> int:
         set_of = np.array([SETS.index(domain[f.name]) for f in selection])
         plant_files = [f for f in files if domain[f.name] == "plant" and f.kind != NOTHING]
         tight_files = [f for f in files if domain[f.name] == "plant-tight" and f.kind != NOTHING]
-        clean = {d: [f for f in files if domain[f.name] == d and f.kind == NOTHING]
-                 for d in ("anomaly-free", "plant", "plant-tight")}  # fmt: skip
+        clean = {
+            d: [f for f in files if domain[f.name] == d and f.kind == NOTHING]
+            for d in ("anomaly-free", "plant", "plant-tight")
+        }
         P, T = count_array(plant_files), count_array(tight_files)
 
         # Grid, pooled over seeds
-        print(f"Detection validation: train_bundle -> signed bundle -> Scorer (TFLite) -> Detector ratios -> AlertRules; "
-              f"windows of {WINDOW_SAMPLES} samples ({'+'.join(STATS)}), hop 1 row, open after {OPEN_AFTER}, "
-              f"close after {CLOSE_AFTER}, combine any")  # fmt: skip
-        print(f"files: valve1 {len(valve)}, anomaly-free injected {len(injected)}, plant injected {len(plant_files)}, "
-              f"tightly controlled plant injected {len(tight_files)}"
-              f"; seeds {' '.join(map(str, seeds))}; {len(CONFIGS)} configurations")  # fmt: skip
+        print(
+            f"Detection validation: train_bundle -> signed bundle -> Scorer (TFLite) -> Detector ratios -> AlertRules; "
+            f"windows of {WINDOW_SAMPLES} samples ({'+'.join(STATS)}), hop 1 row, open after {OPEN_AFTER}, "
+            f"close after {CLOSE_AFTER}, combine any"
+        )
+        print(
+            f"files: valve1 {len(valve)}, anomaly-free injected {len(injected)}, plant injected {len(plant_files)}, "
+            f"tightly controlled plant injected {len(tight_files)}"
+            f"; seeds {' '.join(map(str, seeds))}; {len(CONFIGS)} configurations"
+        )
         print(f"selection rule: {rule()}")
-        defaults = (scaling.SCALE_FLOOR, rules_module.DEFAULT_BUDGET, tuple(rules_module.DEFAULT_SCORES),
-                    rules_module.DEFAULT_FOLLOW_WINDOWS)  # fmt: skip
+        defaults = (
+            scaling.SCALE_FLOOR,
+            rules_module.DEFAULT_BUDGET,
+            tuple(rules_module.DEFAULT_SCORES),
+            rules_module.DEFAULT_FOLLOW_WINDOWS,
+        )
         d_floor, d_budget, d_scores, d_follow = defaults
         default_ci = CONFIGS.index(defaults) if defaults in CONFIGS else None
         totals = np.stack([per_set(C[si], set_of) for si in range(len(seeds))])  # (seeds, sets, configs, 4)
         everything = select(totals)
         print()
-        print(f"{'configuration (floor/budget/scores/follow)':40s} {'select F1':>9s} {'FAR':>6s} {'valve1 F1':>9s} {'FAR':>6s} "
-              f"{'inj F1':>7s} {'FAR':>6s} {'plant F1':>8s} {'FAR':>6s} {'tight F1':>8s} {'FAR':>6s}")  # fmt: skip
+        print(
+            f"{'configuration (floor/budget/scores/follow)':40s} {'select F1':>9s} {'FAR':>6s} {'valve1 F1':>9s} {'FAR':>6s} "
+            f"{'inj F1':>7s} {'FAR':>6s} {'plant F1':>8s} {'FAR':>6s} {'tight F1':>8s} {'FAR':>6s}"
+        )
         grid = {}
         for ci in range(len(CONFIGS)):
-            ms = [vmetrics(c) for c in (C[:, :, ci].sum(axis=(0, 1)), C[:, valve, ci].sum(axis=(0, 1)),
-                                        C[:, injected, ci].sum(axis=(0, 1)), P[:, :, ci].sum(axis=(0, 1)),
-                                        T[:, :, ci].sum(axis=(0, 1)))]  # fmt: skip
+            ms = [
+                vmetrics(c)
+                for c in (
+                    C[:, :, ci].sum(axis=(0, 1)),
+                    C[:, valve, ci].sum(axis=(0, 1)),
+                    C[:, injected, ci].sum(axis=(0, 1)),
+                    P[:, :, ci].sum(axis=(0, 1)),
+                    T[:, :, ci].sum(axis=(0, 1)),
+                )
+            ]
             grid[short(ci)] = [round(float(m[k]), 4) for m in ms for k in ("f1", "far")]
             mark = ("*" if ci == everything else " ") + ("d" if ci == default_ci else " ")
-            print(f"{mark}{short(ci):39s} " + " ".join(f"{float(m['f1']):{w}.3f} {float(m['far']):6.1%}"
-                                                         for m, w in zip(ms, (9, 9, 7, 8, 8))))  # fmt: skip
-        print("(* chosen on everything, d the current defaults; figures pooled over seeds, the choice on the worst seed)")
+            print(
+                f"{mark}{short(ci):39s} "
+                + " ".join(f"{float(m['f1']):{w}.3f} {float(m['far']):6.1%}" for m, w in zip(ms, (9, 9, 7, 8, 8)))
+            )
+        print(
+            "(* chosen on everything, d the current defaults; figures pooled over seeds, the choice on the worst seed)"
+        )
 
         # Leave-one-file-out, per seed
         print()
         print(f"Leave-one-file-out over {len(selection)} selection files, per seed")
-        print(f"{'seed':>5s} {'pooled F1':>9s} {'FAR':>6s} {'MAR':>6s} {'file F1':>7s} {'FAR':>6s} "
-              f"{'valve1 F1':>9s} {'FAR':>6s} {'inj F1':>7s} {'FAR':>6s}  worst F1 file / worst FAR file")  # fmt: skip
+        print(
+            f"{'seed':>5s} {'pooled F1':>9s} {'FAR':>6s} {'MAR':>6s} {'file F1':>7s} {'FAR':>6s} "
+            f"{'valve1 F1':>9s} {'FAR':>6s} {'inj F1':>7s} {'FAR':>6s}  worst F1 file / worst FAR file"
+        )
         per_seed: list[dict] = []
         grouped = []
         seg_of = [f.name.split(":")[0] for f in selection]
@@ -556,35 +693,55 @@ def main(argv: list[str] | None = None) -> int:
             per_file = vmetrics(held)
             vm, im = vmetrics(held[valve].sum(axis=0)), vmetrics(held[injected].sum(axis=0))
             wf, wr = int(np.argmin(per_file["f1"])), int(np.argmax(per_file["far"]))
-            row = {"seed": s, "f1": float(pooled["f1"]), "far": float(pooled["far"]), "mar": float(pooled["mar"]),
-                   "file_f1": float(per_file["f1"].mean()), "file_far": float(per_file["far"].mean()),
-                   "valve1_f1": float(vm["f1"]), "valve1_far": float(vm["far"]),
-                   "injected_f1": float(im["f1"]), "injected_far": float(im["far"]),
-                   "worst_f1": float(per_file["f1"][wf]), "worst_f1_file": selection[wf].name,
-                   "worst_far": float(per_file["far"][wr]), "worst_far_file": selection[wr].name}  # fmt: skip
+            row = {
+                "seed": s,
+                "f1": float(pooled["f1"]),
+                "far": float(pooled["far"]),
+                "mar": float(pooled["mar"]),
+                "file_f1": float(per_file["f1"].mean()),
+                "file_far": float(per_file["far"].mean()),
+                "valve1_f1": float(vm["f1"]),
+                "valve1_far": float(vm["far"]),
+                "injected_f1": float(im["f1"]),
+                "injected_far": float(im["far"]),
+                "worst_f1": float(per_file["f1"][wf]),
+                "worst_f1_file": selection[wf].name,
+                "worst_far": float(per_file["far"][wr]),
+                "worst_far_file": selection[wr].name,
+            }
             per_seed.append(row)
             grouped.append(vmetrics(np.array(held_grouped).sum(axis=0)))
-            print(f"{s:5d} {row['f1']:9.3f} {row['far']:6.1%} {row['mar']:6.1%} {row['file_f1']:7.3f} "
-                  f"{row['file_far']:6.1%} {row['valve1_f1']:9.3f} {row['valve1_far']:6.1%} {row['injected_f1']:7.3f} "
-                  f"{row['injected_far']:6.1%}  {row['worst_f1_file']} {row['worst_f1']:.3f} / "
-                  f"{row['worst_far_file']} {row['worst_far']:.1%}")  # fmt: skip
+            print(
+                f"{s:5d} {row['f1']:9.3f} {row['far']:6.1%} {row['mar']:6.1%} {row['file_f1']:7.3f} "
+                f"{row['file_far']:6.1%} {row['valve1_f1']:9.3f} {row['valve1_far']:6.1%} {row['injected_f1']:7.3f} "
+                f"{row['injected_far']:6.1%}  {row['worst_f1_file']} {row['worst_f1']:.3f} / "
+                f"{row['worst_far_file']} {row['worst_far']:.1%}"
+            )
         keys_ = ("f1", "far", "mar", "file_f1", "file_far", "valve1_f1", "valve1_far", "injected_f1", "injected_far")
         mean = {k: float(np.mean([r[k] for r in per_seed])) for k in keys_}
         worst = {k: float((min if k.endswith("f1") else max)(r[k] for r in per_seed)) for k in keys_}
         for name, agg in (("mean", mean), ("worst", worst)):
-            print(f"{name:>5s} {agg['f1']:9.3f} {agg['far']:6.1%} {agg['mar']:6.1%} {agg['file_f1']:7.3f} "
-                  f"{agg['file_far']:6.1%} {agg['valve1_f1']:9.3f} {agg['valve1_far']:6.1%} {agg['injected_f1']:7.3f} "
-                  f"{agg['injected_far']:6.1%}")  # fmt: skip
+            print(
+                f"{name:>5s} {agg['f1']:9.3f} {agg['far']:6.1%} {agg['mar']:6.1%} {agg['file_f1']:7.3f} "
+                f"{agg['file_far']:6.1%} {agg['valve1_f1']:9.3f} {agg['valve1_far']:6.1%} {agg['injected_f1']:7.3f} "
+                f"{agg['injected_far']:6.1%}"
+            )
         wf_row = min(per_seed, key=lambda r: r["worst_f1"])
         wr_row = max(per_seed, key=lambda r: r["worst_far"])
-        print(f"worst file over seeds: lowest F1 {wf_row['worst_f1']:.3f} {wf_row['worst_f1_file']} (seed {wf_row['seed']}), "
-              f"highest FAR {wr_row['worst_far']:.1%} {wr_row['worst_far_file']} (seed {wr_row['seed']})")  # fmt: skip
-        print(f"leave-one-group-out (a segment's 7 injected files held out together): pooled F1 "
-              f"{np.mean([float(m['f1']) for m in grouped]):.3f}, FAR {np.mean([float(m['far']) for m in grouped]):.1%} "
-              f"(mean over seeds)")  # fmt: skip
+        print(
+            f"worst file over seeds: lowest F1 {wf_row['worst_f1']:.3f} {wf_row['worst_f1_file']} (seed {wf_row['seed']}), "
+            f"highest FAR {wr_row['worst_far']:.1%} {wr_row['worst_far_file']} (seed {wr_row['seed']})"
+        )
+        print(
+            f"leave-one-group-out (a segment's 7 injected files held out together): pooled F1 "
+            f"{np.mean([float(m['f1']) for m in grouped]):.3f}, FAR {np.mean([float(m['far']) for m in grouped]):.1%} "
+            f"(mean over seeds)"
+        )
         folds = len(selection)
-        print(f"folds choosing each configuration ({folds}): "
-              + ", ".join(f"{short(ci)} {n}" for ci, n in sorted(choices.items(), key=lambda kv: -kv[1])))  # fmt: skip
+        print(
+            f"folds choosing each configuration ({folds}): "
+            + ", ".join(f"{short(ci)} {n}" for ci, n in sorted(choices.items(), key=lambda kv: -kv[1]))
+        )
 
         # The configuration chosen on everything
         print()
@@ -594,18 +751,31 @@ def main(argv: list[str] | None = None) -> int:
         floor, budget, scores, follow = CONFIGS[everything]
         same = CONFIGS[everything] == defaults
         print(f"chosen on everything (all selection files, seeds pooled): {label(everything)}")
-        print(f"current defaults: SCALE_FLOOR {d_floor:g}, DEFAULT_BUDGET {d_budget:g}/day, DEFAULT_SCORES "
-              f"{'+'.join(d_scores)}, DEFAULT_FOLLOW_WINDOWS {d_follow:g} -> {'the same' if same else 'DIFFERENT'}")  # fmt: skip
-        print("chosen on everything, per seed: " + "; ".join(f"seed {s}: {short(ci)}" for s, ci in zip(seeds, per_seed_choice)))
-        print("valve1 pooled F1 per seed: " + " ".join(f"{v:.3f}" for v in v1_f1)
-              + f" (min {min(v1_f1):.3f}, max {max(v1_f1):.3f}); FAR per seed: " + " ".join(f"{v:.1%}" for v in v1_far)
-              + f" (min {min(v1_far):.1%}, max {max(v1_far):.1%})")  # fmt: skip
+        print(
+            f"current defaults: SCALE_FLOOR {d_floor:g}, DEFAULT_BUDGET {d_budget:g}/day, DEFAULT_SCORES "
+            f"{'+'.join(d_scores)}, DEFAULT_FOLLOW_WINDOWS {d_follow:g} -> {'the same' if same else 'DIFFERENT'}"
+        )
+        print(
+            "chosen on everything, per seed: "
+            + "; ".join(f"seed {s}: {short(ci)}" for s, ci in zip(seeds, per_seed_choice))
+        )
+        print(
+            "valve1 pooled F1 per seed: "
+            + " ".join(f"{v:.3f}" for v in v1_f1)
+            + f" (min {min(v1_f1):.3f}, max {max(v1_f1):.3f}); FAR per seed: "
+            + " ".join(f"{v:.1%}" for v in v1_far)
+            + f" (min {min(v1_far):.1%}, max {max(v1_far):.1%})"
+        )
         pm = vmetrics(P[:, :, everything].sum(axis=(0, 1)))
-        print(f"virtual plant with it: pooled F1 {float(pm['f1']):.3f}, FAR {float(pm['far']):.1%}, "
-              f"MAR {float(pm['mar']):.1%}")  # fmt: skip
+        print(
+            f"virtual plant with it: pooled F1 {float(pm['f1']):.3f}, FAR {float(pm['far']):.1%}, "
+            f"MAR {float(pm['mar']):.1%}"
+        )
         tm = vmetrics(T[:, :, everything].sum(axis=(0, 1)))
-        print(f"tightly controlled plant with it: pooled F1 {float(tm['f1']):.3f}, FAR {float(tm['far']):.1%}, "
-              f"MAR {float(tm['mar']):.1%}")  # fmt: skip
+        print(
+            f"tightly controlled plant with it: pooled F1 {float(tm['f1']):.3f}, FAR {float(tm['far']):.1%}, "
+            f"MAR {float(tm['mar']):.1%}"
+        )
 
         # Injected suite
         print()
@@ -615,11 +785,15 @@ def main(argv: list[str] | None = None) -> int:
         pl = events(pl_files, seeds, everything, PLANT_TRAIN_ROWS)
         tl_files = tight_files + clean["plant-tight"]
         tl = events(tl_files, seeds, everything, PLANT_TRAIN_ROWS)
-        print(f"Injected anomalies, chosen configuration, over seeds (detected: an incident open within the span "
-              f"+ {DETECT_SLACK} rows; delay in rows from the start; {NOTHING}: the segments as they are, an incident "
-              f"open in the same rows by chance, FAR over all their rows)")  # fmt: skip
-        print(f"{'kind':12s} | {'anomaly-free: detected':>22s} {'delay':>6s} {'FAR':>6s} | {'plant: detected':>15s} "
-              f"{'delay':>6s} {'FAR':>6s} | {'tight: detected':>15s} {'delay':>6s} {'FAR':>6s}")  # fmt: skip
+        print(
+            f"Injected anomalies, chosen configuration, over seeds (detected: an incident open within the span "
+            f"+ {DETECT_SLACK} rows; delay in rows from the start; {NOTHING}: the segments as they are, an incident "
+            f"open in the same rows by chance, FAR over all their rows)"
+        )
+        print(
+            f"{'kind':12s} | {'anomaly-free: detected':>22s} {'delay':>6s} {'FAR':>6s} | {'plant: detected':>15s} "
+            f"{'delay':>6s} {'FAR':>6s} | {'tight: detected':>15s} {'delay':>6s} {'FAR':>6s}"
+        )
 
         def fmt_delay(v: float | None) -> str:
             return "-" if v is None else f"{v:.0f}"
@@ -627,62 +801,102 @@ def main(argv: list[str] | None = None) -> int:
         def kind_table(af: dict, pl: dict, tl: dict) -> None:
             for kind in (*KINDS, NOTHING):
                 a, p, t = af[kind], pl[kind], tl[kind]
-                print(f"{kind:12s} | {a['detected']:15.0%} ({a['events']:3d}) {fmt_delay(a['median_delay_rows']):>6s} "
-                      f"{a['far']:6.1%} | {p['detected']:8.0%} ({p['events']:3d}) {fmt_delay(p['median_delay_rows']):>6s} "
-                      f"{p['far']:6.1%} | {t['detected']:8.0%} ({t['events']:3d}) "
-                      f"{fmt_delay(t['median_delay_rows']):>6s} {t['far']:6.1%}")  # fmt: skip
+                print(
+                    f"{kind:12s} | {a['detected']:15.0%} ({a['events']:3d}) {fmt_delay(a['median_delay_rows']):>6s} "
+                    f"{a['far']:6.1%} | {p['detected']:8.0%} ({p['events']:3d}) {fmt_delay(p['median_delay_rows']):>6s} "
+                    f"{p['far']:6.1%} | {t['detected']:8.0%} ({t['events']:3d}) "
+                    f"{fmt_delay(t['median_delay_rows']):>6s} {t['far']:6.1%}"
+                )
 
         kind_table(af, pl, tl)
         if default_ci is not None and default_ci != everything:
             print(f"the same with the current defaults ({label(default_ci)}):")
-            kind_table(events(af_files, seeds, default_ci, SKAB_TRAIN_ROWS),
-                       events(pl_files, seeds, default_ci, PLANT_TRAIN_ROWS),
-                       events(tl_files, seeds, default_ci, PLANT_TRAIN_ROWS))
+            kind_table(
+                events(af_files, seeds, default_ci, SKAB_TRAIN_ROWS),
+                events(pl_files, seeds, default_ci, PLANT_TRAIN_ROWS),
+                events(tl_files, seeds, default_ci, PLANT_TRAIN_ROWS),
+            )
 
         # The cached path against evaluate.py's own, on one valve1 file
         check_file = selection[valve[0]]
-        settings = EvalSettings(train_rows=SKAB_TRAIN_ROWS, stats=STATS, trees=TREES, scale_floor=floor,
-                                rules=rule_settings(budget, scores, follow), seed=seeds[0])  # fmt: skip
+        settings = EvalSettings(
+            train_rows=SKAB_TRAIN_ROWS,
+            stats=STATS,
+            trees=TREES,
+            scale_floor=floor,
+            rules=rule_settings(budget, scores, follow),
+            seed=seeds[0],
+        )
         r = evaluate_file(args.data / check_file.name, Path(tmp) / "check.csv", settings, Path(tmp))
         ours = C[0, valve[0], everything]
         path_ok = bool(np.array_equal(ours, [r.tp, r.fp, r.tn, r.fn]))
         print()
-        print(f"path check: {check_file.name} seed {seeds[0]} with the chosen configuration, counts (tp fp tn fn) "
-              f"{' '.join(map(str, ours))} here, {r.tp} {r.fp} {r.tn} {r.fn} by evaluate.py -> "
-              f"{'equal' if path_ok else 'DIFFERENT'}")  # fmt: skip
+        print(
+            f"path check: {check_file.name} seed {seeds[0]} with the chosen configuration, counts (tp fp tn fn) "
+            f"{' '.join(map(str, ours))} here, {r.tp} {r.fp} {r.tn} {r.fn} by evaluate.py -> "
+            f"{'equal' if path_ok else 'DIFFERENT'}"
+        )
 
     elapsed = time.perf_counter() - started
     trains = {d: round(statistics.median(v), 2) for d, v in train_s.items()}
-    print(f"run time {elapsed:.0f} s ({args.jobs} jobs; training + scoring {jobs_s:.0f} s); median job seconds: "
-          + ", ".join(f"{d} {v}" for d, v in trains.items()))  # fmt: skip
+    print(
+        f"run time {elapsed:.0f} s ({args.jobs} jobs; training + scoring {jobs_s:.0f} s); median job seconds: "
+        + ", ".join(f"{d} {v}" for d, v in trains.items())
+    )
 
     figures = {
         "selection_rule": rule(),
         "seeds": seeds,
-        "files": {"valve1": len(valve), "anomaly_free_injected": len(injected), "plant_injected": len(plant_files),
-                  "tight_plant_injected": len(tight_files)},
-        "chosen": {"scale_floor": floor, "false_alarms_per_day": budget, "scores": list(scores), "follow_windows": follow},
-        "defaults": {"scale_floor": d_floor, "false_alarms_per_day": d_budget, "scores": list(d_scores),
-                     "follow_windows": d_follow},
+        "files": {
+            "valve1": len(valve),
+            "anomaly_free_injected": len(injected),
+            "plant_injected": len(plant_files),
+            "tight_plant_injected": len(tight_files),
+        },
+        "chosen": {
+            "scale_floor": floor,
+            "false_alarms_per_day": budget,
+            "scores": list(scores),
+            "follow_windows": follow,
+        },
+        "defaults": {
+            "scale_floor": d_floor,
+            "false_alarms_per_day": d_budget,
+            "scores": list(d_scores),
+            "follow_windows": d_follow,
+        },
         "chosen_equals_defaults": same,
         "chosen_per_seed": [short(ci) for ci in per_seed_choice],
         "lofo_mean": {k: round(v, 4) for k, v in mean.items()},
         "lofo_worst_over_seeds": {k: round(v, 4) for k, v in worst.items()},
-        "lofo_worst_f1_file": {"file": wf_row["worst_f1_file"], "f1": round(wf_row["worst_f1"], 4), "seed": wf_row["seed"]},
-        "lofo_worst_far_file": {"file": wr_row["worst_far_file"], "far": round(wr_row["worst_far"], 4),
-                                "seed": wr_row["seed"]},  # fmt: skip
+        "lofo_worst_f1_file": {
+            "file": wf_row["worst_f1_file"],
+            "f1": round(wf_row["worst_f1"], 4),
+            "seed": wf_row["seed"],
+        },
+        "lofo_worst_far_file": {
+            "file": wr_row["worst_far_file"],
+            "far": round(wr_row["worst_far"], 4),
+            "seed": wr_row["seed"],
+        },
         "lofo_grouped_f1_mean": round(float(np.mean([float(m["f1"]) for m in grouped])), 4),
         "lofo_grouped_far_mean": round(float(np.mean([float(m["far"]) for m in grouped])), 4),
         "fold_choices": {short(ci): n for ci, n in sorted(choices.items(), key=lambda kv: -kv[1])},
         "valve1_f1_per_seed": [round(v, 4) for v in v1_f1],
         "valve1_far_per_seed": [round(v, 4) for v in v1_far],
-        "plant_pooled": {"f1": round(float(pm["f1"]), 4), "far": round(float(pm["far"]), 4),
-                         "mar": round(float(pm["mar"]), 4)},
+        "plant_pooled": {
+            "f1": round(float(pm["f1"]), 4),
+            "far": round(float(pm["far"]), 4),
+            "mar": round(float(pm["mar"]), 4),
+        },
         "anomaly_free_detected": {k: round(v["detected"], 3) for k, v in af.items()},
         "anomaly_free_delay_rows": {k: v["median_delay_rows"] for k, v in af.items()},
         "anomaly_free_far": {k: round(v["far"], 4) for k, v in af.items()},
-        "tight_plant_pooled": {"f1": round(float(tm["f1"]), 4), "far": round(float(tm["far"]), 4),
-                               "mar": round(float(tm["mar"]), 4)},
+        "tight_plant_pooled": {
+            "f1": round(float(tm["f1"]), 4),
+            "far": round(float(tm["far"]), 4),
+            "mar": round(float(tm["mar"]), 4),
+        },
         "tight_plant_detected": {k: round(v["detected"], 3) for k, v in tl.items()},
         "plant_detected": {k: round(v["detected"], 3) for k, v in pl.items()},
         "plant_far": {k: round(v["far"], 4) for k, v in pl.items()},

@@ -77,8 +77,14 @@ def commission(values: np.ndarray, settings: EdgeSettings) -> tuple[float, float
     on, off = det.SEVERITY_WARNING, det.SEVERITY_OFF
     use = settings.checks
     stuck = on if "stuck" in use and not _flat_somewhere(to_counts(probation, centre, scale)) else off
-    severities = (det.SEVERITY_CRITICAL, stuck, on if "bounds" in use else off, on if "bounds" in use else off,
-                  on if "zscore" in use else off, on if "rate" in use else off)  # fmt: skip
+    severities = (
+        det.SEVERITY_CRITICAL,
+        stuck,
+        on if "bounds" in use else off,
+        on if "bounds" in use else off,
+        on if "zscore" in use else off,
+        on if "rate" in use else off,
+    )
     kwargs = {
         "window_bits": det.MAX_WINDOW_BITS,
         "z_limit": min(int(settings.z_limit * det.Z_ONE), det.Z_CLAMP),
@@ -158,7 +164,9 @@ def read_series(path: Path) -> tuple[list[str], np.ndarray]:
     return [r["timestamp"] for r in rows], np.array([float(r["value"]) for r in rows])
 
 
-def write_results(out: Path, name: str, detector: str, stamps: list[str], values: np.ndarray, scores: list[float]) -> None:
+def write_results(
+    out: Path, name: str, detector: str, stamps: list[str], values: np.ndarray, scores: list[float]
+) -> None:
     category, file = name.split("/", 1)
     target = out / category / f"{detector}_{file}"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -178,21 +186,47 @@ def checks_arg(text: str) -> frozenset[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
-    parser.add_argument("--data", type=Path, required=True, help="NAB folder (combined_windows.json, profiles.json, data)")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="NAB folder (combined_windows.json, profiles.json, data)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="folder for the NAB results files")
     defaults = EdgeSettings()
-    parser.add_argument("--checks", type=checks_arg, default=defaults.checks,
-                        help=f"the node's checks to commission (default: {','.join(sorted(defaults.checks))})")
-    parser.add_argument("--rate-limit", type=float, default=defaults.rate_limit,
-                        help="rate check: change over the horizon, in probationary std (default: %(default)s)")
-    parser.add_argument("--horizon", type=int, default=defaults.horizon, help="rate horizon in samples (default: %(default)s)")
-    parser.add_argument("--z-limit", type=float, default=defaults.z_limit,
-                        help="zscore check's limit, when commissioned (default: %(default)s)")
-    parser.add_argument("--bounds-margin", type=float, default=defaults.bounds_margin,
-                        help="bounds: the probationary range widened by this fraction of it each side (default: %(default)s)")
-    parser.add_argument("--clear-after", type=int, default=defaults.clear_after,
-                        help="misses in a row before an active check clears (default: %(default)s)")
-    parser.add_argument("--ablation", action="store_true", help="also score the node with each check left out, and with no off-delay")
+    parser.add_argument(
+        "--checks",
+        type=checks_arg,
+        default=defaults.checks,
+        help=f"the node's checks to commission (default: {','.join(sorted(defaults.checks))})",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=defaults.rate_limit,
+        help="rate check: change over the horizon, in probationary std (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--horizon", type=int, default=defaults.horizon, help="rate horizon in samples (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--z-limit",
+        type=float,
+        default=defaults.z_limit,
+        help="zscore check's limit, when commissioned (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--bounds-margin",
+        type=float,
+        default=defaults.bounds_margin,
+        help="bounds: the probationary range widened by this fraction of it each side (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--clear-after",
+        type=int,
+        default=defaults.clear_after,
+        help="misses in a row before an active check clears (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ablation", action="store_true", help="also score the node with each check left out, and with no off-delay"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.horizon <= det.MAX_HORIZON:
         parser.error(f"--horizon must be 1..{det.MAX_HORIZON}")
@@ -200,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--clear-after must be 1..{det.MAX_CLEAR_AFTER}")
     if args.rate_limit <= 0 or args.z_limit <= 0 or args.bounds_margin < 0:
         parser.error("--rate-limit and --z-limit must be above 0, --bounds-margin at least 0")
-    settings = EdgeSettings(args.checks, args.rate_limit, args.horizon, args.z_limit, args.bounds_margin, args.clear_after)
+    settings = EdgeSettings(
+        args.checks, args.rate_limit, args.horizon, args.z_limit, args.bounds_margin, args.clear_after
+    )
     variants = {"edge": settings}
     if args.ablation:
         for check in sorted(settings.checks):
@@ -237,21 +273,31 @@ def main(argv: list[str] | None = None) -> int:
                 write_results(args.out, name, detector, stamps, values, scores)
             series[detector].append(FileSeries(name, stamps, scores, [tuple(w) for w in windows[name]]))
         print(f"[{n}/{len(files)}] {name}: {len(values)} rows", file=sys.stderr)
-    figures: dict[str, object] = {"files": len(files), "rows": rows, "windows": sum(len(windows[n]) for n, _ in files),
-                                  "edge_checks": ",".join(sorted(settings.checks)), "edge_rate_limit": settings.rate_limit,
-                                  "edge_horizon": settings.horizon, "edge_bounds_margin": settings.bounds_margin,
-                                  "edge_clear_after": settings.clear_after}  # fmt: skip
+    figures: dict[str, object] = {
+        "files": len(files),
+        "rows": rows,
+        "windows": sum(len(windows[n]) for n, _ in files),
+        "edge_checks": ",".join(sorted(settings.checks)),
+        "edge_rate_limit": settings.rate_limit,
+        "edge_horizon": settings.horizon,
+        "edge_bounds_margin": settings.bounds_margin,
+        "edge_clear_after": settings.clear_after,
+    }
     if "zscore" in settings.checks:
         figures["edge_z_limit"] = settings.z_limit
-    print(f"{len(files)} files, {rows} rows, {figures['windows']} anomaly windows; edge: the node's detections with "
-          f"{', '.join(sorted(settings.checks))} commissioned from each file's probationary stretch")  # fmt: skip
+    print(
+        f"{len(files)} files, {rows} rows, {figures['windows']} anomaly windows; edge: the node's detections with "
+        f"{', '.join(sorted(settings.checks))} commissioned from each file's probationary stretch"
+    )
     print(f"{'profile':<20} {'edge':>8} {'windowedGaussian':>17} {'ratio':>7}   edge TP/FP/FN")
     for profile, spec in profiles.items():
         edge = score_corpus(series["edge"], spec["CostMatrix"], profile)
         ref = score_corpus(series["windowedGaussian"], spec["CostMatrix"], profile)
         ratio = edge.score / ref.score if ref.score > 0 else float("nan")
-        print(f"{profile:<20} {edge.score:8.1f} {ref.score:17.1f} {ratio:7.2f}   "
-              f"{edge.true_positives}/{edge.false_positives}/{edge.false_negatives}")  # fmt: skip
+        print(
+            f"{profile:<20} {edge.score:8.1f} {ref.score:17.1f} {ratio:7.2f}   "
+            f"{edge.true_positives}/{edge.false_positives}/{edge.false_negatives}"
+        )
         figures[f"edge_{profile}"] = round(edge.score, 2)
         figures[f"windowed_gaussian_{profile}"] = round(ref.score, 2)
         figures[f"ratio_{profile}"] = round(ratio, 3)
@@ -261,12 +307,16 @@ def main(argv: list[str] | None = None) -> int:
         for variant in variants:
             if variant != "edge":
                 result = score_corpus(series[variant], standard)
-                print(f"  {variant:<18} {result.score:8.1f}   {result.true_positives}/{result.false_positives}/{result.false_negatives}")
+                print(
+                    f"  {variant:<18} {result.score:8.1f}   {result.true_positives}/{result.false_positives}/{result.false_negatives}"
+                )
                 figures[f"ablation_{variant.replace(' ', '_')}"] = round(result.score, 2)
     figures["edge_us_per_sample"] = round(1e6 * seconds["edge"] / rows, 2)
     figures["windowed_gaussian_us_per_sample"] = round(1e6 * seconds["windowedGaussian"] / rows, 2)
-    print(f"CPython time per sample: edge {figures['edge_us_per_sample']} us, "
-          f"windowedGaussian {figures['windowed_gaussian_us_per_sample']} us")
+    print(
+        f"CPython time per sample: edge {figures['edge_us_per_sample']} us, "
+        f"windowedGaussian {figures['windowed_gaussian_us_per_sample']} us"
+    )
     print(json.dumps(figures))
     return 0
 

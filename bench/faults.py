@@ -42,6 +42,7 @@ from tests.faults.test_clock_steps import SteppedClock  # noqa: E402
 from tests.faults.test_daemon_disk import SETTINGS  # noqa: E402
 from tests.integration.test_mqtt import Subscriber  # noqa: E402
 
+
 @dataclass
 class Outcome:
     fault: str
@@ -65,8 +66,9 @@ class Site:
         self.node = VirtualNode(unit=1, seed=41, period_ms=20, rig=True)
         self.node.start()
         self.db = state / "gatewayd.sqlite3"
-        self.daemon = Daemon(folder, state, [self.node], extra=SETTINGS.format(port=self.broker.port), env=env,
-                             prefix=prefix).start()  # fmt: skip
+        self.daemon = Daemon(
+            folder, state, [self.node], extra=SETTINGS.format(port=self.broker.port), env=env, prefix=prefix
+        ).start()
         self.sub = Subscriber(self.broker.port, "gateway/site/#")
         self.pid = self.daemon.pid
         wait_for("readings stored", lambda: self.daemon.written() > 300, 60)
@@ -204,8 +206,9 @@ def io_error(folder: Path) -> Outcome:
     with site(folder, folder / "state", prefix=(fiu_run, "-x", "-f", str(folder / "fiu"))) as s:
         before_ms, committed, evicted = checkpoint_now(s)
         for point in points:
-            subprocess.run([fiu_ctrl, "-f", str(folder / "fiu"), "-c", f"enable name={point},failinfo=5", str(s.pid)],
-                           check=True)  # fmt: skip
+            subprocess.run(
+                [fiu_ctrl, "-f", str(folder / "fiu"), "-c", f"enable name={point},failinfo=5", str(s.pid)], check=True
+            )
         wait_for("the I/O error reported", lambda: s.store_state() == "io_error", 60)
         s.raise_alert()
         wait_for("the alert published", s.alerts_published, 30)
@@ -317,9 +320,15 @@ def broker_away(folder: Path) -> Outcome:
 
 
 SCENARIOS: dict[str, Callable[[Path], Outcome]] = {
-    "disk_full": disk_full, "read_only": read_only, "io_error": io_error, "locked": locked,
-    "clock_steps": clock_steps, "hostile_command": hostile_command, "kill_9": kill_9, "broker_away": broker_away,
-}  # fmt: skip
+    "disk_full": disk_full,
+    "read_only": read_only,
+    "io_error": io_error,
+    "locked": locked,
+    "clock_steps": clock_steps,
+    "hostile_command": hostile_command,
+    "kill_9": kill_9,
+    "broker_away": broker_away,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,12 +352,16 @@ def main(argv: list[str] | None = None) -> int:
                 outcome = Outcome(name, note=f"FAILED: {exc}")
             print(f"  {name}: {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
         outcomes.append(outcome)
-    print(f"{'fault':<16} {'survived':>8} {'readings lost':>13} {'unsynced':>8} {'shed':>6} {'alerts':>6} "
-          f"{'alerts lost':>11} {'recover s':>9}  what")  # fmt: skip
+    print(
+        f"{'fault':<16} {'survived':>8} {'readings lost':>13} {'unsynced':>8} {'shed':>6} {'alerts':>6} "
+        f"{'alerts lost':>11} {'recover s':>9}  what"
+    )
     for o in outcomes:
-        print(f"{o.fault:<16} {'yes' if o.survived else 'NO':>8} {o.readings_lost:>13} {o.unsynced_lost:>8} "
-              f"{o.readings_shed:>6} {o.alerts_raised:>6} {o.alerts_lost:>11} "
-              f"{o.recover_s if o.recover_s is not None else '-':>9}  {o.note}")  # fmt: skip
+        print(
+            f"{o.fault:<16} {'yes' if o.survived else 'NO':>8} {o.readings_lost:>13} {o.unsynced_lost:>8} "
+            f"{o.readings_shed:>6} {o.alerts_raised:>6} {o.alerts_lost:>11} "
+            f"{o.recover_s if o.recover_s is not None else '-':>9}  {o.note}"
+        )
     print(f"{'goal':<16} {'yes':>8} {0:>13} {'':>8} {'':>6} {'':>6} {0:>11}")
     figures = {
         "faults": [asdict(o) for o in outcomes],

@@ -94,9 +94,7 @@ def find_port() -> Path:
     """micropython.mjs of the pinned WebAssembly port, installed with npm on first use."""
     node = shutil.which("node")
     if node is None:
-        raise BenchError(
-            "Node.js not found: this bench needs Node.js 18.3 or later (Debian: apt install nodejs npm)"
-        )
+        raise BenchError("Node.js not found: this bench needs Node.js 18.3 or later (Debian: apt install nodejs npm)")
     version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
     major, minor = (int(v) for v in re.match(r"v(\d+)\.(\d+)", version).groups())
     if (major, minor) < (18, 3):
@@ -107,12 +105,8 @@ def find_port() -> Path:
         return module
     npm = shutil.which("npm")
     if npm is None:
-        raise BenchError(
-            "npm not found: it installs MicroPython's WebAssembly port (Debian: apt install npm)"
-        )
-    print(
-        f"installing {PORT_PACKAGE}@{PORT_VERSION} into {PORT_DIR.relative_to(REPO)} (npm)", file=sys.stderr
-    )
+        raise BenchError("npm not found: it installs MicroPython's WebAssembly port (Debian: apt install npm)")
+    print(f"installing {PORT_PACKAGE}@{PORT_VERSION} into {PORT_DIR.relative_to(REPO)} (npm)", file=sys.stderr)
     PORT_DIR.mkdir(parents=True, exist_ok=True)
     package = f"{PORT_PACKAGE}@{PORT_VERSION}"
     command = [npm, "install", "--prefix", str(PORT_DIR), "--no-audit", "--no-fund", "--no-save", package]
@@ -198,9 +192,7 @@ class Bench:
             else:
                 low = mid
         if self.first_short_step(layout, low) == 0:
-            raise BenchError(
-                f"{layout.name}: the bench's setup, not the node, sets the smallest heap ({high} B)"
-            )
+            raise BenchError(f"{layout.name}: the bench's setup, not the node, sets the smallest heap ({high} B)")
         # Collections run at the same points whatever the heap's size, so any larger heap
         # should fit too; checked every 256 bytes.
         failing = [
@@ -262,15 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     figures["peak_rom_to_target"] = round(rom["peak"] / TARGET_HEAP, 2)
     figures["peak_mpy_to_target"] = round(mpy["peak"] / TARGET_HEAP, 2)
     print(f"application heap, {args.channels} channels, 32-bit MicroPython (target < {TARGET_HEAP} B for 8):")
+    print("  (peak: the heap start-up needs with the collector run only between app.py's steps; an upper bound)")
     print(
-        "  (peak: the heap start-up needs with the collector run only between app.py's steps; an upper bound)"
+        f"  .mpy files on the filesystem     : peak <= {mpy['peak']:6d} B ({figures['peak_mpy_to_target']:.2f} of the target),"
+        f" live after start-up {mpy['live']:6d} B"
     )
-    print(f"  .mpy files on the filesystem     : peak <= {mpy['peak']:6d} B ({figures['peak_mpy_to_target']:.2f} of the target),"
-          f" live after start-up {mpy['live']:6d} B")  # fmt: skip
-    print(f"  .mpy files in ROMFS (in place)   : peak <= {rom['peak']:6d} B ({figures['peak_rom_to_target']:.2f} of the target),"
-          f" live after start-up {rom['live']:6d} B")  # fmt: skip
-    print(f"  frozen into the firmware         :                                  live after start-up"
-          f" {rom['live'] - rom['qstr']:6d} B at most (ROMFS less the {rom['qstr']} B of names it interns)")  # fmt: skip
+    print(
+        f"  .mpy files in ROMFS (in place)   : peak <= {rom['peak']:6d} B ({figures['peak_rom_to_target']:.2f} of the target),"
+        f" live after start-up {rom['live']:6d} B"
+    )
+    print(
+        f"  frozen into the firmware         :                                  live after start-up"
+        f" {rom['live'] - rom['qstr']:6d} B at most (ROMFS less the {rom['qstr']} B of names it interns)"
+    )
     print(json.dumps(figures))
     return 0
 

@@ -44,12 +44,25 @@ STABLE_SPAN = 4096  # a smallest heap counts only if every heap up to this much 
 
 
 def bench_config(channel_count: int) -> dict:
-    channel = {"source": {"type": "sim", "signal": 0}, "resolution": 0.01, "physical": [-100, 100],
-               "bounds": [-50, 50], "zscore": {"window": 32, "threshold": 6}, "rate": {"limit": 20, "horizon_s": 1},
-               "consecutive": 3, "trips": ["out"]}  # fmt: skip
+    channel = {
+        "source": {"type": "sim", "signal": 0},
+        "resolution": 0.01,
+        "physical": [-100, 100],
+        "bounds": [-50, 50],
+        "zscore": {"window": 32, "threshold": 6},
+        "rate": {"limit": 20, "horizon_s": 1},
+        "consecutive": 3,
+        "trips": ["out"],
+    }
     channels = [dict(channel, name="ch%d" % i) for i in range(channel_count)]
-    return {"node_id": 1, "sample_period_ms": 100, "reset_code": 1, "outputs": [{"name": "out", "pin": 1}],
-            "channels": channels, "modbus": {"tcp": {"port": 502}}}  # fmt: skip
+    return {
+        "node_id": 1,
+        "sample_period_ms": 100,
+        "reset_code": 1,
+        "outputs": [{"name": "out", "pin": 1}],
+        "channels": channels,
+        "modbus": {"tcp": {"port": 502}},
+    }
 
 
 def compile_script(out: Path) -> None:
@@ -91,9 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         help="also count the instructions per channel-sample of the cycle and the reference under"
         " valgrind (callgrind): repeatable whatever else the machine is doing; some minutes",
     )
-    parser.add_argument(
-        "--instruction-samples", type=int, default=2000, help="samples counted with --instructions"
-    )
+    parser.add_argument("--instruction-samples", type=int, default=2000, help="samples counted with --instructions")
     args = parser.parse_args(argv)
     if not 1 <= args.channels <= 16:
         parser.error("--channels must be 1..16")
@@ -193,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "   in brackets, the same with the collector run only where the application asks, as firmware_heap32.py measures)"
     )
-    print(
-        f"  .mpy files on the filesystem     : peak {peak:6d} B ({peak_steps:6d} B), live after start-up {heap:6d} B"
-    )
+    print(f"  .mpy files on the filesystem     : peak {peak:6d} B ({peak_steps:6d} B), live after start-up {heap:6d} B")
     print(
         f"  .mpy files in ROMFS (in place)   : peak {peak_rom:6d} B ({peak_rom_steps:6d} B), live after start-up {node_rom[4]:6d} B"
         f"  (image {image_bytes} B of flash)"
@@ -259,9 +268,7 @@ def _node_peak(args: argparse.Namespace, work: Path, layout: Layout, mode: str =
     # fit in a heap a little smaller than one it fails in. The figure is the size from which
     # every heap up to STABLE_SPAN larger works (checked every 256 bytes).
     while True:
-        failing = next(
-            (size for size in range(high + 256, high + STABLE_SPAN, 256) if not boot(size)[0]), None
-        )
+        failing = next((size for size in range(high + 256, high + STABLE_SPAN, 256) if not boot(size)[0]), None)
         if failing is None:
             break
         high = failing + 64
@@ -297,12 +304,29 @@ def _instructions(args: argparse.Namespace, work: Path, layout: Layout) -> tuple
     return per_sample[0], per_sample[1]
 
 
-def _micropython(args: argparse.Namespace, work: Path, layout: Layout, mode: str, heap: str,
-                 samples: int | None = None, wrapper: list[str] | None = None):  # fmt: skip
+def _micropython(
+    args: argparse.Namespace,
+    work: Path,
+    layout: Layout,
+    mode: str,
+    heap: str,
+    samples: int | None = None,
+    wrapper: list[str] | None = None,
+):
     with tempfile.TemporaryDirectory(prefix="flash-", dir=work) as flash:
         Path(flash, "config.json").write_text((work / "config.json").read_text())
-        cmd = [*(wrapper or []), find_micropython(), "-X", f"heapsize={heap}", "-m", "firmware_sample_mp",
-               str(args.samples if samples is None else samples), mode, flash, str(args.channels)]  # fmt: skip
+        cmd = [
+            *(wrapper or []),
+            find_micropython(),
+            "-X",
+            f"heapsize={heap}",
+            "-m",
+            "firmware_sample_mp",
+            str(args.samples if samples is None else samples),
+            mode,
+            flash,
+            str(args.channels),
+        ]
         if layout.image is not None:
             cmd.append(str(layout.image))
         env = micropython_env(layout.path, work / "script")

@@ -95,7 +95,11 @@ def run_reference(args: argparse.Namespace, folder: Path) -> dict[str, float]:
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     pages = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
     conn.close()
-    return {"readings_per_s": written / wall, "cpu_s_per_million": 1e6 * cpu / written, "bytes_per_reading": pages / written}
+    return {
+        "readings_per_s": written / wall,
+        "cpu_s_per_million": 1e6 * cpu / written,
+        "bytes_per_reading": pages / written,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,18 +111,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="ingest-bench-") as tmp:
         folder = Path(tmp)
-        print(f"{args.devices} devices x {args.channels} channels at {args.rate_hz:g} Hz, {args.seconds} s simulated",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{args.devices} devices x {args.channels} channels at {args.rate_hz:g} Hz, {args.seconds} s simulated",
+            file=sys.stderr,
+        )
         store = run_store(args, folder)
         reference = run_reference(args, folder)
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"store path : {store['readings_per_s']:>12,.0f} readings/s  {store['cpu_s_per_million']:6.2f} CPU-s per million"
-          f"  {store['bytes_per_reading']:6.2f} B/reading on disk (after compaction)")
-    print(f"reference  : {reference['readings_per_s']:>12,.0f} rows/s      {reference['cpu_s_per_million']:6.2f} CPU-s per million"
-          f"  {reference['bytes_per_reading']:6.2f} B/row (bare executemany, WAL)")
-    print(f"ratios     : speed {store['readings_per_s'] / reference['readings_per_s']:.2f}x of the reference, "
-          f"size {store['bytes_per_reading'] / reference['bytes_per_reading']:.2f}x; compaction "
-          f"{store['compact_cpu_s_per_million']:.2f} CPU-s per million readings; peak RSS {rss_mb:.0f} MB")
+    print(
+        f"store path : {store['readings_per_s']:>12,.0f} readings/s  {store['cpu_s_per_million']:6.2f} CPU-s per million"
+        f"  {store['bytes_per_reading']:6.2f} B/reading on disk (after compaction)"
+    )
+    print(
+        f"reference  : {reference['readings_per_s']:>12,.0f} rows/s      {reference['cpu_s_per_million']:6.2f} CPU-s per million"
+        f"  {reference['bytes_per_reading']:6.2f} B/row (bare executemany, WAL)"
+    )
+    print(
+        f"ratios     : speed {store['readings_per_s'] / reference['readings_per_s']:.2f}x of the reference, "
+        f"size {store['bytes_per_reading'] / reference['bytes_per_reading']:.2f}x; compaction "
+        f"{store['compact_cpu_s_per_million']:.2f} CPU-s per million readings; peak RSS {rss_mb:.0f} MB"
+    )
     figures = {
         "readings_per_s": round(store["readings_per_s"]),
         "cpu_s_per_million": round(store["cpu_s_per_million"], 3),

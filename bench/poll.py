@@ -109,12 +109,15 @@ def install_models(config_text_: str, floats: int) -> None:
         trained = train_bundle(features, ends, spec, name=device.name, version=1, source="bench")
         with tempfile.TemporaryDirectory() as tmp:
             models.install(write_bundle(Path(tmp) / "bundle", trained.manifest, trained.files, key))
-    print(f"models   : {len(config.devices)} bundles trained and installed in {time.monotonic() - t0:.0f} s",
-          file=sys.stderr)
+    print(
+        f"models   : {len(config.devices)} bundles trained and installed in {time.monotonic() - t0:.0f} s",
+        file=sys.stderr,
+    )
 
 
-async def gateway_run(config_text_: str, seconds: float,
-                      args: argparse.Namespace) -> tuple[int, float, array, list[float], dict[str, int]]:
+async def gateway_run(
+    config_text_: str, seconds: float, args: argparse.Namespace
+) -> tuple[int, float, array, list[float], dict[str, int]]:
     config = parse_config(config_text_)
     if args.models:
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
@@ -145,23 +148,30 @@ async def gateway_run(config_text_: str, seconds: float,
         await asyncio.sleep(min(5.0, max(0.0, end - loop.time())))
         collect()
         done = sum(h.readings for h in gateway.health().values()) - start_readings
-        print(f"  {seconds - (end - loop.time()):6.0f} s  {done:>10,} readings  queued {gateway.writer.queued:>7,}"
-              f"  RSS {rss_mb_now():6.1f} MB", file=sys.stderr)  # fmt: skip
+        print(
+            f"  {seconds - (end - loop.time()):6.0f} s  {done:>10,} readings  queued {gateway.writer.queued:>7,}"
+            f"  RSS {rss_mb_now():6.1f} MB",
+            file=sys.stderr,
+        )
     rss.append(rss_mb_now())
     cpu = time.process_time() - c0
     readings = sum(h.readings for h in gateway.health().values()) - start_readings
     detection = gateway.detection.stats if gateway.detection is not None else None
-    stats = {"windows_scored": detection.scored if detection else 0,
-             "detection_polls_dropped": detection.dropped if detection else 0,
-             "rss_anon_last_mb": round(rss_mb_now("RssAnon"), 1),
-             "rss_file_last_mb": round(rss_mb_now("RssFile"), 1)}  # fmt: skip
+    stats = {
+        "windows_scored": detection.scored if detection else 0,
+        "detection_polls_dropped": detection.dropped if detection else 0,
+        "rss_anon_last_mb": round(rss_mb_now("RssAnon"), 1),
+        "rss_file_last_mb": round(rss_mb_now("RssFile"), 1),
+    }
     stop.set()
     await task
     return readings, cpu, lates, rss, stats
 
 
 async def bare_run(first_port: int, args: argparse.Namespace, seconds: float) -> tuple[int, float]:
-    clients = [AsyncModbusTcpClient("127.0.0.1", port=first_port + d, timeout=1, retries=0) for d in range(args.devices)]
+    clients = [
+        AsyncModbusTcpClient("127.0.0.1", port=first_port + d, timeout=1, retries=0) for d in range(args.devices)
+    ]
     for c in clients:
         await c.connect()
     count = 0
@@ -198,14 +208,25 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.floats <= 125:
         parser.error("--floats must be 1..125")
     first_port = free_ports(args.devices)
-    farm = subprocess.Popen([sys.executable, str(REPO / "bench" / "modbus_farm.py"), "--devices", str(args.devices),
-                             "--first-port", str(first_port)], stdout=subprocess.PIPE, text=True)  # fmt: skip
+    farm = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "bench" / "modbus_farm.py"),
+            "--devices",
+            str(args.devices),
+            "--first-port",
+            str(first_port),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert farm.stdout is not None and farm.stdout.readline().startswith("READY")
         asked = args.devices * args.floats / args.interval
         with tempfile.TemporaryDirectory(prefix="poll-bench-") as tmp:
             readings, cpu, lates, rss, stats = asyncio.run(
-                gateway_run(config_text(Path(tmp), first_port, args), args.seconds, args))
+                gateway_run(config_text(Path(tmp), first_port, args), args.seconds, args)
+            )
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         bare_readings, bare_cpu = asyncio.run(bare_run(first_port, args, args.seconds))
     finally:
@@ -231,19 +252,29 @@ def main(argv: list[str] | None = None) -> int:
         "reference_readings_per_s": round(bare_readings / args.seconds),
         "reference_cpu_s_per_1000_readings": round(1000 * bare_cpu / max(bare_readings, 1), 4),
     }
-    figures["cpu_ratio_to_reference"] = round(figures["cpu_s_per_1000_readings"] / figures["reference_cpu_s_per_1000_readings"], 2)
-    print(f"gateway  : {rate:8.0f} readings/s of {asked:.0f} asked ({figures['delivered_ratio']:.1%}), "
-          f"{figures['cpu_s_per_1000_readings']:.4f} CPU-s per 1000 readings, RSS {rss_mb:.0f} MB")
-    print(f"RSS      : {rss[0]:.0f} MB at the start of the measured run, {rss[-1]:.0f} MB at its end, "
-          f"{max(rss):.0f} MB at most (sampled every 5 s); "
-          f"{figures['rss_growth_second_half_mb']:+.1f} MB over the second half; at the end "
-          f"{stats['rss_anon_last_mb']:.0f} MB heap, {stats['rss_file_last_mb']:.0f} MB mapped files")
-    print(f"detection: {stats['windows_scored']:,} windows scored with {figures['models']} bundles installed, "
-          f"{stats['detection_polls_dropped']:,} polls not offered to it (its queue full)")
+    figures["cpu_ratio_to_reference"] = round(
+        figures["cpu_s_per_1000_readings"] / figures["reference_cpu_s_per_1000_readings"], 2
+    )
+    print(
+        f"gateway  : {rate:8.0f} readings/s of {asked:.0f} asked ({figures['delivered_ratio']:.1%}), "
+        f"{figures['cpu_s_per_1000_readings']:.4f} CPU-s per 1000 readings, RSS {rss_mb:.0f} MB"
+    )
+    print(
+        f"RSS      : {rss[0]:.0f} MB at the start of the measured run, {rss[-1]:.0f} MB at its end, "
+        f"{max(rss):.0f} MB at most (sampled every 5 s); "
+        f"{figures['rss_growth_second_half_mb']:+.1f} MB over the second half; at the end "
+        f"{stats['rss_anon_last_mb']:.0f} MB heap, {stats['rss_file_last_mb']:.0f} MB mapped files"
+    )
+    print(
+        f"detection: {stats['windows_scored']:,} windows scored with {figures['models']} bundles installed, "
+        f"{stats['detection_polls_dropped']:,} polls not offered to it (its queue full)"
+    )
     print(f"jitter   : poll start late by p50 {figures['jitter_p50_ms']} ms, p99 {figures['jitter_p99_ms']} ms")
-    print(f"reference: {figures['reference_readings_per_s']:8d} readings/s, "
-          f"{figures['reference_cpu_s_per_1000_readings']:.4f} CPU-s per 1000 (bare pymodbus loop, no store); "
-          f"ratio {figures['cpu_ratio_to_reference']}")
+    print(
+        f"reference: {figures['reference_readings_per_s']:8d} readings/s, "
+        f"{figures['reference_cpu_s_per_1000_readings']:.4f} CPU-s per 1000 (bare pymodbus loop, no store); "
+        f"ratio {figures['cpu_ratio_to_reference']}"
+    )
     print(json.dumps(figures))
     return 0
 

@@ -117,14 +117,22 @@ def main(argv: list[str] | None = None) -> int:
         "trees": args.trees,
         "features": int(x.shape[1]),
     }
-    print(f"single window : TFLite median {figures['tflite_single_median_ms']:.3f} ms (p99 {figures['tflite_single_p99_ms']:.3f}),"
-          f" scikit-learn {figures['sklearn_single_median_ms']:.3f} ms (p99 {figures['sklearn_single_p99_ms']:.3f});"
-          f" {figures['speedup_single_window']}x")
-    print(f"batch of {len(batch)}: TFLite {figures['tflite_batch_windows_per_s']:,} windows/s, "
-          f"scikit-learn {figures['sklearn_batch_windows_per_s']:,}; {figures['speedup_batch']}x")
-    print(f"IF + AE per window (scaling included): p50 {figures['p50_ms_if_ae']:.3f} ms, p99 {figures['p99_ms_if_ae']:.3f} ms")
-    print(f"files: iforest {sizes['iforest.tflite'] / 1024:.0f} KiB, autoencoder {sizes['autoencoder.tflite'] / 1024:.0f} KiB;"
-          f" largest score difference to scikit-learn {worst:.1e}")
+    print(
+        f"single window : TFLite median {figures['tflite_single_median_ms']:.3f} ms (p99 {figures['tflite_single_p99_ms']:.3f}),"
+        f" scikit-learn {figures['sklearn_single_median_ms']:.3f} ms (p99 {figures['sklearn_single_p99_ms']:.3f});"
+        f" {figures['speedup_single_window']}x"
+    )
+    print(
+        f"batch of {len(batch)}: TFLite {figures['tflite_batch_windows_per_s']:,} windows/s, "
+        f"scikit-learn {figures['sklearn_batch_windows_per_s']:,}; {figures['speedup_batch']}x"
+    )
+    print(
+        f"IF + AE per window (scaling included): p50 {figures['p50_ms_if_ae']:.3f} ms, p99 {figures['p99_ms_if_ae']:.3f} ms"
+    )
+    print(
+        f"files: iforest {sizes['iforest.tflite'] / 1024:.0f} KiB, autoencoder {sizes['autoencoder.tflite'] / 1024:.0f} KiB;"
+        f" largest score difference to scikit-learn {worst:.1e}"
+    )
     print(json.dumps(figures))
     return 0
 

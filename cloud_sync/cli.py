@@ -25,52 +25,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cloud-sync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser(
-        "run", help="upload alerts, anomaly windows, labels, summaries and health until stopped",
+        "run",
+        help="upload alerts, anomaly windows, labels, summaries and health until stopped",
         description="Read the gateway's store (read-only) and upload what it holds to the [cloud] endpoint "
         "of the gateway's configuration; outages of any length are caught up, oldest first.",
         epilog="example: cloud-sync run --config /etc/gatewayd/gatewayd.toml",
-    )  # fmt: skip
+    )
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="gatewayd's TOML file (default: %(default)s)")
     configured = sub.add_parser(
-        "configured", help="exit 0 when the configuration asks for cloud sync, 1 when it has no [cloud] section",
+        "configured",
+        help="exit 0 when the configuration asks for cloud sync, 1 when it has no [cloud] section",
         description="Tell whether `cloud-sync run` has anything to do: exit 1 when the file has no [cloud] section, "
         "0 otherwise (also when the file cannot be read or parsed, so that `run` reports the error). "
         "The systemd unit's ExecCondition=: without [cloud] the service is skipped, not failed.",
         epilog="example: cloud-sync configured --config /etc/gatewayd/gatewayd.toml",
-    )  # fmt: skip
-    configured.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="gatewayd's TOML file (default: %(default)s)")
+    )
+    configured.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="gatewayd's TOML file (default: %(default)s)"
+    )
     serve = sub.add_parser(
-        "serve", help="run the reference cloud endpoint",
+        "serve",
+        help="run the reference cloud endpoint",
         description="Accept batches from gateways (bearer token per gateway), store them in SQLite, serve "
         "model bundles from DATA/bundles. API: docs/cloud-api.md.",
         epilog="example: cloud-sync serve --data /var/lib/cloud --port 8080",
-    )  # fmt: skip
+    )
     serve.add_argument("--data", type=Path, required=True, help="folder for the database, tokens and bundles")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
     retrain = sub.add_parser(
-        "retrain", help="train, sign and publish a bundle from uploaded summaries and labels",
+        "retrain",
+        help="train, sign and publish a bundle from uploaded summaries and labels",
         description="Train the Isolation Forest and autoencoder (the gateway's training code) on the one-minute "
         "summaries gateways uploaded, leaving out minutes near alerts unless labelled false positives; sign "
         "the bundle and publish it for the gateway (or the fleet) to pull.",
         epilog="example: cloud-sync retrain --data /var/lib/cloud --gateway plant-7 --device pump-1 --key signing.key",
-    )  # fmt: skip
+    )
     retrain.add_argument("--data", type=Path, required=True)
     scope = retrain.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--gateway", action="append",
-                       help="a gateway's data (repeat for a segment of gateways); the bundle is published for each")
+    scope.add_argument(
+        "--gateway",
+        action="append",
+        help="a gateway's data (repeat for a segment of gateways); the bundle is published for each",
+    )
     scope.add_argument("--fleet", action="store_true", help="every gateway's data; published for all")
-    retrain.add_argument("--device", action="append", help="only these devices (repeatable); one device: the bundle is named after it")
+    retrain.add_argument(
+        "--device", action="append", help="only these devices (repeatable); one device: the bundle is named after it"
+    )
     retrain.add_argument("--name", help="bundle name (default: the device, or 'global')")
     retrain.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM) to sign with")
     retrain.add_argument("--trees", type=int, default=100)
-    retrain.add_argument("--scale-floor", type=float, default=SCALE_FLOOR,
-                         help="a feature's spread is at least this share of its level (default: %(default)s)")
+    retrain.add_argument(
+        "--scale-floor",
+        type=float,
+        default=SCALE_FLOOR,
+        help="a feature's spread is at least this share of its level (default: %(default)s)",
+    )
     token = sub.add_parser(
-        "token", help="issue a token for a gateway on the reference endpoint",
+        "token",
+        help="issue a token for a gateway on the reference endpoint",
         description="Print a new bearer token for GATEWAY (once) and keep only its hash in DATA/tokens.",
         epilog="example: cloud-sync token plant-7 --data /var/lib/cloud > /etc/gatewayd/cloud-token",
-    )  # fmt: skip
+    )
     token.add_argument("gateway")
     token.add_argument("--data", type=Path, required=True)
     return parser
@@ -101,9 +117,18 @@ def main(argv: list[str] | None = None) -> int:
         gateways = storage.gateways() if args.fleet else list(dict.fromkeys(args.gateway))
         name = args.name or (args.device[0] if args.device and len(args.device) == 1 else "global")
         try:
-            result = retrain(storage, args.data / "bundles", args.key, name=name, gateways=gateways, devices=args.device,
-                             scope_folder="fleet" if args.fleet else gateways[0], trees=args.trees,
-                             scale_floor=args.scale_floor, progress=lambda t: print(t, file=sys.stderr))  # fmt: skip
+            result = retrain(
+                storage,
+                args.data / "bundles",
+                args.key,
+                name=name,
+                gateways=gateways,
+                devices=args.device,
+                scope_folder="fleet" if args.fleet else gateways[0],
+                trees=args.trees,
+                scale_floor=args.scale_floor,
+                progress=lambda t: print(t, file=sys.stderr),
+            )
             if not args.fleet:  # a segment of gateways: the same signed bundle for each of them
                 for other in gateways[1:]:
                     shutil.copytree(result.folder, args.data / "bundles" / other / name / str(result.version))
@@ -112,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         finally:
             storage.close()
-        print(f"published {result.name} v{result.version} ({result.windows} minutes) for "
-              f"{'the fleet' if args.fleet else ', '.join(gateways)}")  # fmt: skip
+        print(
+            f"published {result.name} v{result.version} ({result.windows} minutes) for "
+            f"{'the fleet' if args.fleet else ', '.join(gateways)}"
+        )
         return 0
     if args.command == "serve":
         from cloud_sync.server import open_server
@@ -166,18 +193,27 @@ def _run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     store = Store(db, readonly=True)
-    uploader = Uploader(store, config.state_path / STATE_FILE, cloud.url, Path(cloud.token_file).read_text().strip(),
-                        gateway=config.gateway.name, ca_file=cloud.ca_file, batch_records=cloud.batch_records,
-                        daily_budget_bytes=int(cloud.daily_budget_mb * 1e6), timeout_s=cloud.timeout_s,
-                        status_path=config.status_path)  # fmt: skip
+    uploader = Uploader(
+        store,
+        config.state_path / STATE_FILE,
+        cloud.url,
+        Path(cloud.token_file).read_text().strip(),
+        gateway=config.gateway.name,
+        ca_file=cloud.ca_file,
+        batch_records=cloud.batch_records,
+        daily_budget_bytes=int(cloud.daily_budget_mb * 1e6),
+        timeout_s=cloud.timeout_s,
+        status_path=config.status_path,
+    )
     from gatewayd.models.bundle import load_public_key
     from gatewayd.models.install import ModelStore
 
     from cloud_sync.model_pull import ModelPuller, PullError
 
     models = ModelStore(config.models_path, [load_public_key(Path(p)) for p in config.models.public_keys])
-    puller = ModelPuller(uploader.session, cloud.url, models, max_bytes=int(cloud.max_bundle_mb * 1e6),
-                         timeout_s=cloud.timeout_s)  # fmt: skip
+    puller = ModelPuller(
+        uploader.session, cloud.url, models, max_bytes=int(cloud.max_bundle_mb * 1e6), timeout_s=cloud.timeout_s
+    )
 
     def pull_models() -> None:
         while not stop.is_set():

@@ -23,13 +23,18 @@ FIELDS = ("mean", "std", "min", "max", "last")
 
 def encode_summary(channels: dict[str, dict]) -> dict:
     names = sorted(channels)
-    stats = np.array([[np.nan if channels[c].get(f) is None else channels[c][f] for f in FIELDS] for c in names],
-                     dtype=np.float64).reshape(len(names), len(FIELDS))  # fmt: skip
+    stats = np.array(
+        [[np.nan if channels[c].get(f) is None else channels[c][f] for f in FIELDS] for c in names], dtype=np.float64
+    ).reshape(len(names), len(FIELDS))
     mean = stats[:, 0].astype(np.float32)
     spread = np.column_stack([stats[:, 1], stats[:, 2:] - stats[:, :1]]).astype(np.float16)
-    return {"channels": names, "units": [channels[c].get("unit") or "" for c in names],
-            "count": [int(channels[c].get("count") or 0) for c in names], "encoding": SUMMARY_ENCODING,
-            "data": base64.b64encode(mean.astype("<f4").tobytes() + spread.astype("<f2").tobytes()).decode()}  # fmt: skip
+    return {
+        "channels": names,
+        "units": [channels[c].get("unit") or "" for c in names],
+        "count": [int(channels[c].get("count") or 0) for c in names],
+        "encoding": SUMMARY_ENCODING,
+        "data": base64.b64encode(mean.astype("<f4").tobytes() + spread.astype("<f2").tobytes()).decode(),
+    }
 
 
 def decode_summary(payload: dict) -> dict[str, dict]:
@@ -44,8 +49,11 @@ def decode_summary(payload: dict) -> dict[str, dict]:
     out = {}
     for i, c in enumerate(payload["channels"]):
         values = [mean[i], spread[i, 0], mean[i] + spread[i, 1], mean[i] + spread[i, 2], mean[i] + spread[i, 3]]
-        out[c] = {"unit": payload["units"][i], "count": payload["count"][i],
-                  **{f: (None if np.isnan(v) else float(v)) for f, v in zip(FIELDS, values)}}  # fmt: skip
+        out[c] = {
+            "unit": payload["units"][i],
+            "count": payload["count"][i],
+            **{f: (None if np.isnan(v) else float(v)) for f, v in zip(FIELDS, values)},
+        }
     return out
 
 

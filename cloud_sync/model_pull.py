@@ -40,8 +40,15 @@ class PullOutcome:
 
 
 class ModelPuller:
-    def __init__(self, session: requests.Session, url: str, models: ModelStore, *, max_bytes: int = 16 << 20,
-                 timeout_s: float = 30.0):  # fmt: skip
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        models: ModelStore,
+        *,
+        max_bytes: int = 16 << 20,
+        timeout_s: float = 30.0,
+    ):
         self.session = session
         self.url = url.rstrip("/")
         self.models = models
@@ -88,8 +95,9 @@ class ModelPuller:
         headers = {"If-None-Match": self.etags[url]} if url in self.etags else {}
         with tempfile.TemporaryDirectory(prefix=".download-", dir=self.models.root) as tmp:
             archive = Path(tmp) / "bundle.tar.gz"
-            with self.session.get(url, headers=headers, stream=True, timeout=self.timeout,
-                              verify=self.session.verify) as response:  # fmt: skip
+            with self.session.get(
+                url, headers=headers, stream=True, timeout=self.timeout, verify=self.session.verify
+            ) as response:
                 if response.status_code == 304:
                     raise PullError("not modified since it was refused")
                 if response.status_code != 200:

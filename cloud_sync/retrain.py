@@ -60,7 +60,9 @@ def _alert_spans(storage: Storage, gateway: str) -> dict[str, list[tuple[int, in
     return spans
 
 
-def minute_rows(storage: Storage, gateways: list[str], devices: list[str] | None) -> tuple[list[str], list[tuple[str, int, np.ndarray, float]], int]:  # noqa: E501
+def minute_rows(
+    storage: Storage, gateways: list[str], devices: list[str] | None
+) -> tuple[list[str], list[tuple[str, int, np.ndarray, float]], int]:  # noqa: E501
     """(channels, rows of (device, minute, features, samples per minute), minutes excluded)."""
     rows: list[tuple[str, int, dict]] = []
     excluded = 0
@@ -81,35 +83,65 @@ def minute_rows(storage: Storage, gateways: list[str], devices: list[str] | None
     names = sorted(set.intersection(*(set(c) for _, _, c in rows)))
     out = []
     for device, minute, channels in rows:
-        feats = np.array([channels[c][s] if channels[c].get(s) is not None else np.nan for c in names for s in STATS],
-                         dtype=np.float64)  # fmt: skip
+        feats = np.array(
+            [channels[c][s] if channels[c].get(s) is not None else np.nan for c in names for s in STATS],
+            dtype=np.float64,
+        )
         out.append((device, minute, feats, float(np.median([channels[c]["count"] for c in names]))))
     return names, out, excluded
 
 
-def retrain(storage: Storage, shelf: Path, key_path: Path, *, name: str, gateways: list[str],
-            devices: list[str] | None = None, scope_folder: str, trees: int = 100, scale_floor: float = SCALE_FLOOR,
-            progress: Callable[[str], None] = lambda _: None) -> RetrainResult:  # fmt: skip
+def retrain(
+    storage: Storage,
+    shelf: Path,
+    key_path: Path,
+    *,
+    name: str,
+    gateways: list[str],
+    devices: list[str] | None = None,
+    scope_folder: str,
+    trees: int = 100,
+    scale_floor: float = SCALE_FLOOR,
+    progress: Callable[[str], None] = lambda _: None,
+) -> RetrainResult:
     channels, rows, excluded = minute_rows(storage, gateways, devices)
     if not rows:
-        raise ValueError(f"no summaries uploaded for {', '.join(gateways)}" + (f" / {', '.join(devices)}" if devices else ""))
+        raise ValueError(
+            f"no summaries uploaded for {', '.join(gateways)}" + (f" / {', '.join(devices)}" if devices else "")
+        )
     per_minute = float(np.median([r[3] for r in rows]))
-    spec = FeatureSpec(tuple(channels), window_s=60.0, hop_s=60.0, stats=STATS,
-                       sample_period_s=min(60.0, 60.0 / max(per_minute, 1.0)))  # fmt: skip
+    spec = FeatureSpec(
+        tuple(channels), window_s=60.0, hop_s=60.0, stats=STATS, sample_period_s=min(60.0, 60.0 / max(per_minute, 1.0))
+    )
     features = np.vstack([r[2] for r in rows])
     ends = np.array([r[1] + 60_000 for r in rows], dtype=np.int64)
     row_devices = sorted({r[0] for r in rows})
-    progress(f"{len(rows)} minutes of {len(row_devices)} device(s) ({excluded} near alerts left out), "
-             f"channels {', '.join(channels)}")  # fmt: skip
+    progress(
+        f"{len(rows)} minutes of {len(row_devices)} device(s) ({excluded} near alerts left out), "
+        f"channels {', '.join(channels)}"
+    )
     home = shelf / scope_folder / name
     existing = [int(p.name) for p in home.iterdir() if p.name.isdigit()] if home.is_dir() else []
     # above anything published and anything a gateway reported running (it may have trained its own)
-    reported = [int(r["payload"]["version"]) for g in gateways for r in storage.records(g, "model_event")
-                if r["payload"].get("name") == name and isinstance(r["payload"].get("version"), int)]  # fmt: skip
+    reported = [
+        int(r["payload"]["version"])
+        for g in gateways
+        for r in storage.records(g, "model_event")
+        if r["payload"].get("name") == name and isinstance(r["payload"].get("version"), int)
+    ]
     version = max(existing + reported, default=0) + 1
-    trained = train_bundle(features, ends, spec, name=name, version=version,
-                           source=f"cloud:{'+'.join(gateways)}", trees=trees, scale_floor=scale_floor,
-                           devices=[r[0] for r in rows] if len(row_devices) > 1 else None, progress=progress)  # fmt: skip
+    trained = train_bundle(
+        features,
+        ends,
+        spec,
+        name=name,
+        version=version,
+        source=f"cloud:{'+'.join(gateways)}",
+        trees=trees,
+        scale_floor=scale_floor,
+        devices=[r[0] for r in rows] if len(row_devices) > 1 else None,
+        progress=progress,
+    )
     home.mkdir(parents=True, exist_ok=True)
     staging = home / f".staging-{version}"
     write_bundle(staging, trained.manifest, trained.files, load_private_key(key_path))

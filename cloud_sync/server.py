@@ -76,7 +76,9 @@ class BundleShelf:
             if not folder.is_dir():
                 continue
             for name_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-                versions = [int(v.name) for v in name_dir.iterdir() if v.name.isdigit() and (v / "manifest.sig").exists()]
+                versions = [
+                    int(v.name) for v in name_dir.iterdir() if v.name.isdigit() and (v / "manifest.sig").exists()
+                ]
                 if versions:
                     out.append((name_dir.name, max(versions), name_dir / str(max(versions))))
         return out
@@ -130,7 +132,9 @@ class Handler(BaseHTTPRequestHandler):
         if gateway is None:
             return
         if self.path == "/v1/models":
-            listing = [{"name": n, "version": v, "url": f"/v1/models/{n}/{v}"} for n, v, _ in self.server.shelf.latest(gateway)]
+            listing = [
+                {"name": n, "version": v, "url": f"/v1/models/{n}/{v}"} for n, v, _ in self.server.shelf.latest(gateway)
+            ]
             body = json.dumps({"models": listing}).encode()
             etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
             if self.headers.get("If-None-Match") == etag:
@@ -160,7 +164,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         batch_id = self.headers.get("Idempotency-Key", "")
         if not _KEY.match(batch_id):
-            self._reply(HTTPStatus.BAD_REQUEST, {"error": "Idempotency-Key header required (1-200 of [A-Za-z0-9:/_.@-])"})
+            self._reply(
+                HTTPStatus.BAD_REQUEST, {"error": "Idempotency-Key header required (1-200 of [A-Za-z0-9:/_.@-])"}
+            )
             return
         length = int(self.headers.get("Content-Length") or 0)
         if not 0 < length <= MAX_BODY:
@@ -177,8 +183,13 @@ class Handler(BaseHTTPRequestHandler):
                 raw = body
             records = json.loads(raw)["records"]
             if not isinstance(records, list) or not all(
-                isinstance(r, dict) and set(r) == {"key", "kind", "payload"} and isinstance(r["key"], str)
-                and _KEY.match(r["key"]) and isinstance(r["kind"], str) and _KEY.match(r["kind"]) for r in records
+                isinstance(r, dict)
+                and set(r) == {"key", "kind", "payload"}
+                and isinstance(r["key"], str)
+                and _KEY.match(r["key"])
+                and isinstance(r["kind"], str)
+                and _KEY.match(r["kind"])
+                for r in records
             ):
                 raise ValueError("records must be objects with key, kind and payload")
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -192,8 +203,14 @@ class CloudServer(ThreadingHTTPServer):
     allow_reuse_address = True
     daemon_threads = False  # server_close() waits for requests in flight: an answered batch is stored
 
-    def __init__(self, address: tuple[str, int], storage: Storage, tokens: Tokens, shelf: BundleShelf,
-                 handler: type[Handler] = Handler):  # fmt: skip
+    def __init__(
+        self,
+        address: tuple[str, int],
+        storage: Storage,
+        tokens: Tokens,
+        shelf: BundleShelf,
+        handler: type[Handler] = Handler,
+    ):
         super().__init__(address, handler)
         self.storage = storage
         self.tokens = tokens
@@ -205,7 +222,14 @@ class CloudServer(ThreadingHTTPServer):
         return thread
 
 
-def open_server(data_dir: Path, host: str = "127.0.0.1", port: int = 8080, handler: type[Handler] = Handler) -> CloudServer:
+def open_server(
+    data_dir: Path, host: str = "127.0.0.1", port: int = 8080, handler: type[Handler] = Handler
+) -> CloudServer:
     data_dir.mkdir(parents=True, exist_ok=True)
-    return CloudServer((host, port), SqliteStorage(data_dir / "cloud.sqlite3"), Tokens(data_dir / "tokens"),
-                       BundleShelf(data_dir / "bundles"), handler)  # fmt: skip
+    return CloudServer(
+        (host, port),
+        SqliteStorage(data_dir / "cloud.sqlite3"),
+        Tokens(data_dir / "tokens"),
+        BundleShelf(data_dir / "bundles"),
+        handler,
+    )

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from gatewayd.clock import now_ms
 
+
 class Storage(Protocol):
     def accept_batch(self, gateway: str, batch_id: str, records: list[dict], wire_bytes: int) -> tuple[int, bool]:
         """Store a batch's records once each; returns (records new to the store, batch seen before)."""
@@ -41,8 +42,9 @@ class SqliteStorage:
         now = now_ms()
         with self.lock, self.conn:
             self.conn.execute("BEGIN IMMEDIATE")
-            seen = self.conn.execute("SELECT 1 FROM batches WHERE gateway = ? AND batch_id = ?",
-                                     (gateway, batch_id)).fetchone()  # fmt: skip
+            seen = self.conn.execute(
+                "SELECT 1 FROM batches WHERE gateway = ? AND batch_id = ?", (gateway, batch_id)
+            ).fetchone()
             if seen:
                 return 0, True
             before = self.conn.total_changes
@@ -51,7 +53,9 @@ class SqliteStorage:
                 [(gateway, r["key"], r["kind"], json.dumps(r["payload"], sort_keys=True), now) for r in records],
             )
             new = self.conn.total_changes - before
-            self.conn.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?)", (gateway, batch_id, now, wire_bytes, len(records)))
+            self.conn.execute(
+                "INSERT INTO batches VALUES (?, ?, ?, ?, ?)", (gateway, batch_id, now, wire_bytes, len(records))
+            )
             return new, False
 
     def records(self, gateway: str, kind: str | None = None) -> list[dict]:

@@ -82,10 +82,21 @@ class UploadError(CloudSyncError):
 
 
 class Uploader:
-    def __init__(self, store: Store, state_path: Path, url: str, token: str, *, gateway: str,
-                 ca_file: str | None = None, batch_records: int = 500, daily_budget_bytes: int = 50_000_000,
-                 timeout_s: float = 30.0, status_path: Path | None = None,
-                 now_ms: Callable[[], int] = now_ms):  # fmt: skip
+    def __init__(
+        self,
+        store: Store,
+        state_path: Path,
+        url: str,
+        token: str,
+        *,
+        gateway: str,
+        ca_file: str | None = None,
+        batch_records: int = 500,
+        daily_budget_bytes: int = 50_000_000,
+        timeout_s: float = 30.0,
+        status_path: Path | None = None,
+        now_ms: Callable[[], int] = now_ms,
+    ):
         self.store = store
         self.state_path = state_path
         self.state = UploadState.load(state_path)
@@ -121,10 +132,17 @@ class Uploader:
         """Raw readings kept around anomalies (`Store.protect` spans), at full resolution."""
         out = []
         for window_id, device, channel, channel_id, start, end in self.store.kept_windows_after(
-                self.state.cursors.get("windows", 0), limit):  # fmt: skip
+            self.state.cursors.get("windows", 0), limit
+        ):
             block = self.store.channel_readings(channel_id, start, end)
-            payload = {"device": device, "channel": channel, "start_ms": start, "end_ms": end, "count": len(block),
-                       "block": codec.encode_window(block.ts_ms, block.values) if len(block) else None}  # fmt: skip
+            payload = {
+                "device": device,
+                "channel": channel,
+                "start_ms": start,
+                "end_ms": end,
+                "count": len(block),
+                "block": codec.encode_window(block.ts_ms, block.values) if len(block) else None,
+            }
             out.append(Record("windows", window_id, f"window:{window_id}", "window", payload, len(block)))
         return out
 
@@ -136,8 +154,16 @@ class Uploader:
         for minute, stats in self.store.minutes_of_all(after, closed, limit):
             readings = sum(c["count"] for d in stats.values() for c in d.values())
             devices = {device: codec.encode_summary(channels) for device, channels in stats.items()}
-            out.append(Record("summaries", minute, f"summary:{minute}", "summary", {"minute_ms": minute, "devices": devices},
-                              readings))  # fmt: skip
+            out.append(
+                Record(
+                    "summaries",
+                    minute,
+                    f"summary:{minute}",
+                    "summary",
+                    {"minute_ms": minute, "devices": devices},
+                    readings,
+                )
+            )
         return out
 
     def _health(self) -> list[Record]:
@@ -150,8 +176,9 @@ class Uploader:
         status = daemon_status.read(self.status_path)
         if status is None:
             return []
-        devices = {n: d.model_dump(include={"state", "consecutive_failures", "last_error"})
-                   for n, d in status.devices.items()}  # fmt: skip
+        devices = {
+            n: d.model_dump(include={"state", "consecutive_failures", "last_error"}) for n, d in status.devices.items()
+        }
         return [Record("health", minute, f"health:{minute}", "health", {"minute_ms": minute, "devices": devices})]
 
     def next_batch(self) -> list[Record]:
@@ -167,8 +194,10 @@ class Uploader:
             if source == "alerts":
                 found = self._outbox(source, OUTBOX_SOURCES["alerts"], room)
                 with self.lock:
-                    found += [Record("reports", 0, f"model-report:{r['ts_ms']}", "model_report", r)
-                              for r in self.model_reports[: max(0, room - len(found))]]  # fmt: skip
+                    found += [
+                        Record("reports", 0, f"model-report:{r['ts_ms']}", "model_report", r)
+                        for r in self.model_reports[: max(0, room - len(found))]
+                    ]
             elif source == "labels":
                 found = self._outbox(source, OUTBOX_SOURCES["labels"], room)
             elif source == "windows":
@@ -191,13 +220,24 @@ class Uploader:
     def send(self, batch: list[Record]) -> dict:
         keys = [r.key for r in batch]
         batch_id = "b:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()[:40]
-        body = gzip.compress(json.dumps({"gateway": self.gateway, "records": [
-            {"key": r.key, "kind": r.kind, "payload": r.payload} for r in batch]}).encode(), 6)  # fmt: skip
+        body = gzip.compress(
+            json.dumps(
+                {
+                    "gateway": self.gateway,
+                    "records": [{"key": r.key, "kind": r.kind, "payload": r.payload} for r in batch],
+                }
+            ).encode(),
+            6,
+        )
         try:
             # verify passed per request: a session's own setting loses to REQUESTS_CA_BUNDLE in the environment
-            response = self.session.post(f"{self.url}/v1/batches", data=body, timeout=self.timeout,
-                                         verify=self.session.verify, headers={
-                "Content-Type": "application/json", "Content-Encoding": "gzip", "Idempotency-Key": batch_id})  # fmt: skip
+            response = self.session.post(
+                f"{self.url}/v1/batches",
+                data=body,
+                timeout=self.timeout,
+                verify=self.session.verify,
+                headers={"Content-Type": "application/json", "Content-Encoding": "gzip", "Idempotency-Key": batch_id},
+            )
         except requests.RequestException as exc:
             raise UploadError(f"{exc.__class__.__name__}: {exc}") from None
         if response.status_code == 429 or response.status_code == 503:
@@ -220,8 +260,14 @@ class Uploader:
         self.state.save(self.state_path)
         return response.json()
 
-    def run(self, should_stop: Callable[[], bool], *, interval_s: float = 10.0, max_backoff_s: float = 300.0,
-            sleep: Callable[[float], None] = time.sleep) -> None:  # fmt: skip
+    def run(
+        self,
+        should_stop: Callable[[], bool],
+        *,
+        interval_s: float = 10.0,
+        max_backoff_s: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         """Upload until `should_stop()`; waits `interval_s` when there is nothing to send; on
         failure backs off exponentially with jitter (honouring Retry-After)."""
         failures = 0

@@ -57,7 +57,7 @@ def main():
     # The identity line edge-flash reads back after a deploy.
     print("node %d running: %d channels, register map %d, firmware %d.%d, %d bytes free" % (
         cfg.node_id, channel_count, regmap.MAP_VERSION, regmap.FW_VERSION >> 8, regmap.FW_VERSION & 0xFF,
-        gc.mem_free()))  # fmt: skip
+        gc.mem_free()))
     node.run(servers)
 
 

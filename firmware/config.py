@@ -80,7 +80,7 @@ def _channel(obj, path, period_ms, output_names):
     if not isinstance(obj, dict):
         _fail(path[:-1], "expected an object")
     _known(obj, ("name", "unit", "source", "sample_period_ms", "resolution", "physical", "bounds", "zscore",
-                 "rate", "consecutive", "clear_after", "severity", "trips"), path)  # fmt: skip
+                 "rate", "consecutive", "clear_after", "severity", "trips"), path)
     ch = ChannelConfig()
     ch.name = _get(obj, "name", path, str, required=True)
     if not 0 < len(ch.name) <= 12:
@@ -196,7 +196,7 @@ def steps(data, consume=False):
     configuration being built after the node's settings and after each channel, and the last
     time complete."""
     _known(data, ("node_id", "sample_period_ms", "reset_code", "reset_pin", "outputs", "channels",
-                  "modbus", "wifi", "watchdog_ms"), "")  # fmt: skip
+                  "modbus", "wifi", "watchdog_ms"), "")
     cfg = NodeConfig()
     cfg.node_id = _num(data, "node_id", "", 1, 247, required=True, kind=int)
     cfg.sample_period_ms = _num(data, "sample_period_ms", "", 10, 60000, 100, kind=int)
@@ -216,7 +216,7 @@ def steps(data, consume=False):
             _fail(path + "name", "used twice")
         names.append(name)
         cfg.outputs.append((name, _num(out, "pin", path, 0, 48, required=True, kind=int),
-                            _get(out, "active_high", path, bool, True)))  # fmt: skip
+                            _get(out, "active_high", path, bool, True)))
     if len(names) > MAX_OUTPUTS:
         _fail("outputs", "at most %d" % MAX_OUTPUTS)
     channels = _get(data, "channels", "", list, required=True)
@@ -303,7 +303,7 @@ def transports_only(path):
         raise ConfigError(ERR_SYNTAX, "no usable Modbus settings")
     minimal = {"node_id": data.get("node_id", 1), "reset_code": 1, "modbus": data.get("modbus", {}),
                "channels": [{"name": "none", "source": {"type": "sim", "signal": 0}, "resolution": 1,
-                             "physical": [0, 1], "bounds": [0, 1]}]}  # fmt: skip
+                             "physical": [0, 1], "bounds": [0, 1]}]}
     if "wifi" in data:
         minimal["wifi"] = data["wifi"]
     cfg = from_dict(minimal)

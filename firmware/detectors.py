@@ -123,7 +123,7 @@ class ChannelDetector:
         self.severity = bytearray(CHECKS)
         if severities is None:
             severities = (SEVERITY_CRITICAL, SEVERITY_WARNING, SEVERITY_CRITICAL, SEVERITY_CRITICAL,
-                          SEVERITY_WARNING, SEVERITY_WARNING)  # fmt: skip
+                          SEVERITY_WARNING, SEVERITY_WARNING)
         self.enabled = 0  # flag bits of the checks whose severity is not off
         for i in range(CHECKS):
             self.severity[i] = severities[i]

@@ -101,7 +101,7 @@ class UartPort:
             rtu["uart"], baudrate=rtu["baud"], bits=8,
             parity={"N": None, "E": 0, "O": 1}[rtu["parity"]], stop=rtu["stop_bits"],
             tx=rtu["tx"], rx=rtu["rx"], timeout=0, rxbuf=512,
-        )  # fmt: skip
+        )
         self.stream = self.uart
 
     def readinto(self, view):

@@ -222,7 +222,7 @@ class CsvSampler:
 
 class Board:
     def __init__(self, state_dir, port=None, bind="127.0.0.1", seed=1, scenarios=(), rtu_device=None, replay=None,
-                 rig=None):  # fmt: skip
+                 rig=None):
         self.replay = replay
         self.rig = rig
         self.state_dir = state_dir

@@ -39,17 +39,17 @@ def pump_config(unit, period_ms):
             "zscore": {"window": 32, "threshold": 6.0, "tunable": [3.0, 8.0]},
             "rate": {"limit": rate * horizon_s / 2.0, "horizon_s": horizon_s},
             "consecutive": 3, "trips": ["pump_enable"] if trips else [],
-        })  # fmt: skip
+        })
     return {
         "node_id": unit, "sample_period_ms": period_ms, "reset_code": 4242,
         "outputs": [{"name": "pump_enable", "pin": 25}], "channels": channels,
         "modbus": {"tcp": {"port": 502}}, "watchdog_ms": max(2000, 8 * period_ms),
-    }  # fmt: skip
+    }
 
 
 def parse_args(argv):
     opts: dict = {"port": 5020, "bind": "127.0.0.1", "unit": 1, "seed": 1, "period-ms": 100,
-            "config": None, "state-dir": None, "rtu": None, "replay": None, "rig": None}  # fmt: skip
+            "config": None, "state-dir": None, "rtu": None, "replay": None, "rig": None}
     faults = []
     i = 0
     while i < len(argv):
@@ -83,7 +83,7 @@ def main(argv):
         return 2
     state_dir = opts["state-dir"] or "/tmp/virtual-node-%d-%d" % (opts["unit"], opts["port"])
     board = Board(state_dir, port=opts["port"], bind=opts["bind"], seed=opts["seed"], scenarios=faults,
-                  rtu_device=opts["rtu"], replay=opts["replay"], rig=opts["rig"])  # fmt: skip
+                  rtu_device=opts["rtu"], replay=opts["replay"], rig=opts["rig"])
     cfg = None
     try:
         if opts["config"]:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import random
 
 
-def retry_delay(failures: int, *, first_s: float, max_s: float, jitter: float = 0.5,
-                rng: random.Random | None = None) -> float:  # fmt: skip
+def retry_delay(
+    failures: int, *, first_s: float, max_s: float, jitter: float = 0.5, rng: random.Random | None = None
+) -> float:
     """The wait after `failures` failures in a row (1 for the first): `first_s`, doubled for
     every further failure, at most `max_s`, then scaled by a uniform draw in [1 - jitter, 1]."""
     if failures < 1:

@@ -44,9 +44,14 @@ def boot_id() -> str | None:
 
 
 class WallClock:
-    def __init__(self, trust: str = "synchronized", *, wall_ns: Callable[[], int] | None = None,
-                 monotonic: Callable[[], float] | None = None,
-                 synchronized: Callable[[], bool | None] = _kernel_synchronized):  # fmt: skip
+    def __init__(
+        self,
+        trust: str = "synchronized",
+        *,
+        wall_ns: Callable[[], int] | None = None,
+        monotonic: Callable[[], float] | None = None,
+        synchronized: Callable[[], bool | None] = _kernel_synchronized,
+    ):
         self.trust = trust
         # looked up at each call, not bound now: tests (and libfaketime) move the clock under it
         self.wall_ns = wall_ns or (lambda: time.time_ns())
@@ -90,8 +95,12 @@ class WallClock:
         return self.wall_ns() / 1e9 - self.monotonic()
 
     def status(self) -> dict:
-        return {"synchronized": self.synchronized(), "trust": self.trust, "steps": self.steps,
-                "last_step_s": round(self.last_step_s, 3)}  # fmt: skip
+        return {
+            "synchronized": self.synchronized(),
+            "trust": self.trust,
+            "steps": self.steps,
+            "last_step_s": round(self.last_step_s, 3),
+        }
 
 
 def parse_time(text: str) -> int:

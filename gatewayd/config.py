@@ -35,11 +35,15 @@ class GatewaySection(_Section):
     state_dir: str = Field("/var/lib/gatewayd", description="Directory for the database and models.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     runtime_dir: str | None = Field(
-        None, description="Where the running daemon keeps its status (status.json); default: state_dir. "
-        "On tmpfs (/run/gatewayd, as packaged) it stays current when the state directory's disk fails.")
+        None,
+        description="Where the running daemon keeps its status (status.json); default: state_dir. "
+        "On tmpfs (/run/gatewayd, as packaged) it stays current when the state directory's disk fails.",
+    )
     trust_clock: Literal["synchronized", "always"] = Field(
-        "synchronized", description="synchronized: readings stamped while the kernel says the clock is not "
-        "synchronised yet (NTP) are marked; always: a clock kept by a real-time clock or by hand, never marked.")
+        "synchronized",
+        description="synchronized: readings stamped while the kernel says the clock is not "
+        "synchronised yet (NTP) are marked; always: a clock kept by a real-time clock or by hand, never marked.",
+    )
 
     @field_validator("state_dir")
     @classmethod
@@ -53,26 +57,35 @@ class GatewaySection(_Section):
 
 class StoreSection(_Section):
     batch_size: int = Field(
-        50_000, ge=1, le=1_000_000,
+        50_000,
+        ge=1,
+        le=1_000_000,
         description="Readings written per transaction at most; each channel's share becomes one block.",
-    )  # fmt: skip
+    )
     flush_interval_s: float = Field(1.0, gt=0, le=60, description="Longest time a reading waits in memory.")
     queue_readings: int = Field(
-        50_000, ge=1000, description="Readings held in memory before polling waits (about 80 bytes each).",
+        50_000,
+        ge=1000,
+        description="Readings held in memory before polling waits (about 80 bytes each).",
     )
     compact_after_s: float = Field(
-        60.0, ge=1, le=86_400,
+        60.0,
+        ge=1,
+        le=86_400,
         description="Blocks older than this are merged into blocks of up to 4096 readings (run as often).",
-    )  # fmt: skip
+    )
 
     checkpoint_interval_s: float = Field(
-        10.0, ge=1, le=3600,
+        10.0,
+        ge=1,
+        le=3600,
         description="WAL checkpoint period: the most a power cut can take back (see docs/store.md).",
-    )  # fmt: skip
+    )
     disk_budget_mb: float = Field(
-        2048.0, gt=0,
+        2048.0,
+        gt=0,
         description="Data kept on disk at most; past it, routine data is evicted oldest first (alerts never).",
-    )  # fmt: skip
+    )
 
     @model_validator(mode="after")
     def _queue_holds_a_batch(self) -> StoreSection:
@@ -96,10 +109,14 @@ class MqttSection(_Section):
     discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+]+$")
     backlog_messages: int = Field(100_000, ge=100, description="Unpublished messages kept in SQLite at most.")
     command_secret_file: str | None = Field(
-        None, description="File holding the shared secret that signs commands on .../command (docs/mqtt.md); "
-        "16 characters at least, must not be world-readable.")
+        None,
+        description="File holding the shared secret that signs commands on .../command (docs/mqtt.md); "
+        "16 characters at least, must not be world-readable.",
+    )
     accept_unauthenticated_commands: bool = Field(
-        False, description="Apply unsigned commands: only where the broker's ACLs let no one else publish on .../command.")
+        False,
+        description="Apply unsigned commands: only where the broker's ACLs let no one else publish on .../command.",
+    )
 
 
 class BusSection(_Section):
@@ -129,7 +146,9 @@ class RegisterSection(_Section):
     def _type_fits_table(self) -> RegisterSection:
         bits = self.table in ("coil", "discrete")
         if bits != (self.type == "bit"):
-            raise ValueError(f"type {self.type!r} does not fit table {self.table!r}: coils and discrete inputs are 'bit'")
+            raise ValueError(
+                f"type {self.type!r} does not fit table {self.table!r}: coils and discrete inputs are 'bit'"
+            )
         return self
 
 
@@ -173,7 +192,9 @@ class CloudSection(_Section):
     url: str = Field(pattern=r"^https?://", description="The cloud endpoint's base URL (docs/cloud-api.md).")
     token_file: str = Field(description="File holding this gateway's bearer token; must not be world-readable.")
     ca_file: str | None = Field(None, description="CA bundle for the endpoint's certificate (default: system CAs).")
-    daily_budget_mb: float = Field(50.0, gt=0, description="Past it, only alerts and anomaly windows go up until tomorrow (UTC).")
+    daily_budget_mb: float = Field(
+        50.0, gt=0, description="Past it, only alerts and anomaly windows go up until tomorrow (UTC)."
+    )
     batch_records: int = Field(500, ge=1, le=10_000, description="Records per upload at most.")
     interval_s: float = Field(10.0, gt=0, description="How often the outbox is looked at when idle.")
     timeout_s: float = Field(30.0, gt=0, description="HTTP timeout.")
@@ -192,61 +213,109 @@ class DetectionSection(_Section):
     window_s: float = Field(10.0, gt=0, le=3600, description="Window length.")
     hop_s: float = Field(5.0, gt=0, le=3600, description="A window closes every hop_s.")
     stats: list[Literal["mean", "std", "min", "max", "last", "slope"]] = Field(
-        default_factory=lambda: ["mean"], min_length=1, description="Statistics per channel and window.")
-    pairs: list[list[str]] = Field(default_factory=list, description='Channel pairs whose difference is a channel too, e.g. [["stage1", "stage2"]].')
+        default_factory=lambda: ["mean"], min_length=1, description="Statistics per channel and window."
+    )
+    pairs: list[list[str]] = Field(
+        default_factory=list,
+        description='Channel pairs whose difference is a channel too, e.g. [["stage1", "stage2"]].',
+    )
     fft_channels: list[str] = Field(default_factory=list, description="Fast channels that get FFT band energies.")
     fft_bands: int = Field(4, ge=1, le=64, description="Bands per FFT channel.")
     false_alarms_per_day: float = Field(
-        DEFAULT_BUDGET, gt=0, le=10_000, description="False-alarm budget: each score's alarm level is set from the "
-        "device's own calibration windows so that normal operation exceeds it this often (each window counted).")
+        DEFAULT_BUDGET,
+        gt=0,
+        le=10_000,
+        description="False-alarm budget: each score's alarm level is set from the "
+        "device's own calibration windows so that normal operation exceeds it this often (each window counted).",
+    )
     scores: list[Literal["iforest", "autoencoder", "pca_t2", "pca_q"]] = Field(
-        default_factory=lambda: list(DEFAULT_SCORES), min_length=1, max_length=4,
-        description="Scores that decide (all are computed and shown): PCA T² and Q, autoencoder error, forest score.")
-    combine: Literal["any", "majority", "weighted"] = Field("any", description="How the deciding scores' ratios combine.")
-    weights: list[float] | None = Field(None, min_length=1, max_length=4,
-                                        description="One weight per deciding score for combine = weighted (default: equal).")
-    scale_floor: float = Field(SCALE_FLOOR, ge=0, lt=1, description="Training: a feature's spread is at least this "
-                               "share of its level (changes within sensor accuracy never alarm alone).")
-    margins: list[float] | None = Field(None, description="Replaced by false_alarms_per_day; ignored (a warning is logged).")
+        default_factory=lambda: list(DEFAULT_SCORES),
+        min_length=1,
+        max_length=4,
+        description="Scores that decide (all are computed and shown): PCA T² and Q, autoencoder error, forest score.",
+    )
+    combine: Literal["any", "majority", "weighted"] = Field(
+        "any", description="How the deciding scores' ratios combine."
+    )
+    weights: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=4,
+        description="One weight per deciding score for combine = weighted (default: equal).",
+    )
+    scale_floor: float = Field(
+        SCALE_FLOOR,
+        ge=0,
+        lt=1,
+        description="Training: a feature's spread is at least this "
+        "share of its level (changes within sensor accuracy never alarm alone).",
+    )
+    margins: list[float] | None = Field(
+        None, description="Replaced by false_alarms_per_day; ignored (a warning is logged)."
+    )
     baseline_follow_windows: float = Field(
-        DEFAULT_FOLLOW_WINDOWS, ge=0, le=100_000, description="Time constant, in window lengths, with which the level "
+        DEFAULT_FOLLOW_WINDOWS,
+        ge=0,
+        le=100_000,
+        description="Time constant, in window lengths, with which the level "
         "the models compare against follows windows judged clearly normal (slow normal change); 0 keeps the "
-        "training state.")
+        "training state.",
+    )
     open_after: int = Field(3, ge=1, description="Alarming windows in a row that open an incident.")
     close_after: int = Field(5, ge=1, description="Quiet windows in a row that close it.")
     critical_ratio: float = Field(2.0, gt=1, description="Combined ratio at which an incident is critical.")
-    false_alarm_rate: float | None = Field(None, description="Replaced by false_alarms_per_day; ignored (a warning is logged).")
+    false_alarm_rate: float | None = Field(
+        None, description="Replaced by false_alarms_per_day; ignored (a warning is logged)."
+    )
     trees: int = Field(100, ge=10, le=500, description="Isolation trees in locally trained models.")
     scope: Literal["device", "segment", "global"] = Field(
-        "device", description="One model per device, per segment of similar devices, or one for all devices "
-        "(each scaled by its own scaler).")
+        "device",
+        description="One model per device, per segment of similar devices, or one for all devices "
+        "(each scaled by its own scaler).",
+    )
     segments: list[SegmentSection] = Field(default_factory=list, description="With scope = segment.")
     bootstrap_minutes: float = Field(30.0, ge=0.5, description="Data collected before the first local training.")
     lifecycle: Literal["static", "periodic", "disposable"] = Field(
-        "static", description="static: keep a model; periodic: retrain every retrain_hours from recent normal "
-        "windows; disposable: the same, training on the last train_hours only and dropping the old bundle.")
+        "static",
+        description="static: keep a model; periodic: retrain every retrain_hours from recent normal "
+        "windows; disposable: the same, training on the last train_hours only and dropping the old bundle.",
+    )
     retrain_hours: float = Field(24.0, gt=0, description="Retraining period (periodic, disposable).")
     train_hours: float = Field(4.0, gt=0, description="History a disposable model is trained on.")
     health_windows: int = Field(20, ge=1, description="A replacement bundle's health check: its first windows.")
     health_max_alert_rate: float = Field(
-        0.3, ge=0, le=1, description="Above this share of alarming windows in its health check, a bundle is rolled back.")
+        0.3,
+        ge=0,
+        le=1,
+        description="Above this share of alarming windows in its health check, a bundle is rolled back.",
+    )
     drift_threshold: float = Field(
-        50.0, gt=0, description="Page-Hinkley threshold on scores and feature means, in standard deviations.")
+        50.0, gt=0, description="Page-Hinkley threshold on scores and feature means, in standard deviations."
+    )
     retrain_on_drift: bool = Field(False, description="Retrain from recent normal windows when drift is detected.")
     drift_alert_holdoff_s: float = Field(
-        3600.0, ge=0, description="After a device's drift alert closes, no new one opens for it before this "
-        "(changes meanwhile are logged once and counted, not alerted).")
+        3600.0,
+        ge=0,
+        description="After a device's drift alert closes, no new one opens for it before this "
+        "(changes meanwhile are logged once and counted, not alerted).",
+    )
     min_precision: float = Field(0.8, ge=0, le=1, description="Feedback: below it, thresholds rise.")
     min_recall: float = Field(0.95, ge=0, le=1, description="Feedback: below it, thresholds fall.")
-    multiplier_bounds: list[float] = Field(default_factory=lambda: [0.7, 2.0], min_length=2, max_length=2,
-                                           description="Feedback never moves a threshold outside these factors.")
+    multiplier_bounds: list[float] = Field(
+        default_factory=lambda: [0.7, 2.0],
+        min_length=2,
+        max_length=2,
+        description="Feedback never moves a threshold outside these factors.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DetectionSection:
         if self.hop_s > self.window_s:
             raise ValueError(f"hop_s ({self.hop_s}) must not exceed window_s ({self.window_s})")
         if self.weights is not None and len(self.weights) != len(self.scores):
-            raise ValueError(f"weights needs one value per deciding score ({len(self.scores)}: {', '.join(self.scores)})")
+            raise ValueError(
+                f"weights needs one value per deciding score ({len(self.scores)}: {', '.join(self.scores)})"
+            )
         lo, hi = self.multiplier_bounds
         if not 0 < lo <= 1 <= hi:
             raise ValueError("multiplier_bounds must satisfy 0 < low <= 1 <= high")
@@ -269,17 +338,22 @@ def is_loopback(host: str) -> bool:
 
 class DashboardSection(_Section):
     enabled: bool = Field(False, description="Serve the web dashboard (docs/dashboard.md).")
-    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on; other than loopback needs token_file.")
+    host: str = Field(
+        "127.0.0.1", min_length=1, description="Address to listen on; other than loopback needs token_file."
+    )
     port: int = Field(8080, ge=1, le=65535)
     token_file: str | None = Field(
-        None, description="File holding the operators' token (16 characters at least); must not be world-readable.")
+        None, description="File holding the operators' token (16 characters at least); must not be world-readable."
+    )
     refresh_s: float = Field(2.0, ge=0.5, le=60, description="How often an open page asks for news.")
 
     @model_validator(mode="after")
     def _lan_needs_a_token(self) -> DashboardSection:
         if not is_loopback(self.host) and self.token_file is None:
-            raise ValueError(f"host {self.host!r} is reachable from other machines: set token_file "
-                             "(or bind to 127.0.0.1 and use an SSH tunnel)")  # fmt: skip
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines: set token_file "
+                "(or bind to 127.0.0.1 and use an SSH tunnel)"
+            )
         return self
 
 
@@ -356,8 +430,10 @@ def load_config(path: str | Path) -> Config:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError(f"{path}:{line}: not UTF-8 text: byte {raw[exc.start]:#04x} at column {column} "
-                          "(TOML files are UTF-8; save it as UTF-8)") from None  # fmt: skip
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text: byte {raw[exc.start]:#04x} at column {column} "
+            "(TOML files are UTF-8; save it as UTF-8)"
+        ) from None
     config = parse_config(text, str(path))
     check_files(config, text, str(path))
     return config
@@ -376,7 +452,9 @@ def state_dir_problem(config: Config, text: str = "", source: str = "<config>") 
         return f"{where}: gateway.state_dir: {existing} is not a directory"
     if not os.access(existing, os.W_OK | os.X_OK):
         read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
-        reason = "the file system is read-only" if read_only else f"no write permission for this user (uid {os.getuid()})"
+        reason = (
+            "the file system is read-only" if read_only else f"no write permission for this user (uid {os.getuid()})"
+        )
         what = "cannot write to" if existing == path else f"cannot create {path}: cannot write to"
         return f"{where}: gateway.state_dir: {what} {existing}: {reason}"
     from gatewayd.store.database import DB_NAME
@@ -390,8 +468,16 @@ def state_dir_problem(config: Config, text: str = "", source: str = "<config>") 
 def check_files(config: Config, text: str = "", source: str = "<config>") -> None:
     """Files the configuration points at: present, readable, and secrets not world-readable
     (tokens also long enough)."""
-    def check(loc: tuple[str, ...], name: str | None, *, secret: bool = False, min_chars: int = 0, hint: str = "",
-              label: str | None = None) -> None:  # fmt: skip
+
+    def check(
+        loc: tuple[str, ...],
+        name: str | None,
+        *,
+        secret: bool = False,
+        min_chars: int = 0,
+        hint: str = "",
+        label: str | None = None,
+    ) -> None:
         if name is None:
             return
         line = locate(text, loc)
@@ -402,25 +488,38 @@ def check_files(config: Config, text: str = "", source: str = "<config>") -> Non
             content = Path(name).read_bytes()
             token = content.decode("utf-8").strip() if min_chars else ""
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{where}: {label}: cannot read {name}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise ConfigError(
+                f"{where}: {label}: cannot read {name}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
         if secret and mode & 0o004:
             raise ConfigError(f"{where}: {label}: {name} is world-readable; chmod o-r it")
         if len(token) < min_chars:
-            raise ConfigError(f"{where}: {label}: {name} holds {len(token)} characters, at least {min_chars} are "
-                              f"needed (e.g. {hint})")  # fmt: skip
+            raise ConfigError(
+                f"{where}: {label}: {name} holds {len(token)} characters, at least {min_chars} are needed (e.g. {hint})"
+            )
 
     if config.cloud is not None:
         check(("cloud", "token_file"), config.cloud.token_file, secret=True)
         check(("cloud", "ca_file"), config.cloud.ca_file)
-    check(("dashboard", "token_file"), config.dashboard.token_file, secret=True, min_chars=MIN_TOKEN_CHARS,
-          hint="openssl rand -hex 16")  # fmt: skip
+    check(
+        ("dashboard", "token_file"),
+        config.dashboard.token_file,
+        secret=True,
+        min_chars=MIN_TOKEN_CHARS,
+        hint="openssl rand -hex 16",
+    )
     for i, name in enumerate(config.models.public_keys):
         check(("models", "public_keys"), name, label=f"models.public_keys[{i}]")
     if config.mqtt is not None:
         check(("mqtt", "password_file"), config.mqtt.password_file, secret=True)
         check(("mqtt", "ca_file"), config.mqtt.ca_file)
-        check(("mqtt", "command_secret_file"), config.mqtt.command_secret_file, secret=True, min_chars=MIN_TOKEN_CHARS,
-              hint="openssl rand -hex 32")  # fmt: skip
+        check(
+            ("mqtt", "command_secret_file"),
+            config.mqtt.command_secret_file,
+            secret=True,
+            min_chars=MIN_TOKEN_CHARS,
+            hint="openssl rand -hex 32",
+        )
 
 
 def describe_validation_error(exc: ValidationError, text: str, source: str) -> str:

@@ -63,8 +63,9 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
     buses = {b.name: RtuBus(b) for b in config.buses}
     for device in config.devices:
         link = RtuLink(device, buses[device.bus]) if device.transport == "rtu" and device.bus else TcpLink(device)
-        gateway.pollers[device.name] = Poller(device, fanout, worker.register, link=link, events=edge_alerts.observe,
-                                              wall_ms=clock.now_ms)  # fmt: skip
+        gateway.pollers[device.name] = Poller(
+            device, fanout, worker.register, link=link, events=edge_alerts.observe, wall_ms=clock.now_ms
+        )
     log.info("gatewayd started: %d devices, store %s", len(config.devices), worker.path)
     try:
         await _serve(gateway, writer, Supervisor(gateway, store.minute_of_all), stop, ready)
@@ -81,14 +82,17 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
     return gateway
 
 
-async def _serve(gateway: Gateway, writer: Writer, supervisor: Supervisor, stop: asyncio.Event,
-                 ready: asyncio.Future[Gateway] | None) -> None:  # fmt: skip
+async def _serve(
+    gateway: Gateway, writer: Writer, supervisor: Supervisor, stop: asyncio.Event, ready: asyncio.Future[Gateway] | None
+) -> None:
     """Every part as one task until `stop`; then the pollers first (each finishes the request
     in flight), the other parts after, and what is still queued goes to disk."""
     parts = {"mqtt": gateway.publisher, "detection": gateway.detection, "dashboard": gateway.dashboard}
     async with asyncio.TaskGroup() as tasks:
-        others = [tasks.create_task(writer.run(stop), name="store-writer"),
-                  tasks.create_task(supervisor.run(stop), name="supervisor")]  # fmt: skip
+        others = [
+            tasks.create_task(writer.run(stop), name="store-writer"),
+            tasks.create_task(supervisor.run(stop), name="supervisor"),
+        ]
         others += [tasks.create_task(part.run(stop), name=name) for name, part in parts.items() if part is not None]
         polls = [tasks.create_task(p.run(stop), name=f"poll-{n}") for n, p in gateway.pollers.items()]
         service.notify("READY=1\nSTATUS=" + gateway.status_line())

@@ -19,8 +19,13 @@ from gatewayd.store.writer import ReadingQueue
 class ReadingFanout:
     """The pollers' sink: `await fanout(batch)`."""
 
-    def __init__(self, queue: ReadingQueue, detection: DetectionStage | None, publisher: Publisher | None,
-                 pollers: Mapping[str, Poller]):  # fmt: skip
+    def __init__(
+        self,
+        queue: ReadingQueue,
+        detection: DetectionStage | None,
+        publisher: Publisher | None,
+        pollers: Mapping[str, Poller],
+    ):
         self.queue = queue
         self.detection = detection
         self.publisher = publisher
@@ -34,8 +39,9 @@ class ReadingFanout:
         if self.detection is not None:
             self.detection.offer(device, ts_ms, {r.channel: r.value for r in batch})
         if self.publisher is not None:
-            self.publisher.telemetry(device, ts_ms, {r.channel: r.value for r in batch},
-                                     self.pollers[device].health.units)  # fmt: skip
+            self.publisher.telemetry(
+                device, ts_ms, {r.channel: r.value for r in batch}, self.pollers[device].health.units
+            )
 
 
 class AlertFanout:

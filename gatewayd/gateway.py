@@ -55,30 +55,52 @@ class Gateway:
         """What `gatewayd status` shows of the running daemon (written to status.json). The
         monotonic time and boot id let a reader tell the status's age whatever the wall clock did."""
         return DaemonStatus(
-            ts_ms=now_ms(), monotonic_s=time.monotonic(), boot_id=boot_id(), pid=os.getpid(),
-            devices={name: DeviceStatus(state=p.health.state, consecutive_failures=p.health.consecutive_failures,
-                                        last_error=p.health.last_error, polls=p.health.polls,
-                                        readings=p.health.readings, skipped_ticks=p.skipped_ticks)
-                     for name, p in self.pollers.items()},
-            writer=WriterStatus(written=self.writer.written, batches=self.writer.batches, queued=self.writer.queued,
-                                compacted_blocks=self.writer.compacted),
-            store=StoreStatus(**self.worker.status(), disk_bytes=self.worker.disk_bytes(),
-                              budget_bytes=int(self.config.store.disk_budget_mb * 1e6)),
+            ts_ms=now_ms(),
+            monotonic_s=time.monotonic(),
+            boot_id=boot_id(),
+            pid=os.getpid(),
+            devices={
+                name: DeviceStatus(
+                    state=p.health.state,
+                    consecutive_failures=p.health.consecutive_failures,
+                    last_error=p.health.last_error,
+                    polls=p.health.polls,
+                    readings=p.health.readings,
+                    skipped_ticks=p.skipped_ticks,
+                )
+                for name, p in self.pollers.items()
+            },
+            writer=WriterStatus(
+                written=self.writer.written,
+                batches=self.writer.batches,
+                queued=self.writer.queued,
+                compacted_blocks=self.writer.compacted,
+            ),
+            store=StoreStatus(
+                **self.worker.status(),
+                disk_bytes=self.worker.disk_bytes(),
+                budget_bytes=int(self.config.store.disk_budget_mb * 1e6),
+            ),
             clock=ClockStatus(**self.clock.status()),
-            mqtt=None if self.publisher is None else {
-                "connected": self.publisher.connected, "published": self.publisher.published,
-                "queued": self.publisher.queue.qsize(), "backlogged": self.publisher.backlogged,
+            mqtt=None
+            if self.publisher is None
+            else {
+                "connected": self.publisher.connected,
+                "published": self.publisher.published,
+                "queued": self.publisher.queue.qsize(),
+                "backlogged": self.publisher.backlogged,
                 "dropped": self.publisher.dropped,
             },
             alerts=self.alerts,
             detection=None if self.detection is None else self.detection.status(),
-        )  # fmt: skip
+        )
 
     def status_line(self) -> str:
         states = [h.state for h in self.health().values()]
         online = states.count("online")
-        line = (f"{online}/{len(states)} devices online, {self.writer.written} readings stored, "
-                f"{self.writer.queued} queued")  # fmt: skip
+        line = (
+            f"{online}/{len(states)} devices online, {self.writer.written} readings stored, {self.writer.queued} queued"
+        )
         state, why = self.worker.state()
         if state != "ok":
             line = f"STORE {state.upper().replace('_', ' ')}: {why}; " + line

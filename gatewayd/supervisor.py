@@ -79,8 +79,10 @@ class Supervisor:
         A wall-clock step moves the schedule with it instead of replaying or waiting out the gap."""
         due = (self.gateway.clock.now_ms() - int(2000 * self.config.store.flush_interval_s)) // 60_000 * 60_000 - 60_000
         if due - summarised > SUMMARY_CATCH_UP_MS or summarised - due > 2 * 60_000:
-            log.warning("wall clock stepped: minute summaries go on from %s",
-                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(due / 1000)))  # fmt: skip
+            log.warning(
+                "wall clock stepped: minute summaries go on from %s",
+                time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(due / 1000)),
+            )
             summarised = due
         while summarised <= due:
             try:

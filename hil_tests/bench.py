@@ -162,9 +162,7 @@ class Bench:
             elif now - quiet_since >= self.settle_s():
                 return
             if now > deadline:
-                raise AssertionError(
-                    f"channel {self.channel} not clear of its checks for {self.settle_s():g} s"
-                )
+                raise AssertionError(f"channel {self.channel} not clear of its checks for {self.settle_s():g} s")
             time.sleep(self.period_s / 2)
 
     def make_healthy(self) -> None:

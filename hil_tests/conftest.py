@@ -30,9 +30,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--port", help="console (USB serial) of the node under test; without it, the virtual board")
     g.addoption("--inventory", help="inventory holding the node's entry (with --port)")
     g.addoption("--node", help="node id in the inventory (default: its first node)")
-    g.addoption(
-        "--modbus-port", help="USB-RS485 adapter on the node's bus: Modbus RTU, settings from the inventory"
-    )
+    g.addoption("--modbus-port", help="USB-RS485 adapter on the node's bus: Modbus RTU, settings from the inventory")
     g.addoption("--modbus-host", help="HOST[:PORT] of the node's Modbus TCP")
     g.addoption("--rig", help="MODULE:FACTORY that builds the I/O rig; factory(pytest_config) -> rig")
     g.addoption("--channel", help="channel the rig drives (default: the first that trips an output)")
@@ -57,8 +55,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def bench(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-          record_testsuite_property) -> Iterator[Bench]:  # fmt: skip
+def bench(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, record_testsuite_property
+) -> Iterator[Bench]:
     config = request.config
     if config.getoption("--port"):
         made = _real_bench(config)
@@ -68,7 +67,8 @@ def bench(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         b.slack_s = config.getoption("--slack-ms") / 1000
         b.frames = config.getoption("--malformed-frames")
         b.rtu_frames = config.getoption("--rtu-frames") or (
-            min(b.frames, VIRTUAL_RTU_FRAMES) if b.virtual else b.frames)  # fmt: skip
+            min(b.frames, VIRTUAL_RTU_FRAMES) if b.virtual else b.frames
+        )
         if config.getoption("--channel"):
             names = b.plan.channels
             if config.getoption("--channel") not in names:
@@ -115,16 +115,17 @@ class _virtual_bench:
         node_tty, adapter_tty = self.folder / "node-tty", self.folder / "adapter-tty"
         socat = shutil.which("socat")
         assert socat, "socat is missing: make test installs it (Debian package socat)"
-        self.socat = subprocess.Popen([socat, f"pty,raw,echo=0,link={node_tty}", f"pty,raw,echo=0,link={adapter_tty}"],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        self.socat = subprocess.Popen(
+            [socat, f"pty,raw,echo=0,link={node_tty}", f"pty,raw,echo=0,link={adapter_tty}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 5
         while not (node_tty.exists() and adapter_tty.exists()):
             assert time.monotonic() < deadline, "socat did not make the RS-485 stand-in (a pty pair)"
             time.sleep(0.02)
         tcp_port = free_port()
-        text = VIRTUAL_INVENTORY.format(
-            period_ms=100, watchdog_ms=1000, tcp_port=tcp_port, rtu_device=node_tty
-        )
+        text = VIRTUAL_INVENTORY.format(period_ms=100, watchdog_ms=1000, tcp_port=tcp_port, rtu_device=node_tty)
         (self.folder / "bench.toml").write_text(text)
         plan = parse_inventory(text, str(self.folder / "bench.toml"), FIRMWARE).plan("bench-1")
         self.board = VirtualBoard(self.folder / "flash", console_log=self.folder / "console.log")
@@ -165,17 +166,19 @@ class _real_bench:
         modbus = plan.config.get("modbus", {})
         if opt("--modbus-port"):
             rtu = modbus.get("rtu") or {}
-            self.link = NodeLink("rtu", plan.unit, device=opt("--modbus-port"), baud=rtu.get("baud", 19200),
-                                 parity=rtu.get("parity", "E"), stop_bits=rtu.get("stop_bits", 1))  # fmt: skip
+            self.link = NodeLink(
+                "rtu",
+                plan.unit,
+                device=opt("--modbus-port"),
+                baud=rtu.get("baud", 19200),
+                parity=rtu.get("parity", "E"),
+                stop_bits=rtu.get("stop_bits", 1),
+            )
         elif opt("--modbus-host"):
             host, _, port = opt("--modbus-host").partition(":")
-            self.link = NodeLink(
-                "tcp", plan.unit, host=host, port=int(port or modbus.get("tcp", {}).get("port", 502))
-            )
+            self.link = NodeLink("tcp", plan.unit, host=host, port=int(port or modbus.get("tcp", {}).get("port", 502)))
         else:
-            raise pytest.UsageError(
-                "a real bench needs --modbus-port (RS-485 adapter) or --modbus-host (Modbus TCP)"
-            )
+            raise pytest.UsageError("a real bench needs --modbus-port (RS-485 adapter) or --modbus-host (Modbus TCP)")
         rig = None
         if opt("--rig"):
             module, _, factory = opt("--rig").partition(":")

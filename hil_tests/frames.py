@@ -57,8 +57,21 @@ class FrameMaker:
     def pdu_frame(self) -> Frame:
         """A request that reaches the application layer and must get exactly one exception."""
         r, u = self.rng, self.unit
-        kind = r.choice(("function", "read-length", "read-count", "read-range", "write-length", "write-reserved",
-                         "write-channel", "reset-code", "multi-count", "half-float", "nan"))  # fmt: skip
+        kind = r.choice(
+            (
+                "function",
+                "read-length",
+                "read-count",
+                "read-range",
+                "write-length",
+                "write-reserved",
+                "write-channel",
+                "reset-code",
+                "multi-count",
+                "half-float",
+                "nan",
+            )
+        )
         if kind == "function":
             fc = self._not({3, 4, 6, 16}, 0, 255)
             return Frame(kind, bytes([fc]) + r.randbytes(r.randint(0, 8)), u, EX_FUNCTION)
@@ -77,34 +90,23 @@ class FrameMaker:
         if kind == "write-length":
             return Frame(kind, bytes([6]) + r.randbytes(r.choice((0, 1, 3, 5, 8))), u, EX_VALUE)
         if kind == "write-reserved":
-            return Frame(kind, struct.pack(">BHH", 6, r.randint(1, reg.HR_CHANNEL_BASE - 1), r.randint(0, 0xFFFF)),
-                         u, EX_ADDRESS)  # fmt: skip
+            return Frame(
+                kind, struct.pack(">BHH", 6, r.randint(1, reg.HR_CHANNEL_BASE - 1), r.randint(0, 0xFFFF)), u, EX_ADDRESS
+            )
         if kind == "write-channel":  # a channel this node does not have, or past the bank
             first = reg.HR_CHANNEL_BASE + self.channels * reg.HR_CHANNEL_STRIDE
-            return Frame(
-                kind, struct.pack(">BHH", 6, r.randint(first, 0xFFFF), r.randint(0, 0xFFFF)), u, EX_ADDRESS
-            )
+            return Frame(kind, struct.pack(">BHH", 6, r.randint(first, 0xFFFF), r.randint(0, 0xFFFF)), u, EX_ADDRESS)
         if kind == "reset-code":
-            return Frame(
-                kind, struct.pack(">BHH", 6, reg.HR_RESET, self._not({self.reset_code})), u, EX_VALUE
-            )
+            return Frame(kind, struct.pack(">BHH", 6, reg.HR_RESET, self._not({self.reset_code})), u, EX_VALUE)
         if kind == "multi-count":  # byte count disagrees with the register count
             count = r.randint(1, 10)
             words = r.randbytes(2 * count)
-            return Frame(
-                kind, struct.pack(">BHHB", 16, reg.HR_CHANNEL_BASE, count, 2 * count + 1) + words, u, EX_VALUE
-            )
+            return Frame(kind, struct.pack(">BHHB", 16, reg.HR_CHANNEL_BASE, count, 2 * count + 1) + words, u, EX_VALUE)
         if kind == "half-float":  # one register of a float32 threshold
-            address = (
-                reg.HR_CHANNEL_BASE + r.randrange(self.channels) * reg.HR_CHANNEL_STRIDE + r.choice((0, 2, 4))
-            )
+            address = reg.HR_CHANNEL_BASE + r.randrange(self.channels) * reg.HR_CHANNEL_STRIDE + r.choice((0, 2, 4))
             return Frame(kind, struct.pack(">BHHBH", 16, address, 1, 2, r.randint(0, 0xFFFF)), u, EX_VALUE)
-        address = (
-            reg.HR_CHANNEL_BASE + r.randrange(self.channels) * reg.HR_CHANNEL_STRIDE + r.choice((0, 2, 4))
-        )
-        return Frame(
-            kind, struct.pack(">BHHB", 16, address, 2, 4) + struct.pack(">f", float("nan")), u, EX_VALUE
-        )
+        address = reg.HR_CHANNEL_BASE + r.randrange(self.channels) * reg.HR_CHANNEL_STRIDE + r.choice((0, 2, 4))
+        return Frame(kind, struct.pack(">BHHB", 16, address, 2, 4) + struct.pack(">f", float("nan")), u, EX_VALUE)
 
     def tcp_frame(self) -> Frame:
         r = self.rng
@@ -112,9 +114,7 @@ class FrameMaker:
         if roll < 0.04:  # not Modbus TCP at all: protocol id, or a length no frame can have
             broken = struct.pack(">HHH", r.randint(0, 0xFFFF), self._not({0}), r.randint(0, 0xFFFF))
             if r.random() < 0.5:
-                broken = struct.pack(
-                    ">HHH", r.randint(0, 0xFFFF), 0, r.choice((0, 1, self._not(set(range(255)), 255)))
-                )
+                broken = struct.pack(">HHH", r.randint(0, 0xFFFF), 0, r.choice((0, 1, self._not(set(range(255)), 255))))
             return Frame("mbap", b"", self.unit, DROP, header=broken)
         if roll < 0.10:  # another unit behind this address: the node is no gateway
             frame = self.pdu_frame()
@@ -130,9 +130,7 @@ class FrameMaker:
         if roll < 0.25:
             return Frame("truncated", good, self.unit, SILENT, cut=r.randint(1, 6))
         if roll < 0.35:  # someone else's traffic (or line noise) on a shared bus
-            return Frame(
-                "other-unit", r.randbytes(r.randint(1, 12)), self._not({self.unit, 0}, 1, 255), SILENT
-            )
+            return Frame("other-unit", r.randbytes(r.randint(1, 12)), self._not({self.unit, 0}, 1, 255), SILENT)
         frame = self.pdu_frame()
         if frame.pdu[0] in (3, 4, 6) and len(frame.pdu) > 5:
             # RTU knows these requests' length: the node ends the frame there and its CRC fails
@@ -191,9 +189,7 @@ def send_tcp(make_socket, maker: FrameMaker, count: int, batch: int = 32) -> Tal
             header = _recv_exact(sock, 7)
             got_tid, proto, length, unit = struct.unpack(">HHHB", header)
             frame = pending.pop(got_tid)
-            assert proto == 0 and unit == frame.unit, (
-                f"bad reply header {header.hex()} to a {frame.kind} frame"
-            )
+            assert proto == 0 and unit == frame.unit, f"bad reply header {header.hex()} to a {frame.kind} frame"
             _check(frame, _recv_exact(sock, length - 1))
             tally.answered += 1
 
@@ -271,9 +267,7 @@ def send_rtu(line: serial.Serial, maker: FrameMaker, count: int, *, gap_s: float
             if reply or attempt:
                 break
             tally.retried += 1
-        assert len(reply) == 5, (
-            f"{frame.kind} frame {rtu_bytes(frame).hex()}: no answer, twice ({reply.hex()})"
-        )
+        assert len(reply) == 5, f"{frame.kind} frame {rtu_bytes(frame).hex()}: no answer, twice ({reply.hex()})"
         assert reply[0] == frame.unit and crc16(reply[:3]) == int.from_bytes(reply[3:], "little"), reply.hex()
         _check(frame, reply[1:3])
         tally.answered += 1

@@ -57,26 +57,40 @@ class ChannelState:
 
 
 class NodeLink:
-    def __init__(self, transport: str, unit: int, *, host: str = "", port: int = 502, device: str = "",
-                 baud: int = 19200, parity: str = "E", stop_bits: int = 1, timeout_s: float = 1.0):  # fmt: skip
+    def __init__(
+        self,
+        transport: str,
+        unit: int,
+        *,
+        host: str = "",
+        port: int = 502,
+        device: str = "",
+        baud: int = 19200,
+        parity: str = "E",
+        stop_bits: int = 1,
+        timeout_s: float = 1.0,
+    ):
         self.transport = transport
         self.unit = unit
         self.host, self.port = host, port
         self.device, self.baud, self.parity, self.stop_bits = device, baud, parity, stop_bits
         self.timeout_s = timeout_s
         if transport == "tcp":
-            self.client: ModbusTcpClient | ModbusSerialClient = ModbusTcpClient(
-                host, port=port, timeout=timeout_s
-            )
+            self.client: ModbusTcpClient | ModbusSerialClient = ModbusTcpClient(host, port=port, timeout=timeout_s)
         else:
-            self.client = ModbusSerialClient(device, framer=FramerType.RTU, baudrate=baud, parity=parity,
-                                             stopbits=stop_bits, timeout=timeout_s, retries=1)  # fmt: skip
+            self.client = ModbusSerialClient(
+                device,
+                framer=FramerType.RTU,
+                baudrate=baud,
+                parity=parity,
+                stopbits=stop_bits,
+                timeout=timeout_s,
+                retries=1,
+            )
 
     @property
     def name(self) -> str:
-        return (
-            f"Modbus TCP {self.host}:{self.port}" if self.transport == "tcp" else f"Modbus RTU {self.device}"
-        )
+        return f"Modbus TCP {self.host}:{self.port}" if self.transport == "tcp" else f"Modbus RTU {self.device}"
 
     def close(self) -> None:
         self.client.close()
@@ -127,5 +141,6 @@ class NodeLink:
 
     def raw_serial(self) -> serial.Serial:
         self.client.close()  # one opener of the adapter at a time
-        return serial.Serial(self.device, baudrate=self.baud, parity=self.parity, stopbits=self.stop_bits,
-                             timeout=self.timeout_s)  # fmt: skip
+        return serial.Serial(
+            self.device, baudrate=self.baud, parity=self.parity, stopbits=self.stop_bits, timeout=self.timeout_s
+        )

@@ -20,10 +20,14 @@ def gateway_config(bench: Bench, state_dir) -> str:
         bus = ""
     else:
         device += 'transport = "rtu"\nbus = "bench"\n'
-        bus = (f'[[buses]]\nname = "bench"\nport = "{link.device}"\nbaud = {link.baud}\nparity = "{link.parity}"\n'
-               f"stop_bits = {link.stop_bits}\n")  # fmt: skip
-    return (f'[gateway]\nname = "hil"\nstate_dir = "{state_dir}"\n\n[store]\nflush_interval_s = 0.2\n\n'
-            f"[detection]\nenabled = false\n\n{bus}\n{device}")  # fmt: skip
+        bus = (
+            f'[[buses]]\nname = "bench"\nport = "{link.device}"\nbaud = {link.baud}\nparity = "{link.parity}"\n'
+            f"stop_bits = {link.stop_bits}\n"
+        )
+    return (
+        f'[gateway]\nname = "hil"\nstate_dir = "{state_dir}"\n\n[store]\nflush_interval_s = 0.2\n\n'
+        f"[detection]\nenabled = false\n\n{bus}\n{device}"
+    )
 
 
 def critical_edge_alerts(db, device: str) -> list[dict]:
@@ -45,18 +49,27 @@ def test_gateway_sees_the_trip_as_a_critical_alert_within_1s(bench: Bench, rig, 
     db = tmp_path / "state" / "gatewayd.sqlite3"
     if bench.link.transport == "rtu":
         bench.link.close()  # the adapter is the gateway's for this test
-    daemon = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         status = tmp_path / "state" / "status.json"
-        bench.wait("gatewayd polling the node", lambda: status.exists() and '"online"' in status.read_text(), 30.0,
-                   every_s=0.1)  # fmt: skip
+        bench.wait(
+            "gatewayd polling the node", lambda: status.exists() and '"online"' in status.read_text(), 30.0, every_s=0.1
+        )
         assert not critical_edge_alerts(db, bench.plan.id)
         rig.drive(bench.channel, "value", bench.faults()["out-of-bound"].size)
         tripped = rig.wait_output(bench.output, False, 2.0)
         assert tripped is not None
-        alerts = bench.wait("a critical alert in the gateway's store", lambda: critical_edge_alerts(db, bench.plan.id),
-                            5.0, every_s=0.005)  # fmt: skip
+        alerts = bench.wait(
+            "a critical alert in the gateway's store",
+            lambda: critical_edge_alerts(db, bench.plan.id),
+            5.0,
+            every_s=0.005,
+        )
         stored = time.time()
         # Seen: the poll that read the trip (the alert's own time); stored: on disk, where the test found it.
         seen = alerts[0]["opened_ms"] / 1000

@@ -58,13 +58,17 @@ def test_reset_keeps_the_latch_and_only_the_reset_code_clears_it(bench: Bench, r
         board = console.describe()
         console.reset(board.platform)
     # Back up after the reset: a new uptime, outputs off at boot, the latch read from flash.
-    after = bench.wait("the node up again after the reset",
-                       lambda: (s := bench.link.status()).samples < before.samples and s, 15.0)  # fmt: skip
+    after = bench.wait(
+        "the node up again after the reset", lambda: (s := bench.link.status()).samples < before.samples and s, 15.0
+    )
     assert after.latched == before.latched and after.trips == before.trips
     assert not rig.output(bench.output)
     # Healthy again, still tripped: a wrong code is refused and counted, the right one clears.
-    bench.wait("channels warmed up", lambda: not bench.link.status()[reg.IR_NODE_STATUS] & reg.STATUS_NOT_READY,
-               bench.ready_s())  # fmt: skip
+    bench.wait(
+        "channels warmed up",
+        lambda: not bench.link.status()[reg.IR_NODE_STATUS] & reg.STATUS_NOT_READY,
+        bench.ready_s(),
+    )
     assert not rig.output(bench.output), "energised with a trip latched"
     rejects = bench.link.status()[reg.IR_RESET_REJECTS]
     assert bench.link.write_reset((bench.reset_code + 1) % 65536) == 3

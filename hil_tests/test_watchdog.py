@@ -40,9 +40,7 @@ def _evidence(bench: Bench, rig) -> str:
     """What the board said and, on the virtual board, the watchdog's file: why it did not reset."""
     lines = []
     if bench.console_log is not None:
-        lines.append(
-            "console (last 800 characters):\n" + bench.console_log.read_text(errors="replace")[-800:]
-        )
+        lines.append("console (last 800 characters):\n" + bench.console_log.read_text(errors="replace")[-800:])
     flash = getattr(rig, "flash", None)
     if flash is not None:
         wdt = flash / "wdt"

@@ -15,7 +15,9 @@ from gatewayd.store.async_store import AsyncStore
 
 
 class RecordingStore:
-    def __init__(self, answers: dict[str, Any] | None = None, fail: Callable[[str], BaseException | None] | None = None):
+    def __init__(
+        self, answers: dict[str, Any] | None = None, fail: Callable[[str], BaseException | None] | None = None
+    ):
         self.calls: list[tuple[str, tuple, dict]] = []
         self.answers = answers or {}  # method -> its answer, or a function of its arguments
         self.fail = fail  # method -> the exception it raises now, or None

@@ -21,13 +21,25 @@ def test_every_command_has_help_and_an_example(parser):
     assert parser.description
     for name, sub in subcommands(parser).items():
         assert sub.description, f"{parser.prog} {name} has no description"
-        assert sub.epilog and sub.epilog.startswith(f"example: {parser.prog} {name}"), f"{parser.prog} {name}: no example"
+        assert sub.epilog and sub.epilog.startswith(f"example: {parser.prog} {name}"), (
+            f"{parser.prog} {name}: no example"
+        )
         for inner, leaf in subcommands(sub).items():  # nested commands, e.g. gatewayd model train
             assert leaf.description, f"{parser.prog} {name} {inner} has no description"
-            assert leaf.epilog and leaf.epilog.startswith(f"example: {parser.prog} {name} {inner}"), \
+            assert leaf.epilog and leaf.epilog.startswith(f"example: {parser.prog} {name} {inner}"), (
                 f"{parser.prog} {name} {inner}: no example"
+            )
 
 
 def test_gatewayd_commands():
-    assert set(subcommands(gatewayd_parser())) == {"run", "check-config", "demo", "status", "export", "model", "alert",
-                                                   "command", "evaluate"}
+    assert set(subcommands(gatewayd_parser())) == {
+        "run",
+        "check-config",
+        "demo",
+        "status",
+        "export",
+        "model",
+        "alert",
+        "command",
+        "evaluate",
+    }

@@ -46,13 +46,13 @@ class FakeBoard:
 def node_config(**channel):
     ch = {"name": "level", "unit": "m", "source": {"type": "sim", "signal": 0}, "resolution": 0.01,
           "physical": [-10, 10], "bounds": [-5, 5], "zscore": {"window": 8, "threshold": 4, "tunable": [2, 6]},
-          "rate": {"limit": 2.0, "horizon_s": 0.5}, "consecutive": 1, "trips": ["valve"]}  # fmt: skip
+          "rate": {"limit": 2.0, "horizon_s": 0.5}, "consecutive": 1, "trips": ["valve"]}
     ch.update(channel)
     return config.from_dict({
         "node_id": 5, "sample_period_ms": 100, "reset_code": 1234, "watchdog_ms": 1000,
         "outputs": [{"name": "valve", "pin": 4}], "channels": [ch, dict(ch, name="spare", trips=[])],
         "modbus": {"tcp": {"port": 502}},
-    })  # fmt: skip
+    })
 
 
 def fresh(name):

@@ -5,7 +5,7 @@ from helpers import scratch
 
 def base(**overrides):
     ch = {"name": "p", "unit": "bar", "source": {"type": "sim", "signal": 0}, "resolution": 0.001,
-          "physical": [0, 16], "bounds": [0.5, 5]}  # fmt: skip
+          "physical": [0, 16], "bounds": [0.5, 5]}
     ch.update(overrides)
     return {"node_id": 2, "reset_code": 7, "channels": [ch], "modbus": {"tcp": {"port": 502}}}
 

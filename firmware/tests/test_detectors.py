@@ -83,7 +83,7 @@ def test_clear_after_holds_a_check_on_through_short_gaps():
 
 def test_a_check_whose_severity_is_off_never_fires():
     sev = (det.SEVERITY_CRITICAL, det.SEVERITY_OFF, det.SEVERITY_CRITICAL, det.SEVERITY_OFF,
-           det.SEVERITY_WARNING, det.SEVERITY_WARNING)  # fmt: skip
+           det.SEVERITY_WARNING, det.SEVERITY_WARNING)
     d = ChannelDetector(window_bits=3, high=100, severities=sev)
     assert feed(d, [500] * 20) == 0  # above the high bound and flat: high and stuck are off
     assert d.raw == 0 and d.active == 0 and d.level == det.SEVERITY_OFF
@@ -93,7 +93,7 @@ def test_a_check_whose_severity_is_off_never_fires():
 
 def test_low_bound_and_configured_severities():
     sev = (det.SEVERITY_CRITICAL, det.SEVERITY_WARNING, det.SEVERITY_WARNING, det.SEVERITY_CRITICAL,
-           det.SEVERITY_OFF, det.SEVERITY_OFF)  # fmt: skip
+           det.SEVERITY_OFF, det.SEVERITY_OFF)
     d = ChannelDetector(window_bits=3, low=-100, severities=sev)
     assert d.update(-101) & det.FLAG_LOW
     assert d.level == det.SEVERITY_WARNING

@@ -220,7 +220,7 @@ def test_slow_channel_is_sampled_every_nth_cycle():
                       "physical": [-10, 10], "bounds": [-5, 5], "zscore": {"window": 8},
                       "sample_period_ms": 500, "rate": {"limit": 0.3, "horizon_s": 30}}],
         "modbus": {"tcp": {"port": 502}},
-    })  # fmt: skip
+    })
     assert cfg2.channels[1].divider == 5 and cfg2.channels[1].rate_horizon == 60
     node = Node(cfg2, board)
     run(node, board, [1, 2], 50)

@@ -13,7 +13,7 @@ def sampler(path):
         "node_id": 1, "reset_code": 1, "modbus": {"tcp": {}},
         "channels": [{"name": "t", "source": {"type": "sim", "signal": 2}, "resolution": 0.01,
                       "physical": [-40, 125], "bounds": [0, 60]}],
-    })  # fmt: skip
+    })
     return SimSampler(cfg.channels, seed=3, dt_s=0.1, rig=RigInput(path)), cfg.channels[0]
 
 

@@ -15,8 +15,13 @@ from gatewayd.errors import GatewayError
 
 # Exception codes that a retry cannot fix: the request itself is wrong for this device.
 PERMANENT = {1: "illegal function", 2: "illegal data address", 3: "illegal data value"}
-TRANSIENT = {4: "device failure", 5: "acknowledge", 6: "device busy", 10: "gateway path unavailable",
-             11: "gateway target failed to respond"}  # fmt: skip
+TRANSIENT = {
+    4: "device failure",
+    5: "acknowledge",
+    6: "device busy",
+    10: "gateway path unavailable",
+    11: "gateway target failed to respond",
+}
 
 
 class DeviceError(GatewayError):
@@ -101,9 +106,16 @@ class RtuBus(_Link):
             return
         self.close()
         self.client = AsyncModbusSerialClient(
-            self.bus.port, framer=FramerType.RTU, baudrate=self.bus.baud, bytesize=8, parity=self.bus.parity,
-            stopbits=self.bus.stop_bits, timeout=self.bus.timeout_s, retries=0, reconnect_delay=0,
-        )  # fmt: skip
+            self.bus.port,
+            framer=FramerType.RTU,
+            baudrate=self.bus.baud,
+            bytesize=8,
+            parity=self.bus.parity,
+            stopbits=self.bus.stop_bits,
+            timeout=self.bus.timeout_s,
+            retries=0,
+            reconnect_delay=0,
+        )
         if not await self.client.connect():
             raise ConnectionError(f"cannot open serial port {self.bus.port}")
 

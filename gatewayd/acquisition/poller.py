@@ -137,8 +137,12 @@ class Poller:
         self.health.units = dict(channels)
         await self.register(self.device.name, self.device.profile, self.link.address, info, channels)
         self.described = True
-        log.info("%s: connected (%s), channels %s", self.device.name, self.link.address,
-                 ", ".join(name for name, _ in channels))  # fmt: skip
+        log.info(
+            "%s: connected (%s), channels %s",
+            self.device.name,
+            self.link.address,
+            ", ".join(name for name, _ in channels),
+        )
 
     def longest_pause(self) -> float:
         """Longest a healthy loop may go between turns: a backoff plus a request timeout."""
@@ -147,8 +151,12 @@ class Poller:
     def _backoff(self) -> float:
         if self.permanent:
             return MAX_BACKOFF_S  # the request is wrong for this device: retrying fast cannot help
-        return retry_delay(max(1, self.health.consecutive_failures), first_s=max(self.device.interval_s, 0.5),
-                           max_s=MAX_BACKOFF_S, jitter=0.2)  # fmt: skip
+        return retry_delay(
+            max(1, self.health.consecutive_failures),
+            first_s=max(self.device.interval_s, 0.5),
+            max_s=MAX_BACKOFF_S,
+            jitter=0.2,
+        )
 
     def _failed(self, exc: BaseException) -> None:
         self.permanent = isinstance(exc, DeviceError) and exc.permanent

@@ -32,15 +32,11 @@ def decode(
     """
     count = _WORDS[data_type]
     if offset < 0 or offset + count > len(registers):
-        raise ValueError(
-            f"{data_type} needs {count} registers at offset {offset}, but only {len(registers)} were read"
-        )
+        raise ValueError(f"{data_type} needs {count} registers at offset {offset}, but only {len(registers)} were read")
     words = list(registers[offset : offset + count])
     if word_order == "little":
         words.reverse()
-    raw = b"".join(
-        struct.pack("<H" if byte_order == "little" else ">H", w & 0xFFFF) for w in words
-    )
+    raw = b"".join(struct.pack("<H" if byte_order == "little" else ">H", w & 0xFFFF) for w in words)
     return struct.unpack(">" + _FORMATS[data_type], raw)[0]
 
 

@@ -34,15 +34,33 @@ class Alert:
         object.__setattr__(self, "channels", tuple(self.channels))
 
     @classmethod
-    def new(cls, gateway: str, device: str, subject: str, *, kind: str, severity: str, opened_ms: int,
-            channels: tuple[str, ...] | list[str], detail: dict[str, Any]) -> Alert:  # fmt: skip
-        return cls(alert_id(gateway, device, subject, opened_ms), device, tuple(channels), severity, kind, opened_ms,
-                   detail)  # fmt: skip
+    def new(
+        cls,
+        gateway: str,
+        device: str,
+        subject: str,
+        *,
+        kind: str,
+        severity: str,
+        opened_ms: int,
+        channels: tuple[str, ...] | list[str],
+        detail: dict[str, Any],
+    ) -> Alert:
+        return cls(
+            alert_id(gateway, device, subject, opened_ms), device, tuple(channels), severity, kind, opened_ms, detail
+        )
 
     def message(self) -> dict[str, Any]:
         """The alert as it is published on MQTT and uploaded (docs/mqtt.md)."""
-        return {"id": self.id, "device": self.device, "channels": list(self.channels), "severity": self.severity,
-                "kind": self.kind, "opened_ms": self.opened_ms, "detail": self.detail}  # fmt: skip
+        return {
+            "id": self.id,
+            "device": self.device,
+            "channels": list(self.channels),
+            "severity": self.severity,
+            "kind": self.kind,
+            "opened_ms": self.opened_ms,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)

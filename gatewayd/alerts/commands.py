@@ -172,7 +172,7 @@ def validate(data: object) -> Command:
     except ValidationError as exc:
         raise CommandError("not a valid command: " + "; ".join(_describe(e) for e in exc.errors())) from None
     if command.command == "label" and command.label is None:
-        raise CommandError("a label command needs \"label\": \"true\" or \"false\"")
+        raise CommandError('a label command needs "label": "true" or "false"')
     return command
 
 
@@ -192,8 +192,10 @@ def validate_any(data: object, gateway: str, devices: Collection[str] | None) ->
     except ValidationError as exc:
         raise CommandError("not a valid command: " + "; ".join(_describe(e) for e in exc.errors())) from None
     if devices is not None and payload.device not in devices:
-        raise CommandError(f"device: no device {payload.device!r} in this gateway's configuration "
-                           f"(known: {', '.join(sorted(devices)) or 'none'})")  # fmt: skip
+        raise CommandError(
+            f"device: no device {payload.device!r} in this gateway's configuration "
+            f"(known: {', '.join(sorted(devices)) or 'none'})"
+        )
     at = payload.at
     if isinstance(at, bool) or not isinstance(at, int | str):
         raise CommandError(f"at: milliseconds since the epoch or an ISO 8601 time expected (got {at!r})")
@@ -221,8 +223,17 @@ def apply(store: Store, command: Command | Missed) -> str:
         when = iso(command.at_ms)
         if store.alerts_by_id([command.alert_id]):
             return f"missed anomaly on {command.device} at {when} was already recorded ({command.alert_id})"
-        store.record_alert(Alert(command.alert_id, command.device, (), "warning", "operator", command.at_ms,
-                                 {"source": "operator", "operator": command.operator}))
+        store.record_alert(
+            Alert(
+                command.alert_id,
+                command.device,
+                (),
+                "warning",
+                "operator",
+                command.at_ms,
+                {"source": "operator", "operator": command.operator},
+            )
+        )
         store.label_alert(command.alert_id, "missed", command.operator)
         return f"missed anomaly on {command.device} at {when} recorded ({command.alert_id})"
     try:

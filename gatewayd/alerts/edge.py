@@ -67,19 +67,39 @@ class EdgeAlerts:
                     await self._close(key, current, ts_ms, "the node reports the channel clear", detail)
                 continue
             if current is None:
-                alert = Alert.new(self.gateway, device, e.channel, kind="edge", severity=e.severity, opened_ms=ts_ms,
-                                  channels=(e.channel,), detail=detail)  # fmt: skip
+                alert = Alert.new(
+                    self.gateway,
+                    device,
+                    e.channel,
+                    kind="edge",
+                    severity=e.severity,
+                    opened_ms=ts_ms,
+                    channels=(e.channel,),
+                    detail=detail,
+                )
                 self.open[key] = {"id": alert.id, "severity": e.severity, "opened_ms": ts_ms}
                 await self.store.record_alert(alert)
-                log.warning("%s/%s: node reports %s (%s), value %g", device, e.channel, e.severity,
-                            ", ".join(e.checks) or "no check", e.value)  # fmt: skip
+                log.warning(
+                    "%s/%s: node reports %s (%s), value %g",
+                    device,
+                    e.channel,
+                    e.severity,
+                    ", ".join(e.checks) or "no check",
+                    e.value,
+                )
                 self.publish(alert)
             elif RANK[e.severity] > RANK.get(current["severity"], 0):
                 current["severity"] = e.severity
                 change = AlertChange(current["id"], device, "edge", severity=e.severity, detail=detail)
                 await self.store.update_alert(change)
-                log.warning("%s/%s: node now reports %s (%s), value %g", device, e.channel, e.severity,
-                            ", ".join(e.checks) or "no check", e.value)  # fmt: skip
+                log.warning(
+                    "%s/%s: node now reports %s (%s), value %g",
+                    device,
+                    e.channel,
+                    e.severity,
+                    ", ".join(e.checks) or "no check",
+                    e.value,
+                )
                 self.publish(change)
 
     async def _close(self, key: tuple[str, str], alert: dict, ts_ms: int, why: str, detail: dict | None = None) -> None:

@@ -11,30 +11,41 @@ from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     alert = sub.add_parser(
-        "alert", help="list, acknowledge and label alerts",
+        "alert",
+        help="list, acknowledge and label alerts",
         description="Operator feedback on alerts; labels go to the cloud and move thresholds within bounds.",
         epilog="example: gatewayd alert list --config /etc/gatewayd/gatewayd.toml",
-    )  # fmt: skip
+    )
     asub = alert.add_subparsers(dest="alert_command", required=True, metavar="COMMAND")
-    lst = asub.add_parser("list", help="the newest alerts", description="Newest first, with id, state and label.",
-                          epilog="example: gatewayd alert list --device pump-1 --limit 20")  # fmt: skip
+    lst = asub.add_parser(
+        "list",
+        help="the newest alerts",
+        description="Newest first, with id, state and label.",
+        epilog="example: gatewayd alert list --device pump-1 --limit 20",
+    )
     lst.add_argument("--device")
     lst.add_argument("--limit", type=int, default=20)
-    ack = asub.add_parser("ack", help="acknowledge an alert", description="Mark an alert as seen by an operator.",
-                          epilog="example: gatewayd alert ack 'plant-7:pump-1:model:1795000000000'")  # fmt: skip
+    ack = asub.add_parser(
+        "ack",
+        help="acknowledge an alert",
+        description="Mark an alert as seen by an operator.",
+        epilog="example: gatewayd alert ack 'plant-7:pump-1:model:1795000000000'",
+    )
     ack.add_argument("id")
     label = asub.add_parser(
-        "label", help="label an alert a true or false positive",
+        "label",
+        help="label an alert a true or false positive",
         description="true: a real anomaly; false: a false alarm. Acknowledges the alert too.",
         epilog="example: gatewayd alert label 'plant-7:pump-1:model:1795000000000' false --operator ana",
-    )  # fmt: skip
+    )
     label.add_argument("id")
     label.add_argument("verdict", choices=("true", "false"))
     missed = asub.add_parser(
-        "missed", help="report an anomaly that raised no alert",
+        "missed",
+        help="report an anomaly that raised no alert",
         description="Counts against recall: enough of them lower the device's thresholds (within bounds).",
         epilog="example: gatewayd alert missed pump-1 --at 2026-11-24T08:15 --operator ana",
-    )  # fmt: skip
+    )
     missed.add_argument("device")
     missed.add_argument("--at", required=True, help="when, ISO 8601 (UTC if no zone) or ms")
     for p in (lst, ack, label, missed):
@@ -63,18 +74,26 @@ def run(args: argparse.Namespace) -> int:
             for a in store.alerts(args.limit, args.device):
                 state = "closed " + iso(a["closed_ms"]) if a["closed_ms"] else "open"
                 extra = ", ".join(f for f, _ in a["detail"].get("top_features", [])[:3])
-                print(f"{a['id']}  {a['severity']:<8} {a['kind']:<6} {iso(a['opened_ms'])}  {state}"
-                      f"  ack={'yes' if a['acknowledged_ms'] else 'no'}  label={a['label'] or '-'}"
-                      f"  channels={','.join(a['channels']) or '-'}" + (f"  features={extra}" if extra else ""))  # fmt: skip
+                print(
+                    f"{a['id']}  {a['severity']:<8} {a['kind']:<6} {iso(a['opened_ms'])}  {state}"
+                    f"  ack={'yes' if a['acknowledged_ms'] else 'no'}  label={a['label'] or '-'}"
+                    f"  channels={','.join(a['channels']) or '-'}" + (f"  features={extra}" if extra else "")
+                )
             return 0
         if args.alert_command == "missed":  # validated and applied as the MQTT command is
-            missed = commands.validate_any({"command": "missed", "device": args.device, "at": args.at,
-                                            "operator": args.operator}, config.gateway.name,
-                                           [d.name for d in config.devices])  # fmt: skip
+            missed = commands.validate_any(
+                {"command": "missed", "device": args.device, "at": args.at, "operator": args.operator},
+                config.gateway.name,
+                [d.name for d in config.devices],
+            )
             print(commands.apply(store, missed))
             return 0
-        command = commands.Command(command="ack" if args.alert_command == "ack" else "label", alert=args.id,
-                                   label=getattr(args, "verdict", None), operator=args.operator)  # fmt: skip
+        command = commands.Command(
+            command="ack" if args.alert_command == "ack" else "label",
+            alert=args.id,
+            label=getattr(args, "verdict", None),
+            operator=args.operator,
+        )
         print(commands.apply(store, command))
         return 0
     except (commands.CommandError, ValueError) as exc:

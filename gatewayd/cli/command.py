@@ -14,25 +14,31 @@ EXAMPLE_ACK = '{"command": "ack", "alert": "plant-7:pump-1:model:1795000000000"}
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     command = sub.add_parser(
-        "command", help="sign operator commands for the MQTT command topic",
+        "command",
+        help="sign operator commands for the MQTT command topic",
         description="Commands on <prefix>/<gateway>/command (ack, label, missed) are applied only when signed "
         "with the gateway's mqtt.command_secret_file, unless the site accepts unsigned ones (docs/mqtt.md).",
         epilog=f"example: gatewayd command sign '{EXAMPLE_ACK}' | mosquitto_pub -h broker -t gateway/plant-7/command -s",
-    )  # fmt: skip
+    )
     csub = command.add_subparsers(dest="command_command", required=True, metavar="COMMAND")
     sign = csub.add_parser(
-        "sign", help="print a command signed with the command secret",
+        "sign",
+        help="print a command signed with the command secret",
         description="Check the command, add the gateway's name, the time and a nonce, sign it with HMAC-SHA256 "
         "and print the payload on one line. The gateway takes it once, within 300 s of signing.",
         epilog=f"example: gatewayd command sign --config /etc/gatewayd/gatewayd.toml '{EXAMPLE_ACK}' "
         "| mosquitto_pub -h broker -t gateway/plant-7/command -s",
-    )  # fmt: skip
+    )
     sign.add_argument("json", metavar="JSON", help="the command, a JSON object (ack, label or missed)")
     sign.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
-    sign.add_argument("--secret-file", type=Path,
-                      help="the shared secret (default: the configuration's mqtt.command_secret_file)")  # fmt: skip
-    sign.add_argument("--gateway", help="the gateway it is for (default: the configuration's gateway name); "
-                      "with --secret-file too, no configuration is read")  # fmt: skip
+    sign.add_argument(
+        "--secret-file", type=Path, help="the shared secret (default: the configuration's mqtt.command_secret_file)"
+    )
+    sign.add_argument(
+        "--gateway",
+        help="the gateway it is for (default: the configuration's gateway name); "
+        "with --secret-file too, no configuration is read",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,8 +77,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if len(payload) > commands.MAX_PAYLOAD_BYTES:
-        print(f"error: the signed command has {len(payload)} bytes, the gateway takes {commands.MAX_PAYLOAD_BYTES} "
-              "at most", file=sys.stderr)  # fmt: skip
+        print(
+            f"error: the signed command has {len(payload)} bytes, the gateway takes {commands.MAX_PAYLOAD_BYTES} "
+            "at most",
+            file=sys.stderr,
+        )
         return 2
     sys.stdout.buffer.write(payload + b"\n")
     sys.stdout.flush()

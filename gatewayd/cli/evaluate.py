@@ -13,28 +13,35 @@ from gatewayd.detection.rules import SCORE_NAMES
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser(
-        "evaluate", help="run the detector over a benchmark and score it",
+        "evaluate",
+        help="run the detector over a benchmark and score it",
         description="Evaluate the gateway's own detection path (features, the TFLite models through the "
         "interpreter, the alert rules) on benchmark data; writes one results file per input file.",
         epilog="example: gatewayd evaluate skab data/skab --out results/skab",
-    )  # fmt: skip
+    )
     esub = evaluate.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
     skab = esub.add_parser(
-        "skab", help="SKAB: per file, train on the first rows, stream the rest",
+        "skab",
+        help="SKAB: per file, train on the first rows, stream the rest",
         description="Every SKAB CSV under DIR except anomaly-free: train on its first --train-rows rows, "
         "then decide each later row with data up to that row; write OUT/<subfolder>/<file>.csv "
         "(datetime,anomaly_score,anomaly) and print pooled F1, FAR and MAR beside the leaderboard.",
         epilog="example: gatewayd evaluate skab ../shared/data/skab --out results/skab",
-    )  # fmt: skip
+    )
     skab.add_argument("data", type=Path, help="folder with SKAB-format CSV files")
     skab.add_argument("--out", type=Path, required=True, help="folder for the results files")
     skab.add_argument("--train-rows", type=int, default=400, help="rows trained on per file (default: %(default)s)")
     skab.add_argument("--window-s", type=float, help="window length (default: 10 sample periods of the file)")
     skab.add_argument("--false-alarms-per-day", type=float, help="false-alarm budget (default: the detection default)")
-    skab.add_argument("--scores", nargs="+", choices=SCORE_NAMES, help="deciding scores (default: the detection default)")
-    skab.add_argument("--baseline-follow-windows", type=float,
-                      help="time constant of the baseline following normal windows, in windows; 0 for none "
-                      "(default: the detection default)")
+    skab.add_argument(
+        "--scores", nargs="+", choices=SCORE_NAMES, help="deciding scores (default: the detection default)"
+    )
+    skab.add_argument(
+        "--baseline-follow-windows",
+        type=float,
+        help="time constant of the baseline following normal windows, in windows; 0 for none "
+        "(default: the detection default)",
+    )
     skab.add_argument("--seed", type=int, default=0, help="training seed (default: %(default)s)")
 
 
@@ -42,8 +49,11 @@ def run(args: argparse.Namespace) -> int:
     from gatewayd.detection.evaluate import LEADERBOARD, EvalSettings, evaluate, metrics
     from gatewayd.detection.rules import RuleSettings
 
-    chosen = {"false_alarms_per_day": args.false_alarms_per_day, "scores": tuple(args.scores) if args.scores else None,
-              "follow_windows": args.baseline_follow_windows}
+    chosen = {
+        "false_alarms_per_day": args.false_alarms_per_day,
+        "scores": tuple(args.scores) if args.scores else None,
+        "follow_windows": args.baseline_follow_windows,
+    }
     try:
         rules = RuleSettings(**{k: v for k, v in chosen.items() if v is not None})
     except ValueError as exc:
@@ -54,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.data} is not a folder", file=sys.stderr)
         return 2
     try:
-        results, pooled = evaluate(args.data, args.out, settings, progress=lambda t: print(t, file=sys.stderr, flush=True))
+        results, pooled = evaluate(
+            args.data, args.out, settings, progress=lambda t: print(t, file=sys.stderr, flush=True)
+        )
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -63,9 +75,12 @@ def run(args: argparse.Namespace) -> int:
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
     rows = sum(r.rows for r in results)
     windows = f"{settings.window_s:g} s" if settings.window_s else "10 samples"
-    print(f"\n{len(results)} files, {rows} rows decided; budget {rules.false_alarms_per_day:g} false alarms a day on "
-          f"{'+'.join(rules.scores)}, baseline follow {rules.follow_windows:g} windows, windows {windows}, "
-          f"stats {','.join(settings.stats)}, rule {rules.combine}, open after {rules.open_after}, close after {rules.close_after}")  # fmt: skip
+    print(
+        f"\n{len(results)} files, {rows} rows decided; budget {rules.false_alarms_per_day:g} false alarms a day on "
+        f"{'+'.join(rules.scores)}, baseline follow {rules.follow_windows:g} windows, windows {windows}, "
+        f"stats {','.join(settings.stats)}, rule {rules.combine}, open after {rules.open_after}, close after {rules.close_after}"
+    )
+
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.1%}"
 
@@ -78,8 +93,22 @@ def run(args: argparse.Namespace) -> int:
     worst_f1 = min(per_file, key=lambda m: m["f1"])["f1"]
     worst_far = max(m["far"] for m in per_file)
     print(f"worst file: F1 {worst_f1:.3f}; highest FAR of a file {worst_far:.1%}")
-    print(f"latency per window (features, the three models in the interpreter, rules): p50 {p50:.3f} ms, p99 {p99:.3f} ms")
-    print(json.dumps({"f1": round(pooled["f1"], 4), "far": round(pooled["far"], 4), "mar": round(pooled["mar"], 4),
-                      "files": len(results), "rows": rows, "worst_file_f1": round(worst_f1, 4), "worst_file_far": round(worst_far, 4), "window_p50_ms": round(p50, 4),
-                      "window_p99_ms": round(p99, 4)}))  # fmt: skip
+    print(
+        f"latency per window (features, the three models in the interpreter, rules): p50 {p50:.3f} ms, p99 {p99:.3f} ms"
+    )
+    print(
+        json.dumps(
+            {
+                "f1": round(pooled["f1"], 4),
+                "far": round(pooled["far"], 4),
+                "mar": round(pooled["mar"], 4),
+                "files": len(results),
+                "rows": rows,
+                "worst_file_f1": round(worst_f1, 4),
+                "worst_file_far": round(worst_far, 4),
+                "window_p50_ms": round(p50, 4),
+                "window_p99_ms": round(p99, 4),
+            }
+        )
+    )
     return 0

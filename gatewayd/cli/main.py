@@ -52,14 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: gatewayd export --config site.toml --channel pump-1/flow --from 2026-11-24T08:00 --to 2026-11-24T09:00 --out flow.csv",
     )
     export.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
-    export.add_argument("--channel", action="append", default=[], metavar="DEVICE/CHANNEL",
-                        help="a channel to export (repeatable; default: all)")  # fmt: skip
-    export.add_argument("--from", dest="start", default="0", help="start, ISO 8601 (UTC if no zone) or ms (default: all)")
+    export.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="DEVICE/CHANNEL",
+        help="a channel to export (repeatable; default: all)",
+    )
+    export.add_argument(
+        "--from", dest="start", default="0", help="start, ISO 8601 (UTC if no zone) or ms (default: all)"
+    )
     export.add_argument("--to", dest="end", default=str(2**62), help="end, exclusive (default: now and later)")
     export.add_argument("--out", type=Path, help="CSV file (default: standard output)")
-    export.add_argument("--mark-clock", action="store_true",
-                        help="add a column `clock`: `unsynced` for readings stamped before the gateway's clock was "
-                        "synchronised (their time may be off)")  # fmt: skip
+    export.add_argument(
+        "--mark-clock",
+        action="store_true",
+        help="add a column `clock`: `unsynced` for readings stamped before the gateway's clock was "
+        "synchronised (their time may be off)",
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -69,22 +79,45 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: gatewayd demo --duration 30 --nodes 3 --state-dir var",
     )
     demo.add_argument("--duration", type=float, help="seconds to run (default: 420, the bootstrap and two minutes)")
-    demo.add_argument("--bootstrap-minutes", type=float,
-                      help="data collected before the first models are trained (default: 5)")  # fmt: skip
-    demo.add_argument("--nodes", type=int, default=3, choices=range(1, 17), metavar="1..16",
-                      help="virtual nodes to start (default: %(default)s)")  # fmt: skip
+    demo.add_argument(
+        "--bootstrap-minutes", type=float, help="data collected before the first models are trained (default: 5)"
+    )
+    demo.add_argument(
+        "--nodes",
+        type=int,
+        default=3,
+        choices=range(1, 17),
+        metavar="1..16",
+        help="virtual nodes to start (default: %(default)s)",
+    )
     demo.add_argument("--interval", type=float, default=0.5, help="poll interval in seconds (default: %(default)s)")
-    demo.add_argument("--state-dir", type=Path, default=Path("var"),
-                      help="the demo's own folder (store, models, nodes' flash), cleared at the start of each run; "
-                      "a folder the demo did not make is refused (default: %(default)s)")  # fmt: skip
-    demo.add_argument("--reuse", action="store_true",
-                      help="carry on from the last run in --state-dir (its store, models, open alerts) "
-                      "instead of clearing it")  # fmt: skip
-    demo.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (default: %(default)s)")
-    demo.add_argument("--dashboard-port", type=int, default=8080,
-                      help="the dashboard's port on 127.0.0.1, another if taken; 0: no dashboard (default: %(default)s)")
-    demo.add_argument("--fault-after", type=float, metavar="S",
-                      help="the last pump's motor current jumps 20 A after S seconds: alerts to look at and label")
+    demo.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("var"),
+        help="the demo's own folder (store, models, nodes' flash), cleared at the start of each run; "
+        "a folder the demo did not make is refused (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--reuse",
+        action="store_true",
+        help="carry on from the last run in --state-dir (its store, models, open alerts) instead of clearing it",
+    )
+    demo.add_argument(
+        "--progress", type=float, default=5.0, help="seconds between progress lines (default: %(default)s)"
+    )
+    demo.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=8080,
+        help="the dashboard's port on 127.0.0.1, another if taken; 0: no dashboard (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--fault-after",
+        type=float,
+        metavar="S",
+        help="the last pump's motor current jumps 20 A after S seconds: alerts to look at and label",
+    )
 
     from gatewayd.cli import alert, command, evaluate, model
 
@@ -154,9 +187,16 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging("warning")
         try:
             chosen = {"duration_s": args.duration, "bootstrap_minutes": args.bootstrap_minutes}
-            return run_demo(**{k: v for k, v in chosen.items() if v is not None}, nodes=args.nodes, state_dir=args.state_dir,
-                            interval_s=args.interval, progress_s=args.progress, dashboard=args.dashboard_port,
-                            fault_after_s=args.fault_after, reuse=args.reuse)  # fmt: skip
+            return run_demo(
+                **{k: v for k, v in chosen.items() if v is not None},
+                nodes=args.nodes,
+                state_dir=args.state_dir,
+                interval_s=args.interval,
+                progress_s=args.progress,
+                dashboard=args.dashboard_port,
+                fault_after_s=args.fault_after,
+                reuse=args.reuse,
+            )
         except GatewayError as exc:  # the nodes, the configuration, the state folder: said, no traceback
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -181,14 +221,19 @@ def _status(config: Config, db: Path) -> int:
         usage = store.disk_usage()
         reserve = Reserve(config.state_path, 0).on_disk()
         total = usage.files + reserve
-        print(f"store {db}: {total / 1e6:.1f} MB on disk of {config.store.disk_budget_mb:g} MB budget "
-              f"(database {usage.database / 1e6:.1f} MB, {usage.used / 1e6:.1f} MB of it in use; WAL {usage.wal / 1e6:.1f} MB; "
-              f"reserve {reserve / 1e6:.1f} MB), {store.reading_count()} readings, {store.alert_count()} alerts")  # fmt: skip
+        print(
+            f"store {db}: {total / 1e6:.1f} MB on disk of {config.store.disk_budget_mb:g} MB budget "
+            f"(database {usage.database / 1e6:.1f} MB, {usage.used / 1e6:.1f} MB of it in use; WAL {usage.wal / 1e6:.1f} MB; "
+            f"reserve {reserve / 1e6:.1f} MB), {store.reading_count()} readings, {store.alert_count()} alerts"
+        )
         agent = upload_state.read(config.state_path)
         waiting = store.outbox_waiting(upload_state.outbox_cursors(agent))
-        print(f"outbox: {sum(waiting.values())} waiting for upload ("
-              + ", ".join(f"{source} {n}" for source, n in waiting.items())
-              + ("" if agent is not None else "; no cloud agent has uploaded from this gateway") + ")")  # fmt: skip
+        print(
+            f"outbox: {sum(waiting.values())} waiting for upload ("
+            + ", ".join(f"{source} {n}" for source, n in waiting.items())
+            + ("" if agent is not None else "; no cloud agent has uploaded from this gateway")
+            + ")"
+        )
         for kind, (rows, readings) in sorted(store.evictions().items()):
             print(f"  evicted {kind}: {rows} rows, {readings} readings")
         configured = {d.name for d in config.devices}
@@ -203,8 +248,10 @@ def _status(config: Config, db: Path) -> int:
                 found = store.minute_summaries(device, channel, minute, minute + 60_000) if newest else []
                 if newest and found:
                     m = found[0]
-                    print(f"  {channel:<14} last {newest[1]:.4g} {unit:<5} minute of {iso(m['minute_ms'])}: "
-                          f"mean {m['mean']:.4g}, min {m['min']:.4g}, max {m['max']:.4g}, {m['count']} readings")  # fmt: skip
+                    print(
+                        f"  {channel:<14} last {newest[1]:.4g} {unit:<5} minute of {iso(m['minute_ms'])}: "
+                        f"mean {m['mean']:.4g}, min {m['min']:.4g}, max {m['max']:.4g}, {m['count']} readings"
+                    )
                 elif newest:
                     print(f"  {channel:<14} last {newest[1]:.4g} {unit:<5} at {iso(newest[0])}")
                 else:
@@ -232,35 +279,54 @@ def _print_running(config: Config) -> None:
     elif age > 10:
         print(f"daemon: not running (last status {age:.0f} s old)")
     w = status.writer
-    print(f"daemon: {w.written} readings written, {w.queued} queued, {status.alerts} alerts raised"
-          + (f" (status {age:.0f} s old)" if age is not None and age <= 10 else ""))
+    print(
+        f"daemon: {w.written} readings written, {w.queued} queued, {status.alerts} alerts raised"
+        + (f" (status {age:.0f} s old)" if age is not None and age <= 10 else "")
+    )
     store = status.store
     if store.state == "ok":
-        print(f"  store: ok, {(store.disk_bytes or 0) / 1e6:.1f} MB on disk of {store.budget_bytes / 1e6:g} MB"
-              + (f"; {store.faults} faults so far, the last one {store.last_outage_s or 0:.0f} s"
-                 if store.faults else ""))  # fmt: skip
+        print(
+            f"  store: ok, {(store.disk_bytes or 0) / 1e6:.1f} MB on disk of {store.budget_bytes / 1e6:g} MB"
+            + (f"; {store.faults} faults so far, the last one {store.last_outage_s or 0:.0f} s" if store.faults else "")
+        )
     else:
-        print(f"  store: DEGRADED ({store.state.replace('_', ' ')}): {store.last_error}; "
-              f"{store.readings_dropped} readings dropped, {store.writes_waiting} alert writes waiting in memory")
+        print(
+            f"  store: DEGRADED ({store.state.replace('_', ' ')}): {store.last_error}; "
+            f"{store.readings_dropped} readings dropped, {store.writes_waiting} alert writes waiting in memory"
+        )
     clock = status.clock
     if not clock.synchronized or clock.steps:
-        print(f"  clock: {'synchronised' if clock.synchronized else 'NOT synchronised (readings are marked)'}"
-              + (f", stepped {clock.steps} times, last by {clock.last_step_s:+.0f} s" if clock.steps else ""))
+        print(
+            f"  clock: {'synchronised' if clock.synchronized else 'NOT synchronised (readings are marked)'}"
+            + (f", stepped {clock.steps} times, last by {clock.last_step_s:+.0f} s" if clock.steps else "")
+        )
     for name, d in sorted(status.devices.items()):
         error = f", last error: {d.last_error}" if d.state != "online" and d.last_error else ""
         print(f"  {name}: {d.state}, {d.polls} polls, {d.skipped_ticks} skipped{error}")
     if status.detection:
         det = status.detection
-        models = ", ".join(f"{name} " + (f"v{m['version']}" if m["version"] else
-                                          "training" if m["training"] else f"collecting ({m['collected']} windows)")
-                           for name, m in sorted(det["models"].items()))  # fmt: skip
-        print(f"  detection: {det.get('scored', 0)} windows scored, {det.get('incidents', 0)} incidents, "
-              f"{det.get('dropped', 0)} polls dropped; "
-              f"models: {models}")  # fmt: skip
+        models = ", ".join(
+            f"{name} "
+            + (
+                f"v{m['version']}"
+                if m["version"]
+                else "training"
+                if m["training"]
+                else f"collecting ({m['collected']} windows)"
+            )
+            for name, m in sorted(det["models"].items())
+        )
+        print(
+            f"  detection: {det.get('scored', 0)} windows scored, {det.get('incidents', 0)} incidents, "
+            f"{det.get('dropped', 0)} polls dropped; "
+            f"models: {models}"
+        )
     if status.mqtt is not None:
         m = status.mqtt
-        print(f"  mqtt: {'connected' if m['connected'] else 'disconnected'}, {m['published']} published, "
-              f"{m['queued']} queued, {m['backlogged']} kept in the store, {m['dropped']} dropped")
+        print(
+            f"  mqtt: {'connected' if m['connected'] else 'disconnected'}, {m['published']} published, "
+            f"{m['queued']} queued, {m['backlogged']} kept in the store, {m['dropped']} dropped"
+        )
 
 
 def _export(args: argparse.Namespace, db: Path) -> int:
@@ -288,8 +354,11 @@ def _export(args: argparse.Namespace, db: Path) -> int:
         store.close()
     print(f"{rows} readings exported", file=sys.stderr)
     if unsynced:
-        print(f"{unsynced} of them were stamped before the gateway's clock was synchronised: their time may be off"
-              + ("" if args.mark_clock else " (--mark-clock marks them)"), file=sys.stderr)
+        print(
+            f"{unsynced} of them were stamped before the gateway's clock was synchronised: their time may be off"
+            + ("" if args.mark_clock else " (--mark-clock marks them)"),
+            file=sys.stderr,
+        )
     return 0
 
 

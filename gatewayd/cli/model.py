@@ -24,20 +24,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     msub = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
 
     keygen = msub.add_parser(
-        "keygen", help="create an Ed25519 key pair for signing bundles",
+        "keygen",
+        help="create an Ed25519 key pair for signing bundles",
         description="Write a private key (PEM, mode 600, never overwritten) and its public key.",
         epilog="example: gatewayd model keygen --private signing.key --public /etc/gatewayd/models.pub",
-    )  # fmt: skip
+    )
     keygen.add_argument("--private", type=Path, required=True, help="private key file to create")
     keygen.add_argument("--public", type=Path, required=True, help="public key file to write")
 
     train = msub.add_parser(
-        "train", help="train a signed bundle from a CSV file or from the store",
+        "train",
+        help="train a signed bundle from a CSV file or from the store",
         description="Cut the series into sliding windows, train a PCA, an Isolation Forest and an autoencoder "
         "on them, write each as a .tflite file checked in the interpreter, calibrate their scores on the "
         "latest quarter of the windows (held back from a first fit), and write a signed bundle.",
         epilog="example: gatewayd model train --csv normal.csv --name pump --version 1 --key signing.key --out bundles/pump-v1",
-    )  # fmt: skip
+    )
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path, help="time in the first column, one column per channel")
     source.add_argument("--device", help="a device in the store of --config")
@@ -52,39 +54,55 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--window-s", type=float, default=10.0, help="window length (default: %(default)s)")
     train.add_argument("--hop-s", type=float, default=5.0, help="window hop (default: %(default)s)")
     train.add_argument("--trees", type=int, default=100, help="isolation trees (default: %(default)s)")
-    train.add_argument("--scale-floor", type=float, default=SCALE_FLOOR,
-                       help="a feature's spread is at least this share of its level (default: %(default)s)")  # fmt: skip
+    train.add_argument(
+        "--scale-floor",
+        type=float,
+        default=SCALE_FLOOR,
+        help="a feature's spread is at least this share of its level (default: %(default)s)",
+    )
     train.add_argument("--expires", help="ISO 8601 time after which the bundle is refused")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
     sign = msub.add_parser(
-        "sign", help="sign a bundle's manifest (after editing it by hand)",
+        "sign",
+        help="sign a bundle's manifest (after editing it by hand)",
         description="Write manifest.sig: the Ed25519 signature over manifest.json as it is.",
         epilog="example: gatewayd model sign bundles/pump-v1 --key signing.key",
-    )  # fmt: skip
+    )
     sign.add_argument("bundle", type=Path)
     sign.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
 
     inspect = msub.add_parser(
-        "inspect", help="show a bundle's manifest, operators, sizes and verification result",
+        "inspect",
+        help="show a bundle's manifest, operators, sizes and verification result",
         description="Exit 0 when the bundle verifies with the given (or configured) public keys, 1 when not.",
         epilog="example: gatewayd model inspect bundles/pump-v1 --public-key /etc/gatewayd/models.pub",
-    )  # fmt: skip
+    )
     inspect.add_argument("bundle", type=Path)
     inspect.add_argument("--public-key", type=Path, action="append", default=[], help="PEM file (repeatable)")
     inspect.add_argument("--config", type=Path, help="take the public keys from this configuration")
 
     for name, text, description in (
-        ("install", "verify a bundle and make it the current version",
-         "Copy into the models directory, verify the copy, switch atomically; the previous version is kept."),
-        ("rollback", "make the previous version current again",
-         "The rolled-back version is remembered and refused if offered again."),
+        (
+            "install",
+            "verify a bundle and make it the current version",
+            "Copy into the models directory, verify the copy, switch atomically; the previous version is kept.",
+        ),
+        (
+            "rollback",
+            "make the previous version current again",
+            "The rolled-back version is remembered and refused if offered again.",
+        ),
         ("list", "show installed bundles", "Current and previous version of every installed bundle."),
-    ):  # fmt: skip
-        p = msub.add_parser(name, help=text, description=description,
-                            epilog=f"example: gatewayd model {name}" + {"install": " bundles/pump-v2", "rollback": " pump",
-                                                                          "list": ""}[name]
-                            + " --config /etc/gatewayd/gatewayd.toml")  # fmt: skip
+    ):
+        p = msub.add_parser(
+            name,
+            help=text,
+            description=description,
+            epilog=f"example: gatewayd model {name}"
+            + {"install": " bundles/pump-v2", "rollback": " pump", "list": ""}[name]
+            + " --config /etc/gatewayd/gatewayd.toml",
+        )
         if name == "install":
             p.add_argument("bundle", type=Path)
         elif name == "rollback":
@@ -141,18 +159,33 @@ def _train(args: argparse.Namespace) -> int:
             config = load_config(args.config)
             store = Store(config.state_path / DB_NAME, readonly=True)
             try:
-                ts, values, names = series.from_store(store, args.device, channels, parse_time(args.start),
-                                                      parse_time(args.end))  # fmt: skip
+                ts, values, names = series.from_store(
+                    store, args.device, channels, parse_time(args.start), parse_time(args.end)
+                )
             finally:
                 store.close()
             source = f"store:{args.device}"
         progress(f"{len(ts)} samples of {len(names)} channels ({', '.join(names)})")
-        spec = FeatureSpec(tuple(names), window_s=args.window_s, hop_s=args.hop_s,
-                           sample_period_s=min(series.sample_period_s(ts), args.window_s))  # fmt: skip
+        spec = FeatureSpec(
+            tuple(names),
+            window_s=args.window_s,
+            hop_s=args.hop_s,
+            sample_period_s=min(series.sample_period_s(ts), args.window_s),
+        )
         ends, features = sliding_windows(spec, ts, values)
-        trained = train_bundle(features, ends, spec, name=args.name, version=args.version, source=source,
-                               trees=args.trees, scale_floor=args.scale_floor, seed=args.seed,
-                               expires=args.expires, progress=progress)  # fmt: skip
+        trained = train_bundle(
+            features,
+            ends,
+            spec,
+            name=args.name,
+            version=args.version,
+            source=source,
+            trees=args.trees,
+            scale_floor=args.scale_floor,
+            seed=args.seed,
+            expires=args.expires,
+            progress=progress,
+        )
     except (series.SeriesError, TrainingError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -193,14 +226,20 @@ def _inspect(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         print(f"error: {args.bundle}: cannot read {MANIFEST}: {exc}", file=sys.stderr)
         return EXIT_REJECTED
-    print(f"{manifest.get('name')} v{manifest.get('version')}, created {manifest.get('created')}, "
-          f"expires {manifest.get('expires') or 'never'}")  # fmt: skip
+    print(
+        f"{manifest.get('name')} v{manifest.get('version')}, created {manifest.get('created')}, "
+        f"expires {manifest.get('expires') or 'never'}"
+    )
     features = manifest.get("features", {})
-    print(f"features: {len(features.get('names', []))} over channels {', '.join(features.get('channels', []))}, "
-          f"windows of {features.get('window_s')} s every {features.get('hop_s')} s")  # fmt: skip
+    print(
+        f"features: {len(features.get('names', []))} over channels {', '.join(features.get('channels', []))}, "
+        f"windows of {features.get('window_s')} s every {features.get('hop_s')} s"
+    )
     training = manifest.get("training", {})
-    print(f"training: {training.get('windows')} windows from {training.get('source')}, "
-          f"{training.get('start')} .. {training.get('end')}")  # fmt: skip
+    print(
+        f"training: {training.get('windows')} windows from {training.get('source')}, "
+        f"{training.get('start')} .. {training.get('end')}"
+    )
     for kind, entry in manifest.get("models", {}).items():
         path = args.bundle / str(entry.get("file"))
         try:
@@ -245,14 +284,23 @@ def _list(args: argparse.Namespace) -> int:
     for name in names:
         previous = store.linked(name, "previous")
         refused = store.rolled_back(name)
-        print(f"{name}: current v{store.installed_version(name)}"
-              + (f", previous v{previous.name}" if previous else "")
-              + (f", rolled back: {', '.join(f'v{v}' for v in refused)}" if refused else ""))  # fmt: skip
+        print(
+            f"{name}: current v{store.installed_version(name)}"
+            + (f", previous v{previous.name}" if previous else "")
+            + (f", rolled back: {', '.join(f'v{v}' for v in refused)}" if refused else "")
+        )
     return 0
 
 
-_COMMANDS = {"keygen": _keygen, "train": _train, "sign": _sign, "inspect": _inspect, "install": _install,
-             "rollback": _rollback, "list": _list}  # fmt: skip
+_COMMANDS = {
+    "keygen": _keygen,
+    "train": _train,
+    "sign": _sign,
+    "inspect": _inspect,
+    "install": _install,
+    "rollback": _rollback,
+    "list": _list,
+}
 
 
 def _levels(entry: dict) -> str:
@@ -265,6 +313,8 @@ def _levels(entry: dict) -> str:
     def num(v: object) -> str:
         return f"{v:.4g}" if isinstance(v, (int, float)) else repr(v)
 
-    return "; ".join(f"{'' if k == 'calibration' else k + ' '}typical {num(t.get('typical'))}, level "
-                     f"{num(t.get('tail_start'))} + {num(t.get('tail_scale'))} x ln(0.1/alpha)"
-                     for k, t in tails.items())  # fmt: skip
+    return "; ".join(
+        f"{'' if k == 'calibration' else k + ' '}typical {num(t.get('typical'))}, level "
+        f"{num(t.get('tail_start'))} + {num(t.get('tail_scale'))} x ln(0.1/alpha)"
+        for k, t in tails.items()
+    )

@@ -32,8 +32,9 @@ class Access:
     def __init__(self, token: str | None, *, loopback: bool):
         self.token = token.encode() if token else None
         self.loopback = loopback
-        self.session = hmac.new(self.token, b"gatewayd dashboard session", hashlib.sha256).hexdigest() \
-            if self.token else None  # fmt: skip
+        self.session = (
+            hmac.new(self.token, b"gatewayd dashboard session", hashlib.sha256).hexdigest() if self.token else None
+        )
 
     @property
     def token_required(self) -> bool:

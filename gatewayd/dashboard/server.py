@@ -68,11 +68,11 @@ LONGEST_RANGE_MS = 3 * 3_600_000  # raw readings of a span are decoded in memory
 SECURITY_HEADERS = {
     # everything comes from the gateway itself; nothing inline, nothing from elsewhere
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
-                               "form-action 'self'",
+    "form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
-}  # fmt: skip
+}
 
 ApplyCommand = Callable[[commands.Command], Awaitable[str]]
 
@@ -215,16 +215,22 @@ class _Server(Microdot):
         if self.cap_logged_at is not None and now - self.cap_logged_at < CAP_LOG_INTERVAL_S:
             return
         self.cap_logged_at = now
-        log.warning("dashboard: %d connections open, its cap: a newcomer takes the place of the "
-                    "connection that has waited longest for its request, or is refused while all are being "
-                    "answered (slow or idle clients, perhaps a slowloris attack). Connections closed so far: "
-                    "%s; the next such line comes in an hour at the earliest", MAX_CONNECTIONS,
-                    ", ".join(f"{n} {reason}" for reason, n in self.cut.items()))  # fmt: skip
+        log.warning(
+            "dashboard: %d connections open, its cap: a newcomer takes the place of the "
+            "connection that has waited longest for its request, or is refused while all are being "
+            "answered (slow or idle clients, perhaps a slowloris attack). Connections closed so far: "
+            "%s; the next such line comes in an hour at the earliest",
+            MAX_CONNECTIONS,
+            ", ".join(f"{n} {reason}" for reason, n in self.cut.items()),
+        )
 
 
 def _json(body: object, status: int = 200, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status,
-                    {"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})})  # fmt: skip
+    return Response(
+        json.dumps(body, separators=(",", ":")),
+        status,
+        {"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})},
+    )
 
 
 def _int_arg(request: Request, name: str, default: int, lowest: int, highest: int) -> int:
@@ -294,11 +300,19 @@ class Dashboard:
         while not stop.is_set():
             try:
                 # with start_serving=False microdot binds and hands the server back (its stub says None)
-                return await self.app.start_server(self.settings.host, self.settings.port,  # type: ignore[func-returns-value]
-                                                   start_serving=False)  # fmt: skip
+                return await self.app.start_server(
+                    self.settings.host,
+                    self.settings.port,  # type: ignore[func-returns-value]
+                    start_serving=False,
+                )
             except OSError as exc:
-                log.error("dashboard cannot listen on %s:%d (%s); trying again in %g s", self.settings.host,
-                          self.settings.port, exc.strerror or exc, RETRY_BIND_S)  # fmt: skip
+                log.error(
+                    "dashboard cannot listen on %s:%d (%s); trying again in %g s",
+                    self.settings.host,
+                    self.settings.port,
+                    exc.strerror or exc,
+                    RETRY_BIND_S,
+                )
                 try:
                     await asyncio.wait_for(stop.wait(), RETRY_BIND_S)
                 except TimeoutError:
@@ -318,8 +332,11 @@ class Dashboard:
             result = await asyncio.wait_for(job, READ_TIMEOUT_S)
         except TimeoutError:
             if not self.read_stalled:
-                log.warning("dashboard: a read of the store has not been answered within %g s (a failing disk?); "
-                            "reads are answered 503 until it is", READ_TIMEOUT_S)  # fmt: skip
+                log.warning(
+                    "dashboard: a read of the store has not been answered within %g s (a failing disk?); "
+                    "reads are answered 503 until it is",
+                    READ_TIMEOUT_S,
+                )
                 self.read_stalled = True
             raise StoreUnreadable(f"its disk has not answered a read within {READ_TIMEOUT_S:g} s") from None
         self.read_stalled = False
@@ -354,8 +371,11 @@ class Dashboard:
         kind = classify(exc)  # not with the state directory: that would write a probe file into it
         reason = describe(kind, exc, path) if kind is not None else f"{path}: {exc}"
         if reason != self.read_error:
-            log.warning("dashboard: the store cannot be read now: %s; its routes answer 503, the overview shows "
-                        "what the running gateway knows", reason)  # fmt: skip
+            log.warning(
+                "dashboard: the store cannot be read now: %s; its routes answer 503, the overview shows "
+                "what the running gateway knows",
+                reason,
+            )
         self.read_error = reason
         self.retry_reader_at = time.monotonic() + READER_RETRY_S
         return reason
@@ -386,8 +406,14 @@ class Dashboard:
                     return _json({"error": "the body must be JSON (Content-Type: application/json)"}, 415)
             if request.path.startswith("/api/") and request.path != "/api/login":
                 if not access.authorised(request.headers.get("Authorization"), request.cookies.get(SESSION_COOKIE)):
-                    return _json({"error": "a token is needed: log in, or send Authorization: Bearer TOKEN",
-                                  "token_required": True}, 401, {"WWW-Authenticate": "Bearer"})  # fmt: skip
+                    return _json(
+                        {
+                            "error": "a token is needed: log in, or send Authorization: Bearer TOKEN",
+                            "token_required": True,
+                        },
+                        401,
+                        {"WWW-Authenticate": "Bearer"},
+                    )
             return None
 
         @app.after_request
@@ -433,8 +459,11 @@ class Dashboard:
 
         @app.post("/api/logout")
         async def logout(request: Request) -> Response:
-            return _json({"result": "logged out"}, 200,
-                         {"Set-Cookie": f"{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"})  # fmt: skip
+            return _json(
+                {"result": "logged out"},
+                200,
+                {"Set-Cookie": f"{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"},
+            )
 
         @app.get("/api/overview")
         async def overview(request: Request) -> Response:
@@ -444,8 +473,10 @@ class Dashboard:
                 stored = await self._read(views.store_status, self.config)
             except StoreUnreadable as exc:
                 stored = views.store_missing(self.config, exc.reason)
-            return _json(views.overview(self.config, self.gateway, stored, now_ms())
-                         | {"token_required": access.token_required, "connections_cut": dict(app.cut)})
+            return _json(
+                views.overview(self.config, self.gateway, stored, now_ms())
+                | {"token_required": access.token_required, "connections_cut": dict(app.cut)}
+            )
 
         @app.get("/api/alerts")
         async def alerts(request: Request) -> Response:
@@ -467,8 +498,9 @@ class Dashboard:
             points = _int_arg(request, "points", 600, 10, 4000)
             channels = await self._read(views.channel_series, device, start, end, points)
             stage = self.gateway.detection
-            scores = views.score_series(stage.scores.get(device) if stage else None, start, end, points,
-                                        self.config.detection.critical_ratio)  # fmt: skip
+            scores = views.score_series(
+                stage.scores.get(device) if stage else None, start, end, points, self.config.detection.critical_ratio
+            )
             return _json({"device": device, "from_ms": start, "to_ms": end, "channels": channels, "scores": scores})
 
         @app.post("/api/command")

@@ -62,48 +62,77 @@ def overview(config: Config, gateway: RunningGateway, stored: dict, now_ms: int)
         health = poller.health if poller is not None else None
         found = (detail or {}).get("devices", {}).get(device.name, {})
         scope = (detail or {}).get("scopes", {}).get(found.get("scope", ""), {})
-        devices.append({
-            "name": device.name, "profile": device.profile,
-            "address": f"{device.host}:{device.port} unit {device.unit}" if device.transport == "tcp"
-                       else f"bus {device.bus} unit {device.unit}",
-            "interval_s": device.interval_s,
-            "state": health.state if health else "unknown",
-            "consecutive_failures": health.consecutive_failures if health else 0,
-            "last_error": health.last_error if health else None,
-            "polls": health.polls if health else 0, "readings": health.readings if health else 0,
-            "skipped_ticks": poller.skipped_ticks if poller else 0,
-            "values": {c: {"value": v, "unit": health.units.get(c, "")} for c, v in health.last_values.items()}
-                      if health else {},
-            "scope": found.get("scope"), "model_version": scope.get("version"),
-            "incident_open": found.get("incident_open", False), "drift": found.get("drift", {}),
-        })  # fmt: skip
-    return json_safe({
-        "gateway": config.gateway.name, "ts_ms": now_ms, "refresh_s": config.dashboard.refresh_s,
-        "devices": devices,
-        "detection": None if detail is None else {**detail, **{k: v for k, v in status["detection"].items() if k != "models"}},
-        "queues": {
-            "readings": {"queued": gateway.writer.queued, "capacity": config.store.queue_readings,
-                         "written": gateway.writer.written},
-            "detection": None if gateway.detection is None else {
-                "queued": gateway.detection.queue.qsize(), "capacity": gateway.detection.queue.maxsize,
-                "dropped": gateway.detection.stats.dropped},
-            "mqtt": status["mqtt"],
-        },
-        "alerts_raised": gateway.alerts,
-        **stored,
-        "store": {**status["store"], "path": str(gateway.worker.path), **stored["store"]},
-        "clock": status["clock"],
-    })  # type: ignore[return-value]  # fmt: skip
+        devices.append(
+            {
+                "name": device.name,
+                "profile": device.profile,
+                "address": f"{device.host}:{device.port} unit {device.unit}"
+                if device.transport == "tcp"
+                else f"bus {device.bus} unit {device.unit}",
+                "interval_s": device.interval_s,
+                "state": health.state if health else "unknown",
+                "consecutive_failures": health.consecutive_failures if health else 0,
+                "last_error": health.last_error if health else None,
+                "polls": health.polls if health else 0,
+                "readings": health.readings if health else 0,
+                "skipped_ticks": poller.skipped_ticks if poller else 0,
+                "values": {c: {"value": v, "unit": health.units.get(c, "")} for c, v in health.last_values.items()}
+                if health
+                else {},
+                "scope": found.get("scope"),
+                "model_version": scope.get("version"),
+                "incident_open": found.get("incident_open", False),
+                "drift": found.get("drift", {}),
+            }
+        )
+    return json_safe(
+        {
+            "gateway": config.gateway.name,
+            "ts_ms": now_ms,
+            "refresh_s": config.dashboard.refresh_s,
+            "devices": devices,
+            "detection": None
+            if detail is None
+            else {**detail, **{k: v for k, v in status["detection"].items() if k != "models"}},
+            "queues": {
+                "readings": {
+                    "queued": gateway.writer.queued,
+                    "capacity": config.store.queue_readings,
+                    "written": gateway.writer.written,
+                },
+                "detection": None
+                if gateway.detection is None
+                else {
+                    "queued": gateway.detection.queue.qsize(),
+                    "capacity": gateway.detection.queue.maxsize,
+                    "dropped": gateway.detection.stats.dropped,
+                },
+                "mqtt": status["mqtt"],
+            },
+            "alerts_raised": gateway.alerts,
+            **stored,
+            "store": {**status["store"], "path": str(gateway.worker.path), **stored["store"]},
+            "clock": status["clock"],
+        }
+    )  # type: ignore[return-value]
 
 
 def score_series(history: ScoreHistory | None, start_ms: int, end_ms: int, points: int, critical_ratio: float) -> dict:
     """A device's window scores in [start_ms, end_ms): each model's score and alarm level, and
     their ratios (1.0 is the alarm threshold, `critical_ratio` makes an incident critical)."""
-    ends, columns = (history.between(start_ms, end_ms) if history is not None else
-                     (np.zeros(0, dtype=np.int64), {c: np.zeros(0, dtype=np.float32) for c in COLUMNS}))  # fmt: skip
+    ends, columns = (
+        history.between(start_ms, end_ms)
+        if history is not None
+        else (np.zeros(0, dtype=np.int64), {c: np.zeros(0, dtype=np.float32) for c in COLUMNS})
+    )
     index = envelope(ends, columns["ratio"].astype(np.float64), start_ms, end_ms, points)
-    return {"alarm": 1.0, "critical": critical_ratio, "count": len(index), "ts": packed_times(ends[index], start_ms),
-            **{name: packed_values(values[index]) for name, values in columns.items()}}  # fmt: skip
+    return {
+        "alarm": 1.0,
+        "critical": critical_ratio,
+        "count": len(index),
+        "ts": packed_times(ends[index], start_ms),
+        **{name: packed_values(values[index]) for name, values in columns.items()},
+    }
 
 
 # -- on the reading thread ---------------------------------------------------------------
@@ -116,17 +145,22 @@ def store_status(store: Store, config: Config) -> dict:
     upload = upload_state.read(config.state_path)  # None: no cloud agent has run on this gateway
     return {
         "store": {
-            "data_bytes": store.disk_bytes(), "read_error": None,
-            "evictions": {kind: {"rows": rows, "readings": readings} for kind, (rows, readings) in store.evictions().items()},
+            "data_bytes": store.disk_bytes(),
+            "read_error": None,
+            "evictions": {
+                kind: {"rows": rows, "readings": readings} for kind, (rows, readings) in store.evictions().items()
+            },
         },
         "alerts": store.alert_counts(),
         "uplink": {
-            "configured": config.cloud is not None, "agent_seen": upload is not None,
+            "configured": config.cloud is not None,
+            "agent_seen": upload is not None,
             "last_upload_ms": (upload or {}).get("last_upload_ms") or None,
-            "bytes_today": (upload or {}).get("bytes_today"), "batches": (upload or {}).get("batches"),
+            "bytes_today": (upload or {}).get("bytes_today"),
+            "batches": (upload or {}).get("batches"),
             "pending": store.outbox_waiting(upload_state.outbox_cursors(upload)),
         },
-    }  # fmt: skip
+    }
 
 
 def store_missing(config: Config, reason: str) -> dict:
@@ -135,9 +169,15 @@ def store_missing(config: Config, reason: str) -> dict:
     return {
         "store": {"data_bytes": None, "evictions": None, "read_error": reason},
         "alerts": None,
-        "uplink": {"configured": config.cloud is not None, "agent_seen": None, "last_upload_ms": None,
-                   "bytes_today": None, "batches": None, "pending": None},
-    }  # fmt: skip
+        "uplink": {
+            "configured": config.cloud is not None,
+            "agent_seen": None,
+            "last_upload_ms": None,
+            "bytes_today": None,
+            "batches": None,
+            "pending": None,
+        },
+    }
 
 
 def channel_series(store: Store, device: str, start_ms: int, end_ms: int, points: int) -> list[dict]:
@@ -148,8 +188,16 @@ def channel_series(store: Store, device: str, start_ms: int, end_ms: int, points
             continue
         block = store.channel_readings(channel_id, start_ms, end_ms)
         index = envelope(block.ts_ms, block.values, start_ms, end_ms, points)
-        out.append({"name": channel, "unit": unit, "readings": len(block), "count": len(index),
-                    "ts": packed_times(block.ts_ms[index], start_ms), "values": packed_values(block.values[index])})  # fmt: skip
+        out.append(
+            {
+                "name": channel,
+                "unit": unit,
+                "readings": len(block),
+                "count": len(index),
+                "ts": packed_times(block.ts_ms[index], start_ms),
+                "values": packed_values(block.values[index]),
+            }
+        )
     heap.trim()  # an hour of decoded readings was just freed: give it back (this thread's arena)
     return out
 
@@ -160,9 +208,14 @@ def alerts(store: Store, limit: int, device: str | None, kinds: list[str] | None
 
 def read_static(folder: Path) -> dict[str, tuple[bytes, str]]:
     """Every file the page needs, read once: name (relative, with "/") -> (bytes, content type)."""
-    types = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-             ".css": "text/css; charset=utf-8", ".txt": "text/plain; charset=utf-8"}  # fmt: skip
+    types = {
+        ".html": "text/html; charset=utf-8",
+        ".js": "text/javascript; charset=utf-8",
+        ".css": "text/css; charset=utf-8",
+        ".txt": "text/plain; charset=utf-8",
+    }
     return {
         p.relative_to(folder).as_posix(): (p.read_bytes(), types[p.suffix])
-        for p in sorted(folder.rglob("*")) if p.is_file() and p.suffix in types
-    }  # fmt: skip
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.suffix in types
+    }

@@ -68,10 +68,20 @@ MARKER = ".gatewayd-demo"  # in a state folder the demo made: the next run may c
 MARKER_TEXT = "This folder is `gatewayd demo`'s state: each demo run clears it first (unless --reuse).\n"
 # Everything a demo run leaves in its folder (the daemon's state, the nodes' flash): a folder of
 # these alone, with the demo's configuration among them, is an earlier demo's from before the marker.
-DEMO_ENTRIES = frozenset({
-    "demo-gatewayd.toml", "gatewayd.sqlite3", "gatewayd.sqlite3-wal", "gatewayd.sqlite3-shm",
-    "gatewayd.sqlite3-journal", "gatewayd.reserve", "status.json", "keys", "models", "nodes",
-})  # fmt: skip
+DEMO_ENTRIES = frozenset(
+    {
+        "demo-gatewayd.toml",
+        "gatewayd.sqlite3",
+        "gatewayd.sqlite3-wal",
+        "gatewayd.sqlite3-shm",
+        "gatewayd.sqlite3-journal",
+        "gatewayd.reserve",
+        "status.json",
+        "keys",
+        "models",
+        "nodes",
+    }
+)
 
 
 class DemoStateError(GatewayError, ValueError):
@@ -104,35 +114,49 @@ def prepare_state_dir(state_dir: Path, *, reuse: bool = False) -> str:
     if not is_demo_folder(state_dir):
         raise DemoStateError(
             f"{state_dir} holds files that `gatewayd demo` did not write (it has no {MARKER}): the demo neither "
-            "clears nor writes into it. Pass another --state-dir (a new or empty folder), or remove this one.")
+            "clears nor writes into it. Pass another --state-dir (a new or empty folder), or remove this one."
+        )
     if reuse:
         (state_dir / MARKER).write_text(MARKER_TEXT)
-        return (f"state: reusing {state_dir} (--reuse): the store, models, open alerts and the nodes' trip latches "
-                "of earlier runs carry on")  # fmt: skip
+        return (
+            f"state: reusing {state_dir} (--reuse): the store, models, open alerts and the nodes' trip latches "
+            "of earlier runs carry on"
+        )
     here = Path.cwd().resolve()
     if state_dir == here or state_dir in here.parents or state_dir == Path.home().resolve():
-        raise DemoStateError(f"{state_dir} holds the working directory or is the home folder: the demo does not "
-                             "clear it; pass another --state-dir")  # fmt: skip
+        raise DemoStateError(
+            f"{state_dir} holds the working directory or is the home folder: the demo does not "
+            "clear it; pass another --state-dir"
+        )
     for entry in state_dir.iterdir():
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
         else:
             entry.unlink()
     (state_dir / MARKER).write_text(MARKER_TEXT)
-    return (f"state: {state_dir} (cleared: this run starts with no readings, models or alerts of earlier runs; "
-            "--reuse keeps them)")  # fmt: skip
+    return (
+        f"state: {state_dir} (cleared: this run starts with no readings, models or alerts of earlier runs; "
+        "--reuse keeps them)"
+    )
 
 
 BOOTSTRAP_MINUTES = 5.0  # covers about 90 % of the simulated pumps' operating range (setpoints 0.6-1.0)
 DURATION_S = 420.0  # the bootstrap, then two minutes of scoring
 
 
-def demo_config(state_dir: Path, ports: list[int], interval_s: float, path: Path, dashboard_port: int | None = None,
-                bootstrap_minutes: float = BOOTSTRAP_MINUTES) -> str:  # fmt: skip
+def demo_config(
+    state_dir: Path,
+    ports: list[int],
+    interval_s: float,
+    path: Path,
+    dashboard_port: int | None = None,
+    bootstrap_minutes: float = BOOTSTRAP_MINUTES,
+) -> str:
     devices = "".join(DEVICE.format(unit=i + 1, port=p, interval_s=interval_s) for i, p in enumerate(ports))
     dashboard = DASHBOARD.format(port=dashboard_port) if dashboard_port else ""
-    return DEMO_CONFIG.format(state_dir=state_dir, devices=devices, path=path, dashboard=dashboard,
-                              bootstrap_minutes=bootstrap_minutes)  # fmt: skip
+    return DEMO_CONFIG.format(
+        state_dir=state_dir, devices=devices, path=path, dashboard=dashboard, bootstrap_minutes=bootstrap_minutes
+    )
 
 
 def dashboard_port(wanted: int) -> int:
@@ -147,10 +171,18 @@ def dashboard_port(wanted: int) -> int:
 
 
 def run_demo(
-    *, duration_s: float = DURATION_S, nodes: int = 3, state_dir: Path = Path("var"), interval_s: float = 0.5,
-    progress_s: float = 5.0, out: TextIO = sys.stdout, dashboard: int = 8080, fault_after_s: float | None = None,
-    reuse: bool = False, bootstrap_minutes: float = BOOTSTRAP_MINUTES,
-) -> int:  # fmt: skip
+    *,
+    duration_s: float = DURATION_S,
+    nodes: int = 3,
+    state_dir: Path = Path("var"),
+    interval_s: float = 0.5,
+    progress_s: float = 5.0,
+    out: TextIO = sys.stdout,
+    dashboard: int = 8080,
+    fault_after_s: float | None = None,
+    reuse: bool = False,
+    bootstrap_minutes: float = BOOTSTRAP_MINUTES,
+) -> int:
     state_dir = state_dir.resolve()
     print(prepare_state_dir(state_dir, reuse=reuse), file=out)
     print(f"starting {nodes} virtual nodes (MicroPython unix port, simulated pump plant)", file=out)
@@ -167,8 +199,9 @@ def run_demo(
             print(f"  pump-{unit}: Modbus TCP on 127.0.0.1:{node.port}, unit {unit}", file=out)
         config_path = state_dir / "demo-gatewayd.toml"
         port = dashboard_port(dashboard) if dashboard else None
-        text = demo_config(state_dir, [n.port for n in started if n.port], interval_s, config_path, port,
-                           bootstrap_minutes)  # fmt: skip
+        text = demo_config(
+            state_dir, [n.port for n in started if n.port], interval_s, config_path, port, bootstrap_minutes
+        )
         config_path.write_text(text)
         config = parse_config(text, str(config_path))
         models_before = installed_models(config)
@@ -216,9 +249,17 @@ def _progress(gateway: daemon.Gateway, elapsed: float, out: TextIO) -> None:
     print(f"[{elapsed:5.1f} s] stored {gateway.writer.written} readings, {gateway.alerts} alerts", file=out)
     if gateway.detection is not None:
         d = gateway.detection.status()
-        models = ", ".join(f"{name} " + (f"v{m['version']}" if m["version"] else
-                                          "training" if m["training"] else f"collecting ({m['collected']} windows)")
-                           for name, m in d["models"].items())  # fmt: skip
+        models = ", ".join(
+            f"{name} "
+            + (
+                f"v{m['version']}"
+                if m["version"]
+                else "training"
+                if m["training"]
+                else f"collecting ({m['collected']} windows)"
+            )
+            for name, m in d["models"].items()
+        )
         print(f"  models: {models}; {d['windows']} windows, {d['incidents']} incidents", file=out)
     for name, h in gateway.health().items():
         values = "  ".join(f"{ch} {v:.2f} {h.units.get(ch, '')}".rstrip() for ch, v in h.last_values.items())
@@ -242,27 +283,42 @@ def models_line(models: dict[str, dict], before: dict[str, int | None]) -> str:
     return "; ".join(parts)
 
 
-def _summary(config: Config, gateway: daemon.Gateway, since_ms: int, elapsed: float, out: TextIO,
-             models_before: dict[str, int | None]) -> None:  # fmt: skip
+def _summary(
+    config: Config,
+    gateway: daemon.Gateway,
+    since_ms: int,
+    elapsed: float,
+    out: TextIO,
+    models_before: dict[str, int | None],
+) -> None:
     store = Store.in_state_dir(config.state_path)
     try:
         rows = store.summaries(since_ms)
         total = store.reading_count()
     finally:
         store.close()
-    print(f"\nsummary: {gateway.writer.written} readings stored in {elapsed:.1f} s "
-          f"({gateway.writer.written / max(elapsed, 1e-9):.0f}/s), {total} in the store", file=out)  # fmt: skip
+    print(
+        f"\nsummary: {gateway.writer.written} readings stored in {elapsed:.1f} s "
+        f"({gateway.writer.written / max(elapsed, 1e-9):.0f}/s), {total} in the store",
+        file=out,
+    )
     print(f"  {'device':<8} {'channel':<12} {'unit':<5} {'count':>6} {'min':>8} {'mean':>8} {'max':>8}", file=out)
     for r in rows:
         if r.count:
-            print(f"  {r.device:<8} {r.channel:<12} {r.unit:<5} {r.count:>6} "
-                  f"{r.minimum:>8.2f} {r.mean:>8.2f} {r.maximum:>8.2f}", file=out)  # fmt: skip
+            print(
+                f"  {r.device:<8} {r.channel:<12} {r.unit:<5} {r.count:>6} "
+                f"{r.minimum:>8.2f} {r.mean:>8.2f} {r.maximum:>8.2f}",
+                file=out,
+            )
     for name, h in gateway.health().items():
         if h.state != "online":
             print(f"  {name}: {h.state}, last error: {h.last_error}", file=out)
     if gateway.detection is not None:
         d = gateway.detection.status()
-        print(f"detection: {d['windows']} windows; {models_line(d['models'], models_before)}; "
-              f"{d['incidents']} incidents opened (gatewayd alert list --config "
-              f"{config.state_path / 'demo-gatewayd.toml'})", file=out)  # fmt: skip
+        print(
+            f"detection: {d['windows']} windows; {models_line(d['models'], models_before)}; "
+            f"{d['incidents']} incidents opened (gatewayd alert list --config "
+            f"{config.state_path / 'demo-gatewayd.toml'})",
+            file=out,
+        )
     print(f"database: {store.path}", file=out)

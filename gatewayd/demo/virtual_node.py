@@ -110,12 +110,25 @@ class VirtualNode:
         for _ in range(5):
             port = self.requested_port or free_port()
             cmd = [
-                binary, "-X", f"heapsize={HEAP_SIZE}", str(firmware / "virtual_node.py"),
-                "--port", str(port), "--unit", str(self.unit), "--seed", str(self.seed),
-                "--period-ms", str(self.period_ms), *self.extra_args,
-            ]  # fmt: skip
+                binary,
+                "-X",
+                f"heapsize={HEAP_SIZE}",
+                str(firmware / "virtual_node.py"),
+                "--port",
+                str(port),
+                "--unit",
+                str(self.unit),
+                "--seed",
+                str(self.seed),
+                "--period-ms",
+                str(self.period_ms),
+                *self.extra_args,
+            ]
             proc = subprocess.Popen(
-                cmd, env=micropython_env(firmware), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                cmd,
+                env=micropython_env(firmware),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
             lines = _read_until_ready(proc, timeout_s)

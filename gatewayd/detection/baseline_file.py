@@ -39,8 +39,11 @@ class BaselineFile:
             log.warning("baselines not restored from %s (%s): devices start from their training state", self.path, exc)
             return
         if isinstance(raw, dict):
-            self.saved = {d: e for d, e in raw.items() if isinstance(e, dict) and isinstance(e.get("bundle"), str)
-                          and isinstance(e.get("level"), list)}  # fmt: skip
+            self.saved = {
+                d: e
+                for d, e in raw.items()
+                if isinstance(e, dict) and isinstance(e.get("bundle"), str) and isinstance(e.get("level"), list)
+            }
 
     def restore(self, device: str, bundle: str, baseline: Baseline) -> bool:
         """Give `baseline` the level saved for this device under this bundle, if there is one."""
@@ -63,8 +66,11 @@ class BaselineFile:
     def snapshot(baselines: dict[str, tuple[str, Baseline]]) -> dict[str, dict]:
         """What to write of these baselines (device -> (bundle, baseline)): the following ones,
         copied, so that the file can be written off the event loop while they move on."""
-        return {d: {"bundle": bundle, "level": [float(v) for v in b.level]}
-                for d, (bundle, b) in baselines.items() if b.rate}  # fmt: skip
+        return {
+            d: {"bundle": bundle, "level": [float(v) for v in b.level]}
+            for d, (bundle, b) in baselines.items()
+            if b.rate
+        }
 
     def save(self, data: dict[str, dict]) -> None:
         """Write a snapshot (replacing the file whole)."""
@@ -76,8 +82,11 @@ class BaselineFile:
             os.replace(temp, self.path)
         except OSError as exc:
             if not self.failing:
-                log.warning("baselines not saved to %s (%s): a restart starts from the training state until it can",
-                            self.path, exc.strerror or exc)  # fmt: skip
+                log.warning(
+                    "baselines not saved to %s (%s): a restart starts from the training state until it can",
+                    self.path,
+                    exc.strerror or exc,
+                )
             self.failing = True
             with contextlib.suppress(OSError):
                 temp.unlink(missing_ok=True)

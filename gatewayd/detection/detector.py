@@ -64,8 +64,14 @@ class WindowResult:
 
 
 class Detector:
-    def __init__(self, device: str, scorer: Scorer, rules: RuleSettings, drift: DriftSettings = DriftSettings(),
-                 multiplier: float = 1.0):  # fmt: skip
+    def __init__(
+        self,
+        device: str,
+        scorer: Scorer,
+        rules: RuleSettings,
+        drift: DriftSettings = DriftSettings(),
+        multiplier: float = 1.0,
+    ):
         self.device = device
         self.scorer = scorer
         self.rules = AlertRules(device, rules)
@@ -82,8 +88,9 @@ class Detector:
         self.deciding = np.array([self.available.index(n) for n in self.names])
         # the span never vanishes: a score that was constant in calibration alarms when it moves
         self.span = np.maximum(levels - self.typical, 1e-9 * np.maximum(np.abs(levels), 1.0))
-        self.baseline = Baseline(scorer.scaler_for(device).mean, rules.follow_windows, scorer.spec.window_s,
-                                 scorer.spec.hop_s)  # fmt: skip
+        self.baseline = Baseline(
+            scorer.scaler_for(device).mean, rules.follow_windows, scorer.spec.window_s, scorer.spec.hop_s
+        )
         names = scorer.spec.names
         self.mean_features = [i for i, n in enumerate(names) if n.endswith(":mean")]
         self.drifts = {"score": PageHinkley(drift.delta, drift.threshold, drift.min_samples)}
@@ -125,8 +132,9 @@ class Detector:
         step = self.rules.step(end_ms, ratios, feature_excess, incomplete=bool(np.isnan(features).any()))
         self.baseline.follow(features, step.ratio, step.incident_open)
         top = self.scorer.top_features(scores.feature_error[0])
-        result = WindowResult(end_ms, if_score, ae_score, ratios, step, top,
-                              all_ratios=dict(zip(self.available, map(float, every))))  # fmt: skip
+        result = WindowResult(
+            end_ms, if_score, ae_score, ratios, step, top, all_ratios=dict(zip(self.available, map(float, every)))
+        )
         if self.drift_settings.enabled:
             direction = self.drifts["score"].update(step.ratio)
             if direction:

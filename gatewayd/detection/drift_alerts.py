@@ -37,7 +37,7 @@ LOAD_RETRY_S = 60.0  # open alerts not read (store degraded): tried again at mos
 
 
 def parse(change: str) -> tuple[str, str]:
-    """"pressure:mean down" -> ("pressure:mean", "down")."""
+    """ "pressure:mean down" -> ("pressure:mean", "down")."""
     feature, _, direction = change.rpartition(" ")
     return (feature, direction) if feature else (change, "")
 
@@ -77,9 +77,16 @@ class DriftAlert:
         return new
 
     def detail(self, retrain: bool) -> dict:
-        return {"source": "drift", "changes": [list(c) for c in self.changes], "channels": self.channels,
-                "bundle": self.bundle, "events": self.events, "last_change_ms": self.last_change_ms,
-                "retrain": retrain, **self.extra}  # fmt: skip
+        return {
+            "source": "drift",
+            "changes": [list(c) for c in self.changes],
+            "channels": self.channels,
+            "bundle": self.bundle,
+            "events": self.events,
+            "last_change_ms": self.last_change_ms,
+            "retrain": retrain,
+            **self.extra,
+        }
 
 
 def _stored_changes(detail: dict) -> list[tuple[str, str]]:
@@ -93,9 +100,17 @@ def _stored_changes(detail: dict) -> list[tuple[str, str]]:
 
 
 class DriftAlerts:
-    def __init__(self, gateway: str, store: AsyncStore, publish: Publish, *, holdoff_s: float = 3600.0,
-                 quiet_windows: int = 120, retrain: bool = False,
-                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+    def __init__(
+        self,
+        gateway: str,
+        store: AsyncStore,
+        publish: Publish,
+        *,
+        holdoff_s: float = 3600.0,
+        quiet_windows: int = 120,
+        retrain: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.gateway = gateway
         self.store = store
         self.publish = publish
@@ -133,8 +148,9 @@ class DriftAlerts:
                 alert = DriftAlert(newest["id"], device, newest["opened_ms"])
                 for row in found:  # an older gateway's burst (one alert per feature) is one alert
                     if row["opened_ms"] == newest["opened_ms"]:
-                        alert.changes.extend(c for c in _stored_changes(details.get(row["id"], {}))
-                                             if c not in alert.changes)  # fmt: skip
+                        alert.changes.extend(
+                            c for c in _stored_changes(details.get(row["id"], {})) if c not in alert.changes
+                        )
                 stored = details.get(newest["id"], {})
                 alert.bundle = stored.get("bundle")
                 alert.last_change_ms = stored.get("last_change_ms", newest["opened_ms"])
@@ -143,8 +159,12 @@ class DriftAlerts:
                 if newest["id"] not in details:  # its detail is replaced at the next update: say so
                     alert.extra["earlier_changes"] = "not read after a restart"
                 self.open[device] = alert
-                log.info("%s: continuing the open drift alert %s (%s)", device, alert.id,
-                         ", ".join(f"{f} {d}" for f, d in alert.changes) or "changes not read")  # fmt: skip
+                log.info(
+                    "%s: continuing the open drift alert %s (%s)",
+                    device,
+                    alert.id,
+                    ", ".join(f"{f} {d}" for f, d in alert.changes) or "changes not read",
+                )
                 superseded, by = found[:-1], alert
             else:
                 superseded, by = [r for r in found if r["id"] != current.id], current
@@ -170,8 +190,7 @@ class DriftAlerts:
 
     # -- window by window ----------------------------------------------------------------------
 
-    async def window(self, device: str, end_ms: int, changes: list[str],
-                     bundle: str | None = None) -> str | None:  # fmt: skip
+    async def window(self, device: str, end_ms: int, changes: list[str], bundle: str | None = None) -> str | None:
         """One scored window of a device and its drift changes (maybe none). Returns the changes
         of a newly opened alert ("pressure:mean up, score up"), else None."""
         if not self.loaded and (changes or self.clock() >= self.next_load):
@@ -191,8 +210,12 @@ class DriftAlerts:
             await self.store.update_alert(AlertChange(alert.id, device, "drift", detail=detail))
             self.publish(AlertChange(alert.id, device, "drift", channels=tuple(alert.channels), detail=detail))
             added = ", ".join(f"{f} {d}" for f, d in new)
-            log.info("%s: drift alert %s goes on: %s", device, alert.id,
-                     f"{added} added" if new else "the same features moved again")  # fmt: skip
+            log.info(
+                "%s: drift alert %s goes on: %s",
+                device,
+                alert.id,
+                f"{added} added" if new else "the same features moved again",
+            )
             return None
         if not parsed:
             return None
@@ -200,9 +223,13 @@ class DriftAlerts:
         if closed is not None and self.clock() - closed < self.holdoff_s:
             if not self.held_off.get(device):
                 left = self.holdoff_s - (self.clock() - closed)
-                log.info("%s: drift in %s, in the hold-off after its last drift alert: not alerted "
-                         "(%.0f s left; changes until then are counted only)", device, ", ".join(changes),
-                         left)  # fmt: skip
+                log.info(
+                    "%s: drift in %s, in the hold-off after its last drift alert: not alerted "
+                    "(%.0f s left; changes until then are counted only)",
+                    device,
+                    ", ".join(changes),
+                    left,
+                )
             self.held_off[device] = self.held_off.get(device, 0) + len(parsed)
             self.held_off_total += len(parsed)
             return None
@@ -227,15 +254,17 @@ class DriftAlerts:
             self.versions[device] = version
             alert = self.open.get(device)
             if alert is not None and before is not None and version > before:
-                await self._close(alert, max(self.last_ms.get(device, 0), alert.opened_ms),
-                                  f"a new model took over: {bundle}")  # fmt: skip
+                await self._close(
+                    alert, max(self.last_ms.get(device, 0), alert.opened_ms), f"a new model took over: {bundle}"
+                )
 
     async def _close(self, alert: DriftAlert, closed_ms: int, why: str) -> None:
         del self.open[alert.device]
         self.closed_at[alert.device] = self.clock()
         self.held_off.pop(alert.device, None)
-        closed = AlertChange(alert.id, alert.device, "drift", closed_ms=closed_ms,
-                             detail={**alert.detail(self.retrain), "closed": why})  # fmt: skip
+        closed = AlertChange(
+            alert.id, alert.device, "drift", closed_ms=closed_ms, detail={**alert.detail(self.retrain), "closed": why}
+        )
         await self.store.update_alert(closed)
         log.info("%s: drift alert %s closed: %s", alert.device, alert.id, why)
         self.publish(closed)

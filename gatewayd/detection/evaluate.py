@@ -92,8 +92,7 @@ def evaluate_file(path: Path, out: Path, settings: EvalSettings, workdir: Path) 
     period = series.sample_period_s(ts)
     window_s = settings.window_for(period)
     window_ms = int(window_s * 1000)
-    spec = FeatureSpec(tuple(sensors), window_s=window_s, hop_s=period, stats=settings.stats,
-                       sample_period_s=period)  # fmt: skip
+    spec = FeatureSpec(tuple(sensors), window_s=window_s, hop_s=period, stats=settings.stats, sample_period_s=period)
     # Training windows: one ending at every training row (hop = one row), rows 0..n_train-1 only.
     train_ends, train_x = [], []
     for end in range(n_train):
@@ -101,11 +100,23 @@ def evaluate_file(path: Path, out: Path, settings: EvalSettings, workdir: Path) 
         if end + 1 - lo >= spec.min_fill * window_s / period:
             train_ends.append(ts[end])
             train_x.append(window_features(spec, ts[lo : end + 1], values[lo : end + 1]))
-    trained = train_bundle(np.array(train_x), np.array(train_ends), spec, name="skab", version=1,
-                           source=f"skab:{path.name}", trees=settings.trees, scale_floor=settings.scale_floor,
-                           seed=settings.seed)  # fmt: skip
-    bundle = write_bundle(workdir / f"bundle-{path.parent.name}-{path.stem}", trained.manifest, trained.files,
-                          load_private_key(workdir / "k.pem"))  # fmt: skip
+    trained = train_bundle(
+        np.array(train_x),
+        np.array(train_ends),
+        spec,
+        name="skab",
+        version=1,
+        source=f"skab:{path.name}",
+        trees=settings.trees,
+        scale_floor=settings.scale_floor,
+        seed=settings.seed,
+    )
+    bundle = write_bundle(
+        workdir / f"bundle-{path.parent.name}-{path.stem}",
+        trained.manifest,
+        trained.files,
+        load_private_key(workdir / "k.pem"),
+    )
     scorer = Scorer(verify(bundle, [load_public_key(workdir / "k.pub")]), bundle)
     detector = Detector(path.stem, scorer, settings.rules, DriftSettings(enabled=False))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -130,12 +141,15 @@ def evaluate_file(path: Path, out: Path, settings: EvalSettings, workdir: Path) 
 
 
 def skab_files(root: Path) -> list[Path]:
-    return sorted((p for p in root.rglob("*.csv") if "anomaly-free" not in p.parts),
-                  key=lambda p: (p.parent.name, int(p.stem) if p.stem.isdigit() else p.stem))  # fmt: skip
+    return sorted(
+        (p for p in root.rglob("*.csv") if "anomaly-free" not in p.parts),
+        key=lambda p: (p.parent.name, int(p.stem) if p.stem.isdigit() else p.stem),
+    )
 
 
-def evaluate(root: Path, out: Path, settings: EvalSettings = EvalSettings(),
-             progress: Callable[[str], None] = lambda _: None) -> tuple[list[FileResult], dict[str, float]]:  # fmt: skip
+def evaluate(
+    root: Path, out: Path, settings: EvalSettings = EvalSettings(), progress: Callable[[str], None] = lambda _: None
+) -> tuple[list[FileResult], dict[str, float]]:
     files = skab_files(root)
     if not files:
         raise FileNotFoundError(f"no SKAB CSV files under {root}")
@@ -147,8 +161,11 @@ def evaluate(root: Path, out: Path, settings: EvalSettings = EvalSettings(),
             target = out / path.relative_to(root)
             r = evaluate_file(path, target, settings, workdir)
             m = metrics(r.tp, r.fp, r.tn, r.fn)
-            progress(f"[{i}/{len(files)}] {path.relative_to(root)}: F1 {m['f1']:.3f}, FAR {m['far']:.1%}, MAR {m['mar']:.1%}")
+            progress(
+                f"[{i}/{len(files)}] {path.relative_to(root)}: F1 {m['f1']:.3f}, FAR {m['far']:.1%}, MAR {m['mar']:.1%}"
+            )
             results.append(r)
-    pooled = metrics(sum(r.tp for r in results), sum(r.fp for r in results), sum(r.tn for r in results),
-                     sum(r.fn for r in results))  # fmt: skip
+    pooled = metrics(
+        sum(r.tp for r in results), sum(r.fp for r in results), sum(r.tn for r in results), sum(r.fn for r in results)
+    )
     return results, pooled

@@ -49,8 +49,10 @@ class FeatureSpec:
         if unknown_fft:
             raise ValueError(f"fft_channels not among the channels: {unknown_fft}")
         if self.fft_channels and not 1 <= self.fft_bands <= self.window_s / self.sample_period_s / 2:
-            raise ValueError(f"fft_bands must be within 1..{int(self.window_s / self.sample_period_s / 2)} "
-                             "(half the samples in a window)")  # fmt: skip
+            raise ValueError(
+                f"fft_bands must be within 1..{int(self.window_s / self.sample_period_s / 2)} "
+                "(half the samples in a window)"
+            )
 
     @property
     def derived(self) -> list[str]:
@@ -59,8 +61,9 @@ class FeatureSpec:
 
     @property
     def names(self) -> list[str]:
-        return ([f"{c}:{s}" for c in self.derived for s in self.stats]
-                + [f"{c}:band{i}" for c in self.fft_channels for i in range(self.fft_bands)])  # fmt: skip
+        return [f"{c}:{s}" for c in self.derived for s in self.stats] + [
+            f"{c}:band{i}" for c in self.fft_channels for i in range(self.fft_bands)
+        ]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -70,9 +73,15 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
-        return cls(**{**d, "channels": tuple(d["channels"]), "stats": tuple(d["stats"]),
-                      "pairs": tuple(tuple(p) for p in d.get("pairs", ())),
-                      "fft_channels": tuple(d.get("fft_channels", ()))})  # fmt: skip
+        return cls(
+            **{
+                **d,
+                "channels": tuple(d["channels"]),
+                "stats": tuple(d["stats"]),
+                "pairs": tuple(tuple(p) for p in d.get("pairs", ())),
+                "fft_channels": tuple(d.get("fft_channels", ())),
+            }
+        )
 
 
 def _statistics(stats: tuple[str, ...], x: np.ndarray, t: np.ndarray) -> list[float]:
@@ -118,7 +127,9 @@ def window_features(spec: FeatureSpec, ts_ms: np.ndarray, values: np.ndarray) ->
     for c in spec.fft_channels:
         x = values[:, index[c]]
         ok = ~np.isnan(x)
-        out += list(band_energies(x[ok], spec.fft_bands)) if ok.sum() >= 2 * spec.fft_bands else [np.nan] * spec.fft_bands
+        out += (
+            list(band_energies(x[ok], spec.fft_bands)) if ok.sum() >= 2 * spec.fft_bands else [np.nan] * spec.fft_bands
+        )
     return np.array(out, dtype=np.float64)
 
 

@@ -48,9 +48,15 @@ class ThresholdAdapter:
         recall = tp / (tp + missed) if tp + missed else 1.0
         old = self.multiplier
         if precision < self.settings.min_precision:
-            new, reason = min(self.settings.highest, old * self.settings.step), f"precision {precision:.0%} below {self.settings.min_precision:.0%}"
+            new, reason = (
+                min(self.settings.highest, old * self.settings.step),
+                f"precision {precision:.0%} below {self.settings.min_precision:.0%}",
+            )
         elif recall < self.settings.min_recall:
-            new, reason = max(self.settings.lowest, old / self.settings.step), f"recall {recall:.0%} below {self.settings.min_recall:.0%}"
+            new, reason = (
+                max(self.settings.lowest, old / self.settings.step),
+                f"recall {recall:.0%} below {self.settings.min_recall:.0%}",
+            )
         else:
             return None
         if new == old:

@@ -46,9 +46,17 @@ def main(workdir: Path) -> int:
     job = json.loads((workdir / "job.json").read_text())
     with np.load(workdir / "windows.npz") as data:
         features, ends = data["features"], data["ends"]
-    trained = train_bundle(features, ends, FeatureSpec.from_dict(job["spec"]), name=job["name"], version=job["version"],
-                           source=job["source"], trees=job["trees"], scale_floor=job["scale_floor"],
-                           devices=job.get("devices"))  # fmt: skip
+    trained = train_bundle(
+        features,
+        ends,
+        FeatureSpec.from_dict(job["spec"]),
+        name=job["name"],
+        version=job["version"],
+        source=job["source"],
+        trees=job["trees"],
+        scale_floor=job["scale_floor"],
+        devices=job.get("devices"),
+    )
     write_bundle(workdir / "bundle", trained.manifest, trained.files, load_private_key(Path(job["key"])))
     return 0
 

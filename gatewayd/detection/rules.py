@@ -115,8 +115,9 @@ class AlertRules:
         self.quiet_run = 0
         self.incident: Incident | None = None
 
-    def step(self, end_ms: int, ratios: np.ndarray, feature_excess: dict[str, float] | None = None,
-             incomplete: bool = False) -> Step:  # fmt: skip
+    def step(
+        self, end_ms: int, ratios: np.ndarray, feature_excess: dict[str, float] | None = None, incomplete: bool = False
+    ) -> Step:
         """One closed window: `ratios` are each model's score over its threshold;
         `feature_excess` maps features to how far above their training level they are.
         An `incomplete` window (a channel with no sample: a feature is scored at its training

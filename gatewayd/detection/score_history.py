@@ -8,8 +8,16 @@ import math
 
 import numpy as np
 
-COLUMNS = ("ratio", "iforest_ratio", "autoencoder_ratio", "pca_ratio", "iforest", "autoencoder", "iforest_level",
-           "autoencoder_level")  # fmt: skip
+COLUMNS = (
+    "ratio",
+    "iforest_ratio",
+    "autoencoder_ratio",
+    "pca_ratio",
+    "iforest",
+    "autoencoder",
+    "iforest_level",
+    "autoencoder_level",
+)
 HISTORY_S = 3600  # what the charts show
 BYTES_TOTAL = 4 << 20  # for all devices together: 40 B a window
 LEAST_WINDOWS = 60

@@ -72,8 +72,16 @@ def default_spec(d: DetectionSection, channels: list[str], period: float) -> Fea
     pairs = tuple((a, b) for a, b in d.pairs if a in channels and b in channels)
     fft = tuple(c for c in d.fft_channels if c in channels)
     bands = min(d.fft_bands, max(1, int(d.window_s / period / 2)))
-    return FeatureSpec(tuple(channels), window_s=d.window_s, hop_s=d.hop_s, stats=tuple(d.stats),
-                       sample_period_s=min(period, d.window_s), pairs=pairs, fft_channels=fft, fft_bands=bands)  # fmt: skip
+    return FeatureSpec(
+        tuple(channels),
+        window_s=d.window_s,
+        hop_s=d.hop_s,
+        stats=tuple(d.stats),
+        sample_period_s=min(period, d.window_s),
+        pairs=pairs,
+        fft_channels=fft,
+        fft_bands=bands,
+    )
 
 
 @dataclass
@@ -111,18 +119,27 @@ class DetectionStage:
         self.store = store
         self.publish_alert = publish_alert
         widest = max(len(dev.registers) or 8 for dev in config.devices)  # an edge node has a few channels
-        self.queue: asyncio.Queue[tuple[str, int, tuple[str, ...], np.ndarray]] = asyncio.Queue(max(100, QUEUE_VALUES // widest))
+        self.queue: asyncio.Queue[tuple[str, int, tuple[str, ...], np.ndarray]] = asyncio.Queue(
+            max(100, QUEUE_VALUES // widest)
+        )
         self.channel_names: dict[str, tuple[str, ...]] = {}  # per device, in the order polls are queued
         self.stats = StageStats()
         d = self.settings
         for old in ("margins", "false_alarm_rate"):
             if getattr(d, old) is not None:
-                log.warning("[detection] %s is replaced by false_alarms_per_day (%g) and ignored", old,
-                            d.false_alarms_per_day)  # fmt: skip
-        self.rules = RuleSettings(combine=d.combine, weights=tuple(d.weights or ()), scores=tuple(d.scores),
-                                  false_alarms_per_day=d.false_alarms_per_day, open_after=d.open_after,
-                                  close_after=d.close_after, critical_ratio=d.critical_ratio,
-                                  follow_windows=d.baseline_follow_windows)  # fmt: skip
+                log.warning(
+                    "[detection] %s is replaced by false_alarms_per_day (%g) and ignored", old, d.false_alarms_per_day
+                )
+        self.rules = RuleSettings(
+            combine=d.combine,
+            weights=tuple(d.weights or ()),
+            scores=tuple(d.scores),
+            false_alarms_per_day=d.false_alarms_per_day,
+            open_after=d.open_after,
+            close_after=d.close_after,
+            critical_ratio=d.critical_ratio,
+            follow_windows=d.baseline_follow_windows,
+        )
         self.drift = DriftSettings(threshold=d.drift_threshold)
         self.scope_of: dict[str, str] = {}
         self.scopes: dict[str, ScopeState] = {}
@@ -138,8 +155,9 @@ class DetectionStage:
             name = self.scope_of.setdefault(device, device)
             self.scopes.setdefault(name, ScopeState(name, [])).devices.append(device)
         for scope in self.scopes.values():
-            scope.collected = RecentWindows(KEEP_BYTES_TOTAL // len(self.scopes), least=2 * MIN_WINDOWS,
-                                            most=KEEP_WINDOWS_MAX)  # fmt: skip
+            scope.collected = RecentWindows(
+                KEEP_BYTES_TOTAL // len(self.scopes), least=2 * MIN_WINDOWS, most=KEEP_WINDOWS_MAX
+            )
         from gatewayd.models.bundle import load_public_key
 
         self.models = ModelStore(config.models_path, [load_public_key(Path(p)) for p in config.models.public_keys])
@@ -157,9 +175,14 @@ class DetectionStage:
         self.baselines = BaselineFile(config.state_path / BASELINES_FILE)
         # One open drift alert per device; it closes after twice the windows a drift test takes
         # to measure a stream again without a new change (see drift_alerts.py).
-        self.drift_alerts = DriftAlerts(config.gateway.name, store, self._publish,
-                                        holdoff_s=d.drift_alert_holdoff_s, quiet_windows=2 * self.drift.min_samples,
-                                        retrain=d.retrain_on_drift)  # fmt: skip
+        self.drift_alerts = DriftAlerts(
+            config.gateway.name,
+            store,
+            self._publish,
+            holdoff_s=d.drift_alert_holdoff_s,
+            quiet_windows=2 * self.drift.min_samples,
+            retrain=d.retrain_on_drift,
+        )
 
     def _local_key(self) -> Path | None:
         """The gateway's own signing key, whose bundles it trusts; made on first use. A state
@@ -169,8 +192,11 @@ class DetectionStage:
             try:
                 self.key_path, public = local_key(self.config.state_path)
             except OSError as exc:
-                log.warning("no local signing key yet (%s): the gateway trains no model of its own until it can "
-                            "write %s", exc.strerror or exc, self.config.state_path)  # fmt: skip
+                log.warning(
+                    "no local signing key yet (%s): the gateway trains no model of its own until it can write %s",
+                    exc.strerror or exc,
+                    self.config.state_path,
+                )
                 return None
             self.models.public_keys.append(public)
         return self.key_path
@@ -199,10 +225,17 @@ class DetectionStage:
             found = await loop.run_in_executor(None, self.models.current, scope.name)
             assert found is not None
             manifest, folder = found
-            scorer = await loop.run_in_executor(None, lambda: Scorer(manifest, folder, threads=self.config.models.threads))
+            scorer = await loop.run_in_executor(
+                None, lambda: Scorer(manifest, folder, threads=self.config.models.threads)
+            )
         except (BundleError, ValueError, OSError) as exc:
-            log.error("%s: bundle v%s not loaded, keeping %s: %s", scope.name, version,
-                      f"v{scope.version}" if scope.version else "no model", exc)  # fmt: skip
+            log.error(
+                "%s: bundle v%s not loaded, keeping %s: %s",
+                scope.name,
+                version,
+                f"v{scope.version}" if scope.version else "no model",
+                exc,
+            )
             if scope.scorer is not None and self.models.linked(scope.name, "previous") is not None:
                 await self._rollback(scope, version, f"does not load: {exc}")
             else:
@@ -216,23 +249,29 @@ class DetectionStage:
                 rate = self._alarm_rate(scope, scorer, rows)
                 if rate > self.settings.health_max_alert_rate:
                     scope.version = version
-                    await self._rollback(scope, version, f"{rate:.0%} of the last {len(rows)} windows alarmed with it "
-                                         f"(at most {self.settings.health_max_alert_rate:.0%})")  # fmt: skip
+                    await self._rollback(
+                        scope,
+                        version,
+                        f"{rate:.0%} of the last {len(rows)} windows alarmed with it "
+                        f"(at most {self.settings.health_max_alert_rate:.0%})",
+                    )
                     return
                 replacing = False  # checked already: no probation
         scope.scorer, scope.version = scorer, version
         if replacing:  # other features (or too few windows yet): checked on the windows it scores first
             scope.probation, scope.probation_alarms = self.settings.health_windows, 0
-        await self.store.record_model_event({"event": "loaded", "name": scope.name, "version": version,
-                                             "source": manifest.training.get("source")})  # fmt: skip
+        await self.store.record_model_event(
+            {"event": "loaded", "name": scope.name, "version": version, "source": manifest.training.get("source")}
+        )
         scope.trained_at = time.monotonic()
         for device in scope.devices:
             self.specs[device] = scorer.spec
             if device in self.detectors:
                 self.detectors[device].replace_scorer(scorer)
             else:
-                detector = self.detectors[device] = Detector(device, scorer, self.rules, self.drift,
-                                                             scope.adapter.multiplier)  # fmt: skip
+                detector = self.detectors[device] = Detector(
+                    device, scorer, self.rules, self.drift, scope.adapter.multiplier
+                )
                 if self.baselines.restore(device, self._bundle_name(scope), detector.baseline):
                     log.info("%s: baseline restored from the previous run", device)
                 self._resume(device, detector)
@@ -247,8 +286,12 @@ class DetectionStage:
         return f"{scope.name} v{scope.version}"
 
     def _baselines_now(self) -> dict[str, dict]:
-        return self.baselines.snapshot({device: (self._bundle_name(self.scopes[self.scope_of[device]]),
-                                                 detector.baseline) for device, detector in self.detectors.items()})  # fmt: skip
+        return self.baselines.snapshot(
+            {
+                device: (self._bundle_name(self.scopes[self.scope_of[device]]), detector.baseline)
+                for device, detector in self.detectors.items()
+            }
+        )
 
     async def _save_baselines(self) -> None:
         """Every SAVE_EVERY_S, off the event loop: a slow SD card must not hold up the windows."""
@@ -273,7 +316,9 @@ class DetectionStage:
         for row in await self.store.open_alerts("model"):
             older = self.resumed.get(row["device"])
             if older is not None:
-                await self.store.update_alert(AlertChange(older["id"], row["device"], "model", closed_ms=row["opened_ms"]))
+                await self.store.update_alert(
+                    AlertChange(older["id"], row["device"], "model", closed_ms=row["opened_ms"])
+                )
             self.resumed[row["device"]] = row
 
     # -- the loop ------------------------------------------------------------------------
@@ -325,8 +370,10 @@ class DetectionStage:
         detector = self.detectors.get(device)
         if detector is None or scope.scorer is None:
             self._collect(scope, end_ms, features, device)
-            if scope.training is None and \
-                    max(scope.collected_ms.values(), default=0) >= self.settings.bootstrap_minutes * 60_000:  # fmt: skip
+            if (
+                scope.training is None
+                and max(scope.collected_ms.values(), default=0) >= self.settings.bootstrap_minutes * 60_000
+            ):
                 self._start_training(scope, "bootstrap: no model installed")
             return
         result = detector.window(end_ms, features)
@@ -339,9 +386,12 @@ class DetectionStage:
             if scope.probation == 0:
                 rate = scope.probation_alarms / self.settings.health_windows
                 if rate > self.settings.health_max_alert_rate:
-                    await self._rollback(scope, scope.version or 0,
-                                         f"{rate:.0%} of its first {self.settings.health_windows} windows alarmed "
-                                         f"(at most {self.settings.health_max_alert_rate:.0%})")  # fmt: skip
+                    await self._rollback(
+                        scope,
+                        scope.version or 0,
+                        f"{rate:.0%} of its first {self.settings.health_windows} windows alarmed "
+                        f"(at most {self.settings.health_max_alert_rate:.0%})",
+                    )
         if not result.step.alarming and not result.step.incident_open and result.step.closed is None:
             self._collect(scope, end_ms, features, device)
         await self._incident(device, result, scope)
@@ -355,11 +405,19 @@ class DetectionStage:
         levels = detector.alarm_levels()
         every = result.all_ratios
         pca = [every[n] for n in ("pca_t2", "pca_q") if n in every]
-        history.append(result.end_ms, {
-            "ratio": result.step.ratio, "iforest_ratio": every["iforest"], "autoencoder_ratio": every["autoencoder"],
-            "pca_ratio": max(pca) if pca else math.nan, "iforest": result.iforest, "autoencoder": result.autoencoder,
-            "iforest_level": levels["iforest"], "autoencoder_level": levels["autoencoder"],
-        })  # fmt: skip
+        history.append(
+            result.end_ms,
+            {
+                "ratio": result.step.ratio,
+                "iforest_ratio": every["iforest"],
+                "autoencoder_ratio": every["autoencoder"],
+                "pca_ratio": max(pca) if pca else math.nan,
+                "iforest": result.iforest,
+                "autoencoder": result.autoencoder,
+                "iforest_level": levels["iforest"],
+                "autoencoder_level": levels["autoencoder"],
+            },
+        )
 
     def _collect(self, scope: ScopeState, end_ms: int, features: np.ndarray, device: str) -> None:
         # Data time collected, one window's step at a time: a wall-clock step forward counts as
@@ -405,14 +463,28 @@ class DetectionStage:
                 raise RuntimeError(f"no signing key: {self.config.state_path} cannot be written")
             self.config.models_path.mkdir(parents=True, exist_ok=True)
             work = Path(tempfile.mkdtemp(prefix=".training-", dir=self.config.models_path))
-            write_job(work, features, ends, spec=spec.to_dict(), name=scope.name, version=version,
-                      trees=self.settings.trees, scale_floor=self.settings.scale_floor,
-                      source=f"gateway:{reason}", key=str(key),
-                      devices=[r[2] for r in rows] if self.settings.scope == "global" else None)  # fmt: skip
+            write_job(
+                work,
+                features,
+                ends,
+                spec=spec.to_dict(),
+                name=scope.name,
+                version=version,
+                trees=self.settings.trees,
+                scale_floor=self.settings.scale_floor,
+                source=f"gateway:{reason}",
+                key=str(key),
+                devices=[r[2] for r in rows] if self.settings.scope == "global" else None,
+            )
             async with self.training_slot:
                 proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "gatewayd.detection.local_training", str(work),
-                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)  # fmt: skip
+                    sys.executable,
+                    "-m",
+                    "gatewayd.detection.local_training",
+                    str(work),
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
                 _, err = await proc.communicate()
             if proc.returncode != 0:
                 last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
@@ -451,13 +523,16 @@ class DetectionStage:
         try:
             back_to = await loop.run_in_executor(None, self.models.rollback, scope.name)
         except BundleError as exc:
-            log.error("%s: v%d failed its health check (%s) and cannot be rolled back: %s", scope.name, version, reason, exc)
+            log.error(
+                "%s: v%d failed its health check (%s) and cannot be rolled back: %s", scope.name, version, reason, exc
+            )
             scope.probation = 0
             return
         log.error("%s: v%d rolled back to v%d: %s", scope.name, version, back_to, reason)
         scope.probation = 0
-        await self.store.record_model_event({"event": "rollback", "name": scope.name, "version": version,
-                                             "restored": back_to, "reason": reason})  # fmt: skip
+        await self.store.record_model_event(
+            {"event": "rollback", "name": scope.name, "version": version, "restored": back_to, "reason": reason}
+        )
         await self._load(scope)
 
     # -- incidents, drift, feedback -----------------------------------------------------------
@@ -469,14 +544,26 @@ class DetectionStage:
             return
         detail = self._detail(incident, result, scope)
         if step.opened is not None:
-            alert = Alert.new(self.config.gateway.name, device, "model", kind="model", severity=incident.severity,
-                              opened_ms=incident.opened_ms, detail=detail,
-                              channels=incident.top_channels() or self.specs[device].channels)  # fmt: skip
+            alert = Alert.new(
+                self.config.gateway.name,
+                device,
+                "model",
+                kind="model",
+                severity=incident.severity,
+                opened_ms=incident.opened_ms,
+                detail=detail,
+                channels=incident.top_channels() or self.specs[device].channels,
+            )
             self.incident_ids[id(incident)] = alert.id
             self.stats.incidents += 1
             await self.store.record_alert(alert)
-            log.warning("%s: anomaly (%s), ratio %.2f, features %s", device, incident.severity, step.ratio,
-                        ", ".join(f for f, _ in incident.top_features(3)))  # fmt: skip
+            log.warning(
+                "%s: anomaly (%s), ratio %.2f, features %s",
+                device,
+                incident.severity,
+                step.ratio,
+                ", ".join(f for f, _ in incident.top_features(3)),
+            )
             self._publish(alert)
             return
         alert_id = self.incident_ids.get(id(incident))
@@ -491,8 +578,9 @@ class DetectionStage:
             await self.store.update_alert(closed)
             window_ms = int(self.specs[device].window_s * 1000)
             for channel in self.specs[device].channels:  # the raw data of the episode is kept
-                await self.store.protect(device, channel, incident.opened_ms - 2 * window_ms,
-                                         (incident.closed_ms or incident.opened_ms) + 1)  # fmt: skip
+                await self.store.protect(
+                    device, channel, incident.opened_ms - 2 * window_ms, (incident.closed_ms or incident.opened_ms) + 1
+                )
             self._publish(closed)
             self.incident_ids.pop(id(incident), None)
 
@@ -546,8 +634,9 @@ class DetectionStage:
             scope = self.scopes.get(self.scope_of.get(device, ""))
             if scope is None or label not in ("true_positive", "false_positive", "missed"):
                 continue
-            scope.adapter.settings = FeedbackSettings(min_precision=self.settings.min_precision,
-                                                      min_recall=self.settings.min_recall, lowest=lo, highest=hi)  # fmt: skip
+            scope.adapter.settings = FeedbackSettings(
+                min_precision=self.settings.min_precision, min_recall=self.settings.min_recall, lowest=lo, highest=hi
+            )
             change = scope.adapter.add(label)
             if change is not None:
                 old, new, reason = change
@@ -568,12 +657,16 @@ class DetectionStage:
         for name, s in self.scopes.items():
             manifest = s.scorer.manifest if s.scorer is not None else None
             scopes[name] = {
-                "devices": s.devices, "version": s.version, "collected": len(s.collected),
-                "training": s.training is not None, "multiplier": s.adapter.multiplier, "probation": s.probation,
+                "devices": s.devices,
+                "version": s.version,
+                "collected": len(s.collected),
+                "training": s.training is not None,
+                "multiplier": s.adapter.multiplier,
+                "probation": s.probation,
                 "source": manifest.training.get("source") if manifest else None,
                 "created": manifest.created if manifest else None,
                 "rolled_back": self.models.rolled_back(name),
-            }  # fmt: skip
+            }
         devices = {}
         for device, scope in self.scope_of.items():
             detector = self.detectors.get(device)
@@ -584,13 +677,29 @@ class DetectionStage:
                 "drift": detector.drift_levels() if detector is not None else {},
                 "windows_kept": len(history) if history is not None else 0,
             }
-        return {"scopes": scopes, "devices": devices, "critical_ratio": self.settings.critical_ratio,
-                "drift_threshold": self.settings.drift_threshold}  # fmt: skip
+        return {
+            "scopes": scopes,
+            "devices": devices,
+            "critical_ratio": self.settings.critical_ratio,
+            "drift_threshold": self.settings.drift_threshold,
+        }
 
     def status(self) -> dict:
         return {
-            "windows": self.stats.windows, "scored": self.stats.scored, "dropped": self.stats.dropped, "errors": self.stats.errors, "incidents": self.stats.incidents,
-            "trainings": self.stats.trainings, "drift_events": self.stats.drift_events,
-            "models": {name: {"version": s.version, "collected": len(s.collected), "training": s.training is not None,
-                              "multiplier": s.adapter.multiplier} for name, s in self.scopes.items()},
-        }  # fmt: skip
+            "windows": self.stats.windows,
+            "scored": self.stats.scored,
+            "dropped": self.stats.dropped,
+            "errors": self.stats.errors,
+            "incidents": self.stats.incidents,
+            "trainings": self.stats.trainings,
+            "drift_events": self.stats.drift_events,
+            "models": {
+                name: {
+                    "version": s.version,
+                    "collected": len(s.collected),
+                    "training": s.training is not None,
+                    "multiplier": s.adapter.multiplier,
+                }
+                for name, s in self.scopes.items()
+            },
+        }

@@ -45,9 +45,16 @@ def hidden_sizes(n_features: int) -> tuple[int, ...]:
 
 def train(z: np.ndarray, *, hidden: tuple[int, ...] | None = None, seed: int = 0, max_iter: int = 400) -> DenseLayers:
     """Fit on scaled features of normal windows (rows)."""
-    net = MLPRegressor(hidden_layer_sizes=hidden or hidden_sizes(z.shape[1]), activation="relu",
-                       solver="adam", alpha=1e-4, max_iter=max_iter, early_stopping=len(z) >= 50,
-                       n_iter_no_change=20, random_state=seed)  # fmt: skip
+    net = MLPRegressor(
+        hidden_layer_sizes=hidden or hidden_sizes(z.shape[1]),
+        activation="relu",
+        solver="adam",
+        alpha=1e-4,
+        max_iter=max_iter,
+        early_stopping=len(z) >= 50,
+        n_iter_no_change=20,
+        random_state=seed,
+    )
     with warnings.catch_warnings():
         # Stopping at max_iter is a budget, not a failure: the thresholds are set from the
         # errors this network actually makes on the training windows.
@@ -67,8 +74,13 @@ def compile_autoencoder(layers: DenseLayers, *, description: str = "autoencoder"
     for i, (w, b) in enumerate(zip(layers.weights, layers.biases)):
         weights = g.const(f"dense{i}/weights", w.T, np.float32)  # FULLY_CONNECTED wants (out, in)
         bias = g.const(f"dense{i}/bias", b, np.float32)
-        h = g.op("FULLY_CONNECTED", [x if i == 0 else h, weights, bias], name=f"dense{i}", rank=2,
-                 fusedActivationFunction=None if i == last else "relu")  # fmt: skip
+        h = g.op(
+            "FULLY_CONNECTED",
+            [x if i == 0 else h, weights, bias],
+            name=f"dense{i}",
+            rank=2,
+            fusedActivationFunction=None if i == last else "relu",
+        )
     per_feature = g.op("SQUARED_DIFFERENCE", [x, h], name="feature_error", rank=2)
     axis = g.const("feature_axis", [1], np.int32)
     per_window = g.op("MEAN", [per_feature, axis], name="reconstruction_error", rank=1, keepDims=False)

@@ -116,8 +116,11 @@ class Manifest(_Strict):
                 raise BundleError("manifest: every scaler needs one mean and one positive scale per feature")
         if len(self.models.autoencoder.feature_thresholds) != width:
             raise BundleError("manifest: autoencoder.feature_thresholds needs one value per feature")
-        if self.format == 2 and (self.models.pca is None or self.models.iforest.calibration is None
-                                 or self.models.autoencoder.calibration is None):  # fmt: skip
+        if self.format == 2 and (
+            self.models.pca is None
+            or self.models.iforest.calibration is None
+            or self.models.autoencoder.calibration is None
+        ):
             raise BundleError("manifest: format 2 needs calibration for every model and a pca model")
         if self.format == 1:
             for old in (self.models.iforest, self.models.autoencoder):
@@ -144,13 +147,13 @@ def sha256_file(path: Path) -> str:
 def generate_keypair(private_path: Path, public_path: Path) -> None:
     """A new Ed25519 key pair: the private key (PKCS#8 PEM) readable by its owner only."""
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())  # fmt: skip
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    public_path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
+    public_path.write_bytes(
+        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
@@ -196,8 +199,13 @@ def sign(folder: Path, key: Ed25519PrivateKey) -> None:
     (folder / SIGNATURE).write_bytes(key.sign((folder / MANIFEST).read_bytes()))
 
 
-def verify(folder: Path, public_keys: list[Ed25519PublicKey], *, installed_version: int | None = None,
-           now: datetime | None = None) -> Manifest:  # fmt: skip
+def verify(
+    folder: Path,
+    public_keys: list[Ed25519PublicKey],
+    *,
+    installed_version: int | None = None,
+    now: datetime | None = None,
+) -> Manifest:
     """The bundle's manifest, once everything checks: signature by one of `public_keys`,
     manifest content, expiry, version above `installed_version`, every listed file present
     with its size and sha256. Raises BundleError naming the first failure."""

@@ -66,8 +66,12 @@ class Tail:
         return self.tail_start + self.tail_scale * math.log(ALPHA_RANGE[1] / a)
 
     def to_dict(self) -> dict:
-        return {"typical": self.typical, "tail_start": self.tail_start, "tail_scale": self.tail_scale,
-                "windows": self.windows}  # fmt: skip
+        return {
+            "typical": self.typical,
+            "tail_start": self.tail_start,
+            "tail_scale": self.tail_scale,
+            "windows": self.windows,
+        }
 
 
 def window_alpha(false_alarms_per_day: float, hop_s: float) -> float:

@@ -36,8 +36,11 @@ _OPTIONS = {  # builtin operator -> (options union member, options class)
     "FULLY_CONNECTED": ("FullyConnectedOptions", schema.FullyConnectedOptionsT),
     "SQUARED_DIFFERENCE": ("SquaredDifferenceOptions", schema.SquaredDifferenceOptionsT),
 }
-_ACTIVATIONS = {None: schema.ActivationFunctionType.NONE, "relu": schema.ActivationFunctionType.RELU,
-                "tanh": schema.ActivationFunctionType.TANH}  # fmt: skip
+_ACTIVATIONS = {
+    None: schema.ActivationFunctionType.NONE,
+    "relu": schema.ActivationFunctionType.RELU,
+    "tanh": schema.ActivationFunctionType.TANH,
+}
 
 
 class Graph:
@@ -74,8 +77,9 @@ class Graph:
         self.buffers.append(buffer)
         return self._tensor(name, array.shape, array.dtype, len(self.buffers) - 1, batched=False)
 
-    def op(self, kind: str, inputs: list[int], *, name: str, rank: int, dtype: type = np.float32,
-           **options: Any) -> int:  # fmt: skip
+    def op(
+        self, kind: str, inputs: list[int], *, name: str, rank: int, dtype: type = np.float32, **options: Any
+    ) -> int:
         """Append one builtin operator with one batched output of the given rank."""
         code = getattr(schema.BuiltinOperator, kind)
         if code not in self.opcodes:

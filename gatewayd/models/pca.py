@@ -60,7 +60,9 @@ def compile_pca(c: Components, *, description: str = "pca") -> bytes:
     t2 = g.op("SUM", [g.op("MUL", [u, u], name="whitened_squared", rank=2), axis], name="t2", rank=1, keepDims=False)
     back = g.const("loadings", c.loadings, np.float32)  # (n, k): back to feature space
     n = c.loadings.shape[0]
-    recon = g.op("FULLY_CONNECTED", [t, back, g.const("no_bias_n", np.zeros(n), np.float32)], name="reconstruction", rank=2)
+    recon = g.op(
+        "FULLY_CONNECTED", [t, back, g.const("no_bias_n", np.zeros(n), np.float32)], name="reconstruction", rank=2
+    )
     per_feature = g.op("SQUARED_DIFFERENCE", [d, recon], name="feature_error", rank=2)
     q = g.op("SUM", [per_feature, axis], name="q", rank=1, keepDims=False)
     return g.finish([t2, q, per_feature], description)

@@ -19,8 +19,9 @@ def _interpreter(model: bytes | Path, threads: int):
     # Builtin kernels only: the XNNPACK delegate measured no faster on these small graphs (27 us
     # per forest window either way) and logs a line on every load.
     source = {"model_path": str(model)} if isinstance(model, Path) else {"model_content": model}
-    return Interpreter(**source, num_threads=threads,
-                       experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return Interpreter(
+        **source, num_threads=threads, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
 
 
 class ModelError(GatewayError, ValueError):

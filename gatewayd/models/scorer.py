@@ -49,8 +49,11 @@ class Scorer:
         """Score windows: `features` (n, len(spec.names)) or one window (len(spec.names),)."""
         z = self.scaler_for(device).transform(np.atleast_2d(features))
         ae = self.autoencoder(z)
-        scores = Scores(iforest=self.iforest(z)["anomaly_score"], autoencoder=ae["reconstruction_error"],
-                        feature_error=ae["feature_error"])  # fmt: skip
+        scores = Scores(
+            iforest=self.iforest(z)["anomaly_score"],
+            autoencoder=ae["reconstruction_error"],
+            feature_error=ae["feature_error"],
+        )
         scores.named = {"iforest": scores.iforest, "autoencoder": scores.autoencoder}
         if self.pca is not None:
             out = self.pca(z)

@@ -55,15 +55,22 @@ class _Fitted:
         with them, checked below)."""
         t2, q, _ = self.components.scores(z)
         errors = (self.layers.forward(z) - z) ** 2
-        return {"iforest": -self.forest.score_samples(z), "autoencoder": errors.mean(axis=1), "pca_t2": t2,
-                "pca_q": q, "feature_error": errors}  # fmt: skip
+        return {
+            "iforest": -self.forest.score_samples(z),
+            "autoencoder": errors.mean(axis=1),
+            "pca_t2": t2,
+            "pca_q": q,
+            "feature_error": errors,
+        }
 
 
 def _iso(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="seconds")
 
 
-def _scale(x: np.ndarray, groups: np.ndarray | None, floor: float) -> tuple[Standardizer, dict[str, Standardizer], np.ndarray]:
+def _scale(
+    x: np.ndarray, groups: np.ndarray | None, floor: float
+) -> tuple[Standardizer, dict[str, Standardizer], np.ndarray]:
     """The scaler (and with `groups`, each device's own) and the scaled windows."""
     scaler = Standardizer.fit(x, floor)
     if groups is None:
@@ -82,11 +89,22 @@ def _fit(z: np.ndarray, trees: int, seed: int) -> _Fitted:
     return _Fitted(forest, autoencoder.train(z, seed=seed), pca.fit(z))
 
 
-def train_bundle(features: np.ndarray, window_ends_ms: np.ndarray, spec: FeatureSpec, *, name: str, version: int,
-                 source: str, trees: int = 100, seed: int = 0, scale_floor: float = SCALE_FLOOR,
-                 calibration_share: float = calibration.CALIBRATION_SHARE, expires: str | None = None,
-                 devices: Sequence[str] | None = None,
-                 progress: Callable[[str], None] = lambda _: None) -> TrainedBundle:  # fmt: skip
+def train_bundle(
+    features: np.ndarray,
+    window_ends_ms: np.ndarray,
+    spec: FeatureSpec,
+    *,
+    name: str,
+    version: int,
+    source: str,
+    trees: int = 100,
+    seed: int = 0,
+    scale_floor: float = SCALE_FLOOR,
+    calibration_share: float = calibration.CALIBRATION_SHARE,
+    expires: str | None = None,
+    devices: Sequence[str] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> TrainedBundle:
     """Train the models on windows judged normal (rows of `features`, columns `spec.names`, in
     time order) and calibrate their alarm levels on the latest of them. With `devices` (the
     device of each row), every device's windows are scaled with its own scaler, so one model
@@ -106,7 +124,9 @@ def train_bundle(features: np.ndarray, window_ends_ms: np.ndarray, spec: Feature
     cut = calibration.split(len(x), calibration_share)
     if cut > 0:
         progress(f"calibration: fitting on the first {cut} windows, scoring the latest {len(x) - cut}")
-        fit_scaler, fit_device_scalers, z_fit = _scale(x[:cut], groups[:cut] if groups is not None else None, scale_floor)
+        fit_scaler, fit_device_scalers, z_fit = _scale(
+            x[:cut], groups[:cut] if groups is not None else None, scale_floor
+        )
         held = x[cut:]
         if groups is None:
             z_held = fit_scaler.transform(held)
@@ -162,16 +182,27 @@ def train_bundle(features: np.ndarray, window_ends_ms: np.ndarray, spec: Feature
         "scaler": scaler.to_dict(),
         "device_scalers": {d: sc.to_dict() for d, sc in device_scalers.items()},
         "models": {
-            "iforest": {"file": IFOREST_FILE, "calibration": tails["iforest"].to_dict(), "trees": trees,
-                        "max_samples": int(forest.max_samples_), "depth": int(depth)},  # fmt: skip
+            "iforest": {
+                "file": IFOREST_FILE,
+                "calibration": tails["iforest"].to_dict(),
+                "trees": trees,
+                "max_samples": int(forest.max_samples_),
+                "depth": int(depth),
+            },
             "autoencoder": {
                 "file": AUTOENCODER_FILE,
                 "calibration": tails["autoencoder"].to_dict(),
-                "feature_thresholds": [float(v) for v in np.quantile(held_scores["feature_error"], FEATURE_QUANTILE, axis=0)],
+                "feature_thresholds": [
+                    float(v) for v in np.quantile(held_scores["feature_error"], FEATURE_QUANTILE, axis=0)
+                ],
                 "layers": [int(layers.weights[0].shape[0])] + [int(w.shape[1]) for w in layers.weights],
             },
-            "pca": {"file": PCA_FILE, "components": int(components.loadings.shape[1]),
-                    "t2": tails["pca_t2"].to_dict(), "q": tails["pca_q"].to_dict()},  # fmt: skip
+            "pca": {
+                "file": PCA_FILE,
+                "components": int(components.loadings.shape[1]),
+                "t2": tails["pca_t2"].to_dict(),
+                "q": tails["pca_q"].to_dict(),
+            },
         },
         "training": {
             "source": source,
@@ -186,6 +217,8 @@ def train_bundle(features: np.ndarray, window_ends_ms: np.ndarray, spec: Feature
             "feature_max": [float(v) for v in x.max(axis=0)],
         },
     }
-    progress("calibrated (median, 90th percentile, tail scale): " + ", ".join(
-        f"{k} {t.typical:.4g}/{t.tail_start:.4g}/{t.tail_scale:.3g}" for k, t in tails.items()))  # fmt: skip
+    progress(
+        "calibrated (median, 90th percentile, tail scale): "
+        + ", ".join(f"{k} {t.typical:.4g}/{t.tail_start:.4g}/{t.tail_scale:.3g}" for k, t in tails.items())
+    )
     return TrainedBundle(manifest, {IFOREST_FILE: iforest_bytes, AUTOENCODER_FILE: ae_bytes, PCA_FILE: pca_bytes})

@@ -31,9 +31,11 @@ NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 HEX_MAC = re.compile(r"[0-9a-fA-F]{64}")
 SIGNED_KEYS = ("gateway", "ts_ms", "nonce")
 
-UNAUTHORISED = ("refused: unsigned commands are not accepted here. Set mqtt.command_secret_file and sign "
-                "commands (gatewayd command sign), or set mqtt.accept_unauthenticated_commands = true "
-                "if the broker's ACLs keep everyone else off this topic")  # fmt: skip
+UNAUTHORISED = (
+    "refused: unsigned commands are not accepted here. Set mqtt.command_secret_file and sign "
+    "commands (gatewayd command sign), or set mqtt.accept_unauthenticated_commands = true "
+    "if the broker's ACLs keep everyone else off this topic"
+)
 
 
 def load_secret(path: str | Path) -> bytes:
@@ -41,8 +43,9 @@ def load_secret(path: str | Path) -> bytes:
     UnicodeDecodeError, or ValueError when it is too short to be a secret."""
     secret = Path(path).read_text(encoding="utf-8").strip()
     if len(secret) < MIN_SECRET_CHARS:
-        raise ValueError(f"holds {len(secret)} characters, at least {MIN_SECRET_CHARS} are needed "
-                         "(e.g. openssl rand -hex 32)")  # fmt: skip
+        raise ValueError(
+            f"holds {len(secret)} characters, at least {MIN_SECRET_CHARS} are needed (e.g. openssl rand -hex 32)"
+        )
     return secret.encode("utf-8")
 
 
@@ -56,8 +59,12 @@ def sign(command: dict, secret: bytes, gateway: str, *, now_ms: int | None = Non
     """The payload of a signed command for `gateway`: UTF-8 JSON, ready to publish."""
     if reserved := [k for k in ("signed", "hmac", *SIGNED_KEYS) if k in command]:
         raise ValueError(f"the command must not hold {', '.join(reserved)}: signing adds them")
-    inner = {**command, "gateway": gateway, "ts_ms": clock.now_ms() if now_ms is None else now_ms,
-             "nonce": secrets.token_hex(16) if nonce is None else nonce}  # fmt: skip
+    inner = {
+        **command,
+        "gateway": gateway,
+        "ts_ms": clock.now_ms() if now_ms is None else now_ms,
+        "nonce": secrets.token_hex(16) if nonce is None else nonce,
+    }
     text = json.dumps(inner, ensure_ascii=False, separators=(",", ":"))
     return json.dumps({"signed": text, "hmac": mac(secret, text)}, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -72,9 +79,16 @@ class Authoriser:
     memory, so without that last rule a restart would open the window again. "Started" is taken
     as now minus the monotonic uptime, so it follows the clock when NTP steps it."""
 
-    def __init__(self, gateway: str, secret: bytes | None, accept_unauthenticated: bool, *,
-                 secret_problem: str | None = None, wall_ms: Callable[[], int] | None = None,
-                 monotonic: Callable[[], float] = time.monotonic):  # fmt: skip
+    def __init__(
+        self,
+        gateway: str,
+        secret: bytes | None,
+        accept_unauthenticated: bool,
+        *,
+        secret_problem: str | None = None,
+        wall_ms: Callable[[], int] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.gateway = gateway
         self.secret = secret
         self.secret_problem = secret_problem
@@ -94,7 +108,7 @@ class Authoriser:
     def _verify(self, data: dict) -> dict:
         extra = sorted(set(data) - {"signed", "hmac"})
         if extra:
-            raise CommandError(f"a signed command holds only \"signed\" and \"hmac\"; unknown key(s): {', '.join(extra)}")
+            raise CommandError(f'a signed command holds only "signed" and "hmac"; unknown key(s): {", ".join(extra)}')
         text, given = data.get("signed"), data.get("hmac")
         if not isinstance(text, str):
             raise CommandError("signed: the command's JSON text, as a string, is missing")
@@ -102,7 +116,9 @@ class Authoriser:
             raise CommandError("hmac: 64 hexadecimal characters (HMAC-SHA256) expected")
         if self.secret is None:
             why = f" ({self.secret_problem})" if self.secret_problem else ""
-            raise CommandError(f"refused: a signed command, but this gateway has no usable mqtt.command_secret_file{why}")
+            raise CommandError(
+                f"refused: a signed command, but this gateway has no usable mqtt.command_secret_file{why}"
+            )
         if not hmac.compare_digest(mac(self.secret, text), given.lower()):
             raise CommandError("refused: wrong signature (signed with another secret, or changed after signing)")
         inner = decode_text(text)
@@ -121,12 +137,14 @@ class Authoriser:
             raise CommandError(
                 f"refused: signed at {_when(ts_ms)} but this gateway's clock says {_when(now_ms)}, "
                 f"{abs(now_ms - ts_ms) / 1000:.0f} s apart (at most {WINDOW_S} s): sign it again, "
-                "and if the gateway's clock is wrong, set it (NTP)")  # fmt: skip
+                "and if the gateway's clock is wrong, set it (NTP)"
+            )
         mono = self.monotonic()
         started_ms = now_ms - int((mono - self.started) * 1000)
         if ts_ms < started_ms:
-            raise CommandError(f"refused: signed at {_when(ts_ms)}, before this gateway started "
-                               f"({_when(started_ms)}): sign it again")  # fmt: skip
+            raise CommandError(
+                f"refused: signed at {_when(ts_ms)}, before this gateway started ({_when(started_ms)}): sign it again"
+            )
         self._forget(now_ms, mono)
         if nonce in self.nonces:
             raise CommandError(f"refused: a replay (nonce {nonce} was used already)")
@@ -137,8 +155,9 @@ class Authoriser:
 
     def _forget(self, now_ms: int, mono: float) -> None:
         """Drop the nonces that could no longer pass the time check and are 2 x WINDOW_S old."""
-        old = [n for n, (ts, seen) in self.nonces.items()
-               if ts < now_ms - WINDOW_S * 1000 and mono - seen > 2 * WINDOW_S]  # fmt: skip
+        old = [
+            n for n, (ts, seen) in self.nonces.items() if ts < now_ms - WINDOW_S * 1000 and mono - seen > 2 * WINDOW_S
+        ]
         for n in old:
             del self.nonces[n]
 

@@ -25,8 +25,10 @@ RECORD_BURST = 100
 RECORD_EVERY_S = 10.0
 REPORT_EVERY_S = 60.0
 
-RETAINED = ("refused: a retained command would be applied again at every reconnect and restart; publish it "
-            "without retain, and clear the retained one with: mosquitto_pub -r -n -t TOPIC")  # fmt: skip
+RETAINED = (
+    "refused: a retained command would be applied again at every reconnect and restart; publish it "
+    "without retain, and clear the retained one with: mosquitto_pub -r -n -t TOPIC"
+)
 
 Apply = Callable[[Command | Missed], Awaitable[str]]
 DeadLetter = Callable[[str, str, bytes], Awaitable[None]]
@@ -59,9 +61,16 @@ class CommandTopic:
     unknown alert and one of `store_errors` when the store cannot take it (a full disk);
     `dead_letter(source, reason, payload)` keeps a refused command."""
 
-    def __init__(self, config: Config, apply: Apply, dead_letter: DeadLetter, *,
-                 store_errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError),
-                 monotonic: Callable[[], float] = time.monotonic, wall_ms: Callable[[], int] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        config: Config,
+        apply: Apply,
+        dead_letter: DeadLetter,
+        *,
+        store_errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError),
+        monotonic: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] | None = None,
+    ):
         self.gateway = config.gateway.name
         self.devices = frozenset(d.name for d in config.devices)
         self.apply = apply
@@ -78,12 +87,17 @@ class CommandTopic:
                 problem = f"{mqtt.command_secret_file}: {getattr(exc, 'strerror', None) or exc}"
                 log.error("mqtt.command_secret_file unusable, signed commands will be refused: %s", problem)
         unsigned = mqtt is not None and mqtt.accept_unauthenticated_commands
-        self.authoriser = Authoriser(self.gateway, secret, unsigned, secret_problem=problem, wall_ms=wall_ms,
-                                     monotonic=monotonic)  # fmt: skip
+        self.authoriser = Authoriser(
+            self.gateway, secret, unsigned, secret_problem=problem, wall_ms=wall_ms, monotonic=monotonic
+        )
         if mqtt is not None:
             accepted = [what for what, yes in (("signed", secret is not None), ("unsigned", unsigned)) if yes]
-            log.info("MQTT commands: %s", " and ".join(accepted) + " accepted" if accepted else
-                     "all refused (set mqtt.command_secret_file or mqtt.accept_unauthenticated_commands)")  # fmt: skip
+            log.info(
+                "MQTT commands: %s",
+                " and ".join(accepted) + " accepted"
+                if accepted
+                else "all refused (set mqtt.command_secret_file or mqtt.accept_unauthenticated_commands)",
+            )
         self.budget = Budget(RECORD_BURST, RECORD_EVERY_S, monotonic)
         self.applied = 0
         self.refused = 0
@@ -127,9 +141,13 @@ class CommandTopic:
             now = self.monotonic()
             if now - self.reported >= REPORT_EVERY_S:
                 self.reported = now
-                log.warning("MQTT command topic flooded: %d refused commands neither logged nor dead-lettered "
-                            "so far (%d are kept at once, then one every %g s)", self.unrecorded, RECORD_BURST,
-                            RECORD_EVERY_S)  # fmt: skip
+                log.warning(
+                    "MQTT command topic flooded: %d refused commands neither logged nor dead-lettered "
+                    "so far (%d are kept at once, then one every %g s)",
+                    self.unrecorded,
+                    RECORD_BURST,
+                    RECORD_EVERY_S,
+                )
             return
         log.log(level, "MQTT command refused: %s", reason, exc_info=exc)
         try:

@@ -33,7 +33,6 @@ COMMANDS_QUEUED = 100  # received commands waiting to be handled; past it the cl
 MAX_BACKOFF_S = 60.0
 
 
-
 class MessageBacklog(Protocol):
     """Where messages wait while the broker is away (the store: gatewayd/store/async_store.py)."""
 
@@ -88,8 +87,13 @@ def encode(body: dict) -> bytes:
 
 
 class Publisher:
-    def __init__(self, config: MqttSection, gateway: str, backlog: MessageBacklog,
-                 on_command: Callable[[bytes, bool], Awaitable[str]] | None = None):  # fmt: skip
+    def __init__(
+        self,
+        config: MqttSection,
+        gateway: str,
+        backlog: MessageBacklog,
+        on_command: Callable[[bytes, bool], Awaitable[str]] | None = None,
+    ):
         self.on_command = on_command
         self.config = config
         self.topics = Topics(config.topic_prefix, gateway)
@@ -144,8 +148,13 @@ class Publisher:
             self.offer(Message(topic, json.dumps(body, sort_keys=True).encode(), qos=1, retain=True, important=True))
 
     def health(self, device: str, state: str, failures: int, last_error: str | None) -> None:
-        body = {"device": device, "state": state, "consecutive_failures": failures, "last_error": last_error,
-                "ts_ms": now_ms()}  # fmt: skip
+        body = {
+            "device": device,
+            "state": state,
+            "consecutive_failures": failures,
+            "last_error": last_error,
+            "ts_ms": now_ms(),
+        }
         self.offer(Message(self.topics.health(device), encode(body), qos=1, retain=True, important=True))
 
     def alert(self, alert: Alert | AlertChange) -> None:
@@ -170,9 +179,18 @@ class Publisher:
         password = Path(cfg.password_file).read_text().strip() if cfg.password_file else None
         tls = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else None
         will = aiomqtt.Will(self.topics.status, self._status("offline"), qos=1, retain=True)
-        return aiomqtt.Client(cfg.host, cfg.port, username=cfg.username, password=password, tls_context=tls,
-                              will=will, keepalive=cfg.keepalive_s, identifier=f"gatewayd-{self.gateway}",
-                              timeout=10, max_queued_incoming_messages=COMMANDS_QUEUED)  # fmt: skip
+        return aiomqtt.Client(
+            cfg.host,
+            cfg.port,
+            username=cfg.username,
+            password=password,
+            tls_context=tls,
+            will=will,
+            keepalive=cfg.keepalive_s,
+            identifier=f"gatewayd-{self.gateway}",
+            timeout=10,
+            max_queued_incoming_messages=COMMANDS_QUEUED,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -181,8 +199,12 @@ class Publisher:
                 async with self._client() as client:
                     self.connected = True
                     if self.failures:
-                        log.info("MQTT broker %s:%d back after %d failed attempts", self.config.host,
-                                 self.config.port, self.failures)  # fmt: skip
+                        log.info(
+                            "MQTT broker %s:%d back after %d failed attempts",
+                            self.config.host,
+                            self.config.port,
+                            self.failures,
+                        )
                     self.failures = 0
                     await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
                     commands = None
@@ -210,8 +232,12 @@ class Publisher:
                 self.connected = False
                 self.failures += 1
                 if self.failures == 1:
-                    log.error("MQTT broker %s:%d unavailable: %s; keeping messages in the store",
-                              self.config.host, self.config.port, exc)  # fmt: skip
+                    log.error(
+                        "MQTT broker %s:%d unavailable: %s; keeping messages in the store",
+                        self.config.host,
+                        self.config.port,
+                        exc,
+                    )
                 await self._to_backlog(pending)
                 delay = retry_delay(self.failures, first_s=1.0, max_s=MAX_BACKOFF_S)
                 deadline = asyncio.get_running_loop().time() + delay
@@ -230,8 +256,11 @@ class Publisher:
         assert self.on_command is not None
         async for message in client.messages:
             try:
-                payload = bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else \
-                    str(message.payload).encode()  # fmt: skip
+                payload = (
+                    bytes(message.payload)
+                    if isinstance(message.payload, bytes | bytearray)
+                    else str(message.payload).encode()
+                )
                 result = await self.on_command(payload, bool(message.retain))
             except Exception:
                 log.exception("MQTT command on %s not handled", message.topic)

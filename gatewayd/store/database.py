@@ -24,7 +24,6 @@ from gatewayd.store.upload_state import OUTBOX_SOURCES
 DB_NAME = "gatewayd.sqlite3"
 
 
-
 @dataclass(frozen=True, slots=True)  # slots: half the memory of a queued reading
 class Reading:
     device: str
@@ -94,8 +93,9 @@ class Store:
         default is 2 MiB per connection)."""
         self.path = Path(path)
         if readonly:
-            self.conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False,
-                                        isolation_level=None)  # fmt: skip
+            self.conn = sqlite3.connect(
+                f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+            )
             self.conn.execute("PRAGMA busy_timeout=5000")
             if cache_kib is not None:
                 self.conn.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
@@ -156,7 +156,9 @@ class Store:
     def journal_mode(self) -> str:
         return self.conn.execute("PRAGMA journal_mode").fetchone()[0]
 
-    def register_device(self, name: str, profile: str, address: str, identity: dict, channels: Sequence[tuple[str, str]]) -> None:
+    def register_device(
+        self, name: str, profile: str, address: str, identity: dict, channels: Sequence[tuple[str, str]]
+    ) -> None:
         """Record a device and its channels (name, unit); ids stay stable across restarts."""
         now = now_ms()
         with self.conn:
@@ -211,7 +213,8 @@ class Store:
             self.conn.execute("BEGIN")
             self.conn.executemany(
                 "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data, seq, clock_unsynced) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
             self._reopen_minutes(minute_rows)
             self.conn.executemany(summaries.UPSERT, minute_rows)
@@ -294,8 +297,9 @@ class Store:
     def _next_minute(self, at_ms: int) -> int:
         """Where the next minute at or after `at_ms` may be (2**62 when there is none)."""
         (row,) = self.conn.execute("SELECT min(minute_ms) FROM summaries WHERE minute_ms >= ?", (at_ms,)).fetchone()
-        (block,) = self.conn.execute("SELECT min(max(first_ms, ?)) FROM summary_blocks WHERE last_ms >= ?",
-                                     (at_ms, at_ms)).fetchone()  # fmt: skip
+        (block,) = self.conn.execute(
+            "SELECT min(max(first_ms, ?)) FROM summary_blocks WHERE last_ms >= ?", (at_ms, at_ms)
+        ).fetchone()
         return min(x for x in (row, block, 2**62) if x is not None)
 
     def minute_of_all(self, minute_ms: int) -> dict[str, dict[str, dict]]:
@@ -310,8 +314,10 @@ class Store:
         minutes = self._minutes(cid, start_ms, end_ms).get(cid)
         if minutes is None:
             return []
-        return [{"minute_ms": m, **stats, "last": math.nan if stats["last"] is None else stats["last"]}
-                for m, stats in zip(minutes.minute_ms.tolist(), _statistics(minutes))]  # fmt: skip
+        return [
+            {"minute_ms": m, **stats, "last": math.nan if stats["last"] is None else stats["last"]}
+            for m, stats in zip(minutes.minute_ms.tolist(), _statistics(minutes))
+        ]
 
     def _channel_id(self, device: str, channel: str) -> int | None:
         row = self.conn.execute(
@@ -352,7 +358,9 @@ class Store:
             size = 0
             for row in rows:
                 last = groups[-1][-1] if groups[-1] else None
-                if last is not None and (size + row[1] > target or row[4] != last[4] or row[5] - last[6] > MERGE_GAP_MS):
+                if last is not None and (
+                    size + row[1] > target or row[4] != last[4] or row[5] - last[6] > MERGE_GAP_MS
+                ):
                     groups.append([])
                     size = 0
                 groups[-1].append(row)
@@ -366,9 +374,16 @@ class Store:
                     self.conn.execute(
                         "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data, seq, clock_unsynced) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (cid, int(merged.ts_ms[0]), int(merged.ts_ms[-1]), len(merged),
-                         blocks.encode(merged.ts_ms, merged.values), min(row[3] for row in group), group[0][4]),
-                    )  # fmt: skip
+                        (
+                            cid,
+                            int(merged.ts_ms[0]),
+                            int(merged.ts_ms[-1]),
+                            len(merged),
+                            blocks.encode(merged.ts_ms, merged.values),
+                            min(row[3] for row in group),
+                            group[0][4],
+                        ),
+                    )
                     self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", [(row[0],) for row in group])
                     removed += len(group)
         return removed
@@ -395,8 +410,9 @@ class Store:
         for cid in channel_ids:
             rows = self.conn.execute(
                 f"SELECT {_MINUTE_FIELDS}, seq FROM summaries WHERE channel_id = ? AND minute_ms <= ? "
-                "ORDER BY minute_ms LIMIT ?", (cid, before_ms - summaries.MINUTE_MS, SUMMARY_STEP_ROWS)
-            ).fetchall()  # fmt: skip
+                "ORDER BY minute_ms LIMIT ?",
+                (cid, before_ms - summaries.MINUTE_MS, SUMMARY_STEP_ROWS),
+            ).fetchall()
             if not rows:
                 continue
             small = self.conn.execute(
@@ -413,8 +429,11 @@ class Store:
             order = joined.order()
             minutes, seq_of = joined.take(order), np.concatenate(seqs)[order]
             cuts = np.flatnonzero(np.diff(minutes.minute_ms) > MERGE_GAP_MS) + 1
-            groups = [(i, min(i + SUMMARY_BLOCK_MINUTES, end)) for start, end in zip([0, *cuts], [*cuts, len(minutes)])
-                      for i in range(start, end, SUMMARY_BLOCK_MINUTES)]  # fmt: skip
+            groups = [
+                (i, min(i + SUMMARY_BLOCK_MINUTES, end))
+                for start, end in zip([0, *cuts], [*cuts, len(minutes)])
+                for i in range(start, end, SUMMARY_BLOCK_MINUTES)
+            ]
             with self.conn:
                 self.conn.execute("BEGIN")
                 self.conn.execute("DELETE FROM summaries WHERE channel_id = ? AND minute_ms <= ?", (cid, rows[-1][0]))
@@ -447,8 +466,15 @@ class Store:
             cur = self.conn.execute(
                 "INSERT OR IGNORE INTO alerts (id, device, channels, severity, kind, opened_ms, detail) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (alert.id, alert.device, json.dumps(list(alert.channels)), alert.severity, alert.kind,
-                 alert.opened_ms, json.dumps(alert.detail)),
+                (
+                    alert.id,
+                    alert.device,
+                    json.dumps(list(alert.channels)),
+                    alert.severity,
+                    alert.kind,
+                    alert.opened_ms,
+                    json.dumps(alert.detail),
+                ),
             )
             if cur.rowcount:
                 self._enqueue("alert", payload.encode())
@@ -463,7 +489,12 @@ class Store:
                 "detail = coalesce(?, detail) WHERE id = ?",
                 (change.severity, change.closed_ms, detail, change.id),
             )
-            body = {"id": change.id, "severity": change.severity, "closed_ms": change.closed_ms, "detail": change.detail}
+            body = {
+                "id": change.id,
+                "severity": change.severity,
+                "closed_ms": change.closed_ms,
+                "detail": change.detail,
+            }
             self._enqueue("alert_update", json.dumps(body, sort_keys=True).encode())
 
     def open_alerts(self, kind: str) -> list[dict]:
@@ -473,8 +504,10 @@ class Store:
             {"id": i, "device": d, "channels": json.loads(c or "[]"), "severity": s, "opened_ms": o}
             for i, d, c, s, o in self.conn.execute(
                 "SELECT id, device, channels, severity, opened_ms FROM alerts WHERE kind = ? AND closed_ms IS NULL "
-                "ORDER BY opened_ms, id", (kind,))
-        ]  # fmt: skip
+                "ORDER BY opened_ms, id",
+                (kind,),
+            )
+        ]
 
     def acknowledge_alert(self, alert_id: str, operator: str | None = None) -> bool:
         with self._synced(), self.conn:
@@ -497,8 +530,11 @@ class Store:
                 "INSERT INTO labels (alert_id, label, operator, created_ms) VALUES (?, ?, ?, ?)",
                 (alert_id, label, operator, now),
             )
-            self.conn.execute("UPDATE alerts SET label = ?, labelled_ms = ?, acknowledged_ms = coalesce(acknowledged_ms, ?) "
-                              "WHERE id = ?", (label, now, now, alert_id))  # fmt: skip
+            self.conn.execute(
+                "UPDATE alerts SET label = ?, labelled_ms = ?, acknowledged_ms = coalesce(acknowledged_ms, ?) "
+                "WHERE id = ?",
+                (label, now, now, alert_id),
+            )
             body = {"alert_id": alert_id, "device": row[0], "label": label, "operator": operator, "created_ms": now}
             self._enqueue("label", json.dumps(body, sort_keys=True).encode())
         return int(cur.lastrowid or 0)
@@ -507,23 +543,43 @@ class Store:
         """(id, alert id, device, label) of labels newer than `label_id`, oldest first."""
         return self.conn.execute(
             "SELECT l.id, l.alert_id, a.device, l.label FROM labels l JOIN alerts a ON a.id = l.alert_id "
-            "WHERE l.id > ? ORDER BY l.id", (label_id,)
-        ).fetchall()  # fmt: skip
+            "WHERE l.id > ? ORDER BY l.id",
+            (label_id,),
+        ).fetchall()
 
     def last_label_id(self) -> int:
         return self.conn.execute("SELECT coalesce(max(id), 0) FROM labels").fetchone()[0]
 
-    def alerts(self, limit: int = 50, device: str | None = None, *, kinds: Sequence[str] | None = None,
-               unacknowledged: bool = False) -> list[dict]:  # fmt: skip
+    def alerts(
+        self,
+        limit: int = 50,
+        device: str | None = None,
+        *,
+        kinds: Sequence[str] | None = None,
+        unacknowledged: bool = False,
+    ) -> list[dict]:
         """The newest alerts first; of one device, of some kinds, not yet acknowledged."""
         marks = ",".join("?" * len(kinds or ()))
         rows = self.conn.execute(
             "SELECT id, device, channels, severity, kind, opened_ms, closed_ms, detail, acknowledged_ms, label "
-            "FROM alerts WHERE (? IS NULL OR device = ?) " + (f"AND kind IN ({marks}) " if kinds else "")
-            + ("AND acknowledged_ms IS NULL " if unacknowledged else "") + "ORDER BY opened_ms DESC, id LIMIT ?",
+            "FROM alerts WHERE (? IS NULL OR device = ?) "
+            + (f"AND kind IN ({marks}) " if kinds else "")
+            + ("AND acknowledged_ms IS NULL " if unacknowledged else "")
+            + "ORDER BY opened_ms DESC, id LIMIT ?",
             (device, device, *(kinds or ()), limit),
         ).fetchall()
-        keys = ("id", "device", "channels", "severity", "kind", "opened_ms", "closed_ms", "detail", "acknowledged_ms", "label")
+        keys = (
+            "id",
+            "device",
+            "channels",
+            "severity",
+            "kind",
+            "opened_ms",
+            "closed_ms",
+            "detail",
+            "acknowledged_ms",
+            "label",
+        )
         out = []
         for row in rows:
             d = dict(zip(keys, row))
@@ -543,14 +599,18 @@ class Store:
 
     def record_threshold_change(self, scope: str, old: float, new: float, reason: str) -> None:
         with self.conn:
-            self.conn.execute("INSERT INTO threshold_changes (scope, created_ms, old, new, reason) VALUES (?, ?, ?, ?, ?)",
-                              (scope, now_ms(), old, new, reason))  # fmt: skip
+            self.conn.execute(
+                "INSERT INTO threshold_changes (scope, created_ms, old, new, reason) VALUES (?, ?, ?, ?, ?)",
+                (scope, now_ms(), old, new, reason),
+            )
 
     def threshold_multipliers(self) -> dict[str, float]:
         """The latest feedback multiplier of every scope."""
-        return dict(self.conn.execute(
-            "SELECT scope, new FROM threshold_changes WHERE id IN (SELECT max(id) FROM threshold_changes GROUP BY scope)"
-        ).fetchall())  # fmt: skip
+        return dict(
+            self.conn.execute(
+                "SELECT scope, new FROM threshold_changes WHERE id IN (SELECT max(id) FROM threshold_changes GROUP BY scope)"
+            ).fetchall()
+        )
 
     def alert_count(self) -> int:
         return self.conn.execute("SELECT count(*) FROM alerts").fetchone()[0]
@@ -565,8 +625,9 @@ class Store:
     def outbox_count(self, kinds: Sequence[str], after_id: int = 0) -> int:
         """Outbox rows of these kinds after `after_id` (an uploader's cursor): what waits to go."""
         marks = ",".join("?" * len(kinds))
-        return self.conn.execute(f"SELECT count(*) FROM outbox WHERE id > ? AND kind IN ({marks})",
-                                 (after_id, *kinds)).fetchone()[0]  # fmt: skip
+        return self.conn.execute(
+            f"SELECT count(*) FROM outbox WHERE id > ? AND kind IN ({marks})", (after_id, *kinds)
+        ).fetchone()[0]
 
     def protect(self, device: str, channel: str, start_ms: int, end_ms: int) -> int:
         """Keep the raw readings of an anomaly window: never compacted away from it, never
@@ -580,8 +641,10 @@ class Store:
                 "UPDATE reading_blocks SET keep = 1 WHERE channel_id = ? AND last_ms >= ? AND first_ms < ?",
                 (cid, start_ms, end_ms),
             )
-            self.conn.execute("INSERT INTO kept_windows (channel_id, start_ms, end_ms, created_ms) VALUES (?, ?, ?, ?)",
-                              (cid, start_ms, end_ms, now_ms()))  # fmt: skip
+            self.conn.execute(
+                "INSERT INTO kept_windows (channel_id, start_ms, end_ms, created_ms) VALUES (?, ?, ?, ?)",
+                (cid, start_ms, end_ms, now_ms()),
+            )
         return cur.rowcount
 
     def enqueue(self, kind: str, payload: bytes) -> None:
@@ -590,15 +653,16 @@ class Store:
             self._enqueue(kind, payload)
 
     def _enqueue(self, kind: str, payload: bytes) -> None:
-        self.conn.execute("INSERT INTO outbox (kind, created_ms, payload) VALUES (?, ?, ?)",
-                          (kind, now_ms(), payload))  # fmt: skip
+        self.conn.execute("INSERT INTO outbox (kind, created_ms, payload) VALUES (?, ?, ?)", (kind, now_ms(), payload))
 
     def outbox_after(self, kinds: Sequence[str], after_id: int, limit: int) -> list[tuple[int, str, bytes]]:
         """Outbox rows (id, kind, payload) of these kinds after `after_id` (an uploader's cursor),
         oldest first."""
         marks = ",".join("?" * len(kinds))
-        return self.conn.execute(f"SELECT id, kind, payload FROM outbox WHERE id > ? AND kind IN ({marks}) "
-                                 "ORDER BY id LIMIT ?", (after_id, *kinds, limit)).fetchall()  # fmt: skip
+        return self.conn.execute(
+            f"SELECT id, kind, payload FROM outbox WHERE id > ? AND kind IN ({marks}) ORDER BY id LIMIT ?",
+            (after_id, *kinds, limit),
+        ).fetchall()
 
     def outbox_waiting(self, cursors: Mapping[str, int]) -> dict[str, int]:
         """Per upload source, the outbox rows past its cursor: what waits to go up."""
@@ -610,7 +674,9 @@ class Store:
         return self.conn.execute(
             "SELECT k.id, d.name, c.name, k.channel_id, k.start_ms, k.end_ms FROM kept_windows k "
             "JOIN channels c ON c.id = k.channel_id JOIN devices d ON d.id = c.device_id "
-            "WHERE k.id > ? ORDER BY k.id LIMIT ?", (after_id, limit)).fetchall()  # fmt: skip
+            "WHERE k.id > ? ORDER BY k.id LIMIT ?",
+            (after_id, limit),
+        ).fetchall()
 
     def dead_letter(self, source: str, reason: str, payload: bytes | None) -> None:
         with self.conn:
@@ -664,8 +730,15 @@ class Store:
 
     # -- disk budget ----------------------------------------------------------------------
 
-    def enforce_budget(self, budget_bytes: int, *, overhead_bytes: int = 0, release_free: bool = True,
-                       chunk: int = 256, uploaded: Callable[[], Mapping[str, int]] | None = None) -> dict[str, int]:  # fmt: skip
+    def enforce_budget(
+        self,
+        budget_bytes: int,
+        *,
+        overhead_bytes: int = 0,
+        release_free: bool = True,
+        chunk: int = 256,
+        uploaded: Callable[[], Mapping[str, int]] | None = None,
+    ) -> dict[str, int]:
         """Evict routine data until the pages in use plus `overhead_bytes` (room kept for the
         WAL, the shared memory and the reserve file) fit in `budget_bytes`: raw blocks not kept
         for an anomaly window, in the order they were written, then outbox rows the cloud agent
@@ -688,8 +761,13 @@ class Store:
         start = self.disk_bytes()
         return self._evict(lambda: free_bytes - (start - self.disk_bytes()), chunk, kinds=("raw",))
 
-    def _evict(self, excess_bytes, chunk: int, kinds: Sequence[str] = ("raw", "outbox_uploaded", "summaries"),
-               uploaded: Callable[[], Mapping[str, int]] | None = None) -> dict[str, int]:  # fmt: skip
+    def _evict(
+        self,
+        excess_bytes,
+        chunk: int,
+        kinds: Sequence[str] = ("raw", "outbox_uploaded", "summaries"),
+        uploaded: Callable[[], Mapping[str, int]] | None = None,
+    ) -> dict[str, int]:
         evicted: dict[str, int] = {}
 
         def outbox_uploaded() -> tuple[str, list]:
@@ -697,22 +775,33 @@ class Store:
             cursors = uploaded() if uploaded is not None else {}
             gone = [(k, cursors.get(source, 0)) for source, k in OUTBOX_SOURCES.items()]
             where = " OR ".join(f"(kind IN ({','.join('?' * len(k))}) AND id <= ?)" for k, _ in gone)
-            return (f"SELECT 0, length(payload), id FROM outbox WHERE {where} ORDER BY id LIMIT ?",
-                    [v for k, cursor in gone for v in (*k, cursor)])  # fmt: skip
+            return (
+                f"SELECT 0, length(payload), id FROM outbox WHERE {where} ORDER BY id LIMIT ?",
+                [v for k, cursor in gone for v in (*k, cursor)],
+            )
 
         # kind: rows oldest written first as (readings, bytes, key...) with the query's arguments
         # before the limit, and how to delete by key
         steps = {
-            "raw": (lambda: ("SELECT count, length(data), id FROM reading_blocks WHERE keep = 0 ORDER BY seq LIMIT ?", []),
-                    lambda keys: self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", keys)),
-            "outbox_uploaded": (outbox_uploaded,
-                                lambda keys: self.conn.executemany("DELETE FROM outbox WHERE id = ?", keys)),
+            "raw": (
+                lambda: ("SELECT count, length(data), id FROM reading_blocks WHERE keep = 0 ORDER BY seq LIMIT ?", []),
+                lambda keys: self.conn.executemany("DELETE FROM reading_blocks WHERE id = ?", keys),
+            ),
+            "outbox_uploaded": (
+                outbox_uploaded,
+                lambda keys: self.conn.executemany("DELETE FROM outbox WHERE id = ?", keys),
+            ),
             # both forms of the minutes, in one order: write order, then time
-            "summaries": (lambda: ("SELECT readings, length(data) + 48, id, NULL, seq, first_ms FROM summary_blocks "
-                                   "UNION ALL SELECT count, 64, channel_id, minute_ms, seq, minute_ms FROM summaries "
-                                   "ORDER BY 5, 6 LIMIT ?", []),
-                          self._delete_summaries),
-        }  # fmt: skip
+            "summaries": (
+                lambda: (
+                    "SELECT readings, length(data) + 48, id, NULL, seq, first_ms FROM summary_blocks "
+                    "UNION ALL SELECT count, 64, channel_id, minute_ms, seq, minute_ms FROM summaries "
+                    "ORDER BY 5, 6 LIMIT ?",
+                    [],
+                ),
+                self._delete_summaries,
+            ),
+        }
         for kind in kinds:
             query, delete = steps[kind]
             if excess_bytes() <= 0:
@@ -745,8 +834,10 @@ class Store:
     def _delete_summaries(self, keys: list[tuple]) -> None:
         """Delete summary blocks (id, NULL, ...) and minute rows (channel id, minute, ...)."""
         self.conn.executemany("DELETE FROM summary_blocks WHERE id = ?", [key[:1] for key in keys if key[1] is None])
-        self.conn.executemany("DELETE FROM summaries WHERE channel_id = ? AND minute_ms = ?",
-                              [key[:2] for key in keys if key[1] is not None])  # fmt: skip
+        self.conn.executemany(
+            "DELETE FROM summaries WHERE channel_id = ? AND minute_ms = ?",
+            [key[:2] for key in keys if key[1] is not None],
+        )
 
     def release_free_pages(self) -> int:
         """Give the database's free pages back to the file system, when it was created able to
@@ -789,7 +880,9 @@ class Store:
         """(first_ms, last_ms) of the channel's blocks stamped before the clock was synchronised."""
         return self.conn.execute(
             "SELECT first_ms, last_ms FROM reading_blocks WHERE channel_id = ? AND clock_unsynced = 1 AND last_ms >= ? "
-            "AND first_ms < ? ORDER BY first_ms", (channel_id, start_ms, end_ms)).fetchall()  # fmt: skip
+            "AND first_ms < ? ORDER BY first_ms",
+            (channel_id, start_ms, end_ms),
+        ).fetchall()
 
     def last_written(self, device: str, channel: str) -> tuple[int, float] | None:
         """The (timestamp, value) a channel was written last, by write order: after a wall-clock
@@ -831,8 +924,9 @@ class Store:
 
     def disk_usage(self) -> DiskUsage:
         """The files of the store as the file system sees them, and the pages in use."""
-        page_size, page_count, free = (self.conn.execute(f"PRAGMA {name}").fetchone()[0]
-                                       for name in ("page_size", "page_count", "freelist_count"))  # fmt: skip
+        page_size, page_count, free = (
+            self.conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "page_count", "freelist_count")
+        )
         database, wal, shm = file_sizes(self.path)
         return DiskUsage(database, wal, shm, (page_count - free) * page_size, page_count * page_size)
 
@@ -843,8 +937,18 @@ class Store:
             b = self.channel_readings(channel_id, since_ms, 2**62)
             if len(b):
                 v = b.values
-                out.append(ChannelSummary(device, channel, unit, len(v), float(np.nanmin(v)), float(np.nanmean(v)),
-                                          float(np.nanmax(v)), float(v[-1])))  # fmt: skip
+                out.append(
+                    ChannelSummary(
+                        device,
+                        channel,
+                        unit,
+                        len(v),
+                        float(np.nanmin(v)),
+                        float(np.nanmean(v)),
+                        float(np.nanmax(v)),
+                        float(v[-1]),
+                    )
+                )
             else:
                 out.append(ChannelSummary(device, channel, unit, 0, None, None, None, None))
         return out
@@ -852,6 +956,14 @@ class Store:
 
 def _statistics(minutes: summaries.Minutes) -> list[dict]:
     """Each minute's count, mean, std, min, max, last, as readers give them (None for NULL)."""
-    return [{"count": c, "mean": mean, "std": math.sqrt(m2 / c) if c and m2 is not None else None,
-             "min": lo, "max": hi, "last": last}
-            for _, c, mean, m2, lo, hi, last, _ in minutes.rows()]  # fmt: skip
+    return [
+        {
+            "count": c,
+            "mean": mean,
+            "std": math.sqrt(m2 / c) if c and m2 is not None else None,
+            "min": lo,
+            "max": hi,
+            "last": last,
+        }
+        for _, c, mean, m2, lo, hi, last, _ in minutes.rows()
+    ]

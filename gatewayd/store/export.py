@@ -25,8 +25,9 @@ def select_channels(store: Store, wanted: Sequence[str]) -> list[tuple[int, str,
     return [by_name[w] for w in wanted]
 
 
-def export_csv(store: Store, out: TextIO, channels: Sequence[str], start_ms: int, end_ms: int, *,
-               mark_clock: bool = False) -> tuple[int, int]:  # fmt: skip
+def export_csv(
+    store: Store, out: TextIO, channels: Sequence[str], start_ms: int, end_ms: int, *, mark_clock: bool = False
+) -> tuple[int, int]:
     """Write `timestamp,device,channel,unit,value` rows in time order per channel (with
     `mark_clock`, a `clock` column: `unsynced` for readings stamped before the clock was
     synchronised); returns (rows, rows stamped before the clock was synchronised)."""
@@ -41,7 +42,8 @@ def export_csv(store: Store, out: TextIO, channels: Sequence[str], start_ms: int
             marks |= (block.ts_ms >= first) & (block.ts_ms <= last)
         unsynced += int(marks.sum())
         for ts, value, mark in zip(block.ts_ms.tolist(), block.values.tolist(), marks.tolist()):
-            writer.writerow([iso(ts), device, channel, unit, repr(value)] + (["unsynced" if mark else ""] if mark_clock
-                                                                              else []))  # fmt: skip
+            writer.writerow(
+                [iso(ts), device, channel, unit, repr(value)] + (["unsynced" if mark else ""] if mark_clock else [])
+            )
         rows += len(block)
     return rows, unsynced

@@ -108,9 +108,16 @@ def probe(folder: Path) -> str | None:
 def _by_message(text: str) -> str | None:
     # Errors raised before SQLite answered (Python's own) carry no code.
     text = text.lower()
-    for needle, kind in (("disk is full", DISK_FULL), ("readonly", READ_ONLY), ("read-only", READ_ONLY),
-                         ("disk i/o error", IO_ERROR), ("locked", LOCKED), ("malformed", CORRUPT),
-                         ("not a database", CORRUPT), ("unable to open", UNAVAILABLE)):  # fmt: skip
+    for needle, kind in (
+        ("disk is full", DISK_FULL),
+        ("readonly", READ_ONLY),
+        ("read-only", READ_ONLY),
+        ("disk i/o error", IO_ERROR),
+        ("locked", LOCKED),
+        ("malformed", CORRUPT),
+        ("not a database", CORRUPT),
+        ("unable to open", UNAVAILABLE),
+    ):
         if needle in text:
             return kind
     return None

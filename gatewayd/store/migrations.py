@@ -9,6 +9,7 @@ from collections.abc import Callable
 import sqlite_utils
 
 from gatewayd.clock import now_ms
+
 Migration = Callable[[sqlite_utils.Database], None]
 MIGRATIONS: list[tuple[str, Migration]] = []
 
@@ -83,10 +84,14 @@ def m003_minute_summaries(db: sqlite_utils.Database) -> None:
     for (cid,) in db.execute("SELECT DISTINCT channel_id FROM reading_blocks").fetchall():
         from gatewayd.store import blocks, summaries
 
-        found = [blocks.decode(d) for (d,) in db.execute("SELECT data FROM reading_blocks WHERE channel_id = ?", (cid,))]
+        found = [
+            blocks.decode(d) for (d,) in db.execute("SELECT data FROM reading_blocks WHERE channel_id = ?", (cid,))
+        ]
         merged = blocks.merge(found)
-        upsert = ("INSERT INTO summaries (channel_id, minute_ms, count, mean, m2, min, max, last, last_ms) "
-                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id, minute_ms) DO UPDATE SET " + summaries.MERGE)
+        upsert = (
+            "INSERT INTO summaries (channel_id, minute_ms, count, mean, m2, min, max, last, last_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id, minute_ms) DO UPDATE SET " + summaries.MERGE
+        )
         db.conn.executemany(upsert, summaries.rows(cid, merged.ts_ms.tolist(), merged.values.tolist()))
 
 

@@ -75,8 +75,9 @@ def read_csv(path: Path, channels: Sequence[str] | None = None) -> tuple[np.ndar
     return t[order], v[order], wanted
 
 
-def from_store(store: Store, device: str, channels: Sequence[str] | None, start_ms: int,
-               end_ms: int) -> tuple[np.ndarray, np.ndarray, list[str]]:  # fmt: skip
+def from_store(
+    store: Store, device: str, channels: Sequence[str] | None, start_ms: int, end_ms: int
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A device's channels from the store, aligned on their timestamps (a poll reads every
     channel of a device at once, so they share them)."""
     known = [c for _, d, c, _ in store.channels() if d == device]
@@ -85,7 +86,9 @@ def from_store(store: Store, device: str, channels: Sequence[str] | None, start_
     wanted = list(channels) if channels else known
     unknown = [c for c in wanted if c not in known]
     if unknown:
-        raise SeriesError(f"device {device!r} has no channel {', '.join(map(repr, unknown))}; it has {', '.join(known)}")
+        raise SeriesError(
+            f"device {device!r} has no channel {', '.join(map(repr, unknown))}; it has {', '.join(known)}"
+        )
     blocks = [store.readings(device, c, start_ms, end_ms) for c in wanted]
     ts = np.unique(np.concatenate([b.ts_ms for b in blocks])) if blocks else np.zeros(0, dtype=np.int64)
     values = np.full((len(ts), len(wanted)), np.nan)

@@ -119,8 +119,10 @@ class Minutes:
 
     def rows(self) -> list[tuple]:
         """The rows back, NULL for NaN."""
-        floats = [[None if v != v else v for v in column.tolist()] for column in
-                  (self.mean, self.m2, self.min, self.max, self.last)]  # fmt: skip
+        floats = [
+            [None if v != v else v for v in column.tolist()]
+            for column in (self.mean, self.m2, self.min, self.max, self.last)
+        ]
         return list(zip(self.minute_ms.tolist(), self.count.tolist(), *floats, self.last_ms.tolist()))
 
     def take(self, keep: np.ndarray | slice) -> Minutes:

@@ -31,5 +31,6 @@ def outbox_cursors(state: dict | None) -> dict[str, int]:
     cursors = (state or {}).get("cursors")
     if not isinstance(cursors, dict):
         return dict.fromkeys(OUTBOX_SOURCES, 0)
-    return {source: v if type(v) is int and v > 0 else 0 for source in OUTBOX_SOURCES
-            for v in (cursors.get(source, 0),)}  # fmt: skip
+    return {
+        source: v if type(v) is int and v > 0 else 0 for source in OUTBOX_SOURCES for v in (cursors.get(source, 0),)
+    }

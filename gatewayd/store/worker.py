@@ -56,8 +56,14 @@ class StoreHealth:
 
 
 class StoreWorker:
-    def __init__(self, state_dir: Path, budget_bytes: int, *, wall_ms: Callable[[], int] = now_ms,
-                 monotonic: Callable[[], float] = time.monotonic):  # fmt: skip
+    def __init__(
+        self,
+        state_dir: Path,
+        budget_bytes: int,
+        *,
+        wall_ms: Callable[[], int] = now_ms,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.folder = Path(state_dir)
         self.path = self.folder / DB_NAME
         self.budget = budget_bytes
@@ -93,11 +99,19 @@ class StoreWorker:
         h = self.health
         state, last_error = self.state()
         since = h.disk_full_since_ms if h.state == OK and h.disk_full else h.since_ms
-        return {"state": state, "writing": not self.degraded, "since_ms": since, "last_error": last_error,
-                "faults": h.faults,
-                "recoveries": h.recoveries, "last_outage_s": h.last_outage_s, "readings_dropped": h.readings_dropped,
-                "writes_waiting": len(self.kept), "writes_dropped": h.kept_dropped,
-                "emergency_evictions": h.emergency_evictions}  # fmt: skip
+        return {
+            "state": state,
+            "writing": not self.degraded,
+            "since_ms": since,
+            "last_error": last_error,
+            "faults": h.faults,
+            "recoveries": h.recoveries,
+            "last_outage_s": h.last_outage_s,
+            "readings_dropped": h.readings_dropped,
+            "writes_waiting": len(self.kept),
+            "writes_dropped": h.kept_dropped,
+            "emergency_evictions": h.emergency_evictions,
+        }
 
     def _fault(self, kind: str, exc: BaseException) -> StoreFault:
         message = describe(kind, exc, self.path if kind != UNAVAILABLE else self.folder)
@@ -109,8 +123,11 @@ class StoreWorker:
                 # The same fault again soon after it was overcome (a disk another program keeps
                 # full) is told once, not at every turn.
                 again = kind == self.last_fault and h.since_mono - self.recovered_mono < REPEAT_QUIET_S
-                log.log(logging.DEBUG if again else logging.ERROR,
-                        "store degraded: %s; polling, detection and MQTT go on, alerts wait in memory", message)
+                log.log(
+                    logging.DEBUG if again else logging.ERROR,
+                    "store degraded: %s; polling, detection and MQTT go on, alerts wait in memory",
+                    message,
+                )
                 self.last_fault = kind
             else:
                 log.error("store still degraded, now: %s", message)
@@ -127,8 +144,12 @@ class StoreWorker:
             h.recoveries += 1
             h.last_outage_s = round(self.monotonic() - h.since_mono, 3)
             quiet = self.monotonic() - self.recovered_mono < REPEAT_QUIET_S
-            log.log(logging.DEBUG if quiet else logging.WARNING, "store recovered after %.1f s (%d readings dropped "
-                    "meanwhile)", h.last_outage_s, h.readings_dropped)  # fmt: skip
+            log.log(
+                logging.DEBUG if quiet else logging.WARNING,
+                "store recovered after %.1f s (%d readings dropped meanwhile)",
+                h.last_outage_s,
+                h.readings_dropped,
+            )
             self.recovered_mono = self.monotonic()
         h.state, h.last_error = OK, None
         h.since_mono, h.since_ms = self.monotonic(), self.wall_ms()
@@ -172,8 +193,9 @@ class StoreWorker:
                 log.error("store degraded for long: %d waiting writes, the oldest are dropped", KEPT_MAX)
         self.kept.append((fn, args))
 
-    async def register(self, name: str, profile: str, address: str, identity: dict,
-                       channels: list[tuple[str, str]]) -> None:  # fmt: skip
+    async def register(
+        self, name: str, profile: str, address: str, identity: dict, channels: list[tuple[str, str]]
+    ) -> None:
         """Record a device; remembered, so that every new connection registers it again."""
         self.devices[name] = (profile, address, identity, list(channels))
         if self.degraded:
@@ -270,8 +292,11 @@ class StoreWorker:
         await self.run(Store.checkpoint)
         if evicted:
             self.health.emergency_evictions += 1
-            log.log(logging.WARNING if self.health.emergency_evictions == 1 else logging.DEBUG,
-                    "disk full: evicted %d of the oldest raw blocks to go on writing", evicted.get("raw", 0))
+            log.log(
+                logging.WARNING if self.health.emergency_evictions == 1 else logging.DEBUG,
+                "disk full: evicted %d of the oldest raw blocks to go on writing",
+                evicted.get("raw", 0),
+            )
 
     # -- the budget -----------------------------------------------------------------------
 
@@ -305,8 +330,9 @@ class StoreWorker:
             wal_room = max(0, self.wal_bytes - usage.wal)
             spare = max(0, fs_free - missing_reserve - wal_room)
             size = max(usage.database, usage.pages)
-            evicted = store.enforce_budget(size + spare - _headroom(size, self.reserve.size), release_free=False,
-                                           uploaded=self._uploaded)  # fmt: skip
+            evicted = store.enforce_budget(
+                size + spare - _headroom(size, self.reserve.size), release_free=False, uploaded=self._uploaded
+            )
         if not reserve_on_disk and self.reserve.ensure():
             log.info("reserve of %d KB in place", self.reserve.size // 1024)
         # The file system is the limit when it leaves less than the budget and no room to spare.
@@ -314,9 +340,12 @@ class StoreWorker:
         if full != self.health.disk_full:
             if full:
                 self.health.disk_full_since_ms = self.wall_ms()
-                log.error("the file system of %s is full (%d KB free): the store keeps writing by evicting its "
-                          "oldest readings; free some space or lower store.disk_budget_mb", self.folder,
-                          fs_free // 1024)  # fmt: skip
+                log.error(
+                    "the file system of %s is full (%d KB free): the store keeps writing by evicting its "
+                    "oldest readings; free some space or lower store.disk_budget_mb",
+                    self.folder,
+                    fs_free // 1024,
+                )
             else:
                 log.warning("the file system of %s has room again (%d MB free)", self.folder, fs_free >> 20)
         self.health.disk_full = full

@@ -109,8 +109,14 @@ class ReadingQueue:
 
 
 class Writer:
-    def __init__(self, worker: StoreWorker, queue: ReadingQueue, settings: StoreSection, clock: WallClock,
-                 stats: WriterStats | None = None):  # fmt: skip
+    def __init__(
+        self,
+        worker: StoreWorker,
+        queue: ReadingQueue,
+        settings: StoreSection,
+        clock: WallClock,
+        stats: WriterStats | None = None,
+    ):
         self.worker = worker
         self.queue = queue
         self.settings = settings
@@ -194,8 +200,11 @@ class Writer:
             return
         what = ", ".join(f"{n} {kind} rows" for kind, n in self.evicted.items())
         if self.next_eviction_log == 0.0:
-            limit = ("the file system is full" if self.worker.health.disk_full else
-                     f"disk budget of {self.settings.disk_budget_mb:g} MB reached")  # fmt: skip
+            limit = (
+                "the file system is full"
+                if self.worker.health.disk_full
+                else f"disk budget of {self.settings.disk_budget_mb:g} MB reached"
+            )
             log.warning("%s: evicting the oldest routine data (%s)", limit, what)
         else:
             log.info("evicted in the last %.0f minutes: %s", EVICTION_LOG_S / 60, what)
@@ -216,4 +225,3 @@ class Writer:
                     raise
         except StoreFault as exc:
             log.error("%d readings not stored at shutdown: %s", len(self.queue), exc)
-

@@ -58,7 +58,9 @@ def test_harness_writes_nab_results_and_scores(tmp_path, capsys):
         w = csv.writer(f)
         w.writerow(["timestamp", "value"])
         w.writerows(zip(stamps, values))
-    (data / "combined_windows.json").write_text(json.dumps({"synthetic/spike.csv": [[stamps[1450] + ".000000", stamps[1550] + ".000000"]]}))
+    (data / "combined_windows.json").write_text(
+        json.dumps({"synthetic/spike.csv": [[stamps[1450] + ".000000", stamps[1550] + ".000000"]]})
+    )
     (data / "profiles.json").write_text(json.dumps({"standard": {"CostMatrix": STANDARD}}))
     out = tmp_path / "results"
     assert edge_nab.main(["--data", str(data), "--out", str(out)]) == 0

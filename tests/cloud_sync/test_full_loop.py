@@ -73,23 +73,31 @@ async def test_gateway_cloud_retrain_install_score(tmp_path):
     config_path.write_text(
         f'[gateway]\nname = "site-l"\nstate_dir = "{state}"\n\n[store]\nflush_interval_s = 0.2\n\n'
         f'[models]\npublic_keys = ["{tmp_path / "cloud.pub"}"]\n\n'
-        '[detection]\nbootstrap_minutes = 600\nhealth_max_alert_rate = 1.0\n\n'
+        "[detection]\nbootstrap_minutes = 600\nhealth_max_alert_rate = 1.0\n\n"
         f'[cloud]\nurl = "http://127.0.0.1:{port}"\ntoken_file = "{token_file}"\ninterval_s = 0.5\nmodel_poll_s = 1.0\n'
-        'max_backoff_s = 1.0\n\n'
+        "max_backoff_s = 1.0\n\n"
         f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.5\n'
     )
     config = load_config(config_path)
     stop = asyncio.Event()
     ready = asyncio.get_running_loop().create_future()
     gatewayd = asyncio.create_task(daemon.run(config, stop, ready))
-    agent = subprocess.Popen([sys.executable, "-m", "cloud_sync", "run", "--config", str(config_path)],
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "cloud_sync", "run", "--config", str(config_path)], stderr=subprocess.PIPE, text=True
+    )
     try:
         gateway = await ready
         # the history's minutes reach the cloud
         assert await wait_until(lambda: len(server.storage.records("site-l", "summary")) >= 40, 60)
-        result = retrain(server.storage, tmp_path / "cloud" / "bundles", tmp_path / "cloud.pem", name="pump-1",
-                         gateways=["site-l"], scope_folder="site-l", trees=30)  # fmt: skip
+        result = retrain(
+            server.storage,
+            tmp_path / "cloud" / "bundles",
+            tmp_path / "cloud.pem",
+            name="pump-1",
+            gateways=["site-l"],
+            scope_folder="site-l",
+            trees=30,
+        )
         assert result.version == 1 and result.windows >= 40
         models = ModelStore(state / "models", [load_public_key(tmp_path / "cloud.pub")])
         assert await wait_until(lambda: models.installed_version("pump-1") == 1, 30)  # pulled and installed
@@ -100,8 +108,10 @@ async def test_gateway_cloud_retrain_install_score(tmp_path):
         scored = stage.stats.scored
         assert await wait_until(lambda: stage.stats.scored > scored, 150)  # a live 60 s window scored by it
         # the gateway's report of the load reaches the cloud too
-        assert await wait_until(lambda: any(r["payload"].get("event") == "loaded"
-                                            for r in server.storage.records("site-l", "model_event")), 20)  # fmt: skip
+        assert await wait_until(
+            lambda: any(r["payload"].get("event") == "loaded" for r in server.storage.records("site-l", "model_event")),
+            20,
+        )
         usage = server.storage.usage("site-l")
         assert usage["batches"] >= 1 and usage["wire_bytes"] > 0
     finally:

@@ -25,7 +25,9 @@ def trained():
     rng = np.random.default_rng(0)
     spec = FeatureSpec(("a", "b"), stats=("mean", "std"))
     x = rng.normal(size=(100, 4))
-    return {v: train_bundle(x, np.arange(100), spec, name="pump-1", version=v, source="cloud", trees=10) for v in (1, 2, 3)}
+    return {
+        v: train_bundle(x, np.arange(100), spec, name="pump-1", version=v, source="cloud", trees=10) for v in (1, 2, 3)
+    }
 
 
 class TruncatingHandler(Handler):
@@ -155,8 +157,14 @@ def test_disk_full_during_download_leaves_nothing_half_installed(cloud, trained,
         def __exit__(self, *exc):
             self.f.close()
 
-    monkeypatch.setattr(model_pull, "open", lambda path, mode="r", *a, **k: FullDisk(real_open(path, mode, *a, **k))
-                        if "w" in mode else real_open(path, mode, *a, **k), raising=False)  # fmt: skip
+    monkeypatch.setattr(
+        model_pull,
+        "open",
+        lambda path, mode="r", *a, **k: (
+            FullDisk(real_open(path, mode, *a, **k)) if "w" in mode else real_open(path, mode, *a, **k)
+        ),
+        raising=False,
+    )
     outcome = puller.poll()
     assert outcome.installed == [] and "No space left" in outcome.rejected[0]
     assert models.current("pump-1")[0].version == 1

@@ -30,8 +30,13 @@ def gateway_store(tmp_path):
     store = Store.in_state_dir(tmp_path / "gw")
     store.register_device("pump-1", "edge-node", "test", {}, [("flow", "m3/h"), ("pressure", "bar")])
     for minute in range(6):  # six minutes of 1 Hz readings
-        store.write_readings([Reading("pump-1", ch, T0 + minute * 60_000 + s * 1000, float(s))
-                              for s in range(60) for ch in ("flow", "pressure")])  # fmt: skip
+        store.write_readings(
+            [
+                Reading("pump-1", ch, T0 + minute * 60_000 + s * 1000, float(s))
+                for s in range(60)
+                for ch in ("flow", "pressure")
+            ]
+        )
     for i in range(30):
         store.record_alert(Alert(f"gw:pump-1:model:{i}", "pump-1", ["flow"], "warning", "model", T0 + i, {"i": i}))
     for i in range(5):
@@ -90,8 +95,17 @@ def faulty_handler(faults: Faults):
 
 
 def uploader(store, tmp_path, port, token, **kwargs):
-    return Uploader(store, tmp_path / STATE_FILE, f"http://127.0.0.1:{port}", token, gateway="gw", timeout_s=1.0,
-                    batch_records=7, now_ms=lambda: T0 + 10 * 60_000, **kwargs)  # fmt: skip
+    return Uploader(
+        store,
+        tmp_path / STATE_FILE,
+        f"http://127.0.0.1:{port}",
+        token,
+        gateway="gw",
+        timeout_s=1.0,
+        batch_records=7,
+        now_ms=lambda: T0 + 10 * 60_000,
+        **kwargs,
+    )
 
 
 def run_until_done(up, timeout_s=60):
@@ -109,10 +123,14 @@ def run_until_done(up, timeout_s=60):
     return errors
 
 
-@pytest.mark.parametrize("plan", [
-    [],
-    ["500", "500", "429", "reset-before", "reset-after", "slow", "500", "reset-after"],
-], ids=["clean", "faults"])  # fmt: skip
+@pytest.mark.parametrize(
+    "plan",
+    [
+        [],
+        ["500", "500", "429", "reset-before", "reset-after", "slow", "500", "reset-after"],
+    ],
+    ids=["clean", "faults"],
+)
 def test_every_record_arrives_exactly_once(gateway_store, tmp_path, plan):
     port = free_port()
     faults = Faults(plan)
@@ -140,7 +158,9 @@ def test_every_record_arrives_exactly_once(gateway_store, tmp_path, plan):
     assert block.ts_ms[0] == T0 + 60_000 and list(block.values) == [float(s) for s in range(60)]  # full resolution
     summary = codec.decode_summary(by_key[f"summary:{T0}"]["payload"]["devices"]["pump-1"])["flow"]
     assert summary["count"] == 60 and summary["mean"] == pytest.approx(29.5)
-    assert summary["std"] == pytest.approx(np.std(np.arange(60)), rel=1e-3) and summary["max"] == pytest.approx(59, rel=1e-3)
+    assert summary["std"] == pytest.approx(np.std(np.arange(60)), rel=1e-3) and summary["max"] == pytest.approx(
+        59, rel=1e-3
+    )
     state = UploadState.load(tmp_path / STATE_FILE)
     assert state.records_total >= len(keys) and state.raw_readings_covered >= 6 * 120
 
@@ -205,8 +225,10 @@ def test_cloud_sync_run_refuses_a_world_readable_token_and_a_missing_section(tmp
     token.write_text("secret")
     os.chmod(token, 0o644)
     config = tmp_path / "gatewayd.toml"
-    config.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[cloud]\nurl = "http://127.0.0.1:9"\ntoken_file = "{token}"\n'
-                      '[[devices]]\nname = "d"\nhost = "127.0.0.1"\n')  # fmt: skip
+    config.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path}"\n[cloud]\nurl = "http://127.0.0.1:9"\ntoken_file = "{token}"\n'
+        '[[devices]]\nname = "d"\nhost = "127.0.0.1"\n'
+    )
     assert main(["run", "--config", str(config)]) == 2
     assert "world-readable" in capsys.readouterr().err
     config.write_text(f'[gateway]\nstate_dir = "{tmp_path}"\n[[devices]]\nname = "d"\nhost = "127.0.0.1"\n')
@@ -228,13 +250,22 @@ def test_https_with_a_configured_ca_and_refusal_without_it(gateway_store, tmp_pa
     token = server.tokens.issue("gw")
     server.start_background()
     try:
-        unknown_ca = Uploader(gateway_store, tmp_path / "a.json", f"https://127.0.0.1:{port}", token, gateway="gw", timeout_s=2)
+        unknown_ca = Uploader(
+            gateway_store, tmp_path / "a.json", f"https://127.0.0.1:{port}", token, gateway="gw", timeout_s=2
+        )
         with pytest.raises(Exception, match="SSL|certificate"):
             unknown_ca.send(unknown_ca.next_batch())
         unknown_ca.close()
         assert UploadState.load(tmp_path / "a.json").cursors == {}
-        trusted = Uploader(gateway_store, tmp_path / "b.json", f"https://127.0.0.1:{port}", token, gateway="gw",
-                           ca_file=str(tmp_path / "ca.pem"), timeout_s=2)  # fmt: skip
+        trusted = Uploader(
+            gateway_store,
+            tmp_path / "b.json",
+            f"https://127.0.0.1:{port}",
+            token,
+            gateway="gw",
+            ca_file=str(tmp_path / "ca.pem"),
+            timeout_s=2,
+        )
         assert trusted.send(trusted.next_batch())["accepted"] > 0
         trusted.close()
     finally:
@@ -253,27 +284,66 @@ def test_retrain_for_a_segment_of_gateways_publishes_for_each(tmp_path, capsys):
         records = []
         for m in range(40):
             flow = 20 + rng.normal()
-            stats = {"flow": {"unit": "m3/h", "count": 60, "mean": flow, "std": 0.5, "min": flow - 1, "max": flow + 1,
-                              "last": flow}}  # fmt: skip
-            records.append({"key": f"summary:{T0 + m * 60_000}", "kind": "summary",
-                            "payload": {"minute_ms": T0 + m * 60_000, "devices": {"pump-1": codec.encode_summary(stats)}}})  # fmt: skip
-        records.append({"key": "outbox:1", "kind": "alert", "payload": {"id": "x", "device": "pump-1", "opened_ms": T0 + 600_000}})
+            stats = {
+                "flow": {
+                    "unit": "m3/h",
+                    "count": 60,
+                    "mean": flow,
+                    "std": 0.5,
+                    "min": flow - 1,
+                    "max": flow + 1,
+                    "last": flow,
+                }
+            }
+            records.append(
+                {
+                    "key": f"summary:{T0 + m * 60_000}",
+                    "kind": "summary",
+                    "payload": {"minute_ms": T0 + m * 60_000, "devices": {"pump-1": codec.encode_summary(stats)}},
+                }
+            )
+        records.append(
+            {"key": "outbox:1", "kind": "alert", "payload": {"id": "x", "device": "pump-1", "opened_ms": T0 + 600_000}}
+        )
         storage.accept_batch(gateway, "b1", records, 1)
     storage.close()
     generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
-    assert main(["retrain", "--data", str(tmp_path / "cloud"), "--gateway", "gw-a", "--gateway", "gw-b",
-                 "--device", "pump-1", "--key", str(tmp_path / "k.pem"), "--trees", "20"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "retrain",
+                "--data",
+                str(tmp_path / "cloud"),
+                "--gateway",
+                "gw-a",
+                "--gateway",
+                "gw-b",
+                "--device",
+                "pump-1",
+                "--key",
+                str(tmp_path / "k.pem"),
+                "--trees",
+                "20",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "minutes of 1 device(s)" in err and "near alerts left out" in err
     for gateway in ("gw-a", "gw-b"):
-        manifest = verify(tmp_path / "cloud" / "bundles" / gateway / "pump-1" / "1", [load_public_key(tmp_path / "k.pub")])
-        assert manifest.features["window_s"] == 60 and manifest.training["windows"] < 80  # minutes near the alerts left out
+        manifest = verify(
+            tmp_path / "cloud" / "bundles" / gateway / "pump-1" / "1", [load_public_key(tmp_path / "k.pub")]
+        )
+        assert (
+            manifest.features["window_s"] == 60 and manifest.training["windows"] < 80
+        )  # minutes near the alerts left out
 
 
 def test_summaries_go_up_the_same_from_rows_and_from_summary_blocks(gateway_store, tmp_path):
     """Minutes that are over are merged into summary blocks; the uploader sends the same records."""
-    up = Uploader(gateway_store, tmp_path / STATE_FILE, "http://127.0.0.1:9", "t", gateway="gw",
-                  now_ms=lambda: T0 + 3_600_000)  # fmt: skip
+    up = Uploader(
+        gateway_store, tmp_path / STATE_FILE, "http://127.0.0.1:9", "t", gateway="gw", now_ms=lambda: T0 + 3_600_000
+    )
 
     def every_page() -> list:
         out, up.state.cursors["summaries"] = [], 0
@@ -291,14 +361,22 @@ def test_summaries_go_up_the_same_from_rows_and_from_summary_blocks(gateway_stor
 
 def test_device_health_goes_up_from_the_daemons_status_file_once_a_minute(gateway_store, tmp_path):
     status_path = tmp_path / "status.json"
-    up = Uploader(gateway_store, tmp_path / STATE_FILE, "http://127.0.0.1:9", "t", gateway="gw",
-                  now_ms=lambda: T0 + 90_000, status_path=status_path)  # fmt: skip
+    up = Uploader(
+        gateway_store,
+        tmp_path / STATE_FILE,
+        "http://127.0.0.1:9",
+        "t",
+        gateway="gw",
+        now_ms=lambda: T0 + 90_000,
+        status_path=status_path,
+    )
     assert up._health() == []  # no daemon has written its status yet
     daemon_status.write(status_path, sample())
     (record,) = up._health()
     assert record.key == f"health:{T0 + 60_000}"
     assert record.payload["devices"] == {
         "pump-1": {"state": "online", "consecutive_failures": 0, "last_error": None},
-        "meter-2": {"state": "offline", "consecutive_failures": 7, "last_error": "timed out"}}  # fmt: skip
+        "meter-2": {"state": "offline", "consecutive_failures": 7, "last_error": "timed out"},
+    }
     up.state.cursors["health"] = record.position
     assert up._health() == []  # once a minute

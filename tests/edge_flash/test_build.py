@@ -32,8 +32,10 @@ def test_compiled_firmware_passes_firmware_tests(tmp_path):
     proc = subprocess.run(
         [find_micropython(), "-X", "heapsize=128k", str(FIRMWARE / "tests" / "mprun.py"), *tests],
         env={**micropython_env(tmp_path, compiled_tests), "FIRMWARE_TEST_DIR": str(tmp_path)},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("DONE 0")
     # The modules really came from the .mpy files: tracebacks name the short source name set by -s.

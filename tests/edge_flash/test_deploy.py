@@ -24,12 +24,8 @@ from .test_inventory import FIRMWARE, SMALL
 
 def virtual_plan(tcp_port: int, keys: str = "", tables: str = "", board: str = "virtual"):
     """The small inventory's node, with `keys` added to [defaults] and `tables` after it."""
-    text = SMALL.replace("port = 1502", f"port = {tcp_port}").replace(
-        'board = "virtual"', f'board = "{board}"\n{keys}'
-    )
-    return parse_inventory(text.replace("[[nodes]]", f"{tables}\n[[nodes]]", 1), "fleet.toml", FIRMWARE).plan(
-        "tank-1"
-    )
+    text = SMALL.replace("port = 1502", f"port = {tcp_port}").replace('board = "virtual"', f'board = "{board}"\n{keys}')
+    return parse_inventory(text.replace("[[nodes]]", f"{tables}\n[[nodes]]", 1), "fleet.toml", FIRMWARE).plan("tank-1")
 
 
 def bounds_over_modbus(port: int) -> tuple[float, float]:
@@ -37,11 +33,7 @@ def bounds_over_modbus(port: int) -> tuple[float, float]:
     try:
         assert client.connect()
         ident = client.read_input_registers(0, count=reg.IDENTITY_REGISTERS, device_id=1).registers
-        assert (
-            ident[reg.IR_MAGIC] == reg.MAGIC
-            and ident[reg.IR_NODE_ID] == 1
-            and ident[reg.IR_CONFIG_ERROR] == 0
-        )
+        assert ident[reg.IR_MAGIC] == reg.MAGIC and ident[reg.IR_NODE_ID] == 1 and ident[reg.IR_CONFIG_ERROR] == 0
         hr = client.read_holding_registers(reg.HR_CHANNEL_BASE, count=4, device_id=1).registers
         return struct.unpack(">ff", struct.pack(">HHHH", *hr))
     finally:
@@ -69,9 +61,7 @@ def test_deploy_boots_and_answers_modbus_then_redeploy_sends_only_changes(tmp_pa
         (flash / "node.py").write_text("raise ImportError('stale source')\n")
         (flash / "old.mpy").write_bytes(b"M")
         manifest = json.loads((flash / "deployed.json").read_text())
-        (flash / "deployed.json").write_text(
-            json.dumps({**manifest, "files": manifest["files"] + ["old.mpy"]})
-        )
+        (flash / "deployed.json").write_text(json.dumps({**manifest, "files": manifest["files"] + ["old.mpy"]}))
         (flash / "site_driver.py").write_text("# the site's own sensor driver\n")
         retuned = virtual_plan(tcp_port, "watchdog_ms = 1000", "[defaults.thresholds.level]\nbounds = [2, 8]")
         steps.clear()
@@ -102,9 +92,7 @@ def test_port_errors(tmp_path, pty_pair):
     with pytest.raises(BoardError, match=r"^no port /dev/ttyUSB-none: no such device"):
         deploy(plan, "/dev/ttyUSB-none", FIRMWARE)
     node_end, far_end = pty_pair
-    with pytest.raises(
-        BoardError, match=r"no MicroPython REPL answered within 1 s \(is MicroPython flashed\?"
-    ):
+    with pytest.raises(BoardError, match=r"no MicroPython REPL answered within 1 s \(is MicroPython flashed\?"):
         deploy(plan, far_end, FIRMWARE, repl_timeout_s=1)
     with serial.Serial(far_end, exclusive=True):
         with pytest.raises(BoardError, match=rf"^port {far_end} is busy: another program holds it"):

@@ -19,15 +19,27 @@ def esp_image(path, chip_id: int, size: int = 4096):
     return path
 
 
-@pytest.mark.parametrize(("chip_id", "chip", "offset"), [(0, "esp32", 0x1000), (2, "esp32s2", 0x1000),
-                                                          (9, "esp32s3", 0x0), (5, "esp32c3", 0x0),
-                                                          (13, "esp32c6", 0x0)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("chip_id", "chip", "offset"),
+    [(0, "esp32", 0x1000), (2, "esp32s2", 0x1000), (9, "esp32s3", 0x0), (5, "esp32c3", 0x0), (13, "esp32c6", 0x0)],
+)
 def test_image_chip_and_offset(tmp_path, chip_id, chip, offset):
     image = esp_image(tmp_path / "fw.bin", chip_id)
     plan = plan_flash("/dev/ttyUSB0", image)
     assert (plan.image.chip, plan.offset) == (chip, offset)
-    assert plan.command() == ["esptool", "--chip", chip, "--port", "/dev/ttyUSB0", "--baud", "460800",
-                              "write-flash", "--erase-all", f"{offset:#x}", str(image)]  # fmt: skip
+    assert plan.command() == [
+        "esptool",
+        "--chip",
+        chip,
+        "--port",
+        "/dev/ttyUSB0",
+        "--baud",
+        "460800",
+        "write-flash",
+        "--erase-all",
+        f"{offset:#x}",
+        str(image),
+    ]
     keep = plan_flash("/dev/ttyUSB0", image, baud=115200, erase=False)
     assert keep.command()[6:9] == ["115200", "write-flash", f"{offset:#x}"]
 
@@ -75,9 +87,7 @@ def test_cli_firmware(tmp_path, capsys):
     assert main(["firmware", "--port", "/dev/ttyUSB0", "--image", str(image), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "image for esp32s3, 4096 bytes, written at 0x0" in out
-    assert (
-        f"esptool --chip esp32s3 --port /dev/ttyUSB0 --baud 460800 write-flash --erase-all 0x0 {image}" in out
-    )
+    assert f"esptool --chip esp32s3 --port /dev/ttyUSB0 --baud 460800 write-flash --erase-all 0x0 {image}" in out
     assert main(["firmware", "--port", "/dev/ttyUSB0", "--image", str(tmp_path / "none.bin")]) == 2
     assert "no such file" in capsys.readouterr().err
     assert main(["firmware", "--port", "/dev/ttyUSB-none", "--image", str(image)]) == 1

@@ -43,9 +43,7 @@ def test_dry_run_checks_everything_and_touches_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "tank-1" in out and "tank-2" in out and out.count("valid") == 2 and "virtual" in out
     assert "level" in out and "tcp" in out and "KB" in out
-    assert (
-        "not connected now tank-2: no port /dev/ttyUSB-none" in out and "not connected now tank-1" not in out
-    )
+    assert "not connected now tank-2: no port /dev/ttyUSB-none" in out and "not connected now tank-1" not in out
     inventory.write_text(inventory.read_text() + '\n[[nodes]]\nid = "tank-3"\nunit = 3\nreset_code = 70000\n')
     assert main(["fleet", "--inventory", str(inventory), "--dry-run"]) == 2
     out = capsys.readouterr().out

@@ -58,6 +58,9 @@ def test_frozen_deploy_sends_only_main_and_config_and_the_node_runs_from_the_ima
 def test_frozen_deploy_to_a_board_without_the_application_says_so(tmp_path):
     plan = virtual_plan(free_port(), "frozen = true")
     with VirtualBoard(tmp_path / "flash") as board:
-        with pytest.raises(DeployError, match=r"module 'app' is missing on the board; the inventory says the "
-                           r"application is frozen into the board's firmware \(frozen = true\)"):  # fmt: skip
+        with pytest.raises(
+            DeployError,
+            match=r"module 'app' is missing on the board; the inventory says the "
+            r"application is frozen into the board's firmware \(frozen = true\)",
+        ):
             deploy(plan, board.url, FIRMWARE, boot_timeout_s=60)

@@ -52,9 +52,7 @@ def test_example_inventory(monkeypatch):
     assert two.config["channels"][1]["bounds"] == [0.5, 14.0]
     # pump-3 names its Wi-Fi password by environment variable, which is not set here
     line = (
-        EXAMPLE.read_text()
-        .splitlines()
-        .index(next(l for l in EXAMPLE.read_text().splitlines() if "password_env" in l))
+        EXAMPLE.read_text().splitlines().index(next(l for l in EXAMPLE.read_text().splitlines() if "password_env" in l))
     )
     assert str(errors["pump-3"]) == (
         f"{EXAMPLE}:{line + 1}: node 'pump-3': wifi.password_env: $PLANT_WIFI_PASSWORD is not set"
@@ -80,26 +78,26 @@ def test_firmware_rules_reported_at_the_line_that_breaks_them():
     text = SMALL.replace("zscore = { window = 16 }", "zscore = { window = 20 }")
     with pytest.raises(InventoryError) as err:
         parse_inventory(text, "fleet.toml", FIRMWARE).plan("tank-1")
-    assert str(err.value) == (f"fleet.toml:{line_of(text, 'window = 20')}: node 'tank-1': "
-                              "channels[0].zscore.window: must be a power of two (8, 16, 32 or 64)")  # fmt: skip
+    assert str(err.value) == (
+        f"fleet.toml:{line_of(text, 'window = 20')}: node 'tank-1': "
+        "channels[0].zscore.window: must be a power of two (8, 16, 32 or 64)"
+    )
     # The same key set in the node's own table is reported there.
     text = SMALL + "sample_period_ms = 5\n"
-    with pytest.raises(InventoryError, match=rf"fleet.toml:{line_of(text, 'sample_period_ms')}: node 'tank-1': "
-                                             r"sample_period_ms: must be within 10\.\.60000, got 5"):  # fmt: skip
+    with pytest.raises(
+        InventoryError,
+        match=rf"fleet.toml:{line_of(text, 'sample_period_ms')}: node 'tank-1': "
+        r"sample_period_ms: must be within 10\.\.60000, got 5",
+    ):
         parse_inventory(text, "fleet.toml", FIRMWARE).plan("tank-1")
 
 
 def test_inventory_structure_errors():
     cases = {
-        SMALL.replace(
-            'id = "tank-1"', 'id = "tank-1"\ncolour = "red"'
-        ): r"fleet.toml:\d+: nodes.0.colour: unknown key",
-        SMALL.replace(
-            "unit = 1\n", "unit = 300\n"
-        ): r"nodes.0.unit: Input should be less than or equal to 247",
+        SMALL.replace('id = "tank-1"', 'id = "tank-1"\ncolour = "red"'): r"fleet.toml:\d+: nodes.0.colour: unknown key",
+        SMALL.replace("unit = 1\n", "unit = 300\n"): r"nodes.0.unit: Input should be less than or equal to 247",
         SMALL + '\n[[nodes]]\nid = "tank-1"\nunit = 2\n': r"node id 'tank-1' is used twice",
-        SMALL
-        + '\n[[nodes]]\nid = "tank-2"\nunit = 2\nport = "socket://127.0.0.1:7001"\n': r"are both on socket://",
+        SMALL + '\n[[nodes]]\nid = "tank-2"\nunit = 2\nport = "socket://127.0.0.1:7001"\n': r"are both on socket://",
         SMALL.replace("[[nodes]]", "[nodes"): r"fleet.toml: not valid TOML",
         SMALL.replace(
             'board = "virtual"', 'board = "esp8266"'
@@ -195,15 +193,22 @@ CASES = [
 def test_host_check_agrees_with_the_node(tmp_path):
     """The validator run under CPython gives the verdict the node gives in MicroPython."""
     script = tmp_path / "check.py"
-    script.write_text("import sys, config\nfor path in sys.argv[1:]:\n"
-                      "    try:\n        config.load(path)\n        print('ok')\n"
-                      "    except config.ConfigError as e:\n        print(e.message)\n")  # fmt: skip
+    script.write_text(
+        "import sys, config\nfor path in sys.argv[1:]:\n"
+        "    try:\n        config.load(path)\n        print('ok')\n"
+        "    except config.ConfigError as e:\n        print(e.message)\n"
+    )
     paths = []
     for i, case in enumerate(CASES):
         paths.append(tmp_path / f"{i}.json")
         paths[-1].write_text(json.dumps(case))
-    node = subprocess.run([find_micropython(), str(script), *map(str, paths)], env=micropython_env(FIRMWARE),
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    node = subprocess.run(
+        [find_micropython(), str(script), *map(str, paths)],
+        env=micropython_env(FIRMWARE),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert node.returncode == 0, node.stderr
     verdicts = node.stdout.splitlines()
     host = []

@@ -105,8 +105,17 @@ def fill(folder: Path, name: str = "filler", chunk: int = 64 << 10) -> Path:
 class Daemon:
     """`gatewayd run` in a process of its own, on a configuration written here."""
 
-    def __init__(self, folder: Path, state_dir: Path, nodes: list[VirtualNode], *, extra: str = "",
-                 interval_s: float = 0.05, prefix: tuple[str, ...] = (), env: dict | None = None):  # fmt: skip
+    def __init__(
+        self,
+        folder: Path,
+        state_dir: Path,
+        nodes: list[VirtualNode],
+        *,
+        extra: str = "",
+        interval_s: float = 0.05,
+        prefix: tuple[str, ...] = (),
+        env: dict | None = None,
+    ):
         self.folder = folder
         self.state_dir = state_dir
         self.config = folder / "gatewayd.toml"
@@ -117,8 +126,10 @@ class Daemon:
         )
         # the status on a file system that does not fail with the state's (as /run/gatewayd, packaged)
         self.status_path = folder / "run" / "status.json"
-        self.config.write_text(f'[gateway]\nname = "site"\nstate_dir = "{state_dir}"\n'
-                               f'runtime_dir = "{self.status_path.parent}"\n{extra}\n{devices}')
+        self.config.write_text(
+            f'[gateway]\nname = "site"\nstate_dir = "{state_dir}"\n'
+            f'runtime_dir = "{self.status_path.parent}"\n{extra}\n{devices}'
+        )
         self.prefix = prefix
         self.env = env
         self.log_path = folder / "gatewayd.log"
@@ -128,8 +139,10 @@ class Daemon:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [*self.prefix, sys.executable, "-m", "gatewayd", "run", "--config", str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(self.env or {})},
-            )  # fmt: skip
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(self.env or {})},
+            )
         return self
 
     @property

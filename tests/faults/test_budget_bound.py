@@ -24,8 +24,14 @@ MARGIN = 0.01
 
 
 async def test_the_store_stays_within_its_budget_at_every_second(tmp_path):
-    settings = StoreSection(disk_budget_mb=BUDGET_MB, flush_interval_s=0.2, compact_after_s=1.0,
-                            checkpoint_interval_s=1.0, batch_size=10_000, queue_readings=50_000)  # fmt: skip
+    settings = StoreSection(
+        disk_budget_mb=BUDGET_MB,
+        flush_interval_s=0.2,
+        compact_after_s=1.0,
+        checkpoint_interval_s=1.0,
+        batch_size=10_000,
+        queue_readings=50_000,
+    )
     budget = int(BUDGET_MB * 1e6)
     worker = StoreWorker(tmp_path / "state", budget)
     assert await worker.open()
@@ -48,16 +54,25 @@ async def test_the_store_stays_within_its_budget_at_every_second(tmp_path):
         t = 1_800_000_000_000
         while not stop.is_set():  # 8,000 noisy readings a second: the budget is reached in seconds
             values = rng.normal(0, 1, (20, len(channels))).tolist()
-            await queue.put([Reading("n", ch, t + 50 * i, row[c]) for i, row in enumerate(values)
-                             for c, (ch, _) in enumerate(channels)])  # fmt: skip
+            await queue.put(
+                [
+                    Reading("n", ch, t + 50 * i, row[c])
+                    for i, row in enumerate(values)
+                    for c, (ch, _) in enumerate(channels)
+                ]
+            )
             t += 1000
             await asyncio.sleep(0.1)
 
     watcher.start()
     tasks = [asyncio.create_task(writer.run(stop)), asyncio.create_task(produce())]
     try:
-        await asyncio.to_thread(wait_for, "evictions at the budget", lambda: (
-            (worker.store is not None and len(samples) >= 5 and max(samples) > 0.8 * budget)), 60)  # fmt: skip
+        await asyncio.to_thread(
+            wait_for,
+            "evictions at the budget",
+            lambda: worker.store is not None and len(samples) >= 5 and max(samples) > 0.8 * budget,
+            60,
+        )
         seen = len(samples)
         await asyncio.to_thread(wait_for, "20 seconds at the budget", lambda: len(samples) >= seen + 20, 60)
     finally:

@@ -63,8 +63,12 @@ class SteppedClock:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"LD_PRELOAD": libfaketime(), "FAKETIME_TIMESTAMP_FILE": str(self.control), "FAKETIME_NO_CACHE": "1",
-                "FAKETIME_DONT_FAKE_MONOTONIC": "1"}  # fmt: skip
+        return {
+            "LD_PRELOAD": libfaketime(),
+            "FAKETIME_TIMESTAMP_FILE": str(self.control),
+            "FAKETIME_NO_CACHE": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
 
 
 def offset_ending_a_minute(offset_s: int, in_s: int = 6) -> tuple[str, int]:
@@ -93,21 +97,29 @@ def progress(daemon: Daemon) -> tuple[int, int]:
 def goes_on(daemon: Daemon, what: str) -> None:
     """Readings are written and windows close after the step, more than a few of each."""
     written, windows = progress(daemon)
-    wait_for(f"readings and windows after {what}", lambda: (lambda w, n: w > written + 200 and n > windows + 4)(
-        *progress(daemon)), timeout_s=40)  # fmt: skip
+    wait_for(
+        f"readings and windows after {what}",
+        lambda: (lambda w, n: w > written + 200 and n > windows + 4)(*progress(daemon)),
+        timeout_s=40,
+    )
 
 
 def export_rows(daemon: Daemon) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "gatewayd", "export", "--config", str(daemon.config)],
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "gatewayd", "export", "--config", str(daemon.config)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return list(csv.DictReader(io.StringIO(out.stdout)))
 
 
 def test_steps_forward_and_back_while_running(tmp_path, mosquitto):
     clock = SteppedClock(tmp_path)
     with VirtualNode(unit=1, seed=21, period_ms=20) as node:
-        daemon = Daemon(tmp_path, tmp_path / "state", [node], extra=SETTINGS.format(port=mosquitto.port),
-                        env=clock.env).start()  # fmt: skip
+        daemon = Daemon(
+            tmp_path, tmp_path / "state", [node], extra=SETTINGS.format(port=mosquitto.port), env=clock.env
+        ).start()
         sub = Subscriber(mosquitto.port, "gateway/site/summary/#")
         try:
             goes_on(daemon, "the start")
@@ -118,14 +130,24 @@ def test_steps_forward_and_back_while_running(tmp_path, mosquitto):
                 wait_for(f"the clock {what}", offset_reached(daemon, offset_ms))
                 goes_on(daemon, f"the step {what}")  # compaction runs every second across the steps
                 # the minute in progress at the new time is summarised once it is over
-                wait_for(f"a minute summary {what}", lambda: any(
-                    abs(m[1]["minute_ms"] - (time.time() * 1000 + offset_ms)) < 180_000 for m in list(sub.messages)),
-                    timeout_s=30)  # fmt: skip
+                wait_for(
+                    f"a minute summary {what}",
+                    lambda: any(
+                        abs(m[1]["minute_ms"] - (time.time() * 1000 + offset_ms)) < 180_000 for m in list(sub.messages)
+                    ),
+                    timeout_s=30,
+                )
             status = daemon.status()
             assert status["clock"]["steps"] >= 4 and daemon.pid == pid and daemon.alive()
-            out = subprocess.run([sys.executable, "-m", "gatewayd", "status", "--config", str(daemon.config)],
-                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
-            assert "stepped 4 times" in out and not re.search(r"\(status -|-\d+ s (ago|old)", out), out  # no negative ages
+            out = subprocess.run(
+                [sys.executable, "-m", "gatewayd", "status", "--config", str(daemon.config)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert "stepped 4 times" in out and not re.search(r"\(status -|-\d+ s (ago|old)", out), (
+                out
+            )  # no negative ages
             # the channel's last reading is the one written last, not the one a year ahead
             assert re.search(r"current .* minute of " + time.strftime("%Y-%m-%d", time.gmtime()), out), out
         finally:
@@ -144,8 +166,9 @@ def test_steps_forward_and_back_while_running(tmp_path, mosquitto):
 def test_a_gateway_that_boots_60_days_behind_and_gets_ntp_later(tmp_path, mosquitto):
     clock = SteppedClock(tmp_path, "-60d")
     with VirtualNode(unit=1, seed=22, period_ms=20) as node:
-        daemon = Daemon(tmp_path, tmp_path / "state", [node], extra=SETTINGS.format(port=mosquitto.port),
-                        env=clock.env).start()  # fmt: skip
+        daemon = Daemon(
+            tmp_path, tmp_path / "state", [node], extra=SETTINGS.format(port=mosquitto.port), env=clock.env
+        ).start()
         try:
             goes_on(daemon, "booting 60 days behind")
             clock.set("+0")  # NTP answers
@@ -158,8 +181,12 @@ def test_a_gateway_that_boots_60_days_behind_and_gets_ntp_later(tmp_path, mosqui
         try:
             goes_on(daemon, "a restart")
             written = daemon.written()
-            wait_for("a compaction pass after the restart", lambda: daemon.status_is(
-                lambda s: s["writer"]["compacted_blocks"] > 0 and s["writer"]["written"] > written))  # fmt: skip
+            wait_for(
+                "a compaction pass after the restart",
+                lambda: daemon.status_is(
+                    lambda s: s["writer"]["compacted_blocks"] > 0 and s["writer"]["written"] > written
+                ),
+            )
         finally:
             assert daemon.stop() == 0, daemon.log()[-3000:]
         rows = export_rows(daemon)

@@ -37,15 +37,23 @@ port = {port}
 
 
 def edge_alert_on(sub: Subscriber, channel: str) -> dict:
-    found = sub.wait_for(lambda m: m[0] == "gateway/site/alerts" and m[1].get("kind") == "edge"
-                         and m[1].get("channels") == [channel] and not m[1].get("update"), timeout_s=30)  # fmt: skip
+    found = sub.wait_for(
+        lambda m: (
+            m[0] == "gateway/site/alerts"
+            and m[1].get("kind") == "edge"
+            and m[1].get("channels") == [channel]
+            and not m[1].get("update")
+        ),
+        timeout_s=30,
+    )
     return found[0][1]
 
 
 def store_reported(sub: Subscriber, state: str, timeout_s: float = 30) -> None:
     """The retained MQTT status says the store is in `state`."""
-    sub.wait_for(lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == state,
-                 timeout_s=timeout_s)  # fmt: skip
+    sub.wait_for(
+        lambda m: m[0] == "gateway/site/status" and m[1].get("store", {}).get("state") == state, timeout_s=timeout_s
+    )
 
 
 def alert_published_while_polling_goes_on(daemon: Daemon, node: VirtualNode, sub: Subscriber) -> dict:
@@ -67,8 +75,9 @@ def history(db, days: int) -> None:
     for hour in range(days * 24, 0, -1):
         ts = end - hour * 3_600_000 + 1000 * np.arange(3600)
         values = np.round(rng.normal(10, 0.1, (3600, len(channels))) * 128) / 128  # counts of 2^-7
-        store.write_readings([Reading("pump-1", c, int(t), float(v)) for t, row in zip(ts, values)
-                              for c, v in zip(channels, row)])  # fmt: skip
+        store.write_readings(
+            [Reading("pump-1", c, int(t), float(v)) for t, row in zip(ts, values) for c, v in zip(channels, row)]
+        )
     store.compact(end)
     store.close()
 
@@ -121,8 +130,11 @@ def test_a_full_disk_neither_stops_polling_nor_loses_the_alert_raised_meanwhile(
             filled_ms = int(time.time() * 1000)
             before = readings_before(db, filled_ms)
             with RunawayWriter(fs):
-                degraded = wait_for("the store to report the full disk", lambda: daemon.status_is(
-                    lambda s: s["store"]["state"] == "disk_full"), timeout_s=60)  # fmt: skip
+                degraded = wait_for(
+                    "the store to report the full disk",
+                    lambda: daemon.status_is(lambda s: s["store"]["state"] == "disk_full"),
+                    timeout_s=60,
+                )
                 assert "full" in degraded["store"]["last_error"]
                 store_reported(sub, "disk_full")
                 before = polls(daemon)
@@ -130,8 +142,9 @@ def test_a_full_disk_neither_stops_polling_nor_loses_the_alert_raised_meanwhile(
                 alert = edge_alert_on(sub, "current")  # published at once, whatever the disk does
                 assert alert["severity"] == "critical"
                 wait_for("polling to go on", lambda: polls(daemon) > before + 50)
-                out = subprocess.run([*daemon_cli(), "status", "--config", str(daemon.config)], capture_output=True,
-                                     text=True)  # fmt: skip
+                out = subprocess.run(
+                    [*daemon_cli(), "status", "--config", str(daemon.config)], capture_output=True, text=True
+                )
                 assert "store: DEGRADED (disk full)" in out.stdout or "store: ok" in out.stdout, out.stdout
             wait_for("the store to recover", lambda: daemon.status_is(lambda s: s["store"]["state"] == "ok"), 60)
             # room was made by evicting the oldest readings, a little at a time, not all of them
@@ -140,8 +153,10 @@ def test_a_full_disk_neither_stops_polling_nor_loses_the_alert_raised_meanwhile(
             written = daemon.written()
             wait_for("writing to go on", lambda: daemon.written() > written + 500)
             node.drive(3, "clear")
-            wait_for("the alert closed when the node reports the channel clear", lambda: stored(
-                db, "SELECT id FROM alerts WHERE id = ? AND closed_ms IS NOT NULL", (alert["id"],)))  # fmt: skip
+            wait_for(
+                "the alert closed when the node reports the channel clear",
+                lambda: stored(db, "SELECT id FROM alerts WHERE id = ? AND closed_ms IS NOT NULL", (alert["id"],)),
+            )
             assert daemon.alive() and daemon.pid == pid, "the daemon was never restarted"
             assert "is full" in daemon.log()
         finally:
@@ -185,8 +200,13 @@ def test_write_errors_from_a_failing_card_are_survived(tmp_path, mosquitto):
     fiu_run, fiu_ctrl = tool("fiu-run"), tool("fiu-ctrl")
     with VirtualNode(unit=1, seed=13, period_ms=20, rig=True) as node:
         state = tmp_path / "state"
-        daemon = Daemon(tmp_path, state, [node], extra=SETTINGS.format(port=mosquitto.port),
-                        prefix=(fiu_run, "-x", "-f", str(tmp_path / "fiu"))).start()  # fmt: skip
+        daemon = Daemon(
+            tmp_path,
+            state,
+            [node],
+            extra=SETTINGS.format(port=mosquitto.port),
+            prefix=(fiu_run, "-x", "-f", str(tmp_path / "fiu")),
+        ).start()
         sub = Subscriber(mosquitto.port, "gateway/site/#")
         control = [fiu_ctrl, "-f", str(tmp_path / "fiu")]
         try:
@@ -200,8 +220,10 @@ def test_write_errors_from_a_failing_card_are_survived(tmp_path, mosquitto):
             for point in ("posix/io/rw/pwrite", "posix/io/sync/fdatasync", "posix/io/sync/fsync"):
                 subprocess.run([*control, "-c", f"disable name={point}", str(pid)], check=True)
             store_reported(sub, "ok", timeout_s=60)
-            wait_for("the alert in the store", lambda: stored(state / "gatewayd.sqlite3", "SELECT id FROM alerts "
-                                                              "WHERE id = ?", (alert["id"],)))  # fmt: skip
+            wait_for(
+                "the alert in the store",
+                lambda: stored(state / "gatewayd.sqlite3", "SELECT id FROM alerts WHERE id = ?", (alert["id"],)),
+            )
             assert daemon.alive() and daemon.pid == pid
         finally:
             sub.close()

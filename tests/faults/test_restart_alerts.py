@@ -19,8 +19,11 @@ pytestmark = pytest.mark.integration
 
 
 def edge_alerts(db, channel: str) -> list[tuple]:
-    return stored(db, "SELECT id, closed_ms FROM alerts WHERE kind = 'edge' AND channels = ? ORDER BY opened_ms",
-                  (f'["{channel}"]',))  # fmt: skip
+    return stored(
+        db,
+        "SELECT id, closed_ms FROM alerts WHERE kind = 'edge' AND channels = ? ORDER BY opened_ms",
+        (f'["{channel}"]',),
+    )
 
 
 def test_an_ongoing_edge_alert_continues_across_restarts_and_closes_when_it_ends(tmp_path, mosquitto):
@@ -42,8 +45,10 @@ def test_an_ongoing_edge_alert_continues_across_restarts_and_closes_when_it_ends
             opened = [m for m in sub.messages if m[1].get("channels") == ["current"] and not m[1].get("update")]
             assert len(opened) == 1
             node.drive(3, "clear")
-            wait_for("the alert closed once the node reports the channel clear",
-                     lambda: edge_alerts(db, "current")[0][1] is not None)  # fmt: skip
+            wait_for(
+                "the alert closed once the node reports the channel clear",
+                lambda: edge_alerts(db, "current")[0][1] is not None,
+            )
             # raised again, then the condition ends while the daemon is stopped
             node.drive(3, "offset", 20)
             wait_for("a second alert", lambda: len(edge_alerts(db, "current")) == 2)

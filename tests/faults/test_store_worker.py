@@ -27,7 +27,9 @@ CHANNELS = [("a", "V"), ("b", "V")]
 
 def batch(t0: int, n: int, rng: np.random.Generator) -> list[Reading]:
     values = rng.normal(0, 1, (n, 2)).tolist()  # noise: a few bytes a reading, whatever the codec
-    return [Reading("n", ch, t0 + 100 * i, row[c]) for i, row in enumerate(values) for c, (ch, _) in enumerate(CHANNELS)]
+    return [
+        Reading("n", ch, t0 + 100 * i, row[c]) for i, row in enumerate(values) for c, (ch, _) in enumerate(CHANNELS)
+    ]
 
 
 async def test_a_full_disk_is_survived_by_an_emergency_eviction(tmp_path):
@@ -47,7 +49,9 @@ async def test_a_full_disk_is_survived_by_an_emergency_eviction(tmp_path):
         assert "the disk is full" in worker.health.last_error
         # an alert raised now is not lost: it waits in memory
         await AsyncStore(worker).record_alert(Alert("site:n:a:1", "n", ["a"], "critical", "edge", t, {"value": 9.0}))
-        await AsyncStore(worker).update_alert(AlertChange("site:n:a:1", "n", "edge", severity="critical", detail={"value": 10.0}))
+        await AsyncStore(worker).update_alert(
+            AlertChange("site:n:a:1", "n", "edge", severity="critical", detail={"value": 10.0})
+        )
         assert len(worker.kept) == 2
         with pytest.raises(StoreFault):
             await AsyncStore(worker).dead_letter("x", "y", b"")  # other writes fail at once
@@ -192,7 +196,9 @@ async def test_the_budget_frees_outbox_rows_the_cloud_agent_has_uploaded(tmp_pat
     assert await worker.open()
     await worker.register("n", "edge-node", "x", {}, CHANNELS)
     for i in range(40):
-        await AsyncStore(worker).record_alert(Alert(f"site:n:model:{i}", "n", ["a"], "warning", "model", i, {"pad": "x" * 4000}))
+        await AsyncStore(worker).record_alert(
+            Alert(f"site:n:model:{i}", "n", ["a"], "warning", "model", i, {"pad": "x" * 4000})
+        )
     (state / upload_state.FILE_NAME).write_text(json.dumps({"cursors": {"alerts": 30}}))
     worker.budget = 64 * 1024  # far below what the outbox holds now
     evicted = await worker.enforce_budget()

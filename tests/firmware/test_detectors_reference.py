@@ -70,7 +70,7 @@ def test_micropython_and_cpython_agree_sample_by_sample():
     series[300] += 5000  # spike
     series[400:420] = [series[399]] * 20  # stuck stretch
     kwargs = {"window_bits": 4, "z_limit": 48, "rate_limit": 400, "rate_horizon": 8, "low": -900, "high": 900,
-              "consecutive": 2}  # fmt: skip
+              "consecutive": 2}
     _, expected = run(series, **kwargs)
     script = (
         "import json, detectors\n"
@@ -84,7 +84,7 @@ def test_micropython_and_cpython_agree_sample_by_sample():
     proc = subprocess.run(
         [find_micropython(), "-X", "heapsize=512k", "-c", script],
         env=micropython_env(find_firmware_dir()), capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    )
     got = [tuple(row) for row in json.loads(proc.stdout)]
     assert got == expected
     flags = [row[0] for row in expected]

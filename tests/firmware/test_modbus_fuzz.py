@@ -74,12 +74,12 @@ multiple = st.builds(
     lambda a, words, lie: struct.pack(">BHHB", 16, a, max(len(words) + lie, 0), (2 * len(words) + lie) & 0xFF)
     + b"".join(struct.pack(">H", w) for w in words),
     addresses, st.lists(st.integers(0, 0xFFFF), min_size=0, max_size=124), st.sampled_from([0, 0, 0, 1, -1]),
-)  # fmt: skip
+)
 garbage = st.binary(min_size=1, max_size=253)
 mutated = st.builds(
     lambda pdu, pos, byte: pdu[: pos % len(pdu)] + bytes([byte]) + pdu[pos % len(pdu) + 1 :],
     st.one_of(reads, single), st.integers(0, 10), st.integers(0, 255),
-)  # fmt: skip
+)
 pdus = st.one_of(reads, single, multiple, garbage, mutated).filter(lambda p: 1 <= len(p) <= 253)
 
 

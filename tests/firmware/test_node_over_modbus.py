@@ -88,7 +88,7 @@ def test_tcp_tuning_cannot_widen_a_safety_bound(tcp_node):
 def test_spike_trips_latches_and_needs_the_reset_code(tmp_path):
     # current (channel 3) jumps by 20 A at sample 100: above the 14 A critical bound
     node = VirtualNode(unit=3, seed=4, period_ms=20,
-                       extra_args=("--state-dir", str(tmp_path), "--fault", "3:offset:100:20"))  # fmt: skip
+                       extra_args=("--state-dir", str(tmp_path), "--fault", "3:offset:100:20"))
     node.start()
     client = ModbusTcpClient("127.0.0.1", port=node.port, timeout=2)
     try:

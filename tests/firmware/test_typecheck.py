@@ -35,6 +35,6 @@ def test_firmware_typechecks_against_esp32_stubs(tmp_path):
         [sys.executable, "-m", "mypy", "--config-file", str(firmware / "mypy.ini"),
          "--custom-typeshed-dir", str(typeshed), "--cache-dir", str(tmp_path / "cache"), *sources],
         env={"MYPYPATH": str(typings), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, cwd=firmware,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Success" in proc.stdout

@@ -129,8 +129,9 @@ def test_a_file_that_is_not_utf8_is_one_line_naming_the_place(tmp_path):
     path.write_bytes(VALID.encode().replace(b'"plant-7"', b'"plant-\xe9"'))  # Latin-1 from an old editor
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert str(err.value) == (f"{path}:3: not UTF-8 text: byte 0xe9 at column 15 (TOML files are UTF-8; save it "
-                              "as UTF-8)")
+    assert str(err.value) == (
+        f"{path}:3: not UTF-8 text: byte 0xe9 at column 15 (TOML files are UTF-8; save it as UTF-8)"
+    )
     result = run_cli("check-config", "--config", str(path))
     assert result.returncode == 2 and result.stderr == f"error: {err.value}\n" and "Traceback" not in result.stderr
 
@@ -163,24 +164,34 @@ def test_a_state_dir_that_cannot_be_written_is_one_line_from_check_config_and_ru
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=True)
     assert result.returncode == 2, result
-    assert result.stderr == (f"error: {config}:4: gateway.state_dir: cannot create {mount}/state: cannot write to "
-                             f"{mount}: the file system is read-only\n")  # fmt: skip
+    assert result.stderr == (
+        f"error: {config}:4: gateway.state_dir: cannot create {mount}/state: cannot write to "
+        f"{mount}: the file system is read-only\n"
+    )
     path = tmp_path / "site.toml"
     blocked = tmp_path / "file"
     blocked.write_text("")
-    path.write_text(VALID.replace('"/tmp/x"', f'"{blocked}/state"').replace('"10.0.0.5"', '"127.0.0.1"').replace("502", "1"))
+    path.write_text(
+        VALID.replace('"/tmp/x"', f'"{blocked}/state"').replace('"10.0.0.5"', '"127.0.0.1"').replace("502", "1")
+    )
     result = run_cli("check-config", "--config", str(path))
-    assert result.returncode == 2 and result.stderr == f"error: {path}:4: gateway.state_dir: {blocked} is not a directory\n"
+    assert (
+        result.returncode == 2
+        and result.stderr == f"error: {path}:4: gateway.state_dir: {blocked} is not a directory\n"
+    )
     # the daemon says the same in one line and polls anyway (the store opens once it can)
-    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(path)], stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gatewayd", "run", "--config", str(path)], stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 20
         lines: list[str] = []
         while time.monotonic() < deadline and not any("poll failed" in line for line in lines):
             lines.append(proc.stderr.readline())  # type: ignore[union-attr]
         assert proc.poll() is None, "".join(lines)
-        assert any(f"gateway.state_dir: {blocked} is not a directory; running without a store" in line for line in lines)
+        assert any(
+            f"gateway.state_dir: {blocked} is not a directory; running without a store" in line for line in lines
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         _, rest = proc.communicate(timeout=20)

@@ -15,18 +15,39 @@ from gatewayd.store.database import Store
 
 def sample(**changes) -> DaemonStatus:
     status = DaemonStatus(
-        ts_ms=int(time.time() * 1000), monotonic_s=time.monotonic(), boot_id=boot_id(), pid=1234,
-        devices={"pump-1": DeviceStatus(state="online", consecutive_failures=0, last_error=None, polls=10,
-                                        readings=40, skipped_ticks=0),
-                 "meter-2": DeviceStatus(state="offline", consecutive_failures=7, last_error="timed out", polls=3,
-                                         readings=0, skipped_ticks=2)},
+        ts_ms=int(time.time() * 1000),
+        monotonic_s=time.monotonic(),
+        boot_id=boot_id(),
+        pid=1234,
+        devices={
+            "pump-1": DeviceStatus(
+                state="online", consecutive_failures=0, last_error=None, polls=10, readings=40, skipped_ticks=0
+            ),
+            "meter-2": DeviceStatus(
+                state="offline", consecutive_failures=7, last_error="timed out", polls=3, readings=0, skipped_ticks=2
+            ),
+        },
         writer=WriterStatus(written=40, batches=4, queued=0, compacted_blocks=0),
-        store=StoreStatus(state="ok", writing=True, since_ms=None, last_error=None, faults=0, recoveries=0,
-                          last_outage_s=None, readings_dropped=0, writes_waiting=0, writes_dropped=0,
-                          emergency_evictions=0, disk_bytes=123_000, budget_bytes=500_000_000),
+        store=StoreStatus(
+            state="ok",
+            writing=True,
+            since_ms=None,
+            last_error=None,
+            faults=0,
+            recoveries=0,
+            last_outage_s=None,
+            readings_dropped=0,
+            writes_waiting=0,
+            writes_dropped=0,
+            emergency_evictions=0,
+            disk_bytes=123_000,
+            budget_bytes=500_000_000,
+        ),
         clock=ClockStatus(synchronized=True, trust="synchronized", steps=0, last_step_s=0.0),
-        mqtt=None, alerts=2, detection=None,
-    )  # fmt: skip
+        mqtt=None,
+        alerts=2,
+        detection=None,
+    )
     return status.model_copy(update=changes)
 
 

@@ -38,11 +38,15 @@ def test_status_line():
 def test_status_line_leads_with_a_degraded_store():
     g = gateway(0, [0])
     g.worker.health = StoreHealth(
-        state="disk_full", last_error="the disk is full (/var/lib/gatewayd/gatewayd.sqlite3: database or disk is full)",
-        readings_dropped=12)
+        state="disk_full",
+        last_error="the disk is full (/var/lib/gatewayd/gatewayd.sqlite3: database or disk is full)",
+        readings_dropped=12,
+    )
     g.writer.written = 5
-    assert g.status_line() == ("STORE DISK FULL: the disk is full (/var/lib/gatewayd/gatewayd.sqlite3: database or "
-                               "disk is full); 1/1 devices online, 5 readings stored, 0 queued, 12 readings dropped")
+    assert g.status_line() == (
+        "STORE DISK FULL: the disk is full (/var/lib/gatewayd/gatewayd.sqlite3: database or "
+        "disk is full); 1/1 devices online, 5 readings stored, 0 queued, 12 readings dropped"
+    )
 
 
 def test_status_line_says_when_the_file_system_bounds_the_store():

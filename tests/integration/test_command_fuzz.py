@@ -71,47 +71,80 @@ class Results:
 
 
 def nested(depth: int, kind: str, closed: bool) -> bytes:
-    opener, inner, closer = {"array": (b"[", b"1", b"]"), "object": (b'{"a":', b"1", b"}"),
-                             "mixed": (b'[{"command":', b'"ack"', b"}]")}[kind]  # fmt: skip
+    opener, inner, closer = {
+        "array": (b"[", b"1", b"]"),
+        "object": (b'{"a":', b"1", b"}"),
+        "mixed": (b'[{"command":', b'"ack"', b"}]"),
+    }[kind]
     return opener * depth + (inner + closer * depth if closed else b"")
 
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=300))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                      max_size=3), max_leaves=8)  # fmt: skip
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
 near_commands = st.fixed_dictionaries(
     {"command": st.sampled_from(["ack", "label", "missed", "delete", "", "ACK"]) | values},
-    optional={"alert": st.sampled_from([ALERT, "nope", "x" * 201]) | values,
-              "label": st.sampled_from(["true", "false", "maybe"]) | values,
-              "operator": st.text(max_size=120) | values,
-              "device": st.sampled_from(["pump-1", "pump-9"]) | values,
-              "at": st.integers() | st.text(max_size=30) | values,
-              "extra": values},
-)  # fmt: skip
+    optional={
+        "alert": st.sampled_from([ALERT, "nope", "x" * 201]) | values,
+        "label": st.sampled_from(["true", "false", "maybe"]) | values,
+        "operator": st.text(max_size=120) | values,
+        "device": st.sampled_from(["pump-1", "pump-9"]) | values,
+        "at": st.integers() | st.text(max_size=30) | values,
+        "extra": values,
+    },
+)
 valid_commands = st.one_of(
-    st.builds(lambda op: {"command": "ack", "alert": ALERT, "operator": op},
-              st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=20) | st.none()),
+    st.builds(
+        lambda op: {"command": "ack", "alert": ALERT, "operator": op},
+        st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=20) | st.none(),
+    ),
     st.builds(lambda v: {"command": "label", "alert": ALERT, "label": v}, st.sampled_from(["true", "false"])),
     st.builds(lambda at: {"command": "missed", "device": "pump-1", "at": at}, st.integers(0, 2**41)),
 )
 
 deep = st.builds(nested, st.integers(2, 200_000), st.sampled_from(["array", "object", "mixed"]), st.booleans())
-huge = st.builds(lambda n, ch, key: json.dumps({"command": "ack", key: ch * n}, ensure_ascii=False).encode(),
-                 st.integers(MAX_PAYLOAD_BYTES - 200, MAX_PAYLOAD_BYTES + 200) | st.integers(0, 400_000),
-                 st.sampled_from(["x", "é", "\U0001f600", "\\", '"', "["]),
-                 st.sampled_from(["alert", "operator", "label", "signed", "zz"]))  # fmt: skip
+huge = st.builds(
+    lambda n, ch, key: json.dumps({"command": "ack", key: ch * n}, ensure_ascii=False).encode(),
+    st.integers(MAX_PAYLOAD_BYTES - 200, MAX_PAYLOAD_BYTES + 200) | st.integers(0, 400_000),
+    st.sampled_from(["x", "é", "\U0001f600", "\\", '"', "["]),
+    st.sampled_from(["alert", "operator", "label", "signed", "zz"]),
+)
 invalid_utf8 = st.builds(
     lambda head, bad, tail: head + bad + tail,
     st.sampled_from([b"", b'{"command":"ack","alert":"', b'{"', b"["]),
-    st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe2\x82", b"\x80",
-                     b"\xfe\xff"]),
+    st.sampled_from(
+        [b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b"\xe2\x82", b"\x80", b"\xfe\xff"]
+    ),
     st.sampled_from([b"", b'"}', b"]"]),
-) | st.binary(max_size=MAX_PAYLOAD_BYTES + 100)  # fmt: skip
-unsigned = st.builds(lambda d, ascii_only: json.dumps(d, ensure_ascii=ascii_only).encode(), near_commands, st.booleans())
+) | st.binary(max_size=MAX_PAYLOAD_BYTES + 100)
+unsigned = st.builds(
+    lambda d, ascii_only: json.dumps(d, ensure_ascii=ascii_only).encode(), near_commands, st.booleans()
+)
 # (how, command): built at publishing time, so that times and nonces are fresh
-signed = st.tuples(st.just("valid"), valid_commands) | st.tuples(st.just("near"), near_commands) | st.tuples(
-    st.sampled_from(["flipped", "other-secret", "tampered", "stale", "future", "other-gateway", "replay", "extra-key",
-                     "no-nonce", "hmac-type"]), valid_commands | near_commands)  # fmt: skip
+signed = (
+    st.tuples(st.just("valid"), valid_commands)
+    | st.tuples(st.just("near"), near_commands)
+    | st.tuples(
+        st.sampled_from(
+            [
+                "flipped",
+                "other-secret",
+                "tampered",
+                "stale",
+                "future",
+                "other-gateway",
+                "replay",
+                "extra-key",
+                "no-nonce",
+                "hmac-type",
+            ]
+        ),
+        valid_commands | near_commands,
+    )
+)
 
 
 def build_signed(how: str, command: dict) -> bytes:
@@ -161,8 +194,9 @@ def site(tmp_path, mosquitto, virtual_node):
 def start(config, log_path) -> subprocess.Popen:
     log = open(log_path, "ab")  # a file, not a pipe: a flood of log lines must not block the daemon
     try:
-        return subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
-                                stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        return subprocess.Popen(
+            [sys.executable, "-m", "gatewayd", "run", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=log
+        )
     finally:
         log.close()
 
@@ -220,10 +254,17 @@ def test_hostile_commands_neither_stop_nor_stall_the_daemon(site, mosquitto, tmp
             outcome["published"] += 1
             return results.wait_for(outcome["published"], daemon)[-1]
 
-        @settings(max_examples=150, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
-        @given(message=st.one_of(deep, huge, invalid_utf8, unsigned, signed),
-               retain=st.integers(0, 9).map(lambda n: n == 0))  # fmt: skip
+        @settings(
+            max_examples=150,
+            deadline=None,
+            database=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(
+            message=st.one_of(deep, huge, invalid_utf8, unsigned, signed),
+            retain=st.integers(0, 9).map(lambda n: n == 0),
+        )
         @example(message=b"[" * 1000, retain=False)  # the reported one
         @example(message=b"[" * 100_000, retain=False)
         @example(message=b"[" * 2048, retain=False)
@@ -267,8 +308,9 @@ def test_hostile_commands_neither_stop_nor_stall_the_daemon(site, mosquitto, tmp
         assert send(label) == f"alert {ALERT} labelled true_positive"
         store = Store(state / "gatewayd.sqlite3", readonly=True)
         try:
-            dead = store.conn.execute("SELECT count(*), max(length(payload)) FROM dead_letter "
-                                      "WHERE source = 'mqtt-command'").fetchone()  # fmt: skip
+            dead = store.conn.execute(
+                "SELECT count(*), max(length(payload)) FROM dead_letter WHERE source = 'mqtt-command'"
+            ).fetchone()
         finally:
             store.close()
         refused = sum(r.startswith("error: ") for r in results.results)
@@ -293,5 +335,5 @@ def test_hostile_commands_neither_stop_nor_stall_the_daemon(site, mosquitto, tmp
             daemon.wait()
         results.close()
     log = log_path.read_text(errors="replace")
-    assert "Traceback" not in log, log[log.index("Traceback") - 2000:][:6000]
+    assert "Traceback" not in log, log[log.index("Traceback") - 2000 :][:6000]
     assert "MQTT command refused" in log

@@ -23,9 +23,26 @@ DURATION_S = 400
 def test_no_model_alert_in_normal_operation_and_one_naming_the_fault(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     res = subprocess.run(
-        [sys.executable, "-m", "gatewayd", "demo", "--nodes", "1", "--duration", str(DURATION_S), "--fault-after", str(FAULT_AFTER_S), "--dashboard-port", "0"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=DURATION_S + 200,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "gatewayd",
+            "demo",
+            "--nodes",
+            "1",
+            "--duration",
+            str(DURATION_S),
+            "--fault-after",
+            str(FAULT_AFTER_S),
+            "--dashboard-port",
+            "0",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=DURATION_S + 200,
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "models trained in this run: pump-1 v1" in res.stdout, res.stdout[-2000:]
     store = Store(tmp_path / "var" / "gatewayd.sqlite3", readonly=True)

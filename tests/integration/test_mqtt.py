@@ -80,15 +80,18 @@ def test_publishes_and_survives_a_broker_outage(tmp_path, mosquitto):
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\ntopic_prefix = "plant"\nhome_assistant = true\n\n'
         f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.2\n'
     )
-    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gatewayd", "run", "--config", str(config)], stderr=subprocess.PIPE, text=True
+    )
     sub = Subscriber(mosquitto.port, "plant/site-7/#")
     discovery = Subscriber(mosquitto.port, "homeassistant/#")
     try:
         found = discovery.wait_for(lambda m: m[0] == "homeassistant/sensor/site-7_pump-1_flow/config")
         topic, config_body, _ = found[0]
         assert config_body["state_topic"] == "plant/site-7/telemetry/pump-1"
-        assert config_body["unit_of_measurement"] == "m3/h" and config_body["availability_topic"] == "plant/site-7/status"
+        assert (
+            config_body["unit_of_measurement"] == "m3/h" and config_body["availability_topic"] == "plant/site-7/status"
+        )
         discovery.close()
         sub.wait_for(lambda m: m[0] == "plant/site-7/status" and m[1]["state"] == "online")
         sub.wait_for(lambda m: m[0] == "plant/site-7/health/pump-1" and m[1]["state"] == "online")
@@ -109,12 +112,18 @@ def test_publishes_and_survives_a_broker_outage(tmp_path, mosquitto):
 
         def replayed() -> list[int]:
             with sub.lock:
-                return sorted({m[1]["ts_ms"] for m in sub.messages if m[0].endswith("/telemetry/pump-1")
-                               and outage_start + 500 < m[1]["ts_ms"] < outage_end - 500})  # fmt: skip
+                return sorted(
+                    {
+                        m[1]["ts_ms"]
+                        for m in sub.messages
+                        if m[0].endswith("/telemetry/pump-1") and outage_start + 500 < m[1]["ts_ms"] < outage_end - 500
+                    }
+                )
 
         expected = 0.8 * (outage_end - outage_start - 1000) / 200
-        stamps = wait_until("the outage's readings published after it", lambda: len(replayed()) >= expected and replayed(),
-                            timeout_s=30)  # fmt: skip
+        stamps = wait_until(
+            "the outage's readings published after it", lambda: len(replayed()) >= expected and replayed(), timeout_s=30
+        )
         # polling went on during the outage: no gap in the published readings
         assert max(b - a for a, b in zip(stamps, stamps[1:])) < 1000
 
@@ -140,8 +149,9 @@ def test_alert_raised_during_an_outage_arrives_after_it(tmp_path, mosquitto):
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n\n'
         f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.1\n'
     )
-    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gatewayd", "run", "--config", str(config)], stderr=subprocess.PIPE, text=True
+    )
     sub = Subscriber(mosquitto.port, "gateway/site-8/#")
     try:
         sub.wait_for(lambda m: m[0] == "gateway/site-8/status" and m[1]["state"] == "online")

@@ -53,7 +53,9 @@ async def test_summaries_of_each_closed_minute(tmp_path, mosquitto, monkeypatch)
         for channel, stats in body["channels"].items():
             block = store.readings("pump-1", channel, body["minute_ms"], body["minute_ms"] + 60_000)
             assert stats["count"] == len(block) > 5
-            assert stats["min"] == pytest.approx(block.values.min()) and stats["max"] == pytest.approx(block.values.max())
+            assert stats["min"] == pytest.approx(block.values.min()) and stats["max"] == pytest.approx(
+                block.values.max()
+            )
             assert stats["mean"] == pytest.approx(block.values.mean(), rel=1e-9)
             assert stats["std"] == pytest.approx(block.values.std(), rel=1e-6, abs=1e-9)
             assert stats["last"] == pytest.approx(block.values[-1])

@@ -57,8 +57,12 @@ def test_ready_watchdog_status_reload_and_stop(tmp_path):
         config = tmp_path / "gatewayd.toml"
         config.write_text(config_text(tmp_path / "state", [nodes[0].port]))
         env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "1000000"}
-        proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)], env=env,
-                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert "READY=1" in notify.wait_for(lambda m: "READY=1" in m)
         notify.wait_for(lambda m: "WATCHDOG=1" in m)
         notify.wait_for(lambda m: "STATUS=1/1 devices online" in m)
@@ -95,15 +99,17 @@ def test_status_shows_the_running_daemon(tmp_path):
     node.start()
     config = tmp_path / "gatewayd.toml"
     config.write_text(config_text(tmp_path / "state", [node.port]))
-    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gatewayd", "run", "--config", str(config)], stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.monotonic() + 15
         out = ""
         while time.monotonic() < deadline and "node-1: online" not in out:
             time.sleep(0.3)
-            res = subprocess.run([sys.executable, "-m", "gatewayd", "status", "--config", str(config)],
-                                 capture_output=True, text=True)  # fmt: skip
+            res = subprocess.run(
+                [sys.executable, "-m", "gatewayd", "status", "--config", str(config)], capture_output=True, text=True
+            )
             out = res.stdout
         assert "node-1: online" in out and "readings written" in out, out
         assert "pressure" in out
@@ -111,6 +117,7 @@ def test_status_shows_the_running_daemon(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
         node.stop()
-    res = subprocess.run([sys.executable, "-m", "gatewayd", "status", "--config", str(config)],
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "gatewayd", "status", "--config", str(config)], capture_output=True, text=True
+    )
     assert res.returncode == 0 and "daemon: stopped" in res.stdout

@@ -100,9 +100,12 @@ def test_check_config_exit_codes(tmp_path):
 def test_demo_runs_from_a_bare_copy_of_the_repository(tmp_path):
     """The demo needs nothing beside the clone: copy the tracked files and run it there."""
     listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
         check=True,
-    ).stdout.split()  # fmt: skip
+    ).stdout.split()
     clone = tmp_path / "clone"
     for rel in listed:
         src = REPO / rel
@@ -113,8 +116,12 @@ def test_demo_runs_from_a_bare_copy_of_the_repository(tmp_path):
     env.pop("EDGE_FIRMWARE_DIR", None)
     res = subprocess.run(
         [*GATEWAYD, "demo", "--duration", "4", "--progress", "1", "--interval", "0.2"],
-        cwd=clone, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "starting 3 virtual nodes" in out

@@ -33,8 +33,7 @@ def release() -> str:
 
 def depends_of(deb: Path) -> list[str]:
     """The first alternative of each of a .deb's Depends, without versions."""
-    field = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True,
-                           check=True).stdout  # fmt: skip
+    field = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True, check=True).stdout
     return sorted({dep.split("|")[0].split("(")[0].strip() for dep in field.split(",") if dep.strip()})
 
 
@@ -46,8 +45,11 @@ def debian_root(folder: Path, packages: list[str]) -> Path:
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", release(),
-                             str(folder), MIRROR], capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", release(), str(folder), MIRROR],
+        capture_output=True,
+        text=True,
+    )
     if result.returncode != 0:
         shutil.rmtree(folder, ignore_errors=True)
         raise RuntimeError(f"debootstrap failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -74,10 +76,23 @@ class Container:
         binds = [f"--bind-ro={host}:{inside}" for host, inside in self.binds.items()]
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                ["systemd-nspawn", "--quiet", "--boot", f"--machine={self.name}", "--register=no", "--keep-unit",
-                 "--console=passive", "--system-call-filter=bpf", f"--directory={self.root}", *binds],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"})  # fmt: skip
+                [
+                    "systemd-nspawn",
+                    "--quiet",
+                    "--boot",
+                    f"--machine={self.name}",
+                    "--register=no",
+                    "--keep-unit",
+                    "--console=passive",
+                    "--system-call-filter=bpf",
+                    f"--directory={self.root}",
+                    *binds,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"},
+            )
         deadline = time.monotonic() + timeout_s
         while not self.leader:
             assert self.process.poll() is None, f"systemd-nspawn exited: {self.log.read_text()[-2000:]}"
@@ -107,10 +122,12 @@ class Container:
         offline = [] if network else ["unshare", "--net", "--"]
         return ["nsenter", f"--target={self.leader}", "--all", "--", *offline, "env", "-i", PATH, *cmd]
 
-    def run(self, *cmd: str, check: bool = True, network: bool = True, timeout: float = 120,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
-        result = subprocess.run(self.command(*cmd, network=network), capture_output=True, text=True,
-                                timeout=timeout, input=input)  # fmt: skip
+    def run(
+        self, *cmd: str, check: bool = True, network: bool = True, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            self.command(*cmd, network=network), capture_output=True, text=True, timeout=timeout, input=input
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(cmd)}: exit {result.returncode}\n{result.stdout}\n{result.stderr}")
         return result

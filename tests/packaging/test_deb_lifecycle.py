@@ -47,8 +47,11 @@ def debs(package: BuiltPackage, tmp_path_factory) -> Iterator[Path]:
     control = tree / "DEBIAN" / "control"
     control.write_text(re.sub(r"^Version: (.+)$", rf"Version: \1{UPGRADE_VERSION}", control.read_text(), flags=re.M))
     # zstd at level 1: fast, and the container's dpkg reads it
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zzstd", "-z1", "-b", str(tree), str(folder / "newer.deb")],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "-Zzstd", "-z1", "-b", str(tree), str(folder / "newer.deb")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     shutil.rmtree(tree)
     yield folder
     shutil.rmtree(folder)  # 200 MB
@@ -97,8 +100,9 @@ def unit_property(machine: Container, unit: str, name: str) -> str:
 
 
 def unit_state(machine: Container, unit: str = "gatewayd") -> dict[str, str]:
-    shown = machine.run("systemctl", "show", "-p", "ActiveState,SubState,NRestarts,StatusText,MainPID,Result,"
-                        "ExecMainStatus", unit).stdout  # fmt: skip
+    shown = machine.run(
+        "systemctl", "show", "-p", "ActiveState,SubState,NRestarts,StatusText,MainPID,Result,ExecMainStatus", unit
+    ).stdout
     return dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
 
 
@@ -139,8 +143,9 @@ def test_files_user_and_permissions(machine):
     assert machine.run("stat", "-c", "%U:%G %a", RUNTIME).stdout.strip() == "gatewayd:gatewayd 750"
     assert machine.run("stat", "-c", "%U:%G %a", CONFIG).stdout.strip() == "root:root 644"
     # the package's own files belong to root and nobody else may write them
-    writable = machine.run("find", "/opt/edge-gateway", "(", "-perm", "-o+w", "-o", "-not", "-user", "root", ")",
-                           "-not", "-type", "l").stdout  # fmt: skip
+    writable = machine.run(
+        "find", "/opt/edge-gateway", "(", "-perm", "-o+w", "-o", "-not", "-user", "root", ")", "-not", "-type", "l"
+    ).stdout
     assert writable == "", writable
 
 
@@ -162,8 +167,12 @@ def test_runs_by_hand_as_its_user_with_the_installed_config(machine, virtual_nod
     # the container.)
     assert json.loads(machine.read(f"{RUNTIME}/status.json"))["stopped"] is True
     point_at(machine, virtual_node.port)
-    daemon = subprocess.Popen(machine.command(*AS_GATEWAYD, "gatewayd", "run", "--config", CONFIG),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    daemon = subprocess.Popen(
+        machine.command(*AS_GATEWAYD, "gatewayd", "run", "--config", CONFIG),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         before = readings(machine)
         wait_for(lambda: readings(machine) > before + 20, 60, "readings stored by hand", machine)
@@ -202,6 +211,7 @@ def test_runs_under_its_unit_and_trains_its_first_model(machine, virtual_node):
     # The peak of the daemon itself stays well inside MemoryMax= (training runs beside it).
     peak_kb = int(re.search(r"^VmHWM:\s+(\d+) kB$", status, re.M).group(1))
     assert peak_kb * 1024 < int(unit_property(machine, "gatewayd", "MemoryMax")) / 2, peak_kb
+
     # Device access is closed but for the serial lines: a process in the unit's cgroup may open
     # /dev/null but not /dev/net/tun, which a process outside it can.
     def open_tun(inside_unit: bool) -> subprocess.CompletedProcess[str]:
@@ -223,13 +233,20 @@ def test_cloud_sync_uploads_from_the_store_under_its_unit(machine, tmp_path):
         machine.run("chgrp", "gatewayd", "/etc/gatewayd/cloud-token")
         machine.run("chmod", "0640", "/etc/gatewayd/cloud-token")
         config = machine.read(CONFIG)
-        machine.write(CONFIG, config + f'\n[cloud]\nurl = "http://127.0.0.1:{server.server_port}"\n'
-                                       'token_file = "/etc/gatewayd/cloud-token"\ninterval_s = 1.0\n')  # fmt: skip
+        machine.write(
+            CONFIG,
+            config + f'\n[cloud]\nurl = "http://127.0.0.1:{server.server_port}"\n'
+            'token_file = "/etc/gatewayd/cloud-token"\ninterval_s = 1.0\n',
+        )
         machine.run("systemctl", "restart", "cloud-sync")
         wait_for(lambda: server.storage.usage("gateway")["batches"] >= 1, 60, "an upload from cloud-sync", machine)
         # device health comes from gatewayd's status in /run/gatewayd, which its unit can read
-        wait_for(lambda: any("node-1" in r["payload"]["devices"] for r in server.storage.records("gateway", "health")),
-                 60, "device health uploaded by cloud-sync", machine)  # fmt: skip
+        wait_for(
+            lambda: any("node-1" in r["payload"]["devices"] for r in server.storage.records("gateway", "health")),
+            60,
+            "device health uploaded by cloud-sync",
+            machine,
+        )
         assert unit_property(machine, "cloud-sync", "ActiveState") == "active"
         # its cursors are its own file in the shared state directory; the store is read-only to it
         assert machine.run("stat", "-c", "%U", f"{STATE}/cloud-sync.json").stdout.strip() == "gatewayd"
@@ -257,8 +274,12 @@ def test_a_full_disk_leaves_the_unit_running_and_it_stores_again_once_space_is_f
         wait_for(lambda: readings(machine) > 50, 60, "readings stored on the small disk", machine)
         # another program's log gone wild takes every free byte
         machine.run("sh", "-c", f"cat /dev/zero > {STATE}/runaway.log", check=False)
-        wait_for(lambda: unit_state(machine)["StatusText"].startswith("STORE DISK FULL"), 60,
-                 "the unit's status to say the disk is full", machine)  # fmt: skip
+        wait_for(
+            lambda: unit_state(machine)["StatusText"].startswith("STORE DISK FULL"),
+            60,
+            "the unit's status to say the disk is full",
+            machine,
+        )
         assert "store: DEGRADED (disk full)" in gatewayd_status(machine), gatewayd_status(machine)
         before = polls(machine)
         wait_for(lambda: polls(machine) > before + 50, 30, "polling to go on with the disk full", machine)
@@ -266,8 +287,12 @@ def test_a_full_disk_leaves_the_unit_running_and_it_stores_again_once_space_is_f
         assert (state["ActiveState"], state["SubState"], state["NRestarts"]) == ("active", "running", restarts), state
 
         machine.run("rm", f"{STATE}/runaway.log")
-        wait_for(lambda: not unit_state(machine)["StatusText"].startswith("STORE"), 60,
-                 "the unit's status to say the store is well again", machine)  # fmt: skip
+        wait_for(
+            lambda: not unit_state(machine)["StatusText"].startswith("STORE"),
+            60,
+            "the unit's status to say the store is well again",
+            machine,
+        )
         before = readings(machine)
         wait_for(lambda: readings(machine) > before + 50, 60, "readings stored again", machine)
         assert "store: ok" in gatewayd_status(machine), gatewayd_status(machine)
@@ -312,7 +337,11 @@ def test_an_invalid_configuration_is_left_for_a_person(machine):
         time.sleep(7)  # longer than RestartSec=
         state = unit_state(machine)
         assert (state["ActiveState"], state["Result"], state["ExecMainStatus"], state["NRestarts"]) == (
-            "failed", "exit-code", "2", restarts), state  # fmt: skip
+            "failed",
+            "exit-code",
+            "2",
+            restarts,
+        ), state
         journal = machine.run("journalctl", "-u", "gatewayd", "-n", "20", "--no-pager", check=False).stdout
         assert re.search(r"gatewayd\.toml:\d+: gateway\.log_level", journal), journal
     finally:
@@ -330,8 +359,9 @@ def test_upgrade_keeps_config_and_data(machine):
     assert machine.read(CONFIG) == config  # the edited conffile, kept without a question
     assert readings(machine) >= before
     assert machine.exists(f"{STATE}/models/node-1/current/manifest.json")
-    wait_for(lambda: unit_property(machine, "gatewayd", "ActiveState") == "active", 60, "gatewayd after upgrade",
-             machine)  # fmt: skip
+    wait_for(
+        lambda: unit_property(machine, "gatewayd", "ActiveState") == "active", 60, "gatewayd after upgrade", machine
+    )
 
 
 def test_remove_keeps_data_and_config(machine):

@@ -49,7 +49,11 @@ def firmware_sources(firmware_dir: Path, *, include_host_only: bool = False, boa
 
 
 def compile_firmware(
-    firmware_dir: Path, out_dir: Path, *, march: str | None = None, include_host_only: bool = False,
+    firmware_dir: Path,
+    out_dir: Path,
+    *,
+    march: str | None = None,
+    include_host_only: bool = False,
     board: str = "esp32",
 ) -> list[Compiled]:
     """Compile every module `board` runs; the first failure stops the build with the compiler's message."""

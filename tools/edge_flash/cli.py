@@ -27,7 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile firmware/*.py (without the unix-port-only modules) into OUT.",
         epilog="example: edge-flash build --out build/firmware --march xtensawin",
     )
-    build.add_argument("--firmware", type=Path, default=default_firmware_dir(), help="source folder (default: %(default)s)")
+    build.add_argument(
+        "--firmware", type=Path, default=default_firmware_dir(), help="source folder (default: %(default)s)"
+    )
     build.add_argument("--out", type=Path, required=True, help="output folder for the .mpy files")
     build.add_argument("--march", choices=MARCHES, help="native code architecture (xtensawin for ESP32)")
     build.add_argument("--include-host-only", action="store_true", help="also compile the virtual-node entry point")
@@ -86,8 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _inventory_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inventory", type=Path, required=True, help="fleet inventory (TOML)")
-    parser.add_argument("--firmware", type=Path, default=default_firmware_dir(), help="source folder (default: %(default)s)")
-    parser.add_argument("--boot-timeout", type=float, default=30.0, help="seconds to wait for the node to start (default: %(default)s)")
+    parser.add_argument(
+        "--firmware", type=Path, default=default_firmware_dir(), help="source folder (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--boot-timeout", type=float, default=30.0, help="seconds to wait for the node to start (default: %(default)s)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +162,13 @@ def _deploy(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         port = args.port or resolve_port(plan)
-        report = deploy(plan, port, args.firmware, boot_timeout_s=args.boot_timeout,
-                        progress=lambda step: print(f"  {plan.id}: {step}", file=sys.stderr))  # fmt: skip
+        report = deploy(
+            plan,
+            port,
+            args.firmware,
+            boot_timeout_s=args.boot_timeout,
+            progress=lambda step: print(f"  {plan.id}: {step}", file=sys.stderr),
+        )
     except (DeployError, BoardError) as exc:
         print(f"error: {plan.id}: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -187,8 +198,10 @@ def _fleet(args: argparse.Namespace) -> int:
     for r in results:
         console.print(f"{r.node}: {r.detail}" if r.ok else f"[red]{r.node} failed[/]: {r.detail}")
     failed = [r.node for r in results if not r.ok]
-    console.print(f"{len(results) - len(failed)} of {len(results)} nodes deployed" +
-                  (f"; failed: {', '.join(failed)}" if failed else ""))  # fmt: skip
+    console.print(
+        f"{len(results) - len(failed)} of {len(results)} nodes deployed"
+        + (f"; failed: {', '.join(failed)}" if failed else "")
+    )
     return EXIT_FAILED if failed else 0
 
 

@@ -77,9 +77,14 @@ def build_files(plan: NodePlan, firmware_dir: Path) -> dict[str, bytes]:
 
 
 def deploy(
-    plan: NodePlan, port: str, firmware_dir: Path, *, boot_timeout_s: float = 30.0, repl_timeout_s: float = 5.0,
+    plan: NodePlan,
+    port: str,
+    firmware_dir: Path,
+    *,
+    boot_timeout_s: float = 30.0,
+    repl_timeout_s: float = 5.0,
     progress: Callable[[str], None] = lambda step: None,
-) -> DeployReport:  # fmt: skip
+) -> DeployReport:
     """Deploy one node; raises DeployError (or BoardError) naming the step that failed."""
     started = time.monotonic()
     report = DeployReport(plan.id, port)
@@ -159,9 +164,7 @@ def _read_identity(dev: Device, plan: NodePlan, timeout_s: float) -> Identity:
     found, console = dev.read_console(IDENTITY, timeout_s)
     if found is None:
         tail = "\n".join(console.strip().splitlines()[-8:]) or "(nothing)"
-        raise DeployError(
-            f"the node did not report running within {timeout_s:g} s after reset; console:\n{tail}"
-        )
+        raise DeployError(f"the node did not report running within {timeout_s:g} s after reset; console:\n{tail}")
     if found["error"] is not None:
         raise DeployError(f"the node rejected its configuration: {found['error'].strip()}")
     if found["missing"] is not None:

@@ -66,9 +66,7 @@ def check_port(port: str) -> None:
     if "://" in port:
         return
     if not Path(port).exists():
-        raise BoardError(
-            f"no port {port}: no such device (is the board plugged in? `ls /dev/ttyUSB* /dev/ttyACM*`)"
-        )
+        raise BoardError(f"no port {port}: no such device (is the board plugged in? `ls /dev/ttyUSB* /dev/ttyACM*`)")
 
 
 def open_error(port: str, exc: BaseException) -> BoardError:
@@ -77,9 +75,7 @@ def open_error(port: str, exc: BaseException) -> BoardError:
     if "://" not in port and not Path(port).exists():
         return BoardError(f"no port {port}: no such device (is the board plugged in?)")
     if "lock" in text.lower() or "busy" in text.lower() or "errno 16" in text.lower():
-        return BoardError(
-            f"port {port} is busy: another program holds it (a serial monitor, mpremote, esptool?)"
-        )
+        return BoardError(f"port {port} is busy: another program holds it (a serial monitor, mpremote, esptool?)")
     if "refused" in text.lower():
         return BoardError(f"port {port}: connection refused (is the virtual board running?)")
     return BoardError(f"port {port}: cannot open: {text}")
@@ -136,9 +132,7 @@ class Device:
         try:
             return self.transport.exec(code).decode(errors="replace")
         except TransportExecError as exc:
-            raise BoardError(
-                f"{self.port}: the board failed running code: {exc.error_output.strip()}"
-            ) from None
+            raise BoardError(f"{self.port}: the board failed running code: {exc.error_output.strip()}") from None
         except (TransportError, serial.SerialException, OSError) as exc:
             raise BoardError(f"{self.port}: the device stopped answering [{_short(exc)}]") from None
 
@@ -212,9 +206,7 @@ class Device:
         while time.monotonic() < deadline:
             time.sleep(0.2)
             try:
-                self.transport = SerialTransport(
-                    self.port, baudrate=BAUD, exclusive=True, timeout=READ_TIMEOUT_S
-                )
+                self.transport = SerialTransport(self.port, baudrate=BAUD, exclusive=True, timeout=READ_TIMEOUT_S)
                 return
             except TransportError:
                 continue

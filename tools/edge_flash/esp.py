@@ -81,9 +81,7 @@ def read_image(path: Path) -> Image:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise FlashError(
-            f"image {path}: no such file (download one from https://micropython.org/download/)"
-        ) from None
+        raise FlashError(f"image {path}: no such file (download one from https://micropython.org/download/)") from None
     except OSError as exc:
         raise FlashError(f"image {path}: cannot read: {exc.strerror}") from None
     if len(data) < 24 or data[0] != IMAGE_MAGIC:

@@ -50,9 +50,12 @@ def summary(report: DeployReport) -> str:
 
 
 def run_fleet(
-    inventory: Inventory, console: Console, *, deploy_node: Callable[..., DeployReport] = deploy,
+    inventory: Inventory,
+    console: Console,
+    *,
+    deploy_node: Callable[..., DeployReport] = deploy,
     boot_timeout_s: float = 30.0,
-) -> list[NodeResult]:  # fmt: skip
+) -> list[NodeResult]:
     plans, errors = inventory.plans()
     by_id = {p.id: p for p in plans}
     results: list[NodeResult] = []
@@ -69,17 +72,21 @@ def run_fleet(
                     raise errors[node_id]
                 port = address = resolve_port(plan)
                 report = deploy_node(
-                    plan, port, inventory.firmware_dir, boot_timeout_s=boot_timeout_s,
+                    plan,
+                    port,
+                    inventory.firmware_dir,
+                    boot_timeout_s=boot_timeout_s,
                     progress=lambda step, n=node_id: progress.update(task, description=f"{n}: {step}"),
-                )  # fmt: skip
-                results.append(
-                    NodeResult(node_id, address, True, summary(report), time.monotonic() - started)
                 )
+                results.append(NodeResult(node_id, address, True, summary(report), time.monotonic() - started))
             except (DeployError, BoardError, InventoryError) as exc:
                 results.append(NodeResult(node_id, address, False, str(exc), time.monotonic() - started))
             except Exception as exc:  # a bug on one node must not cost the others their deploy
-                results.append(NodeResult(node_id, address, False, f"unexpected {type(exc).__name__}: {exc}",
-                                          time.monotonic() - started))  # fmt: skip
+                results.append(
+                    NodeResult(
+                        node_id, address, False, f"unexpected {type(exc).__name__}: {exc}", time.monotonic() - started
+                    )
+                )
             mark = "[green]ok[/]" if results[-1].ok else "[red]FAILED[/]"
             console.print(f"{node_id} on {address}: {mark}")
             progress.advance(task)
@@ -127,6 +134,14 @@ def plan_table(inventory: Inventory) -> PlanCheck:
             files = build_files(plan, inventory.firmware_dir)
             sizes[plan.board] = f"{len(files)}, {sum(len(d) for d in files.values()) // 1024} KB"
         modbus = ", ".join(sorted(plan.config.get("modbus", {})))
-        table.add_row(node_id, str(plan.unit), plan.board, port, modbus, ", ".join(plan.channels), sizes[plan.board],
-                      "[green]valid[/]")  # fmt: skip
+        table.add_row(
+            node_id,
+            str(plan.unit),
+            plan.board,
+            port,
+            modbus,
+            ", ".join(plan.channels),
+            sizes[plan.board],
+            "[green]valid[/]",
+        )
     return PlanCheck(table, invalid, unreachable)

@@ -158,9 +158,7 @@ class Inventory:
         try:
             return self.ids.index(node_id)
         except ValueError:
-            raise InventoryError(
-                f"{self.source}: no node {node_id!r} (nodes: {', '.join(self.ids)})"
-            ) from None
+            raise InventoryError(f"{self.source}: no node {node_id!r} (nodes: {', '.join(self.ids)})") from None
 
     def plan(self, node_id: str) -> NodePlan:
         """The node's configuration, generated and checked by the firmware's validator."""
@@ -176,8 +174,17 @@ class Inventory:
             raise InventoryError(f"{where}: node {node.id!r}: {exc}") from None
         except _Refused as exc:
             raise InventoryError(f"{self._where(i, exc.loc)}: node {node.id!r}: {exc.message}") from None
-        return NodePlan(node.id, node.unit, merged.get("board", "esp32"), node.port, node.serial, config, text,
-                        locate(self.text, ("nodes", i)), frozen=merged.get("frozen", False))  # fmt: skip
+        return NodePlan(
+            node.id,
+            node.unit,
+            merged.get("board", "esp32"),
+            node.port,
+            node.serial,
+            config,
+            text,
+            locate(self.text, ("nodes", i)),
+            frozen=merged.get("frozen", False),
+        )
 
     def plans(self) -> tuple[list[NodePlan], dict[str, InventoryError]]:
         """Every node: the valid ones planned, the others with their error (a fleet run goes on)."""
@@ -200,9 +207,7 @@ class Inventory:
             if "password_env" in wifi:
                 password = os.environ.get(wifi["password_env"])
                 if password is None:
-                    raise _Refused(
-                        ("wifi", "password_env"), f"wifi.password_env: ${wifi['password_env']} is not set"
-                    )
+                    raise _Refused(("wifi", "password_env"), f"wifi.password_env: ${wifi['password_env']} is not set")
             config["wifi"] = {"ssid": wifi["ssid"], "password": password}
         for name, overrides in merged.get("thresholds", {}).items():
             channels = config.get("channels", [])

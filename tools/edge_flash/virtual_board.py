@@ -57,9 +57,14 @@ TICK_S = 0.02
 
 class BoardSupervisor:
     def __init__(
-        self, flash: Path, listener: socket.socket, *, log: Path | None = None, heap: str = HEAP_SIZE,
+        self,
+        flash: Path,
+        listener: socket.socket,
+        *,
+        log: Path | None = None,
+        heap: str = HEAP_SIZE,
         frozen: Path | None = None,
-    ):  # fmt: skip
+    ):
         self.flash = flash
         self.boot = BOOT.replace("{frozen}", f", {str(frozen)!r}" if frozen is not None else "")
         self.listener = listener
@@ -89,9 +94,14 @@ class BoardSupervisor:
         env = {k: v for k, v in os.environ.items() if k != "MICROPYPATH"}
         self.process = subprocess.Popen(
             [find_micropython(), "-X", f"heapsize={self.heap}", "-i", "-c", self.boot],
-            stdin=slave, stdout=slave, stderr=slave, cwd=self.flash, env=env,
-            start_new_session=True, preexec_fn=_take_terminal,
-        )  # fmt: skip
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            cwd=self.flash,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_take_terminal,
+        )
         os.close(slave)
         self.master = master
         self.booted_at = time.time()
@@ -346,14 +356,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=0, help="TCP port of the console (default: a free one)")
     parser.add_argument("--bind", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     parser.add_argument("--console-log", type=Path, help="append everything the board prints to this file")
+    parser.add_argument("--heap", default=HEAP_SIZE, help="MicroPython heap (default: %(default)s, ESP32-sized)")
     parser.add_argument(
-        "--heap", default=HEAP_SIZE, help="MicroPython heap (default: %(default)s, ESP32-sized)"
-    )
-    parser.add_argument(
-        "--frozen", type=Path,
+        "--frozen",
+        type=Path,
         help="folder of compiled modules (edge-flash build --out DIR) standing in for an application frozen "
         "into the firmware image: importable after the flash's own files, as frozen modules are",
-    )  # fmt: skip
+    )
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -12,23 +12,67 @@ from gatewayd.acquisition.profiles import edge_node
 from gatewayd.demo.virtual_node import find_firmware_dir, find_micropython, micropython_env
 
 SHARED = [
-    "MAGIC", "MAP_VERSION", "IR_MAGIC", "IR_MAP_VERSION", "IR_FW_VERSION", "IR_NODE_ID", "IR_CHANNEL_COUNT",
-    "IR_NODE_STATUS", "IR_UPTIME_S", "IR_SAMPLE_COUNT", "IR_SAMPLE_PERIOD_MS", "IR_OVERRUNS", "IR_CHANNEL_BASE",
-    "IR_CHANNEL_STRIDE", "CH_VALUE", "CH_ZSCORE", "CH_MEAN", "CH_FLAGS", "CH_SEVERITY", "IR_DESCRIPTOR_BASE",
-    "IR_DESCRIPTOR_STRIDE", "DESC_NAME_REGS", "DESC_UNIT", "DESC_UNIT_REGS", "MAX_CHANNELS", "IR_TRIP_LATCHED",
-    "IR_TRIP_CAUSE", "IR_DETECTIONS", "IR_TRIPS", "IR_BAD_FRAMES", "IR_CONFIG_ERROR", "IR_OUTPUTS_ENERGISED",
-    "IR_OUTPUT_COUNT", "IR_RESET_REJECTS", "IDENTITY_REGISTERS", "CH_RAW_FLAGS", "HR_RESET", "HR_CHANNEL_BASE",
-    "HR_CHANNEL_STRIDE", "HR_LOW", "HR_HIGH", "HR_RATE_LIMIT", "HR_Z_THRESHOLD", "STATUS_RUNNING",
-    "STATUS_CONFIG_ERROR", "STATUS_SAFE_STATE", "STATUS_TRIP_LATCHED", "STATUS_NOT_READY", "STATUS_WATCHDOG",
-]  # fmt: skip
+    "MAGIC",
+    "MAP_VERSION",
+    "IR_MAGIC",
+    "IR_MAP_VERSION",
+    "IR_FW_VERSION",
+    "IR_NODE_ID",
+    "IR_CHANNEL_COUNT",
+    "IR_NODE_STATUS",
+    "IR_UPTIME_S",
+    "IR_SAMPLE_COUNT",
+    "IR_SAMPLE_PERIOD_MS",
+    "IR_OVERRUNS",
+    "IR_CHANNEL_BASE",
+    "IR_CHANNEL_STRIDE",
+    "CH_VALUE",
+    "CH_ZSCORE",
+    "CH_MEAN",
+    "CH_FLAGS",
+    "CH_SEVERITY",
+    "IR_DESCRIPTOR_BASE",
+    "IR_DESCRIPTOR_STRIDE",
+    "DESC_NAME_REGS",
+    "DESC_UNIT",
+    "DESC_UNIT_REGS",
+    "MAX_CHANNELS",
+    "IR_TRIP_LATCHED",
+    "IR_TRIP_CAUSE",
+    "IR_DETECTIONS",
+    "IR_TRIPS",
+    "IR_BAD_FRAMES",
+    "IR_CONFIG_ERROR",
+    "IR_OUTPUTS_ENERGISED",
+    "IR_OUTPUT_COUNT",
+    "IR_RESET_REJECTS",
+    "IDENTITY_REGISTERS",
+    "CH_RAW_FLAGS",
+    "HR_RESET",
+    "HR_CHANNEL_BASE",
+    "HR_CHANNEL_STRIDE",
+    "HR_LOW",
+    "HR_HIGH",
+    "HR_RATE_LIMIT",
+    "HR_Z_THRESHOLD",
+    "STATUS_RUNNING",
+    "STATUS_CONFIG_ERROR",
+    "STATUS_SAFE_STATE",
+    "STATUS_TRIP_LATCHED",
+    "STATUS_NOT_READY",
+    "STATUS_WATCHDOG",
+]
 
 
 def firmware_constants() -> dict[str, int]:
     script = "import regmap, json; print(json.dumps({n: getattr(regmap, n) for n in %r}))" % SHARED
     out = subprocess.run(
-        [find_micropython(), "-c", script], env=micropython_env(find_firmware_dir()),
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
+        [find_micropython(), "-c", script],
+        env=micropython_env(find_firmware_dir()),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out)
 
 
@@ -74,9 +118,15 @@ def test_live_virtual_node_decodes_to_plausible_pump_values(virtual_node):
         ident = edge_node.parse_identity(client.read_input_registers(0, count=24, device_id=1).registers)
         assert ident.map_version == 1 and ident.node_id == 1 and ident.sample_period_ms == 50
         address, count = edge_node.descriptor_span(ident.channel_count)
-        names = edge_node.parse_descriptors(client.read_input_registers(address, count=count, device_id=1).registers,
-                                            ident.channel_count)  # fmt: skip
-        assert [(c.name, c.unit) for c in names] == [("pressure", "bar"), ("flow", "m3/h"), ("temperature", "C"), ("current", "A")]
+        names = edge_node.parse_descriptors(
+            client.read_input_registers(address, count=count, device_id=1).registers, ident.channel_count
+        )
+        assert [(c.name, c.unit) for c in names] == [
+            ("pressure", "bar"),
+            ("flow", "m3/h"),
+            ("temperature", "C"),
+            ("current", "A"),
+        ]
         regs = client.read_input_registers(100, count=40, device_id=1).registers
         values = {c.name: s.value for c, s in zip(names, edge_node.parse_channels(regs, 4))}
         assert 0.5 < values["pressure"] < 7 and 10 < values["flow"] < 35

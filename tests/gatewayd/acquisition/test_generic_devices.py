@@ -50,18 +50,28 @@ DEFS = [
     RegisterSection(name="fault", table="coil", address=1, type="bit"),
 ]
 EXPECTED = {
-    "i16": -1234.0, "u16": 54321.0, "i32": -123456789.0, "u32": 3e9, "f32": struct.unpack(">f", struct.pack(">f", 123.456))[0],
-    "f32_badc": -0.5, "f64": 6.02214076e23, "temp": 25.0, "in_dcba": 9.75, "run": 1.0, "fault": 0.0,
-}  # fmt: skip
+    "i16": -1234.0,
+    "u16": 54321.0,
+    "i32": -123456789.0,
+    "u32": 3e9,
+    "f32": struct.unpack(">f", struct.pack(">f", 123.456))[0],
+    "f32_badc": -0.5,
+    "f64": 6.02214076e23,
+    "temp": 25.0,
+    "in_dcba": 9.75,
+    "run": 1.0,
+    "fault": 0.0,
+}
 
 
 def device_context():
     # pymodbus 3 data blocks start at 1 for protocol address 0
     return ModbusDeviceContext(
-        hr=ModbusSequentialDataBlock(1, HOLDING), ir=ModbusSequentialDataBlock(1, INPUTS),
+        hr=ModbusSequentialDataBlock(1, HOLDING),
+        ir=ModbusSequentialDataBlock(1, INPUTS),
         co=ModbusSequentialDataBlock(1, [True, False, True] + [False] * 13),
         di=ModbusSequentialDataBlock(1, [False] * 16),
-    )  # fmt: skip
+    )
 
 
 class Collector:
@@ -96,7 +106,11 @@ async def poll(poller, predicate):
 def test_plan_merges_contiguous_registers_only():
     requests = plan(DEFS)
     assert [(r.table, r.address, r.count) for r in requests] == [
-        ("holding", 0, 14), ("holding", 20, 1), ("input", 0, 2), ("coil", 0, 2)]  # fmt: skip
+        ("holding", 0, 14),
+        ("holding", 20, 1),
+        ("input", 0, 2),
+        ("coil", 0, 2),
+    ]
     wide = [RegisterSection(name=f"r{i}", address=i * 2, type="float32") for i in range(70)]
     assert [(r.address, r.count) for r in plan(wide)] == [(0, 124), (124, 16)]
 
@@ -107,8 +121,7 @@ async def test_every_type_and_order_over_tcp():
     serving = asyncio.create_task(server.serve_forever())
     await until(server.is_active)  # listening
     out = Collector()
-    device = DeviceSection(name="meter", profile="generic", host="127.0.0.1", port=port, interval_s=0.1,
-                           registers=DEFS)  # fmt: skip
+    device = DeviceSection(name="meter", profile="generic", host="127.0.0.1", port=port, interval_s=0.1, registers=DEFS)
     try:
         await poll(Poller(device, out.sink, out.register), lambda: len(out.batches) >= 2)
     finally:
@@ -128,13 +141,18 @@ async def test_rtu_bus_shared_by_two_devices_and_a_faulty_one(pty_pair):
     bus = RtuBus(BusSection(name="line", port=master_end, parity="N", timeout_s=0.3))
     outs = [Collector(), Collector(), Collector()]
     devices = [
-        DeviceSection(name=f"m{u}", profile="generic", transport="rtu", bus="line", unit=u, interval_s=0.2, registers=DEFS)
+        DeviceSection(
+            name=f"m{u}", profile="generic", transport="rtu", bus="line", unit=u, interval_s=0.2, registers=DEFS
+        )
         for u in (1, 2)
     ]
     # unit 2 asked for a register it does not have: exception 2, which no retry can fix
     bad_defs = [RegisterSection(name="ghost", address=999, type="uint16")]
-    devices.append(DeviceSection(name="bad", profile="generic", transport="rtu", bus="line", unit=2, interval_s=0.2,
-                                 registers=bad_defs))  # fmt: skip
+    devices.append(
+        DeviceSection(
+            name="bad", profile="generic", transport="rtu", bus="line", unit=2, interval_s=0.2, registers=bad_defs
+        )
+    )
     pollers = [Poller(d, o.sink, o.register, link=RtuLink(d, bus)) for d, o in zip(devices, outs)]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(p.run(stop)) for p in pollers]
@@ -179,13 +197,40 @@ async def test_silent_or_garbling_devices_do_not_delay_the_others():
     await until(server.is_active)  # the good device listens too (the others did once started)
     good, quiet, garbled = Collector(), Collector(), Collector()
     pollers = [
-        Poller(DeviceSection(name="good", profile="generic", host="127.0.0.1", port=port, interval_s=0.1,
-                             registers=DEFS[:1]), good.sink, good.register),
-        Poller(DeviceSection(name="mute", profile="generic", host="127.0.0.1", port=mute_port, interval_s=0.1,
-                             timeout_s=2.0, registers=DEFS[:1]), quiet.sink, quiet.register),
-        Poller(DeviceSection(name="garbled", profile="generic", host="127.0.0.1", port=garbage_port, interval_s=0.1,
-                             timeout_s=0.5, registers=DEFS[:1]), garbled.sink, garbled.register),
-    ]  # fmt: skip
+        Poller(
+            DeviceSection(
+                name="good", profile="generic", host="127.0.0.1", port=port, interval_s=0.1, registers=DEFS[:1]
+            ),
+            good.sink,
+            good.register,
+        ),
+        Poller(
+            DeviceSection(
+                name="mute",
+                profile="generic",
+                host="127.0.0.1",
+                port=mute_port,
+                interval_s=0.1,
+                timeout_s=2.0,
+                registers=DEFS[:1],
+            ),
+            quiet.sink,
+            quiet.register,
+        ),
+        Poller(
+            DeviceSection(
+                name="garbled",
+                profile="generic",
+                host="127.0.0.1",
+                port=garbage_port,
+                interval_s=0.1,
+                timeout_s=0.5,
+                registers=DEFS[:1],
+            ),
+            garbled.sink,
+            garbled.register,
+        ),
+    ]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(p.run(stop)) for p in pollers]
     try:

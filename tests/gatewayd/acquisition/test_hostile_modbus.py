@@ -33,7 +33,9 @@ def frame(transaction: bytes, unit: int, pdu: bytes, length: int | None = None) 
 @st.composite
 def answers(draw) -> object:
     """What a hostile device answers one request with (a function of the request's MBAP)."""
-    kind = draw(st.sampled_from(["garbage", "pdu", "exception", "short", "lying_length", "other_id", "close", "silent"]))
+    kind = draw(
+        st.sampled_from(["garbage", "pdu", "exception", "short", "lying_length", "other_id", "close", "silent"])
+    )
     pdu = draw(st.binary(max_size=260))
     function = draw(st.integers(0, 255))
     count = draw(st.integers(0, 255))
@@ -109,9 +111,17 @@ async def no_register(*args) -> None:
 def test_every_hostile_answer_is_a_device_failure_never_a_bug(script):
     async def run() -> None:
         async with HostileDevice(script) as device:
-            generic = DeviceSection.model_validate({
-                "name": "meter", "host": "127.0.0.1", "port": device.port, "profile": "generic",
-                "registers": REGISTERS, "timeout_s": 0.1, "interval_s": 0.05})  # fmt: skip
+            generic = DeviceSection.model_validate(
+                {
+                    "name": "meter",
+                    "host": "127.0.0.1",
+                    "port": device.port,
+                    "profile": "generic",
+                    "registers": REGISTERS,
+                    "timeout_s": 0.1,
+                    "interval_s": 0.05,
+                }
+            )
             node = DeviceSection(name="node", host="127.0.0.1", port=device.port, timeout_s=0.1, interval_s=0.05)
             for section in (generic, node):
                 poller = Poller(section, no_sink, no_register)
@@ -151,9 +161,16 @@ async def test_an_answer_with_another_register_count_is_a_device_failure(registe
     the fuzz test above as a ValueError from the decoder)."""
     short = [lambda request: frame(request[:2], request[6], bytes([request[7], 2 * registers]) + b"\0\1" * registers)]
     async with HostileDevice(short) as device:
-        section = DeviceSection.model_validate({
-            "name": "meter", "host": "127.0.0.1", "port": device.port, "profile": "generic",
-            "registers": [{"name": "flow", "address": 0, "type": "float32"}], "timeout_s": 0.5})  # fmt: skip
+        section = DeviceSection.model_validate(
+            {
+                "name": "meter",
+                "host": "127.0.0.1",
+                "port": device.port,
+                "profile": "generic",
+                "registers": [{"name": "flow", "address": 0, "type": "float32"}],
+                "timeout_s": 0.5,
+            }
+        )
         poller = Poller(section, no_sink, no_register)
         try:
             with pytest.raises(DeviceError, match=f"{registers} registers in answer to 2"):

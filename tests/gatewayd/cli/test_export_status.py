@@ -17,8 +17,10 @@ def site(tmp_path):
     store = Store(state / "gatewayd.sqlite3")
     store.register_device("pump-1", "edge-node", "tcp://x", {}, [("flow", "m3/h"), ("temp", "C")])
     t0 = parse_time("2026-11-24T08:00:00")
-    store.write_readings([Reading("pump-1", "flow", t0 + 500 * i, 20.0 + i) for i in range(10)]
-                         + [Reading("pump-1", "temp", t0 + 500 * i, 30.5) for i in range(10)])  # fmt: skip
+    store.write_readings(
+        [Reading("pump-1", "flow", t0 + 500 * i, 20.0 + i) for i in range(10)]
+        + [Reading("pump-1", "temp", t0 + 500 * i, 30.5) for i in range(10)]
+    )
     store.close()
     config = tmp_path / "gatewayd.toml"
     config.write_text(f'[gateway]\nstate_dir = "{state}"\n\n[[devices]]\nname = "pump-1"\nhost = "h"\n')
@@ -36,8 +38,21 @@ def test_times():
 def test_export_range_and_channel(site, tmp_path, capsys):
     config, t0 = site
     out = tmp_path / "flow.csv"
-    code = main(["export", "--config", str(config), "--channel", "pump-1/flow",
-                 "--from", "2026-11-24T08:00:01", "--to", str(t0 + 3000), "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "export",
+            "--config",
+            str(config),
+            "--channel",
+            "pump-1/flow",
+            "--from",
+            "2026-11-24T08:00:01",
+            "--to",
+            str(t0 + 3000),
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [r["timestamp"] for r in rows] == [iso(t0 + 500 * i) for i in range(2, 6)]
@@ -73,8 +88,10 @@ def test_status_counts_what_waits_for_upload_from_the_agents_cursors(site, capsy
     store.label_alert("a0", "true")
     store.close()
     assert main(["status", "--config", str(config)]) == 0
-    assert "outbox: 4 waiting for upload (alerts 3, labels 1; no cloud agent has uploaded from this gateway)" \
-        in capsys.readouterr().out  # fmt: skip
+    assert (
+        "outbox: 4 waiting for upload (alerts 3, labels 1; no cloud agent has uploaded from this gateway)"
+        in capsys.readouterr().out
+    )
     (state / upload_state.FILE_NAME).write_text(json.dumps({"cursors": {"alerts": 2, "labels": 4}}))
     assert main(["status", "--config", str(config)]) == 0
     assert "outbox: 1 waiting for upload (alerts 1, labels 0)" in capsys.readouterr().out

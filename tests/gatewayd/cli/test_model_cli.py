@@ -18,8 +18,16 @@ def write_csv(path: Path, rows: int = 900, sep: str = ";") -> Path:
     lines = [sep.join(["datetime", "pressure", "flow", "label"])]
     for i in range(rows):
         p = 5 + math.sin(i / 40) + rng.normal(0, 0.02)
-        lines.append(sep.join([f"2026-11-24 08:{i // 60 % 60:02d}:{i % 60:02d}" if i < 3600 else str(i),
-                               f"{p:.4f}", f"{2 * p + rng.normal(0, 0.02):.4f}", "0"]))  # fmt: skip
+        lines.append(
+            sep.join(
+                [
+                    f"2026-11-24 08:{i // 60 % 60:02d}:{i % 60:02d}" if i < 3600 else str(i),
+                    f"{p:.4f}",
+                    f"{2 * p + rng.normal(0, 0.02):.4f}",
+                    "0",
+                ]
+            )
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -28,8 +36,10 @@ def write_csv(path: Path, rows: int = 900, sep: str = ";") -> Path:
 def site(tmp_path):
     assert main(["model", "keygen", "--private", str(tmp_path / "k.pem"), "--public", str(tmp_path / "k.pub")]) == 0
     config = tmp_path / "gatewayd.toml"
-    config.write_text(f'[gateway]\nstate_dir = "{tmp_path / "state"}"\n[models]\npublic_keys = ["{tmp_path / "k.pub"}"]\n'
-                      '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\n')  # fmt: skip
+    config.write_text(
+        f'[gateway]\nstate_dir = "{tmp_path / "state"}"\n[models]\npublic_keys = ["{tmp_path / "k.pub"}"]\n'
+        '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\n'
+    )
     return tmp_path, config
 
 
@@ -55,8 +65,24 @@ def test_train_inspect_install_rollback(site, capsys):
     out = capsys.readouterr().out
     assert "pump v1" in out and "verification: ok" in out and "FULLY_CONNECTED" in out and "GATHER" in out
     assert main(["model", "install", str(tmp / "b1"), "--config", str(config)]) == 0
-    assert train(tmp, "--csv", str(csv), "--channels", "pressure,flow", "--version", "2", "--out", str(tmp / "b2"),
-                 "--window-s", "20", "--hop-s", "10") == 0  # fmt: skip
+    assert (
+        train(
+            tmp,
+            "--csv",
+            str(csv),
+            "--channels",
+            "pressure,flow",
+            "--version",
+            "2",
+            "--out",
+            str(tmp / "b2"),
+            "--window-s",
+            "20",
+            "--hop-s",
+            "10",
+        )
+        == 0
+    )
     assert main(["model", "install", str(tmp / "b2"), "--config", str(config)]) == 0
     capsys.readouterr()
     assert main(["model", "list", "--config", str(config)]) == 0
@@ -71,7 +97,12 @@ def test_train_inspect_install_rollback(site, capsys):
 def test_inspect_reports_a_tampered_bundle(site, capsys):
     tmp, _ = site
     write_csv(tmp / "n.csv", sep=",")
-    assert train(tmp, "--csv", str(tmp / "n.csv"), "--channels", "pressure,flow", "--version", "1", "--out", str(tmp / "b")) == 0
+    assert (
+        train(
+            tmp, "--csv", str(tmp / "n.csv"), "--channels", "pressure,flow", "--version", "1", "--out", str(tmp / "b")
+        )
+        == 0
+    )
     with open(tmp / "b" / "autoencoder.tflite", "r+b") as f:
         f.seek(200)
         f.write(b"\x00\x01")
@@ -96,13 +127,16 @@ def test_train_from_the_store(site, capsys):
     assert "from store:pump-1" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--csv", "{tmp}/normal.csv", "--channels", "pressure,nope"], "no column 'nope'"),
-    (["--csv", "{tmp}/missing.csv"], "No such file"),
-    (["--csv", "{tmp}/short.csv"], "training needs at least"),
-    (["--csv", "{tmp}/bad.csv"], "bad.csv:3: column 'flow': not a number"),
-    (["--device", "pump-9", "--config", "{tmp}/gatewayd.toml"], "no store|no device"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--csv", "{tmp}/normal.csv", "--channels", "pressure,nope"], "no column 'nope'"),
+        (["--csv", "{tmp}/missing.csv"], "No such file"),
+        (["--csv", "{tmp}/short.csv"], "training needs at least"),
+        (["--csv", "{tmp}/bad.csv"], "bad.csv:3: column 'flow': not a number"),
+        (["--device", "pump-9", "--config", "{tmp}/gatewayd.toml"], "no store|no device"),
+    ],
+)
 def test_bad_training_input_is_a_clear_error_and_writes_nothing(site, capsys, args, message):
     tmp, _ = site
     write_csv(tmp / "normal.csv")

@@ -40,8 +40,14 @@ class Reply:
         return json.loads(self.body)
 
 
-def request(port: int, method: str, path: str, body: bytes | str | None = None, headers: dict | None = None,
-            host: str = "127.0.0.1") -> Reply:  # fmt: skip
+def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | str | None = None,
+    headers: dict | None = None,
+    host: str = "127.0.0.1",
+) -> Reply:
     """One HTTP request (blocking: call it through asyncio.to_thread from a test's loop)."""
     conn = http.client.HTTPConnection(host, port, timeout=10)
     try:
@@ -88,8 +94,9 @@ def _plant():
     return module
 
 
-def install_pump_model(state_dir: Path, name: str = "pump-1", *, window_s: float = 2.0, hop_s: float = 0.5,
-                       period_s: float = 0.1) -> None:  # fmt: skip
+def install_pump_model(
+    state_dir: Path, name: str = "pump-1", *, window_s: float = 2.0, hop_s: float = 0.5, period_s: float = 0.1
+) -> None:
     """Train a bundle on windows of the simulated pump (several plants, as the node's random
     generator differs from CPython's), sign it with the gateway's own key and install it."""
     plant = _plant()
@@ -106,9 +113,9 @@ def install_pump_model(state_dir: Path, name: str = "pump-1", *, window_s: float
         for end in range(per_window, len(values), per_hop):
             features.append(window_features(spec, ts[end - per_window : end], values[end - per_window : end]))
             ends.append(ts[end - 1])
-    trained = train_bundle(np.array(features), np.array(ends), spec, name=name, version=1, source="test: simulated pump",
-                           trees=20)  # fmt: skip
+    trained = train_bundle(
+        np.array(features), np.array(ends), spec, name=name, version=1, source="test: simulated pump", trees=20
+    )
     key_path, public = local_key(state_dir)
     bundle = write_bundle(state_dir / "bundle-v1", trained.manifest, trained.files, load_private_key(key_path))
     ModelStore(state_dir / "models", [public]).install(bundle)
-

@@ -28,14 +28,34 @@ def site(tmp_path, dashboard: str) -> str:
     """A gateway whose one device does not answer (nothing listens there), detection off, and
     two alerts in its store already."""
     store = Store.in_state_dir(tmp_path / "state")
-    store.record_alert(Alert("g:pump-1:model:1000", "pump-1", ["flow"], "warning", "model", 1000,
-                       {"top_features": [["flow:mean", 2.5]], "top_channels": ["flow"]}))  # fmt: skip
-    store.record_alert(Alert("g:pump-1:current:2000", "pump-1", ["current"], "critical", "edge", 2000,
-                       {"checks": ["high"], "value": 26.2, "source": "node"}))  # fmt: skip
+    store.record_alert(
+        Alert(
+            "g:pump-1:model:1000",
+            "pump-1",
+            ["flow"],
+            "warning",
+            "model",
+            1000,
+            {"top_features": [["flow:mean", 2.5]], "top_channels": ["flow"]},
+        )
+    )
+    store.record_alert(
+        Alert(
+            "g:pump-1:current:2000",
+            "pump-1",
+            ["current"],
+            "critical",
+            "edge",
+            2000,
+            {"checks": ["high"], "value": 26.2, "source": "node"},
+        )
+    )
     store.close()
-    return (f'[gateway]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
-            f'[dashboard]\nenabled = true\nport = {free_port()}\n{dashboard}\n'
-            f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n')  # fmt: skip
+    return (
+        f'[gateway]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
+        f"[dashboard]\nenabled = true\nport = {free_port()}\n{dashboard}\n"
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+    )
 
 
 def token_file(tmp_path, text: str = TOKEN, mode: int = 0o600):
@@ -47,8 +67,11 @@ def token_file(tmp_path, text: str = TOKEN, mode: int = 0o600):
 
 def test_binding_beyond_loopback_needs_a_token(tmp_path):
     base = '[[devices]]\nname = "p"\nhost = "127.0.0.1"\n[dashboard]\nenabled = true\n'
-    with pytest.raises(ConfigError, match=r"<config>:4: dashboard: host '0.0.0.0' is reachable from other "
-                                          r"machines: set token_file"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"<config>:4: dashboard: host '0.0.0.0' is reachable from other "
+        r"machines: set token_file",
+    ):
         parse_config(base + 'host = "0.0.0.0"\n')
     with pytest.raises(ConfigError, match="192.168.1.20"):
         parse_config(base + 'host = "192.168.1.20"\n')
@@ -56,8 +79,10 @@ def test_binding_beyond_loopback_needs_a_token(tmp_path):
         assert parse_config(base + f'host = "{loopback}"\n').dashboard.token_file is None
 
     config = tmp_path / "gatewayd.toml"
-    for text, mode, error in ((TOKEN, 0o644, "world-readable; chmod o-r it"),
-                              ("short", 0o600, "holds 5 characters, at least 16 are needed")):  # fmt: skip
+    for text, mode, error in (
+        (TOKEN, 0o644, "world-readable; chmod o-r it"),
+        ("short", 0o600, "holds 5 characters, at least 16 are needed"),
+    ):
         path = token_file(tmp_path, text, mode)
         config.write_text(base + f'host = "0.0.0.0"\ntoken_file = "{path}"\n')
         with pytest.raises(ConfigError, match=rf"gatewayd.toml:7: dashboard.token_file: .*{error}"):
@@ -80,7 +105,9 @@ async def test_on_the_lan_every_api_call_needs_the_token(tmp_path):
         assert refused.headers["www-authenticate"] == "Bearer"
         for path_ in ("/api/alerts", "/api/devices/pump-1/series"):
             assert (await call(port, "GET", path_)).status == 401
-        assert (await call(port, "POST", "/api/command", {"command": "ack", "alert": "g:pump-1:model:1000"})).status == 401
+        assert (
+            await call(port, "POST", "/api/command", {"command": "ack", "alert": "g:pump-1:model:1000"})
+        ).status == 401
         assert (await call(port, "GET", "/api/overview", headers={"Authorization": "Bearer wrong"})).status == 401
         ok = await call(port, "GET", "/api/overview", headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status == 200 and ok.json()["devices"][0]["name"] == "pump-1" and ok.json()["token_required"]
@@ -109,21 +136,41 @@ async def test_commands_take_the_mqtt_path_and_errors_say_what_is_wrong(tmp_path
             reply = await call(port, "POST", "/api/command", body, **kwargs)
             return reply.status, reply.json()
 
-        assert await command({"command": "label", "alert": "g:pump-1:model:1000", "label": "maybe"}) == \
-            (400, {"error": "not a valid command: label: Input should be 'true' or 'false' (got 'maybe')"})  # fmt: skip
-        assert await command({"command": "label", "alert": "g:pump-1:model:1000"}) == \
-            (400, {"error": 'a label command needs "label": "true" or "false"'})  # fmt: skip
-        assert await command({"command": "label", "alert": "g:pump-1:model:1000", "label": True}) == \
-            (400, {"error": "not a valid command: label: Input should be 'true' or 'false' (got True)"})  # fmt: skip
-        assert await command({"command": "delete", "alert": "x", "why": 1}) == \
-            (400, {"error": "not a valid command: command: Input should be 'ack' or 'label' (got 'delete'); "
-                            "why: unknown key"})  # fmt: skip
-        assert await command({"command": "label", "alert": "nope", "label": "true"}) == (404, {"error": "no alert 'nope'"})
-        assert await command(b"{not json") == (400, {"error": "the body is not a JSON object: not JSON: Expecting "
-                                                              "property name enclosed in double quotes: line 1 column 2 "
-                                                              "(char 1)"})  # fmt: skip
-        assert await command([1, 2]) == (400, {"error": "the body is not a JSON object: a command is a JSON object, "
-                                                        "not an array"})  # fmt: skip
+        assert await command({"command": "label", "alert": "g:pump-1:model:1000", "label": "maybe"}) == (
+            400,
+            {"error": "not a valid command: label: Input should be 'true' or 'false' (got 'maybe')"},
+        )
+        assert await command({"command": "label", "alert": "g:pump-1:model:1000"}) == (
+            400,
+            {"error": 'a label command needs "label": "true" or "false"'},
+        )
+        assert await command({"command": "label", "alert": "g:pump-1:model:1000", "label": True}) == (
+            400,
+            {"error": "not a valid command: label: Input should be 'true' or 'false' (got True)"},
+        )
+        assert await command({"command": "delete", "alert": "x", "why": 1}) == (
+            400,
+            {
+                "error": "not a valid command: command: Input should be 'ack' or 'label' (got 'delete'); "
+                "why: unknown key"
+            },
+        )
+        assert await command({"command": "label", "alert": "nope", "label": "true"}) == (
+            404,
+            {"error": "no alert 'nope'"},
+        )
+        assert await command(b"{not json") == (
+            400,
+            {
+                "error": "the body is not a JSON object: not JSON: Expecting "
+                "property name enclosed in double quotes: line 1 column 2 "
+                "(char 1)"
+            },
+        )
+        assert await command([1, 2]) == (
+            400,
+            {"error": "the body is not a JSON object: a command is a JSON object, not an array"},
+        )
         # nesting that would make a recursive parser give up: refused before parsing, like on MQTT
         status, body = await command(b"[" * 4000)
         assert status == 400 and "nested more than 4 levels" in body["error"]
@@ -135,20 +182,31 @@ async def test_commands_take_the_mqtt_path_and_errors_say_what_is_wrong(tmp_path
         status, body = await command({"command": "ack", "alert": "x" * 5000})
         assert status == 413 and "4096 bytes" in body["error"]
 
-        status, body = await command({"command": "label", "alert": "g:pump-1:model:1000", "label": "false",
-                                      "operator": "ana"})  # fmt: skip
+        status, body = await command(
+            {"command": "label", "alert": "g:pump-1:model:1000", "label": "false", "operator": "ana"}
+        )
         assert (status, body) == (200, {"result": "alert g:pump-1:model:1000 labelled false_positive"})
-        assert await command({"command": "ack", "alert": "g:pump-1:current:2000"}) == \
-            (200, {"result": "alert g:pump-1:current:2000 acknowledged"})  # fmt: skip
-        assert await command({"command": "ack", "alert": "g:pump-1:current:2000"}) == \
-            (200, {"result": "alert g:pump-1:current:2000 was already acknowledged"})  # fmt: skip
+        assert await command({"command": "ack", "alert": "g:pump-1:current:2000"}) == (
+            200,
+            {"result": "alert g:pump-1:current:2000 acknowledged"},
+        )
+        assert await command({"command": "ack", "alert": "g:pump-1:current:2000"}) == (
+            200,
+            {"result": "alert g:pump-1:current:2000 was already acknowledged"},
+        )
 
         # another site's page (it sends its Origin), or a host name pointed at 127.0.0.1
-        status, body = await command({"command": "ack", "alert": "g:pump-1:model:1000"},
-                                     headers={"Origin": "http://evil.example"})  # fmt: skip
+        status, body = await command(
+            {"command": "ack", "alert": "g:pump-1:model:1000"}, headers={"Origin": "http://evil.example"}
+        )
         assert status == 403 and "another site" in body["error"]
-        own = await call(port, "POST", "/api/command", {"command": "ack", "alert": "g:pump-1:model:1000"},
-                         headers={"Origin": f"http://127.0.0.1:{port}"})  # fmt: skip
+        own = await call(
+            port,
+            "POST",
+            "/api/command",
+            {"command": "ack", "alert": "g:pump-1:model:1000"},
+            headers={"Origin": f"http://127.0.0.1:{port}"},
+        )
         assert own.status == 200
         rebound = await call(port, "GET", "/api/overview", headers={"Host": f"evil.example:{port}"})
         assert rebound.status == 403 and "loopback" in rebound.json()["error"]
@@ -167,10 +225,13 @@ async def test_commands_take_the_mqtt_path_and_errors_say_what_is_wrong(tmp_path
     store = Store.in_state_dir(tmp_path / "state")
     rows = store.conn.execute("SELECT label, acknowledged_ms IS NOT NULL FROM alerts ORDER BY id").fetchall()
     assert rows == [(None, 1), ("false_positive", 1)]  # current:2000 acknowledged, model:1000 labelled
-    assert store.conn.execute("SELECT alert_id, label, operator FROM labels").fetchall() == \
-        [("g:pump-1:model:1000", "false_positive", "ana")]  # fmt: skip
+    assert store.conn.execute("SELECT alert_id, label, operator FROM labels").fetchall() == [
+        ("g:pump-1:model:1000", "false_positive", "ana")
+    ]
     outbox = [json.loads(p) for (p,) in store.conn.execute("SELECT payload FROM outbox WHERE kind = 'label'")]
-    assert [(o["alert_id"], o["label"], o["operator"]) for o in outbox] == [("g:pump-1:model:1000", "false_positive", "ana")]
+    assert [(o["alert_id"], o["label"], o["operator"]) for o in outbox] == [
+        ("g:pump-1:model:1000", "false_positive", "ana")
+    ]
     store.close()
 
 

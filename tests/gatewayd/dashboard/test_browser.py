@@ -23,8 +23,16 @@ from .support import ARTIFACTS, install_pump_model, running_gateway
 pytestmark = pytest.mark.integration
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 FAULT_SAMPLE = 150  # the node's motor current jumps 20 A at 15 s (100 ms samples): past its bound
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -58,7 +66,8 @@ async def chromium(playwright, viewport: dict) -> AsyncIterator:
     assert CHROMIUM.exists(), "chromium is missing: make test installs it (Debian package chromium)"
     with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
         browser = await playwright.chromium.launch_persistent_context(
-            profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, viewport=viewport)  # fmt: skip
+            profile, executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True, viewport=viewport
+        )
         try:
             yield browser.pages[0] if browser.pages else await browser.new_page()
         finally:
@@ -74,10 +83,12 @@ async def test_dashboard_in_chromium(tmp_path):
     node = VirtualNode(unit=1, seed=5, extra_args=("--fault", f"3:offset:{FAULT_SAMPLE}:20"))
     node.start()
     port = free_port()
-    config = (f'[gateway]\nname = "plant-7"\nstate_dir = "{state}"\n[store]\nflush_interval_s = 0.2\n'
-              '[detection]\nwindow_s = 2.0\nhop_s = 0.5\n'
-              f'[dashboard]\nenabled = true\nport = {port}\n'
-              f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.1\n')  # fmt: skip
+    config = (
+        f'[gateway]\nname = "plant-7"\nstate_dir = "{state}"\n[store]\nflush_interval_s = 0.2\n'
+        "[detection]\nwindow_s = 2.0\nhop_s = 0.5\n"
+        f"[dashboard]\nenabled = true\nport = {port}\n"
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.1\n'
+    )
     base = f"http://127.0.0.1:{port}/"
     figures = {}
     try:
@@ -94,7 +105,8 @@ async def test_dashboard_in_chromium(tmp_path):
                 figures["first_refresh_s"] = round(time.monotonic() - started, 3)
                 figures["navigation"] = await page.evaluate(
                     "(() => { const n = performance.getEntriesByType('navigation')[0]; "
-                    "return {dom_ms: n.domContentLoadedEventEnd, load_ms: n.loadEventEnd, bytes: n.transferSize}; })()")
+                    "return {dom_ms: n.domContentLoadedEventEnd, load_ms: n.loadEventEnd, bytes: n.transferSize}; })()"
+                )
 
                 # Nodes: the pump is online and its model is the one installed.
                 card = page.locator('#node-list .card[data-device="pump-1"]')
@@ -105,10 +117,12 @@ async def test_dashboard_in_chromium(tmp_path):
                 # Charts: the score and every channel drew points, and what they drew is in the store.
                 await page.wait_for_function(
                     "() => window.dashboard.charts.length === 5 && window.dashboard.charts.every(c => c.data[0].length >= 10)",
-                    timeout=20_000)  # fmt: skip
+                    timeout=20_000,
+                )
                 charts = await page.evaluate(
                     "window.dashboard.charts.map(c => ({key: c.key, x: c.data[0], "
-                    "y: c.data[c.series.findIndex(s => s.label === c.key)]}))")  # fmt: skip
+                    "y: c.data[c.series.findIndex(s => s.label === c.key)]}))"
+                )
                 assert [c["key"] for c in charts] == ["score", "pressure", "flow", "temperature", "current"]
                 reader = Store(state / "gatewayd.sqlite3", readonly=True)
                 try:
@@ -135,15 +149,17 @@ async def test_dashboard_in_chromium(tmp_path):
                 assert "critical" in await edge.get_attribute("class")
                 assert "node checks: high" in await edge.inner_text()
                 # (the model's alert for the fault is the one whose top feature is the current's)
-                model = page.locator('#alert-list article[data-alert-id^="plant-7:pump-1:model:"]',
-                                     has_text="features: current").first  # fmt: skip
+                model = page.locator(
+                    '#alert-list article[data-alert-id^="plant-7:pump-1:model:"]', has_text="features: current"
+                ).first
                 await model.wait_for(timeout=20_000)
                 why = await model.locator(".why").inner_text()
                 assert "channels: current" in why and "peak score" in why, why
                 await page.wait_for_function(  # the score chart shows the anomaly above its alarm line
                     "() => { const u = window.dashboard.charts[0]; "
                     "return Math.max(...u.data[u.series.findIndex(s => s.label === 'score')].filter(v => v !== null)) > 1; }",
-                    timeout=10_000)  # fmt: skip
+                    timeout=10_000,
+                )
 
                 # Feedback: the operator says the edge alert was real and acknowledges the model's.
                 await page.fill("#operator", "ana")
@@ -155,13 +171,16 @@ async def test_dashboard_in_chromium(tmp_path):
                 assert await edge.locator(".badge.label").inner_text() == "real anomaly"
                 assert "labelled true_positive" in await page.locator("#feedback-message").inner_text()
                 await model.get_by_role("button", name="Acknowledge").click()
-                await page.locator(f'#alert-list article[data-alert-id="{model_id}"] .badge',
-                                   has_text="acknowledged").wait_for(timeout=5_000)  # fmt: skip
+                await page.locator(
+                    f'#alert-list article[data-alert-id="{model_id}"] .badge', has_text="acknowledged"
+                ).wait_for(timeout=5_000)
 
                 # Zoom: on the 5 minute span, a drag across the end of the current's chart narrows
                 # every chart to that span, with the readings in it.
                 await page.click('.spans button[data-span="300"]')
-                await page.wait_for_function("() => window.dashboard.series.to_ms - window.dashboard.series.from_ms === 300000")
+                await page.wait_for_function(
+                    "() => window.dashboard.series.to_ms - window.dashboard.series.from_ms === 300000"
+                )
                 over = page.locator('[data-chart="current"] .u-over')
                 await over.scroll_into_view_if_needed()
                 box = await over.bounding_box()
@@ -177,7 +196,8 @@ async def test_dashboard_in_chromium(tmp_path):
                 await page.wait_for_function(  # every chart follows once the span's readings are in
                     """() => { const z = window.dashboard.zoom; return window.dashboard.charts.every(c =>
                          Math.abs(c.scales.x.min * 1000 - z.from) < 1 && Math.abs(c.scales.x.max * 1000 - z.to) < 1); }""",
-                    timeout=5_000)  # fmt: skip
+                    timeout=5_000,
+                )
                 current = await page.evaluate("window.dashboard.charts.find(c => c.key === 'current').data[0]")
                 assert len(current) >= 5 and all(zoom["from"] <= t * 1000 < zoom["to"] for t in current)
                 assert not await page.locator("#zoom-note").is_hidden()
@@ -208,7 +228,9 @@ async def test_dashboard_in_chromium(tmp_path):
     try:
         labelled = store.conn.execute("SELECT label FROM alerts WHERE id = ?", (edge_id,)).fetchone()
         operator = store.conn.execute("SELECT label, operator FROM labels WHERE alert_id = ?", (edge_id,)).fetchall()
-        acknowledged = store.conn.execute("SELECT acknowledged_ms, label FROM alerts WHERE id = ?", (model_id,)).fetchone()
+        acknowledged = store.conn.execute(
+            "SELECT acknowledged_ms, label FROM alerts WHERE id = ?", (model_id,)
+        ).fetchone()
     finally:
         store.close()
     assert labelled == ("true_positive",)
@@ -226,9 +248,11 @@ async def test_login_in_chromium(tmp_path):
     token.write_text("operators-token-0123456789\n")
     token.chmod(0o600)
     port = free_port()
-    config = (f'[gateway]\nname = "plant-8"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
-              f'[dashboard]\nenabled = true\nport = {port}\ntoken_file = "{token}"\n'
-              f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n')  # fmt: skip
+    config = (
+        f'[gateway]\nname = "plant-8"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
+        f'[dashboard]\nenabled = true\nport = {port}\ntoken_file = "{token}"\n'
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+    )
     async with running_gateway(config), async_playwright() as playwright, chromium(playwright, PHONE) as page:
         await page.goto(f"http://localhost:{port}/")
         await page.locator("#login").wait_for(state="visible", timeout=10_000)
@@ -257,9 +281,11 @@ async def test_a_store_fault_in_chromium(tmp_path):
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the state directory's parent should be")
     port = free_port()
-    config = (f'[gateway]\nname = "plant-9"\nstate_dir = "{blocked / "state"}"\n[detection]\nenabled = false\n'
-              f'[dashboard]\nenabled = true\nport = {port}\n'
-              f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n')  # fmt: skip
+    config = (
+        f'[gateway]\nname = "plant-9"\nstate_dir = "{blocked / "state"}"\n[detection]\nenabled = false\n'
+        f"[dashboard]\nenabled = true\nport = {port}\n"
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+    )
     async with running_gateway(config) as gateway, async_playwright() as playwright:
         wall_ns = gateway.clock.wall_ns
         gateway.clock.wall_ns = lambda: wall_ns() + 7_200 * 10**9  # NTP sets the clock 2 h ahead
@@ -267,16 +293,22 @@ async def test_a_store_fault_in_chromium(tmp_path):
             problems = []
             page.on("pageerror", lambda e: problems.append(str(e)))
             # (the 503 answers are logged to the console as failed loads: expected here)
-            page.on("console", lambda m: m.type == "error" and "status of 503" not in m.text
-                    and problems.append(m.text))  # fmt: skip
+            page.on(
+                "console", lambda m: m.type == "error" and "status of 503" not in m.text and problems.append(m.text)
+            )
             await page.goto(f"http://127.0.0.1:{port}/")
             banner = page.locator("#store-banner")
             await banner.wait_for(state="visible", timeout=15_000)
             assert await banner.get_attribute("data-state") == "unavailable"
             text = await banner.inner_text()
-            for said in ("The store cannot be opened: nothing is written to disk", "Not a directory", "since",
-                         "readings dropped", "0 alert writes, written first once the store takes writes again",
-                         "Polling, detection, alerts and MQTT go on."):  # fmt: skip
+            for said in (
+                "The store cannot be opened: nothing is written to disk",
+                "Not a directory",
+                "since",
+                "readings dropped",
+                "0 alert writes, written first once the store takes writes again",
+                "Polling, detection, alerts and MQTT go on.",
+            ):
                 assert said in text, (said, text)
 
             node = page.locator('#node-list .card[data-device="pump-1"]')

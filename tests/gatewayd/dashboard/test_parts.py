@@ -47,12 +47,16 @@ def test_score_ring_keeps_the_newest_in_order():
 
 
 def test_access_rules():
-    assert split_host("[::1]:8080") == "::1" and split_host("LocalHost:80") == "localhost" and split_host("::1") == "::1"
+    assert (
+        split_host("[::1]:8080") == "::1" and split_host("LocalHost:80") == "localhost" and split_host("::1") == "::1"
+    )
     open_ = Access(None, loopback=True)
     assert open_.authorised(None, None) and not open_.token_required
     assert open_.host_allowed("127.0.0.1:8080") and open_.host_allowed("localhost") and open_.host_allowed("[::1]:1")
     assert not open_.host_allowed("evil.example:8080") and not open_.host_allowed(None)
-    assert open_.origin_allowed(None, "127.0.0.1:8080") and open_.origin_allowed("http://127.0.0.1:8080", "127.0.0.1:8080")
+    assert open_.origin_allowed(None, "127.0.0.1:8080") and open_.origin_allowed(
+        "http://127.0.0.1:8080", "127.0.0.1:8080"
+    )
     assert not open_.origin_allowed("http://evil.example", "127.0.0.1:8080")
     lan = Access("a-long-enough-token", loopback=False)
     assert lan.host_allowed("gateway.plant.local:8080")

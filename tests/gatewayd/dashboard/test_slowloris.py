@@ -138,14 +138,19 @@ def open_fds() -> int:
 
 def site(tmp_path) -> str:
     """A gateway whose one device does not answer, its dashboard on loopback (no token)."""
-    return (f'[gateway]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
-            f'[dashboard]\nenabled = true\nport = {free_port()}\n'
-            f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n')  # fmt: skip
+    return (
+        f'[gateway]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
+        f"[dashboard]\nenabled = true\nport = {free_port()}\n"
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+    )
 
 
 def cap_warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.name == "gatewayd.dashboard" and "connections open, its cap" in r.getMessage()]  # fmt: skip
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "gatewayd.dashboard" and "connections open, its cap" in r.getMessage()
+    ]
 
 
 async def test_dashboard_answers_under_100_slow_connections_from_its_own_address(tmp_path, caplog):
@@ -155,10 +160,12 @@ async def test_dashboard_answers_under_100_slow_connections_from_its_own_address
         assert (await asyncio.to_thread(request, port, "GET", "/api/overview")).status == 200
         fds_before = open_fds()
         attacker = await asyncio.create_subprocess_exec(
-            sys.executable, "-c",
+            sys.executable,
+            "-c",
             inspect.getsource(attack) + f"\nattack({port}, {ATTACKERS}, {SILENT_ATTACKERS}, {TRICKLE_S})\n",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
         try:
             assert await asyncio.wait_for(attacker.stdout.readline(), 30) == b"ready\n"
             await wait_for(lambda: len(dashboard.app.open) >= server.MAX_CONNECTIONS, "the cap to fill")
@@ -188,10 +195,12 @@ async def test_dashboard_answers_under_100_slow_connections_from_its_own_address
     done = [r for client in clients for r in client]
     failed = [r for r in done if r[1] != 200 or r[2] > ANSWER_WITHIN_S]
     worst = max(r[2] for r in done)
-    figures = (f"{len(done) - len(failed)} of {len(done)} requests answered 200 within {ANSWER_WITHIN_S} s, "
-               f"worst {worst:.3f} s; attacker: {stats}; the server's process held "
-               f"{sorted(fds)[len(fds) // 2] - fds_before} more descriptors than before the attack (median), "
-               f"{max(fds) - fds_before} at most; closed by the server: {cut}")  # fmt: skip
+    figures = (
+        f"{len(done) - len(failed)} of {len(done)} requests answered 200 within {ANSWER_WITHIN_S} s, "
+        f"worst {worst:.3f} s; attacker: {stats}; the server's process held "
+        f"{sorted(fds)[len(fds) // 2] - fds_before} more descriptors than before the attack (median), "
+        f"{max(fds) - fds_before} at most; closed by the server: {cut}"
+    )
     print(figures)
     assert not failed, f"{figures}; failed: {failed[:10]}"
     assert len(done) >= 20, figures

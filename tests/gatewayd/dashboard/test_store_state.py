@@ -28,9 +28,11 @@ ALERT = "g:pump-1:model:1000"
 
 def config(state: Path, extra: str = "") -> str:
     """A gateway whose one device does not answer (nothing listens there), detection off."""
-    return (f'[gateway]\nname = "g"\nstate_dir = "{state}"\n{extra}\n[detection]\nenabled = false\n'
-            f'[dashboard]\nenabled = true\nport = {free_port()}\n'
-            f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n')  # fmt: skip
+    return (
+        f'[gateway]\nname = "g"\nstate_dir = "{state}"\n{extra}\n[detection]\nenabled = false\n'
+        f"[dashboard]\nenabled = true\nport = {free_port()}\n"
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+    )
 
 
 async def wait_until(what: str, probe, timeout_s: float = 20.0):  # type: ignore[no-untyped-def]
@@ -54,10 +56,28 @@ async def test_the_overview_carries_the_store_and_the_clock_and_a_locked_store_r
         port = gateway.dashboard.port
         overview = (await call(port, "GET", "/api/overview")).json()
         section = overview["store"]
-        assert {k: section[k] for k in ("state", "writing", "last_error", "read_error", "readings_dropped",
-                                        "writes_waiting", "writes_dropped", "faults")} == \
-            {"state": "ok", "writing": True, "last_error": None, "read_error": None, "readings_dropped": 0,
-             "writes_waiting": 0, "writes_dropped": 0, "faults": 0}  # fmt: skip
+        assert {
+            k: section[k]
+            for k in (
+                "state",
+                "writing",
+                "last_error",
+                "read_error",
+                "readings_dropped",
+                "writes_waiting",
+                "writes_dropped",
+                "faults",
+            )
+        } == {
+            "state": "ok",
+            "writing": True,
+            "last_error": None,
+            "read_error": None,
+            "readings_dropped": 0,
+            "writes_waiting": 0,
+            "writes_dropped": 0,
+            "faults": 0,
+        }
         # the disk use of every file of the store (as the daemon's worker counts it, with the WAL,
         # the shared memory and the reserve), against the budget; the reader's pages in use beside it
         assert section["disk_bytes"] == gateway.worker.disk_bytes() >= section["data_bytes"] > 0
@@ -75,9 +95,11 @@ async def test_the_overview_carries_the_store_and_the_clock_and_a_locked_store_r
             refused = await call(port, "POST", "/api/command", {"command": "ack", "alert": ALERT})
             assert time.monotonic() - started < server.REQUEST_TIMEOUT_S
             assert refused.status == 503, refused.body
-            assert refused.json() == {"error": "the store cannot take writes now, the command was not applied: the "
-                                               f"database is locked by another process ({state / DB_NAME}: database "
-                                               "is locked)"}  # fmt: skip
+            assert refused.json() == {
+                "error": "the store cannot take writes now, the command was not applied: the "
+                f"database is locked by another process ({state / DB_NAME}: database "
+                "is locked)"
+            }
             section = (await call(port, "GET", "/api/overview")).json()["store"]
             assert section["state"] == "locked" and not section["writing"] and section["since_ms"] > 0
             assert section["read_error"] is None  # WAL readers are not locked out: what is stored is shown
@@ -122,9 +144,14 @@ async def test_a_store_that_cannot_be_opened_leaves_the_dashboard_serving(tmp_pa
             reply = await call(port, "GET", path)
             assert (reply.status, reply.json()) == (503, unreadable), path
         reply = await call(port, "POST", "/api/command", {"command": "label", "alert": ALERT, "label": "true"})
-        assert (reply.status, reply.json()) == (503, {"error": "the store cannot take writes now, the command was not "
-                                                               f"applied: cannot open the store ({state}: Not a "
-                                                               "directory)"})  # fmt: skip
+        assert (reply.status, reply.json()) == (
+            503,
+            {
+                "error": "the store cannot take writes now, the command was not "
+                f"applied: cannot open the store ({state}: Not a "
+                "directory)"
+            },
+        )
         assert len(unreadable_warnings(caplog)) == 1  # logged once, not at every request
 
         # The daemon goes on: its task runs, the writer and the poller turn.
@@ -138,8 +165,11 @@ async def test_a_store_that_cannot_be_opened_leaves_the_dashboard_serving(tmp_pa
         reply = await wait_until("the alerts to be readable", lambda: _readable(port), server.READER_RETRY_S + 5)
         assert reply.json() == []
         overview = (await call(port, "GET", "/api/overview")).json()
-        assert overview["store"]["read_error"] is None and overview["alerts"] == {"total": 0, "unacknowledged": 0,
-                                                                                    "unlabelled": 0}  # fmt: skip
+        assert overview["store"]["read_error"] is None and overview["alerts"] == {
+            "total": 0,
+            "unacknowledged": 0,
+            "unlabelled": 0,
+        }
         assert any("the store can be read again" in r.getMessage() for r in caplog.records)
     assert len(unreadable_warnings(caplog)) == 1
 
@@ -165,8 +195,10 @@ async def test_a_read_that_hangs_does_not_hold_up_the_page(tmp_path, monkeypatch
         try:
             started = time.monotonic()
             reply = await call(port, "GET", "/api/alerts")
-            assert (reply.status, reply.json()) == \
-                (503, {"error": "the store cannot be read now: its disk has not answered a read within 0.5 s"})  # fmt: skip
+            assert (reply.status, reply.json()) == (
+                503,
+                {"error": "the store cannot be read now: its disk has not answered a read within 0.5 s"},
+            )
             assert time.monotonic() - started < 2.0
             await asyncio.sleep(0.2)  # the hung read is now past its deadline
             started = time.monotonic()

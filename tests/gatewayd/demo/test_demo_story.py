@@ -107,10 +107,14 @@ def test_reuse_keeps_everything_and_says_so(tmp_path):
 
 def test_the_summary_tells_trained_from_loaded_models():
     models = {"pump-1": {"version": 1}, "pump-2": {"version": 2}, "pump-3": {"version": None}}
-    assert models_line(models, {"pump-1": None, "pump-2": None, "pump-3": None}) == \
-        "models trained in this run: pump-1 v1, pump-2 v2"
-    assert models_line(models, {"pump-1": 1, "pump-2": 1, "pump-3": None}) == \
-        "models trained in this run: pump-2 v2; loaded from an earlier run: pump-1 v1"
+    assert (
+        models_line(models, {"pump-1": None, "pump-2": None, "pump-3": None})
+        == "models trained in this run: pump-1 v1, pump-2 v2"
+    )
+    assert (
+        models_line(models, {"pump-1": 1, "pump-2": 1, "pump-3": None})
+        == "models trained in this run: pump-2 v2; loaded from an earlier run: pump-1 v1"
+    )
     assert models_line({"pump-1": {"version": None}}, {"pump-1": None}) == "models trained in this run: none"
 
 
@@ -124,9 +128,14 @@ def test_the_written_configuration_does_not_promise_a_rerun():
 
 def demo(cwd: Path, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([*GATEWAYD, "demo", "--duration", "5", "--progress", "1", "--interval", "0.2",
-                          "--dashboard-port", "0", *args], cwd=cwd, env=env, capture_output=True, text=True,
-                         timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [*GATEWAYD, "demo", "--duration", "5", "--progress", "1", "--interval", "0.2", "--dashboard-port", "0", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout
 
@@ -182,8 +191,14 @@ def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path):
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "thesis.tex").write_text("do not lose")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run([*GATEWAYD, "demo", "--duration", "1", "--dashboard-port", "0"], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    res = subprocess.run(
+        [*GATEWAYD, "demo", "--duration", "1", "--dashboard-port", "0"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 1 and "did not write" in res.stderr
     assert "starting" not in res.stdout  # no node was started
     assert [p.name for p in (tmp_path / "var").iterdir()] == ["thesis.tex"]

@@ -45,7 +45,7 @@ async def test_bootstrap_then_hot_reload(tmp_path, caplog):
     config = parse_config(
         f'[gateway]\nname = "site-b"\nstate_dir = "{state}"\n\n[store]\nflush_interval_s = 0.2\n\n'
         '[detection]\nwindow_s = 2.0\nhop_s = 0.5\nbootstrap_minutes = 0.5\ntrees = 20\nstats = ["mean", "std"]\n'
-        'health_windows = 6\nhealth_max_alert_rate = 0.5\nbaseline_follow_windows = 30\n\n'
+        "health_windows = 6\nhealth_max_alert_rate = 0.5\nbaseline_follow_windows = 30\n\n"
         f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.1\n'
     )
     assert not (state / "models").exists()
@@ -89,8 +89,10 @@ async def test_bootstrap_then_hot_reload(tmp_path, caplog):
         assert await wait_until(lambda: stage.status()["models"]["pump-1"]["version"] == 2, 10)
         assert models.rolled_back("pump-1") == [3]
         reader = Store(state / "gatewayd.sqlite3", readonly=True)
-        events = [json.loads(p) for (p,) in reader.conn.execute(
-            "SELECT payload FROM outbox WHERE kind = 'model_event' ORDER BY id")]  # fmt: skip
+        events = [
+            json.loads(p)
+            for (p,) in reader.conn.execute("SELECT payload FROM outbox WHERE kind = 'model_event' ORDER BY id")
+        ]
         reader.close()
         assert [(e["event"], e["version"]) for e in events][-2:] == [("rollback", 3), ("loaded", 2)]
         assert "alarmed" in events[-2]["reason"]

@@ -34,8 +34,9 @@ def plant(n: int, seed: int) -> np.ndarray:
 
 def signed_scorer(folder, windows: np.ndarray) -> Scorer:
     """A bundle trained on these windows (5 s apart), signed, verified and loaded."""
-    trained = train_bundle(windows, np.arange(len(windows)) * 5000, SPEC, name="pump", version=1, source="test",
-                           trees=50)  # fmt: skip
+    trained = train_bundle(
+        windows, np.arange(len(windows)) * 5000, SPEC, name="pump", version=1, source="test", trees=50
+    )
     generate_keypair(folder / "k.pem", folder / "k.pub")
     bundle = write_bundle(folder / "b", trained.manifest, trained.files, load_private_key(folder / "k.pem"))
     return Scorer(verify(bundle, [load_public_key(folder / "k.pub")]), bundle)
@@ -100,9 +101,12 @@ def test_a_new_models_first_windows_on_normal_data_raise_nothing(tmp_path):
     generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
     for seed in range(5):
         x = plant(700, seed=10 + seed)
-        trained = train_bundle(x[:400], np.arange(400) * 5000, SPEC, name="pump", version=1, source="test",
-                               trees=50, seed=seed)  # fmt: skip
-        bundle = write_bundle(tmp_path / f"b{seed}", trained.manifest, trained.files, load_private_key(tmp_path / "k.pem"))
+        trained = train_bundle(
+            x[:400], np.arange(400) * 5000, SPEC, name="pump", version=1, source="test", trees=50, seed=seed
+        )
+        bundle = write_bundle(
+            tmp_path / f"b{seed}", trained.manifest, trained.files, load_private_key(tmp_path / "k.pem")
+        )
         scorer = Scorer(verify(bundle, [load_public_key(tmp_path / "k.pub")]), bundle)
         steps = run(scorer, x[400:])
         assert not any(s.alarming for s in steps[:20]), f"seed {seed}: the first windows alarmed"

@@ -18,10 +18,15 @@ from tests.store_fake import RecordingStore
 
 class FakeStore(RecordingStore):
     def __init__(self, open_alerts=None, details=None):
-        super().__init__({"open_alerts": open_alerts or [],
-                          "alerts": lambda *a, **k: [{"id": i, "detail": d} for i, d in self.details.items()]},
-                         fail=lambda name: StoreFault("io", "disk gone")
-                         if name in ("open_alerts", "alerts") and self.fail_reads else None)  # fmt: skip
+        super().__init__(
+            {
+                "open_alerts": open_alerts or [],
+                "alerts": lambda *a, **k: [{"id": i, "detail": d} for i, d in self.details.items()],
+            },
+            fail=lambda name: (
+                StoreFault("io", "disk gone") if name in ("open_alerts", "alerts") and self.fail_reads else None
+            ),
+        )
         self.details = details or {}
         self.fail_reads = False
 
@@ -38,7 +43,13 @@ def make(store=None, **kwargs):
     store = store or FakeStore()
     published: list[dict] = []
     clock = Clock()
-    alerts = DriftAlerts("g", store, lambda alert: published.append(alert.message()), clock=clock, **{"holdoff_s": 3600.0, "quiet_windows": 5, **kwargs})
+    alerts = DriftAlerts(
+        "g",
+        store,
+        lambda alert: published.append(alert.message()),
+        clock=clock,
+        **{"holdoff_s": 3600.0, "quiet_windows": 5, **kwargs},
+    )
     return alerts, store, published, clock
 
 
@@ -67,7 +78,12 @@ def test_a_burst_of_changes_on_one_device_is_one_alert_naming_every_feature(capl
     updates = store.named("update_alert")
     assert [u[1] for u in updates] == [("g:pump-1:drift:10000",)] * 2 and not any("closed_ms" in u[2] for u in updates)
     last = updates[-1][2]["detail"]
-    assert last["changes"] == [["score", "up"], ["pressure:mean", "up"], ["flow:mean", "down"], ["temperature:mean", "up"]]
+    assert last["changes"] == [
+        ["score", "up"],
+        ["pressure:mean", "up"],
+        ["flow:mean", "down"],
+        ["temperature:mean", "up"],
+    ]
     assert last["channels"] == ["pressure", "flow", "temperature"] and last["events"] == 5
     assert alerts.open["pump-1"].id == "g:pump-1:drift:10000"
     assert [p.get("update", False) for p in published] == [False, True, True]
@@ -138,7 +154,11 @@ def test_a_second_device_is_independent():
 
     a, b, c = run(scenario())
     assert a is not None and b is not None and c is None
-    assert [r[1][0] for r in store.named("record_alert")] == ["g:pump-1:drift:0", "g:pump-2:drift:0", "g:pump-3:drift:15000"]
+    assert [r[1][0] for r in store.named("record_alert")] == [
+        "g:pump-1:drift:0",
+        "g:pump-2:drift:0",
+        "g:pump-3:drift:15000",
+    ]
     assert store.named("record_alert")[2][1][2] == []  # only the score moved: no channel
 
 
@@ -163,8 +183,20 @@ def test_a_newer_model_closes_it_and_a_rollback_or_the_first_load_does_not():
 def test_alerts_left_open_by_a_previous_run_are_continued_not_duplicated():
     # An older gateway: one open alert per feature, never closed; the newest window's burst is one alert.
     rows = [
-        {"id": "g:pump-1:drift:1000:flow:mean", "device": "pump-1", "channels": [], "severity": "info", "opened_ms": 1000},
-        {"id": "g:pump-1:drift:9000:pressure:mean", "device": "pump-1", "channels": [], "severity": "info", "opened_ms": 9000},
+        {
+            "id": "g:pump-1:drift:1000:flow:mean",
+            "device": "pump-1",
+            "channels": [],
+            "severity": "info",
+            "opened_ms": 1000,
+        },
+        {
+            "id": "g:pump-1:drift:9000:pressure:mean",
+            "device": "pump-1",
+            "channels": [],
+            "severity": "info",
+            "opened_ms": 9000,
+        },
         {"id": "g:pump-1:drift:9000:score", "device": "pump-1", "channels": [], "severity": "info", "opened_ms": 9000},
         {"id": "g:pump-2:drift:4000", "device": "pump-2", "channels": ["flow"], "severity": "info", "opened_ms": 4000},
     ]
@@ -225,7 +257,7 @@ def stage_with_bundle(tmp_path):
 
     config = parse_config(
         f'[gateway]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\n'
-        '[detection]\nretrain_on_drift = true\nhealth_max_alert_rate = 1.0\n'
+        "[detection]\nretrain_on_drift = true\nhealth_max_alert_rate = 1.0\n"
         '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\n'
     )
     store = FakeStore()
@@ -247,7 +279,9 @@ def install(stage, tmp_path, version: int, seed: int) -> None:
     stage.models.install(folder)
 
 
-def test_through_the_stage_a_drift_burst_is_one_alert_one_retraining_closed_by_the_new_bundle(stage_with_bundle, caplog):
+def test_through_the_stage_a_drift_burst_is_one_alert_one_retraining_closed_by_the_new_bundle(
+    stage_with_bundle, caplog
+):
     stage, store, published, tmp_path = stage_with_bundle
     install(stage, tmp_path, 1, seed=0)
     started: list[str] = []

@@ -28,8 +28,16 @@ def write_skab(path, rows=700, anomaly=(520, 600), seed=0, bump_after=None):
                 flow -= 15.0  # a valve closing: flow drops by half while pressure does not
             if bump_after is not None and i >= bump_after:
                 current += 50.0
-            w.writerow([(t0 + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S"), f"{p:.5f}", f"{flow:.4f}",
-                        f"{current:.4f}", f"{float(bad)}", f"{float(i == anomaly[0])}"])  # fmt: skip
+            w.writerow(
+                [
+                    (t0 + timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S"),
+                    f"{p:.5f}",
+                    f"{flow:.4f}",
+                    f"{current:.4f}",
+                    f"{float(bad)}",
+                    f"{float(i == anomaly[0])}",
+                ]
+            )
 
 
 def read_results(path):
@@ -63,7 +71,10 @@ def test_decisions_are_causal(tmp_path, capsys):
     write_skab(b / "valve1" / "0.csv", seed=3, bump_after=650)  # the same file, changed from row 650 on
     for data, out in ((a, tmp_path / "out-a"), (b, tmp_path / "out-b")):
         assert main(["evaluate", "skab", str(data), "--out", str(out)]) == 0
-    first, second = read_results(tmp_path / "out-a" / "valve1" / "0.csv"), read_results(tmp_path / "out-b" / "valve1" / "0.csv")
+    first, second = (
+        read_results(tmp_path / "out-a" / "valve1" / "0.csv"),
+        read_results(tmp_path / "out-b" / "valve1" / "0.csv"),
+    )
     assert first[:250] == second[:250]  # rows 400..649: unchanged by what came later
     assert first[260:] != second[260:]
 

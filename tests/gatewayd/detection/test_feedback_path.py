@@ -22,9 +22,11 @@ from tests.integration.test_mqtt import Subscriber
 @pytest.fixture
 def site(tmp_path):
     config = tmp_path / "gatewayd.toml"
-    config.write_text(f'[gateway]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\n'
-                      '[detection]\nmultiplier_bounds = [0.7, 1.5]\n'
-                      '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\n')  # fmt: skip
+    config.write_text(
+        f'[gateway]\nname = "g"\nstate_dir = "{tmp_path / "state"}"\n'
+        "[detection]\nmultiplier_bounds = [0.7, 1.5]\n"
+        '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\n'
+    )
     store = Store.in_state_dir(tmp_path / "state")
     for i in range(12):
         store.record_alert(Alert(f"g:pump-1:model:{i}", "pump-1", ["flow"], "warning", "model", 1000 * i, {}))
@@ -43,7 +45,21 @@ def test_labels_from_the_cli_move_the_threshold_within_bounds(site, capsys):
         stage = DetectionStage(config, AsyncStore(worker), None)
         await stage._check_labels()  # start: nothing yet
         for i in range(10):  # 5 labels before the first change, then one step per label: 1.1^5 > 1.5
-            assert main(["alert", "label", f"g:pump-1:model:{i}", "false", "--operator", "ana", "--config", str(config_path)]) == 0
+            assert (
+                main(
+                    [
+                        "alert",
+                        "label",
+                        f"g:pump-1:model:{i}",
+                        "false",
+                        "--operator",
+                        "ana",
+                        "--config",
+                        str(config_path),
+                    ]
+                )
+                == 0
+            )
         stage.next_label_check = 0
         await stage._check_labels()
         await worker.close()
@@ -105,9 +121,12 @@ async def test_mqtt_commands_label_alerts_and_bad_ones_are_dead_letters(tmp_path
         while not (gateway.publisher and gateway.publisher.connected) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)  # the subscription is made right after connecting
-        for payload in (b'{"command": "label", "alert": "g:pump-1:model:1", "label": "true", "operator": "ana"}',
-                        b'{"command": "label", "alert": "g:pump-1:model:1"}', b"not json",
-                        b'{"command": "delete", "alert": "x"}'):  # fmt: skip
+        for payload in (
+            b'{"command": "label", "alert": "g:pump-1:model:1", "label": "true", "operator": "ana"}',
+            b'{"command": "label", "alert": "g:pump-1:model:1"}',
+            b"not json",
+            b'{"command": "delete", "alert": "x"}',
+        ):
             sub.client.publish("gateway/g/command", payload, qos=1)
         deadline = time.monotonic() + 15
         results = []

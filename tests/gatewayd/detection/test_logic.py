@@ -16,8 +16,15 @@ def test_features_match_a_numpy_reference():
     ts = np.arange(0, 10_000, 100, dtype=np.int64)
     values = rng.normal(size=(len(ts), 3))
     values[5, 1] = np.nan
-    spec = FeatureSpec(("a", "b", "c"), window_s=10, hop_s=5, sample_period_s=0.1, pairs=(("a", "c"),),
-                       fft_channels=("a",), fft_bands=5)  # fmt: skip
+    spec = FeatureSpec(
+        ("a", "b", "c"),
+        window_s=10,
+        hop_s=5,
+        sample_period_s=0.1,
+        pairs=(("a", "c"),),
+        fft_channels=("a",),
+        fft_bands=5,
+    )
     f = dict(zip(spec.names, window_features(spec, ts, values)))
     t = (ts - ts[-1]) / 1000.0
     for i, c in enumerate(("a", "b", "c")):
@@ -56,7 +63,9 @@ def test_combine_rules():
     assert combine(np.array([1.2, 1.5]), RuleSettings(combine="majority")) == 1.2
     assert combine(r, RuleSettings(combine="weighted", weights=(0.25, 0.75))) == pytest.approx(1.25)
     # fewer weights than the bundle has deciding scores (a format 1 bundle under a PCA-only setting): equal weights
-    assert combine(r, RuleSettings(combine="weighted", weights=(1.0,), scores=("pca_q",))) == pytest.approx(float(np.mean(r)))
+    assert combine(r, RuleSettings(combine="weighted", weights=(1.0,), scores=("pca_q",))) == pytest.approx(
+        float(np.mean(r))
+    )
 
 
 def test_hysteresis_severity_and_fusion():

@@ -57,7 +57,9 @@ def test_static_models_are_kept(tmp_path):
 
 
 def test_periodic_retrains_from_all_recent_normal_windows(tmp_path):
-    assert run_lifecycle(tmp_path, 'lifecycle = "periodic"\nretrain_hours = 24\n') == [("pump-1", 200, "periodic retraining")]
+    assert run_lifecycle(tmp_path, 'lifecycle = "periodic"\nretrain_hours = 24\n') == [
+        ("pump-1", 200, "periodic retraining")
+    ]
 
 
 def test_disposable_trains_on_the_last_hours_only(tmp_path):
@@ -79,8 +81,9 @@ def test_global_scope_scales_each_device_by_its_own_scaler(tmp_path):
     a = np.column_stack([10 + base[:, 0], 5 + 0.5 * base[:, 0]]) + rng.normal(0, 0.05, (300, 2))
     b = np.column_stack([100 + 3 * base[:, 0], 50 + 1.5 * base[:, 0]]) + rng.normal(0, 0.15, (300, 2))
     x = np.vstack([a, b])
-    trained = train_bundle(x, np.arange(600), spec, name="global", version=1, source="test", trees=30,
-                           devices=["a"] * 300 + ["b"] * 300)  # fmt: skip
+    trained = train_bundle(
+        x, np.arange(600), spec, name="global", version=1, source="test", trees=30, devices=["a"] * 300 + ["b"] * 300
+    )
     generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
     folder = write_bundle(tmp_path / "g", trained.manifest, trained.files, load_private_key(tmp_path / "k.pem"))
     scorer = Scorer(verify(folder, [load_public_key(tmp_path / "k.pub")]), folder)
@@ -99,8 +102,20 @@ def test_a_model_alert_left_open_by_the_previous_run_is_continued_and_closed_und
     from gatewayd.detection.features import FeatureSpec
 
     open_alerts = [
-        {"id": "g:pump-1:model:1000", "device": "pump-1", "channels": ["flow"], "severity": "warning", "opened_ms": 1000},
-        {"id": "g:pump-1:model:5000", "device": "pump-1", "channels": ["flow"], "severity": "critical", "opened_ms": 5000},
+        {
+            "id": "g:pump-1:model:1000",
+            "device": "pump-1",
+            "channels": ["flow"],
+            "severity": "warning",
+            "opened_ms": 1000,
+        },
+        {
+            "id": "g:pump-1:model:5000",
+            "device": "pump-1",
+            "channels": ["flow"],
+            "severity": "critical",
+            "opened_ms": 5000,
+        },
     ]
 
     store = RecordingStore({"open_alerts": open_alerts})

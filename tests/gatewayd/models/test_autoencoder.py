@@ -44,8 +44,10 @@ def test_the_scoring_path_needs_neither_sklearn_nor_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys, gatewayd.models.scorer, gatewayd.models.install, gatewayd.daemon; "
-            "print(sorted(m for m in ('sklearn', 'tensorflow', 'scipy') if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys, gatewayd.models.scorer, gatewayd.models.install, gatewayd.daemon; "
+        "print(sorted(m for m in ('sklearn', 'tensorflow', 'scipy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -54,13 +56,15 @@ def test_the_model_runtime_loads_only_with_the_first_model():
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np, gatewayd.daemon\n"
-            "from gatewayd.models.autoencoder import DenseLayers, compile_autoencoder\n"
-            "from gatewayd.models.runtime import TfliteModel\n"
-            "before = 'ai_edge_litert.interpreter' in sys.modules\n"
-            "w = [np.eye(4, dtype=np.float32)]; b = [np.zeros(4, dtype=np.float32)]\n"
-            "TfliteModel(compile_autoencoder(DenseLayers(w, b)))\n"
-            "print(before, 'ai_edge_litert.interpreter' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys, numpy as np, gatewayd.daemon\n"
+        "from gatewayd.models.autoencoder import DenseLayers, compile_autoencoder\n"
+        "from gatewayd.models.runtime import TfliteModel\n"
+        "before = 'ai_edge_litert.interpreter' in sys.modules\n"
+        "w = [np.eye(4, dtype=np.float32)]; b = [np.zeros(4, dtype=np.float32)]\n"
+        "TfliteModel(compile_autoencoder(DenseLayers(w, b)))\n"
+        "print(before, 'ai_edge_litert.interpreter' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
 

@@ -15,8 +15,17 @@ from gatewayd.models.calibration import window_alpha
 
 from gatewayd.detection.features import FeatureSpec, sliding_windows
 from gatewayd.models import install as install_module
-from gatewayd.models.bundle import (MANIFEST, SIGNATURE, BundleError, generate_keypair, load_private_key,
-                                    load_public_key, sign, verify, write_bundle)
+from gatewayd.models.bundle import (
+    MANIFEST,
+    SIGNATURE,
+    BundleError,
+    generate_keypair,
+    load_private_key,
+    load_public_key,
+    sign,
+    verify,
+    write_bundle,
+)
 from gatewayd.models.install import ModelStore
 from gatewayd.models.scorer import Scorer
 from gatewayd.models.training import train_bundle
@@ -30,15 +39,18 @@ def trained():
     values = np.column_stack([a, 2 * a + rng.normal(0, 0.05, len(ts))])
     spec = FeatureSpec(("a", "b"), window_s=10, hop_s=5, stats=("mean", "std", "slope"))
     ends, features = sliding_windows(spec, ts, values)
-    return {v: train_bundle(features, ends, spec, name="pump", version=v, source="test", trees=20)
-            for v in (1, 2, 3)}  # fmt: skip
+    return {v: train_bundle(features, ends, spec, name="pump", version=v, source="test", trees=20) for v in (1, 2, 3)}
 
 
 @pytest.fixture
 def keys(tmp_path):
     generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
     generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
-    return load_private_key(tmp_path / "k.pem"), load_public_key(tmp_path / "k.pub"), load_public_key(tmp_path / "other.pub")
+    return (
+        load_private_key(tmp_path / "k.pem"),
+        load_public_key(tmp_path / "k.pub"),
+        load_public_key(tmp_path / "other.pub"),
+    )
 
 
 def write(trained, version, folder, key, **changes):
@@ -95,9 +107,13 @@ def tamper_cases():
     def remove_signature(folder):
         (folder / SIGNATURE).unlink()
 
-    return {"byte flipped in a model": (flip_model_byte, "sha256"), "manifest edited": (edit_manifest, "signature"),
-            "truncated file": (truncate, "bytes"), "missing file": (remove_file, "missing"),
-            "unsigned": (remove_signature, "unsigned")}  # fmt: skip
+    return {
+        "byte flipped in a model": (flip_model_byte, "sha256"),
+        "manifest edited": (edit_manifest, "signature"),
+        "truncated file": (truncate, "bytes"),
+        "missing file": (remove_file, "missing"),
+        "unsigned": (remove_signature, "unsigned"),
+    }
 
 
 @pytest.mark.parametrize("case", list(tamper_cases()))
@@ -233,7 +249,9 @@ def test_a_format_1_bundle_still_loads_and_alarms_at_its_old_margins(trained, ke
     detector = Detector("pump", scorer, RuleSettings(), DriftSettings(enabled=False))
     assert detector.names == ("iforest", "autoencoder")  # the configured PCA scores are not there
     ae = models["autoencoder"]
-    assert detector.alarm_levels()["autoencoder"] == pytest.approx(ae["typical"] + 5.5 * (ae["threshold"] - ae["typical"]))
+    assert detector.alarm_levels()["autoencoder"] == pytest.approx(
+        ae["typical"] + 5.5 * (ae["threshold"] - ae["typical"])
+    )
     normal = np.array(scorer.scaler.mean)
     assert not detector.window(0, normal).step.alarming
     assert detector.window(5000, normal + 20 * scorer.scaler.scale).step.alarming

@@ -78,8 +78,18 @@ def test_single_and_batch_invocations_agree_and_graph_is_small():
     forest = IsolationForest(n_estimators=100, random_state=0).fit(x)
     data = compile_forest(forest)
     assert len(data) < 1_000_000  # 100 trees of max_samples 256
-    assert set(operators_of(data)) <= {"GATHER", "GREATER", "NOT_EQUAL", "LOGICAL_AND", "LOGICAL_OR", "CAST",
-                                       "ADD", "MUL", "SUM", "EXP"}
+    assert set(operators_of(data)) <= {
+        "GATHER",
+        "GREATER",
+        "NOT_EQUAL",
+        "LOGICAL_AND",
+        "LOGICAL_OR",
+        "CAST",
+        "ADD",
+        "MUL",
+        "SUM",
+        "EXP",
+    }
     model = TfliteModel(data, threads=2)
     batch = model(x[:50])["anomaly_score"]
     singles = np.concatenate([model(row)["anomaly_score"] for row in x[:50]])

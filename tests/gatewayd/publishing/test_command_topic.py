@@ -75,13 +75,20 @@ def test_deep_nesting_is_refused_without_recursing():
 
 
 def test_brackets_inside_strings_do_not_count():
-    assert decode(b'{"command": "ack", "alert": "[[[[[[{{{{{{\\"[[[["}') == {"command": "ack", "alert": '[[[[[[{{{{{{"[[[['}
+    assert decode(b'{"command": "ack", "alert": "[[[[[[{{{{{{\\"[[[["}') == {
+        "command": "ack",
+        "alert": '[[[[[[{{{{{{"[[[[',
+    }
     assert nesting(r'{"a": "\\", "b": [[[[[1]]]]]}', 10) == 6  # an escaped backslash ends the string
 
 
-@given(st.recursive(st.none() | st.integers() | st.text(alphabet='[]{}"\\ax', max_size=6),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text('[]{}"\\', max_size=3), inner,
-                                                                              max_size=3), max_leaves=20))  # fmt: skip
+@given(
+    st.recursive(
+        st.none() | st.integers() | st.text(alphabet='[]{}"\\ax', max_size=6),
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text('[]{}"\\', max_size=3), inner, max_size=3),
+        max_leaves=20,
+    )
+)
 def test_nesting_agrees_with_the_json_structure(value):
     def depth(v):
         children = list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) else None
@@ -107,7 +114,10 @@ def test_invalid_utf8_huge_and_odd_payloads_are_refused_with_a_reason():
 
 
 @settings(max_examples=300)
-@given(st.binary(max_size=MAX_PAYLOAD_BYTES + 50) | st.text(max_size=3000).map(lambda t: t.encode("utf-8", "surrogatepass")))
+@given(
+    st.binary(max_size=MAX_PAYLOAD_BYTES + 50)
+    | st.text(max_size=3000).map(lambda t: t.encode("utf-8", "surrogatepass"))
+)
 def test_any_bytes_decode_or_raise_command_error(payload):
     try:
         data = decode(payload)
@@ -149,17 +159,21 @@ def test_missed_needs_a_configured_device_and_a_time(tmp_path):
     missed = validate_any({"command": "missed", "device": "pump-1", "at": "2026-11-24T08:15"}, "g", ["pump-1"])
     assert missed == Missed("g:pump-1:missed:1795508100000", "pump-1", 1795508100000, None)
     assert validate_any({"command": "missed", "device": "pump-1", "at": 5}, "g", ["pump-1"]).at_ms == 5
-    for bad, why in (({"device": "pump-9", "at": 1}, "no device 'pump-9' in this gateway's configuration"),
-                     ({"device": "pump-1"}, "at: Field required"),
-                     ({"device": "pump-1", "at": "soon"}, "neither an ISO 8601 time nor milliseconds"),
-                     ({"device": "pump-1", "at": True}, "milliseconds since the epoch or an ISO 8601 time expected"),
-                     ({"device": "pump-1", "at": -1}, "not a time after 1970"),
-                     ({"device": "pump-1", "at": 1, "alert": "x"}, "alert: unknown key")):  # fmt: skip
+    for bad, why in (
+        ({"device": "pump-9", "at": 1}, "no device 'pump-9' in this gateway's configuration"),
+        ({"device": "pump-1"}, "at: Field required"),
+        ({"device": "pump-1", "at": "soon"}, "neither an ISO 8601 time nor milliseconds"),
+        ({"device": "pump-1", "at": True}, "milliseconds since the epoch or an ISO 8601 time expected"),
+        ({"device": "pump-1", "at": -1}, "not a time after 1970"),
+        ({"device": "pump-1", "at": 1, "alert": "x"}, "alert: unknown key"),
+    ):
         with pytest.raises(CommandError, match=why):
             validate_any({"command": "missed", **bad}, "g", ["pump-1"])
     store = Store(tmp_path / "s.sqlite3")
-    assert commands.apply(store, missed) == "missed anomaly on pump-1 at 2026-11-24T08:15:00.000Z recorded " \
-                                            "(g:pump-1:missed:1795508100000)"  # fmt: skip
+    assert (
+        commands.apply(store, missed) == "missed anomaly on pump-1 at 2026-11-24T08:15:00.000Z recorded "
+        "(g:pump-1:missed:1795508100000)"
+    )
     assert "already recorded" in commands.apply(store, missed)  # a repeat is harmless
     assert store.alerts(5)[0]["label"] == "missed"
     store.close()
@@ -172,7 +186,9 @@ def test_unsigned_commands_are_refused_unless_the_site_says_otherwise():
     clocks = Clocks()
     with pytest.raises(CommandError) as refusal:
         authoriser(clocks).authorise(dict(ACK))
-    assert "mqtt.command_secret_file" in str(refusal.value) and "mqtt.accept_unauthenticated_commands = true" in str(refusal.value)
+    assert "mqtt.command_secret_file" in str(refusal.value) and "mqtt.accept_unauthenticated_commands = true" in str(
+        refusal.value
+    )
     with pytest.raises(CommandError, match="accept_unauthenticated_commands"):
         authoriser(clocks, secret=None).authorise(dict(ACK))
     assert authoriser(clocks, secret=None, unsigned=True).authorise(dict(ACK)) == ACK
@@ -210,8 +226,8 @@ def test_wrong_signatures_are_refused():
         ({**good, "hmac": [good["hmac"]]}, "64 hexadecimal characters"),
         ({**good, "signed": {"command": "ack"}}, "signed: the command's JSON text"),
         ({**good, "operator": "eve"}, "unknown key.*operator"),
-        ({"signed": "{\"a\": \"\\ud800\"}", "hmac": "0" * 64}, "wrong signature"),  # a lone surrogate: no exception
-    ):  # fmt: skip
+        ({"signed": '{"a": "\\ud800"}', "hmac": "0" * 64}, "wrong signature"),  # a lone surrogate: no exception
+    ):
         with pytest.raises(CommandError, match=why):
             auth.authorise(envelope)
     assert auth.nonces == {}
@@ -235,12 +251,14 @@ def test_signed_content_is_checked_after_the_signature():
         return {"signed": text, "hmac": mac(SECRET, text)}
 
     base = {**ACK, "gateway": "g", "ts_ms": clocks.wall, "nonce": "x" * 16}
-    for inner, why in (({k: v for k, v in base.items() if k != "nonce"}, "nonce missing"),
-                       ({**base, "gateway": "other"}, "signed for gateway 'other', this is 'g'"),
-                       ({**base, "ts_ms": "now"}, "ts_ms must be UTC milliseconds"),
-                       ({**base, "ts_ms": True}, "ts_ms must be UTC milliseconds"),
-                       ({**base, "nonce": "short"}, "nonce must be 16 to 64 characters"),
-                       ({**base, "nonce": "x" * 15 + "\n"}, "nonce must be")):  # fmt: skip
+    for inner, why in (
+        ({k: v for k, v in base.items() if k != "nonce"}, "nonce missing"),
+        ({**base, "gateway": "other"}, "signed for gateway 'other', this is 'g'"),
+        ({**base, "ts_ms": "now"}, "ts_ms must be UTC milliseconds"),
+        ({**base, "ts_ms": True}, "ts_ms must be UTC milliseconds"),
+        ({**base, "nonce": "short"}, "nonce must be 16 to 64 characters"),
+        ({**base, "nonce": "x" * 15 + "\n"}, "nonce must be"),
+    ):
         with pytest.raises(CommandError, match=why):
             auth.authorise(envelope(inner))
     with pytest.raises(CommandError, match="nested more than"):
@@ -290,8 +308,9 @@ def test_nonces_are_bounded():
 
 def test_a_signed_command_without_a_secret_here():
     clocks = Clocks()
-    auth = Authoriser("g", None, True, secret_problem="/etc/x: No such file", wall_ms=clocks.wall_ms,
-                      monotonic=clocks.monotonic)  # fmt: skip
+    auth = Authoriser(
+        "g", None, True, secret_problem="/etc/x: No such file", wall_ms=clocks.wall_ms, monotonic=clocks.monotonic
+    )
     with pytest.raises(CommandError, match=r"no usable mqtt.command_secret_file \(/etc/x: No such file\)"):
         auth.authorise(signed(ACK, clocks))
 
@@ -305,8 +324,10 @@ def test_sign_refuses_the_keys_it_adds():
 
 
 def site_config(tmp_path, mqtt=""):
-    return parse_config(f'[gateway]\nname = "g"\nstate_dir = "{tmp_path}"\n[mqtt]\nhost = "h"\n{mqtt}\n'
-                        '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\n')  # fmt: skip
+    return parse_config(
+        f'[gateway]\nname = "g"\nstate_dir = "{tmp_path}"\n[mqtt]\nhost = "h"\n{mqtt}\n'
+        '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\n'
+    )
 
 
 class Fakes:
@@ -329,15 +350,30 @@ class Fakes:
 
 
 def topic(tmp_path, fakes, clocks, mqtt="accept_unauthenticated_commands = true", **kwargs):
-    return CommandTopic(site_config(tmp_path, mqtt), fakes.apply, fakes.dead_letter, monotonic=clocks.monotonic,
-                        wall_ms=clocks.wall_ms, **kwargs)  # fmt: skip
+    return CommandTopic(
+        site_config(tmp_path, mqtt),
+        fakes.apply,
+        fakes.dead_letter,
+        monotonic=clocks.monotonic,
+        wall_ms=clocks.wall_ms,
+        **kwargs,
+    )
 
 
 async def test_every_failure_is_one_result_and_one_dead_letter(tmp_path):
     fakes, clocks = Fakes(), Clocks()
     handler = topic(tmp_path, fakes, clocks)
-    hostile = [b"[" * 1000, b"[" * 100_000, b"\xff\xfe", b"x" * 10_000, b"", b"[]", b'{"command": "reboot"}',
-               b'{"command": "ack", "alert": "a", "zz": 1}', b'{"command": "missed", "device": "pump-9", "at": 1}']
+    hostile = [
+        b"[" * 1000,
+        b"[" * 100_000,
+        b"\xff\xfe",
+        b"x" * 10_000,
+        b"",
+        b"[]",
+        b'{"command": "reboot"}',
+        b'{"command": "ack", "alert": "a", "zz": 1}',
+        b'{"command": "missed", "device": "pump-9", "at": 1}',
+    ]
     for payload in hostile:
         result = await handler.handle(payload)
         assert result.startswith("error: "), result
@@ -404,9 +440,13 @@ async def test_bugs_and_store_failures_are_contained(tmp_path, caplog, monkeypat
     assert "not dead-lettered: database or disk is full" in caplog.text
 
     fakes.store_error = None
-    monkeypatch.setattr("gatewayd.publishing.command_topic.decode", lambda payload: 1 / 0)  # a bug in the boundary itself
+    monkeypatch.setattr(
+        "gatewayd.publishing.command_topic.decode", lambda payload: 1 / 0
+    )  # a bug in the boundary itself
     assert "internal error (ZeroDivisionError)" in await handler.handle(b"{}")
-    monkeypatch.setattr("gatewayd.publishing.command_topic.decode", lambda payload: (_ for _ in ()).throw(RecursionError()))
+    monkeypatch.setattr(
+        "gatewayd.publishing.command_topic.decode", lambda payload: (_ for _ in ()).throw(RecursionError())
+    )
     assert "internal error (RecursionError)" in await handler.handle(b"{}")
 
 
@@ -465,9 +505,11 @@ def write_site(tmp_path, secret_text="s" * 32, mode=0o600, extra=""):
     secret.write_text(secret_text)
     os.chmod(secret, mode)
     config = tmp_path / "gatewayd.toml"
-    config.write_text(f'[gateway]\nname = "plant-7"\nstate_dir = "{tmp_path}"\n\n[mqtt]\nhost = "h"\n'
-                      f'topic_prefix = "site"\ncommand_secret_file = "{secret}"\n{extra}\n'
-                      '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\n')  # fmt: skip
+    config.write_text(
+        f'[gateway]\nname = "plant-7"\nstate_dir = "{tmp_path}"\n\n[mqtt]\nhost = "h"\n'
+        f'topic_prefix = "site"\ncommand_secret_file = "{secret}"\n{extra}\n'
+        '[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\n'
+    )
     return config, secret
 
 
@@ -485,31 +527,64 @@ def test_command_keys_in_the_configuration(tmp_path):
     with pytest.raises(ConfigError, match="mqtt.command_secret_file: cannot read .*No such file"):
         load_config(config)
     with pytest.raises(ConfigError, match="accept_unauthenticated_commands: Input should be a valid boolean"):
-        parse_config('[mqtt]\nhost = "h"\naccept_unauthenticated_commands = "yes"\n[[devices]]\nname = "a"\nhost = "b"\n')
+        parse_config(
+            '[mqtt]\nhost = "h"\naccept_unauthenticated_commands = "yes"\n[[devices]]\nname = "a"\nhost = "b"\n'
+        )
 
 
 def test_gatewayd_command_sign_prints_a_payload_the_gateway_accepts(tmp_path, capsys):
     config, secret = write_site(tmp_path)
     auth = Authoriser("plant-7", command_auth.load_secret(secret), False)  # started before the commands are signed
-    assert main(["command", "sign", "--config", str(config), '{"command": "label", "alert": "plant-7:pump-1:model:1", '
-                 '"label": "false", "operator": "ana"}']) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "command",
+                "sign",
+                "--config",
+                str(config),
+                '{"command": "label", "alert": "plant-7:pump-1:model:1", "label": "false", "operator": "ana"}',
+            ]
+        )
+        == 0
+    )
     out, err = capsys.readouterr()
     assert out.endswith("\n") and "publish it on site/plant-7/command within 300 s, once, without retain" in err
-    assert auth.authorise(decode(out.encode())) == {"command": "label", "alert": "plant-7:pump-1:model:1",
-                                                     "label": "false", "operator": "ana"}  # fmt: skip
+    assert auth.authorise(decode(out.encode())) == {
+        "command": "label",
+        "alert": "plant-7:pump-1:model:1",
+        "label": "false",
+        "operator": "ana",
+    }
     # without the configuration (an operator's laptop): the secret and the gateway's name
-    assert main(["command", "sign", "--secret-file", str(secret), "--gateway", "plant-7", "--config", "/nonexistent",
-                 '{"command": "missed", "device": "pump-4", "at": "2026-11-24T08:15"}']) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "command",
+                "sign",
+                "--secret-file",
+                str(secret),
+                "--gateway",
+                "plant-7",
+                "--config",
+                "/nonexistent",
+                '{"command": "missed", "device": "pump-4", "at": "2026-11-24T08:15"}',
+            ]
+        )
+        == 0
+    )
     assert auth.authorise(decode(capsys.readouterr().out.encode()))["device"] == "pump-4"
 
 
-@pytest.mark.parametrize("command, why", [
-    ('{"command": "ack"}', "alert: Field required"),
-    ('{"command": "missed", "device": "pump-9", "at": 1}', "no device 'pump-9'"),
-    ('{"command": "ack", "alert": "a", "nonce": "x"}', "nonce: unknown key"),
-    ("[" * 10, "nested more than"),
-    ("ack it", "not JSON"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "command, why",
+    [
+        ('{"command": "ack"}', "alert: Field required"),
+        ('{"command": "missed", "device": "pump-9", "at": 1}', "no device 'pump-9'"),
+        ('{"command": "ack", "alert": "a", "nonce": "x"}', "nonce: unknown key"),
+        ("[" * 10, "nested more than"),
+        ("ack it", "not JSON"),
+    ],
+)
 def test_gatewayd_command_sign_checks_the_command_first(tmp_path, capsys, command, why):
     config, _ = write_site(tmp_path)
     assert main(["command", "sign", "--config", str(config), command]) == 2

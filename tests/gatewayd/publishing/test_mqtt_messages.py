@@ -12,8 +12,12 @@ async def no_store(*args):
 def test_topics():
     t = Topics("plant/", "site-1")
     assert (t.status, t.telemetry("p"), t.health("p"), t.alerts, t.summary("p")) == (
-        "plant/site-1/status", "plant/site-1/telemetry/p", "plant/site-1/health/p", "plant/site-1/alerts",
-        "plant/site-1/summary/p")  # fmt: skip
+        "plant/site-1/status",
+        "plant/site-1/telemetry/p",
+        "plant/site-1/health/p",
+        "plant/site-1/alerts",
+        "plant/site-1/summary/p",
+    )
 
 
 async def test_summary_mode_publishes_minutes_not_readings(tmp_path):

@@ -55,8 +55,11 @@ def any_values(n: int, draw) -> np.ndarray:
         return np.array(draw(st.lists(st.sampled_from(pool), min_size=n, max_size=n)))
     values = node_values(n, draw)  # mostly counts, with NaN (any payload), infinities and -0.0 among them
     for i in draw(st.lists(st.integers(0, n - 1), max_size=n)):
-        values.view(np.uint64)[i] = draw(st.sampled_from([0x7FF8_0000_0000_0000, 0xFFF0_0000_0000_0001,
-                                                         0x7FF0_0000_0000_0000, 0x8000_0000_0000_0000]))  # fmt: skip
+        values.view(np.uint64)[i] = draw(
+            st.sampled_from(
+                [0x7FF8_0000_0000_0000, 0xFFF0_0000_0000_0001, 0x7FF0_0000_0000_0000, 0x8000_0000_0000_0000]
+            )
+        )
     return values
 
 
@@ -90,8 +93,12 @@ def test_round_trip_is_exact(ts, data):
 @pytest.mark.parametrize("encoder", ["encode", "encode_small"])
 def test_any_gap_between_stamps(encoder):
     """A wall clock may step by years: no gap is too large for a block (it was 49 days)."""
-    for ts in ([0, 50 * 86_400_000, 2**62], [-(2**63), 2**63 - 1], [-(2**63), -(2**63), 5, 2**63 - 1, 2**63 - 1],
-               [1_700_000_000_000, 1_700_000_001_003, 1_700_000_001_003 + 2**40]):  # fmt: skip
+    for ts in (
+        [0, 50 * 86_400_000, 2**62],
+        [-(2**63), 2**63 - 1],
+        [-(2**63), -(2**63), 5, 2**63 - 1, 2**63 - 1],
+        [1_700_000_000_000, 1_700_000_001_003, 1_700_000_001_003 + 2**40],
+    ):
         values = [1.0, 2.5, -0.0, float("nan"), 7.0][: len(ts)]
         blob = blocks.encode(np.array(ts), np.array(values)) if encoder == "encode" else blocks.encode_small(ts, values)
         b = blocks.decode(blob)
@@ -162,8 +169,10 @@ def test_migration_converts_first_schema_rows(tmp_path):
     migrations.migrate_to(conn, "m001_devices_channels_readings")
     conn.execute("INSERT INTO devices (id, name) VALUES (1, 'n')")
     conn.execute("INSERT INTO channels (id, device_id, name, unit) VALUES (7, 1, 'flow', 'm3/h')")
-    conn.executemany("INSERT INTO readings (channel_id, ts_ms, value) VALUES (7, ?, ?)",
-                     [(1000 + 100 * i, i / 4) for i in range(5000)])  # fmt: skip
+    conn.executemany(
+        "INSERT INTO readings (channel_id, ts_ms, value) VALUES (7, ?, ?)",
+        [(1000 + 100 * i, i / 4) for i in range(5000)],
+    )
     conn.close()
     store = Store(path)
     r = store.readings("n", "flow")
@@ -211,8 +220,7 @@ def encode_v1(ts: np.ndarray, vals: np.ndarray) -> bytes:
 # written by the version-1 encoder (gatewayd/store/blocks.py before version 2)
 V1_BLOCKS = {
     # 16-bit deltas, float32: readings at 10, 20, 35 ms
-    "0106030000000a0000000000000000000000000000000a000f000000c03f000000c00000803e": (
-        [10, 20, 35], [1.5, -2.0, 0.25]),
+    "0106030000000a0000000000000000000000000000000a000f000000c03f000000c00000803e": ([10, 20, 35], [1.5, -2.0, 0.25]),
     # regular, float32, compressed: 200 readings a second apart, i / 8
     "010bc80000000000000000000000e80300000000000078011dc33d4814600000d08f081189100991083942444242244242f48c"
     "100911890889882322242424424422ceb2b2b4ba52cbd2ea2a2dcdbfabacccacaed27468706868687068686870686868f0d1"
@@ -224,7 +232,7 @@ V1_BLOCKS = {
     "ce77bef783693ffac9cfcebbe01717abd6004e199333": ([1000 * i for i in range(200)], [i / 8 for i in range(200)]),
     # 32-bit deltas, float64 (encode_small): 0.1 is no float32
     "01010200000005000000000000006b110100000000009a9999999999b93f0000000000000040": ([5, 70000], [0.1, 2.0]),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("blob", list(V1_BLOCKS))

@@ -12,8 +12,9 @@ def fill(store, minutes, start=0):
     rng = np.random.default_rng(minutes)
     for m in range(start, start + minutes):
         t0 = m * 60_000
-        store.write_readings([Reading("n", ch, t0 + 100 * i, float(v)) for ch in ("a", "b")
-                              for i, v in enumerate(rng.normal(0, 1, 600))])  # fmt: skip
+        store.write_readings(
+            [Reading("n", ch, t0 + 100 * i, float(v)) for ch in ("a", "b") for i, v in enumerate(rng.normal(0, 1, 600))]
+        )
 
 
 def test_budget_evicts_routine_data_oldest_first_and_keeps_alerts(tmp_path):
@@ -50,8 +51,9 @@ def test_outbox_rows_the_cloud_agent_uploaded_are_evicted_and_the_rest_kept(tmp_
         store.label_alert(f"alert-{i}", "false")
     alert_ids = [i for i, _, _ in store.outbox_after(upload_state.OUTBOX_SOURCES["alerts"], 0, 100)]
     label_ids = [i for i, _, _ in store.outbox_after(upload_state.OUTBOX_SOURCES["labels"], 0, 100)]
-    (tmp_path / upload_state.FILE_NAME).write_text(json.dumps({"cursors": {"alerts": alert_ids[3], "labels": label_ids[1],
-                                                                           "summaries": 10**9}}))  # fmt: skip
+    (tmp_path / upload_state.FILE_NAME).write_text(
+        json.dumps({"cursors": {"alerts": alert_ids[3], "labels": label_ids[1], "summaries": 10**9}})
+    )
     cursors = upload_state.outbox_cursors(upload_state.read(tmp_path))
     assert cursors == {"alerts": alert_ids[3], "labels": label_ids[1]}
     assert store.outbox_waiting(cursors) == {"alerts": 2, "labels": 4}

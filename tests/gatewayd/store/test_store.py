@@ -28,7 +28,11 @@ def test_migrations_are_not_applied_twice(tmp_path):
 def test_write_and_summarise(store):
     store.register_device("pump-1", "edge-node", "tcp://h:502/1", {"node_id": 1}, [("flow", "m3/h"), ("temp", "C")])
     n = store.write_readings(
-        [Reading("pump-1", "flow", 1000, 20.0), Reading("pump-1", "flow", 2000, 22.0), Reading("pump-1", "temp", 2000, 30.5)]
+        [
+            Reading("pump-1", "flow", 1000, 20.0),
+            Reading("pump-1", "flow", 2000, 22.0),
+            Reading("pump-1", "temp", 2000, 30.5),
+        ]
     )
     assert n == 3
     assert store.reading_count() == 3

@@ -25,7 +25,7 @@ def test_minutes_match_numpy_however_batches_split_them(tmp_path_factory, values
     write_in_batches(store, ts, values, sorted(c for c in cuts if 0 < c < len(values)))
     got = store.minute_summaries("n", "a")
     store.close()
-    minutes = (ts - ts % 60_000)
+    minutes = ts - ts % 60_000
     assert [g["minute_ms"] for g in got] == sorted(set(minutes.tolist()))
     for g in got:
         chunk = np.array(values)[minutes == g["minute_ms"]]

@@ -42,13 +42,15 @@ def everything(store: Store, channels=("a", "b")) -> dict:
     """What every reader of minute summaries answers, for every minute there is."""
     per_channel = {ch: store.minute_summaries("n", ch) for ch in channels}
     minutes = sorted({m["minute_ms"] for found in per_channel.values() for m in found})
-    return bits({
-        "channels": per_channel,
-        "by_minute": [store.minute_of_all(m) for m in minutes],
-        "all": store.minutes_of_all(0, FAR, 10_000),
-        "pages": [store.minutes_of_all(after, FAR, 3) for after in [0, *minutes]],
-        "ranges": [store.minute_summaries("n", "a", m, m + 5 * MINUTE) for m in minutes[::4]],
-    })  # fmt: skip
+    return bits(
+        {
+            "channels": per_channel,
+            "by_minute": [store.minute_of_all(m) for m in minutes],
+            "all": store.minutes_of_all(0, FAR, 10_000),
+            "pages": [store.minutes_of_all(after, FAR, 3) for after in [0, *minutes]],
+            "ranges": [store.minute_summaries("n", "a", m, m + 5 * MINUTE) for m in minutes[::4]],
+        }
+    )
 
 
 def new_store(path) -> Store:
@@ -105,14 +107,16 @@ def test_node_minutes_cost_a_few_bytes_and_the_statistics_are_exact(tmp_path):
 
 
 def test_values_on_a_grid_too_fine_to_scale_are_kept_as_bits():
-    tiny = summaries.Minutes.from_rows([(T0 + i * MINUTE, 3, 1.3e-288 * i, 0.0, 1.3e-288, 1.3e-288, 0.0, T0 + i * MINUTE)
-                                        for i in range(5)])  # fmt: skip
+    tiny = summaries.Minutes.from_rows(
+        [(T0 + i * MINUTE, 3, 1.3e-288 * i, 0.0, 1.3e-288, 1.3e-288, 0.0, T0 + i * MINUTE) for i in range(5)]
+    )
     assert bits(summaries.decode_block(summaries.encode_block(tiny)).rows()) == bits(tiny.rows())
 
 
 def test_corrupt_summary_blocks_raise_block_error():
-    m = summaries.Minutes.from_rows([(T0 + i * MINUTE, 60, 1.5 + i, 2.25, 1.0, 2.0, 1.5, T0 + i * MINUTE + 59_003)
-                                     for i in range(200)])  # fmt: skip
+    m = summaries.Minutes.from_rows(
+        [(T0 + i * MINUTE, 60, 1.5 + i, 2.25, 1.0, 2.0, 1.5, T0 + i * MINUTE + 59_003) for i in range(200)]
+    )
     blob = summaries.encode_block(m)
     for cut in range(len(blob)):
         with pytest.raises(blocks.BlockError):
@@ -126,8 +130,9 @@ def test_corrupt_summary_blocks_raise_block_error():
 @given(st.data())
 def test_forged_summary_blocks_raise_block_error_or_decode(data):
     """Damage behind a valid checksum: BlockError or a well-formed answer, never another error."""
-    m = summaries.Minutes.from_rows([(T0 + i * MINUTE, 60, 1.5 + i / 7, 2.25 + i, 1.0, None, 1.5, T0 + i * MINUTE + 59_003)
-                                     for i in range(50)])  # fmt: skip
+    m = summaries.Minutes.from_rows(
+        [(T0 + i * MINUTE, 60, 1.5 + i / 7, 2.25 + i, 1.0, None, 1.5, T0 + i * MINUTE + 59_003) for i in range(50)]
+    )
     body = bytearray(summaries.encode_block(m)[:-4])
     for _ in range(data.draw(st.integers(1, 4))):
         body[data.draw(st.integers(0, len(body) - 1))] = data.draw(st.integers(0, 255))
@@ -183,8 +188,11 @@ def test_every_reader_answers_the_same_bits_whenever_compaction_runs(tmp_path_fa
     assert everything(compacted) == everything(reference)
     # no minute is in two places
     rows = compacted.conn.execute("SELECT channel_id, minute_ms FROM summaries").fetchall()
-    in_blocks = [(cid, m) for cid, data in compacted.conn.execute("SELECT channel_id, data FROM summary_blocks")
-                 for m in summaries.decode_block(data).minute_ms.tolist()]  # fmt: skip
+    in_blocks = [
+        (cid, m)
+        for cid, data in compacted.conn.execute("SELECT channel_id, data FROM summary_blocks")
+        for m in summaries.decode_block(data).minute_ms.tolist()
+    ]
     assert len(set(rows) | set(in_blocks)) == len(rows) + len(in_blocks)
     reference.close()
     compacted.close()
@@ -281,25 +289,33 @@ def test_an_older_store_is_migrated_and_its_minutes_compacted_without_loss(tmp_p
     path = tmp_path / "g.sqlite3"
     conn = sqlite3.connect(path, isolation_level=None)
     migrations.migrate_to(conn, "m008_block_order_and_clock")
-    conn.execute("INSERT INTO devices (id, name, profile, address, identity, first_seen_ms) VALUES (1, 'n', 'p', 'a', '{}', 0)")
+    conn.execute(
+        "INSERT INTO devices (id, name, profile, address, identity, first_seen_ms) VALUES (1, 'n', 'p', 'a', '{}', 0)"
+    )
     conn.executemany("INSERT INTO channels (id, device_id, name, unit) VALUES (?, 1, ?, 'V')", [(1, "a"), (2, "b")])
-    upsert = ("INSERT INTO summaries (channel_id, minute_ms, count, mean, m2, min, max, last, last_ms) "
-              "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id, minute_ms) DO UPDATE SET " + summaries.MERGE)
+    upsert = (
+        "INSERT INTO summaries (channel_id, minute_ms, count, mean, m2, min, max, last, last_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id, minute_ms) DO UPDATE SET " + summaries.MERGE
+    )
     rng = np.random.default_rng(2)
     for s in range(0, 3 * 3600, 10):  # three hours as an older gateway wrote them, a write every 10 s
         for cid in (1, 2):
             ts = [T0 + 1000 * (s + i) for i in range(10)]
             values = (np.round(rng.normal(4000, 12, 10)) / 256).tolist()
-            conn.execute("INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data, seq) VALUES (?, ?, ?, 10, ?, ?)",
-                         (cid, ts[0], ts[-1], blocks.encode_small(ts, values), s))  # fmt: skip
+            conn.execute(
+                "INSERT INTO reading_blocks (channel_id, first_ms, last_ms, count, data, seq) VALUES (?, ?, ?, 10, ?, ?)",
+                (cid, ts[0], ts[-1], blocks.encode_small(ts, values), s),
+            )
             conn.executemany(upsert, summaries.rows(cid, ts, values))
     old = conn.execute("SELECT * FROM summaries ORDER BY channel_id, minute_ms").fetchall()
     conn.close()
 
     store = Store(path)
     assert "m009_summary_blocks" in migrations.applied(store.conn)
-    rows = store.conn.execute("SELECT channel_id, minute_ms, count, mean, m2, min, max, last, last_ms, seq "
-                              "FROM summaries ORDER BY channel_id, minute_ms").fetchall()  # fmt: skip
+    rows = store.conn.execute(
+        "SELECT channel_id, minute_ms, count, mean, m2, min, max, last, last_ms, seq "
+        "FROM summaries ORDER BY channel_id, minute_ms"
+    ).fetchall()
     assert bits(rows) == bits([(*row, 0) for row in old])  # nothing changed but the write order
     before = everything(store)
     assert len(before["all"]) == 180

@@ -1,12 +1,13 @@
 """The daemon: its parts wired together, run as tasks until stopped.
 
-A reading's way: `Poller` (gatewayd/acquisition/poller.py) reads a device over its link (links.py),
-decodes it (registers.py or a profile), and hands the poll to the `ReadingFanout`
-(fanout.py): into the `ReadingQueue` that the `Writer` (writer.py) drains into the store on
-its worker thread (store_worker.py, store.py: compressed blocks, minute summaries, the
-outbox), then to detection (detection/stage.py) and MQTT (mqtt.py). Alerts from the node's own
-checks (edge_alerts.py), the models and drift go through the `AlertFanout` to MQTT and are
-stored through the typed store (async_store.py). The `Supervisor` (supervisor.py) writes the
+A reading's way: the `Poller` (acquisition/poller.py) reads a device over its link
+(acquisition/links.py), decodes it (acquisition/registers.py or a profile) and hands the poll
+to the `ReadingFanout` (fanout.py): into the `ReadingQueue` that the `Writer`
+(store/writer.py) drains into the store on its worker thread (store/worker.py,
+store/database.py: compressed blocks, minute summaries, the outbox), then to detection
+(detection/stage.py) and MQTT (publishing/mqtt.py). Alerts from the node's own checks
+(alerts/edge.py), the models and drift go through the `AlertFanout` to MQTT and are stored
+through the typed store (store/async_store.py). The `Supervisor` (supervisor.py) writes the
 status and feeds systemd's watchdog."""
 
 from __future__ import annotations

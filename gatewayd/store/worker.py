@@ -40,7 +40,7 @@ REPEAT_QUIET_S = 600.0  # a fault that comes back within this of its recovery is
 
 @dataclass
 class StoreHealth:
-    state: str = "starting"  # ok, or a fault kind of store_faults
+    state: str = "starting"  # ok, or a fault kind of store/faults.py
     since_mono: float = 0.0
     since_ms: int = 0
     last_error: str | None = None

@@ -3,7 +3,7 @@
 The writer takes batches from the queue, writes each in one transaction, checkpoints, merges
 small blocks, and minutes that are over into summary blocks, and keeps the store within its
 disk budget after every write. When the store is degraded (a full or failed disk,
-store_worker.py) it stops writing, lets the queue shed its oldest readings instead of holding
+store/worker.py) it stops writing, lets the queue shed its oldest readings instead of holding
 up polling, and asks the store to recover at intervals."""
 
 from __future__ import annotations

@@ -151,11 +151,7 @@ class Bench:
         plan = {
             "port": str(self.port),
             "heap": heap,
-            "folders": {
-                "/app": str(layout.folder),
-                "/script": str(self.work / "script"),
-                "/standins": str(STANDINS),
-            },
+            "folders": {"/app": str(layout.folder), "/script": str(self.work / "script"), "/standins": str(STANDINS)},
             "files": {"/flash/config.json": str(self.work / "config.json")},
             "steps": steps,
         }
@@ -216,10 +212,7 @@ class Bench:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--channels",
-        type=int,
-        default=8,
-        help="channels in the node's configuration (1..16, default: %(default)s)",
+        "--channels", type=int, default=8, help="channels in the node's configuration (1..16, default: %(default)s)"
     )
     args = parser.parse_args(argv)
     if not 1 <= args.channels <= 16:

@@ -93,10 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heap", default=HEAP_SIZE, help="MicroPython heap size (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; the median is reported")
     parser.add_argument(
-        "--channels",
-        type=int,
-        default=8,
-        help="channels in the node's configuration (1..16, default: %(default)s)",
+        "--channels", type=int, default=8, help="channels in the node's configuration (1..16, default: %(default)s)"
     )
     parser.add_argument(
         "--instructions",
@@ -140,11 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     if None in (peak, peak_rom, peak_steps, peak_rom_steps):
         return 1
     rows.sort(key=lambda r: r[0][0])
-    (
-        (elapsed, used, d_elapsed, d_used, heap, energised, r_elapsed, r_used, _),
-        node_rom,
-        (f_elapsed, f_used),
-    ) = rows[len(rows) // 2]
+    ((elapsed, used, d_elapsed, d_used, heap, energised, r_elapsed, r_used, _), node_rom, (f_elapsed, f_used)) = rows[
+        len(rows) // 2
+    ]
     samples, channels = args.samples, args.channels
     figures = {
         "us_per_channel_sample": round(elapsed / samples / channels, 3),
@@ -273,10 +268,7 @@ def _node_peak(args: argparse.Namespace, work: Path, layout: Layout, mode: str =
             break
         high = failing + 64
     if boot(high - 64)[1] is None:
-        print(
-            f"boot run ({layout.name}): the bench's own setup, not the node, sets the smallest heap",
-            file=sys.stderr,
-        )
+        print(f"boot run ({layout.name}): the bench's own setup, not the node, sets the smallest heap", file=sys.stderr)
         return None
     pool, in_use = boot(high)[1]
     return pool - in_use

@@ -11,9 +11,13 @@ import threading
 from pathlib import Path
 
 from cloud_sync import __version__
+from gatewayd.cli.parsers import add_command, command_texts
 from gatewayd.models.scaling import SCALE_FLOOR
 
 DEFAULT_CONFIG = Path("/etc/gatewayd/gatewayd.toml")
+
+
+TEXTS = command_texts("cloud_sync")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,43 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"cloud-sync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser(
-        "run",
-        help="upload alerts, anomaly windows, labels, summaries and health until stopped",
-        description="Read the gateway's store (read-only) and upload what it holds to the [cloud] endpoint "
-        "of the gateway's configuration; outages of any length are caught up, oldest first.",
-        epilog="example: cloud-sync run --config /etc/gatewayd/gatewayd.toml",
-    )
+    run = add_command(sub, "run", TEXTS)
     run.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="gatewayd's TOML file (default: %(default)s)")
-    configured = sub.add_parser(
-        "configured",
-        help="exit 0 when the configuration asks for cloud sync, 1 when it has no [cloud] section",
-        description="Tell whether `cloud-sync run` has anything to do: exit 1 when the file has no [cloud] section, "
-        "0 otherwise (also when the file cannot be read or parsed, so that `run` reports the error). "
-        "The systemd unit's ExecCondition=: without [cloud] the service is skipped, not failed.",
-        epilog="example: cloud-sync configured --config /etc/gatewayd/gatewayd.toml",
-    )
+    configured = add_command(sub, "configured", TEXTS)
     configured.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG, help="gatewayd's TOML file (default: %(default)s)"
     )
-    serve = sub.add_parser(
-        "serve",
-        help="run the reference cloud endpoint",
-        description="Accept batches from gateways (bearer token per gateway), store them in SQLite, serve "
-        "model bundles from DATA/bundles. API: docs/cloud-api.md.",
-        epilog="example: cloud-sync serve --data /var/lib/cloud --port 8080",
-    )
+    serve = add_command(sub, "serve", TEXTS)
     serve.add_argument("--data", type=Path, required=True, help="folder for the database, tokens and bundles")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
-    retrain = sub.add_parser(
-        "retrain",
-        help="train, sign and publish a bundle from uploaded summaries and labels",
-        description="Train the Isolation Forest and autoencoder (the gateway's training code) on the one-minute "
-        "summaries gateways uploaded, leaving out minutes near alerts unless labelled false positives; sign "
-        "the bundle and publish it for the gateway (or the fleet) to pull.",
-        epilog="example: cloud-sync retrain --data /var/lib/cloud --gateway plant-7 --device pump-1 --key signing.key",
-    )
+    retrain = add_command(sub, "retrain", TEXTS)
     retrain.add_argument("--data", type=Path, required=True)
     scope = retrain.add_mutually_exclusive_group(required=True)
     scope.add_argument(
@@ -81,12 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=SCALE_FLOOR,
         help="a feature's spread is at least this share of its level (default: %(default)s)",
     )
-    token = sub.add_parser(
-        "token",
-        help="issue a token for a gateway on the reference endpoint",
-        description="Print a new bearer token for GATEWAY (once) and keep only its hash in DATA/tokens.",
-        epilog="example: cloud-sync token plant-7 --data /var/lib/cloud > /etc/gatewayd/cloud-token",
-    )
+    token = add_command(sub, "token", TEXTS)
     token.add_argument("gateway")
     token.add_argument("--data", type=Path, required=True)
     return parser
@@ -171,10 +144,9 @@ def _configured(path: Path) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from cloud_sync.uploader import STATE_FILE, Uploader
     from gatewayd.config import ConfigError, load_config
     from gatewayd.store.database import DB_NAME, Store
-
-    from cloud_sync.uploader import STATE_FILE, Uploader
 
     try:
         config = load_config(args.config)
@@ -205,10 +177,9 @@ def _run(args: argparse.Namespace) -> int:
         timeout_s=cloud.timeout_s,
         status_path=config.status_path,
     )
+    from cloud_sync.model_pull import ModelPuller, PullError
     from gatewayd.models.bundle import load_public_key
     from gatewayd.models.install import ModelStore
-
-    from cloud_sync.model_pull import ModelPuller, PullError
 
     models = ModelStore(config.models_path, [load_public_key(Path(p)) for p in config.models.public_keys])
     puller = ModelPuller(

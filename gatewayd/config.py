@@ -64,9 +64,7 @@ class StoreSection(_Section):
     )
     flush_interval_s: float = Field(1.0, gt=0, le=60, description="Longest time a reading waits in memory.")
     queue_readings: int = Field(
-        50_000,
-        ge=1000,
-        description="Readings held in memory before polling waits (about 80 bytes each).",
+        50_000, ge=1000, description="Readings held in memory before polling waits (about 80 bytes each)."
     )
     compact_after_s: float = Field(
         60.0,

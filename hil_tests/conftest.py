@@ -36,10 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--channel", help="channel the rig drives (default: the first that trips an output)")
     g.addoption("--no-deploy", action="store_true", help="test the node as it is, without deploying first")
     g.addoption(
-        "--malformed-frames",
-        type=int,
-        default=10_000,
-        help="malformed frames per transport (default: %(default)s)",
+        "--malformed-frames", type=int, default=10_000, help="malformed frames per transport (default: %(default)s)"
     )
     g.addoption(
         "--rtu-frames",

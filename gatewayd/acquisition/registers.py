@@ -18,12 +18,7 @@ def words_for(data_type: str) -> int:
 
 
 def decode(
-    registers: Sequence[int],
-    offset: int,
-    data_type: str,
-    *,
-    word_order: Order = "big",
-    byte_order: Order = "big",
+    registers: Sequence[int], offset: int, data_type: str, *, word_order: Order = "big", byte_order: Order = "big"
 ) -> int | float:
     """Decode one value starting at registers[offset].
 

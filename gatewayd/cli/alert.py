@@ -4,52 +4,29 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from gatewayd.cli.parsers import add_command, add_config_option, command_texts
+from gatewayd.config import ConfigError, load_config
+
+TEXTS = command_texts("gatewayd.cli")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    alert = sub.add_parser(
-        "alert",
-        help="list, acknowledge and label alerts",
-        description="Operator feedback on alerts; labels go to the cloud and move thresholds within bounds.",
-        epilog="example: gatewayd alert list --config /etc/gatewayd/gatewayd.toml",
-    )
+    alert = add_command(sub, "alert", TEXTS)
     asub = alert.add_subparsers(dest="alert_command", required=True, metavar="COMMAND")
-    lst = asub.add_parser(
-        "list",
-        help="the newest alerts",
-        description="Newest first, with id, state and label.",
-        epilog="example: gatewayd alert list --device pump-1 --limit 20",
-    )
+    lst = add_command(asub, "alert list", TEXTS)
     lst.add_argument("--device")
     lst.add_argument("--limit", type=int, default=20)
-    ack = asub.add_parser(
-        "ack",
-        help="acknowledge an alert",
-        description="Mark an alert as seen by an operator.",
-        epilog="example: gatewayd alert ack 'plant-7:pump-1:model:1795000000000'",
-    )
+    ack = add_command(asub, "alert ack", TEXTS)
     ack.add_argument("id")
-    label = asub.add_parser(
-        "label",
-        help="label an alert a true or false positive",
-        description="true: a real anomaly; false: a false alarm. Acknowledges the alert too.",
-        epilog="example: gatewayd alert label 'plant-7:pump-1:model:1795000000000' false --operator ana",
-    )
+    label = add_command(asub, "alert label", TEXTS)
     label.add_argument("id")
     label.add_argument("verdict", choices=("true", "false"))
-    missed = asub.add_parser(
-        "missed",
-        help="report an anomaly that raised no alert",
-        description="Counts against recall: enough of them lower the device's thresholds (within bounds).",
-        epilog="example: gatewayd alert missed pump-1 --at 2026-11-24T08:15 --operator ana",
-    )
+    missed = add_command(asub, "alert missed", TEXTS)
     missed.add_argument("device")
     missed.add_argument("--at", required=True, help="when, ISO 8601 (UTC if no zone) or ms")
     for p in (lst, ack, label, missed):
-        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+        add_config_option(p)
     for p in (ack, label, missed):
         p.add_argument("--operator", help="who says so (stored with the label)")
 

@@ -7,30 +7,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from gatewayd.cli.parsers import add_command, add_config_option, command_texts
+from gatewayd.config import ConfigError, load_config
 
 EXAMPLE_ACK = '{"command": "ack", "alert": "plant-7:pump-1:model:1795000000000"}'
 
 
+TEXTS = command_texts("gatewayd.cli")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser(
-        "command",
-        help="sign operator commands for the MQTT command topic",
-        description="Commands on <prefix>/<gateway>/command (ack, label, missed) are applied only when signed "
-        "with the gateway's mqtt.command_secret_file, unless the site accepts unsigned ones (docs/mqtt.md).",
-        epilog=f"example: gatewayd command sign '{EXAMPLE_ACK}' | mosquitto_pub -h broker -t gateway/plant-7/command -s",
-    )
+    command = add_command(sub, "command", TEXTS)
     csub = command.add_subparsers(dest="command_command", required=True, metavar="COMMAND")
-    sign = csub.add_parser(
-        "sign",
-        help="print a command signed with the command secret",
-        description="Check the command, add the gateway's name, the time and a nonce, sign it with HMAC-SHA256 "
-        "and print the payload on one line. The gateway takes it once, within 300 s of signing.",
-        epilog=f"example: gatewayd command sign --config /etc/gatewayd/gatewayd.toml '{EXAMPLE_ACK}' "
-        "| mosquitto_pub -h broker -t gateway/plant-7/command -s",
-    )
+    sign = add_command(csub, "command sign", TEXTS)
     sign.add_argument("json", metavar="JSON", help="the command, a JSON object (ack, label or missed)")
-    sign.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+    add_config_option(sign)
     sign.add_argument(
         "--secret-file", type=Path, help="the shared secret (default: the configuration's mqtt.command_secret_file)"
     )

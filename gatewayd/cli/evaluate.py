@@ -8,26 +8,16 @@ import statistics
 import sys
 from pathlib import Path
 
+from gatewayd.cli.parsers import add_command, command_texts
 from gatewayd.detection.rules import SCORE_NAMES
+
+TEXTS = command_texts("gatewayd.cli")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    evaluate = sub.add_parser(
-        "evaluate",
-        help="run the detector over a benchmark and score it",
-        description="Evaluate the gateway's own detection path (features, the TFLite models through the "
-        "interpreter, the alert rules) on benchmark data; writes one results file per input file.",
-        epilog="example: gatewayd evaluate skab data/skab --out results/skab",
-    )
+    evaluate = add_command(sub, "evaluate", TEXTS)
     esub = evaluate.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK")
-    skab = esub.add_parser(
-        "skab",
-        help="SKAB: per file, train on the first rows, stream the rest",
-        description="Every SKAB CSV under DIR except anomaly-free: train on its first --train-rows rows, "
-        "then decide each later row with data up to that row; write OUT/<subfolder>/<file>.csv "
-        "(datetime,anomaly_score,anomaly) and print pooled F1, FAR and MAR beside the leaderboard.",
-        epilog="example: gatewayd evaluate skab ../shared/data/skab --out results/skab",
-    )
+    skab = add_command(esub, "evaluate skab", TEXTS)
     skab.add_argument("data", type=Path, help="folder with SKAB-format CSV files")
     skab.add_argument("--out", type=Path, required=True, help="folder for the results files")
     skab.add_argument("--train-rows", type=int, default=400, help="rows trained on per file (default: %(default)s)")

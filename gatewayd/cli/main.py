@@ -10,9 +10,13 @@ import sys
 from pathlib import Path
 
 from gatewayd import __version__
-from gatewayd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, state_dir_problem
+from gatewayd.cli.parsers import add_command, add_config_option, command_texts
+from gatewayd.config import Config, ConfigError, load_config, state_dir_problem
 
 EXIT_CONFIG = 2
+
+
+TEXTS = command_texts("gatewayd.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,38 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gatewayd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser(
-        "run",
-        help="poll the configured devices and store their readings",
-        description="Run the daemon in the foreground until SIGINT or SIGTERM.",
-        epilog="example: gatewayd run --config /etc/gatewayd/gatewayd.toml",
-    )
-    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+    run = add_command(sub, "run", TEXTS)
+    add_config_option(run)
 
-    check = sub.add_parser(
-        "check-config",
-        help="validate a configuration file and exit",
-        description="Exit 0 when the file is valid; otherwise print file, line, key and reason and exit 2.",
-        epilog="example: gatewayd check-config --config /etc/gatewayd/gatewayd.toml",
-    )
-    check.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+    check = add_command(sub, "check-config", TEXTS)
+    add_config_option(check)
 
-    status = sub.add_parser(
-        "status",
-        help="show devices, channels and what the store holds",
-        description="Read the store of the configured gateway (read-only, safe beside a running daemon).",
-        epilog="example: gatewayd status --config /etc/gatewayd/gatewayd.toml",
-    )
-    status.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+    status = add_command(sub, "status", TEXTS)
+    add_config_option(status)
 
-    export = sub.add_parser(
-        "export",
-        help="write raw readings as CSV",
-        description="Readings of some or all channels in a time range as CSV "
-        "(timestamp,device,channel,unit,value; timestamps in UTC).",
-        epilog="example: gatewayd export --config site.toml --channel pump-1/flow --from 2026-11-24T08:00 --to 2026-11-24T09:00 --out flow.csv",
-    )
-    export.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+    export = add_command(sub, "export", TEXTS)
+    add_config_option(export)
     export.add_argument(
         "--channel",
         action="append",
@@ -71,13 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         "synchronised (their time may be off)",
     )
 
-    demo = sub.add_parser(
-        "demo",
-        help="run virtual nodes and the daemon for a few minutes on an embedded configuration",
-        description="Start virtual nodes (the firmware in the MicroPython unix port), poll them, "
-        "show live progress and finish with a summary. Needs no broker and no cloud.",
-        epilog="example: gatewayd demo --duration 30 --nodes 3 --state-dir var",
-    )
+    demo = add_command(sub, "demo", TEXTS)
     demo.add_argument("--duration", type=float, help="seconds to run (default: 420, the bootstrap and two minutes)")
     demo.add_argument(
         "--bootstrap-minutes", type=float, help="data collected before the first models are trained (default: 5)"
@@ -206,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
 def _status(config: Config, db: Path) -> int:
     import sqlite3
 
-    from gatewayd.store import upload_state
     from gatewayd.clock import iso
-    from gatewayd.store.reserve import Reserve
+    from gatewayd.store import upload_state
     from gatewayd.store.database import Store
+    from gatewayd.store.reserve import Reserve
 
     _print_running(config)
     try:
@@ -330,8 +307,8 @@ def _print_running(config: Config) -> None:
 
 
 def _export(args: argparse.Namespace, db: Path) -> int:
-    from gatewayd.store.export import export_csv, parse_time
     from gatewayd.store.database import Store
+    from gatewayd.store.export import export_csv, parse_time
 
     try:
         start, end = parse_time(args.start), parse_time(args.end)

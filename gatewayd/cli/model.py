@@ -6,40 +6,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from gatewayd.models.scaling import SCALE_FLOOR
-
+from gatewayd.cli.parsers import add_command, add_config_option, command_texts
 from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from gatewayd.models.scaling import SCALE_FLOOR
 
 EXIT_BAD_INPUT = 2
 EXIT_REJECTED = 1
 
 
+TEXTS = command_texts("gatewayd.cli")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    model = sub.add_parser(
-        "model",
-        help="train, sign, inspect, install and roll back model bundles",
-        description="Model bundles: manifest.json signed with Ed25519 plus the .tflite files (docs/models.md).",
-        epilog="example: gatewayd model inspect var/bundles/pump-v1",
-    )
+    model = add_command(sub, "model", TEXTS)
     msub = model.add_subparsers(dest="model_command", required=True, metavar="COMMAND")
 
-    keygen = msub.add_parser(
-        "keygen",
-        help="create an Ed25519 key pair for signing bundles",
-        description="Write a private key (PEM, mode 600, never overwritten) and its public key.",
-        epilog="example: gatewayd model keygen --private signing.key --public /etc/gatewayd/models.pub",
-    )
+    keygen = add_command(msub, "model keygen", TEXTS)
     keygen.add_argument("--private", type=Path, required=True, help="private key file to create")
     keygen.add_argument("--public", type=Path, required=True, help="public key file to write")
 
-    train = msub.add_parser(
-        "train",
-        help="train a signed bundle from a CSV file or from the store",
-        description="Cut the series into sliding windows, train a PCA, an Isolation Forest and an autoencoder "
-        "on them, write each as a .tflite file checked in the interpreter, calibrate their scores on the "
-        "latest quarter of the windows (held back from a first fit), and write a signed bundle.",
-        epilog="example: gatewayd model train --csv normal.csv --name pump --version 1 --key signing.key --out bundles/pump-v1",
-    )
+    train = add_command(msub, "model train", TEXTS)
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--csv", type=Path, help="time in the first column, one column per channel")
     source.add_argument("--device", help="a device in the store of --config")
@@ -63,51 +49,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--expires", help="ISO 8601 time after which the bundle is refused")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
 
-    sign = msub.add_parser(
-        "sign",
-        help="sign a bundle's manifest (after editing it by hand)",
-        description="Write manifest.sig: the Ed25519 signature over manifest.json as it is.",
-        epilog="example: gatewayd model sign bundles/pump-v1 --key signing.key",
-    )
+    sign = add_command(msub, "model sign", TEXTS)
     sign.add_argument("bundle", type=Path)
     sign.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM)")
 
-    inspect = msub.add_parser(
-        "inspect",
-        help="show a bundle's manifest, operators, sizes and verification result",
-        description="Exit 0 when the bundle verifies with the given (or configured) public keys, 1 when not.",
-        epilog="example: gatewayd model inspect bundles/pump-v1 --public-key /etc/gatewayd/models.pub",
-    )
+    inspect = add_command(msub, "model inspect", TEXTS)
     inspect.add_argument("bundle", type=Path)
     inspect.add_argument("--public-key", type=Path, action="append", default=[], help="PEM file (repeatable)")
     inspect.add_argument("--config", type=Path, help="take the public keys from this configuration")
 
-    for name, text, description in (
-        (
-            "install",
-            "verify a bundle and make it the current version",
-            "Copy into the models directory, verify the copy, switch atomically; the previous version is kept.",
-        ),
-        (
-            "rollback",
-            "make the previous version current again",
-            "The rolled-back version is remembered and refused if offered again.",
-        ),
-        ("list", "show installed bundles", "Current and previous version of every installed bundle."),
-    ):
-        p = msub.add_parser(
-            name,
-            help=text,
-            description=description,
-            epilog=f"example: gatewayd model {name}"
-            + {"install": " bundles/pump-v2", "rollback": " pump", "list": ""}[name]
-            + " --config /etc/gatewayd/gatewayd.toml",
-        )
+    for name in ("install", "rollback", "list"):
+        p = add_command(msub, f"model {name}", TEXTS)
         if name == "install":
             p.add_argument("bundle", type=Path)
         elif name == "rollback":
             p.add_argument("name")
-        p.add_argument("--config", type=Path, default=DEFAULT_CONFIG_PATH, help="TOML file (default: %(default)s)")
+        add_config_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,11 +92,11 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from gatewayd.store import series
     from gatewayd.clock import parse_time
     from gatewayd.detection.features import FeatureSpec, sliding_windows
     from gatewayd.models.bundle import load_private_key, write_bundle
     from gatewayd.models.training import TrainingError, train_bundle
+    from gatewayd.store import series
 
     def progress(text: str) -> None:
         print(text, file=sys.stderr, flush=True)

@@ -512,8 +512,7 @@ class Store:
     def acknowledge_alert(self, alert_id: str, operator: str | None = None) -> bool:
         with self._synced(), self.conn:
             cur = self.conn.execute(
-                "UPDATE alerts SET acknowledged_ms = ? WHERE id = ? AND acknowledged_ms IS NULL",
-                (now_ms(), alert_id),
+                "UPDATE alerts SET acknowledged_ms = ? WHERE id = ? AND acknowledged_ms IS NULL", (now_ms(), alert_id)
             )
         return cur.rowcount == 1
 

@@ -34,10 +34,7 @@ def m001_devices_channels_readings(db: sqlite_utils.Database) -> None:
         not_null={"device_id", "name"},
     )
     db["channels"].create_index(["device_id", "name"], unique=True)
-    db["readings"].create(
-        {"channel_id": int, "ts_ms": int, "value": float},
-        not_null={"channel_id", "ts_ms"},
-    )
+    db["readings"].create({"channel_id": int, "ts_ms": int, "value": float}, not_null={"channel_id", "ts_ms"})
     db["readings"].create_index(["channel_id", "ts_ms"])
 
 

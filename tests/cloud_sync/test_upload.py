@@ -125,10 +125,7 @@ def run_until_done(up, timeout_s=60):
 
 @pytest.mark.parametrize(
     "plan",
-    [
-        [],
-        ["500", "500", "429", "reset-before", "reset-after", "slow", "500", "reset-after"],
-    ],
+    [[], ["500", "500", "429", "reset-before", "reset-after", "slow", "500", "reset-after"]],
     ids=["clean", "faults"],
 )
 def test_every_record_arrives_exactly_once(gateway_store, tmp_path, plan):

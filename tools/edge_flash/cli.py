@@ -9,9 +9,13 @@ import time
 from pathlib import Path
 
 from edge_flash.build import MARCHES, BuildError, compile_firmware
+from gatewayd.cli.parsers import add_command, command_texts
 
 EXIT_FAILED = 1
 EXIT_INPUT = 2
+
+
+TEXTS = command_texts("edge_flash")
 
 
 def default_firmware_dir() -> Path:
@@ -21,12 +25,7 @@ def default_firmware_dir() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-flash", description="Build, flash and provision edge nodes.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    build = sub.add_parser(
-        "build",
-        help="compile the firmware to .mpy files with mpy-cross",
-        description="Compile firmware/*.py (without the unix-port-only modules) into OUT.",
-        epilog="example: edge-flash build --out build/firmware --march xtensawin",
-    )
+    build = add_command(sub, "build", TEXTS)
     build.add_argument(
         "--firmware", type=Path, default=default_firmware_dir(), help="source folder (default: %(default)s)"
     )
@@ -34,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--march", choices=MARCHES, help="native code architecture (xtensawin for ESP32)")
     build.add_argument("--include-host-only", action="store_true", help="also compile the virtual-node entry point")
 
-    firmware = sub.add_parser(
-        "firmware",
-        help="write a MicroPython image to an ESP chip (esptool)",
-        description="Detect the chip, check the image was built for it, erase the flash, write the image at "
-        "the chip's bootloader offset (0x1000 on the ESP32, 0 on the S3 and C3), verify it and reset.",
-        epilog="example: edge-flash firmware --port /dev/ttyUSB0 --image ESP32_GENERIC-v1.29.0.bin",
-    )
+    firmware = add_command(sub, "firmware", TEXTS)
     firmware.add_argument("--port", required=True, help="serial port of the board")
     firmware.add_argument("--image", type=Path, required=True, help="MicroPython firmware image (.bin)")
     firmware.add_argument("--chip", help="refuse unless the image is for this chip (esp32, esp32s3 ...)")
@@ -48,38 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     firmware.add_argument("--no-erase", action="store_true", help="keep the rest of the flash (files survive)")
     firmware.add_argument("--dry-run", action="store_true", help="check the image and print the plan")
 
-    deploy = sub.add_parser(
-        "deploy",
-        help="put the application and one node's configuration on a board",
-        description="Compile firmware/*.py with mpy-cross, generate the node's config.json from the inventory "
-        "and check it with the firmware's own validator, copy the files with mpremote (unchanged ones are "
-        "skipped), verify each by its sha256 computed on the board, reset, and read back the identity the "
-        "node prints when it starts. The node's outputs drop while it is deployed.",
-        epilog="example: edge-flash deploy --port /dev/ttyUSB0 --node pump-1 --inventory examples/fleet.toml",
-    )
+    deploy = add_command(sub, "deploy", TEXTS)
     deploy.add_argument("--port", help="serial port, or socket://HOST:PORT (default: the inventory's)")
     deploy.add_argument("--node", required=True, help="node id in the inventory")
     _inventory_arguments(deploy)
 
-    fleet = sub.add_parser(
-        "fleet",
-        help="deploy every node of an inventory in turn",
-        description="Deploy each node of the inventory on its port (or the USB adapter with its serial number), "
-        "with a progress bar and a summary table. A failed node does not stop the run; the exit code is 1 if "
-        "any failed.",
-        epilog="example: edge-flash fleet --inventory examples/fleet.toml --dry-run",
-    )
+    fleet = add_command(sub, "fleet", TEXTS)
     _inventory_arguments(fleet)
     fleet.add_argument("--dry-run", action="store_true", help="check every node and print the plan; touch nothing")
 
-    board = sub.add_parser(
-        "virtual-board",
-        help="run a virtual board (the MicroPython unix port) on a TCP console",
-        description="A stand-in for an ESP32: FLASH is its file system, the printed socket:// address its serial "
-        "port. It boots main.py, takes Ctrl-C, reboots on reset and when its watchdog is not fed. Runs until "
-        "Ctrl-C.",
-        epilog="example: edge-flash virtual-board --flash var/board-1 --port 7001",
-    )
+    board = add_command(sub, "virtual-board", TEXTS)
     from edge_flash.virtual_board import add_arguments
 
     add_arguments(board)

@@ -12,15 +12,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from esptool.cmds import (
-    attach_flash,
-    detect_chip,
-    erase_flash,
-    reset_chip,
-    run_stub,
-    verify_flash,
-    write_flash,
-)
+from esptool.cmds import attach_flash, detect_chip, erase_flash, reset_chip, run_stub, verify_flash, write_flash
 from esptool.targets import CHIP_DEFS
 from esptool.util import FatalError
 

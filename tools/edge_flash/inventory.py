@@ -34,15 +34,7 @@ from edge_flash.errors import EdgeFlashError
 BOARDS = ("esp32", "virtual")
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 # Keys a node's config.json takes straight from the inventory (the firmware validates them).
-PASSED_THROUGH = (
-    "sample_period_ms",
-    "reset_code",
-    "reset_pin",
-    "watchdog_ms",
-    "outputs",
-    "channels",
-    "modbus",
-)
+PASSED_THROUGH = ("sample_period_ms", "reset_code", "reset_pin", "watchdog_ms", "outputs", "channels", "modbus")
 
 
 class InventoryError(EdgeFlashError, ValueError):

@@ -262,15 +262,7 @@ class VirtualBoard:
         self.url = ""
 
     def start(self, timeout_s: float = 15.0) -> str:
-        cmd = [
-            sys.executable,
-            "-m",
-            "edge_flash.virtual_board",
-            "--flash",
-            str(self.flash),
-            "--heap",
-            self.heap,
-        ]
+        cmd = [sys.executable, "-m", "edge_flash.virtual_board", "--flash", str(self.flash), "--heap", self.heap]
         if self.console_log is not None:
             cmd += ["--console-log", str(self.console_log)]
         if self.frozen is not None:

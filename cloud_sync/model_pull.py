@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass, field

@@ -29,7 +29,6 @@ from gatewayd import daemon_status
 from gatewayd.backoff import retry_delay
 from gatewayd.clock import now_ms
 from gatewayd.store.database import Store
-from gatewayd.store.upload_state import FILE_NAME as STATE_FILE
 from gatewayd.store.upload_state import OUTBOX_SOURCES
 from cloud_sync.errors import CloudSyncError
 

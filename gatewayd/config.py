@@ -12,8 +12,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gatewayd.detection.rules import DEFAULT_BUDGET, DEFAULT_FOLLOW_WINDOWS, DEFAULT_SCORES
-from gatewayd.models.scaling import SCALE_FLOOR
 from gatewayd.errors import GatewayError
+from gatewayd.models.scaling import SCALE_FLOOR
 
 DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/gatewayd.toml")
 

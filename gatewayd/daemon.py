@@ -16,22 +16,22 @@ import asyncio
 import logging
 
 from gatewayd import daemon_status, service
-from gatewayd.store.async_store import AsyncStore
+from gatewayd.acquisition.links import RtuBus, RtuLink, TcpLink
+from gatewayd.acquisition.poller import Poller
+from gatewayd.alerts.edge import EdgeAlerts
 from gatewayd.clock import WallClock
-from gatewayd.publishing.command_topic import CommandTopic
 from gatewayd.config import Config
 from gatewayd.detection.stage import DetectionStage
-from gatewayd.alerts.edge import EdgeAlerts
 from gatewayd.fanout import AlertFanout, ReadingFanout
 from gatewayd.gateway import Gateway
-from gatewayd.acquisition.links import RtuBus, RtuLink, TcpLink
+from gatewayd.publishing.command_topic import CommandTopic
 from gatewayd.publishing.mqtt import Publisher
-from gatewayd.acquisition.poller import Poller
+from gatewayd.store.async_store import AsyncStore
 from gatewayd.store.database import Store
 from gatewayd.store.faults import StoreFault
 from gatewayd.store.worker import StoreWorker
-from gatewayd.supervisor import Supervisor
 from gatewayd.store.writer import ReadingQueue, Writer, WriterStats
+from gatewayd.supervisor import Supervisor
 
 __all__ = ["Gateway", "ReadingQueue", "WriterStats", "run"]
 

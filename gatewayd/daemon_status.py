@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -111,3 +113,14 @@ def read(path: Path) -> DaemonStatus | None:
         return DaemonStatus.model_validate_json(path.read_bytes())
     except (OSError, ValidationError):
         return None
+
+
+def describe_models(models: Mapping[str, Mapping[str, Any]]) -> str:
+    """Each scope's model as people read it: "pump-1 v2, pump-2 collecting (40 windows)"."""
+
+    def state(m: Mapping[str, Any]) -> str:
+        if m.get("version"):
+            return f"v{m['version']}"
+        return "training" if m.get("training") else f"collecting ({m.get('collected', 0)} windows)"
+
+    return ", ".join(f"{name} {state(m)}" for name, m in sorted(models.items()))

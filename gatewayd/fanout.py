@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from gatewayd.acquisition.poller import Poller
 from gatewayd.alerts.alert import Alert, AlertChange
 from gatewayd.detection.stage import DetectionStage
 from gatewayd.publishing.mqtt import Publisher
-from gatewayd.acquisition.poller import Poller
 from gatewayd.store.database import Reading
 from gatewayd.store.writer import ReadingQueue
 

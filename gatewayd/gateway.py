@@ -8,13 +8,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gatewayd.acquisition.poller import DeviceHealth, Poller
 from gatewayd.clock import WallClock, boot_id, now_ms
 from gatewayd.config import Config
 from gatewayd.daemon_status import ClockStatus, DaemonStatus, DeviceStatus, StoreStatus, WriterStatus
 from gatewayd.detection.stage import DetectionStage
 from gatewayd.fanout import AlertFanout
 from gatewayd.publishing.mqtt import Publisher
-from gatewayd.acquisition.poller import DeviceHealth, Poller
 from gatewayd.store.worker import StoreWorker
 from gatewayd.store.writer import WriterStats
 

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from pymodbus.exceptions import ModbusException
 
-from gatewayd.backoff import retry_delay
-from gatewayd.clock import now_ms
-from gatewayd.config import DeviceSection
 from gatewayd.acquisition.links import DeviceError, Link, TcpLink
 from gatewayd.acquisition.profiles import edge_node
 from gatewayd.acquisition.profiles.generic import GenericProfile
+from gatewayd.backoff import retry_delay
+from gatewayd.clock import now_ms
+from gatewayd.config import DeviceSection
 from gatewayd.store.database import Reading
 
 log = logging.getLogger(__name__)

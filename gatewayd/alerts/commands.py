@@ -20,8 +20,8 @@ from pydantic_core import ErrorDetails
 
 from gatewayd.alerts.alert import Alert, alert_id
 from gatewayd.clock import iso, parse_time
-from gatewayd.store.database import Store
 from gatewayd.errors import GatewayError
+from gatewayd.store.database import Store
 
 LABELS = {"true": "true_positive", "false": "false_positive"}
 COMMANDS = ("ack", "label", "missed")

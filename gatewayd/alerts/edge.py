@@ -8,12 +8,12 @@ condition under the same id, and closes one that ended while it was down."""
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from gatewayd.alerts.alert import Alert, AlertChange
 from gatewayd.acquisition.profiles.edge_node import EdgeEvent
+from gatewayd.alerts.alert import Alert, AlertChange
 from gatewayd.store.faults import StoreFault
 
 if TYPE_CHECKING:

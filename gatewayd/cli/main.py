@@ -282,17 +282,7 @@ def _print_running(config: Config) -> None:
         print(f"  {name}: {d.state}, {d.polls} polls, {d.skipped_ticks} skipped{error}")
     if status.detection:
         det = status.detection
-        models = ", ".join(
-            f"{name} "
-            + (
-                f"v{m['version']}"
-                if m["version"]
-                else "training"
-                if m["training"]
-                else f"collecting ({m['collected']} windows)"
-            )
-            for name, m in sorted(det["models"].items())
-        )
+        models = daemon_status.describe_models(det["models"])
         print(
             f"  detection: {det.get('scored', 0)} windows scored, {det.get('incidents', 0)} incidents, "
             f"{det.get('dropped', 0)} polls dropped; "

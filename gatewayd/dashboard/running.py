@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from gatewayd.acquisition.poller import Poller
     from gatewayd.daemon_status import DaemonStatus
     from gatewayd.detection.stage import DetectionStage
-    from gatewayd.acquisition.poller import Poller
     from gatewayd.store.worker import StoreWorker
     from gatewayd.store.writer import WriterStats
 

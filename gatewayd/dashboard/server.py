@@ -34,15 +34,15 @@ import microdot.microdot as microdot_core
 from microdot import Microdot, Request, Response
 
 from gatewayd.alerts import commands
-from gatewayd.config import Config, is_loopback
-from gatewayd.store.database import DB_NAME, Store
 from gatewayd.clock import now_ms
+from gatewayd.config import Config, is_loopback
+from gatewayd.errors import GatewayError
+from gatewayd.store.database import DB_NAME, Store
 from gatewayd.store.faults import StoreFault, classify, describe
 
 from . import views
 from .access import SESSION_COOKIE, SESSION_MAX_AGE_S, Access
 from .running import RunningGateway
-from gatewayd.errors import GatewayError
 
 log = logging.getLogger("gatewayd.dashboard")
 STATIC = Path(__file__).resolve().parent / "static"

@@ -4,22 +4,19 @@ or from the store (on the dashboard's reading thread, through a read-only connec
 from __future__ import annotations
 
 import base64
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from gatewayd import heap
-
-from gatewayd.store import upload_state
 from gatewayd.config import Config
 from gatewayd.detection.score_history import COLUMNS, ScoreHistory
+from gatewayd.store import upload_state
 from gatewayd.store.database import Store
 
 from .envelope import envelope
 from .running import RunningGateway
-
 
 # Series travel as base64 of little-endian arrays, not JSON lists: a list of an hour's points
 # makes thousands of Python objects per request, and their churn kept ~3.5 MB more of the

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import TextIO
 
 from gatewayd import daemon
-from gatewayd.config import Config, parse_config
 from gatewayd.clock import now_ms
-from gatewayd.models.install import ModelStore
-from gatewayd.store.database import Store
+from gatewayd.config import Config, parse_config
+from gatewayd.daemon_status import describe_models
 from gatewayd.demo.virtual_node import VirtualNode, free_port
 from gatewayd.errors import GatewayError
+from gatewayd.models.install import ModelStore
+from gatewayd.store.database import Store
 
 DEMO_CONFIG = """\
 # Written by `gatewayd demo` for one run: its virtual nodes and their ports lived only while the
@@ -249,17 +250,7 @@ def _progress(gateway: daemon.Gateway, elapsed: float, out: TextIO) -> None:
     print(f"[{elapsed:5.1f} s] stored {gateway.writer.written} readings, {gateway.alerts} alerts", file=out)
     if gateway.detection is not None:
         d = gateway.detection.status()
-        models = ", ".join(
-            f"{name} "
-            + (
-                f"v{m['version']}"
-                if m["version"]
-                else "training"
-                if m["training"]
-                else f"collecting ({m['collected']} windows)"
-            )
-            for name, m in d["models"].items()
-        )
+        models = describe_models(d["models"])
         print(f"  models: {models}; {d['windows']} windows, {d['incidents']} incidents", file=out)
     for name, h in gateway.health().items():
         values = "  ".join(f"{ch} {v:.2f} {h.units.get(ch, '')}".rstrip() for ch, v in h.last_values.items())

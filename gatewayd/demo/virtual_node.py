@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
 from gatewayd.errors import GatewayError
 
 # The unix port's objects are twice the size of the ESP32's (64-bit pointers), so this
@@ -150,15 +151,7 @@ class VirtualNode:
 
     def stop(self) -> None:
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-            if self.process.stdout:
-                self.process.stdout.close()
+            stop_process(self.process)
             self.process = None
         if self._temporary is not None:
             shutil.rmtree(self._temporary, ignore_errors=True)
@@ -209,3 +202,16 @@ def _read_until_ready(proc: subprocess.Popen[bytes], timeout_s: float) -> list[s
                     return lines
     lines.append("timed out waiting for READY")
     return lines
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL if it has not ended within `timeout_s`; its output pipe closed."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stdout is not None:
+        process.stdout.close()

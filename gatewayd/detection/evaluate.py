@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gatewayd.store import series
 from gatewayd.detection.features import FeatureSpec, window_features
 from gatewayd.models.bundle import generate_keypair, load_private_key, load_public_key, verify, write_bundle
 from gatewayd.models.scaling import SCALE_FLOOR
 from gatewayd.models.scorer import Scorer
 from gatewayd.models.training import train_bundle
+from gatewayd.store import series
 
 from .detector import Detector, DriftSettings
 from .rules import RuleSettings

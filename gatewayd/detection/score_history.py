@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from .ring import RingSlots
+
 COLUMNS = (
     "ratio",
     "iforest_ratio",
@@ -31,27 +33,21 @@ def ring_capacity(hop_s: float, devices: int) -> int:
 
 class ScoreHistory:
     def __init__(self, capacity: int):
-        self.capacity = capacity
+        self.slots = RingSlots(capacity)
         self.ends = np.zeros(capacity, dtype=np.int64)
         self.values = np.zeros((capacity, len(COLUMNS)), dtype=np.float32)
-        self.start = 0
-        self.size = 0
 
     def append(self, end_ms: int, row: dict[str, float]) -> None:
-        i = (self.start + self.size) % self.capacity
-        if self.size == self.capacity:
-            self.start = (self.start + 1) % self.capacity
-        else:
-            self.size += 1
+        i = self.slots.take()
         self.ends[i] = end_ms
         self.values[i] = [row[c] for c in COLUMNS]
 
     def __len__(self) -> int:
-        return self.size
+        return len(self.slots)
 
     def between(self, start_ms: int, end_ms: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Windows ending in [start_ms, end_ms), oldest first: their end times and each column."""
-        order = (self.start + np.arange(self.size)) % self.capacity
+        order = self.slots.oldest_first()
         ends = self.ends[order]
         keep = order[(ends >= start_ms) & (ends < end_ms)]
         return self.ends[keep], {c: self.values[keep, k] for k, c in enumerate(COLUMNS)}

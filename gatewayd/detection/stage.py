@@ -34,11 +34,11 @@ import numpy as np
 from gatewayd.alerts.alert import Alert, AlertChange
 from gatewayd.config import Config, DetectionSection
 from gatewayd.detection.features import FeatureSpec
+from gatewayd.models import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 from gatewayd.models.bundle import BundleError
 from gatewayd.models.install import ModelStore
 from gatewayd.models.scorer import Scorer
 from gatewayd.store.faults import StoreFault
-from gatewayd.models import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 
 from .baseline_file import FILE_NAME as BASELINES_FILE
 from .baseline_file import BaselineFile

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from gatewayd.detection.features import FeatureSpec, window_features
+from gatewayd.detection.ring import RingSlots
 
 
 class DeviceWindows:
@@ -63,39 +64,36 @@ class RecentWindows:
 
     def __init__(self, budget_bytes: int, *, least: int = 128, most: int = 20_000):
         self.budget, self.least, self.most = budget_bytes, least, most
-        self.capacity = 0
+        self.slots = RingSlots(0)
         self.ends = np.zeros(0, dtype=np.int64)
         self.features = np.zeros((0, 0), dtype=np.float32)
         self.device_index = np.zeros(0, dtype=np.int32)
         self.devices: list[str] = []
-        self.start = 0
-        self.size = 0
 
     def append(self, end_ms: int, features: np.ndarray, device: str) -> None:
         if self.features.shape[1] != len(features):  # first window, or a bundle with other features
-            self.capacity = max(self.least, min(self.most, self.budget // (4 * len(features) + 16)))
-            self.ends = np.full(self.capacity, -1, dtype=np.int64)
-            self.features = np.full((self.capacity, len(features)), np.nan, dtype=np.float32)
-            self.device_index = np.full(self.capacity, -1, dtype=np.int32)
-            self.start = self.size = 0
+            capacity = max(self.least, min(self.most, self.budget // (4 * len(features) + 16)))
+            self.slots.reset(capacity)
+            self.ends = np.full(capacity, -1, dtype=np.int64)
+            self.features = np.full((capacity, len(features)), np.nan, dtype=np.float32)
+            self.device_index = np.full(capacity, -1, dtype=np.int32)
         if device not in self.devices:
             self.devices.append(device)
-        i = (self.start + self.size) % self.capacity
-        if self.size == self.capacity:
-            self.start = (self.start + 1) % self.capacity
-        else:
-            self.size += 1
+        i = self.slots.take()
         self.ends[i] = end_ms
         self.features[i] = features
         self.device_index[i] = self.devices.index(device)
 
+    @property
+    def capacity(self) -> int:
+        return self.slots.capacity
+
     def __len__(self) -> int:
-        return self.size
+        return len(self.slots)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray, str]]:
-        for k in range(self.size):
-            i = (self.start + k) % self.capacity
+        for i in self.slots.oldest_first():
             yield int(self.ends[i]), self.features[i].copy(), self.devices[self.device_index[i]]
 
     def clear(self) -> None:
-        self.start = self.size = 0
+        self.slots.reset()

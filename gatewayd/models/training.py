@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.ensemble import IsolationForest
 
 from gatewayd.detection.features import FeatureSpec
+from gatewayd.errors import GatewayError
 
 from . import MIN_TRAINING_WINDOWS as MIN_WINDOWS
 from . import autoencoder, calibration, pca
@@ -26,7 +27,6 @@ from .bundle import FORMAT
 from .iforest import compile_forest
 from .runtime import TfliteModel
 from .scaling import SCALE_FLOOR, Standardizer
-from gatewayd.errors import GatewayError
 
 IFOREST_FILE = "iforest.tflite"
 AUTOENCODER_FILE = "autoencoder.tflite"

@@ -11,9 +11,9 @@ import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 
-from gatewayd.publishing.command_auth import Authoriser, load_secret
 from gatewayd.alerts.commands import Command, CommandError, Missed, decode, validate_any
 from gatewayd.config import Config
+from gatewayd.publishing.command_auth import Authoriser, load_secret
 
 log = logging.getLogger(__name__)
 

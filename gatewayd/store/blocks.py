@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+
 from gatewayd.errors import GatewayError
 
 VERSION = 2

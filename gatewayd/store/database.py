@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gatewayd.store import blocks, migrations, summaries
 from gatewayd.alerts.alert import Alert, AlertChange
 from gatewayd.clock import now_ms
+from gatewayd.store import blocks, migrations, summaries
 from gatewayd.store.upload_state import OUTBOX_SOURCES
 
 DB_NAME = "gatewayd.sqlite3"

@@ -19,6 +19,7 @@ import errno
 import os
 import sqlite3
 from pathlib import Path
+
 from gatewayd.errors import GatewayError
 
 DISK_FULL = "disk_full"

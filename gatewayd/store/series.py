@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from gatewayd.store.database import Store
 from gatewayd.errors import GatewayError
+from gatewayd.store.database import Store
 
 
 class SeriesError(GatewayError, ValueError):

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gatewayd.clock import now_ms
 from gatewayd.store import reserve as reserve_file
 from gatewayd.store import upload_state
-from gatewayd.clock import now_ms
 from gatewayd.store.database import DB_NAME, Reading, Store, file_sizes
 from gatewayd.store.faults import CORRUPT, DISK_FULL, LOCKED, UNAVAILABLE, StoreFault, classify, describe
 

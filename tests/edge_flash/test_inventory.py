@@ -125,68 +125,22 @@ def test_key_paths():
     assert key_path("node_id") == ("node_id",)
 
 
+def node(*channels: dict, modbus: dict | None = None, **fields) -> dict:
+    base = {"node_id": 1, "reset_code": 1, "modbus": {"tcp": {}} if modbus is None else modbus}
+    return {**base, **fields, "channels": list(channels)}
+
+
+def channel(source: dict, **fields) -> dict:
+    return {"name": "a", "source": source, "resolution": 0.1, "physical": [0, 10], "bounds": [1, 9], **fields}
+
+
+SIM = {"type": "sim", "signal": 0}
 CASES = [
-    {
-        "node_id": 1,
-        "reset_code": 1,
-        "modbus": {"tcp": {}},
-        "channels": [
-            {
-                "name": "a",
-                "source": {"type": "sim", "signal": 0},
-                "resolution": 0.1,
-                "physical": [0, 10],
-                "bounds": [1, 9],
-            }
-        ],
-    },
-    {"node_id": 1, "reset_code": 1, "modbus": {}, "channels": []},
-    {
-        "node_id": 1,
-        "reset_code": 1,
-        "modbus": {"rtu": {"parity": "X"}},
-        "channels": [
-            {
-                "name": "a",
-                "source": {"type": "adc", "pin": 34, "value": [0, 1]},
-                "resolution": 0.1,
-                "physical": [0, 10],
-                "bounds": [1, 9],
-            }
-        ],
-    },
-    {
-        "node_id": 1,
-        "reset_code": 1,
-        "watchdog_ms": 100,
-        "sample_period_ms": 100,
-        "modbus": {"tcp": {}},
-        "channels": [
-            {
-                "name": "a",
-                "source": {"type": "sim", "signal": 0},
-                "resolution": 0.1,
-                "physical": [0, 10],
-                "bounds": [1, 9],
-            }
-        ],
-    },
-    {
-        "node_id": 1,
-        "reset_code": 1,
-        "modbus": {"tcp": {}},
-        "outputs": [{"name": "o", "pin": 2}],
-        "channels": [
-            {
-                "name": "a",
-                "source": {"type": "sim", "signal": 0},
-                "resolution": 1e-6,
-                "physical": [0, 10],
-                "bounds": [1, 9],
-                "trips": ["o"],
-            }
-        ],
-    },
+    node(channel(SIM)),
+    node(modbus={}),
+    node(channel({"type": "adc", "pin": 34, "value": [0, 1]}), modbus={"rtu": {"parity": "X"}}),
+    node(channel(SIM), watchdog_ms=100, sample_period_ms=100),
+    node(channel(SIM, resolution=1e-6, trips=["o"]), outputs=[{"name": "o", "pin": 2}]),
 ]
 
 

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from gatewayd.alerts.alert import Alert
-from gatewayd.publishing.command_auth import WINDOW_S, mac, sign
 from gatewayd.alerts.commands import MAX_PAYLOAD_BYTES
+from gatewayd.publishing.command_auth import WINDOW_S, mac, sign
 from gatewayd.store.database import Store
 
 pytestmark = pytest.mark.integration

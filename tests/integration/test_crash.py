@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from gatewayd.store.database import Store
 from gatewayd.demo.virtual_node import VirtualNode
+from gatewayd.store.database import Store
+from tests.integration.support import stop_everything
 
 pytestmark = pytest.mark.integration
 
@@ -67,8 +68,4 @@ def test_kill_9_loses_no_committed_reading(tmp_path):
         assert proc.wait(timeout=10) == 0
         assert committed(db) > highest >= 900
     finally:
-        if proc and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for n in nodes:
-            n.stop()
+        stop_everything(proc, nodes)

@@ -12,8 +12,8 @@ import time
 import paho.mqtt.client as paho
 import pytest
 
-from gatewayd.store.database import Store
 from gatewayd.demo.virtual_node import VirtualNode
+from gatewayd.store.database import Store
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import pytest
 
 from gatewayd import daemon
 from gatewayd.config import parse_config
-from gatewayd.store.database import Store
 from gatewayd.demo.virtual_node import VirtualNode
+from gatewayd.store.database import Store
 from tests.integration.test_mqtt import Subscriber
 
 pytestmark = pytest.mark.integration

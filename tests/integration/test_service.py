@@ -11,6 +11,7 @@ import time
 import pytest
 
 from gatewayd.demo.virtual_node import VirtualNode
+from tests.integration.support import stop_everything
 
 pytestmark = pytest.mark.integration
 
@@ -86,11 +87,7 @@ def test_ready_watchdog_status_reload_and_stop(tmp_path):
         assert "configuration not reloaded, keeping the running one" in stderr
         assert "devices.0: a tcp device needs host" in stderr
     finally:
-        if proc and proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        for n in nodes:
-            n.stop()
+        stop_everything(proc, nodes)
         notify.close()
 
 

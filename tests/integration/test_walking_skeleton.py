@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatewayd.store.database import Store
 from gatewayd.demo.virtual_node import VirtualNode
+from gatewayd.store.database import Store
+from tests.integration.support import stop_everything
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +59,7 @@ def test_gatewayd_run_stores_plausible_readings_from_virtual_nodes(tmp_path):
         assert daemon.returncode == 0, stderr
         assert count >= 80, stderr
     finally:
-        if daemon and daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
-        for n in nodes:
-            n.stop()
+        stop_everything(daemon, nodes)
 
     store = Store(db_path, readonly=True)
     try:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
 from edge_flash.errors import EdgeFlashError
 
 # Modules that only make sense in the unix port: never deployed to an ESP32.

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_flash.build import BuildError, compile_firmware
-from edge_flash.device import BoardInfo, Device, BoardError
-from edge_flash.inventory import NodePlan
+from edge_flash.device import BoardError, BoardInfo, Device
 from edge_flash.errors import EdgeFlashError
+from edge_flash.inventory import NodePlan
 
 MANIFEST = "deployed.json"  # what the last deploy put on the board, so the next can tidy up
 ENTRY = "main.py"

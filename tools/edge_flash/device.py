@@ -13,6 +13,7 @@ from pathlib import Path
 import serial
 from mpremote.transport import TransportError, TransportExecError
 from mpremote.transport_serial import SerialTransport
+
 from edge_flash.errors import EdgeFlashError
 
 BAUD = 115200

@@ -27,9 +27,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from gatewayd.config import describe_validation_error, locate
-from edge_flash.node_config import NodeConfigError, key_path, validate
 from edge_flash.errors import EdgeFlashError
+from edge_flash.node_config import NodeConfigError, key_path, validate
+from gatewayd.config import describe_validation_error, locate
 
 BOARDS = ("esp32", "virtual")
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]

@@ -16,6 +16,7 @@ import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
 from edge_flash.errors import EdgeFlashError
 
 # config.py and what it imports, by the top-level names the firmware uses.

@@ -31,7 +31,7 @@ import time
 import tty
 from pathlib import Path
 
-from gatewayd.demo.virtual_node import HEAP_SIZE, find_micropython
+from gatewayd.demo.virtual_node import HEAP_SIZE, find_micropython, stop_process
 
 WDT_FILE = "wdt"
 OUTPUT_PREFIX = "output-"
@@ -285,15 +285,7 @@ class VirtualBoard:
 
     def stop(self) -> None:
         if self.process is not None:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-            if self.process.stdout is not None:
-                self.process.stdout.close()
+            stop_process(self.process)
             self.process = None
 
     def __enter__(self) -> VirtualBoard:

@@ -6,8 +6,8 @@ firmware module in MicroPython and checks that both sides agree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from gatewayd.acquisition.registers import decode, decode_text
 from gatewayd.errors import GatewayError

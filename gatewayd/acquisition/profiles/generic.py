@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from gatewayd.config import RegisterSection
 from gatewayd.acquisition.registers import decode, words_for
+from gatewayd.config import RegisterSection
 
 MAX_REGISTERS = 125
 MAX_BITS = 2000

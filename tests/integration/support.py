@@ -1,0 +1,18 @@
+"""What the end-to-end tests share."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterable
+
+from gatewayd.demo.virtual_node import VirtualNode
+
+
+def stop_everything(daemon: subprocess.Popen | None, nodes: Iterable[VirtualNode]) -> None:
+    """A test's cleanup, whatever it reached: a daemon still running is killed (and its pipes
+    drained), every virtual node is stopped."""
+    if daemon is not None and daemon.poll() is None:
+        daemon.kill()
+        daemon.communicate()
+    for node in nodes:
+        node.stop()

@@ -27,8 +27,11 @@ def test_malformed_frames_survived(bench: Bench, transport, record_property):
         with link.raw_serial() as line:
             tally = send_rtu(line, maker, count)
     elapsed = time.monotonic() - started
-    time.sleep(2 * bench.period_s)  # counters are published once a sample
-    after = link.status()
+    # Counters are published once a sample: two samples on, every frame is counted.
+    sent_by = link.status().samples
+    after = bench.wait(
+        "two samples", lambda: (s := link.status()).samples >= sent_by + 2 and s, 3.0 + 10 * bench.period_s
+    )
     record_property("frames", tally.sent)
     record_property("frames_per_s", round(tally.sent / elapsed))
     record_property("retried", tally.retried)

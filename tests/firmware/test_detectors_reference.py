@@ -69,8 +69,15 @@ def test_micropython_and_cpython_agree_sample_by_sample():
     series = [int(v) for v in np.round(rng.normal(0, 80, 600))]
     series[300] += 5000  # spike
     series[400:420] = [series[399]] * 20  # stuck stretch
-    kwargs = {"window_bits": 4, "z_limit": 48, "rate_limit": 400, "rate_horizon": 8, "low": -900, "high": 900,
-              "consecutive": 2}
+    kwargs = {
+        "window_bits": 4,
+        "z_limit": 48,
+        "rate_limit": 400,
+        "rate_horizon": 8,
+        "low": -900,
+        "high": 900,
+        "consecutive": 2,
+    }
     _, expected = run(series, **kwargs)
     script = (
         "import json, detectors\n"
@@ -83,7 +90,10 @@ def test_micropython_and_cpython_agree_sample_by_sample():
     )
     proc = subprocess.run(
         [find_micropython(), "-X", "heapsize=512k", "-c", script],
-        env=micropython_env(find_firmware_dir()), capture_output=True, text=True, check=True,
+        env=micropython_env(find_firmware_dir()),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     got = [tuple(row) for row in json.loads(proc.stdout)]
     assert got == expected

@@ -18,6 +18,11 @@ def test_readme_example_config_validates_on_the_node():
         "ch = cfg.channels[0]\n"
         "print(cfg.node_id, len(cfg.channels), ch.k, ch.rate_horizon, ch.trips, cfg.rtu['de'], ch.source.kind)\n"
     )
-    out = subprocess.run([find_micropython(), "-c", script], env=micropython_env(find_firmware_dir()),
-                         capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [find_micropython(), "-c", script],
+        env=micropython_env(find_firmware_dir()),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == ["3", "1", "10", "20", "1", "4", "adc"]

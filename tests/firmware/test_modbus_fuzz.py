@@ -66,19 +66,29 @@ def check(pdu: bytes, reply: bytes) -> None:
             assert reply == pdu[:5], (pdu, reply)
 
 
-addresses = st.one_of(st.integers(0, 0xFFFF), st.integers(0, 480), st.sampled_from([0, 16, 17, 22, 23, 143, 144, 427, 428]))
+addresses = st.one_of(
+    st.integers(0, 0xFFFF), st.integers(0, 480), st.sampled_from([0, 16, 17, 22, 23, 143, 144, 427, 428])
+)
 counts = st.one_of(st.integers(0, 0xFFFF), st.integers(0, 130))
 reads = st.builds(lambda fc, a, c: struct.pack(">BHH", fc, a, c), st.sampled_from([3, 4]), addresses, counts)
-single = st.builds(lambda a, v: struct.pack(">BHH", 6, a, v), addresses, st.one_of(st.integers(0, 0xFFFF), st.just(RESET_CODE)))
+single = st.builds(
+    lambda a, v: struct.pack(">BHH", 6, a, v), addresses, st.one_of(st.integers(0, 0xFFFF), st.just(RESET_CODE))
+)
 multiple = st.builds(
-    lambda a, words, lie: struct.pack(">BHHB", 16, a, max(len(words) + lie, 0), (2 * len(words) + lie) & 0xFF)
-    + b"".join(struct.pack(">H", w) for w in words),
-    addresses, st.lists(st.integers(0, 0xFFFF), min_size=0, max_size=124), st.sampled_from([0, 0, 0, 1, -1]),
+    lambda a, words, lie: (
+        struct.pack(">BHHB", 16, a, max(len(words) + lie, 0), (2 * len(words) + lie) & 0xFF)
+        + b"".join(struct.pack(">H", w) for w in words)
+    ),
+    addresses,
+    st.lists(st.integers(0, 0xFFFF), min_size=0, max_size=124),
+    st.sampled_from([0, 0, 0, 1, -1]),
 )
 garbage = st.binary(min_size=1, max_size=253)
 mutated = st.builds(
     lambda pdu, pos, byte: pdu[: pos % len(pdu)] + bytes([byte]) + pdu[pos % len(pdu) + 1 :],
-    st.one_of(reads, single), st.integers(0, 10), st.integers(0, 255),
+    st.one_of(reads, single),
+    st.integers(0, 10),
+    st.integers(0, 255),
 )
 pdus = st.one_of(reads, single, multiple, garbage, mutated).filter(lambda p: 1 <= len(p) <= 253)
 
@@ -123,7 +133,11 @@ def no_leaked_processes_or_threads():
     yield  # the module-scoped node outlives single tests by design
 
 
-@settings(max_examples=BATCHES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=BATCHES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(batch=st.lists(pdus, min_size=BATCH, max_size=BATCH))
 def test_every_frame_gets_the_answer_the_spec_prescribes(node, batch):
     link = Link(node.port)

@@ -31,6 +31,11 @@ def wait_for(fn, timeout_s=10.0):
         time.sleep(0.05)
 
 
+def sample_count(client, unit: int) -> int:
+    high, low = client.read_input_registers(m.IR_SAMPLE_COUNT, count=2, device_id=unit).registers
+    return high << 16 | low
+
+
 @pytest.fixture
 def tcp_node(tmp_path):
     node = VirtualNode(unit=3, seed=4, period_ms=20, extra_args=("--state-dir", str(tmp_path / "flash")))
@@ -61,7 +66,7 @@ def test_rtu_over_a_pty_pair(pty_pair, tmp_path):
             client.read_input_registers(0, count=1, device_id=9)
         # a frame with a bad CRC is not answered and is counted
         client.socket.write(bytes([7, 4, 0, 0, 0, 1, 0xDE, 0xAD]))
-        time.sleep(0.3)
+        time.sleep(0.3)  # RTU: the line stays silent past the frame gap before the next request
         client.socket.reset_input_buffer()
         ident = client.read_input_registers(0, count=m.IDENTITY_REGISTERS, device_id=7).registers
         assert ident[m.IR_BAD_FRAMES + 1] >= 1
@@ -87,8 +92,9 @@ def test_tcp_tuning_cannot_widen_a_safety_bound(tcp_node):
 
 def test_spike_trips_latches_and_needs_the_reset_code(tmp_path):
     # current (channel 3) jumps by 20 A at sample 100: above the 14 A critical bound
-    node = VirtualNode(unit=3, seed=4, period_ms=20,
-                       extra_args=("--state-dir", str(tmp_path), "--fault", "3:offset:100:20"))
+    node = VirtualNode(
+        unit=3, seed=4, period_ms=20, extra_args=("--state-dir", str(tmp_path), "--fault", "3:offset:100:20")
+    )
     node.start()
     client = ModbusTcpClient("127.0.0.1", port=node.port, timeout=2)
     try:
@@ -106,10 +112,15 @@ def test_spike_trips_latches_and_needs_the_reset_code(tmp_path):
         wrong = client.write_register(m.HR_RESET, 1, device_id=3)
         assert wrong.isError() and wrong.exception_code == 3
         assert identity()[m.IR_RESET_REJECTS] == 1
+
         # the right code clears the latch, but the fault is still there: it trips again
+        def trips():
+            high, low = identity()[m.IR_TRIPS : m.IR_TRIPS + 2]
+            return high << 16 | low
+
+        before = trips()
         assert not client.write_register(m.HR_RESET, 4242, device_id=3).isError()
-        time.sleep(0.2)
-        assert identity()[m.IR_TRIP_LATCHED] == 1
+        wait_for(lambda: trips() > before and identity()[m.IR_TRIP_LATCHED] == 1)
     finally:
         client.close()
         node.stop()
@@ -126,7 +137,8 @@ def test_trip_survives_a_restart(tmp_path):
     with VirtualNode(unit=2, seed=5, period_ms=20, extra_args=("--state-dir", str(tmp_path))) as node:
         client = ModbusTcpClient("127.0.0.1", port=node.port, timeout=2)
         assert client.connect()
-        time.sleep(1.0)  # well past the warm-up window
+        # well past the warm-up window (50 samples at 20 ms): the latch has had every chance to clear
+        wait_for(lambda: sample_count(client, 2) >= 50)
         regs = client.read_input_registers(0, count=m.IDENTITY_REGISTERS, device_id=2).registers
         assert regs[m.IR_TRIP_LATCHED] == 1 and regs[m.IR_OUTPUTS_ENERGISED] == 0
         assert not client.write_register(m.HR_RESET, 4242, device_id=2).isError()
@@ -156,13 +168,17 @@ def test_csv_replay_drives_the_channels(tmp_path):
         rows[i + 1] = f"{i},,20,30,6"
     csv_path = tmp_path / "replay.csv"
     csv_path.write_text("\n".join(rows) + "\n")
-    with VirtualNode(unit=6, period_ms=20, extra_args=("--replay", str(csv_path), "--state-dir", str(tmp_path))) as node:
+    with VirtualNode(
+        unit=6, period_ms=20, extra_args=("--replay", str(csv_path), "--state-dir", str(tmp_path))
+    ) as node:
         client = ModbusTcpClient("127.0.0.1", port=node.port, timeout=2)
         assert client.connect()
         values = client.read_input_registers(m.IR_CHANNEL_BASE, count=40, device_id=6).registers
         assert 1.99 < f32(values, 0) < 2.08 and 19.9 < f32(values, 10) < 20.5
         # the missing cell is a critical sensor fault: the pump trips
-        regs = wait_for(lambda: (r := client.read_input_registers(0, count=24, device_id=6).registers)[m.IR_TRIP_LATCHED] and r)
+        regs = wait_for(
+            lambda: (r := client.read_input_registers(0, count=24, device_id=6).registers)[m.IR_TRIP_LATCHED] and r
+        )
         assert regs[m.IR_TRIP_CAUSE] == 0  # channel 0, check "fault"
         client.close()
 

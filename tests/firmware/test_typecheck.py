@@ -32,9 +32,22 @@ def test_firmware_typechecks_against_esp32_stubs(tmp_path):
     firmware = find_firmware_dir()
     sources = sorted(str(p) for p in firmware.glob("*.py"))
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(firmware / "mypy.ini"),
-         "--custom-typeshed-dir", str(typeshed), "--cache-dir", str(tmp_path / "cache"), *sources],
-        env={"MYPYPATH": str(typings), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, cwd=firmware,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(firmware / "mypy.ini"),
+            "--custom-typeshed-dir",
+            str(typeshed),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            *sources,
+        ],
+        env={"MYPYPATH": str(typings), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        cwd=firmware,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Success" in proc.stdout

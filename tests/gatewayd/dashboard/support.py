@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import importlib.util
+import inspect
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,19 @@ async def call(port: int, method: str, path: str, body: object = None, headers: 
     data = json.dumps(body) if body is not None and not isinstance(body, bytes | str) else body
     sent = {"Content-Type": "application/json", **(headers or {})} if method == "POST" else headers
     return await asyncio.to_thread(request, port, method, path, data, sent)
+
+
+async def eventually(what: str, probe: Callable[[], Awaitable[object] | object], timeout_s: float = 15.0) -> object:
+    """Wait until `probe()` (a coroutine function or a plain one) returns something true."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = probe()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
 
 
 def daemon_task() -> asyncio.Task:

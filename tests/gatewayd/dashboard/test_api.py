@@ -17,7 +17,7 @@ from gatewayd.dashboard import server
 from gatewayd.store.database import Store
 from gatewayd.demo.virtual_node import free_port
 
-from .support import call, running_gateway
+from .support import call, eventually, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -265,7 +265,7 @@ async def test_oversized_slow_and_excess_connections_are_cut(tmp_path, monkeypat
 
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
         try:
-            await asyncio.sleep(0.2)
+            await eventually("the three idle connections accepted", lambda: len(gateway.dashboard.app.open) == 3)
             reply = await asyncio.to_thread(exchange, b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert reply.startswith(b"HTTP/1.0 200")  # the fourth is served: the oldest idle one made room
             idle[0].settimeout(5)
@@ -276,5 +276,5 @@ async def test_oversized_slow_and_excess_connections_are_cut(tmp_path, monkeypat
         finally:
             for s in idle:
                 s.close()
-        await asyncio.sleep(1.5)
+        await eventually("the closed connections gone", lambda: not gateway.dashboard.app.open)
         assert (await call(port, "GET", "/api/overview")).status == 200  # and then served again

@@ -19,7 +19,7 @@ from gatewayd.dashboard import server, views
 from gatewayd.store.database import DB_NAME, Store
 from gatewayd.demo.virtual_node import free_port
 
-from .support import call, daemon_task, running_gateway
+from .support import call, daemon_task, eventually, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -155,7 +155,11 @@ async def test_a_store_that_cannot_be_opened_leaves_the_dashboard_serving(tmp_pa
         assert len(unreadable_warnings(caplog)) == 1  # logged once, not at every request
 
         # The daemon goes on: its task runs, the writer and the poller turn.
-        await asyncio.sleep(1.0)
+        turned = asyncio.get_running_loop().time()
+        await eventually(
+            "the writer and every poller turning again",
+            lambda: gateway.writer.heartbeat > turned and all(p.heartbeat > turned for p in gateway.pollers.values()),
+        )
         assert not daemon_task().done()
         assert gateway.making_progress(asyncio.get_running_loop().time(), 2.0)
 

@@ -116,11 +116,26 @@ async def test_mqtt_commands_label_alerts_and_bad_ones_are_dead_letters(tmp_path
     task = asyncio.create_task(daemon.run(config, stop, ready))
     sub = Subscriber(mosquitto.port, "gateway/g/command/result")
     try:
-        gateway = await ready
+        await ready
+
+        def results() -> list[str]:  # the probe's answers left out
+            with sub.lock:
+                found = [m[1]["result"] for m in sub.messages if m[0] == "gateway/g/command/result"]
+            return [r for r in found if "acknowledged" not in r]
+
+        def answered_probe() -> bool:
+            with sub.lock:
+                return any(m[0] == "gateway/g/command/result" for m in sub.messages)
+
+        # The gateway subscribes once connected: an ack sent until one is answered shows it listens.
         deadline = time.monotonic() + 15
-        while not (gateway.publisher and gateway.publisher.connected) and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.5)  # the subscription is made right after connecting
+        while not answered_probe():
+            assert time.monotonic() < deadline, "the gateway never answered a command"
+            sub.client.publish("gateway/g/command", b'{"command": "ack", "alert": "g:pump-1:model:1"}', qos=1)
+            for _ in range(5):
+                await asyncio.sleep(0.1)
+                if answered_probe():
+                    break
         for payload in (
             b'{"command": "label", "alert": "g:pump-1:model:1", "label": "true", "operator": "ana"}',
             b'{"command": "label", "alert": "g:pump-1:model:1"}',
@@ -129,17 +144,15 @@ async def test_mqtt_commands_label_alerts_and_bad_ones_are_dead_letters(tmp_path
         ):
             sub.client.publish("gateway/g/command", payload, qos=1)
         deadline = time.monotonic() + 15
-        results = []
-        while time.monotonic() < deadline and len(results) < 4:
+        while time.monotonic() < deadline and len(results()) < 4:
             await asyncio.sleep(0.1)
-            with sub.lock:
-                results = [m[1]["result"] for m in sub.messages if m[0] == "gateway/g/command/result"]
+        answers = results()
     finally:
         stop.set()
         await task
         sub.close()
-    assert results[0] == "alert g:pump-1:model:1 labelled true_positive"
-    assert all(r.startswith("error: ") for r in results[1:]) and len(results) == 4
+    assert answers[0] == "alert g:pump-1:model:1 labelled true_positive"
+    assert all(r.startswith("error: ") for r in answers[1:]) and len(answers) == 4
     store = Store.in_state_dir(tmp_path / "state")
     assert store.alerts(1)[0]["label"] == "true_positive"
     assert store.conn.execute("SELECT count(*) FROM dead_letter WHERE source = 'mqtt-command'").fetchone()[0] == 3

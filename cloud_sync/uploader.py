@@ -29,9 +29,10 @@ from gatewayd import daemon_status
 from gatewayd.backoff import retry_delay
 from gatewayd.clock import now_ms
 from gatewayd.store.database import Store
-from gatewayd.store.upload_state import OUTBOX_SOURCES
+from gatewayd.store.upload_state import FILE_NAME, OUTBOX_SOURCES
 from cloud_sync.errors import CloudSyncError
 
+STATE_FILE = FILE_NAME  # the agent's progress, in the state directory; gatewayd reads it too
 log = logging.getLogger("cloud_sync")
 # Sources in upload order; the first two are never held back by the daily budget.
 PRIORITIES = {"alerts": 0, "windows": 0, "labels": 1, "summaries": 2, "health": 2}

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gatewayd.clock import boot_id
+from gatewayd.clock import boot_id, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class DaemonStatus(_Part):
             if self.boot_id != boot_id():
                 return None
             return max(0.0, time.monotonic() - self.monotonic_s)
-        return max(0.0, time.time() - self.ts_ms / 1000)
+        return max(0.0, (now_ms() - self.ts_ms) / 1000)
 
 
 def write(path: Path, status: DaemonStatus) -> None:

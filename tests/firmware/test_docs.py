@@ -2,9 +2,9 @@
 
 import json
 import re
-import subprocess
 
-from gatewayd.demo.virtual_node import find_firmware_dir, find_micropython, micropython_env
+from gatewayd.demo.virtual_node import find_firmware_dir
+from tests.micropython import run_in_micropython
 
 
 def test_readme_example_config_validates_on_the_node():
@@ -18,11 +18,5 @@ def test_readme_example_config_validates_on_the_node():
         "ch = cfg.channels[0]\n"
         "print(cfg.node_id, len(cfg.channels), ch.k, ch.rate_horizon, ch.trips, cfg.rtu['de'], ch.source.kind)\n"
     )
-    out = subprocess.run(
-        [find_micropython(), "-c", script],
-        env=micropython_env(find_firmware_dir()),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    out = run_in_micropython(script).split()
     assert out == ["3", "1", "10", "20", "1", "4", "adc"]

@@ -3,13 +3,12 @@ firmware module running in MicroPython, and against a live virtual node."""
 
 import json
 import struct
-import subprocess
 
 import pytest
 from pymodbus.client import ModbusTcpClient
 
 from gatewayd.acquisition.profiles import edge_node
-from gatewayd.demo.virtual_node import find_firmware_dir, find_micropython, micropython_env
+from tests.micropython import run_in_micropython
 
 SHARED = [
     "MAGIC",
@@ -66,14 +65,7 @@ SHARED = [
 
 def firmware_constants() -> dict[str, int]:
     script = "import regmap, json; print(json.dumps({n: getattr(regmap, n) for n in %r}))" % SHARED
-    out = subprocess.run(
-        [find_micropython(), "-c", script],
-        env=micropython_env(find_firmware_dir()),
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return json.loads(out)
+    return json.loads(run_in_micropython(script))
 
 
 def test_profile_matches_firmware_register_map():

@@ -126,6 +126,17 @@ class BusSection(_Section):
     timeout_s: float = Field(0.5, ge=0.05, le=10, description="Response timeout of one request.")
 
 
+class EndpointSection(_Section):
+    """A Modbus TCP server that several devices (unit ids) sit behind, when it takes more than
+    one connection. Devices on the same host and port always share its connections."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(502, ge=1, le=65535)
+    connections: int = Field(
+        1, ge=1, le=8, description="Connections the gateway opens to it at most (many servers accept 1 to 8)."
+    )
+
+
 DataType = Literal["int16", "uint16", "int32", "uint32", "float32", "float64", "bit"]
 
 
@@ -364,6 +375,7 @@ class Config(_Section):
     mqtt: MqttSection | None = None
     dashboard: DashboardSection = DashboardSection()
     buses: list[BusSection] = Field(default_factory=list)
+    endpoints: list[EndpointSection] = Field(default_factory=list)
     devices: list[DeviceSection] = Field(min_length=1)
 
     @field_validator("devices")
@@ -390,7 +402,25 @@ class Config(_Section):
             if key in seen:
                 raise ValueError(f"devices {seen[key]!r} and {d.name!r} both poll {where} unit {d.unit}")
             seen[key] = d.name
+        servers = [(e.host, e.port) for e in self.endpoints]
+        used = {(d.host, d.port) for d in self.devices if d.transport == "tcp"}
+        for host, port in servers:
+            if servers.count((host, port)) > 1:
+                raise ValueError(f"endpoint {host}:{port} is listed twice")
+            if (host, port) not in used:
+                raise ValueError(f"endpoint {host}:{port}: no tcp device uses it")
         return self
+
+    def tcp_endpoints(self) -> dict[tuple[str, int], tuple[int, float]]:
+        """Every TCP server the devices sit behind: its connections, and its units' longest timeout."""
+        connections = {(e.host, e.port): e.connections for e in self.endpoints}
+        out: dict[tuple[str, int], tuple[int, float]] = {}
+        for d in self.devices:
+            if d.transport == "tcp" and d.host is not None:
+                key = (d.host, d.port)
+                longest = max(d.timeout_s, out[key][1]) if key in out else d.timeout_s
+                out[key] = (connections.get(key, 1), longest)
+        return out
 
     @property
     def state_path(self) -> Path:

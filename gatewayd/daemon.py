@@ -16,7 +16,7 @@ import asyncio
 import logging
 
 from gatewayd import daemon_status, service
-from gatewayd.acquisition.links import RtuBus, RtuLink, TcpLink
+from gatewayd.acquisition.links import Links
 from gatewayd.acquisition.poller import Poller
 from gatewayd.alerts.edge import EdgeAlerts
 from gatewayd.clock import WallClock
@@ -61,19 +61,17 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
 
         gateway.dashboard = Dashboard(config, gateway, store.apply)
     fanout = ReadingFanout(queue, gateway.detection, gateway.publisher, gateway.pollers)
-    buses = {b.name: RtuBus(b) for b in config.buses}
+    links = Links(config)
     for device in config.devices:
-        link = RtuLink(device, buses[device.bus]) if device.transport == "rtu" and device.bus else TcpLink(device)
         gateway.pollers[device.name] = Poller(
-            device, fanout, worker.register, link=link, events=edge_alerts.observe, wall_ms=clock.now_ms
+            device, fanout, worker.register, link=links.of(device), events=edge_alerts.observe, wall_ms=clock.now_ms
         )
     log.info("gatewayd started: %d devices, store %s", len(config.devices), worker.path)
     try:
         await _serve(gateway, writer, Supervisor(gateway, store.minute_of_all), stop, ready)
     finally:
         daemon_status.write(config.status_path, gateway.status().model_copy(update={"stopped": True}))
-        for bus in buses.values():
-            bus.close()
+        links.close()
         try:
             await worker.run(Store.checkpoint)
         except StoreFault:

@@ -182,6 +182,7 @@ class Poller:
             log.info("%s: recovered after %d failures", self.device.name, h.consecutive_failures)
         h.consecutive_failures = 0
         h.state = "online"
+        h.last_error = None  # an online device shows no error from before
 
     def _close(self) -> None:
         # A fresh connection describes the device again (a node may have been reconfigured).

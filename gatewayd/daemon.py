@@ -6,9 +6,10 @@ to the `ReadingFanout` (fanout.py): into the `ReadingQueue` that the `Writer`
 (store/writer.py) drains into the store on its worker thread (store/worker.py,
 store/database.py: compressed blocks, minute summaries, the outbox), then to detection
 (detection/stage.py) and MQTT (publishing/mqtt.py). Alerts from the node's own checks
-(alerts/edge.py), the models and drift go through the `AlertFanout` to MQTT and are stored
-through the typed store (store/async_store.py). The `Supervisor` (supervisor.py) writes the
-status and feeds systemd's watchdog."""
+(alerts/edge.py), the models, drift and devices gone offline (alerts/device.py) go through
+the `AlertFanout` to MQTT and are stored through the typed store (store/async_store.py).
+The `Supervisor` (supervisor.py) checks devices' health, writes the status and feeds
+systemd's watchdog."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import logging
 from gatewayd import daemon_status, service
 from gatewayd.acquisition.links import Links
 from gatewayd.acquisition.poller import Poller
+from gatewayd.alerts.device import DeviceAlerts
 from gatewayd.alerts.edge import EdgeAlerts
 from gatewayd.clock import WallClock
 from gatewayd.config import Config
@@ -66,9 +68,12 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         gateway.pollers[device.name] = Poller(
             device, fanout, worker.register, link=links.of(device), events=edge_alerts.observe, wall_ms=clock.now_ms
         )
+    supervisor = Supervisor(
+        gateway, store.minute_of_all, DeviceAlerts(config.gateway.name, store, gateway.alert_fanout)
+    )
     log.info("gatewayd started: %d devices, store %s", len(config.devices), worker.path)
     try:
-        await _serve(gateway, writer, Supervisor(gateway, store.minute_of_all), stop, ready)
+        await _serve(gateway, writer, supervisor, stop, ready)
     finally:
         daemon_status.write(config.status_path, gateway.status().model_copy(update={"stopped": True}))
         links.close()

@@ -1,6 +1,7 @@
-"""The daemon's supervisor: once a second it writes status.json, tells MQTT what changed
-(device health, Home Assistant discovery, the store's state, minute summaries) and feeds
-systemd's watchdog, only while the pipeline moves (a stalled writer or poller withholds it)."""
+"""The daemon's supervisor: once a second it raises or closes the alerts of devices that went
+offline, writes status.json, tells MQTT what changed (device health, Home Assistant
+discovery, the store's state, minute summaries) and feeds systemd's watchdog, only while the
+pipeline moves (a stalled writer or poller withholds it)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gatewayd import daemon_status, service
+from gatewayd.alerts.device import DeviceAlerts
 from gatewayd.gateway import Gateway
 from gatewayd.publishing.mqtt import Publisher
 from gatewayd.store.faults import StoreFault
@@ -21,8 +23,9 @@ SUMMARY_CATCH_UP_MS = 3_600_000  # minute summaries published late at most (a lo
 
 
 class Supervisor:
-    def __init__(self, gateway: Gateway, minute_of_all: MinuteSource):
+    def __init__(self, gateway: Gateway, minute_of_all: MinuteSource, device_alerts: DeviceAlerts):
         self.gateway = gateway
+        self.device_alerts = device_alerts
         self.config = gateway.config
         self.minute_of_all = minute_of_all
         self.published: dict[str, str] = {}  # device -> health state last published
@@ -43,6 +46,7 @@ class Supervisor:
             publisher = self.gateway.publisher
             if publisher is not None and self.config.mqtt is not None and self.config.mqtt.telemetry == "summaries":
                 self.summarised = await self.publish_summaries(publisher, self.summarised)
+            await self.device_alerts.check(self.gateway.health(), self.gateway.clock.now_ms())
             await loop.run_in_executor(None, daemon_status.write, status_file, self.gateway.status())
             if publisher is not None:
                 self.publish_changes(publisher)

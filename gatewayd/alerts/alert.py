@@ -1,16 +1,18 @@
-"""The alert: one value type for every producer (the node's own checks, the models, drift, an
-operator's missed anomaly), one id scheme, and the messages an alert is published as.
+"""The alert: one value type for every producer (the node's own checks, the models, drift, a
+device gone offline, an operator's missed anomaly), one id scheme, and the messages an alert
+is published as.
 
 An alert's id is `<gateway>:<device>:<subject>:<opened_ms>`, where the subject is the channel
-for the node's own alerts (one per channel), and `model`, `drift` or `missed` otherwise: the
-same condition raised again at the same moment (a restart, a retried write) is the same alert."""
+for the node's own alerts (one per channel), and `model`, `drift`, `offline` or `missed`
+otherwise: the same condition raised again at the same moment (a restart, a retried write)
+is the same alert."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("edge", "model", "drift", "operator")
+KINDS = ("edge", "model", "drift", "device", "operator")
 SEVERITIES = ("info", "warning", "critical")
 
 

@@ -1,8 +1,8 @@
 """Edge alerts: one per channel while the node reports it, escalated, closed, continued across
 restarts, and never two open for one channel when the store could not answer at start."""
 
-from gatewayd.alerts.edge import EdgeAlerts
 from gatewayd.acquisition.profiles.edge_node import EdgeEvent
+from gatewayd.alerts.edge import EdgeAlerts
 from gatewayd.store.faults import StoreFault
 from tests.store_fake import RecordingStore
 

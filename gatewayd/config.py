@@ -150,6 +150,9 @@ class RegisterSection(_Section):
     scale: float = 1.0
     offset: float = 0.0
     unit: str = Field("", max_length=8)
+    device_class: str | None = Field(
+        None, pattern=r"^[a-z_]{1,40}$", description="Home Assistant device class, when the unit does not say it."
+    )
 
     @model_validator(mode="after")
     def _type_fits_table(self) -> RegisterSection:
@@ -187,6 +190,12 @@ class DeviceSection(_Section):
         if len(set(names)) != len(names):
             raise ValueError(f"register names are not unique: {names}")
         return self
+
+
+def discovery_hints(device: DeviceSection) -> tuple[frozenset[str], dict[str, str]]:
+    """A device's channels that are bits, and the Home Assistant device classes its registers name."""
+    bits = frozenset(r.name for r in device.registers if r.type == "bit")
+    return bits, {r.name: r.device_class for r in device.registers if r.device_class}
 
 
 class ModelsSection(_Section):

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from gatewayd import daemon_status, service
 from gatewayd.alerts.device import DeviceAlerts
+from gatewayd.config import discovery_hints
 from gatewayd.gateway import Gateway
 from gatewayd.publishing.mqtt import Publisher
 from gatewayd.store.faults import StoreFault
@@ -31,6 +32,7 @@ class Supervisor:
         self.published: dict[str, str] = {}  # device -> health state last published
         self.announced: dict[str, dict[str, str]] = {}  # device -> units last announced
         self.store_state: tuple[str, str | None] | None = None
+        self.hints = {d.name: discovery_hints(d) for d in self.config.devices}
         self.summarised = gateway.clock.now_ms() // 60_000 * 60_000  # minutes before this one are not ours
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -62,7 +64,8 @@ class Supervisor:
                 publisher.health(name, h.state, h.consecutive_failures, h.last_error)
                 self.published[name] = h.state
             if h.units and self.announced.get(name) != h.units:
-                publisher.discovery(name, h.units)
+                bits, classes = self.hints.get(name, (frozenset(), {}))
+                publisher.discovery(name, h.units, bits=bits, classes=classes)
                 self.announced[name] = dict(h.units)
         now_state = self.gateway.worker.state()
         if now_state != self.store_state and now_state[0] != "starting":

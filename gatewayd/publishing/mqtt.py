@@ -22,6 +22,7 @@ from gatewayd.alerts.alert import Alert, AlertChange
 from gatewayd.backoff import retry_delay
 from gatewayd.clock import now_ms
 from gatewayd.config import MqttSection
+from gatewayd.publishing import home_assistant
 from gatewayd.store.faults import StoreFault
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class Publisher:
         self.backlogged = 0
         self.failures = 0
         self.store_state: dict | None = None
+        self.announced_gateway = False
         self.held: deque[Message] = deque(maxlen=HELD_MESSAGES)  # important ones, neither broker nor store
 
     # -- what the daemon offers -----------------------------------------------------------
@@ -126,26 +128,39 @@ class Publisher:
             body = {"device": device, "minute_ms": minute_ms, "channels": channels}
             self.offer(Message(self.topics.summary(device), encode(body), qos=1))
 
-    def discovery(self, device: str, units: dict[str, str]) -> None:
-        """Home Assistant MQTT discovery: one retained sensor config per channel, reading the
-        device's telemetry topic, available while the gateway's status says online."""
+    def discovery(
+        self,
+        device: str,
+        units: dict[str, str],
+        *,
+        bits: frozenset[str] = frozenset(),
+        classes: dict[str, str] | None = None,
+    ) -> None:
+        """Home Assistant MQTT discovery (publishing/home_assistant.py): the gateway as a device,
+        and one retained entity config per channel of this device."""
         if not self.config.home_assistant:
             return
+        if not self.announced_gateway:
+            self._discovery(*home_assistant.gateway_config(self.gateway, self.topics.status))
+            self.announced_gateway = True
         for channel, unit in units.items():
-            object_id = f"{self.gateway}_{device}_{channel}".replace(".", "_")
-            body = {
-                "name": channel,
-                "unique_id": object_id,
-                "state_topic": self.topics.telemetry(device),
-                "value_template": "{{ value_json['values']['%s'] }}" % channel,
-                "availability_topic": self.topics.status,
-                "availability_template": "{{ value_json.state }}",
-                "device": {"identifiers": [f"{self.gateway}_{device}"], "name": device, "via_device": self.gateway},
-            }
-            if unit:
-                body["unit_of_measurement"] = unit
-            topic = f"{self.config.discovery_prefix}/sensor/{object_id}/config"
-            self.offer(Message(topic, json.dumps(body, sort_keys=True).encode(), qos=1, retain=True, important=True))
+            self._discovery(
+                *home_assistant.channel_config(
+                    self.gateway,
+                    device,
+                    channel,
+                    unit,
+                    telemetry_topic=self.topics.telemetry(device),
+                    status_topic=self.topics.status,
+                    health_topic=self.topics.health(device),
+                    bit=channel in bits,
+                    device_class=(classes or {}).get(channel),
+                )
+            )
+
+    def _discovery(self, topic: str, body: dict) -> None:
+        payload = json.dumps(body, sort_keys=True, ensure_ascii=False).encode()
+        self.offer(Message(f"{self.config.discovery_prefix}/{topic}", payload, qos=1, retain=True, important=True))
 
     def health(self, device: str, state: str, failures: int, last_error: str | None) -> None:
         body = {
@@ -168,8 +183,12 @@ class Publisher:
         self.store_state = {"state": state, "last_error": last_error}
         self.offer(Message(self.topics.status, self._status("online"), qos=1, retain=True, important=True))
 
-    def _status(self, state: str) -> bytes:
-        body = {"gateway": self.gateway, "state": state, "ts_ms": now_ms()}
+    def _status(self, state: str, *, will: bool = False) -> bytes:
+        """The retained status. The last will has no time: the broker delivers it whenever the
+        gateway dies, so any time written at connect would be wrong by the whole uptime."""
+        body: dict = {"gateway": self.gateway, "state": state}
+        if not will:
+            body["ts_ms"] = now_ms()
         if state == "online" and self.store_state is not None:
             body["store"] = self.store_state
         return encode(body)
@@ -178,7 +197,7 @@ class Publisher:
         cfg = self.config
         password = Path(cfg.password_file).read_text().strip() if cfg.password_file else None
         tls = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else None
-        will = aiomqtt.Will(self.topics.status, self._status("offline"), qos=1, retain=True)
+        will = aiomqtt.Will(self.topics.status, self._status("offline", will=True), qos=1, retain=True)
         return aiomqtt.Client(
             cfg.host,
             cfg.port,

@@ -89,9 +89,13 @@ def test_publishes_and_survives_a_broker_outage(tmp_path, mosquitto):
         found = discovery.wait_for(lambda m: m[0] == "homeassistant/sensor/site-7_pump-1_flow/config")
         topic, config_body, _ = found[0]
         assert config_body["state_topic"] == "plant/site-7/telemetry/pump-1"
-        assert (
-            config_body["unit_of_measurement"] == "m3/h" and config_body["availability_topic"] == "plant/site-7/status"
-        )
+        assert config_body["unit_of_measurement"] == "m³/h" and config_body["device_class"] == "volume_flow_rate"
+        assert [a["topic"] for a in config_body["availability"]] == [
+            "plant/site-7/status",
+            "plant/site-7/health/pump-1",
+        ]
+        gateway_device = discovery.wait_for(lambda m: m[0] == "homeassistant/binary_sensor/site-7_status/config")
+        assert config_body["device"]["via_device"] in gateway_device[0][1]["device"]["identifiers"]
         discovery.close()
         sub.wait_for(lambda m: m[0] == "plant/site-7/status" and m[1]["state"] == "online")
         sub.wait_for(lambda m: m[0] == "plant/site-7/health/pump-1" and m[1]["state"] == "online")
@@ -129,7 +133,8 @@ def test_publishes_and_survives_a_broker_outage(tmp_path, mosquitto):
 
         proc.send_signal(signal.SIGKILL)  # an unclean death: the broker publishes the last will
         proc.wait()
-        sub.wait_for(lambda m: m[0] == "plant/site-7/status" and m[1]["state"] == "offline")
+        will = sub.wait_for(lambda m: m[0] == "plant/site-7/status" and m[1]["state"] == "offline")[-1]
+        assert "ts_ms" not in will[1], "the will carries no time: it would be the connect time"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -42,4 +42,5 @@ def test_gatewayd_commands():
         "alert",
         "command",
         "evaluate",
+        "probe",
     }

@@ -96,9 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the last pump's motor current jumps 20 A after S seconds: alerts to look at and label",
     )
 
-    from gatewayd.cli import alert, command, evaluate, model
+    from gatewayd.cli import alert, command, evaluate, model, probe
 
-    for group in (model, alert, command, evaluate):
+    for group in (model, alert, command, evaluate, probe):
         group.add_parser(sub)
     return parser
 
@@ -157,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         from gatewayd.cli import evaluate
 
         return evaluate.run(args)
+    if args.command == "probe":
+        from gatewayd.cli import probe
+
+        return probe.run(args)
     if args.command == "demo":
         from gatewayd.demo.runner import run_demo
         from gatewayd.errors import GatewayError

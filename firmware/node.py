@@ -25,6 +25,7 @@ from regmap import (
     HR_HIGH,
     HR_LOW,
     HR_RATE_LIMIT,
+    HR_RESERVED,
     HR_RESET,
     HR_Z_THRESHOLD,
     IDENTITY_REGISTERS,
@@ -341,8 +342,8 @@ class Node:
         if channel >= len(self.detectors) or (end - 1 - first) // regmap.HR_CHANNEL_STRIDE != channel:
             return EX_ILLEGAL_ADDRESS
         field = (address - first) % regmap.HR_CHANNEL_STRIDE
-        fields = ((HR_LOW, 2), (HR_HIGH, 2), (HR_RATE_LIMIT, 2), (HR_Z_THRESHOLD, 1))
-        # Writes must cover whole fields: half a float32 is not a value.
+        fields = ((HR_LOW, 2), (HR_HIGH, 2), (HR_RATE_LIMIT, 2), (HR_Z_THRESHOLD, 1), (HR_RESERVED, 1))
+        # Writes must cover whole fields: half a float32 (either half) is not a value.
         pos = field
         while pos < field + count:
             for start, size in fields:
@@ -350,13 +351,16 @@ class Node:
                     pos += size
                     break
             else:
-                return EX_ILLEGAL_ADDRESS
+                return EX_ILLEGAL_VALUE
         if pos != field + count:
             return EX_ILLEGAL_VALUE
         pos = field
         cursor = offset
         while pos < field + count:
-            if pos == HR_Z_THRESHOLD:
+            if pos == HR_RESERVED:  # ignored: the block's last register, written back with it
+                pos += 1
+                cursor += 2
+            elif pos == HR_Z_THRESHOLD:
                 raw = struct.unpack_from(">H", data, cursor)[0]
                 self._tune(channel, pos, raw / 100)
                 pos += 1

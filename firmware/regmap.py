@@ -58,6 +58,7 @@ HR_LOW = const(0)  # float32, engineering units
 HR_HIGH = const(2)  # float32
 HR_RATE_LIMIT = const(4)  # float32, per rate horizon
 HR_Z_THRESHOLD = const(6)  # uint16, threshold * 100
+HR_RESERVED = const(7)  # reads 0; a write to it is accepted and ignored (a block written back whole)
 HOLDING_REGISTER_COUNT = const(HR_CHANNEL_BASE + MAX_CHANNELS * HR_CHANNEL_STRIDE)
 
 # Node status bits (IR_NODE_STATUS).

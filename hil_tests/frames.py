@@ -102,8 +102,8 @@ class FrameMaker:
             count = r.randint(1, 10)
             words = r.randbytes(2 * count)
             return Frame(kind, struct.pack(">BHHB", 16, reg.HR_CHANNEL_BASE, count, 2 * count + 1) + words, u, EX_VALUE)
-        if kind == "half-float":  # one register of a float32 threshold
-            address = reg.HR_CHANNEL_BASE + r.randrange(self.channels) * reg.HR_CHANNEL_STRIDE + r.choice((0, 2, 4))
+        if kind == "half-float":  # one register of a float32 threshold, the high word or the low one
+            address = reg.HR_CHANNEL_BASE + r.randrange(self.channels) * reg.HR_CHANNEL_STRIDE + r.randrange(6)
             return Frame(kind, struct.pack(">BHHBH", 16, address, 1, 2, r.randint(0, 0xFFFF)), u, EX_VALUE)
         address = reg.HR_CHANNEL_BASE + r.randrange(self.channels) * reg.HR_CHANNEL_STRIDE + r.choice((0, 2, 4))
         return Frame(kind, struct.pack(">BHHB", 16, address, 2, 4) + struct.pack(">f", float("nan")), u, EX_VALUE)

@@ -145,8 +145,11 @@ def test_tuning_after_the_channel_configs_are_dropped_holds_infinities_at_the_li
 
 def test_half_a_float_and_foreign_addresses_are_refused():
     node, board = fresh("half")
-    assert write(node, regmap.holding_address(0, regmap.HR_HIGH) + 1, [1]) == 2
-    assert write(node, regmap.holding_address(0, regmap.HR_HIGH), [1]) == 3
+    high = regmap.holding_address(0, regmap.HR_HIGH)
+    assert write(node, high + 1, [1]) == 3, "the low word alone is half a value"
+    assert write(node, high + 1, [1, 0, 0]) == 3, "so is a block that starts on it"
+    assert write(node, high, [1]) == 3, "and the high word alone"
+    assert node.bank.holding_f32(high) == 5.0, "nothing of a refused write is applied"
     assert write(node, regmap.holding_address(2, regmap.HR_LOW), [0, 0]) == 2
     assert write(node, 5, [1]) == 2
     nan = struct.unpack(">HH", struct.pack(">f", float("nan")))
@@ -252,3 +255,25 @@ def test_the_watchdog_starts_only_once_every_channel_is_set_up():
     board = FakeBoard(STATE_ROOT + "-wdt")
     started = [board.wdt is not None for _ in node_module.build_steps(node_config(), board)]
     assert started == [False, False, False, True]
+
+
+def test_a_channel_block_is_written_back_whole_with_its_reserved_register():
+    node, board = fresh("block")
+    base = regmap.holding_address(0, regmap.HR_LOW)
+    block = [node.bank.holding_u16(base + i) for i in range(regmap.HR_CHANNEL_STRIDE)]
+    low, high = struct.unpack(">HH", struct.pack(">f", -1.0)), struct.unpack(">HH", struct.pack(">f", 2.0))
+    block[0:2], block[2:4], block[7] = low, high, 0xBEEF
+    assert write(node, base, block) == 0, "read, changed and written back as one block"
+    assert (node.bank.holding_f32(base), node.bank.holding_f32(base + 2)) == (-1.0, 2.0)
+    assert node.bank.holding_u16(base + regmap.HR_RESERVED) == 0, "the reserved register ignores what it got"
+    assert write(node, base + regmap.HR_RESERVED, [7]) == 0 and node.bank.holding_u16(base + 7) == 0
+    assert write(node, base + regmap.HR_RESERVED, [7, 0]) == 2, "a block crossing into the next channel"
+
+
+def test_a_low_bound_above_the_high_one_is_held_at_it():
+    node, board = fresh("order")
+    low = regmap.holding_address(0, regmap.HR_LOW)
+    high = regmap.holding_address(0, regmap.HR_HIGH)
+    assert write(node, high, list(struct.unpack(">HH", struct.pack(">f", 2.0)))) == 0
+    assert write(node, low, list(struct.unpack(">HH", struct.pack(">f", 3.0)))) == 0
+    assert node.bank.holding_f32(low) == node.bank.holding_f32(high) == 2.0

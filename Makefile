@@ -8,8 +8,9 @@ STAMP := $(VENV)/.installed
 # Build-time needs of systemd-python, the venv module on Debian's python3, and the
 # peers the tests start themselves (MQTT broker, pty pairs for serial links, the browser
 # that Playwright drives through the dashboard: Debian's, never a downloaded one) and the
-# faults they inject (a stepped clock: libfaketime; write errors: libfiu; ext4 images).
-DEBIAN_PACKAGES := python3-venv libsystemd-dev pkg-config gcc python3-dev mosquitto socat chromium faketime fiu-utils e2fsprogs
+# faults they inject (a stepped clock: libfaketime; write errors: libfiu; ext4 images), and
+# promtool (Debian's prometheus) that checks the metrics the daemon serves.
+DEBIAN_PACKAGES := python3-venv libsystemd-dev pkg-config gcc python3-dev mosquitto socat chromium faketime fiu-utils e2fsprogs prometheus
 # Building the Debian package (debian/control's Build-Depends).
 DEB_BUILD_PACKAGES := dpkg-dev debhelper dh-virtualenv python3.11 python3.11-dev python3.11-venv libsystemd-dev pkg-config
 # Checking it: lintian, and a Debian root booted under systemd-nspawn to install it into.

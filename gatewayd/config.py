@@ -375,6 +375,14 @@ class DashboardSection(_Section):
         return self
 
 
+class MetricsSection(_Section):
+    """Prometheus metrics (docs/metrics.md), served on their own port."""
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 for a Prometheus on another host.")
+    port: int = Field(9108, ge=1, le=65535)
+
+
 class Config(_Section):
     gateway: GatewaySection = GatewaySection()
     store: StoreSection = StoreSection()
@@ -383,6 +391,7 @@ class Config(_Section):
     cloud: CloudSection | None = None
     mqtt: MqttSection | None = None
     dashboard: DashboardSection = DashboardSection()
+    metrics: MetricsSection = MetricsSection()
     buses: list[BusSection] = Field(default_factory=list)
     endpoints: list[EndpointSection] = Field(default_factory=list)
     devices: list[DeviceSection] = Field(min_length=1)

@@ -62,6 +62,10 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         from gatewayd.dashboard.server import Dashboard  # imported only when enabled: memory
 
         gateway.dashboard = Dashboard(config, gateway, store.apply)
+    if config.metrics.enabled:
+        from gatewayd.publishing.metrics import MetricsServer  # imported only when enabled
+
+        gateway.metrics = MetricsServer(config.metrics, lambda: gateway.last_status)
     fanout = ReadingFanout(queue, gateway.detection, gateway.publisher, gateway.pollers)
     links = Links(config)
     for device in config.devices:
@@ -91,7 +95,12 @@ async def _serve(
 ) -> None:
     """Every part as one task until `stop`; then the pollers first (each finishes the request
     in flight), the other parts after, and what is still queued goes to disk."""
-    parts = {"mqtt": gateway.publisher, "detection": gateway.detection, "dashboard": gateway.dashboard}
+    parts = {
+        "mqtt": gateway.publisher,
+        "detection": gateway.detection,
+        "dashboard": gateway.dashboard,
+        "metrics": gateway.metrics,
+    }
     async with asyncio.TaskGroup() as tasks:
         others = [
             tasks.create_task(writer.run(stop), name="store-writer"),

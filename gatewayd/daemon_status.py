@@ -36,6 +36,7 @@ class WriterStatus(_Part):
     batches: int
     queued: int
     compacted_blocks: int
+    evicted: dict[str, int] = {}  # rows the disk budget evicted in this run, by kind
 
 
 class StoreStatus(_Part):
@@ -72,6 +73,7 @@ class DaemonStatus(_Part):
     clock: ClockStatus
     mqtt: dict | None
     alerts: int
+    alerts_by_kind: dict[str, int] = {}  # opened in this run
     detection: dict | None
     stopped: bool = False
 

@@ -50,9 +50,11 @@ class AlertFanout:
     def __init__(self, publisher: Publisher | None):
         self.publisher = publisher
         self.opened = 0
+        self.by_kind: dict[str, int] = {}
 
     def __call__(self, alert: Alert | AlertChange) -> None:
         if isinstance(alert, Alert):
             self.opened += 1
+            self.by_kind[alert.kind] = self.by_kind.get(alert.kind, 0) + 1
         if self.publisher is not None:
             self.publisher.alert(alert)

@@ -20,6 +20,7 @@ from gatewayd.store.writer import WriterStats
 
 if TYPE_CHECKING:
     from gatewayd.dashboard.server import Dashboard
+    from gatewayd.publishing.metrics import MetricsServer
 
 
 @dataclass
@@ -35,6 +36,8 @@ class Gateway:
     detection: DetectionStage | None = None
     dashboard: Dashboard | None = None
     alert_fanout: AlertFanout = field(default_factory=lambda: AlertFanout(None))
+    metrics: MetricsServer | None = None
+    last_status: DaemonStatus | None = None  # the supervisor's latest, for readers off the loop
 
     @property
     def alerts(self) -> int:
@@ -74,6 +77,7 @@ class Gateway:
                 written=self.writer.written,
                 batches=self.writer.batches,
                 queued=self.writer.queued,
+                evicted=dict(self.writer.evicted),
                 compacted_blocks=self.writer.compacted,
             ),
             store=StoreStatus(
@@ -92,6 +96,7 @@ class Gateway:
                 "dropped": self.publisher.dropped,
             },
             alerts=self.alerts,
+            alerts_by_kind=dict(self.alert_fanout.by_kind),
             detection=None if self.detection is None else self.detection.status(),
         )
 

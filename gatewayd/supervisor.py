@@ -49,7 +49,8 @@ class Supervisor:
             if publisher is not None and self.config.mqtt is not None and self.config.mqtt.telemetry == "summaries":
                 self.summarised = await self.publish_summaries(publisher, self.summarised)
             await self.device_alerts.check(self.gateway.health(), self.gateway.clock.now_ms())
-            await loop.run_in_executor(None, daemon_status.write, status_file, self.gateway.status())
+            status = self.gateway.last_status = self.gateway.status()
+            await loop.run_in_executor(None, daemon_status.write, status_file, status)
             if publisher is not None:
                 self.publish_changes(publisher)
             self.feed_watchdog(interval, loop.time())

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gatewayd import heap
 from gatewayd.clock import WallClock
@@ -36,6 +36,7 @@ class WriterStats:
     queued: int = 0
     compacted: int = 0  # blocks merged away
     summarised: int = 0  # minute rows merged into summary blocks
+    evicted: dict[str, int] = field(default_factory=dict)  # rows evicted by the disk budget, by kind
     heartbeat: float = 0.0  # loop time of the writer's last turn
 
 
@@ -170,6 +171,8 @@ class Writer:
     async def _maintain(self, loop: asyncio.AbstractEventLoop) -> None:
         evicted = await self.worker.enforce_budget()
         if evicted:
+            for kind, n in evicted.items():
+                self.stats.evicted[kind] = self.stats.evicted.get(kind, 0) + n
             self._log_evictions(evicted, loop.time())
         if loop.time() >= self.next_checkpoint:
             await self.worker.run(Store.checkpoint)

@@ -117,6 +117,17 @@ class MqttSection(_Section):
     )
 
 
+SparkplugId = Annotated[str, Field(pattern=r"^[^/+#]{1,64}$")]
+
+
+class SparkplugSection(_Section):
+    """Sparkplug B beside the plain JSON topics, on the [mqtt] broker (docs/sparkplug.md)."""
+
+    enabled: bool = False
+    group_id: SparkplugId = Field("gatewayd", description="The Sparkplug group the gateway's edge node is in.")
+    edge_node_id: SparkplugId | None = Field(None, description="The edge node's id; default: the gateway's name.")
+
+
 class BusSection(_Section):
     name: Name
     port: str = Field(min_length=1, description="Serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
@@ -392,6 +403,7 @@ class Config(_Section):
     mqtt: MqttSection | None = None
     dashboard: DashboardSection = DashboardSection()
     metrics: MetricsSection = MetricsSection()
+    sparkplug: SparkplugSection = SparkplugSection()
     buses: list[BusSection] = Field(default_factory=list)
     endpoints: list[EndpointSection] = Field(default_factory=list)
     devices: list[DeviceSection] = Field(min_length=1)
@@ -420,6 +432,8 @@ class Config(_Section):
             if key in seen:
                 raise ValueError(f"devices {seen[key]!r} and {d.name!r} both poll {where} unit {d.unit}")
             seen[key] = d.name
+        if self.sparkplug.enabled and self.mqtt is None:
+            raise ValueError("sparkplug needs an [mqtt] section: its broker")
         servers = [(e.host, e.port) for e in self.endpoints]
         used = {(d.host, d.port) for d in self.devices if d.transport == "tcp"}
         for host, port in servers:

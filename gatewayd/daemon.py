@@ -66,7 +66,11 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         from gatewayd.publishing.metrics import MetricsServer  # imported only when enabled
 
         gateway.metrics = MetricsServer(config.metrics, lambda: gateway.last_status)
-    fanout = ReadingFanout(queue, gateway.detection, gateway.publisher, gateway.pollers)
+    if config.sparkplug.enabled and config.mqtt is not None:
+        from gatewayd.publishing.sparkplug.node import SparkplugNode  # imported only when enabled
+
+        gateway.sparkplug = SparkplugNode(config.mqtt, config.sparkplug, config.gateway.name)
+    fanout = ReadingFanout(queue, gateway.detection, gateway.publisher, gateway.pollers, gateway.sparkplug)
     links = Links(config)
     for device in config.devices:
         gateway.pollers[device.name] = Poller(
@@ -100,6 +104,7 @@ async def _serve(
         "detection": gateway.detection,
         "dashboard": gateway.dashboard,
         "metrics": gateway.metrics,
+        "sparkplug": gateway.sparkplug,
     }
     async with asyncio.TaskGroup() as tasks:
         others = [

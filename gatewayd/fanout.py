@@ -2,17 +2,21 @@
 
 A device's poll (one batch of readings, one timestamp) goes to the store's queue first (it
 waits when the store falls behind), then to detection's windows and to MQTT telemetry, which
-never hold it up. An alert, or a change of one, goes to MQTT; an opened one is counted."""
+never hold it up (and to Sparkplug B, when on). An alert, or a change of one, goes to MQTT; an opened one is counted."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from gatewayd.acquisition.poller import Poller
 from gatewayd.alerts.alert import Alert, AlertChange
 from gatewayd.detection.stage import DetectionStage
 from gatewayd.publishing.mqtt import Publisher
 from gatewayd.store.database import Reading
+
+if TYPE_CHECKING:
+    from gatewayd.publishing.sparkplug.node import SparkplugNode
 from gatewayd.store.writer import ReadingQueue
 
 
@@ -25,23 +29,26 @@ class ReadingFanout:
         detection: DetectionStage | None,
         publisher: Publisher | None,
         pollers: Mapping[str, Poller],
+        sparkplug: SparkplugNode | None = None,
     ):
         self.queue = queue
         self.detection = detection
         self.publisher = publisher
         self.pollers = pollers  # for the units telemetry names
+        self.sparkplug = sparkplug
 
     async def __call__(self, batch: list[Reading]) -> None:
         await self.queue.put(batch)  # waits when the store falls behind (sheds when it is down)
         if not batch:
             return
         device, ts_ms = batch[0].device, batch[0].ts_ms
+        values = {r.channel: r.value for r in batch}
         if self.detection is not None:
-            self.detection.offer(device, ts_ms, {r.channel: r.value for r in batch})
+            self.detection.offer(device, ts_ms, values)
         if self.publisher is not None:
-            self.publisher.telemetry(
-                device, ts_ms, {r.channel: r.value for r in batch}, self.pollers[device].health.units
-            )
+            self.publisher.telemetry(device, ts_ms, values, self.pollers[device].health.units)
+        if self.sparkplug is not None:
+            self.sparkplug.data(device, ts_ms, values)
 
 
 class AlertFanout:

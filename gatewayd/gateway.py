@@ -21,6 +21,7 @@ from gatewayd.store.writer import WriterStats
 if TYPE_CHECKING:
     from gatewayd.dashboard.server import Dashboard
     from gatewayd.publishing.metrics import MetricsServer
+    from gatewayd.publishing.sparkplug.node import SparkplugNode
 
 
 @dataclass
@@ -37,6 +38,7 @@ class Gateway:
     dashboard: Dashboard | None = None
     alert_fanout: AlertFanout = field(default_factory=lambda: AlertFanout(None))
     metrics: MetricsServer | None = None
+    sparkplug: SparkplugNode | None = None
     last_status: DaemonStatus | None = None  # the supervisor's latest, for readers off the loop
 
     @property

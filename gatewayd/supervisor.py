@@ -20,6 +20,7 @@ from gatewayd.store.faults import StoreFault
 log = logging.getLogger("gatewayd.daemon")
 
 MinuteSource = Callable[[int], Awaitable[dict[str, dict[str, dict]]]]
+ALIVE = ("online", "degraded")  # a device answering, if not every time
 SUMMARY_CATCH_UP_MS = 3_600_000  # minute summaries published late at most (a longer gap is a clock step)
 
 
@@ -60,9 +61,13 @@ class Supervisor:
                 pass
 
     def publish_changes(self, publisher: Publisher) -> None:
+        sparkplug = self.gateway.sparkplug
         for name, h in self.gateway.health().items():
             if self.published.get(name) != h.state:
                 publisher.health(name, h.state, h.consecutive_failures, h.last_error)
+                alive, was = h.state in ALIVE, self.published.get(name) in ALIVE
+                if sparkplug is not None and alive != was:
+                    sparkplug.device(name, alive, h.units)  # DBIRTH, or DDEATH
                 self.published[name] = h.state
             if h.units and self.announced.get(name) != h.units:
                 bits, classes = self.hints.get(name, (frozenset(), {}))

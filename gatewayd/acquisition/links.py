@@ -235,5 +235,7 @@ class Links:
         return TcpLink(device, self.endpoints[(device.host or "", device.port)])
 
     def close(self) -> None:
-        for part in [*self.buses.values(), *self.endpoints.values()]:
-            part.close()
+        for bus in self.buses.values():
+            bus.close()
+        for endpoint in self.endpoints.values():
+            endpoint.close()

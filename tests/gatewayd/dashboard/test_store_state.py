@@ -26,12 +26,13 @@ pytestmark = pytest.mark.integration
 ALERT = "g:pump-1:model:1000"
 
 
-def config(state: Path, extra: str = "") -> str:
-    """A gateway whose one device does not answer (nothing listens there), detection off."""
+def config(state: Path, extra: str = "", device_port: int | None = None) -> str:
+    """A gateway with one device, detection off; without `device_port` the device does not
+    answer (nothing listens there)."""
     return (
         f'[gateway]\nname = "g"\nstate_dir = "{state}"\n{extra}\n[detection]\nenabled = false\n'
         f"[dashboard]\nenabled = true\nport = {free_port()}\n"
-        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {device_port or free_port()}\n'
     )
 
 
@@ -116,12 +117,13 @@ async def _state_is(port: int, state: str) -> bool:
     return (await call(port, "GET", "/api/overview")).json()["store"]["state"] == state
 
 
-async def test_a_store_that_cannot_be_opened_leaves_the_dashboard_serving(tmp_path, caplog):
+async def test_a_store_that_cannot_be_opened_leaves_the_dashboard_serving(tmp_path, caplog, virtual_node):
     caplog.set_level(logging.INFO, logger="gatewayd.dashboard")
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the state directory's parent should be")
     state = blocked / "state"
-    async with running_gateway(config(state)) as gateway:
+    # The device answers: no alert of its own may wait for the store (that is another test's).
+    async with running_gateway(config(state, device_port=virtual_node.port)) as gateway:
         port = gateway.dashboard.port
         reply = await call(port, "GET", "/api/overview")
         assert reply.status == 200

@@ -108,6 +108,7 @@ class Publisher:
         self.failures = 0
         self.store_state: dict | None = None
         self.announced_gateway = False
+        self.devices: set[str] = set()  # whose health was published: set offline at a clean stop
         self.held: deque[Message] = deque(maxlen=HELD_MESSAGES)  # important ones, neither broker nor store
 
     # -- what the daemon offers -----------------------------------------------------------
@@ -163,14 +164,20 @@ class Publisher:
         self.offer(Message(f"{self.config.discovery_prefix}/{topic}", payload, qos=1, retain=True, important=True))
 
     def health(self, device: str, state: str, failures: int, last_error: str | None) -> None:
-        body = {
-            "device": device,
-            "state": state,
-            "consecutive_failures": failures,
-            "last_error": last_error,
-            "ts_ms": now_ms(),
-        }
-        self.offer(Message(self.topics.health(device), encode(body), qos=1, retain=True, important=True))
+        self.devices.add(device)
+        self.offer(
+            Message(
+                self.topics.health(device),
+                self._health(device, state, failures, last_error),
+                qos=1,
+                retain=True,
+                important=True,
+            )
+        )
+
+    def _health(self, device: str, state: str, failures: int, last_error: str | None) -> bytes:
+        body = {"device": device, "state": state, "consecutive_failures": failures, "last_error": last_error}
+        return encode({**body, "ts_ms": now_ms()})
 
     def alert(self, alert: Alert | AlertChange) -> None:
         self.offer(Message(self.topics.alerts, encode(alert.message()), qos=1, important=True))
@@ -242,6 +249,10 @@ class Publisher:
                             await client.publish(pending.topic, pending.payload, qos=pending.qos, retain=pending.retain)
                             self.published += 1
                             pending = None
+                        # A clean stop: no device is polled any more, and the retained health says so.
+                        for device in sorted(self.devices):
+                            gone = self._health(device, "offline", 0, "the gateway stopped: not polled")
+                            await client.publish(self.topics.health(device), gone, qos=1, retain=True)
                         await client.publish(self.topics.status, self._status("offline"), qos=1, retain=True)
                     finally:
                         if commands is not None:

@@ -182,3 +182,28 @@ def test_alert_raised_during_an_outage_arrives_after_it(tmp_path, mosquitto):
         proc.communicate(timeout=15)
         sub.close()
         node.stop()
+
+
+def test_a_clean_stop_leaves_no_device_shown_online(tmp_path, mosquitto, virtual_node):
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(
+        f'[gateway]\nname = "site-9"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {virtual_node.port}\ninterval_s = 0.1\n'
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)], stderr=subprocess.PIPE)
+    sub = Subscriber(mosquitto.port, "gateway/site-9/#")
+    try:
+        sub.wait_for(lambda m: m[0] == "gateway/site-9/health/pump-1" and m[1]["state"] == "online")
+    finally:
+        sub.close()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+    late = Subscriber(mosquitto.port, "gateway/site-9/#")  # what a SCADA connecting now is told (retained)
+    try:
+        (health,) = late.wait_for(lambda m: m[0] == "gateway/site-9/health/pump-1")
+        assert health[1]["state"] == "offline" and health[1]["last_error"] == "the gateway stopped: not polled"
+        (status,) = late.wait_for(lambda m: m[0] == "gateway/site-9/status")
+        assert status[1]["state"] == "offline"
+    finally:
+        late.close()

@@ -201,22 +201,8 @@ class Publisher:
         return encode(body)
 
     def _client(self) -> aiomqtt.Client:
-        cfg = self.config
-        password = Path(cfg.password_file).read_text().strip() if cfg.password_file else None
-        tls = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else None
         will = aiomqtt.Will(self.topics.status, self._status("offline", will=True), qos=1, retain=True)
-        return aiomqtt.Client(
-            cfg.host,
-            cfg.port,
-            username=cfg.username,
-            password=password,
-            tls_context=tls,
-            will=will,
-            keepalive=cfg.keepalive_s,
-            identifier=f"gatewayd-{self.gateway}",
-            timeout=10,
-            max_queued_incoming_messages=COMMANDS_QUEUED,
-        )
+        return broker_client(self.config, f"gatewayd-{self.gateway}", will, queued_incoming=COMMANDS_QUEUED)
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -331,3 +317,24 @@ class Publisher:
                 await self.backlog.backlog_delete([r[0] for r in rows])
             except StoreFault:
                 return  # the backlog waits on the disk; live messages go on
+
+
+def broker_client(
+    cfg: MqttSection, identifier: str, will: aiomqtt.Will, *, queued_incoming: int = COMMANDS_QUEUED
+) -> aiomqtt.Client:
+    """A connection to the [mqtt] broker: its credentials (the password from its file), TLS when
+    a CA is given, this client's last will."""
+    password = Path(cfg.password_file).read_text().strip() if cfg.password_file else None
+    tls = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else None
+    return aiomqtt.Client(
+        cfg.host,
+        cfg.port,
+        username=cfg.username,
+        password=password,
+        tls_context=tls,
+        will=will,
+        keepalive=cfg.keepalive_s,
+        identifier=identifier,
+        timeout=10,
+        max_queued_incoming_messages=queued_incoming,
+    )

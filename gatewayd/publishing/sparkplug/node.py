@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiomqtt
 
 from gatewayd.backoff import retry_delay
 from gatewayd.clock import now_ms
 from gatewayd.config import MqttSection, SparkplugSection
+from gatewayd.publishing.mqtt import broker_client
 
 from . import sparkplug_b_pb2 as pb
 
@@ -86,21 +85,8 @@ class SparkplugNode:
         return f"{self.base}/{kind}/{self.node}" + (f"/{device}" if device else "")
 
     def _client(self, bd_seq: int) -> aiomqtt.Client:
-        cfg = self.mqtt
-        password = Path(cfg.password_file).read_text().strip() if cfg.password_file else None
-        tls = ssl.create_default_context(cafile=cfg.ca_file) if cfg.ca_file else None
         will = aiomqtt.Will(self.topic("NDEATH"), self._death(bd_seq), qos=1, retain=False)
-        return aiomqtt.Client(
-            cfg.host,
-            cfg.port,
-            username=cfg.username,
-            password=password,
-            tls_context=tls,
-            will=will,
-            keepalive=cfg.keepalive_s,
-            identifier=f"gatewayd-{self.node}-sparkplug",
-            timeout=10,
-        )
+        return broker_client(self.mqtt, f"gatewayd-{self.node}-sparkplug", will)
 
     async def run(self, stop: asyncio.Event) -> None:
         failures = 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomqtt
 
@@ -28,7 +29,9 @@ from gatewayd.clock import now_ms
 from gatewayd.config import MqttSection, SparkplugSection
 from gatewayd.publishing.mqtt import broker_client
 
-from . import sparkplug_b_pb2 as pb
+from . import sparkplug_b_pb2
+
+pb: Any = sparkplug_b_pb2  # protoc builds its classes at import: untyped for mypy
 
 log = logging.getLogger("gatewayd.sparkplug")
 

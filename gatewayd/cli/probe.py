@@ -10,12 +10,13 @@ import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
+from typing import Literal, cast
 
 from gatewayd.acquisition.links import DeviceError, Links, TcpLink
 from gatewayd.acquisition.poller import make_profile
 from gatewayd.acquisition.registers import decode, words_for
 from gatewayd.cli.parsers import add_command, add_config_option, command_texts
-from gatewayd.config import ConfigError, DeviceSection, RegisterSection, load_config
+from gatewayd.config import ConfigError, DataType, DeviceSection, RegisterSection, load_config
 
 TEXTS = command_texts("gatewayd.cli")
 ORDERS = [("big", "big", "ABCD"), ("little", "big", "CDAB"), ("big", "little", "BADC"), ("little", "little", "DCBA")]
@@ -40,11 +41,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
 
 
+Table = Literal["holding", "input", "coil", "discrete"]
+
+
 @dataclass(frozen=True)
 class Spec:
-    table: str
+    table: Table
     address: int
-    type: str
+    type: DataType
 
 
 def parse_spec(text: str) -> Spec:
@@ -63,7 +67,7 @@ def parse_spec(text: str) -> Spec:
         words_for(data_type)  # KeyError for an unknown type
     if not 0 <= address <= 65535:
         raise ValueError(f"{text!r}: a protocol address is 0 to 65535")
-    return Spec(parts[0], address, data_type)
+    return Spec(cast(Table, parts[0]), address, cast(DataType, data_type))
 
 
 def run(args: argparse.Namespace) -> int:

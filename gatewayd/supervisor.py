@@ -49,7 +49,10 @@ class Supervisor:
             publisher = self.gateway.publisher
             if publisher is not None and self.config.mqtt is not None and self.config.mqtt.telemetry == "summaries":
                 self.summarised = await self.publish_summaries(publisher, self.summarised)
-            await self.device_alerts.check(self.gateway.health(), self.gateway.clock.now_ms())
+            try:
+                await self.device_alerts.check(self.gateway.health(), self.gateway.clock.now_ms())
+            except Exception:  # a bug here must not take the watchdog and the status with it
+                log.exception("device alerts not checked")
             status = self.gateway.last_status = self.gateway.status()
             await loop.run_in_executor(None, daemon_status.write, status_file, status)
             if publisher is not None:

@@ -114,10 +114,12 @@ class SparkplugNode:
                     finally:
                         commands.cancel()
                         await asyncio.gather(commands, return_exceptions=True)
-            except (aiomqtt.MqttError, OSError) as exc:
+            except Exception as exc:  # the broker gone, or a bug: Sparkplug stops, never the gateway
                 self.connected = False
                 failures += 1
-                if failures == 1:
+                if not isinstance(exc, aiomqtt.MqttError | OSError):
+                    log.exception("Sparkplug: edge node failed; connecting again")
+                elif failures == 1:
                     log.warning("Sparkplug: broker %s:%d unreachable: %s", self.mqtt.host, self.mqtt.port, exc)
                 try:
                     await asyncio.wait_for(stop.wait(), retry_delay(failures, first_s=1.0, max_s=60.0, jitter=0.2))

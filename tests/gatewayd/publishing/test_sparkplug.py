@@ -165,6 +165,35 @@ def test_the_gateway_is_a_sparkplug_edge_node(tmp_path, mosquitto, spb):
     assert kinds.index("DDEATH") > second
 
 
+def test_a_broker_that_goes_away_brings_a_new_birth_sequence(tmp_path, mosquitto, spb, virtual_node):
+    """Reconnected after the broker came back: a new NBIRTH with the next bdSeq and seq 0, its
+    devices born again; the daemon polled on meanwhile."""
+    config = tmp_path / "gatewayd.toml"
+    config.write_text(
+        f'[gateway]\nname = "{NODE}"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
+        f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n[sparkplug]\nenabled = true\ngroup_id = "{GROUP}"\n'
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {virtual_node.port}\ninterval_s = 0.1\n'
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)], stderr=subprocess.PIPE)
+    recorder = Recorder(mosquitto.port, spb)
+    try:
+        (first,) = recorder.wait("the NBIRTH", lambda m: m[1] == "NBIRTH")
+        recorder.wait("the DBIRTH", lambda m: m[1] == "DBIRTH")
+        recorder.close()
+        mosquitto.stop()
+        mosquitto.start()
+        recorder = Recorder(mosquitto.port, spb)
+        (second,) = recorder.wait("a new NBIRTH", lambda m: m[1] == "NBIRTH", timeout_s=90)
+        recorder.wait("a new DBIRTH", lambda m: m[1] == "DBIRTH")
+        recorder.wait("data again", lambda m: m[1] == "DDATA")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=15)
+        recorder.close()
+    assert second[2].seq == 0
+    assert metric(second[2], "bdSeq").long_value == (metric(first[2], "bdSeq").long_value + 1) % 256
+
+
 def test_the_generated_module_is_the_schema_compiled(tmp_path):
     """sparkplug_b_pb2.py is what protoc makes of sparkplug_b.proto now (a schema edited without
     regenerating it, or the other way round, shows)."""

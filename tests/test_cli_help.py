@@ -3,10 +3,10 @@
 import argparse
 
 import pytest
+from edge_flash.cli import build_parser as edge_flash_parser
 
 from cloud_sync.cli import build_parser as cloud_sync_parser
 from gatewayd.cli.main import build_parser as gatewayd_parser
-from edge_flash.cli import build_parser as edge_flash_parser
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -9,6 +9,7 @@ is the same alert."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,3 +86,7 @@ class AlertChange:
             if value is not None:
                 body[key] = list(value) if key == "channels" else value
         return body
+
+
+AlertSink = Callable[[Alert | AlertChange], None]
+"""Where a producer sends its alerts and their changes (the daemon's AlertFanout)."""

@@ -7,11 +7,11 @@ that came back while the gateway was down has it closed at its first good poll."
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gatewayd.acquisition.poller import DeviceHealth
-from gatewayd.alerts.alert import Alert, AlertChange
+from gatewayd.alerts.alert import Alert, AlertChange, AlertSink
 from gatewayd.store.faults import StoreFault
 
 if TYPE_CHECKING:
@@ -22,11 +22,9 @@ log = logging.getLogger("gatewayd.daemon")
 KIND = "device"
 SUBJECT = "offline"
 
-Publish = Callable[[Alert | AlertChange], None]
-
 
 class DeviceAlerts:
-    def __init__(self, gateway: str, store: AsyncStore, publish: Publish):
+    def __init__(self, gateway: str, store: AsyncStore, publish: AlertSink):
         self.gateway = gateway
         self.store = store
         self.publish = publish

@@ -8,12 +8,11 @@ condition under the same id, and closes one that ended while it was down."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from gatewayd.acquisition.profiles.edge_node import EdgeEvent
-from gatewayd.alerts.alert import Alert, AlertChange
+from gatewayd.alerts.alert import Alert, AlertChange, AlertSink
 from gatewayd.store.faults import StoreFault
 
 if TYPE_CHECKING:
@@ -23,11 +22,9 @@ log = logging.getLogger("gatewayd.daemon")
 
 RANK = {"warning": 1, "critical": 2}
 
-Publish = Callable[[Alert | AlertChange], None]
-
 
 class EdgeAlerts:
-    def __init__(self, gateway: str, store: AsyncStore, publish: Publish):
+    def __init__(self, gateway: str, store: AsyncStore, publish: AlertSink):
         self.gateway = gateway
         self.store = store
         self.publish = publish

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from gatewayd.alerts.alert import Alert, AlertChange, alert_id
+from gatewayd.alerts.alert import Alert, AlertChange, AlertSink, alert_id
 from gatewayd.store.faults import StoreFault
 
 if TYPE_CHECKING:
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gatewayd.detection")
 
-Publish = Callable[[Alert | AlertChange], None]
 LOAD_RETRY_S = 60.0  # open alerts not read (store degraded): tried again at most this often
 
 
@@ -104,7 +103,7 @@ class DriftAlerts:
         self,
         gateway: str,
         store: AsyncStore,
-        publish: Publish,
+        publish: AlertSink,
         *,
         holdoff_s: float = 3600.0,
         quiet_windows: int = 120,

@@ -24,14 +24,13 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from gatewayd.alerts.alert import Alert, AlertChange
+from gatewayd.alerts.alert import Alert, AlertChange, AlertSink
 from gatewayd.config import Config, DetectionSection
 from gatewayd.detection.features import FeatureSpec
 from gatewayd.models import MIN_TRAINING_WINDOWS as MIN_WINDOWS
@@ -63,8 +62,6 @@ KEEP_BYTES_TOTAL = 8 << 20
 KEEP_WINDOWS_MAX = 20_000  # per scope: 28 h at a 5 s hop
 LABEL_CHECK_S = 2.0
 TRAINING_RETRY_S = 600.0  # after a failed training, the next try waits this long
-
-AlertSink = Callable[[Alert | AlertChange], None]
 
 
 def default_spec(d: DetectionSection, channels: list[str], period: float) -> FeatureSpec:

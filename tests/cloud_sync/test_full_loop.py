@@ -17,10 +17,10 @@ from cloud_sync.retrain import retrain
 from cloud_sync.server import open_server
 from gatewayd import daemon
 from gatewayd.config import load_config
+from gatewayd.demo.virtual_node import VirtualNode
 from gatewayd.models.bundle import generate_keypair, load_public_key
 from gatewayd.models.install import ModelStore
 from gatewayd.store.database import Reading, Store
-from gatewayd.demo.virtual_node import VirtualNode
 from tests.cloud_sync.test_upload import free_port
 
 pytestmark = pytest.mark.integration

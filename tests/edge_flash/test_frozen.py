@@ -6,11 +6,11 @@ folder of compiled modules on its import path after the flash, as frozen modules
 from pathlib import Path
 
 import pytest
-
-from gatewayd.demo.virtual_node import free_port
 from edge_flash.build import compile_firmware, firmware_sources
 from edge_flash.deploy import DeployError, build_files, deploy
 from edge_flash.virtual_board import VirtualBoard
+
+from gatewayd.demo.virtual_node import free_port
 
 from .test_deploy import bounds_over_modbus, virtual_plan
 from .test_inventory import FIRMWARE

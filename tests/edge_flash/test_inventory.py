@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from gatewayd.demo.virtual_node import find_micropython, micropython_env
 from edge_flash.inventory import InventoryError, load_inventory, parse_inventory
 from edge_flash.node_config import NodeConfigError, key_path, validate
+
+from gatewayd.demo.virtual_node import find_micropython, micropython_env
 
 REPO = Path(__file__).resolve().parents[2]
 FIRMWARE = REPO / "firmware"

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from gatewayd.store.database import Store
 from gatewayd.demo.virtual_node import VirtualNode
+from gatewayd.store.database import Store
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from gatewayd.store.database import Reading, Store
 from gatewayd.demo.virtual_node import VirtualNode
+from gatewayd.store.database import Reading, Store
 from tests.integration.test_mqtt import Subscriber
 
 from .support import Daemon, ext4_image, fill, loop_device, stored, tmpfs, tool, wait_for

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatewayd.store import upload_state
 from gatewayd.alerts.alert import Alert, AlertChange
+from gatewayd.store import upload_state
 from gatewayd.store.async_store import AsyncStore
 from gatewayd.store.database import Reading, Store
 from gatewayd.store.faults import StoreFault

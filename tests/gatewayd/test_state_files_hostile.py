@@ -11,11 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatewayd import daemon_status
-
-from gatewayd.store import upload_state
 from gatewayd.detection.baseline import Baseline
 from gatewayd.detection.baseline_file import FILE_NAME as BASELINES_FILE
 from gatewayd.detection.baseline_file import BaselineFile
+from gatewayd.store import upload_state
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),

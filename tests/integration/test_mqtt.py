@@ -14,6 +14,7 @@ import pytest
 
 from gatewayd.demo.virtual_node import VirtualNode
 from gatewayd.store.database import Store
+from tests.integration.support import start_daemon
 
 pytestmark = pytest.mark.integration
 
@@ -185,13 +186,12 @@ def test_alert_raised_during_an_outage_arrives_after_it(tmp_path, mosquitto):
 
 
 def test_a_clean_stop_leaves_no_device_shown_online(tmp_path, mosquitto, virtual_node):
-    config = tmp_path / "gatewayd.toml"
-    config.write_text(
+    proc = start_daemon(
+        tmp_path,
         f'[gateway]\nname = "site-9"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
-        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {virtual_node.port}\ninterval_s = 0.1\n'
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {virtual_node.port}\ninterval_s = 0.1\n',
     )
-    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)], stderr=subprocess.PIPE)
     sub = Subscriber(mosquitto.port, "gateway/site-9/#")
     try:
         sub.wait_for(lambda m: m[0] == "gateway/site-9/health/pump-1" and m[1]["state"] == "online")

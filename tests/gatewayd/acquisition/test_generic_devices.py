@@ -9,10 +9,10 @@ import pytest
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
-from gatewayd.config import BusSection, DeviceSection, RegisterSection
 from gatewayd.acquisition.links import RtuBus, RtuLink
 from gatewayd.acquisition.poller import Poller
 from gatewayd.acquisition.profiles.generic import plan
+from gatewayd.config import BusSection, DeviceSection, RegisterSection
 from gatewayd.demo.virtual_node import free_port
 
 

@@ -10,13 +10,12 @@ import asyncio
 import struct
 
 import pytest
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gatewayd.config import DeviceSection
 from gatewayd.acquisition.links import DeviceError
 from gatewayd.acquisition.poller import EXPECTED_FAILURES, Poller
+from gatewayd.config import DeviceSection
 from gatewayd.demo.virtual_node import free_port
 
 REGISTERS = [

@@ -3,8 +3,8 @@ outlives a missing device and recovers when it appears."""
 
 import asyncio
 
-from gatewayd.config import DeviceSection
 from gatewayd.acquisition.poller import Poller
+from gatewayd.config import DeviceSection
 from gatewayd.demo.virtual_node import VirtualNode, free_port
 
 

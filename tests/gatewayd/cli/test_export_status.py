@@ -5,9 +5,9 @@ import json
 import pytest
 
 from gatewayd.alerts.alert import Alert
-from gatewayd.store import upload_state
 from gatewayd.cli.main import main
 from gatewayd.clock import iso, parse_time
+from gatewayd.store import upload_state
 from gatewayd.store.database import Reading, Store
 
 

@@ -18,8 +18,8 @@ import numpy as np
 
 from gatewayd import daemon
 from gatewayd.config import parse_config
-from gatewayd.detection.local_training import local_key
 from gatewayd.detection.features import FeatureSpec, window_features
+from gatewayd.detection.local_training import local_key
 from gatewayd.models.bundle import load_private_key, write_bundle
 from gatewayd.models.install import ModelStore
 from gatewayd.models.training import train_bundle

@@ -14,8 +14,8 @@ from gatewayd.alerts.alert import Alert
 from gatewayd.cli.main import main
 from gatewayd.config import ConfigError, load_config, parse_config
 from gatewayd.dashboard import server
-from gatewayd.store.database import Store
 from gatewayd.demo.virtual_node import free_port
+from gatewayd.store.database import Store
 
 from .support import call, eventually, running_gateway
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gatewayd.store.database import Store
 from gatewayd.demo.virtual_node import VirtualNode, free_port
+from gatewayd.store.database import Store
 
 from .support import ARTIFACTS, install_pump_model, running_gateway
 

@@ -16,8 +16,8 @@ import pytest
 
 from gatewayd.alerts.alert import Alert
 from gatewayd.dashboard import server, views
-from gatewayd.store.database import DB_NAME, Store
 from gatewayd.demo.virtual_node import free_port
+from gatewayd.store.database import DB_NAME, Store
 
 from .support import call, daemon_task, eventually, running_gateway
 

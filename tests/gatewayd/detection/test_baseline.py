@@ -14,8 +14,8 @@ from gatewayd.detection.baseline_file import BaselineFile
 from gatewayd.detection.detector import Detector, DriftSettings
 from gatewayd.detection.rules import RuleSettings
 from gatewayd.models.scorer import Scorer
-from tests.gatewayd.detection.test_calibration import plant, signed_scorer
 from tests.faults.support import tmpfs
+from tests.gatewayd.detection.test_calibration import plant, signed_scorer
 
 
 def test_it_moves_one_hop_of_its_time_constant_towards_a_normal_window():

@@ -12,13 +12,13 @@ import pytest
 
 from gatewayd import daemon
 from gatewayd.config import parse_config
-from gatewayd.detection.local_training import local_key
+from gatewayd.demo.virtual_node import VirtualNode
 from gatewayd.detection.features import FeatureSpec
+from gatewayd.detection.local_training import local_key
 from gatewayd.models.bundle import load_private_key, write_bundle
 from gatewayd.models.install import ModelStore
 from gatewayd.models.training import train_bundle
 from gatewayd.store.database import Store
-from gatewayd.demo.virtual_node import VirtualNode
 
 pytestmark = pytest.mark.integration
 

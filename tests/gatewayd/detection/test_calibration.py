@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from gatewayd.detection.detector import Detector, DriftSettings, score_tails
-from gatewayd.detection.rules import RuleSettings
 from gatewayd.detection.features import FeatureSpec
+from gatewayd.detection.rules import RuleSettings
 from gatewayd.models.bundle import generate_keypair, load_private_key, load_public_key, verify, write_bundle
 from gatewayd.models.calibration import Tail, window_alpha
 from gatewayd.models.scorer import Scorer

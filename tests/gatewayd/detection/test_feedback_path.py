@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from gatewayd.alerts.alert import Alert
 from gatewayd import daemon
+from gatewayd.alerts.alert import Alert
 from gatewayd.cli.main import main
 from gatewayd.config import load_config, parse_config
 from gatewayd.detection.stage import DetectionStage

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from gatewayd.detection.drift import PageHinkley
+from gatewayd.detection.features import FeatureSpec, sliding_windows, window_features
 from gatewayd.detection.feedback import FeedbackSettings, ThresholdAdapter
 from gatewayd.detection.rules import AlertRules, RuleSettings, combine
 from gatewayd.detection.windows import DeviceWindows
-from gatewayd.detection.features import FeatureSpec, sliding_windows, window_features
 
 
 def test_features_match_a_numpy_reference():

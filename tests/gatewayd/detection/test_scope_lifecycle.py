@@ -6,10 +6,9 @@ import time
 
 import numpy as np
 
-from tests.gatewayd.models.test_bundle import alarm_levels
-
 from gatewayd.config import parse_config
 from gatewayd.detection.stage import DetectionStage
+from tests.gatewayd.models.test_bundle import alarm_levels
 from tests.store_fake import RecordingStore
 
 DEVICES = "".join(f'[[devices]]\nname = "pump-{i}"\nhost = "127.0.0.1"\nport = {1000 + i}\n' for i in (1, 2, 3))
@@ -98,8 +97,8 @@ def test_a_model_alert_left_open_by_the_previous_run_is_continued_and_closed_und
     from types import SimpleNamespace
 
     from gatewayd.detection.detector import WindowResult
-    from gatewayd.detection.rules import AlertRules
     from gatewayd.detection.features import FeatureSpec
+    from gatewayd.detection.rules import AlertRules
 
     open_alerts = [
         {

@@ -4,16 +4,13 @@ step; rollback works and a rolled-back version is refused afterwards."""
 import json
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gatewayd.detection.detector import Detector, DriftSettings, score_tails
-from gatewayd.detection.rules import DEFAULT_BUDGET, RuleSettings
-from gatewayd.models.calibration import window_alpha
-
 from gatewayd.detection.features import FeatureSpec, sliding_windows
+from gatewayd.detection.rules import DEFAULT_BUDGET, RuleSettings
 from gatewayd.models import install as install_module
 from gatewayd.models.bundle import (
     MANIFEST,
@@ -26,6 +23,7 @@ from gatewayd.models.bundle import (
     verify,
     write_bundle,
 )
+from gatewayd.models.calibration import window_alpha
 from gatewayd.models.install import ModelStore
 from gatewayd.models.scorer import Scorer
 from gatewayd.models.training import train_bundle

@@ -12,13 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gatewayd.alerts import commands
-
-from gatewayd.publishing import command_auth
+from gatewayd.alerts.commands import MAX_DEPTH, MAX_PAYLOAD_BYTES, CommandError, Missed, decode, nesting, validate_any
 from gatewayd.cli.main import main
+from gatewayd.config import ConfigError, load_config, parse_config
+from gatewayd.publishing import command_auth
 from gatewayd.publishing.command_auth import WINDOW_S, Authoriser, mac, sign
 from gatewayd.publishing.command_topic import DEAD_LETTER_BYTES, RECORD_BURST, RECORD_EVERY_S, CommandTopic
-from gatewayd.alerts.commands import MAX_DEPTH, MAX_PAYLOAD_BYTES, CommandError, Missed, decode, nesting, validate_any
-from gatewayd.config import ConfigError, load_config, parse_config
 from gatewayd.publishing.mqtt import Publisher
 from gatewayd.store.database import Store
 

@@ -26,6 +26,7 @@ import pytest
 
 import gatewayd.publishing.sparkplug as package
 from gatewayd.demo.virtual_node import VirtualNode
+from tests.integration.support import start_daemon
 
 SCHEMA = Path(package.__file__).parent / "sparkplug_b.proto"
 GROUP, NODE = "plant", "site-7"
@@ -93,15 +94,14 @@ def metric(payload, name):
 def test_the_gateway_is_a_sparkplug_edge_node(tmp_path, mosquitto, spb):
     node = VirtualNode(unit=1, seed=3, period_ms=50)
     node.start()
-    config = tmp_path / "gatewayd.toml"
-    config.write_text(
+    recorder = Recorder(mosquitto.port, spb)
+    proc = start_daemon(
+        tmp_path,
         f'[gateway]\nname = "{NODE}"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n'
         f'[sparkplug]\nenabled = true\ngroup_id = "{GROUP}"\n'
-        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\ninterval_s = 0.1\ntimeout_s = 0.3\n'
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\ninterval_s = 0.1\ntimeout_s = 0.3\n',
     )
-    recorder = Recorder(mosquitto.port, spb)
-    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)], stderr=subprocess.PIPE)
     try:
         recorder.wait("five DDATA", lambda m: m[1] == "DDATA", timeout_s=30)
         recorder.wait("five DDATA", lambda m: len([x for x in recorder.messages if x[1] == "DDATA"]) >= 5)
@@ -168,13 +168,12 @@ def test_the_gateway_is_a_sparkplug_edge_node(tmp_path, mosquitto, spb):
 def test_a_broker_that_goes_away_brings_a_new_birth_sequence(tmp_path, mosquitto, spb, virtual_node):
     """Reconnected after the broker came back: a new NBIRTH with the next bdSeq and seq 0, its
     devices born again; the daemon polled on meanwhile."""
-    config = tmp_path / "gatewayd.toml"
-    config.write_text(
+    proc = start_daemon(
+        tmp_path,
         f'[gateway]\nname = "{NODE}"\nstate_dir = "{tmp_path / "state"}"\n[detection]\nenabled = false\n'
         f'[mqtt]\nhost = "127.0.0.1"\nport = {mosquitto.port}\n[sparkplug]\nenabled = true\ngroup_id = "{GROUP}"\n'
-        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {virtual_node.port}\ninterval_s = 0.1\n'
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {virtual_node.port}\ninterval_s = 0.1\n',
     )
-    proc = subprocess.Popen([sys.executable, "-m", "gatewayd", "run", "--config", str(config)], stderr=subprocess.PIPE)
     recorder = Recorder(mosquitto.port, spb)
     try:
         (first,) = recorder.wait("the NBIRTH", lambda m: m[1] == "NBIRTH")

@@ -1,8 +1,8 @@
 import sqlite3
 import struct
 import sys
-from pathlib import Path
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ from gatewayd.store import blocks, migrations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
 import block_codec  # noqa: E402
+
 from gatewayd.store.database import Reading, Store
 
 I64 = st.integers(-(2**63), 2**63 - 1)

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gatewayd.store import blocks, migrations, summaries
 from gatewayd.clock import WallClock
 from gatewayd.config import StoreSection
+from gatewayd.store import blocks, migrations, summaries
 from gatewayd.store.database import SUMMARY_BLOCK_MINUTES, Reading, Store
 from gatewayd.store.worker import StoreWorker
 from gatewayd.store.writer import ReadingQueue, Writer

@@ -76,12 +76,11 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
         gateway.pollers[device.name] = Poller(
             device, fanout, worker.register, link=links.of(device), events=edge_alerts.observe, wall_ms=clock.now_ms
         )
-    supervisor = Supervisor(
-        gateway, store.minute_of_all, DeviceAlerts(config.gateway.name, store, gateway.alert_fanout)
-    )
+    device_alerts = DeviceAlerts(config.gateway.name, store, gateway.alert_fanout)
+    supervisor = Supervisor(gateway, store.minute_of_all)
     log.info("gatewayd started: %d devices, store %s", len(config.devices), worker.path)
     try:
-        await _serve(gateway, writer, supervisor, stop, ready)
+        await _serve(gateway, writer, supervisor, device_alerts, stop, ready)
     finally:
         daemon_status.write(config.status_path, gateway.status().model_copy(update={"stopped": True}))
         links.close()
@@ -95,7 +94,12 @@ async def run(config: Config, stop: asyncio.Event, ready: asyncio.Future[Gateway
 
 
 async def _serve(
-    gateway: Gateway, writer: Writer, supervisor: Supervisor, stop: asyncio.Event, ready: asyncio.Future[Gateway] | None
+    gateway: Gateway,
+    writer: Writer,
+    supervisor: Supervisor,
+    device_alerts: DeviceAlerts,
+    stop: asyncio.Event,
+    ready: asyncio.Future[Gateway] | None,
 ) -> None:
     """Every part as one task until `stop`; then the pollers first (each finishes the request
     in flight), the other parts after, and what is still queued goes to disk."""
@@ -110,6 +114,7 @@ async def _serve(
         others = [
             tasks.create_task(writer.run(stop), name="store-writer"),
             tasks.create_task(supervisor.run(stop), name="supervisor"),
+            tasks.create_task(device_alerts.run(stop, gateway.health, gateway.clock.now_ms), name="device-alerts"),
         ]
         others += [tasks.create_task(part.run(stop), name=name) for name, part in parts.items() if part is not None]
         polls = [tasks.create_task(p.run(stop), name=f"poll-{n}") for n, p in gateway.pollers.items()]

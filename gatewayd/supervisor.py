@@ -1,7 +1,8 @@
-"""The daemon's supervisor: once a second it raises or closes the alerts of devices that went
-offline, writes status.json, tells MQTT what changed (device health, Home Assistant
-discovery, the store's state, minute summaries) and feeds systemd's watchdog, only while the
-pipeline moves (a stalled writer or poller withholds it)."""
+"""The daemon's supervisor: once a second it writes status.json, tells MQTT what changed
+(device health, Home Assistant discovery, the store's state, minute summaries) and feeds
+systemd's watchdog, only while the pipeline moves (a stalled writer or poller withholds it).
+It waits on the store only for minute summaries: a slow or failing disk must not hold up the
+status and the watchdog."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from gatewayd import daemon_status, service
-from gatewayd.alerts.device import DeviceAlerts
 from gatewayd.config import discovery_hints
 from gatewayd.gateway import Gateway
 from gatewayd.publishing.mqtt import Publisher
@@ -25,9 +25,8 @@ SUMMARY_CATCH_UP_MS = 3_600_000  # minute summaries published late at most (a lo
 
 
 class Supervisor:
-    def __init__(self, gateway: Gateway, minute_of_all: MinuteSource, device_alerts: DeviceAlerts):
+    def __init__(self, gateway: Gateway, minute_of_all: MinuteSource):
         self.gateway = gateway
-        self.device_alerts = device_alerts
         self.config = gateway.config
         self.minute_of_all = minute_of_all
         self.published: dict[str, str] = {}  # device -> health state last published
@@ -49,15 +48,14 @@ class Supervisor:
             publisher = self.gateway.publisher
             if publisher is not None and self.config.mqtt is not None and self.config.mqtt.telemetry == "summaries":
                 self.summarised = await self.publish_summaries(publisher, self.summarised)
-            try:
-                await self.device_alerts.check(self.gateway.health(), self.gateway.clock.now_ms())
-            except Exception:  # a bug here must not take the watchdog and the status with it
-                log.exception("device alerts not checked")
+            # The line for systemd first, the file after: whatever STATUS= says, status.json
+            # (written before it is sent) says too, or something newer.
+            line = self.gateway.status_line()
             status = self.gateway.last_status = self.gateway.status()
             await loop.run_in_executor(None, daemon_status.write, status_file, status)
             if publisher is not None:
                 self.publish_changes(publisher)
-            self.feed_watchdog(interval, loop.time())
+            self.feed_watchdog(interval, loop.time(), line)
             try:
                 await asyncio.wait_for(stop.wait(), period)
             except TimeoutError:
@@ -81,8 +79,7 @@ class Supervisor:
             publisher.store_health(*now_state)
             self.store_state = now_state
 
-    def feed_watchdog(self, interval: float | None, now: float) -> None:
-        line = self.gateway.status_line()
+    def feed_watchdog(self, interval: float | None, now: float, line: str) -> None:
         if interval is None:
             service.notify("STATUS=" + line)
         elif self.gateway.making_progress(now, 2 * interval):

@@ -6,6 +6,7 @@ that came back while the gateway was down has it closed at its first good poll."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -30,6 +31,24 @@ class DeviceAlerts:
         self.publish = publish
         self.open: dict[str, str] = {}  # device -> id of its open alert
         self.loaded = False
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        health: Callable[[], Mapping[str, DeviceHealth]],
+        now_ms: Callable[[], int],
+        period_s: float = 1.0,
+    ) -> None:
+        """A task of its own: it waits on the store, which the supervisor must never do."""
+        while not stop.is_set():
+            try:
+                await self.check(health(), now_ms())
+            except Exception:  # a bug here must not end the daemon's task group
+                log.exception("device alerts not checked")
+            try:
+                await asyncio.wait_for(stop.wait(), period_s)
+            except TimeoutError:
+                pass
 
     async def check(self, health: Mapping[str, DeviceHealth], now_ms: int) -> None:
         """Once a second or so, with every device's health."""

@@ -78,6 +78,32 @@ async def eventually(what: str, probe: Callable[[], Awaitable[object] | object],
         await asyncio.sleep(0.05)
 
 
+@asynccontextmanager
+async def quiet_meter() -> AsyncIterator[int]:
+    """A Modbus TCP meter that answers and never alarms (a generic device has no checks of
+    its own): the device for tests that are about something else. Yields its port."""
+    from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+    from pymodbus.server import ModbusTcpServer
+
+    from gatewayd.demo.virtual_node import free_port
+
+    port = free_port()
+    context = ModbusServerContext(devices=ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, [42] * 4)), single=True)
+    server = ModbusTcpServer(context, address=("127.0.0.1", port))
+    serving = asyncio.create_task(server.serve_forever())
+    await eventually("the meter listening", server.is_active)
+    try:
+        yield port
+    finally:
+        await server.shutdown()
+        await asyncio.gather(serving, return_exceptions=True)
+
+
+QUIET_METER = '[[devices]]\nname = "pump-1"\nprofile = "generic"\nhost = "127.0.0.1"\nport = {port}\n' + (
+    '[[devices.registers]]\nname = "level"\naddress = 0\n'
+)
+
+
 def daemon_task() -> asyncio.Task:
     """running_gateway's daemon task, in this test's loop."""
     return next(t for t in asyncio.all_tasks() if t.get_name() == DAEMON_TASK)

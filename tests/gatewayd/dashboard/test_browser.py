@@ -18,7 +18,7 @@ import pytest
 from gatewayd.demo.virtual_node import VirtualNode, free_port
 from gatewayd.store.database import Store
 
-from .support import ARTIFACTS, install_pump_model, running_gateway
+from .support import ARTIFACTS, QUIET_METER, install_pump_model, quiet_meter, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -271,7 +271,7 @@ async def test_login_in_chromium(tmp_path):
         await page.locator("#login").wait_for(state="visible", timeout=10_000)
 
 
-async def test_a_store_fault_in_chromium(tmp_path, virtual_node):
+async def test_a_store_fault_in_chromium(tmp_path):
     """A store that cannot be opened (its state directory cannot be created): a banner above the
     nodes says what is wrong and what goes on, the nodes are shown, the alerts and the charts say
     why they cannot be; once the store is back the banner goes. A clock step is a small note."""
@@ -284,9 +284,13 @@ async def test_a_store_fault_in_chromium(tmp_path, virtual_node):
     config = (
         f'[gateway]\nname = "plant-9"\nstate_dir = "{blocked / "state"}"\n[detection]\nenabled = false\n'
         f"[dashboard]\nenabled = true\nport = {port}\n"
-        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {virtual_node.port}\n'
-    )  # a device that answers: no alert of its own waits for the store
-    async with running_gateway(config) as gateway, async_playwright() as playwright:
+    )
+    # a device that answers and never alarms: no alert of its own waits for the store
+    async with (
+        quiet_meter() as meter,
+        running_gateway(config + QUIET_METER.format(port=meter)) as gateway,
+        async_playwright() as playwright,
+    ):
         wall_ns = gateway.clock.wall_ns
         gateway.clock.wall_ns = lambda: wall_ns() + 7_200 * 10**9  # NTP sets the clock 2 h ahead
         async with chromium(playwright, DESKTOP) as page:

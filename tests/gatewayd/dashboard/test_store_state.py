@@ -19,20 +19,24 @@ from gatewayd.dashboard import server, views
 from gatewayd.demo.virtual_node import free_port
 from gatewayd.store.database import DB_NAME, Store
 
-from .support import call, daemon_task, eventually, running_gateway
+from .support import QUIET_METER, call, daemon_task, eventually, quiet_meter, running_gateway
 
 pytestmark = pytest.mark.integration
 
 ALERT = "g:pump-1:model:1000"
 
 
-def config(state: Path, extra: str = "", device_port: int | None = None) -> str:
-    """A gateway with one device, detection off; without `device_port` the device does not
-    answer (nothing listens there)."""
+def config(state: Path, extra: str = "", meter_port: int | None = None) -> str:
+    """A gateway with one device, detection off: a quiet meter on `meter_port`, or else a device
+    that does not answer (nothing listens there)."""
+    device = (
+        QUIET_METER.format(port=meter_port)
+        if meter_port
+        else f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+    )
     return (
         f'[gateway]\nname = "g"\nstate_dir = "{state}"\n{extra}\n[detection]\nenabled = false\n'
-        f"[dashboard]\nenabled = true\nport = {free_port()}\n"
-        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {device_port or free_port()}\n'
+        f"[dashboard]\nenabled = true\nport = {free_port()}\n{device}"
     )
 
 
@@ -117,19 +121,20 @@ async def _state_is(port: int, state: str) -> bool:
     return (await call(port, "GET", "/api/overview")).json()["store"]["state"] == state
 
 
-async def test_a_store_that_cannot_be_opened_leaves_the_dashboard_serving(tmp_path, caplog, virtual_node):
+async def test_a_store_that_cannot_be_opened_leaves_the_dashboard_serving(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="gatewayd.dashboard")
     blocked = tmp_path / "not-a-dir"
     blocked.write_text("a file where the state directory's parent should be")
     state = blocked / "state"
-    # The device answers: no alert of its own may wait for the store (that is another test's).
-    async with running_gateway(config(state, device_port=virtual_node.port)) as gateway:
+    # The device answers and never alarms: no alert may wait for the store (that is another test's).
+    async with quiet_meter() as meter, running_gateway(config(state, meter_port=meter)) as gateway:
         port = gateway.dashboard.port
+        before = gateway.pollers["pump-1"].health.state
         reply = await call(port, "GET", "/api/overview")
         assert reply.status == 200
         overview = reply.json()
-        devices = [(d["name"], d["state"]) for d in overview["devices"]]
-        assert devices == [("pump-1", gateway.pollers["pump-1"].health.state)]
+        (device,) = overview["devices"]
+        assert device["name"] == "pump-1" and device["state"] in {before, gateway.pollers["pump-1"].health.state}
         section = overview["store"]
         assert section["state"] == "unavailable" and not section["writing"]
         assert section["last_error"] == f"cannot open the store ({state}: Not a directory)"

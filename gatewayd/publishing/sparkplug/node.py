@@ -45,7 +45,8 @@ DOUBLE, INT64, BOOLEAN = pb.Double, pb.Int64, pb.Boolean
 class Device:
     units: dict[str, str]
     aliases: dict[str, int] = field(default_factory=dict)
-    online: bool = False
+    alive: bool = False  # the gateway's latest word on it, set at once (a dropped event loses nothing)
+    born: bool = False  # a DBIRTH went out on this connection, and no DDEATH since
     last: dict[str, float] = field(default_factory=dict)
     last_ms: int = 0
 
@@ -71,7 +72,8 @@ class SparkplugNode:
         """A device's health changed (online, or not), or its channels became known."""
         known = self.devices.setdefault(name, Device(dict(units)))
         known.units = dict(units) or known.units
-        self._offer(("online" if online else "offline", name, now_ms(), {}))
+        known.alive = online
+        self._offer(("state", name, now_ms(), {}))
 
     def data(self, name: str, ts_ms: int, values: dict[str, float]) -> None:
         self._offer(("data", name, ts_ms, values))
@@ -164,7 +166,8 @@ class SparkplugNode:
         await client.publish(self.topic("NBIRTH"), birth.SerializeToString(), qos=0)
         self.published += 1
         for name, device in self.devices.items():
-            if device.online:
+            device.born = False
+            if device.alive and device.units:
                 await self._device_birth(client, name, device)
 
     async def _device_birth(self, client: aiomqtt.Client, name: str, device: Device) -> None:
@@ -183,24 +186,23 @@ class SparkplugNode:
                 metric.properties.keys.append("engUnit")
                 metric.properties.values.add(type=pb.String, string_value=unit)
         await client.publish(self.topic("DBIRTH", name), birth.SerializeToString(), qos=0)
+        device.born = True
         self.published += 1
 
     async def _handle(self, client: aiomqtt.Client, item: tuple[str, str, int, dict[str, float]]) -> None:
         kind, name, ts_ms, values = item
         device = self.devices.setdefault(name, Device({}))
-        if kind in ("online", "offline"):
-            online = kind == "online"
-            if online and not device.online and device.units:
-                device.online = True
+        if kind == "state":  # brought in line with the device's latest state
+            if device.alive and not device.born and device.units:
                 await self._device_birth(client, name, device)
-            elif not online and device.online:
-                device.online = False
+            elif not device.alive and device.born:
+                device.born = False
                 await client.publish(self.topic("DDEATH", name), self._payload(ts_ms).SerializeToString(), qos=0)
                 self.published += 1
             return
         device.last.update(values)
         device.last_ms = ts_ms
-        if not device.online:
+        if not device.born:
             return  # data of a device not born (yet): its DBIRTH will carry the latest values
         data = self._payload(ts_ms)
         for channel, value in values.items():

@@ -13,6 +13,7 @@ apply to an edge node:
   connection went on through NCMDs that are not Sparkplug payloads) and the devices' DBIRTHs;
   a device that goes offline gets a DDEATH."""
 
+import asyncio
 import importlib.util
 import signal
 import subprocess
@@ -209,3 +210,34 @@ def test_the_generated_module_is_the_schema_compiled(tmp_path):
         "sys.exit(0 if blob == ours.DESCRIPTOR.serialized_pb else 1)\n"
     )
     assert subprocess.run([sys.executable, "-c", compare, str(tmp_path / "sparkplug_b_pb2.py")]).returncode == 0
+
+
+class FakeClient:
+    def __init__(self):
+        self.published = []
+
+    async def publish(self, topic, payload, qos=0, retain=False):
+        self.published.append(topic.split("/")[2])
+
+
+async def test_a_device_event_lost_to_a_full_queue_is_made_good_at_the_next_birth():
+    """Polls queued while the broker is away can fill the queue and push out a device's coming
+    online: the next NBIRTH still bears its DBIRTH, and its data flows again."""
+    from gatewayd.config import MqttSection, SparkplugSection
+    from gatewayd.publishing.sparkplug import node as spb_node
+
+    edge = spb_node.SparkplugNode(MqttSection(host="h"), SparkplugSection(enabled=True), "g")
+    edge.queue, edge.bd_seq = asyncio.Queue(2), 0  # as run() sets them at the first connection
+    edge.data("pump-1", 1, {"flow": 1.0})
+    edge.data("pump-1", 2, {"flow": 2.0})
+    edge.device("pump-1", True, {"flow": "m3/h"})  # the queue is full: the event is dropped
+    assert edge.dropped == 1
+    client = FakeClient()
+    await edge._births(client)  # the broker is back
+    assert client.published == ["NBIRTH", "DBIRTH"]
+    while not edge.queue.empty():
+        await edge._handle(client, edge.queue.get_nowait())
+    assert client.published == ["NBIRTH", "DBIRTH", "DDATA", "DDATA"]
+    edge.device("pump-1", False, {"flow": "m3/h"})
+    await edge._handle(client, edge.queue.get_nowait())
+    assert client.published[-1] == "DDEATH"

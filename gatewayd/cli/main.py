@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
@@ -17,6 +18,9 @@ EXIT_CONFIG = 2
 
 
 TEXTS = command_texts("gatewayd.cli")
+
+
+GROUPS = ("model", "alert", "command", "evaluate", "probe")  # command groups with a module each
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,10 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the last pump's motor current jumps 20 A after S seconds: alerts to look at and label",
     )
 
-    from gatewayd.cli import alert, command, evaluate, model, probe
-
-    for group in (model, alert, command, evaluate, probe):
-        group.add_parser(sub)
+    for name in GROUPS:
+        importlib.import_module(f"gatewayd.cli.{name}").add_parser(sub)
     return parser
 
 
@@ -141,26 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no store at {db} (has gatewayd run with this configuration?)", file=sys.stderr)
             return 1
         return _status(config, db) if args.command == "status" else _export(args, db)
-    if args.command == "model":
-        from gatewayd.cli import model
-
-        return model.run(args)
-    if args.command == "alert":
-        from gatewayd.cli import alert
-
-        return alert.run(args)
-    if args.command == "command":
-        from gatewayd.cli import command
-
-        return command.run(args)
-    if args.command == "evaluate":
-        from gatewayd.cli import evaluate
-
-        return evaluate.run(args)
-    if args.command == "probe":
-        from gatewayd.cli import probe
-
-        return probe.run(args)
+    if args.command in GROUPS:  # each group's module parses and runs its own subcommands
+        return importlib.import_module(f"gatewayd.cli.{args.command}").run(args)
     if args.command == "demo":
         from gatewayd.demo.runner import run_demo
         from gatewayd.errors import GatewayError

@@ -6,6 +6,7 @@ list"): a one-line `help` for the command list, a `description` and one `example
 from __future__ import annotations
 
 import argparse
+import functools
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -13,8 +14,10 @@ from pathlib import Path
 from gatewayd.config import DEFAULT_CONFIG_PATH
 
 
+@functools.cache
 def command_texts(package: str) -> dict[str, dict[str, str]]:
-    """The texts of a package's commands (its commands.toml)."""
+    """The texts of a package's commands (its commands.toml), read once: every command group of
+    a CLI asks for them."""
     return tomllib.loads(resources.files(package).joinpath("commands.toml").read_text(encoding="utf-8"))
 
 

@@ -9,8 +9,9 @@ STAMP := $(VENV)/.installed
 # peers the tests start themselves (MQTT broker, pty pairs for serial links, the browser
 # that Playwright drives through the dashboard: Debian's, never a downloaded one) and the
 # faults they inject (a stepped clock: libfaketime; write errors: libfiu; ext4 images), and
-# promtool (Debian's prometheus) that checks the metrics the daemon serves.
-DEBIAN_PACKAGES := python3-venv libsystemd-dev pkg-config gcc python3-dev mosquitto socat chromium faketime fiu-utils e2fsprogs prometheus
+# promtool (Debian's prometheus) that checks the metrics the daemon serves; the cloud tier's
+# tests start their own PostgreSQL and Redis (never the machine's on 5432 and 6379).
+DEBIAN_PACKAGES := python3-venv libsystemd-dev pkg-config gcc python3-dev mosquitto socat chromium faketime fiu-utils e2fsprogs prometheus postgresql redis-server
 # Building the Debian package (debian/control's Build-Depends).
 DEB_BUILD_PACKAGES := dpkg-dev debhelper dh-virtualenv python3.11 python3.11-dev python3.11-venv libsystemd-dev pkg-config
 # Checking it: lintian, and a Debian root booted under systemd-nspawn to install it into.

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from cloud_sync import __version__
+from cloud_sync.endpoint_cli import COMMANDS, add_endpoint_commands, run_endpoint_command
 from gatewayd.cli.parsers import add_command, command_texts
-from gatewayd.models.scaling import SCALE_FLOOR
 
 DEFAULT_CONFIG = Path("/etc/gatewayd/gatewayd.toml")
 
@@ -34,34 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     configured.add_argument(
         "--config", type=Path, default=DEFAULT_CONFIG, help="gatewayd's TOML file (default: %(default)s)"
     )
-    serve = add_command(sub, "serve", TEXTS)
-    serve.add_argument("--data", type=Path, required=True, help="folder for the database, tokens and bundles")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default: %(default)s)")
-    retrain = add_command(sub, "retrain", TEXTS)
-    retrain.add_argument("--data", type=Path, required=True)
-    scope = retrain.add_mutually_exclusive_group(required=True)
-    scope.add_argument(
-        "--gateway",
-        action="append",
-        help="a gateway's data (repeat for a segment of gateways); the bundle is published for each",
-    )
-    scope.add_argument("--fleet", action="store_true", help="every gateway's data; published for all")
-    retrain.add_argument(
-        "--device", action="append", help="only these devices (repeatable); one device: the bundle is named after it"
-    )
-    retrain.add_argument("--name", help="bundle name (default: the device, or 'global')")
-    retrain.add_argument("--key", type=Path, required=True, help="Ed25519 private key (PEM) to sign with")
-    retrain.add_argument("--trees", type=int, default=100)
-    retrain.add_argument(
-        "--scale-floor",
-        type=float,
-        default=SCALE_FLOOR,
-        help="a feature's spread is at least this share of its level (default: %(default)s)",
-    )
-    token = add_command(sub, "token", TEXTS)
-    token.add_argument("gateway")
-    token.add_argument("--data", type=Path, required=True)
+    add_endpoint_commands(sub, TEXTS)
     return parser
 
 
@@ -70,63 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "configured":
         return _configured(args.config)
-    if args.command == "token":
-        from cloud_sync.server import Tokens
-
-        args.data.mkdir(parents=True, exist_ok=True)
-        try:
-            print(Tokens(args.data / "tokens").issue(args.gateway))
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return 0
-    if args.command == "retrain":
-        from cloud_sync.retrain import retrain
-        from cloud_sync.storage import SqliteStorage
-        from gatewayd.models.bundle import BundleError
-        from gatewayd.models.training import TrainingError
-
-        storage = SqliteStorage(args.data / "cloud.sqlite3")
-        gateways = storage.gateways() if args.fleet else list(dict.fromkeys(args.gateway))
-        name = args.name or (args.device[0] if args.device and len(args.device) == 1 else "global")
-        try:
-            result = retrain(
-                storage,
-                args.data / "bundles",
-                args.key,
-                name=name,
-                gateways=gateways,
-                devices=args.device,
-                scope_folder="fleet" if args.fleet else gateways[0],
-                trees=args.trees,
-                scale_floor=args.scale_floor,
-                progress=lambda t: print(t, file=sys.stderr),
-            )
-            if not args.fleet:  # a segment of gateways: the same signed bundle for each of them
-                for other in gateways[1:]:
-                    shutil.copytree(result.folder, args.data / "bundles" / other / name / str(result.version))
-        except (ValueError, TrainingError, BundleError, OSError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        finally:
-            storage.close()
-        print(
-            f"published {result.name} v{result.version} ({result.windows} minutes) for "
-            f"{'the fleet' if args.fleet else ', '.join(gateways)}"
-        )
-        return 0
-    if args.command == "serve":
-        from cloud_sync.server import open_server
-
-        server = open_server(args.data, args.host, args.port)
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-        logging.getLogger("cloud_sync").info("serving on %s:%d, data in %s", args.host, args.port, args.data)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        server.server_close()
-        return 0
+    if args.command in COMMANDS:
+        return run_endpoint_command(args)
     return _run(args)
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import requests
 
+from cloud_sync.errors import CloudSyncError
 from gatewayd.models.bundle import BundleError
 from gatewayd.models.install import ModelStore
-from cloud_sync.errors import CloudSyncError
 
 log = logging.getLogger("cloud_sync.models")
 _PLAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

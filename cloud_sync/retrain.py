@@ -9,6 +9,8 @@ near an alert are left out of training unless an operator labelled the alert a f
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from gatewayd.models.bundle import load_private_key, write_bundle
 from gatewayd.models.scaling import SCALE_FLOOR
 from gatewayd.models.training import train_bundle
 
+from .bundles import BundleStore
 from .codec import decode_summary
 from .storage import Storage
 
@@ -30,7 +33,6 @@ OPEN_ALERT_MS = 600_000  # an alert with no close yet covers this long
 
 @dataclass
 class RetrainResult:
-    folder: Path
     name: str
     version: int
     windows: int
@@ -62,7 +64,7 @@ def _alert_spans(storage: Storage, gateway: str) -> dict[str, list[tuple[int, in
 
 def minute_rows(
     storage: Storage, gateways: list[str], devices: list[str] | None
-) -> tuple[list[str], list[tuple[str, int, np.ndarray, float]], int]:  # noqa: E501
+) -> tuple[list[str], list[tuple[str, int, np.ndarray, float]], int]:
     """(channels, rows of (device, minute, features, samples per minute), minutes excluded)."""
     rows: list[tuple[str, int, dict]] = []
     excluded = 0
@@ -93,17 +95,27 @@ def minute_rows(
 
 def retrain(
     storage: Storage,
-    shelf: Path,
+    bundles: BundleStore,
     key_path: Path,
     *,
     name: str,
     gateways: list[str],
     devices: list[str] | None = None,
-    scope_folder: str,
+    publish_to: list[str],
     trees: int = 100,
     scale_floor: float = SCALE_FLOOR,
+    job_id: str | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> RetrainResult:
+    """Train on the gateways' summaries and publish the signed bundle under every scope of
+    `publish_to` with one version. A job run again (a worker killed mid-way) publishes no
+    second version: it finds what it published and completes only what is missing."""
+    done = {scope: bundles.published_by(scope, name, job_id) for scope in publish_to} if job_id else {}
+    if done and all(v is not None for v in done.values()):
+        version = next(iter(done.values()))
+        assert version is not None
+        progress(f"{name} v{version} was published by this job already")
+        return RetrainResult(name, version, 0, 0)
     channels, rows, excluded = minute_rows(storage, gateways, devices)
     if not rows:
         raise ValueError(
@@ -120,8 +132,6 @@ def retrain(
         f"{len(rows)} minutes of {len(row_devices)} device(s) ({excluded} near alerts left out), "
         f"channels {', '.join(channels)}"
     )
-    home = shelf / scope_folder / name
-    existing = [int(p.name) for p in home.iterdir() if p.name.isdigit()] if home.is_dir() else []
     # above anything published and anything a gateway reported running (it may have trained its own)
     reported = [
         int(r["payload"]["version"])
@@ -129,7 +139,10 @@ def retrain(
         for r in storage.records(g, "model_event")
         if r["payload"].get("name") == name and isinstance(r["payload"].get("version"), int)
     ]
-    version = max(existing + reported, default=0) + 1
+    fixed = [v for v in done.values() if v is not None]
+    version = (
+        fixed[0] if fixed else max([v for s in publish_to for v in bundles.versions(s, name)] + reported, default=0) + 1
+    )
     trained = train_bundle(
         features,
         ends,
@@ -142,8 +155,16 @@ def retrain(
         devices=[r[0] for r in rows] if len(row_devices) > 1 else None,
         progress=progress,
     )
-    home.mkdir(parents=True, exist_ok=True)
-    staging = home / f".staging-{version}"
-    write_bundle(staging, trained.manifest, trained.files, load_private_key(key_path))
-    staging.rename(home / str(version))  # listed only once complete and signed
-    return RetrainResult(home / str(version), name, version, len(rows), excluded)
+    key = load_private_key(key_path)
+    with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
+        for _ in range(100):  # another job took the version meanwhile: the next one, signed again
+            folder = Path(tmp) / str(version)
+            shutil.rmtree(folder, ignore_errors=True)
+            write_bundle(folder, {**trained.manifest, "version": version}, trained.files, key)
+            scopes = [s for s in publish_to if done.get(s) is None]
+            if bundles.publish(scopes[0], name, version, folder, job_id) or fixed:
+                for scope in scopes[1:]:
+                    bundles.publish(scope, name, version, folder, job_id)
+                return RetrainResult(name, version, len(rows), excluded)
+            version = max(bundles.versions(scopes[0], name), default=version) + 1
+    raise RuntimeError(f"no free version for {name} after 100 tries")

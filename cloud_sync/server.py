@@ -1,235 +1,380 @@
-"""The reference cloud endpoint (`cloud-sync serve`): accepts gateways' batches idempotently,
-lists and serves model bundles. API: docs/cloud-api.md. Standard library HTTP server, threaded;
-put it behind a TLS-terminating proxy (nginx, Caddy) on the internet.
+"""The reference cloud endpoint (`cloud-sync serve`): the sync API of docs/cloud-api.md as a
+FastAPI application on uvicorn.
+
+FastAPI because the API's contract is its pydantic models (the record kinds of
+`cloud_sync.records`): the same models validate every record at the boundary and write the
+OpenAPI document, so the document cannot drift from what is enforced. uvicorn because it runs
+several worker processes on one listening socket with a fleet-sized backlog, keep-alive and a
+hard cap on connections per process.
+
+A server process keeps nothing another one would need: batches, tokens, jobs and (with a
+database URL) bundles are in the storage, so two `serve` processes on one database answer as
+one endpoint. TLS stays at a proxy (docs/cloud-endpoint.md).
+
+Back-pressure, cheapest first: a gateway with more than `per_gateway` uploads in flight gets
+429; a process with more than `max_inflight` gets 503; both with Retry-After, which the agent
+honours. A retried batch is recognised by its id and the digest of its body before the body is
+decompressed or parsed.
 """
 
-from __future__ import annotations
-
-import gzip
+import asyncio
 import hashlib
-import hmac
-import io
 import json
 import logging
+import os
+import random
 import re
-import secrets
-import tarfile
 import threading
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
-from cloud_sync.storage import SqliteStorage, Storage
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+
+from cloud_sync import __version__
+from cloud_sync.bundles import BundleStore, open_bundles
+from cloud_sync.records import MAX_BODY, Batch, BatchError, content_digest, decompress, parse_batch, valid_key
+from cloud_sync.storage import Storage, StorageUnavailable, open_storage
+from cloud_sync.tokens import Tokens
 
 log = logging.getLogger("cloud_sync.server")
-MAX_BODY = 16 << 20  # compressed
-MAX_RECORDS_BYTES = 64 << 20  # after decompression
-_KEY = re.compile(r"^[A-Za-z0-9:/_.@-]{1,200}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+BODY_TIMEOUT_S = 30.0  # a body that trickles in slower than this is cut off (408)
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
-class Tokens:
-    """Gateway tokens, stored as SHA-256 hashes, one `gateway hash` pair per line."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.by_hash: dict[str, str] = {}
-        if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip() and not line.startswith("#"):
-                    name, digest = line.split()
-                    self.by_hash[digest] = name
-
-    @staticmethod
-    def digest(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
-
-    def gateway(self, token: str) -> str | None:
-        digest = self.digest(token)
-        for known, name in self.by_hash.items():
-            if hmac.compare_digest(known, digest):
-                return name
-        return None
-
-    def issue(self, gateway: str) -> str:
-        """A new token for a gateway (printed once; only its hash is kept)."""
-        if not _NAME.match(gateway):
-            raise ValueError(f"not a gateway name: {gateway!r}")
-        token = secrets.token_urlsafe(32)
-        with open(self.path, "a") as f:
-            f.write(f"{gateway} {self.digest(token)}\n")
-        self.by_hash[self.digest(token)] = gateway
-        return token
+@dataclass(frozen=True)
+class Limits:
+    max_inflight: int = 64  # batches in work per process before 503
+    per_gateway: int = 2  # batches in work per gateway per process before 429
+    retry_after_s: float = 2.0  # the base of Retry-After; jittered up to twice that
 
 
-class BundleShelf:
-    """Published bundles: `<root>/<gateway or segment>/<name>/<version>/` directories; served as
-    tar archives. A gateway sees its own folder and `fleet/`."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def latest(self, gateway: str) -> list[tuple[str, int, Path]]:
-        out = []
-        for scope in (gateway, "fleet"):
-            folder = self.root / scope
-            if not folder.is_dir():
-                continue
-            for name_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
-                versions = [
-                    int(v.name) for v in name_dir.iterdir() if v.name.isdigit() and (v / "manifest.sig").exists()
-                ]
-                if versions:
-                    out.append((name_dir.name, max(versions), name_dir / str(max(versions))))
-        return out
-
-    @staticmethod
-    def archive(folder: Path) -> bytes:
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-            for path in sorted(folder.iterdir()):
-                tar.add(path, arcname=path.name)
-        return buf.getvalue()
+class BatchAnswer(BaseModel):
+    accepted: int
+    duplicate: bool
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: "CloudServer"
-    protocol_version = "HTTP/1.1"
-    timeout = 15  # an idle keep-alive connection is closed after this
+class ErrorAnswer(BaseModel):
+    error: str
 
-    def log_message(self, fmt: str, *args: object) -> None:
-        log.debug("%s %s", self.address_string(), fmt % args)
 
-    def _reply(self, status: int, body: dict | bytes, headers: dict[str, str] | None = None) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json" if not isinstance(body, bytes) else "application/gzip")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        # One request per connection: uploads are seconds apart, and a stopping server then
-        # never waits on an idle keep-alive connection.
-        self.send_header("Connection", "close")
-        self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
+class ModelEntry(BaseModel):
+    name: str
+    version: int
+    url: str
 
-    def _gateway(self) -> str | None:
-        auth = self.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
-            self._reply(HTTPStatus.UNAUTHORIZED, {"error": "bearer token required"})
-            return None
-        name = self.server.tokens.gateway(auth[7:].strip())
-        if name is None:
-            self._reply(HTTPStatus.UNAUTHORIZED, {"error": "unknown token"})
-        return name
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        if self.path == "/v1/health":
-            self._reply(HTTPStatus.OK, {"ok": True})
-            return
-        gateway = self._gateway()
-        if gateway is None:
-            return
-        if self.path == "/v1/models":
-            listing = [
-                {"name": n, "version": v, "url": f"/v1/models/{n}/{v}"} for n, v, _ in self.server.shelf.latest(gateway)
-            ]
-            body = json.dumps({"models": listing}).encode()
-            etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-            if self.headers.get("If-None-Match") == etag:
-                self._reply(HTTPStatus.NOT_MODIFIED, b"", {"ETag": etag})
-                return
-            self._reply(HTTPStatus.OK, {"models": listing}, {"ETag": etag})
-            return
-        match = re.fullmatch(r"/v1/models/([A-Za-z0-9_.-]+)/(\d+)", self.path)
-        if match:
-            for name, version, folder in self.server.shelf.latest(gateway):
-                if name == match[1] and version == int(match[2]):
-                    data = self.server.shelf.archive(folder)
-                    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
-                    if self.headers.get("If-None-Match") == etag:
-                        self._reply(HTTPStatus.NOT_MODIFIED, b"", {"ETag": etag})
-                        return
-                    self._reply(HTTPStatus.OK, data, {"ETag": etag})
-                    return
-        self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
+class ModelList(BaseModel):
+    models: list[ModelEntry]
 
-    def do_POST(self) -> None:  # noqa: N802
-        if self.path != "/v1/batches":
-            self._reply(HTTPStatus.NOT_FOUND, {"error": "not found"})
-            return
-        gateway = self._gateway()
-        if gateway is None:
-            return
-        batch_id = self.headers.get("Idempotency-Key", "")
-        if not _KEY.match(batch_id):
-            self._reply(
-                HTTPStatus.BAD_REQUEST, {"error": "Idempotency-Key header required (1-200 of [A-Za-z0-9:/_.@-])"}
-            )
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if not 0 < length <= MAX_BODY:
-            self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body must be 1..{MAX_BODY} bytes"})
-            return
-        body = self.rfile.read(length)
+
+class Health(BaseModel):
+    ok: bool
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _etag(data: bytes) -> str:
+    return '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorAnswer, "description": "malformed batch: nothing of it is kept"},
+    401: {"model": ErrorAnswer, "description": "no known bearer token"},
+    408: {"model": ErrorAnswer, "description": "the body did not arrive in time"},
+    409: {"model": ErrorAnswer, "description": "the batch id was used before for other records: nothing kept"},
+    413: {"model": ErrorAnswer, "description": "body too large, as sent or decompressed"},
+    429: {"model": ErrorAnswer, "description": "too many uploads from this gateway at once; see Retry-After"},
+    503: {"model": ErrorAnswer, "description": "the endpoint is saturated or its database away; see Retry-After"},
+}
+
+
+def create_app(storage: Storage, bundles: BundleStore, tokens: Tokens, limits: Limits = Limits()) -> FastAPI:
+    app = FastAPI(
+        title="Edge gateway cloud sync API",
+        version="1",
+        summary=f"what cloud-sync run speaks (cloud-sync {__version__}); docs/cloud-api.md",
+        docs_url=None,
+        redoc_url=None,
+    )
+    bearer = HTTPBearer(auto_error=False, description="one token per gateway (`cloud-sync token`)")
+    inflight: Counter[str] = Counter()
+
+    def retry_after() -> dict[str, str]:
+        # jittered, so that a fleet turned away together does not come back together
+        return {"Retry-After": str(round(limits.retry_after_s * (1 + random.random())))}
+
+    async def gateway_of(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> str | JSONResponse:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            return _error(401, "bearer token required")
+        name = await run_in_threadpool(tokens.gateway, credentials.credentials)
+        return name if name is not None else _error(401, "unknown token")
+
+    @app.exception_handler(StorageUnavailable)
+    async def storage_away(request: Request, exc: StorageUnavailable) -> JSONResponse:
+        log.warning("storage unavailable: %s", exc)
+        return _error(503, "storage unavailable, try again", retry_after())
+
+    @app.get("/v1/health", response_model=Health)
+    async def health() -> dict:
+        return {"ok": True}
+
+    @app.post(
+        "/v1/batches",
+        response_model=BatchAnswer,
+        responses=ERRORS,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}},
+            }
+        },
+    )
+    async def upload(
+        request: Request,
+        gateway: Annotated[str | JSONResponse, Depends(gateway_of)],
+        idempotency_key: Annotated[str, Header(description="the batch id: 1-200 of [A-Za-z0-9:/_.@-]")],
+        content_encoding: Annotated[str | None, Header(description="gzip, or none")] = None,
+    ) -> Any:
+        if isinstance(gateway, JSONResponse):
+            return gateway
+        if not valid_key(idempotency_key):
+            return _error(400, "Idempotency-Key header required (1-200 of [A-Za-z0-9:/_.@-])")
+        if inflight[gateway] >= limits.per_gateway:
+            return _error(429, f"{gateway} has {inflight[gateway]} uploads in flight", retry_after())
+        if inflight.total() >= limits.max_inflight:
+            return _error(503, "busy", retry_after())
+        inflight[gateway] += 1
         try:
-            if self.headers.get("Content-Encoding") == "gzip":
-                with gzip.GzipFile(fileobj=io.BytesIO(body)) as f:
-                    raw = f.read(MAX_RECORDS_BYTES + 1)
-                if len(raw) > MAX_RECORDS_BYTES:
-                    raise ValueError("too large when decompressed")
-            else:
-                raw = body
-            records = json.loads(raw)["records"]
-            if not isinstance(records, list) or not all(
-                isinstance(r, dict)
-                and set(r) == {"key", "kind", "payload"}
-                and isinstance(r["key"], str)
-                and _KEY.match(r["key"])
-                and isinstance(r["kind"], str)
-                and _KEY.match(r["kind"])
-                for r in records
-            ):
-                raise ValueError("records must be objects with key, kind and payload")
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            self._reply(HTTPStatus.BAD_REQUEST, {"error": f"bad batch: {exc}"})
-            return
-        new, duplicate = self.server.storage.accept_batch(gateway, batch_id, records, length)
-        self._reply(HTTPStatus.OK, {"accepted": new, "duplicate": duplicate})
+            return await _accept(request, gateway, idempotency_key, content_encoding)
+        finally:
+            inflight[gateway] -= 1
+            if not inflight[gateway]:
+                del inflight[gateway]
+
+    async def _accept(request: Request, gateway: str, batch_id: str, encoding: str | None) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY):
+            return _error(413, f"body must be at most {MAX_BODY} bytes")
+        try:
+            body = await asyncio.wait_for(_read_capped(request), BODY_TIMEOUT_S)
+        except TimeoutError:
+            return _error(408, f"body not received within {BODY_TIMEOUT_S:.0f} s")
+        if body is None:
+            return _error(413, f"body must be at most {MAX_BODY} bytes")
+        if not body:
+            return _error(400, "empty body")
+        wire_digest = hashlib.sha256(body).hexdigest()
+        seen = await run_in_threadpool(storage.batch_seen, gateway, batch_id)
+        if seen is not None and seen.wire_digest == wire_digest:
+            return {"accepted": 0, "duplicate": True}  # a retry, answered before decoding anything
+        try:
+            records = await run_in_threadpool(lambda: parse_batch(decompress(body, encoding)))
+        except BatchError as exc:
+            return _error(400, f"bad batch: {exc}")
+        digest = content_digest(records)
+        if seen is not None:
+            if seen.content_digest and seen.content_digest != digest:
+                return _error(409, f"batch id {batch_id} was used before for other records")
+            return {"accepted": 0, "duplicate": True}
+        outcome = await run_in_threadpool(
+            lambda: storage.accept_batch(
+                gateway, batch_id, records, wire_digest=wire_digest, content_digest=digest, wire_bytes=len(body)
+            )
+        )
+        if outcome.conflict:
+            return _error(409, f"batch id {batch_id} was used before for other records")
+        return {"accepted": outcome.accepted, "duplicate": outcome.duplicate}
+
+    @app.get("/v1/models", response_model=ModelList, responses={304: {"description": "nothing new"}, **ERRORS})
+    async def models(
+        gateway: Annotated[str | JSONResponse, Depends(gateway_of)],
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Any:
+        if isinstance(gateway, JSONResponse):
+            return gateway
+        listing = await run_in_threadpool(bundles.latest, gateway)
+        body = json.dumps(
+            {"models": [{"name": n, "version": v, "url": f"/v1/models/{n}/{v}"} for n, v in listing]}
+        ).encode()
+        etag = _etag(body)
+        if if_none_match == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(body, media_type="application/json", headers={"ETag": etag})
+
+    @app.get(
+        "/v1/models/{name}/{version}",
+        responses={
+            200: {"content": {"application/gzip": {}}, "description": "the bundle as a gzip-compressed tar"},
+            304: {"description": "the ETag sent is current"},
+            404: {"model": ErrorAnswer, "description": "no such bundle for this gateway"},
+            **ERRORS,
+        },
+        response_class=Response,
+    )
+    async def bundle(
+        name: str,
+        version: int,
+        gateway: Annotated[str | JSONResponse, Depends(gateway_of)],
+        if_none_match: Annotated[str | None, Header()] = None,
+    ) -> Any:
+        if isinstance(gateway, JSONResponse):
+            return gateway
+        data = await run_in_threadpool(bundles.archive, gateway, name, version) if _NAME.match(name) else None
+        if data is None:
+            return _error(404, "not found")
+        etag = _etag(data)
+        if if_none_match == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(data, media_type="application/gzip", headers={"ETag": etag})
+
+    # the request body's schema, which the upload route reads itself (gzip, capped)
+    original_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = original_openapi()
+            batch_schema = Batch.model_json_schema(ref_template="#/components/schemas/{model}")
+            schema["components"]["schemas"].update(batch_schema.pop("$defs", {}))
+            schema["components"]["schemas"]["Batch"] = batch_schema
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
 
 
-class CloudServer(ThreadingHTTPServer):
-    allow_reuse_address = True
-    daemon_threads = False  # server_close() waits for requests in flight: an answered batch is stored
+async def _read_capped(request: Request) -> bytes | None:
+    """The body, with or without Content-Length (chunked); None past MAX_BODY."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# -- running it ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    data: Path
+    database: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8443
+    workers: int = 1
+    limits: Limits = Limits()
+    backlog: int = 4096
+    keep_alive_s: int = 15
+    pool_size: int = 8
+
+    def environment(self) -> dict[str, str]:
+        """How worker processes learn the settings (uvicorn starts them from an import string)."""
+        return {
+            "CLOUD_SYNC_DATA": str(self.data),
+            "CLOUD_SYNC_DATABASE": self.database or "",
+            "CLOUD_SYNC_MAX_INFLIGHT": str(self.limits.max_inflight),
+            "CLOUD_SYNC_PER_GATEWAY": str(self.limits.per_gateway),
+            "CLOUD_SYNC_POOL_SIZE": str(self.pool_size),
+        }
+
+
+def open_parts(data: Path, database: str | None, pool_size: int = 8) -> tuple[Storage, BundleStore, Tokens]:
+    data.mkdir(parents=True, exist_ok=True)
+    storage = open_storage(data, database, pool_size=pool_size)
+    tokens = Tokens(storage)
+    tokens.import_file(data / "tokens")
+    return storage, open_bundles(data, storage), tokens
+
+
+def app_from_environment() -> FastAPI:
+    """The factory each uvicorn worker process calls."""
+    env = os.environ
+    storage, bundles, tokens = open_parts(
+        Path(env["CLOUD_SYNC_DATA"]), env.get("CLOUD_SYNC_DATABASE") or None, int(env["CLOUD_SYNC_POOL_SIZE"])
+    )
+    limits = Limits(int(env["CLOUD_SYNC_MAX_INFLIGHT"]), int(env["CLOUD_SYNC_PER_GATEWAY"]))
+    app = create_app(storage, bundles, tokens, limits)
+    app.router.add_event_handler("shutdown", storage.close)
+    return app
+
+
+def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "backlog": settings.backlog,
+        "timeout_keep_alive": settings.keep_alive_s,
+        # uvicorn's own cap answers 503 past it: far above max_inflight, for connections that
+        # are not uploads (health checks, model polls) and idle keep-alives
+        "limit_concurrency": settings.limits.max_inflight * 16,
+        "timeout_graceful_shutdown": 30,
+        "proxy_headers": True,
+        "access_log": False,
+        "log_level": "warning",
+        "server_header": False,
+    }
+
+
+def serve(settings: ServeSettings) -> None:
+    """Run until SIGTERM or SIGINT; requests in flight are answered before the process exits."""
+    import uvicorn
+
+    if settings.workers > 1 and not settings.database:
+        raise ValueError("several workers need a shared database (--database postgresql://...)")
+    storage, _, _ = open_parts(settings.data, settings.database, 1)  # migrations and token import, before any fork
+    storage.close()
+    os.environ.update(settings.environment())
+    uvicorn.run("cloud_sync.server:app_from_environment", factory=True, **uvicorn_options(settings))
+
+
+class BackgroundEndpoint:
+    """The endpoint in a thread of this process, for tests and the demo: `.url`, `.storage`,
+    `.tokens`, `.bundles`, and `stop()`. `wrap` puts ASGI middleware around the app."""
 
     def __init__(
         self,
-        address: tuple[str, int],
-        storage: Storage,
-        tokens: Tokens,
-        shelf: BundleShelf,
-        handler: type[Handler] = Handler,
+        data: Path,
+        *,
+        database: str | None = None,
+        port: int = 0,
+        limits: Limits = Limits(),
+        wrap: Any = None,
+        ssl: tuple[Path, Path] | None = None,
     ):
-        super().__init__(address, handler)
-        self.storage = storage
-        self.tokens = tokens
-        self.shelf = shelf
+        import uvicorn
 
-    def start_background(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve_forever, name="cloud-server", daemon=True)
-        thread.start()
-        return thread
+        self.storage, self.bundles, self.tokens = open_parts(data, database)
+        app = create_app(self.storage, self.bundles, self.tokens, limits)
+        options = uvicorn_options(ServeSettings(data, database, port=port, limits=limits))
+        if ssl is not None:
+            options.update(ssl_certfile=str(ssl[0]), ssl_keyfile=str(ssl[1]))
+        config = uvicorn.Config(wrap(app) if wrap else app, **options)
+        self.server = uvicorn.Server(config)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.thread = threading.Thread(target=self.server.run, name="cloud-endpoint", daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the endpoint did not start (see the log)")
+            threading.Event().wait(0.01)
+        self.port = self.server.servers[0].sockets[0].getsockname()[1]
+        scheme = "https" if ssl else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
 
-
-def open_server(
-    data_dir: Path, host: str = "127.0.0.1", port: int = 8080, handler: type[Handler] = Handler
-) -> CloudServer:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return CloudServer(
-        (host, port),
-        SqliteStorage(data_dir / "cloud.sqlite3"),
-        Tokens(data_dir / "tokens"),
-        BundleShelf(data_dir / "bundles"),
-        handler,
-    )
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.storage.close()

@@ -25,12 +25,12 @@ from pathlib import Path
 import requests
 
 from cloud_sync import codec
+from cloud_sync.errors import CloudSyncError
 from gatewayd import daemon_status
 from gatewayd.backoff import retry_delay
 from gatewayd.clock import now_ms
 from gatewayd.store.database import Store
 from gatewayd.store.upload_state import FILE_NAME, OUTBOX_SOURCES
-from cloud_sync.errors import CloudSyncError
 
 STATE_FILE = FILE_NAME  # the agent's progress, in the state directory; gatewayd reads it too
 log = logging.getLogger("cloud_sync")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.demo.virtual_node import VirtualNode
+from tests.services import PostgresServer, RedisServer, start_postgres, start_redis
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -129,3 +131,28 @@ def mosquitto(tmp_path) -> Iterator[Mosquitto]:
     broker.start()
     yield broker
     broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory) -> Iterator[PostgresServer]:
+    """One PostgreSQL per session, started only when a test asks: tests get a database each."""
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """One Redis per session, started only when a test asks."""
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a fresh, empty database of the session's server, one per test."""
+    return postgres_server.create_database(f"test_{next(_database_numbers)}")

@@ -1,25 +1,31 @@
 """cloud-sync uploads over real HTTP on loopback, through outages and faults: afterwards the
 endpoint holds every record exactly once, and nothing was marked uploaded before a 2xx."""
 
+import hashlib
+import json
 import socket
 import threading
 import time
 
 import numpy as np
 import pytest
+import requests
 
 from cloud_sync import codec
-from cloud_sync.server import Handler, open_server
+from cloud_sync.server import BackgroundEndpoint
 from cloud_sync.uploader import STATE_FILE, Uploader, UploadState
 from gatewayd import daemon_status
 from gatewayd.alerts.alert import Alert
 from gatewayd.store.database import Reading, Store
+from tests.cloud_sync.faults import UploadFaults
 from tests.gatewayd.test_daemon_status import sample
 
 T0 = 1_794_999_960_000  # 2026-11-18, a whole minute
 
 
 def free_port() -> int:
+    """A port free now, for a test that must name it before its endpoint listens (others start
+    the endpoint on port 0 and read `endpoint.port`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -53,52 +59,27 @@ def expected_keys(store: Store) -> set[str]:
     return outbox | windows | summaries
 
 
-class Faults:
-    """What the endpoint does with each upload, in order; then it behaves."""
+@pytest.fixture
+def start_endpoint(tmp_path):
+    """Start the reference endpoint over tmp_path/cloud (BackgroundEndpoint's keywords); each
+    one started is stopped at the test's end."""
+    started = []
 
-    def __init__(self, plan):
-        self.plan = list(plan)
-        self.seen = 0
-        self.lock = threading.Lock()
+    def start(**kwargs) -> BackgroundEndpoint:
+        endpoint = BackgroundEndpoint(tmp_path / "cloud", **kwargs)
+        started.append(endpoint)
+        return endpoint
 
-    def next(self) -> str:
-        with self.lock:
-            self.seen += 1
-            return self.plan.pop(0) if self.plan else "ok"
-
-
-def faulty_handler(faults: Faults):
-    class FaultyHandler(Handler):
-        def do_POST(self):  # noqa: N802
-            action = faults.next()
-            if action == "500":
-                self.rfile.read(int(self.headers["Content-Length"]))
-                self._reply(500, {"error": "injected"})
-            elif action == "429":
-                self.rfile.read(int(self.headers["Content-Length"]))
-                self._reply(429, {"error": "slow down"}, {"Retry-After": "0.3"})
-            elif action == "reset-before":  # connection dropped mid-upload, nothing stored
-                self.rfile.read(10)
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-            elif action == "reset-after":  # stored, but the answer is lost
-                super().do_POST()
-                self.connection.shutdown(socket.SHUT_RDWR)
-                self.close_connection = True
-            elif action == "slow":  # stored, answered after the client gave up
-                time.sleep(1.5)
-                super().do_POST()
-            else:
-                super().do_POST()
-
-    return FaultyHandler
+    yield start
+    for endpoint in started:
+        endpoint.stop()
 
 
-def uploader(store, tmp_path, port, token, **kwargs):
+def uploader(store, tmp_path, url, token, **kwargs):
     return Uploader(
         store,
         tmp_path / STATE_FILE,
-        f"http://127.0.0.1:{port}",
+        url,
         token,
         gateway="gw",
         timeout_s=1.0,
@@ -128,20 +109,13 @@ def run_until_done(up, timeout_s=60):
     [[], ["500", "500", "429", "reset-before", "reset-after", "slow", "500", "reset-after"]],
     ids=["clean", "faults"],
 )
-def test_every_record_arrives_exactly_once(gateway_store, tmp_path, plan):
-    port = free_port()
-    faults = Faults(plan)
-    server = open_server(tmp_path / "cloud", port=port, handler=faulty_handler(faults))
-    token = server.tokens.issue("gw")
-    server.start_background()
-    try:
-        up = uploader(gateway_store, tmp_path, port, token)
-        run_until_done(up)
-        up.close()
-        records = server.storage.records("gw")
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_every_record_arrives_exactly_once(gateway_store, tmp_path, start_endpoint, plan):
+    faults = UploadFaults(plan)
+    endpoint = start_endpoint(wrap=faults.wrap)
+    up = uploader(gateway_store, tmp_path, endpoint.url, endpoint.tokens.issue("gw"))
+    run_until_done(up)
+    up.close()
+    records = endpoint.storage.records("gw")
     keys = [r["key"] for r in records]
     assert len(keys) == len(set(keys))
     assert set(keys) == expected_keys(gateway_store)
@@ -162,9 +136,42 @@ def test_every_record_arrives_exactly_once(gateway_store, tmp_path, plan):
     assert state.records_total >= len(keys) and state.raw_readings_covered >= 6 * 120
 
 
-def test_a_long_outage_is_caught_up_oldest_first(gateway_store, tmp_path):
-    port = free_port()
-    up = uploader(gateway_store, tmp_path, port, "not-yet")
+DROPPED = (requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
+
+
+@pytest.mark.parametrize(
+    ("fault", "symptom", "stored"),
+    [
+        ("500", 500, False),
+        ("429", 429, False),
+        ("reset-before", DROPPED, False),
+        ("reset-after", DROPPED, True),
+        ("slow", requests.ReadTimeout, True),
+    ],
+)
+def test_each_injected_fault_is_what_the_client_meets(start_endpoint, fault, symptom, stored):
+    """The faults of the test above, as a client sees them: an error status, a connection that
+    drops before or after the batch was kept, an answer later than the client waits. The same
+    batch sent again tells whether the endpoint kept it."""
+    endpoint = start_endpoint(wrap=UploadFaults([fault]).wrap)
+    alert = {"id": "a", "device": "pump-1", "channels": ["flow"], "severity": "warning", "kind": "model", "opened_ms": T0}
+    body = json.dumps({"records": [{"key": "outbox:1", "kind": "alert", "payload": alert}]}).encode()
+    headers = {"Authorization": f"Bearer {endpoint.tokens.issue('gw')}", "Idempotency-Key": "b1"}
+    url = f"{endpoint.url}/v1/batches"
+    if isinstance(symptom, int):
+        answer = requests.post(url, data=body, headers=headers, timeout=1.0)
+        assert answer.status_code == symptom and "error" in answer.json()
+        assert answer.headers.get("Retry-After") == ("0.3" if fault == "429" else None)
+    else:
+        with pytest.raises(symptom):
+            requests.post(url, data=body, headers=headers, timeout=1.0)
+    again = requests.post(url, data=body, headers=headers, timeout=10)
+    assert again.status_code == 200 and again.json() == {"accepted": 0 if stored else 1, "duplicate": stored}
+
+
+def test_a_long_outage_is_caught_up_oldest_first(gateway_store, tmp_path, start_endpoint):
+    port = free_port()  # the agent knows the endpoint's address before the endpoint is up
+    up = uploader(gateway_store, tmp_path, f"http://127.0.0.1:{port}", "not-yet")
     failures = []
     for _ in range(20):  # the endpoint is away: every attempt fails, nothing is marked uploaded
         batch = up.next_batch()
@@ -173,40 +180,28 @@ def test_a_long_outage_is_caught_up_oldest_first(gateway_store, tmp_path):
         except Exception as exc:  # noqa: BLE001
             failures.append(exc)
     assert len(failures) == 20 and UploadState.load(tmp_path / STATE_FILE).cursors == {}
-    server = open_server(tmp_path / "cloud", port=port)
-    token = server.tokens.issue("gw")
-    server.start_background()
-    try:
-        up.session.headers["Authorization"] = f"Bearer {token}"
-        first = up.next_batch()
-        assert [r.source for r in first][:1] == ["alerts"] and first[0].key == "outbox:1"  # oldest alert first
-        run_until_done(up)
-        up.close()
-        keys = {r["key"] for r in server.storage.records("gw")}
-    finally:
-        server.shutdown()
-        server.server_close()
+    endpoint = start_endpoint(port=port)
+    up.session.headers["Authorization"] = f"Bearer {endpoint.tokens.issue('gw')}"
+    first = up.next_batch()
+    assert [r.source for r in first][:1] == ["alerts"] and first[0].key == "outbox:1"  # oldest alert first
+    run_until_done(up)
+    up.close()
+    keys = {r["key"] for r in endpoint.storage.records("gw")}
     assert keys == expected_keys(gateway_store)
 
 
-def test_bad_token_is_refused_and_nothing_is_marked(gateway_store, tmp_path):
-    port = free_port()
-    server = open_server(tmp_path / "cloud", port=port)
-    server.tokens.issue("gw")
-    server.start_background()
-    try:
-        up = uploader(gateway_store, tmp_path, port, "wrong")
-        with pytest.raises(Exception, match="401"):
-            up.send(up.next_batch())
-        up.close()
-    finally:
-        server.shutdown()
-        server.server_close()
+def test_bad_token_is_refused_and_nothing_is_marked(gateway_store, tmp_path, start_endpoint):
+    endpoint = start_endpoint()
+    endpoint.tokens.issue("gw")
+    up = uploader(gateway_store, tmp_path, endpoint.url, "wrong")
+    with pytest.raises(Exception, match="401"):
+        up.send(up.next_batch())
+    up.close()
     assert UploadState.load(tmp_path / STATE_FILE).cursors == {}
 
 
 def test_daily_budget_holds_routine_data_back_but_not_alerts(gateway_store, tmp_path):
-    up = uploader(gateway_store, tmp_path, free_port(), "t", daily_budget_bytes=1)
+    up = uploader(gateway_store, tmp_path, "http://127.0.0.1:9", "t", daily_budget_bytes=1)
     up.state.day = "2026-11-18"
     up.state.bytes_today = 10
     sources = {r.source for r in up.next_batch()}
@@ -233,45 +228,28 @@ def test_cloud_sync_run_refuses_a_world_readable_token_and_a_missing_section(tmp
     assert "no [cloud] section" in capsys.readouterr().err
 
 
-def test_https_with_a_configured_ca_and_refusal_without_it(gateway_store, tmp_path):
-    import ssl
-
+def test_https_with_a_configured_ca_and_refusal_without_it(gateway_store, tmp_path, start_endpoint):
     from tests.integration.test_mqtt_tls import make_pki
 
     make_pki(tmp_path)
-    port = free_port()
-    server = open_server(tmp_path / "cloud", port=port)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tmp_path / "server.pem", tmp_path / "server.key")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    token = server.tokens.issue("gw")
-    server.start_background()
-    try:
-        unknown_ca = Uploader(
-            gateway_store, tmp_path / "a.json", f"https://127.0.0.1:{port}", token, gateway="gw", timeout_s=2
-        )
-        with pytest.raises(Exception, match="SSL|certificate"):
-            unknown_ca.send(unknown_ca.next_batch())
-        unknown_ca.close()
-        assert UploadState.load(tmp_path / "a.json").cursors == {}
-        trusted = Uploader(
-            gateway_store,
-            tmp_path / "b.json",
-            f"https://127.0.0.1:{port}",
-            token,
-            gateway="gw",
-            ca_file=str(tmp_path / "ca.pem"),
-            timeout_s=2,
-        )
-        assert trusted.send(trusted.next_batch())["accepted"] > 0
-        trusted.close()
-    finally:
-        server.shutdown()
-        server.server_close()
+    endpoint = start_endpoint(ssl=(tmp_path / "server.pem", tmp_path / "server.key"))
+    assert endpoint.url.startswith("https://127.0.0.1:")
+    token = endpoint.tokens.issue("gw")
+    unknown_ca = Uploader(gateway_store, tmp_path / "a.json", endpoint.url, token, gateway="gw", timeout_s=2)
+    with pytest.raises(Exception, match="SSL|certificate"):
+        unknown_ca.send(unknown_ca.next_batch())
+    unknown_ca.close()
+    assert UploadState.load(tmp_path / "a.json").cursors == {}
+    trusted = Uploader(
+        gateway_store, tmp_path / "b.json", endpoint.url, token, gateway="gw", ca_file=str(tmp_path / "ca.pem"), timeout_s=2
+    )
+    assert trusted.send(trusted.next_batch())["accepted"] > 0
+    trusted.close()
 
 
 def test_retrain_for_a_segment_of_gateways_publishes_for_each(tmp_path, capsys):
     from cloud_sync.cli import main
+    from cloud_sync.records import content_digest, parse_batch
     from cloud_sync.storage import SqliteStorage
     from gatewayd.models.bundle import generate_keypair, load_public_key, verify
 
@@ -300,9 +278,30 @@ def test_retrain_for_a_segment_of_gateways_publishes_for_each(tmp_path, capsys):
                 }
             )
         records.append(
-            {"key": "outbox:1", "kind": "alert", "payload": {"id": "x", "device": "pump-1", "opened_ms": T0 + 600_000}}
+            {
+                "key": "outbox:1",
+                "kind": "alert",
+                "payload": {
+                    "id": "x",
+                    "device": "pump-1",
+                    "channels": ["flow"],
+                    "severity": "warning",
+                    "kind": "model",
+                    "opened_ms": T0 + 600_000,
+                },
+            }
         )
-        storage.accept_batch(gateway, "b1", records, 1)
+        body = json.dumps({"records": records}).encode()
+        stored = parse_batch(body)
+        outcome = storage.accept_batch(
+            gateway,
+            "b1",
+            stored,
+            wire_digest=hashlib.sha256(body).hexdigest(),
+            content_digest=content_digest(stored),
+            wire_bytes=len(body),
+        )
+        assert outcome.accepted == len(records)
     storage.close()
     generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
     assert (

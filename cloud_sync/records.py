@@ -38,6 +38,14 @@ Millis = Annotated[int, Field(ge=0, lt=1 << 53)]
 class BatchError(CloudSyncError):
     """A batch that cannot be accepted as sent; the message says why (answered 400)."""
 
+    status = 400
+
+
+class BatchTooLarge(BatchError):
+    """Past a size cap once decompressed (answered 413)."""
+
+    status = 413
+
 
 class _Payload(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -183,7 +191,7 @@ def decompress(body: bytes, encoding: str | None) -> bytes:
     except zlib.error as exc:
         raise BatchError(f"not a gzip stream: {exc}") from None
     if len(raw) > MAX_RECORDS_BYTES:
-        raise BatchError(f"more than {MAX_RECORDS_BYTES} bytes when decompressed")
+        raise BatchTooLarge(f"more than {MAX_RECORDS_BYTES} bytes when decompressed")
     if not inflate.eof:
         raise BatchError("truncated gzip stream")
     return raw

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -124,6 +125,10 @@ def create_app(storage: Storage, bundles: BundleStore, tokens: Tokens, limits: L
         log.warning("storage unavailable: %s", exc)
         return _error(503, "storage unavailable, try again", retry_after())
 
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5]))
+
     @app.get("/v1/health", response_model=Health)
     async def health() -> dict:
         return {"ok": True}
@@ -142,7 +147,7 @@ def create_app(storage: Storage, bundles: BundleStore, tokens: Tokens, limits: L
     async def upload(
         request: Request,
         gateway: Annotated[str | JSONResponse, Depends(gateway_of)],
-        idempotency_key: Annotated[str, Header(description="the batch id: 1-200 of [A-Za-z0-9:/_.@-]")],
+        idempotency_key: Annotated[str, Header(description="the batch id: 1-200 of [A-Za-z0-9:/_.@-]")] = "",
         content_encoding: Annotated[str | None, Header(description="gzip, or none")] = None,
     ) -> Any:
         if isinstance(gateway, JSONResponse):
@@ -180,7 +185,7 @@ def create_app(storage: Storage, bundles: BundleStore, tokens: Tokens, limits: L
         try:
             records = await run_in_threadpool(lambda: parse_batch(decompress(body, encoding)))
         except BatchError as exc:
-            return _error(400, f"bad batch: {exc}")
+            return _error(exc.status, f"bad batch: {exc}")
         digest = content_digest(records)
         if seen is not None:
             if seen.content_digest and seen.content_digest != digest:
@@ -246,6 +251,11 @@ def create_app(storage: Storage, bundles: BundleStore, tokens: Tokens, limits: L
             batch_schema = Batch.model_json_schema(ref_template="#/components/schemas/{model}")
             schema["components"]["schemas"].update(batch_schema.pop("$defs", {}))
             schema["components"]["schemas"]["Batch"] = batch_schema
+            for operations in schema["paths"].values():  # malformed requests answer 400 (above), never 422
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schema["components"]["schemas"].pop(unused, None)
             app.openapi_schema = schema
         return app.openapi_schema
 

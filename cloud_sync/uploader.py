@@ -179,7 +179,16 @@ class Uploader:
         devices = {
             n: d.model_dump(include={"state", "consecutive_failures", "last_error"}) for n, d in status.devices.items()
         }
-        return [Record("health", minute, f"health:{minute}", "health", {"minute_ms": minute, "devices": devices})]
+        backlog = self.store.outbox_waiting(self.state.cursors)  # what the fleet view shows as this gateway's backlog
+        return [
+            Record(
+                "health",
+                minute,
+                f"health:{minute}",
+                "health",
+                {"minute_ms": minute, "devices": devices, "backlog": backlog},
+            )
+        ]
 
     def next_batch(self) -> list[Record]:
         """Up to `batch_records` records, highest priority first; past the daily byte budget only
@@ -228,6 +237,7 @@ class Uploader:
                 }
             ).encode(),
             6,
+            mtime=0,  # a retried batch is the same bytes: the endpoint knows it without unpacking it
         )
         try:
             # verify passed per request: a session's own setting loses to REQUESTS_CA_BUNDLE in the environment

@@ -14,6 +14,8 @@ database through a psycopg connection pool each.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import psycopg
@@ -97,11 +99,15 @@ class PostgresStorage(SqlStorage):
         self._migrate()
         self.ensure_partitions(now_ms())
 
-    def _connection(self):  # type: ignore[no-untyped-def]
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection; a database away or a connection it ended is StorageUnavailable
+        (answered 503: the agent comes back), and the pool replaces the broken connection."""
         try:
-            return self.pool.connection()
-        except PoolTimeout as exc:
-            raise StorageUnavailable(str(exc)) from None
+            with self.pool.connection() as conn:
+                yield conn
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise StorageUnavailable(str(exc).strip()) from None
 
     def _migrate(self) -> None:
         with self.pool.connection() as conn, conn.transaction():
@@ -158,35 +164,32 @@ class PostgresStorage(SqlStorage):
     ) -> BatchOutcome:
         now = now_ms()
         self.ensure_partitions(now)
-        try:
-            with self._connection() as conn, conn.transaction():
-                # The batch row first: a second server with the same batch waits here for the
-                # first one's commit, then finds the row.
-                claimed = conn.execute(
-                    "INSERT INTO batches (gateway, batch_id, received_ms, wire_bytes, records, wire_digest, "
-                    "content_digest) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                    (gateway, batch_id, now, wire_bytes, len(records), wire_digest, content_digest),
+        with self._connection() as conn, conn.transaction():
+            # The batch row first: a second server with the same batch waits here for the
+            # first one's commit, then finds the row.
+            claimed = conn.execute(
+                "INSERT INTO batches (gateway, batch_id, received_ms, wire_bytes, records, wire_digest, "
+                "content_digest) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                (gateway, batch_id, now, wire_bytes, len(records), wire_digest, content_digest),
+            ).fetchone()
+            if claimed is None:
+                row = conn.execute(
+                    "SELECT content_digest FROM batches WHERE gateway = %s AND batch_id = %s", (gateway, batch_id)
                 ).fetchone()
-                if claimed is None:
-                    row = conn.execute(
-                        "SELECT content_digest FROM batches WHERE gateway = %s AND batch_id = %s", (gateway, batch_id)
-                    ).fetchone()
-                    same = row is not None and row[0] == content_digest
-                    return BatchOutcome(0, duplicate=same, conflict=not same)
-                cursor = conn.execute(
-                    INSERT_RECORDS,
-                    {
-                        "gateway": gateway,
-                        "now": now,
-                        "keys": [r.key for r in records],
-                        "kinds": [r.kind for r in records],
-                        "ts": [r.ts_ms for r in records],
-                        "payloads": [r.payload for r in records],
-                    },
-                )
-                return BatchOutcome(cursor.rowcount)
-        except psycopg.OperationalError as exc:
-            raise StorageUnavailable(str(exc)) from None
+                same = row is not None and row[0] == content_digest
+                return BatchOutcome(0, duplicate=same, conflict=not same)
+            cursor = conn.execute(
+                INSERT_RECORDS,
+                {
+                    "gateway": gateway,
+                    "now": now,
+                    "keys": [r.key for r in records],
+                    "kinds": [r.kind for r in records],
+                    "ts": [r.ts_ms for r in records],
+                    "payloads": [r.payload for r in records],
+                },
+            )
+            return BatchOutcome(cursor.rowcount)
 
     def summary_devices(self) -> dict[str, list[str]]:
         rows = self._rows(

@@ -1,0 +1,120 @@
+"""Retraining as jobs: in this process (the embedded default), and on the Redis queue with
+`cloud-sync worker` processes on the shared PostgreSQL, one of them killed mid-job."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cloud_sync.cli import main
+from cloud_sync.server import open_parts
+from gatewayd.models.bundle import generate_keypair
+from tests.cloud_sync.uploads import store_batch, summary_records
+
+GATEWAYS = {"gw-a": ["pump-1", "pump-2"], "gw-b": ["pump-1"]}
+
+
+def fill(data, database=None, minutes=120):
+    storage, _, _ = open_parts(data, database)
+    for seed, (gateway, devices) in enumerate(GATEWAYS.items()):
+        assert store_batch(storage, gateway, summary_records(devices, minutes, seed=seed)) == minutes
+    storage.close()
+
+
+def wait_for(predicate, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_fleet_retrain_runs_a_job_per_scope_here_and_reports_them(tmp_path, capsys):
+    data = tmp_path / "cloud"
+    fill(data)
+    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    assert main(["retrain", "--fleet", "--data", str(data), "--key", str(tmp_path / "k.pem"), "--trees", "20"]) == 0
+    published = capsys.readouterr().out
+    # a job per device of each gateway, and the global model for the fleet
+    assert published.count("published") == 4 and "published global v1 for the fleet" in published
+    storage, bundles, _ = open_parts(data, None)
+    assert bundles.latest("gw-a") == [("global", 1), ("pump-1", 1), ("pump-2", 1)]
+    assert bundles.latest("gw-b") == [("global", 1), ("pump-1", 1)]
+    jobs = storage.jobs()
+    assert len(jobs) == 4 and {j["state"] for j in jobs} == {"done"} and {j["attempts"] for j in jobs} == {1}
+    storage.close()
+    assert main(["jobs", "--data", str(data)]) == 0
+    assert capsys.readouterr().out.startswith("4 done")
+
+
+def test_a_job_run_again_publishes_no_second_version(tmp_path):
+    from cloud_sync.jobs import Scope, job_id, run_job
+
+    data = tmp_path / "cloud"
+    fill(data)
+    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    storage, bundles, _ = open_parts(data, None)
+    scope = Scope("pump-1", ["gw-a", "gw-b"], ["pump-1"], ["gw-a", "gw-b"], trees=10)
+    job = job_id("r1", scope)
+    storage.create_job(job, scope.__dict__, 0)
+    assert run_job(storage, bundles, tmp_path / "k.pem", job) == 1
+    # as if the worker died after publishing, before the job was marked done: the queue runs it again
+    storage.job_started(job, "killed", 1)
+    assert run_job(storage, bundles, tmp_path / "k.pem", job) == 1
+    assert bundles.versions("gw-a", "pump-1") == [1] and bundles.versions("gw-b", "pump-1") == [1]
+    assert storage.job(job)["attempts"] == 3 and storage.job(job)["state"] == "done"
+    storage.close()
+
+
+def _worker(tmp_path, data, database, queue, name):
+    log = open(tmp_path / f"{name}.log", "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "cloud_sync", "worker", "--data", str(data), "--database", database, "--queue", queue]
+        + ["--key", str(tmp_path / "k.pem"), "--processes", "1", "--dead-worker-s", "2"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: the kill takes the worker process too
+    )
+
+
+@pytest.mark.integration
+def test_workers_on_the_queue_survive_a_killed_worker_and_publish_once(tmp_path, postgres_url, redis_server, capsys):
+    data = tmp_path / "cloud"
+    fill(data, postgres_url, minutes=1500)
+    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    common = ["--data", str(data), "--database", postgres_url]
+    assert main(["retrain", "--fleet", *common, "--key", str(tmp_path / "k.pem"), "--queue", redis_server.url]) == 0
+    assert "queued 4 job(s)" in capsys.readouterr().out
+    storage, bundles, _ = open_parts(data, postgres_url)
+    assert {j["state"] for j in storage.jobs()} == {"queued"}
+    first = _worker(tmp_path, data, postgres_url, redis_server.url, "first")
+    try:
+        running = wait_for(
+            lambda: next((j for j in storage.jobs() if j["state"] == "running"), None), 60, "a job to start"
+        )
+        os.killpg(first.pid, signal.SIGKILL)  # mid-job: no ack, no cleanup
+        first.wait(10)
+        assert storage.job(running["id"])["state"] == "running"  # killed before it finished
+        second = _worker(tmp_path, data, postgres_url, redis_server.url, "second")
+        try:
+            wait_for(lambda: {j["state"] for j in storage.jobs()} == {"done"}, 240, "every job done")
+        finally:
+            os.killpg(second.pid, signal.SIGTERM)
+            second.wait(30)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    jobs = {j["id"]: j for j in storage.jobs()}
+    assert jobs[running["id"]]["attempts"] >= 2 and jobs[running["id"]]["worker"] != running["worker"]
+    # one version per scope, whatever ran twice
+    assert bundles.versions("gw-a", "pump-1") == [1] and bundles.versions("gw-a", "pump-2") == [1]
+    assert bundles.versions("gw-b", "pump-1") == [1] and bundles.versions("fleet", "global") == [1]
+    assert dict(bundles.latest("gw-b")) == {"global": 1, "pump-1": 1}
+    storage.close()
+    assert main(["jobs", *common]) == 0
+    assert capsys.readouterr().out.startswith("4 done")

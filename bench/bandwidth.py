@@ -48,14 +48,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from block_codec import sqlite_row_bytes  # noqa: E402  (bench/ is the script's folder)
+from block_codec import sqlite_row_bytes
 
-from cloud_sync.server import open_server  # noqa: E402
-from cloud_sync.uploader import STATE_FILE, Uploader  # noqa: E402
-from gatewayd.store import reserve  # noqa: E402
-from gatewayd.alerts.alert import Alert, AlertChange  # noqa: E402
-from gatewayd.config import StoreSection  # noqa: E402
-from gatewayd.store.database import Reading, Store  # noqa: E402
+from cloud_sync.server import BackgroundEndpoint
+from cloud_sync.uploader import STATE_FILE, Uploader
+from gatewayd.alerts.alert import Alert, AlertChange
+from gatewayd.config import StoreSection
+from gatewayd.store import reserve
+from gatewayd.store.database import Reading, Store
 
 RAW_BYTES_PER_READING = 100
 # Stores in memory where there is a tmpfs: the bytes are the same, the run is quicker.
@@ -217,14 +217,12 @@ def uplink_run(devices: int, noise: float, seconds: int, anomalous: float, t0: i
             anomalous_samples += EPISODE_S * CHANNELS_PER_DEVICE
         store.checkpoint()
 
-        port = free_port()
-        server = open_server(folder / "cloud", port=port)
+        server = BackgroundEndpoint(folder / "cloud")
         token = server.tokens.issue("bench")
-        server.start_background()
         up = Uploader(
             store,
             folder / STATE_FILE,
-            f"http://127.0.0.1:{port}",
+            server.url,
             token,
             gateway="bench",
             batch_records=200,
@@ -241,8 +239,7 @@ def uplink_run(devices: int, noise: float, seconds: int, anomalous: float, t0: i
         by_kind = {
             kind: len(server.storage.records("bench", kind)) for kind in ("alert", "alert_update", "window", "summary")
         }
-        server.shutdown()
-        server.server_close()
+        server.stop()
         store.close()
     return {
         "sent": usage["wire_bytes"],

@@ -3,7 +3,7 @@ API only (docs/cloud-api.md), with faults injected; every record is then read ba
 endpoint's storage to check that it was stored exactly once.
 
     .venv/bin/python bench/fleet.py [--gateways 1000] [--hours 24] [--only embedded|postgres]
-        [--fault-rate 0.05] [--client-processes 1] [--database postgresql://postgres@127.0.0.1/postgres]
+        [--fault-rate 0.05] [--client-processes 1] [--database postgresql://postgres@127.0.0.1:5432/postgres]
 
 Data: each simulated gateway holds `--hours` of the seed plant (3 pumps, flow, pressure, current
 and temperature): a `summary` and a `health` record per minute, a few alerts (edge, model,
@@ -112,6 +112,10 @@ def gateway_events(plan: Plan, g: int) -> dict[str, list[Record]]:
     name = gateway_name(g)
     span_min = plan.hours * 60
     outbox: list[tuple[int, str, dict]] = []  # (time, kind, payload) before the ids are given
+
+    def queue(at_ms: int, record_kind: str, /, **payload: object) -> None:
+        outbox.append((at_ms, record_kind, payload))
+
     windows: list[tuple[int, dict]] = []
     alerts: list[tuple[str, str, int]] = []  # id, device, closed_ms: what labels refer to
     kinds = ["edge", "model", "drift"] + [rng.choice(("edge", "model", "drift")) for _ in range(rng.randint(0, 2))]
@@ -163,33 +167,22 @@ def gateway_events(plan: Plan, g: int) -> dict[str, list[Record]]:
             }
             closing = {**detail, "closed": "no drift for 30 windows"}
         alert_id = f"{name}:{device}:{subject}:{opened}"
-        outbox.append(
-            (
-                opened,
-                "alert",
-                {
-                    "id": alert_id,
-                    "device": device,
-                    "channels": channels,
-                    "severity": severity,
-                    "kind": kind,
-                    "opened_ms": opened,
-                    "detail": detail,
-                },
-            )
+        queue(
+            opened,
+            "alert",
+            id=alert_id,
+            device=device,
+            channels=channels,
+            severity=severity,
+            kind=kind,
+            opened_ms=opened,
+            detail=detail,
         )
-        if kind == "model" and rng.random() < 0.4:
-            escalated = opened + (closed - opened) // 2
-            outbox.append(
-                (
-                    escalated,
-                    "alert_update",
-                    {"id": alert_id, "severity": "critical", "closed_ms": None, "detail": detail},
-                )
+        if kind == "model" and rng.random() < 0.4:  # escalated half-way
+            queue(
+                (opened + closed) // 2, "alert_update", id=alert_id, severity="critical", closed_ms=None, detail=detail
             )
-        outbox.append(
-            (closed, "alert_update", {"id": alert_id, "severity": None, "closed_ms": closed, "detail": closing})
-        )
+        queue(closed, "alert_update", id=alert_id, severity=None, closed_ms=closed, detail=closing)
         alerts.append((alert_id, device, closed))
         if kind != "drift":  # the raw readings kept around the anomaly
             count = rng.randint(60, 600)
@@ -199,37 +192,19 @@ def gateway_events(plan: Plan, g: int) -> dict[str, list[Record]]:
             values = level + nrng.normal(0, level * 0.01, count)
             values[count // 2 :] += level * 0.15  # the step the alert was about
             values = np.round(values * 1024) / 1024  # counts of 2^-10, as the node serves them: float32-exact
-            windows.append(
-                (
-                    opened,
-                    {
-                        "device": device,
-                        "channel": channel,
-                        "start_ms": int(ts[0]),
-                        "end_ms": int(ts[-1]),
-                        "count": count,
-                        "block": codec.encode_window(ts, values),
-                    },
-                )
-            )
+            block = codec.encode_window(ts, values)
+            window = {"device": device, "channel": channel, "start_ms": int(ts[0]), "end_ms": int(ts[-1])}
+            windows.append((opened, {**window, "count": count, "block": block}))
     for alert_id, device, closed in rng.sample(alerts, rng.randint(1, 2)):
         created = closed + rng.randint(1, 240) * 60_000
-        outbox.append(
-            (
-                created,
-                "label",
-                {
-                    "alert_id": alert_id,
-                    "device": device,
-                    "label": rng.choice(("true_positive", "true_positive", "false_positive")),
-                    "operator": f"operator-{rng.randint(1, 4)}",
-                    "created_ms": created,
-                },
-            )
-        )
+        label = rng.choice(("true_positive", "true_positive", "false_positive"))
+        operator = f"operator-{rng.randint(1, 4)}"
+        queue(created, "label", alert_id=alert_id, device=device, label=label, operator=operator, created_ms=created)
     loaded = T0_MS + rng.randrange(span_min) * 60_000
-    event = {"event": "loaded", "name": rng.choice(DEVICES), "version": rng.randint(2, 7), "source": "cloud"}
-    outbox.append((loaded, "model_event", {**event, "ts_ms": loaded}))
+    version = rng.randint(2, 7)
+    queue(
+        loaded, "model_event", event="loaded", name=rng.choice(DEVICES), version=version, source="cloud", ts_ms=loaded
+    )
     outbox.sort(key=lambda e: e[0])
     first_id = rng.randint(1, 5000)  # the outbox has a history before this stretch
     numbered = [(f"outbox:{first_id + i}", kind, payload) for i, (_, kind, payload) in enumerate(outbox)]
@@ -462,6 +437,7 @@ class Stats:
     connection_errors: int = 0
     timeouts: int = 0  # no answer within timeout_s
     retries: int = 0
+    backoff_s: float = 0.0  # gateway-seconds spent waiting to retry (backoff, Retry-After)
     faults: dict[str, int] = field(default_factory=lambda: dict.fromkeys(FAULTS, 0))
     replays_duplicate: int = 0
     replays_not_duplicate: int = 0
@@ -545,6 +521,7 @@ async def send_until_2xx(
             delay = min(max(delay, wait_at_least), max(plan.max_backoff_s, wait_at_least))
         if time.monotonic() + delay > deadline:
             raise GiveUp
+        stats.backoff_s += delay
         await asyncio.sleep(delay)
 
 
@@ -727,6 +704,7 @@ def run_load(
         "connection_errors": total("connection_errors"),
         "timeouts": total("timeouts"),
         "retries": total("retries"),
+        "backoff_share": round(sum(p["backoff_s"] for p in parts) / (plan.gateways * wall), 3),
         "faults": {f: sum(p["faults"][f] for p in parts) for f in FAULTS},
         "replays_duplicate": total("replays_duplicate"),
         "replays_not_duplicate": total("replays_not_duplicate"),
@@ -752,12 +730,9 @@ def cli() -> tuple[list[str], dict[str, str]]:
 def issue_tokens(data_dir: Path, gateways: list[str], database: str | None) -> dict[str, str]:
     """A bearer token per gateway, issued as `cloud-sync token` issues them, before the endpoint
     starts (one subprocess per token would take minutes for a fleet)."""
-    import cloud_sync.server
+    from cloud_sync.server import open_parts
 
-    if not hasattr(cloud_sync.server, "open_parts"):  # the endpoint before PostgreSQL: a tokens file
-        tokens_file = cloud_sync.server.Tokens(data_dir / "tokens")  # type: ignore[attr-defined]
-        return {gw: tokens_file.issue(gw) for gw in gateways}
-    storage, _, tokens = cloud_sync.server.open_parts(data_dir, database)
+    storage, _, tokens = open_parts(data_dir, database)
     try:
         return {gw: tokens.issue(gw) for gw in gateways}
     finally:
@@ -766,11 +741,9 @@ def issue_tokens(data_dir: Path, gateways: list[str], database: str | None) -> d
 
 def open_storage(data_dir: Path, database: str | None):
     """The endpoint's storage as cloud_sync opens it: `.records(gateway)` and `.close()`."""
-    from cloud_sync import storage
+    from cloud_sync.storage import open_storage as open_endpoint_storage
 
-    if not hasattr(storage, "open_storage"):  # the endpoint before PostgreSQL: SQLite only
-        return storage.SqliteStorage(data_dir / "cloud.sqlite3")
-    return storage.open_storage(data_dir, database)
+    return open_endpoint_storage(data_dir, database)
 
 
 def verify(plan: Plan, data_dir: Path, database: str | None) -> dict:
@@ -888,14 +861,15 @@ class Database:
 
         self.admin_url = admin_url
         self.name = f"fleet_bench_{os.getpid()}_{int(time.time())}"
+        self.url = urlsplit(admin_url)._replace(path="/" + self.name).geturl()
+        self.postmaster: int | None = None  # to count the cluster's CPU, when it runs here
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.name}"')
-            data_dir = conn.execute("SHOW data_directory").fetchone()[0]
-        self.url = urlsplit(admin_url)._replace(path="/" + self.name).geturl()
-        try:  # the cluster's CPU, when it runs here and its pid file can be read
-            self.postmaster: int | None = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            self.postmaster = None
+            try:
+                data_dir = conn.execute("SHOW data_directory").fetchone()[0]  # superusers only
+                self.postmaster = int(Path(data_dir, "postmaster.pid").read_text().split()[0])
+            except (psycopg.Error, OSError, ValueError, IndexError, TypeError):
+                pass
 
     def drop(self) -> None:
         import psycopg
@@ -979,6 +953,9 @@ def report(plan: Plan, results: dict[str, dict], workers: int) -> None:
             return None
         if key.startswith("cpu:"):
             return r["target_cpu_s"].get(key[4:])
+        if key.startswith("cpu_us:"):
+            used = r["target_cpu_s"].get(key[7:])
+            return None if used is None else 1e6 * used / r["records"]
         if key.startswith("fault:"):
             return r["faults"][key[6:]]
         return r[key]
@@ -998,6 +975,7 @@ def report(plan: Plan, results: dict[str, dict], workers: int) -> None:
         ("connection errors", "connection_errors"),
         ("timeouts (30 s)", "timeouts"),
         ("retries", "retries"),
+        ("share of gateway-time backing off", "backoff_share"),
         ("faults: replays", "fault:replay"),
         ("faults: resets", "fault:reset"),
         ("faults: client timeouts", "fault:timeout"),
@@ -1010,6 +988,8 @@ def report(plan: Plan, results: dict[str, dict], workers: int) -> None:
         ("probe cores (busiest process)", "probe_busiest_process"),
         ("endpoint CPU-s", "cpu:endpoint"),
         ("database CPU-s", "cpu:database"),
+        ("endpoint CPU-us per record", "cpu_us:endpoint"),
+        ("database CPU-us per record", "cpu_us:database"),
     ]
     b_head = f"{TARGETS['postgres']}, {workers} workers"
     print(f"  {'':<36} {TARGETS['embedded']:>20} {b_head:>34} {'(b)/(a)':>9}")
@@ -1030,6 +1010,8 @@ def report(plan: Plan, results: dict[str, dict], workers: int) -> None:
             print(f"  {name}: first error: {r['first_error']}")
         if r["gave_up"]:
             print(f"  {name}: {r['gave_up']} gateways gave up before their last batch")
+        if r["stale_connections"]:
+            print(f"  {name}: {r['stale_connections']} kept-alive connections found closed, request sent on a new one")
 
 
 def retrain_scaling_2_workers() -> float | None:

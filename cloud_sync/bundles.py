@@ -12,6 +12,7 @@ and does not publish a second version.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import shutil
@@ -27,13 +28,18 @@ JOB_MARK = ".job"  # in a published folder: the job that published it
 
 
 def archive(folder: Path) -> bytes:
-    """A bundle folder as the gzip-compressed tar the API serves (plain files only)."""
+    """A bundle folder as the gzip-compressed tar the API serves (plain files only). The same
+    folder gives the same bytes, so its ETag holds and a gateway's poll answers 304."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for path in sorted(folder.iterdir()):
             if not path.name.startswith("."):
-                tar.add(path, arcname=path.name)
-    return buf.getvalue()
+                info = tar.gettarinfo(path, arcname=path.name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                with path.open("rb") as f:
+                    tar.addfile(info, f)
+    return gzip.compress(buf.getvalue(), 9, mtime=0)
 
 
 class BundleStore(Protocol):

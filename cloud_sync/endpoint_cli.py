@@ -215,7 +215,7 @@ def _retrain(args: argparse.Namespace) -> int:
             storage,
             scopes,
             queue=args.queue,
-            run_here=lambda job: run_job(storage, bundles, args.key, job),
+            run_here=lambda job: run_job(storage, bundles, args.key, job, lambda t: print(t, file=sys.stderr)),
             progress=lambda t: print(t, file=sys.stderr),
         )
         if args.queue:

@@ -63,7 +63,9 @@ def job_id(run: str, scope: Scope) -> str:
     return f"{run}:{scope.name}:{digest}"
 
 
-def run_job(storage: Storage, bundles: BundleStore, key_path: Path, job: str) -> int | None:
+def run_job(
+    storage: Storage, bundles: BundleStore, key_path: Path, job: str, progress: Callable[[str], None] = lambda _: None
+) -> int | None:
     """Run a recorded job here; its state, attempts and outcome go to the storage."""
     from cloud_sync.retrain import retrain
     from gatewayd.models.bundle import BundleError
@@ -87,6 +89,7 @@ def run_job(storage: Storage, bundles: BundleStore, key_path: Path, job: str) ->
             publish_to=scope.publish_to,
             trees=scope.trees,
             job_id=job,
+            progress=progress,
         )
     except (ValueError, TrainingError, BundleError) as exc:  # the data, not the worker: no retry
         storage.job_finished(job, now_ms(), version=None, error=str(exc))

@@ -25,6 +25,7 @@ import os
 import random
 import re
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import ClientDisconnect
 from pydantic import BaseModel
 
 from cloud_sync import __version__
@@ -174,6 +176,9 @@ def create_app(storage: Storage, bundles: BundleStore, tokens: Tokens, limits: L
             body = await asyncio.wait_for(_read_capped(request), BODY_TIMEOUT_S)
         except TimeoutError:
             return _error(408, f"body not received within {BODY_TIMEOUT_S:.0f} s")
+        except ClientDisconnect:
+            log.info("%s hung up during its upload of %s", gateway, batch_id)  # a flaky link: it retries
+            return Response(status_code=400)
         if body is None:
             return _error(413, f"body must be at most {MAX_BODY} bytes")
         if not body:
@@ -327,8 +332,9 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
         "workers": settings.workers,
         "backlog": settings.backlog,
         "timeout_keep_alive": settings.keep_alive_s,
-        # uvicorn's own cap answers 503 past it: far above max_inflight, for connections that
-        # are not uploads (health checks, model polls) and idle keep-alives
+        # uvicorn's own cap on connections: far above max_inflight, for connections that are
+        # not uploads (health checks, model polls) and idle keep-alives. Its 503 carries no
+        # Retry-After; the agent then backs off exponentially.
         "limit_concurrency": settings.limits.max_inflight * 16,
         "timeout_graceful_shutdown": 30,
         "proxy_headers": True,
@@ -376,8 +382,11 @@ class BackgroundEndpoint:
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run, name="cloud-endpoint", daemon=True)
         self.thread.start()
+        deadline = time.monotonic() + 30
         while not self.server.started:
-            if not self.thread.is_alive():
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.server.should_exit = True
+                self.storage.close()
                 raise RuntimeError("the endpoint did not start (see the log)")
             threading.Event().wait(0.01)
         self.port = self.server.servers[0].sockets[0].getsockname()[1]
@@ -386,5 +395,7 @@ class BackgroundEndpoint:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=60)
+        if self.thread.is_alive():
+            raise RuntimeError("the endpoint did not stop within 60 s")
         self.storage.close()

@@ -54,9 +54,7 @@ async def read_some(receive: Receive, at_least: int) -> None:
             return
 
 
-async def answer_json(
-    send: Send, status: int, body: dict[str, Any], headers: Iterable[tuple[str, str]] = ()
-) -> None:
+async def answer_json(send: Send, status: int, body: dict[str, Any], headers: Iterable[tuple[str, str]] = ()) -> None:
     data = json.dumps(body).encode()
     await send(
         {

@@ -144,6 +144,8 @@ def test_saturation_answers_429_and_503_with_retry_after(tmp_path):
         second = threading.Thread(target=slow_upload, args=("gw-2", "outbox:2"))
         second.start()
         assert started.wait(10)
+        # the server counts the second upload once its first bytes are in
+        _wait(lambda: post(sessions["gw-3"], ep, batch(alert("outbox:4")), "b:y").status_code == 503, "503")
         r = post(sessions["gw-3"], ep, batch(alert("outbox:4")), "b:y")
         assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
         assert requests.get(f"{ep.url}/v1/health", timeout=5).json() == {"ok": True}  # still answers

@@ -14,14 +14,13 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.retrain import retrain
-from cloud_sync.server import open_server
+from cloud_sync.server import BackgroundEndpoint
 from gatewayd import daemon
 from gatewayd.config import load_config
 from gatewayd.demo.virtual_node import VirtualNode
 from gatewayd.models.bundle import generate_keypair, load_public_key
 from gatewayd.models.install import ModelStore
 from gatewayd.store.database import Reading, Store
-from tests.cloud_sync.test_upload import free_port
 
 pytestmark = pytest.mark.integration
 FIRMWARE = Path(__file__).resolve().parents[2] / "firmware"
@@ -57,12 +56,10 @@ async def wait_until(predicate, timeout_s):
 
 async def test_gateway_cloud_retrain_install_score(tmp_path):
     generate_keypair(tmp_path / "cloud.pem", tmp_path / "cloud.pub")
-    port = free_port()
-    server = open_server(tmp_path / "cloud", port=port)
+    endpoint = BackgroundEndpoint(tmp_path / "cloud")
     token_file = tmp_path / "token"
-    token_file.write_text(server.tokens.issue("site-l"))
+    token_file.write_text(endpoint.tokens.issue("site-l"))
     os.chmod(token_file, 0o600)
-    server.start_background()
     node = VirtualNode(unit=1, seed=21)
     node.start()
     state = tmp_path / "state"
@@ -74,7 +71,7 @@ async def test_gateway_cloud_retrain_install_score(tmp_path):
         f'[gateway]\nname = "site-l"\nstate_dir = "{state}"\n\n[store]\nflush_interval_s = 0.2\n\n'
         f'[models]\npublic_keys = ["{tmp_path / "cloud.pub"}"]\n\n'
         "[detection]\nbootstrap_minutes = 600\nhealth_max_alert_rate = 1.0\n\n"
-        f'[cloud]\nurl = "http://127.0.0.1:{port}"\ntoken_file = "{token_file}"\ninterval_s = 0.5\nmodel_poll_s = 1.0\n'
+        f'[cloud]\nurl = "{endpoint.url}"\ntoken_file = "{token_file}"\ninterval_s = 0.5\nmodel_poll_s = 1.0\n'
         "max_backoff_s = 1.0\n\n"
         f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {node.port}\nunit = 1\ninterval_s = 0.5\n'
     )
@@ -88,14 +85,14 @@ async def test_gateway_cloud_retrain_install_score(tmp_path):
     try:
         gateway = await ready
         # the history's minutes reach the cloud
-        assert await wait_until(lambda: len(server.storage.records("site-l", "summary")) >= 40, 60)
+        assert await wait_until(lambda: len(endpoint.storage.records("site-l", "summary")) >= 40, 60)
         result = retrain(
-            server.storage,
-            tmp_path / "cloud" / "bundles",
+            endpoint.storage,
+            endpoint.bundles,
             tmp_path / "cloud.pem",
             name="pump-1",
             gateways=["site-l"],
-            scope_folder="site-l",
+            publish_to=["site-l"],
             trees=30,
         )
         assert result.version == 1 and result.windows >= 40
@@ -109,10 +106,12 @@ async def test_gateway_cloud_retrain_install_score(tmp_path):
         assert await wait_until(lambda: stage.stats.scored > scored, 150)  # a live 60 s window scored by it
         # the gateway's report of the load reaches the cloud too
         assert await wait_until(
-            lambda: any(r["payload"].get("event") == "loaded" for r in server.storage.records("site-l", "model_event")),
+            lambda: any(
+                r["payload"].get("event") == "loaded" for r in endpoint.storage.records("site-l", "model_event")
+            ),
             20,
         )
-        usage = server.storage.usage("site-l")
+        usage = endpoint.storage.usage("site-l")
         assert usage["batches"] >= 1 and usage["wire_bytes"] > 0
     finally:
         agent.send_signal(signal.SIGTERM)
@@ -122,7 +121,6 @@ async def test_gateway_cloud_retrain_install_score(tmp_path):
             await gatewayd
         finally:
             node.stop()
-            server.shutdown()
-            server.server_close()
+            endpoint.stop()
     assert agent.returncode == 0, err
     assert stage.stats.errors == 0

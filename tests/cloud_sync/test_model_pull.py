@@ -12,12 +12,12 @@ import requests
 
 from cloud_sync import model_pull
 from cloud_sync.model_pull import ModelPuller
-from cloud_sync.server import Handler, open_server
+from cloud_sync.server import BackgroundEndpoint
 from gatewayd.detection.features import FeatureSpec
 from gatewayd.models.bundle import MANIFEST, generate_keypair, load_private_key, load_public_key, write_bundle
 from gatewayd.models.install import ModelStore
 from gatewayd.models.training import train_bundle
-from tests.cloud_sync.test_upload import free_port
+from tests.cloud_sync.faults import TruncatedBundles
 
 
 @pytest.fixture(scope="module")
@@ -30,38 +30,24 @@ def trained():
     }
 
 
-class TruncatingHandler(Handler):
-    truncate = False
-
-    def _reply(self, status, body, headers=None):
-        if TruncatingHandler.truncate and isinstance(body, bytes) and body:
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(body[: len(body) // 2])
-            self.close_connection = True
-            return
-        super()._reply(status, body, headers)
+@pytest.fixture
+def truncation():
+    """Switch on (`.active = True`) to have bundle downloads cut off half-way."""
+    return TruncatedBundles()
 
 
 @pytest.fixture
-def cloud(tmp_path):
+def cloud(tmp_path, truncation):
     generate_keypair(tmp_path / "cloud.pem", tmp_path / "cloud.pub")
     generate_keypair(tmp_path / "other.pem", tmp_path / "other.pub")
-    port = free_port()
-    server = open_server(tmp_path / "cloud", port=port, handler=TruncatingHandler)
-    token = server.tokens.issue("gw")
-    server.start_background()
+    endpoint = BackgroundEndpoint(tmp_path / "cloud", wrap=truncation.wrap)
     session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {token}"
+    session.headers["Authorization"] = f"Bearer {endpoint.tokens.issue('gw')}"
     models = ModelStore(tmp_path / "models", [load_public_key(tmp_path / "cloud.pub")])
-    puller = ModelPuller(session, f"http://127.0.0.1:{port}", models, timeout_s=5)
+    puller = ModelPuller(session, endpoint.url, models, timeout_s=5)
     yield tmp_path, puller, models
     session.close()
-    TruncatingHandler.truncate = False
-    server.shutdown()
-    server.server_close()
+    endpoint.stop()
 
 
 def publish(tmp_path, trained, version, key="cloud.pem", **changes):
@@ -81,7 +67,7 @@ def assert_clean(models):
     assert leftovers == []
 
 
-def test_good_bundle_installed_then_bad_ones_refused(cloud, trained):
+def test_good_bundle_installed_then_bad_ones_refused(cloud, trained, truncation):
     tmp, puller, models = cloud
     publish(tmp, trained, 1)
     assert puller.poll().installed == ["pump-1 v1"]
@@ -116,15 +102,16 @@ def test_good_bundle_installed_then_bad_ones_refused(cloud, trained):
     puller.refused.clear()
 
     publish(tmp, trained, 2)
-    TruncatingHandler.truncate = True
+    truncation.active = True
     cases["truncated"] = puller.poll().rejected
-    TruncatingHandler.truncate = False
+    truncation.active = False
     puller.refused.clear()
 
     assert "sha256" in cases["tampered"][0]
     assert "signature" in cases["wrong key"][0] and "signature" in cases["edited"][0]
     assert "expired" in cases["expired"][0]
     assert cases["truncated"] and "pump-1 v2" in cases["truncated"][0]
+    assert "IncompleteRead" in cases["truncated"][0] or "truncated" in cases["truncated"][0]  # cut off, not refused
     assert models.current("pump-1")[0].version == 1
     assert_clean(models)
 

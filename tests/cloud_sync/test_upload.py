@@ -154,7 +154,14 @@ def test_each_injected_fault_is_what_the_client_meets(start_endpoint, fault, sym
     drops before or after the batch was kept, an answer later than the client waits. The same
     batch sent again tells whether the endpoint kept it."""
     endpoint = start_endpoint(wrap=UploadFaults([fault]).wrap)
-    alert = {"id": "a", "device": "pump-1", "channels": ["flow"], "severity": "warning", "kind": "model", "opened_ms": T0}
+    alert = {
+        "id": "a",
+        "device": "pump-1",
+        "channels": ["flow"],
+        "severity": "warning",
+        "kind": "model",
+        "opened_ms": T0,
+    }
     body = json.dumps({"records": [{"key": "outbox:1", "kind": "alert", "payload": alert}]}).encode()
     headers = {"Authorization": f"Bearer {endpoint.tokens.issue('gw')}", "Idempotency-Key": "b1"}
     url = f"{endpoint.url}/v1/batches"
@@ -241,7 +248,13 @@ def test_https_with_a_configured_ca_and_refusal_without_it(gateway_store, tmp_pa
     unknown_ca.close()
     assert UploadState.load(tmp_path / "a.json").cursors == {}
     trusted = Uploader(
-        gateway_store, tmp_path / "b.json", endpoint.url, token, gateway="gw", ca_file=str(tmp_path / "ca.pem"), timeout_s=2
+        gateway_store,
+        tmp_path / "b.json",
+        endpoint.url,
+        token,
+        gateway="gw",
+        ca_file=str(tmp_path / "ca.pem"),
+        timeout_s=2,
     )
     assert trusted.send(trusted.next_batch())["accepted"] > 0
     trusted.close()

@@ -19,8 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_sync.server import open_server
-from gatewayd.demo.virtual_node import free_port
+from cloud_sync.server import BackgroundEndpoint
 from tests.packaging.conftest import REPO, BuiltPackage
 from tests.packaging.nspawn import Container, debian_root, depends_of
 
@@ -225,23 +224,22 @@ def test_runs_under_its_unit_and_trains_its_first_model(machine, virtual_node):
 
 
 def test_cloud_sync_uploads_from_the_store_under_its_unit(machine, tmp_path):
-    server = open_server(tmp_path / "cloud", port=free_port())
-    server.start_background()
+    # the container shares the host's network: it reaches the endpoint on 127.0.0.1
+    endpoint = BackgroundEndpoint(tmp_path / "cloud")
     try:
-        machine.write("/etc/gatewayd/cloud-token", server.tokens.issue("gateway") + "\n")
+        machine.write("/etc/gatewayd/cloud-token", endpoint.tokens.issue("gateway") + "\n")
         machine.run("chgrp", "gatewayd", "/etc/gatewayd/cloud-token")
         machine.run("chmod", "0640", "/etc/gatewayd/cloud-token")
         config = machine.read(CONFIG)
         machine.write(
             CONFIG,
-            config + f'\n[cloud]\nurl = "http://127.0.0.1:{server.server_port}"\n'
-            'token_file = "/etc/gatewayd/cloud-token"\ninterval_s = 1.0\n',
+            config + f'\n[cloud]\nurl = "{endpoint.url}"\ntoken_file = "/etc/gatewayd/cloud-token"\ninterval_s = 1.0\n',
         )
         machine.run("systemctl", "restart", "cloud-sync")
-        wait_for(lambda: server.storage.usage("gateway")["batches"] >= 1, 60, "an upload from cloud-sync", machine)
+        wait_for(lambda: endpoint.storage.usage("gateway")["batches"] >= 1, 60, "an upload from cloud-sync", machine)
         # device health comes from gatewayd's status in /run/gatewayd, which its unit can read
         wait_for(
-            lambda: any("node-1" in r["payload"]["devices"] for r in server.storage.records("gateway", "health")),
+            lambda: any("node-1" in r["payload"]["devices"] for r in endpoint.storage.records("gateway", "health")),
             60,
             "device health uploaded by cloud-sync",
             machine,
@@ -255,8 +253,7 @@ def test_cloud_sync_uploads_from_the_store_under_its_unit(machine, tmp_path):
         assert mounts[STATE].startswith("rw"), mounts
     finally:
         machine.run("systemctl", "stop", "cloud-sync", check=False)
-        server.shutdown()
-        server.server_close()
+        endpoint.stop()
 
 
 def test_a_full_disk_leaves_the_unit_running_and_it_stores_again_once_space_is_freed(machine, virtual_node):

@@ -379,7 +379,6 @@ class BackgroundEndpoint:
             options.update(ssl_certfile=str(ssl[0]), ssl_keyfile=str(ssl[1]))
         config = uvicorn.Config(wrap(app) if wrap else app, **options)
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self.thread = threading.Thread(target=self.server.run, name="cloud-endpoint", daemon=True)
         self.thread.start()
         deadline = time.monotonic() + 30

@@ -62,8 +62,12 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import fleet_retrain
+
 from cloud_sync import codec
+from cloud_sync.uploader import paced_delay
 from gatewayd.backoff import retry_delay
+from tests.services import start_postgres
 
 T0_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC: the stretch every gateway catches up on starts here
 DEVICES = ("pump-1", "pump-2", "pump-3")
@@ -515,10 +519,11 @@ async def send_until_2xx(
                 stats.first_error = stats.first_error or f"HTTP {status}: {body[:200]!r}"
                 if rejections >= REJECTIONS_BEFORE_GIVING_UP:
                     raise GiveUp
-        failures += 1
-        delay = retry_delay(failures, first_s=1.0, max_s=plan.max_backoff_s, rng=rng)
-        if wait_at_least is not None:
-            delay = min(max(delay, wait_at_least), max(plan.max_backoff_s, wait_at_least))
+        if wait_at_least is not None:  # as the agent: the endpoint's pacing, no backoff on top
+            delay = paced_delay(wait_at_least)
+        else:
+            failures += 1
+            delay = retry_delay(failures, first_s=1.0, max_s=plan.max_backoff_s, rng=rng)
         if time.monotonic() + delay > deadline:
             raise GiveUp
         stats.backoff_s += delay
@@ -526,11 +531,12 @@ async def send_until_2xx(
 
 
 async def upload_gateway(load: GatewayLoad, g: int, plan: Plan, stats: Stats, deadline: float) -> None:
-    rng = random.Random(f"faults:{plan.seed}:{g}")
+    faults = random.Random(f"faults:{plan.seed}:{g}")  # drawn once per batch: the same faults on every target
+    rng = random.Random(f"timing:{plan.seed}:{g}")  # backoff jitter, give-up times
     conn = Connection(load.host, load.port)
     try:
         for request, records in zip(load.requests, load.records):
-            fault = rng.choice(FAULTS) if rng.random() < plan.fault_rate else None
+            fault = faults.choice(FAULTS) if faults.random() < plan.fault_rate else None
             if fault:
                 stats.faults[fault] += 1
             answer = await send_until_2xx(
@@ -603,7 +609,7 @@ def client_process(
             body_bytes += size
         records += sum(counts)
         loads.append((g, GatewayLoad(name, url.hostname or "127.0.0.1", url.port or 80, requests, counts)))
-        if time.monotonic() - shown > 5:
+        if time.monotonic() - shown > 10:
             shown = time.monotonic()
             print(
                 f"  client {index}: built {n + 1}/{len(mine)} gateways' requests, {shown - t0:.0f} s",
@@ -1014,11 +1020,6 @@ def report(plan: Plan, results: dict[str, dict], workers: int) -> None:
             print(f"  {name}: {r['stale_connections']} kept-alive connections found closed, request sent on a new one")
 
 
-def retrain_scaling_2_workers() -> float | None:
-    """Retraining's speed-up from one worker to two: measured by the retrain figures to come."""
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gateways", type=int, default=1000)
@@ -1030,8 +1031,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=list(TARGETS), help="one target only (default: both)")
     parser.add_argument(
         "--database",
-        default="postgresql://postgres@127.0.0.1:5432/postgres",
-        help="a PostgreSQL server to create the fleet target's throwaway database on (default: %(default)s)",
+        help="a PostgreSQL server to create the fleet target's throwaway database on "
+        "(default: a server of the bench's own, started from Debian's binaries in a temporary folder)",
+    )
+    parser.add_argument(
+        "--retrain-scopes",
+        type=int,
+        default=1000,
+        help="device scopes retrained with one and two worker processes (0: skip; default: %(default)s)",
     )
     parser.add_argument("--workers", type=int, default=2, help="the fleet endpoint's worker processes")
     parser.add_argument("--deadline-s", type=float, default=3600.0, help="gateways still retrying after this give up")
@@ -1045,7 +1052,15 @@ def main(argv: list[str] | None = None) -> int:
         client_processes=args.client_processes,
         deadline_s=args.deadline_s,
     )
-    results = {target: run_target(target, plan, args) for target in ([args.only] if args.only else TARGETS)}
+    own_postgres = None
+    if args.database is None and args.only != "embedded":
+        own_postgres = start_postgres(Path(tempfile.mkdtemp(prefix="fleet-postgres-")))
+        args.database = own_postgres.url
+    try:
+        results = {target: run_target(target, plan, args) for target in ([args.only] if args.only else TARGETS)}
+    finally:
+        if own_postgres is not None:
+            own_postgres.stop()
     report(plan, results, args.workers)
     a, b = results.get("embedded"), results.get("postgres")
 
@@ -1086,8 +1101,13 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s_embedded": fig(a, "wall_s"),
         "wall_s_postgres": fig(b, "wall_s"),
     }
-    # Retraining on the fleet endpoint, one worker against two: its figures are added here.
-    figures["retrain_scaling_2_workers"] = retrain_scaling_2_workers()
+    # Retraining on the fleet endpoint's database and queue, one worker process against two.
+    if args.retrain_scopes:
+        retraining = fleet_retrain.measure(args.retrain_scopes, minutes=240)
+        fleet_retrain.report(retraining)
+        figures |= retraining
+    else:
+        figures["retrain_scaling_2_workers"] = None
     print(json.dumps(figures))
     return 0
 

@@ -21,11 +21,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cloud_sync.jobs import Scope, submit  # noqa: E402
-from cloud_sync.server import open_parts  # noqa: E402
-from gatewayd.models.bundle import generate_keypair  # noqa: E402
-from tests.cloud_sync.uploads import store_batch, summary_records  # noqa: E402
-from tests.services import start_postgres, start_redis  # noqa: E402
+from cloud_sync.jobs import Scope, submit
+from cloud_sync.server import open_parts
+from gatewayd.models.bundle import generate_keypair
+from tests.cloud_sync.uploads import store_batch, summary_records
+from tests.services import start_postgres, start_redis
 
 DEVICES_PER_GATEWAY = 4
 
@@ -46,14 +46,14 @@ def fill(storage, scopes: int, minutes: int) -> list[Scope]:
 def drain(storage, scopes: list[Scope], data: Path, database: str, queue: str, key: Path, processes: int) -> dict:
     """Queue a job per scope, start one worker with `processes` processes, wait for every job."""
     ids = submit(storage, scopes, queue=queue, run_here=lambda _: None)
-    log = open(data / f"worker-{processes}.log", "w")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "cloud_sync", "worker", "--data", str(data), "--database", database]
-        + ["--queue", queue, "--key", str(key), "--processes", str(processes)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(data / f"worker-{processes}.log", "w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "cloud_sync", "worker", "--data", str(data), "--database", database]
+            + ["--queue", queue, "--key", str(key), "--processes", str(processes)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wanted = set(ids)
         while True:

@@ -22,8 +22,8 @@ import hashlib
 import json
 import logging
 import os
-import random
 import re
+import resource
 import threading
 import time
 from collections import Counter
@@ -32,29 +32,35 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from starlette.requests import ClientDisconnect
 from pydantic import BaseModel
+from starlette.requests import ClientDisconnect
 
 from cloud_sync import __version__
 from cloud_sync.bundles import BundleStore, open_bundles
+from cloud_sync.pacing import Pacing
 from cloud_sync.records import MAX_BODY, Batch, BatchError, content_digest, decompress, parse_batch, valid_key
 from cloud_sync.storage import Storage, StorageUnavailable, open_storage
 from cloud_sync.tokens import Tokens
 
 log = logging.getLogger("cloud_sync.server")
-BODY_TIMEOUT_S = 30.0  # a body that trickles in slower than this is cut off (408)
+BODY_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 4096  # per process; the open-file limit is raised to fit
+STORAGE_AWAY_S = 10.0  # the least Retry-After while the database cannot be reached  # a body that trickles in slower than this is cut off (408)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 
 
 @dataclass(frozen=True)
 class Limits:
-    max_inflight: int = 64  # batches in work per process before 503
+    # Batches in work per process before 503: enough to keep a core and the database busy,
+    # few enough that an accepted batch is answered in a few times its own work.
+    max_inflight: int = 8
     per_gateway: int = 2  # batches in work per gateway per process before 429
-    retry_after_s: float = 2.0  # the base of Retry-After; jittered up to twice that
+    retry_after_s: float = 1.0  # the least Retry-After (cloud_sync.pacing raises it under load)
+    queue_wait_s: float = 0.25  # how long a batch may wait for a slot before 503
 
 
 class BatchAnswer(BaseModel):
@@ -110,9 +116,11 @@ def create_app(storage: Storage, bundles: BundleStore, tokens: Tokens, limits: L
     bearer = HTTPBearer(auto_error=False, description="one token per gateway (`cloud-sync token`)")
     inflight: Counter[str] = Counter()
 
-    def retry_after() -> dict[str, str]:
-        # jittered, so that a fleet turned away together does not come back together
-        return {"Retry-After": str(round(limits.retry_after_s * (1 + random.random())))}
+    pacing = Pacing(limits.max_inflight, floor_s=limits.retry_after_s)
+    slots = asyncio.Semaphore(limits.max_inflight)
+
+    def retry_after(gateway: str, at_least_s: float = 0.0) -> dict[str, str]:
+        return {"Retry-After": pacing.retry_after(gateway, at_least_s)}
 
     async def gateway_of(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -125,7 +133,7 @@ def create_app(storage: Storage, bundles: BundleStore, tokens: Tokens, limits: L
     @app.exception_handler(StorageUnavailable)
     async def storage_away(request: Request, exc: StorageUnavailable) -> JSONResponse:
         log.warning("storage unavailable: %s", exc)
-        return _error(503, "storage unavailable, try again", retry_after())
+        return _error(503, "storage unavailable, try again", retry_after("", STORAGE_AWAY_S))
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -157,12 +165,21 @@ def create_app(storage: Storage, bundles: BundleStore, tokens: Tokens, limits: L
         if not valid_key(idempotency_key):
             return _error(400, "Idempotency-Key header required (1-200 of [A-Za-z0-9:/_.@-])")
         if inflight[gateway] >= limits.per_gateway:
-            return _error(429, f"{gateway} has {inflight[gateway]} uploads in flight", retry_after())
-        if inflight.total() >= limits.max_inflight:
-            return _error(503, "busy", retry_after())
+            return _error(429, f"{gateway} has {inflight[gateway]} uploads in flight", retry_after(gateway))
         inflight[gateway] += 1
         try:
-            return await _accept(request, gateway, idempotency_key, content_encoding)
+            # a short wait for a slot smooths a burst; past it, the gateway is told when to return
+            try:
+                await asyncio.wait_for(slots.acquire(), limits.queue_wait_s)
+            except TimeoutError:
+                return _error(503, "busy", retry_after(gateway))
+            began = time.monotonic()
+            try:
+                answer = await _accept(request, gateway, idempotency_key, content_encoding)
+            finally:
+                slots.release()
+            pacing.served(gateway, time.monotonic() - began)
+            return answer
         finally:
             inflight[gateway] -= 1
             if not inflight[gateway]:
@@ -332,10 +349,10 @@ def uvicorn_options(settings: ServeSettings) -> dict[str, Any]:
         "workers": settings.workers,
         "backlog": settings.backlog,
         "timeout_keep_alive": settings.keep_alive_s,
-        # uvicorn's own cap on connections: far above max_inflight, for connections that are
-        # not uploads (health checks, model polls) and idle keep-alives. Its 503 carries no
-        # Retry-After; the agent then backs off exponentially.
-        "limit_concurrency": settings.limits.max_inflight * 16,
+        # uvicorn's own cap on connections, far above max_inflight: a fleet's idle keep-alives,
+        # model polls and gateways waiting to be turned away with a Retry-After. Its own 503
+        # carries no Retry-After (the agent then backs off exponentially).
+        "limit_concurrency": MAX_CONNECTIONS,
         "timeout_graceful_shutdown": 30,
         "proxy_headers": True,
         "access_log": False,
@@ -350,6 +367,12 @@ def serve(settings: ServeSettings) -> None:
 
     if settings.workers > 1 and not settings.database:
         raise ValueError("several workers need a shared database (--database postgresql://...)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_CONNECTIONS + 256
+    if soft < wanted:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard)
+        )
     storage, _, _ = open_parts(settings.data, settings.database, 1)  # migrations and token import, before any fork
     storage.close()
     os.environ.update(settings.environment())

@@ -292,13 +292,21 @@ class Uploader:
                     log.info("cloud reachable again after %d failed attempts", failures)
                 failures = 0
             except UploadError as exc:
+                if exc.retry_after_s is not None:  # the endpoint paces its fleet: its word, not our backoff
+                    log.info("endpoint busy (%s), again in %.0f s", exc, exc.retry_after_s)
+                    sleep(paced_delay(exc.retry_after_s))
+                    continue
                 failures += 1
                 if failures == 1:
                     log.error("upload failed, keeping data on the gateway: %s", exc)
-                delay = retry_delay(failures, first_s=1.0, max_s=max_backoff_s)
-                if exc.retry_after_s is not None:
-                    delay = max(delay, exc.retry_after_s)
-                sleep(min(delay, max(max_backoff_s, exc.retry_after_s or 0)))
+                sleep(retry_delay(failures, first_s=1.0, max_s=max_backoff_s))
+
+
+def paced_delay(retry_after_s: float) -> float:
+    """The wait after a 429 or 503 with Retry-After: what the endpoint asked, at least a second
+    (an endpoint answering 0 is not hammered). The endpoint spreads its answers over the
+    fleet itself (cloud_sync/pacing.py), so no backoff of ours is added on top."""
+    return max(1.0, retry_after_s)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -56,7 +56,7 @@ $(DEB): $(DEB_INPUTS)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,linux]'
+	$(BIN)/pip install --quiet -e '.[dev,linux,cloud]'
 	touch $(STAMP)
 
 clean:

@@ -15,7 +15,6 @@ from pathlib import Path
 from gatewayd.cli.parsers import add_command
 from gatewayd.models.scaling import SCALE_FLOOR
 
-DEFAULT_PORT = 8090
 COMMANDS = ("serve", "token", "retrain", "worker", "jobs", "fleet", "prune")
 
 
@@ -34,7 +33,9 @@ def add_endpoint_commands(sub: argparse._SubParsersAction, texts: dict) -> None:
     serve = add_command(sub, "serve", texts)
     _where(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
+    serve.add_argument(
+        "--port", type=int, default=8090, help="port (default: %(default)s, beside the dashboard's 8080)"
+    )
     serve.add_argument(
         "--workers", type=int, default=1, help="server processes (several need --database; default: %(default)s)"
     )

@@ -48,6 +48,7 @@ from cloud_sync.tokens import Tokens
 
 log = logging.getLogger("cloud_sync.server")
 BODY_TIMEOUT_S = 30.0
+DEFAULT_PORT = 8090  # not the dashboard's 8080: both may run on one machine
 MAX_CONNECTIONS = 4096  # per process; the open-file limit is raised to fit
 STORAGE_AWAY_S = 10.0  # the least Retry-After while the database cannot be reached  # a body that trickles in slower than this is cut off (408)
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -304,7 +305,7 @@ class ServeSettings:
     data: Path
     database: str | None = None
     host: str = "127.0.0.1"
-    port: int = 8443
+    port: int = DEFAULT_PORT
     workers: int = 1
     limits: Limits = Limits()
     backlog: int = 4096
@@ -380,7 +381,7 @@ def serve(settings: ServeSettings) -> None:
 
 
 class BackgroundEndpoint:
-    """The endpoint in a thread of this process, for tests and the demo: `.url`, `.storage`,
+    """The endpoint in a thread of this process, for tests and benchmarks: `.url`, `.storage`,
     `.tokens`, `.bundles`, and `stop()`. `wrap` puts ASGI middleware around the app."""
 
     def __init__(

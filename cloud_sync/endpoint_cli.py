@@ -40,7 +40,7 @@ def add_endpoint_commands(sub: argparse._SubParsersAction, texts: dict) -> None:
         "--workers", type=int, default=1, help="server processes (several need --database; default: %(default)s)"
     )
     serve.add_argument(
-        "--max-inflight", type=int, default=8, help="batches in work per process before 503 (default: %(default)s)"
+        "--max-inflight", type=int, default=4, help="batches in work per process before 503 (default: %(default)s)"
     )
     serve.add_argument(
         "--pool-size", type=int, default=8, help="database connections per process (default: %(default)s)"

@@ -58,10 +58,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 class Limits:
     # Batches in work per process before 503: enough to keep a core and the database busy,
     # few enough that an accepted batch is answered in a few times its own work.
-    max_inflight: int = 8
+    max_inflight: int = 4
     per_gateway: int = 2  # batches in work per gateway per process before 429
     retry_after_s: float = 1.0  # the least Retry-After (cloud_sync.pacing raises it under load)
-    queue_wait_s: float = 0.25  # how long a batch may wait for a slot before 503
+    queue_wait_s: float = 0.1  # how long a batch may wait for a slot before 503
 
 
 class BatchAnswer(BaseModel):

@@ -65,7 +65,7 @@ sys.path.insert(0, str(REPO))
 import fleet_retrain
 
 from cloud_sync import codec
-from cloud_sync.uploader import paced_delay
+from cloud_sync.uploader import paced_delay, parse_retry_after
 from gatewayd.backoff import retry_delay
 from tests.services import start_postgres
 
@@ -457,21 +457,6 @@ class GiveUp(Exception):
     pass
 
 
-def retry_after_s(value: str | None) -> float | None:
-    """Retry-After in seconds or as an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
 async def send_until_2xx(
     conn: Connection, request: bytes, fault: str | None, plan: Plan, stats: Stats, rng: random.Random, deadline: float
 ) -> dict:
@@ -510,7 +495,7 @@ async def send_until_2xx(
                     return {}
             if status in (429, 503):
                 setattr(stats, f"status_{status}", getattr(stats, f"status_{status}") + 1)
-                wait_at_least = retry_after_s(headers.get("retry-after"))
+                wait_at_least = parse_retry_after(headers.get("retry-after"))
             elif status >= 500:
                 stats.status_5xx += 1
             else:

@@ -251,7 +251,7 @@ class Uploader:
         except requests.RequestException as exc:
             raise UploadError(f"{exc.__class__.__name__}: {exc}") from None
         if response.status_code == 429 or response.status_code == 503:
-            raise UploadError(f"HTTP {response.status_code}", _retry_after(response.headers.get("Retry-After")))
+            raise UploadError(f"HTTP {response.status_code}", parse_retry_after(response.headers.get("Retry-After")))
         if not 200 <= response.status_code < 300:
             raise UploadError(f"HTTP {response.status_code}: {response.text[:200]}")
         # Acknowledged: only now do the cursors move.
@@ -309,7 +309,8 @@ def paced_delay(retry_after_s: float) -> float:
     return max(1.0, retry_after_s)
 
 
-def _retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds, given as seconds or as an HTTP date; None when absent or unreadable."""
     if not value:
         return None
     try:

@@ -1,7 +1,6 @@
 """cloud-sync uploads over real HTTP on loopback, through outages and faults: afterwards the
 endpoint holds every record exactly once, and nothing was marked uploaded before a 2xx."""
 
-import hashlib
 import json
 import socket
 import threading
@@ -262,59 +261,23 @@ def test_https_with_a_configured_ca_and_refusal_without_it(gateway_store, tmp_pa
 
 def test_retrain_for_a_segment_of_gateways_publishes_for_each(tmp_path, capsys):
     from cloud_sync.cli import main
-    from cloud_sync.records import content_digest, parse_batch
     from cloud_sync.storage import SqliteStorage
     from gatewayd.models.bundle import generate_keypair, load_public_key, verify
+    from tests.cloud_sync.uploads import store_batch, summary_records
 
     storage = SqliteStorage(tmp_path / "cloud" / "cloud.sqlite3")
-    rng = np.random.default_rng(0)
-    for gateway in ("gw-a", "gw-b"):
-        records = []
-        for m in range(40):
-            flow = 20 + rng.normal()
-            stats = {
-                "flow": {
-                    "unit": "m3/h",
-                    "count": 60,
-                    "mean": flow,
-                    "std": 0.5,
-                    "min": flow - 1,
-                    "max": flow + 1,
-                    "last": flow,
-                }
-            }
-            records.append(
-                {
-                    "key": f"summary:{T0 + m * 60_000}",
-                    "kind": "summary",
-                    "payload": {"minute_ms": T0 + m * 60_000, "devices": {"pump-1": codec.encode_summary(stats)}},
-                }
-            )
-        records.append(
-            {
-                "key": "outbox:1",
-                "kind": "alert",
-                "payload": {
-                    "id": "x",
-                    "device": "pump-1",
-                    "channels": ["flow"],
-                    "severity": "warning",
-                    "kind": "model",
-                    "opened_ms": T0 + 600_000,
-                },
-            }
-        )
-        body = json.dumps({"records": records}).encode()
-        stored = parse_batch(body)
-        outcome = storage.accept_batch(
-            gateway,
-            "b1",
-            stored,
-            wire_digest=hashlib.sha256(body).hexdigest(),
-            content_digest=content_digest(stored),
-            wire_bytes=len(body),
-        )
-        assert outcome.accepted == len(records)
+    for seed, gateway in enumerate(("gw-a", "gw-b")):
+        alert = {
+            "id": "x",
+            "device": "pump-1",
+            "channels": ["flow"],
+            "severity": "warning",
+            "kind": "model",
+            "opened_ms": T0 + 600_000,
+        }
+        records = summary_records(["pump-1"], 40, seed=seed, start_ms=T0)
+        records.append({"key": "outbox:1", "kind": "alert", "payload": alert})
+        assert store_batch(storage, gateway, records) == len(records)
     storage.close()
     generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
     assert (

@@ -202,15 +202,13 @@ def _retrain(args: argparse.Namespace) -> int:
     storage, bundles, _ = _open(args)
     try:
         if args.fleet:
-            scopes = fleet_scopes(storage, trees=args.trees)
+            scopes = fleet_scopes(storage, trees=args.trees, scale_floor=args.scale_floor)
             if not scopes:
                 return _error("no summaries uploaded yet: nothing to train on")
         else:
             gateways = list(dict.fromkeys(args.gateway))
             name = args.name or (args.device[0] if args.device and len(args.device) == 1 else "global")
-            scopes = [Scope(name, gateways, args.device, gateways, args.trees)]
-        if args.scale_floor != SCALE_FLOOR and args.queue:
-            return _error("--scale-floor applies to jobs run here (without --queue)")
+            scopes = [Scope(name, gateways, args.device, gateways, args.trees, args.scale_floor)]
         print(f"{len(scopes)} job(s)" + (f" to {args.queue}" if args.queue else ""), file=sys.stderr)
         ids = submit(
             storage,

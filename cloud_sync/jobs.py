@@ -19,13 +19,14 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cloud_sync.bundles import FLEET, BundleStore
 from cloud_sync.storage import Storage
 from gatewayd.clock import now_ms
+from gatewayd.models.scaling import SCALE_FLOOR
 
 log = logging.getLogger("cloud_sync.jobs")
 QUEUE_NAME = "retrain"
@@ -41,20 +42,23 @@ class Scope:
     devices: list[str] | None
     publish_to: list[str]
     trees: int = 100
+    scale_floor: float = SCALE_FLOOR
 
     def describe(self) -> str:
         who = "the fleet" if self.publish_to == [FLEET] else "+".join(self.gateways)
         return f"{self.name} for {who}" + (f" ({', '.join(self.devices)})" if self.devices else "")
 
 
-def fleet_scopes(storage: Storage, segments: list[list[str]] = (), trees: int = 100) -> list[Scope]:  # type: ignore[assignment]
+def fleet_scopes(
+    storage: Storage, segments: Sequence[Sequence[str]] = (), trees: int = 100, scale_floor: float = SCALE_FLOOR
+) -> list[Scope]:
     """Every device of every gateway that uploaded summaries, each segment, and the global model."""
     devices = storage.summary_devices()
-    scopes = [Scope(d, [g], [d], [g], trees) for g, names in sorted(devices.items()) for d in names]
+    scopes = [Scope(d, [g], [d], [g], trees, scale_floor) for g, names in sorted(devices.items()) for d in names]
     for segment in segments:
-        scopes.append(Scope("segment-" + "-".join(segment), segment, None, list(segment), trees))
+        scopes.append(Scope("segment-" + "-".join(segment), list(segment), None, list(segment), trees, scale_floor))
     if devices:
-        scopes.append(Scope("global", sorted(devices), None, [FLEET], trees))
+        scopes.append(Scope("global", sorted(devices), None, [FLEET], trees, scale_floor))
     return scopes
 
 
@@ -88,6 +92,7 @@ def run_job(
             devices=scope.devices,
             publish_to=scope.publish_to,
             trees=scope.trees,
+            scale_floor=scope.scale_floor,
             job_id=job,
             progress=progress,
         )

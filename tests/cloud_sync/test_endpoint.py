@@ -237,15 +237,15 @@ def test_fuzzed_uploads_are_answered_and_never_break_the_server(tmp_path_factory
 def test_the_openapi_document_says_what_the_api_page_says(endpoint):
     spec = requests.get(f"{endpoint.url}/openapi.json", timeout=5).json()
     doc = DOC.read_text()
-    documented = {(m.lower(), p) for m, p in re.findall(r"^## (GET|POST) (\S+)", doc, re.M)}
+    documented = {(m.lower(), p) for m, p in re.findall(r"^## (GET|POST) (\S+)", doc, re.MULTILINE)}
     served = {(m, p) for p, ops in spec["paths"].items() for m in ops}
     assert served == documented
     # the error table of POST /v1/batches, against the responses the document declares
-    table = {int(code) for code in re.findall(r"^\| `(\d{3})` \|", doc, re.M)}
+    table = {int(code) for code in re.findall(r"^\| `(\d{3})` \|", doc, re.MULTILINE)}
     declared = {int(c) for c in spec["paths"]["/v1/batches"]["post"]["responses"]}
     assert declared == table | {200}
     # every record kind, and every payload field the endpoint requires, is on the page
-    rows = dict(re.findall(r"^\| `(\w+)` \| `[^`]+` \| `\{([^`]*)\}`", doc, re.M))
+    rows = dict(re.findall(r"^\| `(\w+)` \| `[^`]+` \| `\{([^`]*)\}`", doc, re.MULTILINE))
     mapping = spec["components"]["schemas"]["Batch"]["properties"]["records"]["items"]["discriminator"]["mapping"]
     assert set(mapping) == set(rows) == set(PAYLOADS)
     for kind, model in PAYLOADS.items():

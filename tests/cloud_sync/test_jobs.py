@@ -72,14 +72,14 @@ def test_a_job_run_again_publishes_no_second_version(tmp_path):
 
 
 def _worker(tmp_path, data, database, queue, name):
-    log = open(tmp_path / f"{name}.log", "w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "cloud_sync", "worker", "--data", str(data), "--database", database, "--queue", queue]
-        + ["--key", str(tmp_path / "k.pem"), "--processes", "1", "--dead-worker-s", "2"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group: the kill takes the worker process too
-    )
+    with open(tmp_path / f"{name}.log", "w") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [sys.executable, "-m", "cloud_sync", "worker", "--data", str(data), "--database", database]
+            + ["--queue", queue, "--key", str(tmp_path / "k.pem"), "--processes", "1", "--dead-worker-s", "2"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the kill takes the worker process too
+        )
 
 
 @pytest.mark.integration
@@ -118,3 +118,41 @@ def test_workers_on_the_queue_survive_a_killed_worker_and_publish_once(tmp_path,
     storage.close()
     assert main(["jobs", *common]) == 0
     assert capsys.readouterr().out.startswith("4 done")
+
+
+def test_the_scale_floor_asked_for_goes_with_each_job(tmp_path):
+    data = tmp_path / "cloud"
+    fill(data, minutes=60)
+    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    common = ["--data", str(data), "--key", str(tmp_path / "k.pem"), "--trees", "10"]
+    assert main(["retrain", "--fleet", *common, "--scale-floor", "0.05"]) == 0
+    storage, _, _ = open_parts(data, None)
+    assert {j["scope"]["scale_floor"] for j in storage.jobs()} == {0.05}
+    storage.close()
+
+
+def test_worker_and_prune_refuse_what_they_cannot_do(tmp_path, capsys):
+    data = str(tmp_path / "cloud")
+    assert main(["worker", "--data", data, "--key", str(tmp_path / "none.pem")]) == 2
+    assert "--queue" in capsys.readouterr().err
+    assert main(["worker", "--data", data, "--queue", "redis://127.0.0.1:9/0", "--key", str(tmp_path / "x")]) == 2
+    assert "no signing key" in capsys.readouterr().err
+    assert main(["prune", "--data", data, "--keep", "summary=soon"]) == 2
+    assert "KIND=DAYS" in capsys.readouterr().err
+
+
+def test_prune_deletes_a_kind_past_its_retention_and_keeps_the_rest(tmp_path, capsys):
+    from tests.cloud_sync.test_endpoint import alert
+
+    data = tmp_path / "cloud"
+    fill(data, minutes=30)
+    storage, _, _ = open_parts(data, None)
+    store_batch(storage, "gw-a", [alert()])
+    stored_by = max(ms for (ms,) in storage._rows("SELECT received_ms FROM records"))
+    storage.close()
+    wait_for(lambda: time.time() * 1000 > stored_by + 1, 5, "the clock to pass the last arrival")
+    assert main(["prune", "--data", str(data), "--keep", "summary=0"]) == 0
+    assert "summary: 60 deleted" in capsys.readouterr().out  # 30 minutes of each gateway
+    storage, _, _ = open_parts(data, None)
+    assert [r["kind"] for r in storage.records("gw-a")] == ["alert"]
+    storage.close()

@@ -199,6 +199,8 @@ def _retrain(args: argparse.Namespace) -> int:
     from cloud_sync.bundles import FLEET
     from cloud_sync.jobs import Scope, fleet_scopes, run_job, submit
 
+    if not args.key.exists():
+        return _error(f"no signing key at {args.key} (gatewayd model keygen makes one)")
     storage, bundles, _ = _open(args)
     try:
         if args.fleet:

@@ -120,7 +120,12 @@ def submit(
         storage.create_job(job, asdict(scope), now_ms())
         ids.append(job)
         if broker is not None:
-            broker.enqueue(_message(job))
+            import redis
+
+            try:
+                broker.enqueue(_message(job))
+            except redis.RedisError as exc:  # the job stays recorded as queued; run it again
+                raise ValueError(f"the queue at {queue} cannot be reached: {exc}") from None
             progress(f"queued {job}: {scope.describe()}")
         else:
             version = run_here(job)

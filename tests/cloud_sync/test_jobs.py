@@ -139,6 +139,13 @@ def test_worker_and_prune_refuse_what_they_cannot_do(tmp_path, capsys):
     assert "no signing key" in capsys.readouterr().err
     assert main(["prune", "--data", data, "--keep", "summary=soon"]) == 2
     assert "KIND=DAYS" in capsys.readouterr().err
+    fill(tmp_path / "cloud", minutes=10)
+    generate_keypair(tmp_path / "k.pem", tmp_path / "k.pub")
+    retrain = ["retrain", "--fleet", "--data", data]
+    assert main([*retrain, "--key", str(tmp_path / "missing.pem")]) == 2
+    assert "no signing key" in capsys.readouterr().err
+    assert main([*retrain, "--key", str(tmp_path / "k.pem"), "--queue", "redis://127.0.0.1:9/0"]) == 2
+    assert "cannot be reached" in capsys.readouterr().err
 
 
 def test_prune_deletes_a_kind_past_its_retention_and_keeps_the_rest(tmp_path, capsys):

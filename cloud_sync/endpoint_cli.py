@@ -153,8 +153,6 @@ def run_endpoint_command(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import logging
-
     from cloud_sync.server import Limits, ServeSettings, serve
 
     settings = ServeSettings(
@@ -165,13 +163,6 @@ def _serve(args: argparse.Namespace) -> int:
         args.workers,
         Limits(max_inflight=args.max_inflight),
         pool_size=args.pool_size,
-    )
-    logging.getLogger("cloud_sync").info(
-        "serving on %s:%d with %d worker(s), %s",
-        args.host,
-        args.port,
-        args.workers,
-        "PostgreSQL" if args.database else f"SQLite in {args.data}",
     )
     serve(settings)
     return 0

@@ -376,6 +376,13 @@ def serve(settings: ServeSettings) -> None:
         )
     storage, _, _ = open_parts(settings.data, settings.database, 1)  # migrations and token import, before any fork
     storage.close()
+    log.info(
+        "serving on %s:%d with %d worker(s), %s",
+        settings.host,
+        settings.port,
+        settings.workers,
+        "PostgreSQL" if settings.database else f"SQLite in {settings.data}",
+    )
     os.environ.update(settings.environment())
     uvicorn.run("cloud_sync.server:app_from_environment", factory=True, **uvicorn_options(settings))
 

@@ -6,7 +6,6 @@ import gzip
 import json
 import re
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ import cloud_sync.server
 from cloud_sync.cli import main
 from cloud_sync.records import PAYLOADS, parse_batch
 from cloud_sync.server import BackgroundEndpoint, Limits
+from tests.faults.support import wait_for
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cloud-api.md"
 ALERT = {
@@ -137,7 +137,12 @@ def test_saturation_answers_429_and_503_with_retry_after(tmp_path):
         first = threading.Thread(target=slow_upload, args=("gw", "outbox:1"))
         first.start()
         assert started.wait(10)
-        _wait(lambda: post(sessions["gw"], ep, batch(alert("outbox:3")), "b:x").status_code == 429, "429")
+        wait_for(
+            "429",
+            lambda: post(sessions["gw"], ep, batch(alert("outbox:3")), "b:x").status_code == 429,
+            10,
+            every_s=0.05,
+        )
         r = post(sessions["gw"], ep, batch(alert("outbox:3")), "b:x")
         assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 2
         started.clear()
@@ -145,7 +150,12 @@ def test_saturation_answers_429_and_503_with_retry_after(tmp_path):
         second.start()
         assert started.wait(10)
         # the server counts the second upload once its first bytes are in
-        _wait(lambda: post(sessions["gw-3"], ep, batch(alert("outbox:4")), "b:y").status_code == 503, "503")
+        wait_for(
+            "503",
+            lambda: post(sessions["gw-3"], ep, batch(alert("outbox:4")), "b:y").status_code == 503,
+            10,
+            every_s=0.05,
+        )
         r = post(sessions["gw-3"], ep, batch(alert("outbox:4")), "b:y")
         assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
         assert requests.get(f"{ep.url}/v1/health", timeout=5).json() == {"ok": True}  # still answers
@@ -159,26 +169,27 @@ def test_saturation_answers_429_and_503_with_retry_after(tmp_path):
         ep.stop()
 
 
-def _wait(predicate, what, timeout_s=10):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_tokens_are_issued_and_revoked_while_the_server_runs(endpoint, tmp_path, capsys):
     data = str(tmp_path / "cloud")
     assert main(["token", "plant-9", "--data", data]) == 0
     token = capsys.readouterr().out.strip()
     s = requests.Session()
     s.headers["Authorization"] = f"Bearer {token}"
-    _wait(lambda: s.get(f"{endpoint.url}/v1/models", timeout=5).status_code == 200, "the new token accepted")
+    wait_for(
+        "the new token accepted",
+        lambda: s.get(f"{endpoint.url}/v1/models", timeout=5).status_code == 200,
+        10,
+        every_s=0.05,
+    )
     assert main(["token", "--list", "--data", data]) == 0
     assert "plant-9" in capsys.readouterr().out
     assert main(["token", "plant-9", "--revoke", "--data", data]) == 0
-    _wait(lambda: s.get(f"{endpoint.url}/v1/models", timeout=5).status_code == 401, "the revoked token refused")
+    wait_for(
+        "the revoked token refused",
+        lambda: s.get(f"{endpoint.url}/v1/models", timeout=5).status_code == 401,
+        10,
+        every_s=0.05,
+    )
     assert main(["token", "not a name!", "--data", data]) == 2
 
 

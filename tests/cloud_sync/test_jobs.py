@@ -13,6 +13,7 @@ from cloud_sync.cli import main
 from cloud_sync.server import open_parts
 from gatewayd.models.bundle import generate_keypair
 from tests.cloud_sync.uploads import store_batch, summary_records
+from tests.faults.support import wait_for
 
 GATEWAYS = {"gw-a": ["pump-1", "pump-2"], "gw-b": ["pump-1"]}
 
@@ -22,16 +23,6 @@ def fill(data, database=None, minutes=120):
     for seed, (gateway, devices) in enumerate(GATEWAYS.items()):
         assert store_batch(storage, gateway, summary_records(devices, minutes, seed=seed)) == minutes
     storage.close()
-
-
-def wait_for(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_fleet_retrain_runs_a_job_per_scope_here_and_reports_them(tmp_path, capsys):
@@ -95,14 +86,14 @@ def test_workers_on_the_queue_survive_a_killed_worker_and_publish_once(tmp_path,
     first = _worker(tmp_path, data, postgres_url, redis_server.url, "first")
     try:
         running = wait_for(
-            lambda: next((j for j in storage.jobs() if j["state"] == "running"), None), 60, "a job to start"
+            "a job to start", lambda: next((j for j in storage.jobs() if j["state"] == "running"), None), 60
         )
         os.killpg(first.pid, signal.SIGKILL)  # mid-job: no ack, no cleanup
         first.wait(10)
         assert storage.job(running["id"])["state"] == "running"  # killed before it finished
         second = _worker(tmp_path, data, postgres_url, redis_server.url, "second")
         try:
-            wait_for(lambda: {j["state"] for j in storage.jobs()} == {"done"}, 240, "every job done")
+            wait_for("every job done", lambda: {j["state"] for j in storage.jobs()} == {"done"}, 240)
         finally:
             os.killpg(second.pid, signal.SIGTERM)
             second.wait(30)
@@ -157,7 +148,7 @@ def test_prune_deletes_a_kind_past_its_retention_and_keeps_the_rest(tmp_path, ca
     store_batch(storage, "gw-a", [alert()])
     stored_by = max(ms for (ms,) in storage._rows("SELECT received_ms FROM records"))
     storage.close()
-    wait_for(lambda: time.time() * 1000 > stored_by + 1, 5, "the clock to pass the last arrival")
+    wait_for("the clock to pass the last arrival", lambda: time.time() * 1000 > stored_by + 1, 5)
     assert main(["prune", "--data", str(data), "--keep", "summary=0"]) == 0
     assert "summary: 60 deleted" in capsys.readouterr().out  # 30 minutes of each gateway
     storage, _, _ = open_parts(data, None)

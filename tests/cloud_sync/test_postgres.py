@@ -20,17 +20,9 @@ from gatewayd.demo.virtual_node import free_port
 from gatewayd.models.bundle import generate_keypair
 from tests.cloud_sync.test_endpoint import alert, batch
 from tests.cloud_sync.uploads import store_batch, summary_records
+from tests.faults.support import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def wait_for(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_servers_receiving_the_same_batches_at_once_store_each_once(tmp_path, postgres_url):
@@ -93,7 +85,7 @@ def test_serve_with_two_workers_takes_a_token_issued_while_it_runs(tmp_path, pos
             except requests.ConnectionError:
                 return False
 
-        wait_for(healthy, 60, "the server")
+        wait_for("the server", healthy, 60)
         assert main(["token", "gw", "--data", str(data), "--database", postgres_url]) == 0
         token = capsys.readouterr().out.strip()
         s = requests.Session()

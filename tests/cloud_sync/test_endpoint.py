@@ -114,14 +114,40 @@ def test_a_retry_is_answered_before_its_body_is_decoded(endpoint, monkeypatch):
     assert decoded == []
 
 
+class BodyReads:
+    """ASGI middleware that notes which batch ids the server has begun to read the body of: an
+    upload is counted against its gateway and holds a slot by then (the check comes first)."""
+
+    def __init__(self):
+        self.begun: dict[str, threading.Event] = {}
+
+    def event(self, batch_id):
+        return self.begun.setdefault(batch_id, threading.Event())
+
+    def __call__(self, app):
+        async def wrapped(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            batch_id = dict(scope["headers"]).get(b"idempotency-key", b"").decode()
+
+            async def noting_receive():
+                self.event(batch_id).set()
+                return await receive()
+
+            return await app(scope, noting_receive, send)
+
+        return wrapped
+
+
 def test_saturation_answers_429_and_503_with_retry_after(tmp_path):
-    ep = BackgroundEndpoint(tmp_path / "cloud", limits=Limits(max_inflight=2, per_gateway=1, retry_after_s=1.0))
+    reads = BodyReads()
+    ep = BackgroundEndpoint(
+        tmp_path / "cloud", limits=Limits(max_inflight=2, per_gateway=1, retry_after_s=1.0), wrap=reads
+    )
     release = threading.Event()
-    started = threading.Event()
 
     def trickle(records):
         yield records[:10]
-        started.set()
         release.wait(20)
         yield records[10:]
 
@@ -136,34 +162,27 @@ def test_saturation_answers_429_and_503_with_retry_after(tmp_path):
     try:
         first = threading.Thread(target=slow_upload, args=("gw", "outbox:1"))
         first.start()
-        assert started.wait(10)
-        wait_for(
-            "429",
-            lambda: post(sessions["gw"], ep, batch(alert("outbox:3")), "b:x").status_code == 429,
-            10,
-            every_s=0.05,
-        )
+        # nothing else is sent until the server holds the slow upload, or the two would race for the one place
+        assert reads.event("b:gw").wait(10)
         r = post(sessions["gw"], ep, batch(alert("outbox:3")), "b:x")
         assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 2
-        started.clear()
         second = threading.Thread(target=slow_upload, args=("gw-2", "outbox:2"))
         second.start()
-        assert started.wait(10)
-        # the server counts the second upload once its first bytes are in
-        wait_for(
-            "503",
-            lambda: post(sessions["gw-3"], ep, batch(alert("outbox:4")), "b:y").status_code == 503,
-            10,
-            every_s=0.05,
-        )
+        assert reads.event("b:gw-2").wait(10)
         r = post(sessions["gw-3"], ep, batch(alert("outbox:4")), "b:y")
         assert r.status_code == 503 and int(r.headers["Retry-After"]) >= 1
+        assert not reads.event("b:y").is_set()  # refused before its body was read
         assert requests.get(f"{ep.url}/v1/health", timeout=5).json() == {"ok": True}  # still answers
         release.set()
         first.join(20)
         second.join(20)
         assert answers["gw"].status_code == answers["gw-2"].status_code == 200
         assert post(sessions["gw-3"], ep, batch(alert("outbox:4")), "b:y").status_code == 200
+        assert sorted(r["key"] for g in ("gw", "gw-2", "gw-3") for r in ep.storage.records(g)) == [
+            "outbox:1",
+            "outbox:2",
+            "outbox:4",
+        ]
     finally:
         release.set()
         ep.stop()

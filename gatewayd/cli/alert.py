@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from gatewayd.alerts.alert import KINDS
 from gatewayd.cli.parsers import add_command, add_config_option, command_texts
-from gatewayd.config import ConfigError, load_config
+from gatewayd.cli.state_access import open_store
+from gatewayd.config import Config, ConfigError, load_config
+from gatewayd.store.database import ALERT_STATES, Store
 
 TEXTS = command_texts("gatewayd.cli")
 
@@ -15,8 +18,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     alert = add_command(sub, "alert", TEXTS)
     asub = alert.add_subparsers(dest="alert_command", required=True, metavar="COMMAND")
     lst = add_command(asub, "alert list", TEXTS)
-    lst.add_argument("--device")
-    lst.add_argument("--limit", type=int, default=20)
+    lst.add_argument("--device", help="only this device's alerts (a known device: configured or in the store)")
+    lst.add_argument(
+        "--kind",
+        action="append",
+        choices=KINDS,
+        help="only alerts of this kind (repeatable: any of them): edge from the node's own checks, model, "
+        "drift, device offline, operator-reported missed anomalies",
+    )
+    lst.add_argument(
+        "--state",
+        action="append",
+        choices=tuple(ALERT_STATES),
+        help="only alerts in this state (repeatable: in all of them, e.g. open and unacknowledged)",
+    )
+    lst.add_argument("--limit", type=int, default=20, help="newest first, at most this many (default: %(default)s)")
     ack = add_command(asub, "alert ack", TEXTS)
     ack.add_argument("id")
     label = add_command(asub, "alert label", TEXTS)
@@ -33,30 +49,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gatewayd.alerts import commands
-    from gatewayd.clock import iso
-    from gatewayd.store.database import DB_NAME, Store
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    db = config.state_path / DB_NAME
-    if not db.exists():
-        print(f"error: no store at {db} (has gatewayd run with this configuration?)", file=sys.stderr)
-        return 1
-    store = Store(db, readonly=args.alert_command == "list")
+    store = open_store(config, readonly=args.alert_command == "list")
     try:
         if args.alert_command == "list":
-            for a in store.alerts(args.limit, args.device):
-                state = "closed " + iso(a["closed_ms"]) if a["closed_ms"] else "open"
-                extra = ", ".join(f for f, _ in a["detail"].get("top_features", [])[:3])
-                print(
-                    f"{a['id']}  {a['severity']:<8} {a['kind']:<6} {iso(a['opened_ms'])}  {state}"
-                    f"  ack={'yes' if a['acknowledged_ms'] else 'no'}  label={a['label'] or '-'}"
-                    f"  channels={','.join(a['channels']) or '-'}" + (f"  features={extra}" if extra else "")
-                )
-            return 0
+            return _list(args, config, store)
         if args.alert_command == "missed":  # validated and applied as the MQTT command is
             missed = commands.validate_any(
                 {"command": "missed", "device": args.device, "at": args.at, "operator": args.operator},
@@ -78,3 +80,24 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         store.close()
+
+
+def _list(args: argparse.Namespace, config: Config, store: Store) -> int:
+    from gatewayd.clock import iso
+
+    if args.device is not None:
+        known = sorted(
+            {d.name for d in config.devices} | {d for _, d, _, _ in store.channels()} | set(store.alert_devices())
+        )
+        if args.device not in known:  # a typo must not look like a device without alerts
+            print(f"error: no device {args.device!r}; known: {', '.join(known) or 'none'}", file=sys.stderr)
+            return 2
+    for a in store.alerts(args.limit, args.device, kinds=args.kind, states=args.state or ()):
+        state = "closed " + iso(a["closed_ms"]) if a["closed_ms"] else "open"
+        extra = ", ".join(f for f, _ in a["detail"].get("top_features", [])[:3])
+        print(
+            f"{a['id']}  {a['severity']:<8} {a['kind']:<6} {iso(a['opened_ms'])}  {state}"
+            f"  ack={'yes' if a['acknowledged_ms'] else 'no'}  label={a['label'] or '-'}"
+            f"  channels={','.join(a['channels']) or '-'}" + (f"  features={extra}" if extra else "")
+        )
+    return 0

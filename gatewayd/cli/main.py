@@ -9,10 +9,14 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from gatewayd import __version__
 from gatewayd.cli.parsers import add_command, add_config_option, command_texts
 from gatewayd.config import Config, ConfigError, load_config, state_dir_problem
+
+if TYPE_CHECKING:
+    from gatewayd.store.database import Store
 
 EXIT_CONFIG = 2
 
@@ -50,7 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--from", dest="start", default="0", help="start, ISO 8601 (UTC if no zone) or ms (default: all)"
     )
     export.add_argument("--to", dest="end", default=str(2**62), help="end, exclusive (default: now and later)")
-    export.add_argument("--out", type=Path, help="CSV file (default: standard output)")
+    export.add_argument(
+        "--format",
+        choices=("csv", "jsonl"),
+        default="csv",
+        help="csv: a header and one row per reading; jsonl: one JSON object per line and reading, "
+        "with the CSV's columns as keys (default: %(default)s)",
+    )
+    export.add_argument("--out", type=Path, help="file to write (default: standard output)")
     export.add_argument(
         "--mark-clock",
         action="store_true",
@@ -76,13 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         type=Path,
         default=Path("var"),
-        help="the demo's own folder (store, models, nodes' flash), cleared at the start of each run; "
-        "a folder the demo did not make is refused (default: %(default)s)",
+        help="the demo's own folder (store, models, nodes' flash), cleared at the start of each run unless "
+        "--keep; a folder the demo did not make is refused (default: %(default)s)",
     )
     demo.add_argument(
-        "--reuse",
+        "--keep",
+        "--reuse",  # its first name: older commands keep working
+        dest="keep",
         action="store_true",
-        help="carry on from the last run in --state-dir (its store, models, open alerts) instead of clearing it",
+        help="keep --state-dir as the last run left it and carry on from there (its store, models, open "
+        "alerts) instead of clearing it",
     )
     demo.add_argument(
         "--progress", type=float, default=5.0, help="seconds between progress lines (default: %(default)s)"
@@ -106,7 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gatewayd.cli.pipe import quiet_on_closed_pipe
+    from gatewayd.cli.state_access import StateUnavailable
+
     args = build_parser().parse_args(argv)
+    try:
+        return quiet_on_closed_pipe(lambda: _dispatch(args))
+    except StateUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.status
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         try:
             config = load_config(args.config)
@@ -136,13 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
-        from gatewayd.store.database import DB_NAME
+        from gatewayd.cli.state_access import open_store
 
-        db = config.state_path / DB_NAME
-        if not db.exists():
-            print(f"error: no store at {db} (has gatewayd run with this configuration?)", file=sys.stderr)
-            return 1
-        return _status(config, db) if args.command == "status" else _export(args, db)
+        store = open_store(config, readonly=True)
+        try:
+            return _status(config, store) if args.command == "status" else _export(args, store)
+        finally:
+            store.close()
     if args.command in GROUPS:  # each group's module parses and runs its own subcommands
         return importlib.import_module(f"gatewayd.cli.{args.command}").run(args)
     if args.command == "demo":
@@ -160,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress_s=args.progress,
                 dashboard=args.dashboard_port,
                 fault_after_s=args.fault_after,
-                reuse=args.reuse,
+                keep=args.keep,
             )
         except GatewayError as exc:  # the nodes, the configuration, the state folder: said, no traceback
             print(f"error: {exc}", file=sys.stderr)
@@ -168,20 +193,15 @@ def main(argv: list[str] | None = None) -> int:
     raise AssertionError(args.command)
 
 
-def _status(config: Config, db: Path) -> int:
+def _status(config: Config, store: Store) -> int:
     import sqlite3
 
     from gatewayd.clock import iso
     from gatewayd.store import upload_state
-    from gatewayd.store.database import Store
     from gatewayd.store.reserve import Reserve
 
+    db = store.path
     _print_running(config)
-    try:
-        store = Store(db, readonly=True)
-    except sqlite3.Error as exc:
-        print(f"error: the store {db} cannot be read: {exc}", file=sys.stderr)
-        return 1
     try:
         usage = store.disk_usage()
         reserve = Reserve(config.state_path, 0).on_disk()
@@ -224,8 +244,6 @@ def _status(config: Config, db: Path) -> int:
     except sqlite3.Error as exc:
         print(f"error: the store {db} cannot be read: {exc}", file=sys.stderr)
         return 1
-    finally:
-        store.close()
     return 0
 
 
@@ -284,30 +302,32 @@ def _print_running(config: Config) -> None:
         )
 
 
-def _export(args: argparse.Namespace, db: Path) -> int:
-    from gatewayd.store.database import Store
-    from gatewayd.store.export import export_csv, parse_time
+def _export(args: argparse.Namespace, store: Store) -> int:
+    from gatewayd.store.export import export_readings, parse_time, what_the_store_holds
 
     try:
         start, end = parse_time(args.start), parse_time(args.end)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    store = Store(db, readonly=True)
+
+    def export(out: TextIO) -> tuple[int, int]:
+        return export_readings(store, out, args.channel, start, end, mark_clock=args.mark_clock, fmt=args.format)
+
     try:
         if args.out is None:
-            rows, unsynced = export_csv(store, sys.stdout, args.channel, start, end, mark_clock=args.mark_clock)
+            rows, unsynced = export(sys.stdout)
         else:
             tmp = args.out.with_name(args.out.name + ".partial")
             with tmp.open("w", newline="") as f:
-                rows, unsynced = export_csv(store, f, args.channel, start, end, mark_clock=args.mark_clock)
+                rows, unsynced = export(f)
             tmp.replace(args.out)  # a file that exists is complete
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
-    finally:
-        store.close()
     print(f"{rows} readings exported", file=sys.stderr)
+    if not rows:  # say where the readings are, so the next try can aim at them
+        print(f"nothing in that range: {what_the_store_holds(store, args.channel)}", file=sys.stderr)
     if unsynced:
         print(
             f"{unsynced} of them were stamped before the gateway's clock was synchronised: their time may be off"

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from gatewayd.cli.parsers import add_command, add_config_option, command_texts
-from gatewayd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from gatewayd.config import DEFAULT_CONFIG_PATH, Config, ConfigError, load_config
 from gatewayd.models.scaling import SCALE_FLOOR
 
 EXIT_BAD_INPUT = 2
@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     except BundleError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REJECTED
+    except OSError as exc:  # a key or bundle file given that is missing or unreadable
+        print(f"error: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -111,10 +114,9 @@ def _train(args: argparse.Namespace) -> int:
             ts, values, names = series.read_csv(args.csv, channels)
             source = f"csv:{args.csv.name}"
         else:
-            from gatewayd.store.database import DB_NAME, Store
+            from gatewayd.cli.state_access import open_store
 
-            config = load_config(args.config)
-            store = Store(config.state_path / DB_NAME, readonly=True)
+            store = open_store(load_config(args.config), readonly=True)
             try:
                 ts, values, names = series.from_store(
                     store, args.device, channels, parse_time(args.start), parse_time(args.end)
@@ -169,15 +171,27 @@ def _public_keys(paths: list[Path]) -> list:
     return [load_public_key(Path(p)) for p in paths]
 
 
+def _trusted_key_files(config: Config) -> dict[Path, str]:
+    """The key files the daemon verifies bundles with, each with what it is: the configured
+    public keys and the gateway's own key, which signs the bundles it trains itself."""
+    from gatewayd.detection.local_training import own_public_key
+
+    files = {Path(p): f"configured public key {p}" for p in config.models.public_keys}
+    own = own_public_key(config.state_path)
+    if own is not None:
+        files[own] = f"the gateway's own key {own}"
+    return files
+
+
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from gatewayd.models.bundle import MANIFEST, BundleError, verify
+    from gatewayd.models.bundle import MANIFEST, SIGNATURE, BundleError, signer, verify
     from gatewayd.models.graph import operators_of
 
-    keys = list(args.public_key)
+    named = {Path(p): f"public key {p}" for p in args.public_key}
     if args.config is not None:
-        keys += [Path(p) for p in load_config(args.config).models.public_keys]
+        named.update(_trusted_key_files(load_config(args.config)))
     try:
         manifest = json.loads((args.bundle / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
@@ -205,36 +219,42 @@ def _inspect(args: argparse.Namespace) -> int:
         except Exception as exc:  # a damaged file is reported, not raised: inspect is for looking at bad bundles too
             ops, size = f"unreadable ({exc.__class__.__name__})", "?"
         print(f"{kind}: {entry.get('file')} {size}, {_levels(entry)}, operators: {ops}")
+    keys = _public_keys(list(named))
     try:
-        verify(args.bundle, _public_keys(keys))
+        verify(args.bundle, keys)
     except BundleError as exc:
-        print(f"verification: FAILED: {exc}")
+        tried = "; tried: " + ", ".join(named.values()) if named else ""
+        print(f"verification: FAILED: {exc}{tried}")
         return EXIT_REJECTED
-    print(f"verification: ok ({len(keys)} public key{'s' if len(keys) != 1 else ''} tried)")
+    which = signer((args.bundle / SIGNATURE).read_bytes(), (args.bundle / MANIFEST).read_bytes(), keys)
+    assert which is not None  # verify has just checked it
+    print(f"verification: ok, signed with {list(named.values())[which]} ({len(keys)} tried)")
     return 0
 
 
-def _model_store(config_path: Path):
+def _model_store(config_path: Path, *, write: bool):
+    from gatewayd.cli.state_access import check_folder
     from gatewayd.models.install import ModelStore
 
     config = load_config(config_path)
-    return ModelStore(config.models_path, _public_keys([Path(p) for p in config.models.public_keys]))
+    check_folder(config.models_path, "the models folder", write=write)
+    return ModelStore(config.models_path, _public_keys(list(_trusted_key_files(config))))
 
 
 def _install(args: argparse.Namespace) -> int:
-    manifest = _model_store(args.config).install(args.bundle)
+    manifest = _model_store(args.config, write=True).install(args.bundle)
     print(f"installed {manifest.name} v{manifest.version}")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    version = _model_store(args.config).rollback(args.name)
+    version = _model_store(args.config, write=True).rollback(args.name)
     print(f"{args.name}: v{version} is current again")
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
-    store = _model_store(args.config)
+    store = _model_store(args.config, write=False)
     names = store.names()
     if not names:
         print(f"no bundles installed in {store.root}")

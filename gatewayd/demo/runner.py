@@ -3,7 +3,7 @@ live progress for about a minute, then a summary of what landed in the store.
 
 Each run starts from fresh state: the demo clears its own state folder (`./var` unless
 `--state-dir`) first, and only a folder it made itself (marked with `.gatewayd-demo`, or one an
-earlier demo filled with nothing but its own files). `--reuse` carries on from the last run
+earlier demo filled with nothing but its own files). `--keep` carries on from the last run
 instead (its store, models, open alerts, the nodes' trip latches), and says so."""
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from gatewayd.store.database import Store
 
 DEMO_CONFIG = """\
 # Written by `gatewayd demo` for one run: its virtual nodes and their ports lived only while the
-# demo ran, so `gatewayd run` with this file would find nothing answering. Read what the run stored with
+# demo ran, so nothing answers at the devices below any more. Read what the run stored with
 #   gatewayd status --config {path}    (or alert list, export)
-# The next `gatewayd demo` clears this folder and starts afresh, unless given --reuse.
+# The next `gatewayd demo` clears this folder and starts afresh, unless given --keep.
 [gateway]
 name = "demo"
 state_dir = "{state_dir}"
@@ -66,7 +66,7 @@ interval_s = {interval_s}
 FAULT_A = 20.0  # --fault-after: the motor current of the last pump jumps this much, past its bound
 
 MARKER = ".gatewayd-demo"  # in a state folder the demo made: the next run may clear it
-MARKER_TEXT = "This folder is `gatewayd demo`'s state: each demo run clears it first (unless --reuse).\n"
+MARKER_TEXT = "This folder is `gatewayd demo`'s state: each demo run clears it first (unless --keep).\n"
 # Everything a demo run leaves in its folder (the daemon's state, the nodes' flash): a folder of
 # these alone, with the demo's configuration among them, is an earlier demo's from before the marker.
 DEMO_ENTRIES = frozenset(
@@ -102,9 +102,9 @@ def is_demo_folder(folder: Path) -> bool:
     return first.startswith("# Written by `gatewayd demo`") and all(e.name in DEMO_ENTRIES for e in folder.iterdir())
 
 
-def prepare_state_dir(state_dir: Path, *, reuse: bool = False) -> str:
+def prepare_state_dir(state_dir: Path, *, keep: bool = False) -> str:
     """Make `state_dir` (absolute) the demo's folder for this run: created, cleared of an earlier
-    demo's state, or with `reuse` kept as it is. Returns what was done, for the user; raises
+    demo's state, or with `keep` kept as it is. Returns what was done, for the user; raises
     DemoStateError, touching nothing, for a folder the demo did not make."""
     if state_dir.exists() and not state_dir.is_dir():
         raise DemoStateError(f"{state_dir} is not a folder")
@@ -117,10 +117,10 @@ def prepare_state_dir(state_dir: Path, *, reuse: bool = False) -> str:
             f"{state_dir} holds files that `gatewayd demo` did not write (it has no {MARKER}): the demo neither "
             "clears nor writes into it. Pass another --state-dir (a new or empty folder), or remove this one."
         )
-    if reuse:
+    if keep:
         (state_dir / MARKER).write_text(MARKER_TEXT)
         return (
-            f"state: reusing {state_dir} (--reuse): the store, models, open alerts and the nodes' trip latches "
+            f"state: kept {state_dir} (--keep): the store, models, open alerts and the nodes' trip latches "
             "of earlier runs carry on"
         )
     here = Path.cwd().resolve()
@@ -137,7 +137,7 @@ def prepare_state_dir(state_dir: Path, *, reuse: bool = False) -> str:
     (state_dir / MARKER).write_text(MARKER_TEXT)
     return (
         f"state: {state_dir} (cleared: this run starts with no readings, models or alerts of earlier runs; "
-        "--reuse keeps them)"
+        "--keep keeps them)"
     )
 
 
@@ -181,11 +181,11 @@ def run_demo(
     out: TextIO = sys.stdout,
     dashboard: int = 8080,
     fault_after_s: float | None = None,
-    reuse: bool = False,
+    keep: bool = False,
     bootstrap_minutes: float = BOOTSTRAP_MINUTES,
 ) -> int:
     state_dir = state_dir.resolve()
-    print(prepare_state_dir(state_dir, reuse=reuse), file=out)
+    print(prepare_state_dir(state_dir, keep=keep), file=out)
     print(f"starting {nodes} virtual nodes (MicroPython unix port, simulated pump plant)", file=out)
     started = []
     try:
@@ -265,7 +265,7 @@ def installed_models(config: Config) -> dict[str, int | None]:
 
 
 def models_line(models: dict[str, dict], before: dict[str, int | None]) -> str:
-    """Which models this run trained, and which it loaded as an earlier run (--reuse) left them."""
+    """Which models this run trained, and which it loaded as an earlier run (--keep) left them."""
     trained = [f"{n} v{m['version']}" for n, m in models.items() if m["version"] and m["version"] != before.get(n)]
     loaded = [f"{n} v{m['version']}" for n, m in models.items() if m["version"] and m["version"] == before.get(n)]
     parts = [f"models trained in this run: {', '.join(trained) or 'none'}"]

@@ -35,6 +35,16 @@ def local_key(state_dir: Path) -> tuple[Path, Ed25519PublicKey]:
     return folder / PRIVATE, load_public_key(folder / PUBLIC)
 
 
+def own_public_key(state_dir: Path) -> Path | None:
+    """The public half of the gateway's own signing key, if the gateway has made one and this
+    user can read it; never creates it (for commands that only look at bundles)."""
+    path = state_dir / KEY_DIR / PUBLIC
+    try:
+        return path if path.is_file() and os.access(path, os.R_OK) else None
+    except OSError:  # the keys folder is its owner's only
+        return None
+
+
 def write_job(workdir: Path, features: np.ndarray, ends: np.ndarray, **job: object) -> None:
     np.savez(workdir / "windows.npz", features=features, ends=ends)
     (workdir / "job.json").write_text(json.dumps(job))

@@ -200,6 +200,17 @@ def sign(folder: Path, key: Ed25519PrivateKey) -> None:
     (folder / SIGNATURE).write_bytes(key.sign((folder / MANIFEST).read_bytes()))
 
 
+def signer(signature: bytes, body: bytes, public_keys: list[Ed25519PublicKey]) -> int | None:
+    """The index of the key in `public_keys` that made `signature` over `body`, or None."""
+    for i, key in enumerate(public_keys):
+        try:
+            key.verify(signature, body)
+            return i
+        except InvalidSignature:
+            continue
+    return None
+
+
 def verify(
     folder: Path,
     public_keys: list[Ed25519PublicKey],
@@ -222,13 +233,7 @@ def verify(
     signature = signature_path.read_bytes()
     if not public_keys:
         raise BundleError("no public key configured to verify bundles with")
-    for key in public_keys:
-        try:
-            key.verify(signature, body)
-            break
-        except InvalidSignature:
-            continue
-    else:
+    if signer(signature, body, public_keys) is None:
         raise BundleError(f"{folder}: the signature does not verify with any configured public key")
     try:
         manifest = Manifest.model_validate_json(body)

@@ -22,6 +22,16 @@ from gatewayd.store import blocks, migrations, summaries
 from gatewayd.store.upload_state import OUTBOX_SOURCES
 
 DB_NAME = "gatewayd.sqlite3"
+# An alert's states, each as the condition its row meets; an alert is in several at once
+# (open and unacknowledged, closed and labelled).
+ALERT_STATES = {
+    "open": "closed_ms IS NULL",
+    "closed": "closed_ms IS NOT NULL",
+    "acknowledged": "acknowledged_ms IS NOT NULL",
+    "unacknowledged": "acknowledged_ms IS NULL",
+    "labelled": "label IS NOT NULL",
+    "unlabelled": "label IS NULL",
+}
 
 
 @dataclass(frozen=True, slots=True)  # slots: half the memory of a queued reading
@@ -556,14 +566,17 @@ class Store:
         *,
         kinds: Sequence[str] | None = None,
         unacknowledged: bool = False,
+        states: Sequence[str] = (),
     ) -> list[dict]:
-        """The newest alerts first; of one device, of some kinds, not yet acknowledged."""
+        """The newest alerts first; of one device, of some kinds, not yet acknowledged, in all
+        of `states` (ALERT_STATES)."""
         marks = ",".join("?" * len(kinds or ()))
         rows = self.conn.execute(
             "SELECT id, device, channels, severity, kind, opened_ms, closed_ms, detail, acknowledged_ms, label "
             "FROM alerts WHERE (? IS NULL OR device = ?) "
             + (f"AND kind IN ({marks}) " if kinds else "")
             + ("AND acknowledged_ms IS NULL " if unacknowledged else "")
+            + "".join(f"AND {ALERT_STATES[state]} " for state in states)
             + "ORDER BY opened_ms DESC, id LIMIT ?",
             (device, device, *(kinds or ()), limit),
         ).fetchall()
@@ -586,6 +599,10 @@ class Store:
             d["detail"] = json.loads(d["detail"] or "{}")
             out.append(d)
         return out
+
+    def alert_devices(self) -> list[str]:
+        """Every device with an alert in the store."""
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT device FROM alerts ORDER BY device")]
 
     def record_model_event(self, body: dict) -> None:
         """A bundle loaded or rolled back: reported to the cloud with the alerts."""
@@ -874,6 +891,13 @@ class Store:
         if cid is None:
             raise KeyError(f"no channel {device}/{channel}")
         return self.channel_readings(cid, start_ms, end_ms)
+
+    def reading_span(self, channel_id: int) -> tuple[int, int] | None:
+        """(first, last) timestamp of the channel's readings, or None when it has none."""
+        first, last = self.conn.execute(
+            "SELECT min(first_ms), max(last_ms) FROM reading_blocks WHERE channel_id = ?", (channel_id,)
+        ).fetchone()
+        return None if first is None else (first, last)
 
     def unsynced_spans(self, channel_id: int, start_ms: int, end_ms: int) -> list[tuple[int, int]]:
         """(first_ms, last_ms) of the channel's blocks stamped before the clock was synchronised."""

@@ -50,3 +50,25 @@ def test_dry_run_checks_everything_and_touches_nothing(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "invalid tank-3" in out and "reset_code: must be within 1..65535, got 70000" in out
     assert "not connected now tank-3: no port: the inventory gives neither port nor serial" not in out
+
+
+def test_dry_run_names_the_secrets_a_real_run_needs_without_them_set(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TANK_WIFI_PASSWORD", raising=False)
+    inventory = tmp_path / "fleet.toml"
+    refused = f"socket://127.0.0.1:{free_port()}"  # nothing listens: neither run may connect
+    text = fleet_text([("tank-1", 1, refused), ("tank-2", 2, "/dev/ttyUSB-none")])
+    inventory.write_text(text + 'wifi = { ssid = "plant-ot", password_env = "TANK_WIFI_PASSWORD" }\n')
+    assert main(["fleet", "--inventory", str(inventory), "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
+    assert out.count("valid") == 2 and "invalid" not in out
+    assert "secrets a real run reads from the environment: $TANK_WIFI_PASSWORD (for tank-2)" in out
+    assert "not set now: $TANK_WIFI_PASSWORD (for tank-2) (a real run refuses until they are set)" in out
+    # a real run refuses before touching any node
+    assert main(["fleet", "--inventory", str(inventory)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == "error: $TANK_WIFI_PASSWORD (for tank-2) not set; set them and run again\n"
+    assert "deployed" not in captured.out and "tank-1" not in captured.out
+    monkeypatch.setenv("TANK_WIFI_PASSWORD", "s3cret")
+    assert main(["fleet", "--inventory", str(inventory), "--dry-run"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "$TANK_WIFI_PASSWORD (for tank-2)" in out and "all of them are set now" in out and "not set now" not in out

@@ -7,9 +7,15 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from edge_flash.build import MARCHES, BuildError, compile_firmware
 from gatewayd.cli.parsers import add_command, command_texts
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from edge_flash.inventory import Inventory
 
 EXIT_FAILED = 1
 EXIT_INPUT = 2
@@ -163,7 +169,12 @@ def _fleet(args: argparse.Namespace) -> int:
             console.print(f"[red]invalid[/] {node}: {why}")
         for node, why in check.unreachable.items():
             console.print(f"[yellow]not connected now[/] {node}: {why}")
+        _print_secrets(console, inventory)
         return EXIT_INPUT if check.invalid else 0
+    missing = inventory.missing_secrets()
+    if missing:  # refused before any node is touched: a half-deployed fleet helps nobody
+        print(f"error: {_secrets_line(missing)} not set; set them and run again", file=sys.stderr)
+        return EXIT_INPUT
     results = run_fleet(inventory, console, boot_timeout_s=args.boot_timeout)
     console.print(results_table(results))
     for r in results:
@@ -174,6 +185,23 @@ def _fleet(args: argparse.Namespace) -> int:
         + (f"; failed: {', '.join(failed)}" if failed else "")
     )
     return EXIT_FAILED if failed else 0
+
+
+def _secrets_line(secrets: dict[str, list[str]]) -> str:
+    return ", ".join(f"${variable} (for {', '.join(nodes)})" for variable, nodes in secrets.items())
+
+
+def _print_secrets(console: Console, inventory: Inventory) -> None:
+    """Which environment variables a real run reads secrets from, and which are unset now."""
+    needed = inventory.secrets()
+    if not needed:
+        return
+    console.print(f"secrets a real run reads from the environment: {_secrets_line(needed)}")
+    missing = inventory.missing_secrets()
+    if missing:
+        console.print(f"[yellow]not set now[/]: {_secrets_line(missing)} (a real run refuses until they are set)")
+    else:
+        console.print("all of them are set now")
 
 
 def _board(args: argparse.Namespace) -> int:

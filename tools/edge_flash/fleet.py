@@ -110,8 +110,9 @@ class PlanCheck:
 
 
 def plan_table(inventory: Inventory) -> PlanCheck:
-    """What a fleet run would do, checked as far as possible without touching a device."""
-    plans, errors = inventory.plans()
+    """What a fleet run would do, checked as far as possible without touching a device or
+    reading a secret (a secret's variable may well be unset where the plan is checked)."""
+    plans, errors = inventory.plans(without_secrets=True)
     by_id = {p.id: p for p in plans}
     sizes: dict[str, str] = {}
     table = Table(title=f"edge-flash fleet --dry-run: {inventory.source}")

@@ -152,14 +152,16 @@ class Inventory:
         except ValueError:
             raise InventoryError(f"{self.source}: no node {node_id!r} (nodes: {', '.join(self.ids)})") from None
 
-    def plan(self, node_id: str) -> NodePlan:
-        """The node's configuration, generated and checked by the firmware's validator."""
+    def plan(self, node_id: str, *, without_secrets: bool = False) -> NodePlan:
+        """The node's configuration, generated and checked by the firmware's validator. With
+        `without_secrets`, a secret whose environment variable is unset is left empty (a dry run
+        checks everything else); otherwise it is refused."""
         i = self.index(node_id)
         node = self.file.nodes[i]
-        merged = _merge(self.file.defaults.model_dump(exclude_none=True), node.model_dump(exclude_none=True))
+        merged = self._merged(i)
         where = self._where(i, ())
         try:
-            config = self._config(merged, i)
+            config = self._config(merged, i, without_secrets=without_secrets)
             text = validate(config, self.firmware_dir)
         except NodeConfigError as exc:
             where = self._where(i, key_path(exc.key)) if exc.key else where
@@ -178,17 +180,35 @@ class Inventory:
             frozen=merged.get("frozen", False),
         )
 
-    def plans(self) -> tuple[list[NodePlan], dict[str, InventoryError]]:
+    def plans(self, *, without_secrets: bool = False) -> tuple[list[NodePlan], dict[str, InventoryError]]:
         """Every node: the valid ones planned, the others with their error (a fleet run goes on)."""
         plans, errors = [], {}
         for node_id in self.ids:
             try:
-                plans.append(self.plan(node_id))
+                plans.append(self.plan(node_id, without_secrets=without_secrets))
             except InventoryError as exc:
                 errors[node_id] = exc
         return plans, errors
 
-    def _config(self, merged: dict[str, Any], i: int) -> dict[str, Any]:
+    def secrets(self) -> dict[str, list[str]]:
+        """The environment variables a real run reads secrets from, each with the nodes that need it."""
+        needed: dict[str, list[str]] = {}
+        for i, node_id in enumerate(self.ids):
+            variable = self._merged(i).get("wifi", {}).get("password_env")
+            if variable is not None:
+                needed.setdefault(variable, []).append(node_id)
+        return needed
+
+    def missing_secrets(self) -> dict[str, list[str]]:
+        """The secrets' environment variables that are not set now, each with the nodes that need it."""
+        return {variable: nodes for variable, nodes in self.secrets().items() if variable not in os.environ}
+
+    def _merged(self, i: int) -> dict[str, Any]:
+        return _merge(
+            self.file.defaults.model_dump(exclude_none=True), self.file.nodes[i].model_dump(exclude_none=True)
+        )
+
+    def _config(self, merged: dict[str, Any], i: int, *, without_secrets: bool = False) -> dict[str, Any]:
         config: dict[str, Any] = {"node_id": merged["unit"]}
         for key in PASSED_THROUGH:
             if key in merged:
@@ -198,6 +218,8 @@ class Inventory:
             password = wifi.get("password", "")
             if "password_env" in wifi:
                 password = os.environ.get(wifi["password_env"])
+                if password is None and without_secrets:
+                    password = ""  # a dry run checks the rest of the node's configuration
                 if password is None:
                     raise _Refused(("wifi", "password_env"), f"wifi.password_env: ${wifi['password_env']} is not set")
             config["wifi"] = {"ssid": wifi["ssid"], "password": password}

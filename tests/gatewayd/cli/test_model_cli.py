@@ -3,6 +3,7 @@ rollback, with clear errors for bad input."""
 
 import math
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from gatewayd.cli.main import main
+from gatewayd.detection.local_training import local_key
 from gatewayd.store.database import Reading, Store
 
 
@@ -157,3 +159,26 @@ def test_a_world_readable_private_key_is_refused(site, capsys):
     os.chmod(tmp / "k.pem", 0o644)
     assert train(tmp, "--csv", str(tmp / "normal.csv"), "--version", "1", "--out", str(tmp / "b")) == 1
     assert "owner only" in capsys.readouterr().err
+
+
+def test_inspect_trusts_the_gateways_own_key_and_names_the_key_that_verified(site, capsys):
+    tmp, config = site
+    write_csv(tmp / "n.csv", sep=",")
+    assert train(tmp, "--csv", str(tmp / "n.csv"), "--version", "1", "--out", str(tmp / "operator")) == 0
+    # a bundle the gateway trained itself: signed with its own key, in its state directory
+    own_private, _ = local_key(tmp / "state")
+    shutil.copytree(tmp / "operator", tmp / "own")
+    assert main(["model", "sign", str(tmp / "own"), "--key", str(own_private)]) == 0
+    bare = tmp / "bare.toml"  # no public keys configured, as in the demo's configuration
+    bare.write_text(config.read_text().replace(f'public_keys = ["{tmp / "k.pub"}"]', ""))
+    capsys.readouterr()
+    assert main(["model", "inspect", str(tmp / "own"), "--config", str(bare)]) == 0
+    own_public = tmp / "state" / "keys" / "local-signing.pub"
+    assert f"verification: ok, signed with the gateway's own key {own_public} (1 tried)" in capsys.readouterr().out
+    assert main(["model", "inspect", str(tmp / "operator"), "--config", str(config)]) == 0
+    assert f"verification: ok, signed with configured public key {tmp / 'k.pub'} (2 tried)" in capsys.readouterr().out
+    # a key the gateway does not know still fails, naming what was tried
+    assert main(["model", "inspect", str(tmp / "operator"), "--config", str(bare)]) == 1
+    out = capsys.readouterr().out
+    assert "verification: FAILED: " in out and "does not verify with any configured public key" in out
+    assert f"tried: the gateway's own key {own_public}" in out

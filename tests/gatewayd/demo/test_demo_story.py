@@ -1,5 +1,5 @@
 """`gatewayd demo` tells one run's story: each run starts from fresh state in its own folder (or
-says plainly that it carries on with --reuse), never clears a folder it did not make, and its
+says plainly that it carries on with --keep), never clears a folder it did not make, and its
 summary tells models trained in the run from models loaded from an earlier one."""
 
 import os
@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.alerts.alert import Alert
+from gatewayd.cli.main import build_parser
 from gatewayd.demo.runner import (
     DEMO_CONFIG,
     MARKER,
@@ -50,7 +51,7 @@ def test_an_earlier_runs_state_is_cleared(tmp_path):
     state.mkdir()
     earlier_demo(state)
     said = prepare_state_dir(state)
-    assert "cleared" in said and "--reuse" in said
+    assert said.startswith(f"state: {state} (cleared") and "--keep keeps them" in said
     assert [p.name for p in state.iterdir()] == [MARKER]
 
 
@@ -63,20 +64,20 @@ def test_a_demo_folder_from_before_the_marker_is_recognised_by_its_files(tmp_pat
     assert [p.name for p in state.iterdir()] == [MARKER]
 
 
-@pytest.mark.parametrize("reuse", [False, True])
-def test_a_folder_the_demo_did_not_make_is_refused_and_left_alone(tmp_path, reuse):
+@pytest.mark.parametrize("keep", [False, True])
+def test_a_folder_the_demo_did_not_make_is_refused_and_left_alone(tmp_path, keep):
     own = tmp_path / "site"
     own.mkdir()
     (own / "notes.txt").write_text("mine")
     (own / "gatewayd.sqlite3").write_bytes(b"a real gateway's store")
     with pytest.raises(DemoStateError, match="did not write"):
-        prepare_state_dir(own, reuse=reuse)
+        prepare_state_dir(own, keep=keep)
     assert sorted(p.name for p in own.iterdir()) == ["gatewayd.sqlite3", "notes.txt"]
     # a demo's configuration beside a file of someone else's does not make it the demo's
     earlier_demo(own, marker=False)
     assert not is_demo_folder(own)
     with pytest.raises(DemoStateError):
-        prepare_state_dir(own, reuse=reuse)
+        prepare_state_dir(own, keep=keep)
     assert (own / "notes.txt").read_text() == "mine"
 
 
@@ -95,12 +96,12 @@ def test_the_working_directory_is_never_cleared(tmp_path, monkeypatch):
     assert (tmp_path / "gatewayd.sqlite3").exists()
 
 
-def test_reuse_keeps_everything_and_says_so(tmp_path):
+def test_keep_keeps_everything_and_says_so(tmp_path):
     state = tmp_path / "var"
     state.mkdir()
     earlier_demo(state, marker=False)
-    said = prepare_state_dir(state, reuse=True)
-    assert said.startswith(f"state: reusing {state}") and "open alerts" in said
+    said = prepare_state_dir(state, keep=True)
+    assert said.startswith(f"state: kept {state} (--keep)") and "open alerts" in said
     assert (state / "gatewayd.sqlite3").read_bytes() == b"old store"
     assert (state / "nodes" / "pump-3" / "trip.json").exists() and (state / MARKER).exists()
 
@@ -123,7 +124,17 @@ def test_the_written_configuration_does_not_promise_a_rerun():
     text = demo_config(Path("/x/var"), [5020], 0.5, Path("/x/var/demo-gatewayd.toml"))
     first = text.splitlines()[0]
     assert first.startswith("# Written by `gatewayd demo`")  # how an earlier demo's folder is recognised
-    assert "find nothing answering" in text and "gatewayd status --config /x/var/demo-gatewayd.toml" in text
+    assert "gatewayd run" not in text  # its virtual nodes are gone: nothing to run against
+    assert "nothing answers" in text and "gatewayd status --config /x/var/demo-gatewayd.toml" in text
+    assert "unless given --keep" in text
+
+
+def test_keep_is_the_options_name_and_reuse_still_works():
+    parser = build_parser()
+    assert parser.parse_args(["demo", "--keep"]).keep and parser.parse_args(["demo", "--reuse"]).keep
+    assert not parser.parse_args(["demo"]).keep
+    demo_help = next(a for a in parser._actions if a.dest == "command").choices["demo"].format_help()
+    assert "--keep, --reuse" in demo_help and "unless --keep" in demo_help
 
 
 def demo(cwd: Path, *args: str) -> str:
@@ -144,7 +155,7 @@ def demo(cwd: Path, *args: str) -> str:
 def test_a_second_run_starts_with_none_of_the_first_runs_alerts(tmp_path):
     state = tmp_path / "var"
     first = demo(tmp_path)
-    assert f"state: {state} (new)" in first
+    assert first.splitlines()[0] == f"state: {state} (new)"
     # What a first run with --fault-after leaves: an open model alert, an open edge alert and the
     # last pump's trip latch in its node's flash.
     store = Store.in_state_dir(state)
@@ -158,7 +169,7 @@ def test_a_second_run_starts_with_none_of_the_first_runs_alerts(tmp_path):
     (state / "nodes" / "pump-3" / "trip.json").write_text('{"latched": 1, "cause": 771, "trips": 1}')
 
     second = demo(tmp_path)
-    assert f"state: {state} (cleared" in second
+    assert second.splitlines()[0].startswith(f"state: {state} (cleared")
     progress = [line for line in second.splitlines() if "] stored " in line]
     assert progress and all(line.endswith(" readings, 0 alerts") for line in progress), second
     assert "models trained in this run: none" in second and "loaded from" not in second
@@ -171,14 +182,14 @@ def test_a_second_run_starts_with_none_of_the_first_runs_alerts(tmp_path):
     assert not (state / "nodes" / "pump-3" / "trip.json").exists()
     assert (state / "nodes" / "pump-3" / "output-pump_enable").read_text() == "1"  # the pump runs again
 
-    # --reuse carries the state on, and says so
+    # --keep carries the state on, and says so on its first line
     store = Store.in_state_dir(state)
     try:
         store.record_alert(Alert("demo:pump-3:model:2", "pump-3", ["current"], "critical", "model", 2, {}))
     finally:
         store.close()
-    third = demo(tmp_path, "--reuse")
-    assert f"state: reusing {state} (--reuse)" in third
+    third = demo(tmp_path, "--keep")
+    assert third.splitlines()[0].startswith(f"state: kept {state} (--keep)")
     store = Store(state / "gatewayd.sqlite3", readonly=True)
     try:
         assert [a["id"] for a in store.alerts()] == ["demo:pump-3:model:2"]

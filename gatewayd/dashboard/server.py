@@ -40,7 +40,7 @@ from gatewayd.errors import GatewayError
 from gatewayd.store.database import DB_NAME, Store
 from gatewayd.store.faults import StoreFault, classify, describe
 
-from . import views
+from . import spans, views
 from .access import SESSION_COOKIE, SESSION_MAX_AGE_S, Access
 from .running import RunningGateway
 
@@ -64,7 +64,6 @@ READER_RETRY_S = 2.0  # a reader that could not be opened is tried again after t
 # A read that takes longer is answered as the store being unreadable (a failing card can hold a
 # read for minutes); the next requests are answered so at once while it still hangs.
 READ_TIMEOUT_S = 4.0
-LONGEST_RANGE_MS = 3 * 3_600_000  # raw readings of a span are decoded in memory: bounded
 SECURITY_HEADERS = {
     # everything comes from the gateway itself; nothing inline, nothing from elsewhere
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; "
@@ -490,18 +489,32 @@ class Dashboard:
         async def series(request: Request, device: str) -> Response:
             if device not in {d.name for d in self.config.devices}:
                 raise HttpError(404, f"no device {device!r} in this gateway's configuration")
-            now = now_ms()
-            end = _int_arg(request, "to", now, 0, 2**53)
-            start = _int_arg(request, "from", end - 3_600_000, 0, 2**53)
-            if not 0 < end - start <= LONGEST_RANGE_MS:
-                raise HttpError(400, f"from..to must span 1 ms to {LONGEST_RANGE_MS // 3_600_000} h")
+            end = _int_arg(request, "to", now_ms(), 0, 2**53)
             points = _int_arg(request, "points", 600, 10, 4000)
-            channels = await self._read(views.channel_series, device, start, end, points)
+            chosen = _int_arg(request, "from", -1, 0, 2**53)
+            first = await self._read(views.first_reading_ms, device)
+            # no `from`: the span fits the data (spans.py); the page sends one once its user chose
+            start = spans.fitted_start(first, end) if chosen < 0 else chosen
+            if not 0 < end - start <= spans.LONGEST_SPAN_MS:
+                raise HttpError(400, f"from..to must span 1 ms to {spans.LONGEST_SPAN_MS // 86_400_000} days")
+            interval_ms = next(d.interval_s for d in self.config.devices if d.name == device) * 1000
+            if spans.resolution(end - start) == "raw":
+                shown = await self._read(views.channel_series, device, start, end, points, interval_ms)
+            else:
+                point_ms = spans.minutes_per_point(end - start, points) * spans.MINUTE_MS
+                shown = await self._read(views.channel_minutes, device, start, end, point_ms, interval_ms)
             stage = self.gateway.detection
             scores = views.score_series(
-                stage.scores.get(device) if stage else None, start, end, points, self.config.detection.critical_ratio
+                stage.scores.get(device) if stage else None,
+                start,
+                end,
+                points,
+                self.config.detection.critical_ratio,
+                self.config.detection.hop_s * 1000,
             )
-            return _json({"device": device, "from_ms": start, "to_ms": end, "channels": channels, "scores": scores})
+            return _json(
+                {"device": device, "from_ms": start, "to_ms": end, "first_ms": first, **shown, "scores": scores}
+            )
 
         @app.post("/api/command")
         async def command(request: Request) -> Response:

@@ -15,6 +15,7 @@ from gatewayd.detection.score_history import COLUMNS, ScoreHistory
 from gatewayd.store import upload_state
 from gatewayd.store.database import Store
 
+from . import gaps, minute_points
 from .envelope import envelope
 from .running import RunningGateway
 
@@ -24,7 +25,7 @@ from .running import RunningGateway
 
 
 def packed_times(ts_ms: np.ndarray, start_ms: int) -> str:
-    """Milliseconds after `start_ms` as int32 (a span is 3 h at most)."""
+    """Milliseconds after `start_ms` as int32 (a span is 7 days at most, int32 holds 24)."""
     return base64.b64encode((np.asarray(ts_ms) - start_ms).astype("<i4").tobytes()).decode("ascii")
 
 
@@ -90,7 +91,11 @@ def overview(config: Config, gateway: RunningGateway, stored: dict, now_ms: int)
             "devices": devices,
             "detection": None
             if detail is None
-            else {**detail, **{k: v for k, v in status["detection"].items() if k != "models"}},
+            else {
+                **detail,
+                **{k: v for k, v in status["detection"].items() if k != "models"},
+                "scopes": learning(detail["scopes"], gateway, config),
+            },
             "queues": {
                 "readings": {
                     "queued": gateway.writer.queued,
@@ -114,21 +119,40 @@ def overview(config: Config, gateway: RunningGateway, stored: dict, now_ms: int)
     )  # type: ignore[return-value]
 
 
-def score_series(history: ScoreHistory | None, start_ms: int, end_ms: int, points: int, critical_ratio: float) -> dict:
+def learning(scopes: dict, gateway: RunningGateway, config: Config) -> dict:
+    """Each scope's detail with how far it has come towards its first model: `collected_ms`
+    of data (its device furthest on) of the `bootstrap_ms` the first training waits for."""
+    stage = gateway.detection
+    bootstrap_ms = round(config.detection.bootstrap_minutes * 60_000)
+    out = {}
+    for name, scope in scopes.items():
+        state = stage.scopes.get(name) if stage is not None else None
+        collected = max(state.collected_ms.values(), default=0) if state is not None else 0
+        out[name] = {**scope, "collected_ms": collected, "bootstrap_ms": bootstrap_ms}
+    return out
+
+
+def score_series(
+    history: ScoreHistory | None, start_ms: int, end_ms: int, points: int, critical_ratio: float, hop_ms: float
+) -> dict:
     """A device's window scores in [start_ms, end_ms): each model's score and alarm level, and
-    their ratios (1.0 is the alarm threshold, `critical_ratio` makes an incident critical)."""
+    their ratios (1.0 is the alarm threshold, `critical_ratio` makes an incident critical).
+    The ring holds the last hour; a gap between windows is a NaN point (gaps.py)."""
     ends, columns = (
         history.between(start_ms, end_ms)
         if history is not None
         else (np.zeros(0, dtype=np.int64), {c: np.zeros(0, dtype=np.float32) for c in COLUMNS})
     )
     index = envelope(ends, columns["ratio"].astype(np.float64), start_ms, end_ms, points)
+    gap_ms = gaps.gap_after(hop_ms, (end_ms - start_ms) / points, gaps.ENVELOPE_BUCKETS)
+    ts, shown = gaps.broken_at_gaps(ends[index], {name: values[index] for name, values in columns.items()}, gap_ms)
     return {
         "alarm": 1.0,
         "critical": critical_ratio,
-        "count": len(index),
-        "ts": packed_times(ends[index], start_ms),
-        **{name: packed_values(values[index]) for name, values in columns.items()},
+        "count": len(ts),
+        "gap_ms": gap_ms,
+        "ts": packed_times(ts, start_ms),
+        **{name: packed_values(values) for name, values in shown.items()},
     }
 
 
@@ -177,26 +201,76 @@ def store_missing(config: Config, reason: str) -> dict:
     }
 
 
-def channel_series(store: Store, device: str, start_ms: int, end_ms: int, points: int) -> list[dict]:
-    """Each channel of a device in [start_ms, end_ms), cut down to about `points` buckets."""
+def first_reading_ms(store: Store, device: str) -> int | None:
+    """When the device's oldest data in the store begins: its raw readings or, once those are
+    evicted, its one-minute summaries (a minute's start). None when it has none."""
+    ids = [cid for cid, dev, _, _ in store.channels() if dev == device]
+    if not ids:
+        return None
+    marks = ",".join("?" * len(ids))
+    found = [
+        store.conn.execute(f"SELECT min({column}) FROM {table} WHERE channel_id IN ({marks})", ids).fetchone()[0]
+        for table, column in (
+            ("reading_blocks", "first_ms"),
+            ("summaries", "minute_ms"),
+            ("summary_blocks", "first_ms"),
+        )
+    ]
+    return min((f for f in found if f is not None), default=None)
+
+
+def channel_series(store: Store, device: str, start_ms: int, end_ms: int, points: int, interval_ms: float) -> dict:
+    """Each channel's raw readings in [start_ms, end_ms), cut down to about `points` buckets,
+    a NaN point where no reading came for longer than a few polls."""
+    gap_ms = gaps.gap_after(interval_ms, (end_ms - start_ms) / points, gaps.ENVELOPE_BUCKETS)
     out = []
     for channel_id, dev, channel, unit in store.channels():
         if dev != device:
             continue
         block = store.channel_readings(channel_id, start_ms, end_ms)
         index = envelope(block.ts_ms, block.values, start_ms, end_ms, points)
+        ts, shown = gaps.broken_at_gaps(block.ts_ms[index], {"values": block.values[index]}, gap_ms)
         out.append(
             {
                 "name": channel,
                 "unit": unit,
                 "readings": len(block),
-                "count": len(index),
-                "ts": packed_times(block.ts_ms[index], start_ms),
-                "values": packed_values(block.values[index]),
+                "count": len(ts),
+                "ts": packed_times(ts, start_ms),
+                "values": packed_values(shown["values"]),
             }
         )
     heap.trim()  # an hour of decoded readings was just freed: give it back (this thread's arena)
-    return out
+    return {"resolution": "raw", "point_ms": None, "gap_ms": gap_ms, "channels": out}
+
+
+def channel_minutes(store: Store, device: str, start_ms: int, end_ms: int, point_ms: int, interval_ms: float) -> dict:
+    """Each channel's one-minute summaries in [start_ms, end_ms), merged into points of
+    `point_ms` (whole minutes): mean, lowest and highest reading; a NaN point at a gap."""
+    base_ms = start_ms - start_ms % point_ms  # points stay on the same minutes as the span moves on
+    gap_ms = gaps.gap_after(interval_ms, point_ms, gaps.MINUTE_BUCKETS)
+    out = []
+    for channel_id, dev, channel, unit in store.channels():
+        if dev != device:
+            continue
+        # the store's columns as they are: a dict per minute (minute_summaries) would be
+        # thousands of Python objects for a week
+        minutes = store._minutes(channel_id, start_ms, end_ms).get(channel_id)
+        merged = minute_points.merged(minutes, base_ms, point_ms)
+        ts, shown = gaps.broken_at_gaps(
+            merged.ts_ms, {"values": merged.mean, "min": merged.low, "max": merged.high}, gap_ms
+        )
+        out.append(
+            {
+                "name": channel,
+                "unit": unit,
+                "readings": merged.readings,
+                "count": len(ts),
+                "ts": packed_times(ts, start_ms),
+                **{name: packed_values(values) for name, values in shown.items()},
+            }
+        )
+    return {"resolution": "minutes", "point_ms": point_ms, "gap_ms": gap_ms, "channels": out}
 
 
 def alerts(store: Store, limit: int, device: str | None, kinds: list[str] | None, unacknowledged: bool) -> list[dict]:

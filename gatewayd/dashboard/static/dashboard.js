@@ -6,12 +6,16 @@ const HOUR_MS = 3_600_000;
 const COLORS = ["#1f5fbf", "#0f8a7e", "#8e44ad", "#b35c00", "#2c3e50", "#c0392b"];
 const SCORE_COLORS = { ratio: "#1d2330", iforest_ratio: "#1f5fbf", autoencoder_ratio: "#0f8a7e",
                        pca_ratio: "#8e44ad", alarm: "#c62828", critical: "#7b1010" };
+const SPAN_KEY = "gatewayd.span";  // the operator's span choice, kept in the browser; none: fit the data
+// A span drawn from minute summaries changes once a minute: asked for less often than the rest.
+const MINUTES_REFRESH_MS = 15_000;
 
 // What the page holds, also for tests and curious operators (window.dashboard in a console).
 const state = {
   overview: null, alerts: [], deviceAlerts: [], series: null, device: null, zoom: null,
-  charts: [], chartKeys: "", refreshS: 2, timer: null, loggedIn: true, spanS: 3600,
-  refreshing: false, again: false, updates: 0,
+  charts: [], chartKeys: "", refreshS: 2, timer: null, loggedIn: true,
+  spanS: Number(localStorage.getItem(SPAN_KEY)) || null,  // null: from the first reading (the API fits it)
+  scoreScale: null, seriesAt: 0, refreshing: false, again: false, updates: 0,
 };
 window.dashboard = state;
 
@@ -36,6 +40,17 @@ function fmt(value, digits = 4) {
   if (typeof value !== "number") return String(value);
   return Math.abs(value) >= 1e5 ? value.toExponential(2) : Number(value.toPrecision(digits)).toString();
 }
+
+// A length of time in round words: "40 s", "12 min", "2.5 h", "3 days".
+function duration(ms) {
+  const s = ms / 1000;
+  if (s < 90) return `${Math.round(s)} s`;
+  if (s < 5400) return `${Math.round(s / 60)} min`;
+  if (s < 172800) return `${Number((s / 3600).toFixed(1))} h`;
+  return `${Math.round(s / 86400)} days`;
+}
+
+function count(n, noun) { return `${n} ${noun}${n === 1 ? "" : "s"}`; }
 
 function time(ms) { return ms ? new Date(ms).toLocaleString() : "–"; }
 
@@ -205,8 +220,34 @@ function setConnection(text, kind) {
   badge.className = "badge " + kind;
 }
 
+// A scope's model in plain words: its version, or how far the gateway has come towards its
+// first one; a scope whose devices all do not answer collects nothing, so it says that.
+function modelState(scope, devices) {
+  if (scope && scope.version) return { badge: "online", short: `v${scope.version}`, words: `v${scope.version}` };
+  if (devices.length && devices.every((d) => d.state === "offline")) {
+    return { badge: "offline", short: "offline", words: "none yet: device not answering" };
+  }
+  if (!scope) return { badge: "connecting", short: "none yet", words: "none yet" };
+  if (scope.training) return { badge: "connecting", short: "training", words: "training the first model now" };
+  return { badge: "connecting", short: "learning",
+           words: `learning normal behaviour: first model after ${duration(scope.bootstrap_ms)} of data `
+                  + `(${duration(scope.collected_ms)} so far)` };
+}
+
+// Where a bundle came from; the gateway's own trainings name their reason ("gateway:REASON").
+function modelSource(source) {
+  const own = /^gateway:(.*)$/.exec(source || "");
+  if (!own) return source || "–";
+  const reason = own[1];
+  if (reason.startsWith("bootstrap")) return "trained on this gateway from its first normal data";
+  if (reason.startsWith("drift in ")) return `retrained on this gateway after drift in ${reason.slice(9)}`;
+  if (reason.endsWith(" retraining")) return `retrained on this gateway from recent normal data (${reason.slice(0, -11)})`;
+  return `trained on this gateway (${reason})`;
+}
+
 function renderNodes(overview) {
   const list = document.getElementById("node-list");
+  const scopes = (overview.detection && overview.detection.scopes) || {};
   list.replaceChildren(...overview.devices.map((d) => {
     const values = Object.entries(d.values).map(([channel, v]) => `${channel} ${fmt(v.value)} ${v.unit}`.trim());
     return el("div", { class: "card clickable" + (d.name === state.device ? " selected" : ""), "data-device": d.name,
@@ -218,7 +259,7 @@ function renderNodes(overview) {
         ["polls", `${d.polls} (${d.readings} readings, ${d.skipped_ticks} skipped)`, "secondary"],
         d.consecutive_failures ? ["failures", `${d.consecutive_failures} in a row`] : null,
         d.last_error && d.state !== "online" ? ["last error", d.last_error] : null,
-        ["model", d.model_version ? `v${d.model_version}` : "none yet", "secondary"],
+        ["model", modelState(scopes[d.scope], [d]).words, "secondary"],
         ["now", values.join(", ") || "–"],
       ]));
   }));
@@ -288,18 +329,20 @@ function renderModels(overview) {
   const list = document.getElementById("model-list");
   const detection = overview.detection;
   if (!detection) { list.replaceChildren(el("p", { class: "muted" }, "Detection is off ([detection] enabled = false).")); return; }
-  const cards = Object.entries(detection.scopes).map(([name, s]) => el("div", { class: "card" },
-    el("h3", {}, name, el("span", { class: "badge " + (s.version ? "online" : "connecting") },
-                          s.version ? `v${s.version}` : s.training ? "training" : "collecting")),
+  const cards = Object.entries(detection.scopes).map(([name, s]) => {
+    const model = modelState(s, overview.devices.filter((d) => s.devices.includes(d.name)));
+    return el("div", { class: "card", "data-scope": name },
+    el("h3", {}, name, el("span", { class: "badge " + model.badge }, model.short)),
     definitions([
       ["devices", s.devices.join(", ")],
-      ["source", s.source || "–"],
+      s.version ? ["source", modelSource(s.source)] : ["model", model.words],
       ["created", s.created || "–"],
       ["threshold ×", fmt(s.multiplier, 3)],
       ["normal windows", String(s.collected)],
       s.probation ? ["probation", `${s.probation} windows left`] : null,
       s.rolled_back.length ? ["rolled back", s.rolled_back.map((v) => `v${v}`).join(", ")] : null,
-    ])));
+    ]));
+  });
   for (const [device, d] of Object.entries(detection.devices)) {
     const levels = Object.entries(d.drift).filter(([, v]) => v !== null).sort((a, b) => b[1] - a[1]);
     const rows = levels.slice(0, 4).map(([stream, level]) => [stream, el("span", {}, meter(level, 1), `${Math.round(level * 100)}% of drift`)]);
@@ -341,11 +384,16 @@ function renderSystem(overview) {
       queues.mqtt ? ["MQTT", `${queues.mqtt.connected ? "connected" : "disconnected"}, ${queues.mqtt.queued} queued, ${queues.mqtt.backlogged} kept in the store, ${queues.mqtt.dropped} dropped`]
                   : ["MQTT", "not configured"],
     ])),
-    el("div", { class: "card" }, el("h3", {}, "Uplink"), definitions([
-      ["cloud", !uplink.configured ? "not configured" : uplink.agent_seen === null ? "configured" :
+    el("div", { class: "card", "data-card": "uplink" }, el("h3", {}, "Uplink"), definitions(!uplink.configured ? [
+      // without a cloud nothing waits: the records stay in the store, the outbox keeps them for one later
+      ["cloud", "no cloud configured"],
+      ["kept locally", uplink.pending ? `${count(uplink.pending.alerts + uplink.pending.labels, "record")} (${count(uplink.pending.alerts, "alert record")}, `
+                                        + `${count(uplink.pending.labels, "label")})` : unread],
+    ] : [
+      ["cloud", uplink.agent_seen === null ? "configured" :
                 uplink.agent_seen ? "cloud-sync has run" : "configured, cloud-sync not seen yet"],
       ["last upload", uplink.last_upload_ms ? `${ago(uplink.last_upload_ms)} (${time(uplink.last_upload_ms)})` : uplink.agent_seen === null ? unread : "never"],
-      ["waiting", uplink.pending ? `${uplink.pending.alerts} alert records, ${uplink.pending.labels} labels` : unread],
+      ["waiting to upload", uplink.pending ? `${uplink.pending.alerts} alert records, ${uplink.pending.labels} labels` : unread],
       uplink.bytes_today !== null && uplink.bytes_today !== undefined ? ["today", bytes(uplink.bytes_today)] : null,
     ])),
   ];
@@ -360,7 +408,8 @@ function chartWidth() {
   return Math.max(240, document.getElementById("chart-list").clientWidth);
 }
 
-function chartHeight() { return window.innerWidth < 600 ? 140 : 170; }
+// The score chart is taller: it carries the alarm level's lines and, on a log axis, several decades.
+function chartHeight(key = null) { return (window.innerWidth < 600 ? 140 : 170) + (key === "score" ? 50 : 0); }
 
 // Alerts of the device as shaded bands (an alert that never closes: a thin mark at its start).
 function alertBands(u) {
@@ -387,14 +436,14 @@ function xRange() {
   return s ? [s.from_ms / 1000, s.to_ms / 1000] : [Date.now() / 1000 - 3600, Date.now() / 1000];
 }
 
-function chartOptions(title, series, yScale) {
+function chartOptions(title, series, yScale, yAxis = {}) {
   return {
     title, width: chartWidth(), height: chartHeight(),
     cursor: { sync: { key: "device" }, drag: { x: true, y: false, setScale: false } },
     // x is set by drawSeries (the live span or the zoom), never from the data's extent
     scales: { x: { time: true, auto: false, range: (u, min, max) => [min, max] }, y: yScale || {} },
     series: [{}, ...series],
-    axes: [{ space: 70 }, { size: 50, values: (u, ticks) => ticks.map(compact) }],
+    axes: [{ space: 70 }, { size: 50, values: (u, ticks) => ticks.map(compact), ...yAxis }],
     hooks: {
       draw: [alertBands],
       setSelect: [(u) => {
@@ -408,6 +457,74 @@ function chartOptions(title, series, yScale) {
   };
 }
 
+// -- the score's axis ----------------------------------------------------------------------
+
+// The score is a ratio to the alarm level, never negative. While the scores stay within two
+// decades the axis is linear from 0; past that (an anomaly at 30 next to normal windows at
+// 0.1) it is logarithmic with a tick per decade, and its floor is a decade, not 0.
+function scoreScale(series) {
+  const s = series.scores;
+  const all = ["ratio", "iforest_ratio", "autoencoder_ratio", "pca_ratio"].flatMap((k) => values(s[k]));
+  const positive = all.filter((v) => v !== null && v > 0).sort((a, b) => a - b);
+  const hi = Math.max(s.critical * 1.25, positive.length ? positive[positive.length - 1] : 0);
+  const lo = positive.length ? positive[Math.floor(positive.length * 0.02)] : 1;
+  if (hi / lo < 100) return { log: false, min: 0, max: hi * 1.05 };
+  const floor = Math.min(-1, Math.max(-3, Math.floor(Math.log10(lo))));  // 0.001 .. 0.1: the alarm level clear of it
+  return { log: true, min: 10 ** floor, max: 10 ** Math.ceil(Math.log10(hi)) };
+}
+
+// Ticks of a log axis: decades, every one while they have room (about 22 px each), else every
+// second or third, always with 1 (the alarm level) among them.
+function decades(u, axis, min, max) {
+  const lo = Math.round(Math.log10(min)), hi = Math.round(Math.log10(max));
+  const room = Math.max(2, Math.floor((u.bbox.height / devicePixelRatio || u.height * 0.6) / 22));
+  const step = Math.max(1, Math.ceil((hi - lo) / room));
+  const out = [];
+  for (let e = lo; e <= hi; e++) if (e % step === 0) out.push(10 ** e);
+  return out;
+}
+
+// The alarm level (1) and the critical ratio as labelled dashed lines across the score chart.
+function levelLines(u) {
+  const s = state.series && state.series.scores;
+  if (!s) return;
+  const { left, top, width, height } = u.bbox;
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.font = `${11 * devicePixelRatio}px system-ui, sans-serif`;
+  ctx.textAlign = "right";
+  ctx.lineWidth = devicePixelRatio;
+  const pad = 3 * devicePixelRatio;
+  for (const [value, text, color, dash, below] of [[s.alarm, "alarm level 1", SCORE_COLORS.alarm, [6, 4], true],
+                                                   [s.critical, `critical ${fmt(s.critical, 3)}`, SCORE_COLORS.critical, [2, 4], false]]) {
+    const y = Math.round(u.valToPos(value, "y", true)) + (devicePixelRatio % 2) / 2;  // on a pixel row: crisp, not smeared over two
+    if (y < top || y > top + height) continue;
+    ctx.strokeStyle = color;
+    ctx.setLineDash(dash.map((d) => d * devicePixelRatio));
+    ctx.beginPath();
+    ctx.moveTo(left, y);
+    ctx.lineTo(left + width, y);
+    ctx.stroke();
+    // the critical level's label above its line, the alarm level's below: they stay apart on a log axis
+    ctx.textBaseline = below ? "top" : "bottom";
+    const right = left + width - pad, textY = below ? y + pad : y - pad;
+    const w = ctx.measureText(text).width, h = 12 * devicePixelRatio;
+    ctx.fillStyle = "rgba(255, 255, 255, 0.8)";
+    ctx.fillRect(right - w - pad, below ? textY - 1 : textY - h, w + 2 * pad, h + 1);
+    ctx.fillStyle = color;
+    ctx.fillText(text, right, textY);
+  }
+  ctx.restore();
+}
+
+// -- building and feeding the charts -------------------------------------------------------
+
+// "one-minute means" or "15-minute means": what a point of a span drawn from summaries is.
+function pointWords(series) {
+  const minutes = Math.round(series.point_ms / 60000);
+  return minutes === 1 ? "one-minute means" : `${minutes}-minute means`;
+}
+
 function buildCharts(series) {
   for (const c of state.charts) c.destroy();
   state.charts = [];
@@ -415,40 +532,57 @@ function buildCharts(series) {
   list.replaceChildren();
   const scoreBox = el("div", { class: "chart", "data-chart": "score" }, el("p", { class: "empty", hidden: true }));
   list.append(scoreBox);
-  const critical = series.scores.critical;
-  const score = new uPlot(chartOptions("anomaly score (1 = alarm)", [
-    // the models' own ratios first: the combined score, drawn after them, stays on top where
-    // it equals one of them (with the default rule it is the PCA's)
-    { label: "iforest", stroke: SCORE_COLORS.iforest_ratio, width: 1 },
-    { label: "autoencoder", stroke: SCORE_COLORS.autoencoder_ratio, width: 1 },
-    { label: "pca", stroke: SCORE_COLORS.pca_ratio, width: 1 },
-    { label: "score", stroke: SCORE_COLORS.ratio, width: 2 },
-    { label: "alarm", stroke: SCORE_COLORS.alarm, width: 1, dash: [6, 4], points: { show: false } },
-    { label: "critical", stroke: SCORE_COLORS.critical, width: 1, dash: [2, 4], points: { show: false } },
-  ], { distr: 4, asinh: 1, range: (u, lo, hi) => [Math.min(0, lo ?? 0), Math.max(critical * 1.3, hi ?? 0)] }),
-    scoreData(series), scoreBox);
+  const scale = state.scoreScale;
+  const span = series.to_ms - series.from_ms;
+  const options = chartOptions(
+    "anomaly score (1 = alarm level" + (scale.log ? ", log scale)" : ")") + (span > HOUR_MS ? " · the gateway keeps the last hour" : ""), [
+      // the models' own ratios first: the combined score, drawn after them, stays on top where
+      // it equals one of them (with the default rule it is the PCA's)
+      { label: "iforest", stroke: SCORE_COLORS.iforest_ratio, width: 1 },
+      { label: "autoencoder", stroke: SCORE_COLORS.autoencoder_ratio, width: 1 },
+      { label: "pca", stroke: SCORE_COLORS.pca_ratio, width: 1 },
+      { label: "score", stroke: SCORE_COLORS.ratio, width: 2 },
+    ],
+    { ...(scale.log ? { distr: 3, log: 10 } : {}), range: () => [state.scoreScale.min, state.scoreScale.max] },
+    { label: "score ÷ alarm level", labelSize: 16, labelFont: "11px system-ui, sans-serif", size: 46, ...(scale.log ? { splits: decades, filter: (u, splits) => splits } : {}) });
+  options.height = chartHeight("score");
+  options.hooks.draw.push(levelLines);
+  const score = new uPlot(options, scoreData(series), scoreBox);
   score.key = "score";
+  score.scaleKind = scale.log ? "log" : "linear";
   state.charts.push(score);
   series.channels.forEach((channel, i) => {
     const box = el("div", { class: "chart", "data-chart": channel.name });
     list.append(box);
-    const u = new uPlot(chartOptions(`${channel.name}${channel.unit ? ` (${channel.unit})` : ""}`, [
-      { label: channel.name, stroke: COLORS[i % COLORS.length], width: 1.5 },
-    ]), channelData(channel), box);
+    const stroke = COLORS[i % COLORS.length];
+    const lines = [{ label: channel.name, stroke, width: 1.5 }];
+    if (series.resolution === "minutes") {
+      // each point's lowest and highest reading as a pale band: a short spike stays visible
+      lines.push({ label: "lowest", stroke: stroke + "55", width: 1 }, { label: "highest", stroke: stroke + "55", width: 1 });
+    }
+    const options = chartOptions(`${channel.name}${channel.unit ? ` (${channel.unit})` : ""}`
+                                 + (series.resolution === "minutes" ? ` · ${pointWords(series)}` : ""), lines);
+    if (series.resolution === "minutes") options.bands = [{ series: [3, 2], fill: stroke + "22" }];
+    const u = new uPlot(options, channelData(channel), box);
     u.key = channel.name;
-    u.stroke = COLORS[i % COLORS.length];
+    u.stroke = stroke;
     state.charts.push(u);
   });
   state.chartKeys = chartKeys(series);
   for (const u of state.charts) {
-    u.over.addEventListener("dblclick", () => { state.zoom = null; refreshSeries(); });
+    u.over.addEventListener("dblclick", () => { state.zoom = null; refreshSeries().catch(showError); });
   }
 }
 
-function chartKeys(series) { return series.device + "|" + series.channels.map((c) => c.name).join(","); }
+// What a chart is built for: another device, resolution or score axis needs new charts.
+function chartKeys(series) {
+  return [series.device, series.resolution, series.point_ms, series.to_ms - series.from_ms > HOUR_MS,
+          state.scoreScale.log, series.channels.map((c) => c.name).join(",")].join("|");
+}
 
 // The API sends series as base64 of little-endian arrays: times as int32 ms after from_ms,
-// values as float32 with NaN where missing (uPlot wants null there).
+// values as float32 with NaN where missing (uPlot wants null there). A gap in the data comes
+// as a missing point, so the line breaks there.
 function unpack(text, Type) {
   const raw = atob(text);
   const bytes = new Uint8Array(raw.length);
@@ -460,17 +594,22 @@ function times(text, fromMs) { return Array.from(unpack(text, Int32Array), (t) =
 
 function values(text) { return Array.from(unpack(text, Float32Array), (v) => (Number.isFinite(v) ? v : null)); }
 
-function channelData(channel) { return [times(channel.ts, state.series.from_ms), values(channel.values)]; }
+function channelData(channel) {
+  const data = [times(channel.ts, state.series.from_ms), values(channel.values)];
+  if (state.series.resolution === "minutes") data.push(values(channel.min), values(channel.max));
+  return data;
+}
 
 function scoreData(series) {
   const s = series.scores;
-  const x = times(s.ts, series.from_ms);
-  return [x, values(s.iforest_ratio), values(s.autoencoder_ratio), values(s.pca_ratio), values(s.ratio), x.map(() => s.alarm),
-          x.map(() => s.critical)];
+  const floor = state.scoreScale.log ? state.scoreScale.min : -Infinity;  // a log axis has no 0: the floor stands for less
+  const ratios = (text) => values(text).map((v) => (v === null ? null : Math.max(v, floor)));
+  return [times(s.ts, series.from_ms), ratios(s.iforest_ratio), ratios(s.autoencoder_ratio), ratios(s.pca_ratio), ratios(s.ratio)];
 }
 
 function drawSeries(series) {
   state.series = series;
+  state.scoreScale = scoreScale(series);
   if (chartKeys(series) !== state.chartKeys || state.charts.length === 0) buildCharts(series);
   const [from, to] = xRange();
   for (const u of state.charts) {
@@ -482,15 +621,19 @@ function drawSeries(series) {
   const model = state.overview && state.overview.devices.find((d) => d.name === series.device);
   empty.hidden = series.scores.count > 0;
   empty.textContent = model && model.model_version ? "No window scored in this range."
-    : "No model yet: the gateway collects normal windows, then trains one (Models and drift, below).";
+    : "No model yet: the gateway learns normal behaviour first, then trains one (Models and drift, below).";
 }
 
-async function refreshSeries() {
+async function refreshSeries(always = true) {
   if (!state.device) return;
+  // minute summaries change once a minute: the live refresh asks for them less often
+  if (!always && state.series && state.series.resolution === "minutes" && state.series.device === state.device
+      && Date.now() - state.seriesAt < MINUTES_REFRESH_MS) return;
   const points = Math.round(chartWidth());
   const to = Date.now();
+  // no `from` while the operator has not chosen a span: the gateway fits it to the data
   const range = state.zoom ? `&from=${Math.floor(state.zoom.from)}&to=${Math.ceil(state.zoom.to)}`
-                           : `&from=${to - state.spanS * 1000}&to=${to}`;
+              : state.spanS ? `&from=${to - state.spanS * 1000}&to=${to}` : `&to=${to}`;
   const problem = document.getElementById("live-error");
   let series;
   try {
@@ -503,10 +646,14 @@ async function refreshSeries() {
   }
   problem.hidden = true;
   if (series.device !== state.device) return;  // the operator picked another one meanwhile
+  state.seriesAt = Date.now();
   drawSeries(series);
   const note = document.getElementById("zoom-note");
   note.hidden = !state.zoom;
   note.textContent = state.zoom ? `Zoomed: ${time(state.zoom.from)} to ${time(state.zoom.to)} (live updates paused; double-click to resume)` : "";
+  const shown = document.getElementById("span-note");
+  shown.textContent = `${state.spanS || state.zoom ? "" : "all data: "}${duration(series.to_ms - series.from_ms)}`
+    + (series.resolution === "minutes" ? `, drawn from ${pointWords(series)} of the store's one-minute summaries` : "");
 }
 
 function zoomTo(from, to) {
@@ -525,20 +672,30 @@ function selectDevice(name) {
 
 document.getElementById("device-select").addEventListener("change", (e) => selectDevice(e.target.value));
 
+function markSpan() {
+  for (const b of document.querySelectorAll(".spans button")) {
+    b.classList.toggle("chosen", (Number(b.dataset.span) || null) === state.spanS);
+  }
+}
+
+// The operator's span wins over the fitted one, also after a reload; "all" goes back to fitting.
 for (const button of document.querySelectorAll(".spans button")) {
   button.addEventListener("click", () => {
-    state.spanS = Number(button.dataset.span);
+    state.spanS = Number(button.dataset.span) || null;
+    if (state.spanS) localStorage.setItem(SPAN_KEY, String(state.spanS));
+    else localStorage.removeItem(SPAN_KEY);
     state.zoom = null;
-    for (const b of document.querySelectorAll(".spans button")) b.classList.toggle("chosen", b === button);
+    markSpan();
     refreshSeries().catch(showError);
   });
 }
+markSpan();
 
 let resizePending = null;
 window.addEventListener("resize", () => {
   clearTimeout(resizePending);
   resizePending = setTimeout(() => {
-    for (const u of state.charts) u.setSize({ width: chartWidth(), height: chartHeight() });
+    for (const u of state.charts) u.setSize({ width: chartWidth(), height: chartHeight(u.key) });
   }, 150);
 });
 
@@ -595,7 +752,7 @@ async function refresh() {
     renderModels(overview);
     renderSystem(overview);
     await refreshAlerts();
-    if (!state.zoom) await refreshSeries();
+    if (!state.zoom) await refreshSeries(false);
     setConnection("live", "live");
     document.getElementById("updated").textContent = `updated ${new Date(overview.ts_ms).toLocaleTimeString()}`;
     state.updates += 1;

@@ -23,6 +23,7 @@ from gatewayd.detection.local_training import local_key
 from gatewayd.models.bundle import load_private_key, write_bundle
 from gatewayd.models.install import ModelStore
 from gatewayd.models.training import train_bundle
+from gatewayd.store.database import Reading, Store
 
 REPO = Path(__file__).resolve().parents[3]
 ARTIFACTS = REPO / "test-artifacts" / "dashboard"
@@ -159,3 +160,24 @@ def install_pump_model(
     key_path, public = local_key(state_dir)
     bundle = write_bundle(state_dir / "bundle-v1", trained.manifest, trained.files, load_private_key(key_path))
     ModelStore(state_dir / "models", [public]).install(bundle)
+
+
+DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+
+
+def write_flow_history(state_dir: Path, now: int) -> np.ndarray:
+    """pump-1's flow in the store: two days of a reading every 10 s up to a minute ago, with four
+    hours missing 30 h ago (the daemon was stopped) and a minute missing 20 min ago. Returns
+    the readings' times."""
+    first = (now - 2 * DAY_MS) // 60_000 * 60_000
+    ts = np.arange(first, now - 60_000, 10_000, dtype=np.int64)
+    stopped = (ts >= now - 30 * HOUR_MS) & (ts < now - 26 * HOUR_MS)
+    silent = (ts >= now - 20 * 60_000) & (ts < now - 19 * 60_000)
+    ts = ts[~stopped & ~silent]
+    store = Store.in_state_dir(state_dir)
+    store.register_device("pump-1", "pump", "127.0.0.1:502 unit 1", {}, [("flow", "m3/h")])
+    for part in np.array_split(ts, 20):
+        store.write_readings([Reading("pump-1", "flow", int(t), 10.0 + int(t) // 10_000 % 7) for t in part])
+    store.close()
+    return ts

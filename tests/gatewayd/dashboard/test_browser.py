@@ -1,11 +1,14 @@
 """The dashboard in headless Chromium (Debian's, driven by Playwright) against a gateway fed by a
 virtual node: the page loads from the gateway alone, its charts draw the stored readings and
 the window scores, a fault injected into the node shows up as alerts, and labelling one in the
-browser changes the label in SQLite. Screenshots go to test-artifacts/dashboard/."""
+browser changes the label in SQLite; days of history with a gap are drawn from minute summaries,
+broken at the gap. Screenshots go to test-artifacts/dashboard/; with UPDATE_DOC_IMAGES=1 the
+pictures in docs/images/ are made again from the same run."""
 
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -15,10 +18,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gatewayd.clock import now_ms
 from gatewayd.demo.virtual_node import VirtualNode, free_port
 from gatewayd.store.database import Store
 
-from .support import ARTIFACTS, QUIET_METER, install_pump_model, quiet_meter, running_gateway
+from .support import (
+    ARTIFACTS,
+    HOUR_MS,
+    QUIET_METER,
+    REPO,
+    install_pump_model,
+    quiet_meter,
+    running_gateway,
+    write_flow_history,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +71,56 @@ DRAWN_POINTS = """([key, step]) => {
   }
   return { checked, drawn };
 }"""
+
+
+# The score chart's y axis: how it is scaled, its ticks and their labels, its title.
+SCORE_AXIS = """() => { const u = window.dashboard.charts.find((c) => c.key === "score");
+  return { kind: u.scaleKind, ticks: u.axes[1]._splits, labels: u.axes[1]._values, label: u.axes[1].label,
+           min: u.scales.y.min, max: u.scales.y.max, title: u.root.querySelector(".u-title").textContent }; }"""
+
+# The share of the score chart's width where the alarm level's dashed line is drawn at 1.
+ALARM_LINE = """() => { const u = window.dashboard.charts.find((c) => c.key === "score");
+  const y = Math.round(u.valToPos(1, "y", true)), { left, width } = u.bbox;
+  const px = u.ctx.getImageData(left, y - 1, width, 3).data;
+  let drawn = 0;
+  for (let x = 0; x < width; x++) {
+    for (let row = 0; row < 3; row++) {
+      const k = (row * width + x) * 4;
+      if (px[k + 3] > 200 && Math.abs(px[k] - 198) + Math.abs(px[k + 1] - 40) + Math.abs(px[k + 2] - 40) < 60) { drawn++; break; }
+    }
+  }
+  return drawn / width; }"""
+
+# For the points of a chart's own series that are missing (a gap), the pixels of its colour in
+# the plot's column there, top to bottom: none where the line is broken.
+DRAWN_AT_GAPS = """([key]) => {
+  const u = window.dashboard.charts.find((c) => c.key === key);
+  const line = u.series.findIndex((s) => s.label === key);
+  const [r, g, b] = u.series[line].stroke().match(/\\w\\w/g).map((h) => parseInt(h, 16));
+  const { top, height } = u.bbox;
+  const found = [];
+  u.data[line].forEach((y, i) => {
+    if (y !== null) return;
+    const x = Math.round(u.valToPos(u.data[0][i], "x", true));
+    const px = u.ctx.getImageData(x, top, 1, height).data;
+    let drawn = 0;
+    for (let k = 0; k < px.length; k += 4) {
+      if (px[k + 3] > 200 && Math.abs(px[k] - r) + Math.abs(px[k + 1] - g) + Math.abs(px[k + 2] - b) < 60) drawn++;
+    }
+    found.push(drawn);
+  });
+  return found;
+}"""
+
+SPAN = """() => { const s = window.dashboard.series;
+  return { chosen: document.querySelector(".spans button.chosen").dataset.span, from: s.from_ms, to: s.to_ms,
+           first: s.first_ms, resolution: s.resolution, note: document.getElementById("span-note").textContent }; }"""
+
+
+async def doc_image(page, name: str) -> None:
+    """A picture for docs/dashboard.md, from this run, when UPDATE_DOC_IMAGES=1."""
+    if os.environ.get("UPDATE_DOC_IMAGES") == "1":
+        await page.screenshot(path=REPO / "docs" / "images" / name)
 
 
 @asynccontextmanager
@@ -140,6 +203,21 @@ async def test_dashboard_in_chromium(tmp_path):
                     result = await page.evaluate(DRAWN_POINTS, [key, 3])
                     assert result["checked"] >= 3 and result["drawn"] >= 0.8 * result["checked"], (key, result)
 
+                # No span chosen: the charts start at the first reading (half a minute at least), not an hour back.
+                span = await page.evaluate(SPAN)
+                assert span["chosen"] == "all" and span["resolution"] == "raw" and span["first"] is not None
+                assert span["to"] - span["from"] == max(30_000, span["to"] - span["first"]), span
+                assert span["note"].startswith("all data: ")
+                x_min = await page.evaluate("window.dashboard.charts[1].scales.x.min * 1000")
+                assert abs(x_min - span["from"]) < 1
+
+                # The score's axis: nothing below 0, says what the score is, the alarm level drawn at 1.
+                axis = await page.evaluate(SCORE_AXIS)
+                assert "alarm level" in axis["label"] and min(axis["ticks"]) >= 0, axis
+                assert not any(label.startswith(("-", "−")) for label in axis["labels"]), axis
+                assert axis["kind"] == "log" or axis["min"] == 0, axis
+                assert await page.evaluate(ALARM_LINE) > 0.4
+
                 await page.evaluate("() => window.scrollTo(0, 0)")
                 await page.screenshot(path=ARTIFACTS / "desktop-before-fault.png", full_page=True)
 
@@ -160,6 +238,15 @@ async def test_dashboard_in_chromium(tmp_path):
                     "return Math.max(...u.data[u.series.findIndex(s => s.label === 'score')].filter(v => v !== null)) > 1; }",
                     timeout=10_000,
                 )
+                # Scores decades apart (the anomaly against normal windows): a log axis, a tick per
+                # decade, no 0 on it, the alarm level still drawn.
+                await page.wait_for_function("() => window.dashboard.charts[0].scaleKind === 'log'", timeout=10_000)
+                axis = await page.evaluate(SCORE_AXIS)
+                exponents = [np.log10(t) for t in axis["ticks"]]
+                assert axis["min"] > 0 and all(abs(e - round(e)) < 1e-9 for e in exponents), axis
+                assert "0" not in axis["labels"] and "log scale" in axis["title"], axis
+                assert len(axis["ticks"]) >= 3 and "1" in axis["labels"] and all(axis["labels"]), axis
+                assert await page.evaluate(ALARM_LINE) > 0.4
 
                 # Feedback: the operator says the edge alert was real and acknowledges the model's.
                 await page.fill("#operator", "ana")
@@ -204,8 +291,24 @@ async def test_dashboard_in_chromium(tmp_path):
                 await over.dblclick()
                 await page.wait_for_function("() => window.dashboard.zoom === null")
 
+                # The operator's span wins over the fitted one, also after a reload; "all" fits again.
+                await page.reload()
+                await page.wait_for_function("() => window.dashboard && window.dashboard.updates >= 1", timeout=15_000)
+                span = await page.evaluate(SPAN)
+                assert (span["chosen"], span["to"] - span["from"]) == ("300", 300_000), span
+                await page.click('.spans button[data-span="all"]')
+                await page.wait_for_function(
+                    "() => window.dashboard.series.to_ms - window.dashboard.series.from_ms < 300000", timeout=5_000
+                )
+                span = await page.evaluate(SPAN)
+                assert span["chosen"] == "all" and span["to"] - span["from"] == max(30_000, span["to"] - span["first"])
+                await page.wait_for_function("() => window.dashboard.charts.length === 5", timeout=5_000)
+                await page.select_option("#alert-which", "model,edge")
+                await page.wait_for_timeout(500)
+
                 await page.evaluate("() => window.scrollTo(0, 0)")
                 await page.screenshot(path=ARTIFACTS / "desktop.png", full_page=True)
+                await doc_image(page, "dashboard-desktop.png")
 
                 # A phone: one column, nothing wider than the screen, charts as wide as it.
                 await page.set_viewport_size(PHONE)
@@ -216,6 +319,7 @@ async def test_dashboard_in_chromium(tmp_path):
                 assert all(200 <= w <= PHONE["width"] for w in widths), widths
                 await page.evaluate("() => window.scrollTo(0, 0)")
                 await page.screenshot(path=ARTIFACTS / "phone.png")
+                await doc_image(page, "dashboard-phone.png")
                 await page.screenshot(path=ARTIFACTS / "phone-full-page.png", full_page=True)
 
                 assert all(u.startswith(base) for u in requests), [u for u in requests if not u.startswith(base)]
@@ -238,6 +342,69 @@ async def test_dashboard_in_chromium(tmp_path):
     assert acknowledged[0] is not None and acknowledged[1] is None
     figures["requests"] = len(requests)
     (ARTIFACTS / "figures.json").write_text(json.dumps(figures, indent=2))
+
+
+async def test_history_in_chromium(tmp_path):
+    """Two days in the store with four hours missing, and a device that does not answer: the
+    page fits its span to the two days, draws them from minute summaries and says so, breaks the
+    line at the gap, and says in plain words that the device is offline (no model is learning)
+    and that the records stay on the gateway without a cloud."""
+    from playwright.async_api import async_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    state = tmp_path / "state"
+    now = now_ms()
+    written = write_flow_history(state, now)
+    port = free_port()
+    config = (
+        f'[gateway]\nname = "plant-6"\nstate_dir = "{state}"\n[detection]\nbootstrap_minutes = 0.5\n'
+        f"[dashboard]\nenabled = true\nport = {port}\n"
+        f'[[devices]]\nname = "pump-1"\nhost = "127.0.0.1"\nport = {free_port()}\n'
+    )
+    async with running_gateway(config), async_playwright() as playwright, chromium(playwright, DESKTOP) as page:
+        problems = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and problems.append(m.text))
+        await page.goto(f"http://127.0.0.1:{port}/")
+        await page.wait_for_function("() => window.dashboard && window.dashboard.updates >= 1", timeout=15_000)
+
+        span = await page.evaluate(SPAN)
+        assert span["chosen"] == "all" and span["resolution"] == "minutes" and span["from"] == int(written[0]), span
+        assert "one-minute summaries" in span["note"], span
+        title = await page.locator('[data-chart="flow"] .u-title').inner_text()
+        assert "-minute means" in title, title
+        gaps = await page.evaluate(DRAWN_AT_GAPS, ["flow"])
+        assert len(gaps) == 1 and gaps[0] == 0, f"the line is drawn across the gap: {gaps}"
+        gap_at = await page.evaluate(
+            "(() => { const u = window.dashboard.charts.find((c) => c.key === 'flow'); "
+            "return u.data[0][u.data[1].indexOf(null)] * 1000; })()"
+        )
+        assert now - 30 * HOUR_MS < gap_at < now - 26 * HOUR_MS
+        drawn = await page.evaluate(DRAWN_POINTS, ["flow", 5])
+        assert drawn["checked"] >= 20 and drawn["drawn"] >= 0.8 * drawn["checked"], drawn
+
+        # Plain words: the device does not answer, so no model is learning; nothing waits for a cloud.
+        node = page.locator('#node-list .card[data-device="pump-1"]')
+        await node.locator(".badge.offline").wait_for(timeout=20_000)
+        assert "device not answering" in await node.inner_text()
+        scope = page.locator('#model-list .card[data-scope="pump-1"]')
+        await scope.locator(".badge.offline", has_text="offline").wait_for(timeout=5_000)
+        assert "collecting" not in await page.locator("#model-list").inner_text()
+        uplink = await page.locator('#system-list [data-card="uplink"]').inner_text()
+        assert "no cloud configured" in uplink and "kept locally" in uplink and "waiting" not in uplink, uplink
+
+        # An hour: raw readings, broken where a minute is missing; a week: minute summaries again.
+        await page.click('.spans button[data-span="3600"]')
+        await page.wait_for_function("() => window.dashboard.series.resolution === 'raw'", timeout=5_000)
+        gaps = await page.evaluate(DRAWN_AT_GAPS, ["flow"])
+        assert len(gaps) == 1 and gaps[0] == 0, gaps
+        await page.click('.spans button[data-span="604800"]')
+        await page.wait_for_function(
+            "() => window.dashboard.series.to_ms - window.dashboard.series.from_ms === 604800000", timeout=5_000
+        )
+        assert (await page.evaluate(SPAN))["resolution"] == "minutes"
+        await page.screenshot(path=ARTIFACTS / "desktop-history.png", full_page=True)
+        assert not problems, problems
 
 
 async def test_login_in_chromium(tmp_path):

@@ -1,5 +1,5 @@
-"""The dashboard's pure parts: cutting series down for charts, the score ring, access rules, the
-drift level, JSON without NaN."""
+"""The dashboard's pure parts: cutting series down for charts, gaps, minute points, spans, the
+score ring, access rules, the drift level, JSON without NaN."""
 
 import base64
 import json
@@ -7,11 +7,14 @@ import math
 
 import numpy as np
 
+from gatewayd.dashboard import minute_points, spans
 from gatewayd.dashboard.access import Access, split_host
 from gatewayd.dashboard.envelope import envelope
+from gatewayd.dashboard.gaps import broken_at_gaps, gap_after
 from gatewayd.dashboard.views import json_safe, packed_times, packed_values, score_series
 from gatewayd.detection.drift import PageHinkley
 from gatewayd.detection.score_history import COLUMNS, ScoreHistory, ring_capacity
+from gatewayd.store.summaries import Minutes
 
 
 def test_envelope_keeps_spikes_gaps_and_order():
@@ -38,11 +41,11 @@ def test_score_ring_keeps_the_newest_in_order():
     assert ring_capacity(5.0, 3) == 720  # an hour at the default hop
     assert ring_capacity(0.5, 1000) == 104  # many devices share 4 MB (40 B a window)
     assert ring_capacity(1.0, 100_000) == 60  # never below a minimum
-    series = score_series(ring, 1000, 10**9, 100, 2.0)
+    series = score_series(ring, 1000, 10**9, 100, 2.0, 1000)
     assert unpack(series["ts"], "<i4").tolist() == [2000, 3000, 4000, 5000, 6000]  # after `from`
     assert unpack(series["ratio"], "<f4").tolist() == [3, 4, 5, 6, 7] and series["count"] == 5
     assert series["critical"] == 2.0 and series["alarm"] == 1.0
-    empty = score_series(None, 0, 1, 100, 2.0)
+    empty = score_series(None, 0, 1, 100, 2.0, 1000)
     assert empty["count"] == 0 and empty["ts"] == "" and empty["autoencoder"] == ""
 
 
@@ -95,3 +98,42 @@ def test_series_are_packed_arrays_and_json_has_no_nan():
     assert values[0] == 2.5751953125 and np.isnan(values[1]) and values[2] == np.float32(1e-3)
     body = json_safe({"a": [math.nan, 1.5, {"b": math.inf}], "c": "x"})
     assert json.loads(json.dumps(body, allow_nan=False)) == {"a": [None, 1.5, {"b": None}], "c": "x"}
+
+
+def test_gaps_break_the_line_where_no_data_came():
+    assert gap_after(100, 50, 2.5) == 500  # five polls
+    assert gap_after(100, 1000, 2.5) == 2500  # neighbours of a cut-down series may be two buckets apart
+    ts = np.array([0, 100, 200, 5000, 5100, 9000], dtype=np.int64)
+    broken, columns = broken_at_gaps(ts, {"v": np.arange(6.0)}, 500)
+    assert broken.tolist() == [0, 100, 200, 2600, 5000, 5100, 7050, 9000]
+    assert np.isnan(columns["v"][[3, 6]]).all() and columns["v"][~np.isnan(columns["v"])].tolist() == [0, 1, 2, 3, 4, 5]
+    same, untouched = broken_at_gaps(ts[:3], {"v": np.arange(3.0)}, 500)
+    assert same.tolist() == [0, 100, 200] and untouched["v"].tolist() == [0, 1, 2]
+
+
+def test_minutes_merge_into_points_weighted_by_their_readings():
+    minute = 60_000
+    minutes = Minutes.from_rows(
+        [
+            (0, 60, 1.0, 0.0, 0.5, 1.5, 1.0, 59_000),
+            (minute, 20, 5.0, 0.0, 4.0, 9.0, 5.0, 119_000),
+            (2 * minute, 10, None, None, None, None, None, 179_000),  # a minute of missing readings
+            (5 * minute, 60, 2.0, 0.0, 2.0, 2.0, 2.0, 359_000),
+        ]
+    )
+    points = minute_points.merged(minutes, 0, 3 * minute)
+    assert points.ts_ms.tolist() == [0, 3 * minute] and points.readings == 150
+    assert points.mean.tolist() == [(60 * 1.0 + 20 * 5.0) / 80, 2.0]
+    assert points.low.tolist() == [0.5, 2.0] and points.high.tolist() == [9.0, 2.0]
+    assert len(minute_points.merged(None, 0, minute).ts_ms) == 0
+
+
+def test_a_span_fits_the_data_within_bounds_and_long_ones_come_from_minutes():
+    now = 10 * 86_400_000
+    assert spans.fitted_start(now - 20_000, now) == now - 30_000  # a demo 20 s old: half a minute
+    assert spans.fitted_start(now - 2 * 3_600_000, now) == now - 2 * 3_600_000
+    assert spans.fitted_start(0, now) == now - 7 * 86_400_000  # at most a week
+    assert spans.fitted_start(None, now) == now - 30_000
+    assert spans.resolution(3 * 3_600_000) == "raw" and spans.resolution(3 * 3_600_000 + 1) == "minutes"
+    assert spans.minutes_per_point(6 * 3_600_000, 600) == 1
+    assert spans.minutes_per_point(7 * 86_400_000, 700) == 15

@@ -12,17 +12,21 @@ STAMP := $(VENV)/.installed
 # promtool (Debian's prometheus) that checks the metrics the daemon serves; the cloud tier's
 # tests start their own PostgreSQL and Redis (never the machine's on 5432 and 6379).
 DEBIAN_PACKAGES := python3-venv libsystemd-dev pkg-config gcc python3-dev mosquitto socat chromium faketime fiu-utils e2fsprogs prometheus postgresql redis-server
-# Building the Debian package (debian/control's Build-Depends).
-DEB_BUILD_PACKAGES := dpkg-dev debhelper dh-virtualenv python3.11 python3.11-dev python3.11-venv libsystemd-dev pkg-config
-# Checking it: lintian, and a Debian root booted under systemd-nspawn to install it into.
-DEB_TEST_PACKAGES := lintian debootstrap systemd-container
+# Building the Debian package here (debian/control's Build-Depends), and for another release or
+# architecture in a root of its own (mmdebstrap; arm64 under qemu-user-static).
+DEB_BUILD_PACKAGES := dpkg-dev debhelper dh-virtualenv python3 python3-dev python3-venv libsystemd-dev pkg-config \
+	mmdebstrap arch-test qemu-user-static binfmt-support systemd-container
+# Checking it: lintian, and Debian roots booted under systemd-nspawn to install it into.
+DEB_TEST_PACKAGES := lintian
 
+# `make deb RELEASE=trixie ARCH=arm64`: the package for a Raspberry Pi on Raspberry Pi OS (Debian 13).
+RELEASE ?= $(shell . /etc/os-release && echo $$VERSION_CODENAME)
+ARCH ?= $(shell dpkg --print-architecture)
 DEB_VERSION = $(shell dpkg-parsechangelog -S Version 2>/dev/null)
-DEB_ARCH = $(shell dpkg --print-architecture)
-DEB := build/deb/edge-gateway_$(DEB_VERSION)_$(DEB_ARCH).deb
+DEB := build/deb/$(RELEASE)/edge-gateway_$(DEB_VERSION)_$(ARCH).deb
 DEB_INPUTS = $(shell git ls-files --cached --others --exclude-standard gatewayd cloud_sync tools debian systemd docs examples pyproject.toml README.md LICENSE)
 
-.PHONY: demo test format setup debian-packages deb deb-packages clean
+.PHONY: demo test format setup debian-packages deb debs deb-packages lock clean
 
 demo: setup
 	$(BIN)/gatewayd demo
@@ -45,13 +49,24 @@ debian-packages:
 deb-packages:
 	@tools/ensure-debian-packages $(DEB_BUILD_PACKAGES) $(DEB_TEST_PACKAGES)
 
-# The package for this machine's architecture, in build/deb (docs/install.md). pip fetches
-# the wheels at build time only; its cache stays in build/.
+# The package for RELEASE and ARCH (this machine's by default), in build/deb/RELEASE
+# (docs/install.md). pip fetches the wheels at build time only; its cache stays in build/.
 deb: deb-packages
 	@$(MAKE) --no-print-directory $(DEB)
 
+# All four a gateway may run: Debian 12 and 13, amd64 and arm64.
+debs: deb-packages
+	@for release in bookworm trixie; do for arch in amd64 arm64; do \
+		$(MAKE) --no-print-directory deb RELEASE=$$release ARCH=$$arch || exit 1; done; done
+
 $(DEB): $(DEB_INPUTS)
-	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache tools/build-deb build/deb
+	PIP_CACHE_DIR=$(CURDIR)/build/pip-cache tools/build-deb --release $(RELEASE) --arch $(ARCH) build/deb
+
+# The versions the package ships, with their hashes, for every Python and architecture it is
+# built for (debian/requirements.lock); after a change of pyproject.toml's dependencies.
+lock: setup
+	$(BIN)/uv pip compile pyproject.toml --extra linux --universal --python-version 3.11 --generate-hashes \
+		-c debian/lock-constraints.txt --custom-compile-command "make lock" --quiet -o debian/requirements.lock
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

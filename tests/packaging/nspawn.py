@@ -1,6 +1,7 @@
-"""A throwaway Debian machine for package tests: a debootstrap root of this machine's release,
-booted with systemd as PID 1 under systemd-nspawn, so that the package's maintainer scripts
-and units run as on a gateway, and nothing of it touches the running system.
+"""A throwaway Debian machine for package tests: a minbase root of a Debian release and
+architecture (this machine's, or arm64 under qemu-user-static), booted with systemd as PID 1
+under systemd-nspawn, so that the package's maintainer scripts and units run as on a gateway,
+and nothing of it touches the running system.
 
 The root is made once and kept (build/ is ignored by git) while its package list is the same;
 each boot runs on a copy of it, removed when the container stops, with what systemd-nspawn
@@ -22,6 +23,7 @@ from pathlib import Path
 MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 NSPAWN_RUN = Path("/run/systemd/nspawn")
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TOOLS = Path(__file__).resolve().parents[2] / "tools"
 
 
 def release() -> str:
@@ -31,29 +33,27 @@ def release() -> str:
     raise RuntimeError("no VERSION_CODENAME in /etc/os-release")
 
 
+def architecture() -> str:
+    return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
+
+
 def depends_of(deb: Path) -> list[str]:
     """The first alternative of each of a .deb's Depends, without versions."""
     field = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True, check=True).stdout
     return sorted({dep.split("|")[0].split("(")[0].strip() for dep in field.split(",") if dep.strip()})
 
 
-def debian_root(folder: Path, packages: list[str]) -> Path:
-    """A minbase root with `packages` (and what they depend on), made by debootstrap."""
-    key = f"{release()} {MIRROR} {' '.join(sorted(packages))}\n"
-    stamp = folder / ".made-with"
-    if stamp.is_file() and stamp.read_text() == key:
-        return folder
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.parent.mkdir(parents=True, exist_ok=True)
+def debian_root(folder: Path, packages: list[str], codename: str | None = None, arch: str | None = None) -> Path:
+    """A minbase root of `codename` for `arch` (this machine's by default) with `packages` and
+    what they depend on, made by tools/debian-root and kept while the same."""
     result = subprocess.run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", release(), str(folder), MIRROR],
+        [str(TOOLS / "debian-root"), codename or release(), arch or architecture(), str(folder), *packages],
         capture_output=True,
         text=True,
+        env={**os.environ, "DEBIAN_MIRROR": MIRROR},
     )
     if result.returncode != 0:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise RuntimeError(f"debootstrap failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    stamp.write_text(key)
+        raise RuntimeError(f"making the root failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return folder
 
 

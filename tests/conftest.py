@@ -16,6 +16,20 @@ from tests.services import PostgresServer, RedisServer, start_postgres, start_re
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The package tests' packages and roots start being made now, in the background."""
+    if os.geteuid() == 0 and any(item.nodeid.startswith("tests/packaging/test_deb") for item in session.items):
+        from tests.packaging import prepare
+
+        prepare.start()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.packaging import prepare
+
+    prepare.stop()
+
+
 def _children() -> set[int]:
     pids: set[int] = set()
     task_dir = Path(f"/proc/{os.getpid()}/task")

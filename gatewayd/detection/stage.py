@@ -64,6 +64,20 @@ LABEL_CHECK_S = 2.0
 TRAINING_RETRY_S = 600.0  # after a failed training, the next try waits this long
 
 
+def rule_settings(d: DetectionSection) -> RuleSettings:
+    """The alert rules the [detection] section sets."""
+    return RuleSettings(
+        combine=d.combine,
+        weights=tuple(d.weights or ()),
+        scores=tuple(d.scores),
+        false_alarms_per_day=d.false_alarms_per_day,
+        open_after=d.open_after,
+        close_after=d.close_after,
+        critical_ratio=d.critical_ratio,
+        follow_windows=d.baseline_follow_windows,
+    )
+
+
 def default_spec(d: DetectionSection, channels: list[str], period: float) -> FeatureSpec:
     """The feature spec of a device with no bundle yet, from the settings and its poll interval."""
     pairs = tuple((a, b) for a, b in d.pairs if a in channels and b in channels)
@@ -127,16 +141,7 @@ class DetectionStage:
                 log.warning(
                     "[detection] %s is replaced by false_alarms_per_day (%g) and ignored", old, d.false_alarms_per_day
                 )
-        self.rules = RuleSettings(
-            combine=d.combine,
-            weights=tuple(d.weights or ()),
-            scores=tuple(d.scores),
-            false_alarms_per_day=d.false_alarms_per_day,
-            open_after=d.open_after,
-            close_after=d.close_after,
-            critical_ratio=d.critical_ratio,
-            follow_windows=d.baseline_follow_windows,
-        )
+        self.rules = rule_settings(d)
         self.drift = DriftSettings(threshold=d.drift_threshold)
         self.scope_of: dict[str, str] = {}
         self.scopes: dict[str, ScopeState] = {}

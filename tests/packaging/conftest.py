@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.packaging import prepare
 from tests.packaging.nspawn import architecture, release
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,6 +28,7 @@ class BuiltPackage:
 def build_package(codename: str, arch: str) -> Path:
     """`make deb` for one release and architecture; the .deb it leaves."""
     assert os.geteuid() == 0, "the package tests need root (dpkg-buildpackage, mmdebstrap, systemd-nspawn)"
+    prepare.wait(codename, arch)
     build = subprocess.run(
         ["make", "--no-print-directory", "deb", f"RELEASE={codename}", f"ARCH={arch}"],
         cwd=REPO,

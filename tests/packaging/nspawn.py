@@ -149,6 +149,14 @@ class Container:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.leader:
+            # systemd-nspawn killed before its container shut down leaves the container's PID 1
+            # behind; killing it ends every process of the container
+            try:
+                if Path(f"/proc/{self.leader}/comm").read_text().strip() == "systemd":
+                    os.kill(self.leader, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
         shutil.rmtree(self.root, ignore_errors=True)
         shutil.rmtree(NSPAWN_RUN / "propagate" / self.name, ignore_errors=True)
         for folder in reversed(self.made_in_run):

@@ -21,7 +21,7 @@ import pytest
 
 from cloud_sync.server import BackgroundEndpoint
 from tests.packaging.conftest import REPO, BuiltPackage
-from tests.packaging.nspawn import Container, debian_root, depends_of
+from tests.packaging.nspawn import Container, architecture, debian_root, depends_of, release
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -57,7 +57,7 @@ def debs(package: BuiltPackage, tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def machine(package: BuiltPackage, debs: Path, tmp_path_factory) -> Iterator[Container]:
-    root = debian_root(REPO / "build" / "pkgtest" / "root", depends_of(package.path))
+    root = debian_root(REPO / "build" / "roots" / f"{release()}-{architecture()}-test", depends_of(package.path))
     container = Container(root, tmp_path_factory.mktemp("machine"), {debs: "/mnt/debs"})
     try:
         container.start()

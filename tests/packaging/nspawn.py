@@ -141,11 +141,11 @@ class Container:
     def exists(self, path: str) -> bool:
         return self.run("test", "-e", path, check=False).returncode == 0
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 60.0) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)  # an orderly shutdown of the container's systemd
             try:
-                self.process.wait(timeout=60)
+                self.process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()

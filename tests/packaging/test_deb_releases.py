@@ -53,7 +53,7 @@ def system(request, package_for, tmp_path_factory) -> Iterator[tuple[Container, 
         container.start(timeout_s=600 if emulated else 60)
         yield container, codename, arch, deb
     finally:
-        container.stop()
+        container.stop(timeout_s=10 if emulated else 60)  # emulated, its systemd never finishes a shutdown
         shutil.rmtree(debs)
 
 

@@ -1,6 +1,9 @@
 """A state directory the user cannot use (the README's /var/lib/gatewayd without root, a
-root-owned folder): every command that opens it says so in one line naming the folder and the
-reason, never with a traceback. Run as an unprivileged user (the tests run as root)."""
+folder of another user): every command that opens it says so in one line naming the folder and
+the reason, never with a traceback. The commands run as root without the capabilities that
+override file permissions (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), on folders of another user:
+the same permission checks as for any user, wherever the checkout lies (an unprivileged user
+cannot reach the interpreter of a checkout in a private folder)."""
 
 import os
 import shutil
@@ -16,8 +19,9 @@ import pytest
 from gatewayd.store.database import Store
 
 REPO = Path(__file__).resolve().parents[3]
-NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-UID = 65534
+WITHOUT_DAC = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+UID = 0  # root, but bound by the permission bits like anyone else
+OTHER_USER = 65534  # nobody: owns the folders the commands may not use
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to become another user"
@@ -42,10 +46,10 @@ def config_for(site: Path, state_dir: Path) -> Path:
     return path
 
 
-def as_nobody(*args: str) -> subprocess.CompletedProcess:
+def as_a_user(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [*NOBODY, sys.executable, "-m", "gatewayd", *args],
+        [*WITHOUT_DAC, sys.executable, "-m", "gatewayd", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -54,26 +58,33 @@ def as_nobody(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def root_owned_store(folder: Path, mode: int) -> None:
+def someone_elses_store(folder: Path, mode: int) -> None:
     Store(folder / "gatewayd.sqlite3").close()
+    for path in (folder, *folder.iterdir()):
+        os.chown(path, OTHER_USER, OTHER_USER)
     folder.chmod(mode)
 
 
+def someone_elses_folder(folder: Path) -> None:
+    folder.mkdir()
+    os.chown(folder, OTHER_USER, OTHER_USER)
+
+
 def test_a_state_dir_that_cannot_be_created(site):
-    parent = site / "lib"  # as /var/lib: root's
-    parent.mkdir()
+    parent = site / "lib"  # as /var/lib: not this user's
+    someone_elses_folder(parent)
     config = config_for(site, parent / "gatewayd")
-    result = as_nobody("check-config", "--config", str(config))
+    result = as_a_user("check-config", "--config", str(config))
     assert result.returncode == 2 and result.stderr == (
         f"error: {config}:2: gateway.state_dir: cannot create {parent / 'gatewayd'}: cannot write to {parent}: "
         f"no write permission for this user (uid {UID})\n"
     )
     for command in (["status"], ["export"], ["alert", "list"]):  # reading finds nothing to read
-        result = as_nobody(*command, "--config", str(config))
+        result = as_a_user(*command, "--config", str(config))
         assert result.returncode == 1 and result.stderr == (
             f"error: no store at {parent / 'gatewayd' / 'gatewayd.sqlite3'} (has gatewayd run with this configuration?)\n"
         ), (command, result)
-    result = as_nobody("alert", "ack", "x", "--config", str(config))
+    result = as_a_user("alert", "ack", "x", "--config", str(config))
     assert result.returncode == 2 and result.stderr == (
         f"error: cannot write to the state directory {parent / 'gatewayd'}: cannot create it in {parent}: "
         f"no write permission for this user (uid {UID})\n"
@@ -87,9 +98,9 @@ def test_a_state_dir_that_cannot_be_created(site):
 def test_a_state_dir_this_user_may_not_read(site, command):
     state = site / "state"
     state.mkdir()
-    root_owned_store(state, 0o700)
+    someone_elses_store(state, 0o700)
     config = config_for(site, state)
-    result = as_nobody(*command, "--config", str(config))
+    result = as_a_user(*command, "--config", str(config))
     what = "the models folder" if command[0] == "model" else "the state directory"
     folder = state / "models" if command[0] == "model" else state
     reason = (
@@ -105,9 +116,9 @@ def test_a_state_dir_this_user_may_not_read(site, command):
 def test_a_state_dir_this_user_may_read_but_not_write(site):
     state = site / "state"
     state.mkdir()
-    root_owned_store(state, 0o755)
+    someone_elses_store(state, 0o755)
     config = config_for(site, state)
-    result = as_nobody("alert", "label", "x", "true", "--config", str(config))
+    result = as_a_user("alert", "label", "x", "true", "--config", str(config))
     assert result.returncode == 2 and result.stderr == (
         f"error: cannot write to the state directory {state}: no write permission for this user (uid {UID})\n"
     )
@@ -117,11 +128,11 @@ def test_the_daemon_says_it_in_one_line_and_polls_on(site):
     """`gatewayd run` keeps polling (its store opens once the folder can be written), as for any
     state directory it cannot use yet; what it must never do is die with a traceback."""
     parent = site / "lib"
-    parent.mkdir()
+    someone_elses_folder(parent)
     config = config_for(site, parent / "gatewayd")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [*NOBODY, sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
+        [*WITHOUT_DAC, sys.executable, "-m", "gatewayd", "run", "--config", str(config)],
         stderr=subprocess.PIPE,
         text=True,
         env=env,

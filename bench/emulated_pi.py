@@ -8,8 +8,8 @@ RSS; the ratio emulated / native is what the emulation costs here.
 
     sudo .venv/bin/python bench/emulated_pi.py [--release trixie] [--runs 3] [--minutes 5] [--windows 300]
 
-Needs root (systemd-nspawn). The packages are built with `make deb` and the roots made by
-tools/debian-root (both kept in build/, shared with the package tests).
+Needs root (systemd-nspawn). The packages and the roots are made by tools/package-test-root
+(`make deb` and tools/debian-root; kept in build/, shared with the package tests).
 
 How emulation distorts: qemu-user translates each arm64 instruction into several x86-64 ones
 and has no SIMD of its own to map NEON onto well, so CPU-bound work (numpy, scikit-learn, the
@@ -51,23 +51,15 @@ def run(cmd: list[str], what: str, timeout: float = 3600) -> str:
     return result.stdout
 
 
-def package(release: str, arch: str) -> Path:
-    print(f"package for {release} {arch}: make deb", file=sys.stderr, flush=True)
-    run(["make", "--no-print-directory", "-C", str(REPO), "deb", f"RELEASE={release}", f"ARCH={arch}"], "make deb")
-    version = run(["dpkg-parsechangelog", "-S", "Version", "-l", str(REPO / "debian" / "changelog")], "version").strip()
-    return REPO / "build" / "deb" / release / f"edge-gateway_{version}_{arch}.deb"
+def package_and_root(release: str, arch: str) -> tuple[Path, Path]:
+    """The package and its test root (shared with the package tests)."""
+    print(f"package and root for {release} {arch}: tools/package-test-root", file=sys.stderr, flush=True)
+    deb, image = run([str(REPO / "tools" / "package-test-root"), release, arch], "tools/package-test-root").split()
+    return Path(deb), Path(image)
 
 
-def depends(deb: Path) -> list[str]:
-    field = run(["dpkg-deb", "-f", str(deb), "Depends"], "dpkg-deb")
-    return sorted({d.split("|")[0].split("(")[0].strip() for d in field.split(",") if d.strip()})
-
-
-def installed_root(release: str, arch: str, deb: Path, work: Path) -> Path:
+def installed_root(release: str, arch: str, deb: Path, image: Path, work: Path) -> Path:
     """A copy of the release's test root for `arch` with the package installed (not booted)."""
-    image = REPO / "build" / "roots" / f"{release}-{arch}-test"
-    print(f"root for {release} {arch}: {image}", file=sys.stderr, flush=True)
-    run([str(REPO / "tools" / "debian-root"), release, arch, str(image), *depends(deb)], "tools/debian-root")
     root = work / f"{release}-{arch}"
     run(["cp", "-a", "--reflink=auto", str(image), str(root)], "copying the root")
     run(
@@ -115,10 +107,10 @@ def main() -> int:
     sizes: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory(dir=REPO / "build") as tmp:
         for side, arch in arches.items():
-            deb = package(args.release, arch)
+            deb, image = package_and_root(args.release, arch)
             kib = int(run(["dpkg-deb", "-f", str(deb), "Installed-Size"], "dpkg-deb").strip())
             sizes[arch] = {"deb_bytes": deb.stat().st_size, "installed_bytes": kib * 1024}
-            root = installed_root(args.release, arch, deb, Path(tmp))
+            root = installed_root(args.release, arch, deb, image, Path(tmp))
             runs = []
             for n in range(args.runs):
                 runs.append(probe(root, args))

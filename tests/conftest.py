@@ -17,17 +17,23 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """The package tests' packages and roots start being made now, in the background."""
-    if os.geteuid() == 0 and any(item.nodeid.startswith("tests/packaging/test_deb") for item in session.items):
-        from tests.packaging import prepare
+    """What runs long at little CPU starts now, in the background: the package tests' packages
+    and roots, and the demo's detection story."""
+    from tests.integration import demo_run
+    from tests.packaging import prepare
 
-        prepare.start()
+    if os.geteuid() == 0:
+        prepare.start(prepare.pairs_of(item.nodeid for item in session.items))
+    if any(item.nodeid.startswith(demo_run.NODE_ID) for item in session.items):
+        demo_run.start()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.integration import demo_run
     from tests.packaging import prepare
 
     prepare.stop()
+    demo_run.stop()
 
 
 def _children() -> set[int]:

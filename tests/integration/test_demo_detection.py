@@ -2,50 +2,22 @@
 scoring before the fault instead of several): the virtual node, the daemon's own training and calibration,
 scoring. While the pump runs normally no model alert is raised; when its motor current jumps,
 the node's edge alert comes first and the gateway's model alert naming `current` follows within
-a few windows, and stays open while the fault holds."""
-
-import os
-import subprocess
-import sys
-from pathlib import Path
+a few windows, and stays open while the fault holds. The demo runs in the background from the
+start of the session (demo_run.py)."""
 
 import pytest
 
 from gatewayd.store.database import Store
-
-REPO = Path(__file__).resolve().parents[2]
-FAULT_AFTER_S = 360  # the demo's five minutes of data, then a minute of scoring
-DURATION_S = 400
+from tests.integration import demo_run
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(DURATION_S + 240)
-def test_no_model_alert_in_normal_operation_and_one_naming_the_fault(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gatewayd",
-            "demo",
-            "--nodes",
-            "1",
-            "--duration",
-            str(DURATION_S),
-            "--fault-after",
-            str(FAULT_AFTER_S),
-            "--dashboard-port",
-            "0",
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=DURATION_S + 200,
-    )
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "models trained in this run: pump-1 v1" in res.stdout, res.stdout[-2000:]
-    store = Store(tmp_path / "var" / "gatewayd.sqlite3", readonly=True)
+@pytest.mark.timeout(demo_run.DURATION_S + 240)
+def test_no_model_alert_in_normal_operation_and_one_naming_the_fault():
+    run = demo_run.wait(timeout_s=demo_run.DURATION_S + 200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "models trained in this run: pump-1 v1" in run.stdout, run.stdout[-2000:]
+    store = Store(run.folder / "var" / "gatewayd.sqlite3", readonly=True)
     try:
         alerts = store.alerts()
     finally:

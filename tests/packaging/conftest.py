@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.packaging import prepare
-from tests.packaging.nspawn import architecture, release
+from tests.packaging.nspawn import architecture, package_and_root, release
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -22,36 +22,25 @@ REPO = Path(__file__).resolve().parents[2]
 @dataclass
 class BuiltPackage:
     path: Path
+    root: Path  # the minbase root of this machine's release and architecture to install it into
     lintian: subprocess.Popen[str]  # a minute on the environment's 10,000 files: started early
 
 
-def build_package(codename: str, arch: str) -> Path:
-    """`make deb` for one release and architecture; the .deb it leaves."""
+def build_package(codename: str, arch: str) -> tuple[Path, Path]:
+    """The .deb of one release and architecture and the root to install it into."""
     assert os.geteuid() == 0, "the package tests need root (dpkg-buildpackage, mmdebstrap, systemd-nspawn)"
     prepare.wait(codename, arch)
-    build = subprocess.run(
-        ["make", "--no-print-directory", "deb", f"RELEASE={codename}", f"ARCH={arch}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-    )
-    assert build.returncode == 0, f"make deb failed:\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}"
-    version = subprocess.run(
-        ["dpkg-parsechangelog", "-S", "Version"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    path = REPO / "build" / "deb" / codename / f"edge-gateway_{version}_{arch}.deb"
-    assert path.is_file(), f"make deb did not produce {path}"
-    return path
+    return package_and_root(codename, arch)
 
 
 @pytest.fixture(scope="session")
 def package() -> Iterator[BuiltPackage]:
-    path = build_package(release(), architecture())
+    path, root = build_package(release(), architecture())
     lintian = subprocess.Popen(
         ["lintian", "--fail-on", "error", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     try:
-        yield BuiltPackage(path, lintian)
+        yield BuiltPackage(path, root, lintian)
     finally:
         if lintian.poll() is None:
             lintian.kill()
@@ -59,11 +48,11 @@ def package() -> Iterator[BuiltPackage]:
 
 
 @pytest.fixture(scope="session")
-def package_for() -> Callable[[str, str], Path]:
-    """The package for a release and architecture, built once per session."""
-    built: dict[tuple[str, str], Path] = {}
+def package_for() -> Callable[[str, str], tuple[Path, Path]]:
+    """The package for a release and architecture and its root, made once per session."""
+    built: dict[tuple[str, str], tuple[Path, Path]] = {}
 
-    def get(codename: str, arch: str) -> Path:
+    def get(codename: str, arch: str) -> tuple[Path, Path]:
         if (codename, arch) not in built:
             built[codename, arch] = build_package(codename, arch)
         return built[codename, arch]

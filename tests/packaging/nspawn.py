@@ -37,24 +37,20 @@ def architecture() -> str:
     return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
 
 
-def depends_of(deb: Path) -> list[str]:
-    """The first alternative of each of a .deb's Depends, without versions."""
-    field = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True, check=True).stdout
-    return sorted({dep.split("|")[0].split("(")[0].strip() for dep in field.split(",") if dep.strip()})
-
-
-def debian_root(folder: Path, packages: list[str], codename: str | None = None, arch: str | None = None) -> Path:
-    """A minbase root of `codename` for `arch` (this machine's by default) with `packages` and
-    what they depend on, made by tools/debian-root and kept while the same."""
+def package_and_root(codename: str, arch: str) -> tuple[Path, Path]:
+    """The package of `codename` for `arch` and the minbase root of that release and
+    architecture with what it depends on, made by tools/package-test-root (`make deb` and
+    tools/debian-root, each a no-op when what it made is up to date)."""
     result = subprocess.run(
-        [str(TOOLS / "debian-root"), codename or release(), arch or architecture(), str(folder), *packages],
+        [str(TOOLS / "package-test-root"), codename, arch],
         capture_output=True,
         text=True,
         env={**os.environ, "DEBIAN_MIRROR": MIRROR},
     )
     if result.returncode != 0:
-        raise RuntimeError(f"making the root failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return folder
+        raise RuntimeError(f"the package or its root failed:\n{result.stdout[-3000:]}\n{result.stderr[-4000:]}")
+    deb, root = result.stdout.split()
+    return Path(deb), Path(root)
 
 
 class Container:

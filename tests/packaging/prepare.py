@@ -1,15 +1,20 @@
 """The package tests' slow inputs made in the background while the rest of the suite runs:
-tools/prepare-package-tests at the lowest CPU and I/O priority, started when the session has
-collected package tests (tests/conftest.py), waited for by the fixtures that need its results.
-Without it (the package tests run alone) the fixtures make the same things themselves."""
+tools/prepare-package-tests at the lowest CPU and I/O priority, for the releases and
+architectures of the package tests the session has collected (tests/conftest.py), waited for by
+the fixtures that need its results. Without it (the package tests run alone) the fixtures make
+the same things themselves."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterable
 from pathlib import Path
+
+from tests.packaging.nspawn import architecture, release
 
 REPO = Path(__file__).resolve().parents[2]
 DONE = REPO / "build" / "prepared"
@@ -18,16 +23,32 @@ LOG = REPO / "build" / "prepare-package-tests.log"
 _job: subprocess.Popen[bytes] | None = None
 
 
-def start() -> None:
+def pairs_of(nodeids: Iterable[str]) -> list[str]:
+    """The RELEASE-ARCH pairs the package tests among `nodeids` install into: this machine's
+    first, then the others of its architecture, the emulated ones last."""
+    arch = architecture()
+    host = f"{release()}-{arch}"
+    pairs = set()
+    for nodeid in nodeids:
+        if nodeid.startswith("tests/packaging/test_deb_lifecycle.py"):
+            pairs.add(host)
+        elif nodeid.startswith("tests/packaging/test_deb_releases.py"):
+            found = re.search(r"\[(\w+-\w+)\]$", nodeid)
+            if found:
+                pairs.add(found.group(1))
+    return sorted(pairs, key=lambda p: (p != host, not p.endswith("-" + arch), p))
+
+
+def start(pairs: list[str]) -> None:
     global _job
-    if _job is not None:
+    if _job is not None or not pairs:
         return
     LOG.parent.mkdir(parents=True, exist_ok=True)
     for mark in DONE.glob("*"):
         mark.unlink()
     with open(LOG, "wb") as log:
         _job = subprocess.Popen(
-            ["nice", "-n", "19", "ionice", "-c", "3", str(REPO / "tools" / "prepare-package-tests"), str(DONE)],
+            ["nice", "-n", "19", "ionice", "-c", "3", str(REPO / "tools" / "prepare-package-tests"), str(DONE), *pairs],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

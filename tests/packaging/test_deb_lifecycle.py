@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from cloud_sync.server import BackgroundEndpoint
-from tests.packaging.conftest import REPO, BuiltPackage
-from tests.packaging.nspawn import Container, architecture, debian_root, depends_of, release
+from tests.packaging.conftest import BuiltPackage
+from tests.packaging.nspawn import Container
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -57,8 +57,7 @@ def debs(package: BuiltPackage, tmp_path_factory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def machine(package: BuiltPackage, debs: Path, tmp_path_factory) -> Iterator[Container]:
-    root = debian_root(REPO / "build" / "roots" / f"{release()}-{architecture()}-test", depends_of(package.path))
-    container = Container(root, tmp_path_factory.mktemp("machine"), {debs: "/mnt/debs"})
+    container = Container(package.root, tmp_path_factory.mktemp("machine"), {debs: "/mnt/debs"})
     try:
         container.start()
         yield container

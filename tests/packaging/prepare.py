@@ -26,16 +26,17 @@ _job: subprocess.Popen[bytes] | None = None
 def pairs_of(nodeids: Iterable[str]) -> list[str]:
     """The RELEASE-ARCH pairs the package tests among `nodeids` install into: this machine's
     first, then the others of its architecture, the emulated ones last."""
+    package_tests = [n for n in nodeids if n.startswith("tests/packaging/test_deb")]
+    if not package_tests:
+        return []
     arch = architecture()
     host = f"{release()}-{arch}"
     pairs = set()
-    for nodeid in nodeids:
+    for nodeid in package_tests:
         if nodeid.startswith("tests/packaging/test_deb_lifecycle.py"):
             pairs.add(host)
-        elif nodeid.startswith("tests/packaging/test_deb_releases.py"):
-            found = re.search(r"\[(\w+-\w+)\]$", nodeid)
-            if found:
-                pairs.add(found.group(1))
+        elif found := re.search(r"\[(\w+-\w+)\]$", nodeid):
+            pairs.add(found.group(1))
     return sorted(pairs, key=lambda p: (p != host, not p.endswith("-" + arch), p))
 
 

@@ -26,7 +26,7 @@ class BuiltPackage:
     lintian: subprocess.Popen[str]  # a minute on the environment's 10,000 files: started early
 
 
-def build_package(codename: str, arch: str) -> tuple[Path, Path]:
+def package_when_prepared(codename: str, arch: str) -> tuple[Path, Path]:
     """The .deb of one release and architecture and the root to install it into."""
     assert os.geteuid() == 0, "the package tests need root (dpkg-buildpackage, mmdebstrap, systemd-nspawn)"
     prepare.wait(codename, arch)
@@ -35,7 +35,7 @@ def build_package(codename: str, arch: str) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def package() -> Iterator[BuiltPackage]:
-    path, root = build_package(release(), architecture())
+    path, root = package_when_prepared(release(), architecture())
     lintian = subprocess.Popen(
         ["lintian", "--fail-on", "error", str(path)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -54,7 +54,7 @@ def package_for() -> Callable[[str, str], tuple[Path, Path]]:
 
     def get(codename: str, arch: str) -> tuple[Path, Path]:
         if (codename, arch) not in built:
-            built[codename, arch] = build_package(codename, arch)
+            built[codename, arch] = package_when_prepared(codename, arch)
         return built[codename, arch]
 
     return get

@@ -46,7 +46,7 @@ def system(request, package_for, tmp_path_factory) -> Iterator[tuple[Container, 
     debs = tmp_path_factory.mktemp(f"debs-{codename}-{arch}")
     shutil.copy(deb, debs / "edge-gateway.deb")
     container = Container(root, tmp_path_factory.mktemp(f"machine-{codename}-{arch}"), {debs: "/mnt/debs"})
-    emulated = arch != architecture()  # qemu-user is registered for it (tools/package-test-root)
+    emulated = arch != architecture()  # qemu-user is registered for it (tools/debian-root)
     try:
         container.start(timeout_s=600 if emulated else 60)
         yield container, codename, arch, deb

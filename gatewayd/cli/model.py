@@ -293,5 +293,6 @@ def _levels(entry: dict) -> str:
     return "; ".join(
         f"{'' if k == 'calibration' else k + ' '}typical {num(t.get('typical'))}, level "
         f"{num(t.get('tail_start'))} + {num(t.get('tail_scale'))} x ln(0.1/alpha)"
+        + (f", at least {num(t['floor'])}" if "floor" in t else "")
         for k, t in tails.items()
     )

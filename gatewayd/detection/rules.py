@@ -26,7 +26,7 @@ import numpy as np
 Combine = Literal["any", "majority", "weighted"]
 SCORE_NAMES = ("iforest", "autoencoder", "pca_t2", "pca_q")
 # Chosen by the validation protocol in bench/detection_validation.py (docs/detection.md).
-DEFAULT_SCORES: tuple[str, ...] = ("pca_t2", "pca_q")
+DEFAULT_SCORES: tuple[str, ...] = ("pca_q",)
 DEFAULT_BUDGET = 0.01  # false alarms per day, each alarming window counted as one
 DEFAULT_FOLLOW_WINDOWS = 30.0  # the baseline's time constant: 300 s at 10 s windows
 

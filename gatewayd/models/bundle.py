@@ -50,6 +50,9 @@ class Calibration(_Strict):
     tail_start: float
     tail_scale: float = Field(gt=0)
     windows: int = Field(ge=1)
+    # The score that windows of the training stretch itself reach, out of sample (calibration.py);
+    # the alarm level never goes below it. Absent in bundles made before it existed.
+    floor: float | None = None
 
 
 class IForestEntry(_Strict):

@@ -1,6 +1,6 @@
 """Training a bundle: window features -> scaler -> Isolation Forest, autoencoder and PCA ->
-`.tflite` files checked in the interpreter -> alarm levels calibrated on held-back windows ->
-manifest.
+`.tflite` files checked in the interpreter -> alarm levels calibrated on held-back windows,
+with the PCA's floored by what blocks of the whole stretch score out of sample -> manifest.
 
 Calibration (see calibration.py): the models are first fitted on the earlier windows and
 score the latest ones, held back, to learn each score's distribution out of sample; then they
@@ -84,6 +84,37 @@ def _scale(
     return scaler, per_device, z
 
 
+def _scale_like(
+    x: np.ndarray, groups: np.ndarray | None, scaler: Standardizer, per_device: dict[str, Standardizer]
+) -> np.ndarray:
+    """`x` scaled by scalers fitted on other windows; a device they never saw gets the shared one."""
+    if groups is None:
+        return scaler.transform(x)
+    z = np.empty(x.shape, dtype=np.float32)
+    for device in set(groups):
+        rows = groups == device
+        z[rows] = per_device.get(device, scaler).transform(x[rows])
+    return z
+
+
+def _pca_floors(x: np.ndarray, groups: np.ndarray | None, floor: float) -> dict[str, float]:
+    """The PCA scores' floors (calibration.py): each block of the stretch scored by a scaler and
+    PCA fitted on the other blocks. The PCA only: it fits in milliseconds, while the forest and
+    the autoencoder would each be fitted once more per block."""
+    spans = calibration.blocks(len(x))
+    if not spans:
+        return {}
+    t2s, qs = [], []
+    for a, b in spans:
+        rest = np.r_[0:a, b : len(x)]
+        scaler, per_device, z_rest = _scale(x[rest], groups[rest] if groups is not None else None, floor)
+        z_block = _scale_like(x[a:b], groups[a:b] if groups is not None else None, scaler, per_device)
+        t2, q, _ = pca.fit(z_rest).scores(z_block)
+        t2s.append(t2)
+        qs.append(q)
+    return {"pca_t2": calibration.floor_of(np.concatenate(t2s)), "pca_q": calibration.floor_of(np.concatenate(qs))}
+
+
 def _fit(z: np.ndarray, trees: int, seed: int) -> _Fitted:
     forest = IsolationForest(n_estimators=trees, max_samples="auto", random_state=seed).fit(z)
     return _Fitted(forest, autoencoder.train(z, seed=seed), pca.fit(z))
@@ -127,14 +158,7 @@ def train_bundle(
         fit_scaler, fit_device_scalers, z_fit = _scale(
             x[:cut], groups[:cut] if groups is not None else None, scale_floor
         )
-        held = x[cut:]
-        if groups is None:
-            z_held = fit_scaler.transform(held)
-        else:
-            z_held = np.empty(held.shape, dtype=np.float32)
-            for device in set(groups[cut:]):  # a device seen only in the held-back windows: the shared scaler
-                rows = groups[cut:] == device
-                z_held[rows] = fit_device_scalers.get(device, fit_scaler).transform(held[rows])
+        z_held = _scale_like(x[cut:], groups[cut:] if groups is not None else None, fit_scaler, fit_device_scalers)
         held_scores = _fit(z_fit, trees, seed).scores(z_held)
     else:
         progress(f"calibration: {len(x)} windows are too few to hold any back; levels from the fitted windows")
@@ -147,6 +171,13 @@ def train_bundle(
     if cut == 0:
         held_scores = fitted.scores(z)
     tails = {k: calibration.Tail.fit(v) for k, v in held_scores.items() if k != "feature_error"}
+    floors = _pca_floors(x, groups, scale_floor) if cut > 0 else {}
+    if floors:
+        progress(
+            f"floors from {calibration.FLOOR_BLOCKS} blocks, each scored by a PCA of the others: "
+            + ", ".join(f"{k} {v:.4g}" for k, v in floors.items())
+        )
+    tails.update({k: tails[k].with_floor(v) for k, v in floors.items()})
 
     forest = fitted.forest
     iforest_bytes = compile_forest(forest, description=f"{name} v{version} isolation forest")

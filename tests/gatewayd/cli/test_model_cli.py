@@ -3,6 +3,7 @@ rollback, with clear errors for bad input."""
 
 import math
 import os
+import re
 import shutil
 import stat
 from pathlib import Path
@@ -66,6 +67,7 @@ def test_train_inspect_install_rollback(site, capsys):
     assert main(["model", "inspect", str(tmp / "b1"), "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert "pump v1" in out and "verification: ok" in out and "FULLY_CONNECTED" in out and "GATHER" in out
+    assert re.search(r"t2 typical [-0-9.e+]+, level .* x ln\(0\.1/alpha\), at least [0-9.e+]+", out), out
     assert main(["model", "install", str(tmp / "b1"), "--config", str(config)]) == 0
     assert (
         train(

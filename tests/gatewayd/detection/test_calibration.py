@@ -66,8 +66,8 @@ def test_a_smaller_budget_is_a_higher_level():
     assert window_alpha(1.0, 5.0) == pytest.approx(5 / 86_400)
 
 
-def run(scorer: Scorer, windows: np.ndarray) -> list:
-    detector = Detector("pump", scorer, RuleSettings(), DriftSettings(enabled=False))
+def run(scorer: Scorer, windows: np.ndarray, settings: RuleSettings = RuleSettings()) -> list:
+    detector = Detector("pump", scorer, settings, DriftSettings(enabled=False))
     return [detector.window(i * 5000, w).step for i, w in enumerate(windows)]
 
 
@@ -111,3 +111,69 @@ def test_a_new_models_first_windows_on_normal_data_raise_nothing(tmp_path):
         steps = run(scorer, x[400:])
         assert not any(s.alarming for s in steps[:20]), f"seed {seed}: the first windows alarmed"
         assert not any(s.opened for s in steps), f"seed {seed}: an incident on normal data"
+
+
+def test_a_level_never_goes_below_its_floor():
+    tail = Tail.fit(np.random.default_rng(0).exponential(1.0, 500))
+    floored = tail.with_floor(tail.level(1e-6) + 5.0)
+    assert floored.level(1e-2) == floored.level(1e-6) == tail.level(1e-6) + 5.0
+    assert floored.level(1e-12) == pytest.approx(tail.level(1e-12))  # a smaller budget still raises it
+
+
+def two_state_stretch(seed: int) -> np.ndarray:
+    """A pump that ran at a second operating point (more speed, more current) in the first
+    quarter of its training stretch only, and at its usual one since."""
+    x = plant(400, seed)
+    x[:100] += np.array([1.2, 6.0, 2.4, 1.6])
+    return x
+
+
+def alarms_on_return(tmp_path, monkeypatch, seed: int, floors: bool) -> int:
+    """Alarming windows when the pump goes back to the first quarter's operating point."""
+    if not floors:
+        monkeypatch.setattr("gatewayd.models.calibration.blocks", lambda n, count=4: [])
+    folder = tmp_path / f"{seed}-{floors}"
+    folder.mkdir()
+    scorer = signed_scorer(folder, two_state_stretch(seed))
+    back = plant(200, seed + 100) + np.array([1.2, 6.0, 2.4, 1.6])
+    # Both PCA scores decide: the earlier operating point lies along the channels' usual
+    # relation, so it is T² that the latest quarter alone would set too low.
+    return sum(s.alarming for s in run(scorer, back, RuleSettings(scores=("pca_t2", "pca_q"))))
+
+
+def test_a_state_seen_early_in_training_is_not_an_alarm(tmp_path, monkeypatch):
+    """The latest quarter holds back only the usual operating point; the floor from blocks of the
+    whole stretch keeps the earlier one normal. Without the floors the same stretch alarms (the
+    case the floors exist for)."""
+    for seed in range(3):
+        assert alarms_on_return(tmp_path, monkeypatch, seed, floors=True) == 0, f"seed {seed}"
+    assert alarms_on_return(tmp_path, monkeypatch, 0, floors=False) > 0
+
+
+def test_a_few_odd_windows_in_training_do_not_raise_the_floor():
+    """Two wild windows among 400 (a glitch while the gateway was learning) leave the floors
+    where they were: the floor is a high quantile of the blocks' scores, not their maximum."""
+    clean = plant(400, seed=5)
+    odd = clean.copy()
+    odd[[120, 310]] += np.array([20.0, -80.0, 30.0, 0.0])
+
+    def floors(x: np.ndarray) -> dict[str, float]:
+        m = train_bundle(x, np.arange(len(x)) * 5000, SPEC, name="p", version=1, source="t", trees=20).manifest
+        return {k: m["models"]["pca"][k]["floor"] for k in ("t2", "q")}
+
+    before, after = floors(clean), floors(odd)
+    for k in ("t2", "q"):
+        assert after[k] < 2.0 * before[k], f"{k}: floor {before[k]:.3g} became {after[k]:.3g}"
+
+
+def test_a_bundle_made_before_floors_keeps_its_levels(scorer):
+    """A manifest without `floor` (bundles made before it existed) loads, at the tail's levels."""
+    from gatewayd.models.bundle import Manifest
+
+    data = scorer.manifest.model_dump(mode="json", exclude_none=True)
+    for key in ("t2", "q"):
+        data["models"]["pca"][key].pop("floor")
+    old = score_tails(Manifest.model_validate(data))
+    new = score_tails(scorer.manifest)
+    assert old["pca_t2"].floor is None and new["pca_t2"].floor is not None
+    assert old["pca_q"].level(1e-9) == Tail(**{**new["pca_q"].to_dict(), "floor": None}).level(1e-9)

@@ -65,11 +65,16 @@ async def test_bootstrap_then_hot_reload(tmp_path, caplog):
         assert await wait_until(lambda: stage.stats.windows >= scored + 4, 20)
         assert stage.detectors["pump-1"].scorer.manifest.version == 1
 
-        # Another bundle (as the cloud agent or an operator would install it) takes over.
+        # Another bundle (as the cloud agent or an operator would install it) takes over. It is
+        # trained on the pump's own windows so far, as a retrained bundle would be: windows drawn
+        # at random around the first model's scaler would not know the relation between the
+        # channels, and would fail the health check whenever the pump runs away from that mean.
         rng = np.random.default_rng(0)
         spec = FeatureSpec.from_dict({k: v for k, v in manifest.features.items() if k != "names"})
-        x = rng.normal(size=(64, len(spec.names))) * np.array(manifest.scaler.scale) + np.array(manifest.scaler.mean)
-        trained = train_bundle(x, np.arange(64) * 500, spec, name="pump-1", version=2, source="test", trees=20)
+        rows = list(stage.scopes["pump-1"].collected)
+        x = np.vstack([r[1] for r in rows])
+        ends = np.array([r[0] for r in rows], dtype=np.int64)
+        trained = train_bundle(x, ends, spec, name="pump-1", version=2, source="test", trees=20)
         key_path, _ = local_key(state)
         models.install(write_bundle(tmp_path / "v2", trained.manifest, trained.files, load_private_key(key_path)))
         before = stage.stats.windows
@@ -100,7 +105,7 @@ async def test_bootstrap_then_hot_reload(tmp_path, caplog):
 
         # A bundle signed and whole but whose forest the runtime cannot load is rolled back too,
         # and detection goes on with the version before it.
-        broken = train_bundle(x, np.arange(64) * 500, spec, name="pump-1", version=4, source="test", trees=20)
+        broken = train_bundle(x, ends, spec, name="pump-1", version=4, source="test", trees=20)
         files = {**broken.files, "iforest.tflite": b"not a flatbuffer" * 64}
         models.install(write_bundle(tmp_path / "v4", broken.manifest, files, load_private_key(key_path)))
         assert await wait_until(lambda: models.installed_version("pump-1") == 2, 20)

@@ -30,6 +30,7 @@ come in runs, and an incident needs several alarming windows in a row).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -78,7 +79,7 @@ class Tail:
         return level if self.floor is None else max(level, self.floor)
 
     def with_floor(self, floor: float) -> Tail:
-        return Tail(self.typical, self.tail_start, self.tail_scale, self.windows, floor)
+        return dataclasses.replace(self, floor=floor)
 
     def to_dict(self) -> dict:
         return {

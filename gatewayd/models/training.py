@@ -97,7 +97,7 @@ def _scale_like(
     return z
 
 
-def _pca_floors(x: np.ndarray, groups: np.ndarray | None, floor: float) -> dict[str, float]:
+def _pca_floors(x: np.ndarray, groups: np.ndarray | None, scale_floor: float) -> dict[str, float]:
     """The PCA scores' floors (calibration.py): each block of the stretch scored by a scaler and
     PCA fitted on the other blocks. The PCA only: it fits in milliseconds, while the forest and
     the autoencoder would each be fitted once more per block."""
@@ -107,7 +107,7 @@ def _pca_floors(x: np.ndarray, groups: np.ndarray | None, floor: float) -> dict[
     t2s, qs = [], []
     for a, b in spans:
         rest = np.r_[0:a, b : len(x)]
-        scaler, per_device, z_rest = _scale(x[rest], groups[rest] if groups is not None else None, floor)
+        scaler, per_device, z_rest = _scale(x[rest], groups[rest] if groups is not None else None, scale_floor)
         z_block = _scale_like(x[a:b], groups[a:b] if groups is not None else None, scaler, per_device)
         t2, q, _ = pca.fit(z_rest).scores(z_block)
         t2s.append(t2)

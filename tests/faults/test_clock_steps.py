@@ -97,10 +97,13 @@ def progress(daemon: Daemon) -> tuple[int, int]:
 def goes_on(daemon: Daemon, what: str) -> None:
     """Readings are written and windows close after the step, more than a few of each."""
     written, windows = progress(daemon)
+    # Seconds when the disk is free. The suite's background package builds write gigabytes; the
+    # kernel's writeback flushes them whatever their ionice class, and a store's fsyncs can wait
+    # behind that for tens of seconds (40 s was not always enough in CI).
     wait_for(
         f"readings and windows after {what}",
         lambda: (lambda w, n: w > written + 200 and n > windows + 4)(*progress(daemon)),
-        timeout_s=40,
+        timeout_s=120,
     )
 
 
